@@ -1,0 +1,1 @@
+"""Executors of the IR: the float reference (`ideal`) interpreter."""

@@ -1,0 +1,1 @@
+"""Built-in example models shipped with imcc."""

@@ -1,0 +1,1 @@
+"""Importers: ONNX models into the IR (and, later, `.hw` target descriptions)."""

@@ -1,0 +1,89 @@
+"""The IR verifier: checks SSA form, op definitions, attribute kinds and every result type."""
+
+from __future__ import annotations
+
+from imcc.errors import VerificationError
+from imcc.ir.attributes import coerce
+from imcc.ir.graph import Graph, Node
+from imcc.ir.ops import ShapeError, get_op
+from imcc.ir.types import TensorType
+from imcc.ir.weights import digest
+
+
+def _where(node: Node, index: int) -> str:
+    label = f" ({node.name})" if node.name else ""
+    return f"node #{index} '{node.op}'{label} -> %{', %'.join(node.outputs)}"
+
+
+def verify(graph: Graph) -> None:
+    """Raise VerificationError naming the first node (or value) and the rule it breaks."""
+    defined: set[str] = set()
+
+    def define(name: str, what: str) -> None:
+        if name in defined:
+            raise VerificationError(f"{what}: value %{name} is defined more than once")
+        if name not in graph.types:
+            raise VerificationError(f"{what}: value %{name} has no type")
+        defined.add(name)
+
+    for value in graph.inputs:
+        define(value.name, "graph input")
+        if graph.types[value.name] != value.type:
+            raise VerificationError(f"graph input %{value.name}: type table disagrees")
+    for name, constant in graph.constants.items():
+        define(name, "constant")
+        if constant.name != name or graph.types[name] != constant.type:
+            raise VerificationError(f"constant %{name}: name or type table disagrees")
+        if constant.data is not None:
+            if TensorType.of(constant.data) != constant.type:
+                raise VerificationError(f"constant %{name}: data is {TensorType.of(constant.data)}"
+                                        f" but the constant says {constant.type}")
+            if digest(constant.data) != constant.digest:
+                raise VerificationError(f"constant %{name}: data does not match its digest")
+    for index, node in enumerate(graph.nodes):
+        where = _where(node, index)
+        try:
+            opdef = get_op(node.op)
+        except KeyError:
+            raise VerificationError(f"{where}: unknown op '{node.op}'") from None
+        for name in node.inputs:
+            if name not in defined:
+                raise VerificationError(f"{where}: operand %{name} is not defined before use")
+        if list(node.attributes) != [a.name for a in opdef.attributes]:
+            raise VerificationError(
+                f"{where}: attributes {list(node.attributes)} differ from the op's "
+                f"{[a.name for a in opdef.attributes]}"
+            )
+        for spec in opdef.attributes:
+            value = node.attributes[spec.name]
+            try:
+                if coerce(value, spec.kind) != value or type(coerce(value, spec.kind)) is not type(
+                    value
+                ):
+                    raise TypeError(f"not in canonical form: {value!r}")
+            except TypeError as exc:
+                raise VerificationError(f"{where}: attribute '{spec.name}': {exc}") from None
+        try:
+            inferred = opdef.infer(
+                [graph.types[i] for i in node.inputs],
+                node.attributes,
+                [graph.constants.get(i) for i in node.inputs],
+            )
+        except ShapeError as exc:
+            raise VerificationError(f"{where}: {exc}") from None
+        if len(inferred) != len(node.outputs):
+            raise VerificationError(
+                f"{where}: op yields {len(inferred)} results, node has {len(node.outputs)}"
+            )
+        for out, expected in zip(node.outputs, inferred, strict=True):
+            define(out, where)
+            if graph.types[out] != expected:
+                raise VerificationError(
+                    f"{where}: result %{out} is declared {graph.types[out]} but the op "
+                    f"yields {expected}"
+                )
+    if not graph.outputs:
+        raise VerificationError("graph has no outputs")
+    for name in graph.outputs:
+        if name not in defined:
+            raise VerificationError(f"graph output %{name} is not defined")
