@@ -86,4 +86,4 @@ class MissingWeightsError(UserError):
 
 
 class PassFailure(ImccError):
-    """A pass raised or produced invalid IR; carries the pass, the passes before it and a reproducer."""
+    """A pass raised or produced invalid IR; names the pass, the passes before it, a reproducer."""

@@ -4,12 +4,14 @@
 graph @net(%x: f32[1,1,8,8]) {
   %w = const f32[4,1,3,3] blob<"5d0c5e0b3f1a2c4d">
   %shape = const i64[2] dense<[1, 64]>
-  %y = conv(%x, %w) {strides = [1, 1], pads = [1, 1, 1, 1], dilations = [1, 1], group = 1} : f32[1,4,8,8] loc("Conv_0")
+  %y = conv(%x, %w) {strides = [1, 1], pads = [1, 1, 1, 1], dilations = [1, 1], group = 1}
+      : f32[1,4,8,8] loc("Conv_0")
   return %y
 }
 ```
-Constants of more than `INLINE_LIMIT` elements print as a content digest (`blob<...>`) whose data
-lives in an `.npz` side file; smaller ones print their elements (`dense<[...]>`).
+(each node is one line in real output). Constants of more than `INLINE_LIMIT` elements print
+as a content digest (`blob<...>`) whose data lives in an `.npz` side file;
+smaller ones print their elements (`dense<[...]>`).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ def digest(array: np.ndarray) -> str:
 
 
 def frozen(array: np.ndarray) -> np.ndarray:
-    """Return a read-only contiguous copy-free view of a tensor, so that IR constants stay frozen."""
+    """Return a read-only contiguous view of a tensor, so that IR constants stay frozen."""
     out = np.ascontiguousarray(array)
     if out.flags.writeable:
         out = out.view()

@@ -1,0 +1,126 @@
+"""Vectorised numpy kernels of the reference interpreter: convolution, pooling, LRN.
+
+Sliding windows are views (`sliding_window_view`), so no Python loop runs over pixels; a
+convolution is one im2col copy and one BLAS GEMM per channel group.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from imcc.ir.ops.nn import window_output_size
+
+
+def _windows(
+    x: np.ndarray,
+    kernel: tuple[int, ...],
+    strides: tuple[int, ...],
+    dilations: tuple[int, ...],
+    out: tuple[int, ...],
+) -> np.ndarray:
+    """Return a view [N, C, *out, *kernel] of the windows of an already padded x[N, C, *S]."""
+    spatial = len(kernel)
+    extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilations, strict=True))
+    view = sliding_window_view(x, extent, axis=tuple(range(2, 2 + spatial)))
+    positions = tuple(slice(None, (o - 1) * s + 1, s) for o, s in zip(out, strides, strict=True))
+    taps = tuple(slice(None, None, d) for d in dilations)
+    return view[(slice(None), slice(None), *positions, *taps)]
+
+
+def _pad_spatial(x: np.ndarray, begins, ends, value) -> np.ndarray:
+    if not any(begins) and not any(ends):
+        return x
+    widths = [(0, 0), (0, 0), *zip(begins, ends, strict=True)]
+    return np.pad(x, widths, mode="constant", constant_values=value)
+
+
+def conv(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None,
+    strides: tuple[int, ...],
+    pads: tuple[int, ...],
+    dilations: tuple[int, ...],
+    group: int,
+) -> np.ndarray:
+    """Return the grouped N-d convolution of x[N,C,*S] with w[M,C/group,*K] plus b[M]."""
+    spatial = x.ndim - 2
+    kernel = w.shape[2:]
+    out = tuple(
+        window_output_size(x.shape[2 + i], kernel[i], strides[i], pads[i], pads[spatial + i],
+                           dilations[i], False)
+        for i in range(spatial)
+    )
+    padded = _pad_spatial(x, pads[:spatial], pads[spatial:], 0)
+    windows = _windows(padded, kernel, strides, dilations, out)  # [N, C, *O, *K]
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    per_group = c // group
+    positions = math.prod(out)
+    taps = math.prod(kernel)
+    # im2col: [group, N * positions, C/group * taps]
+    windows = windows.reshape(n, group, per_group, positions, taps)
+    patches = windows.transpose(1, 0, 3, 2, 4).reshape(group, n * positions, per_group * taps)
+    filters = w.reshape(group, m // group, per_group * taps).transpose(0, 2, 1)
+    result = np.matmul(patches, filters)  # [group, N * positions, M/group]
+    result = result.reshape(group, n, positions, m // group).transpose(1, 0, 3, 2)
+    result = result.reshape(n, m, *out)
+    if b is not None:
+        result = result + b.reshape(1, m, *([1] * spatial))
+    return result.astype(x.dtype, copy=False)
+
+
+def _pool_geometry(x, kernel, strides, pads, dilations, ceil_mode):
+    spatial = x.ndim - 2
+    out = tuple(
+        window_output_size(x.shape[2 + i], kernel[i], strides[i], pads[i], pads[spatial + i],
+                           dilations[i], ceil_mode)
+        for i in range(spatial)
+    )
+    # ceil mode may need more than the explicit end padding for the last window
+    needed = tuple((o - 1) * s + d * (k - 1) + 1
+                   for o, s, d, k in zip(out, strides, dilations, kernel, strict=True))
+    extra = tuple(max(0, need - (x.shape[2 + i] + pads[i] + pads[spatial + i]))
+                  for i, need in enumerate(needed))
+    return spatial, out, extra
+
+
+def max_pool(x, kernel, strides, pads, dilations, ceil_mode) -> np.ndarray:
+    """Return the max over sliding windows; padding is -inf (the dtype's minimum for ints)."""
+    spatial, out, extra = _pool_geometry(x, kernel, strides, pads, dilations, ceil_mode)
+    low = -np.inf if np.issubdtype(x.dtype, np.floating) else np.iinfo(x.dtype).min
+    ends = tuple(p + e for p, e in zip(pads[spatial:], extra, strict=True))
+    padded = _pad_spatial(x, pads[:spatial], ends, low)
+    windows = _windows(padded, kernel, strides, dilations, out)
+    return windows.max(axis=tuple(range(2 + spatial, 2 + 2 * spatial)))
+
+
+def avg_pool(x, kernel, strides, pads, ceil_mode, count_include_pad) -> np.ndarray:
+    """Return the mean over sliding windows, divided as ONNX does (explicit pads counted or not)."""
+    ones = (1,) * len(kernel)
+    spatial, out, extra = _pool_geometry(x, kernel, strides, pads, ones, ceil_mode)
+    ends = tuple(p + e for p, e in zip(pads[spatial:], extra, strict=True))
+    axes = tuple(range(2 + spatial, 2 + 2 * spatial))
+    padded = _pad_spatial(x, pads[:spatial], ends, 0)
+    total = _windows(padded, kernel, strides, ones, out).sum(axis=axes, dtype=np.float64)
+    mask = np.ones((1, 1, *x.shape[2:]))
+    if count_include_pad:
+        mask = _pad_spatial(mask, pads[:spatial], pads[spatial:], 1)
+        mask = _pad_spatial(mask, (0,) * spatial, extra, 0)
+    else:
+        mask = _pad_spatial(mask, pads[:spatial], ends, 0)
+    count = _windows(mask, kernel, strides, ones, out).sum(axis=axes)
+    return (total / count).astype(x.dtype)
+
+
+def lrn(x: np.ndarray, size: int, alpha: float, beta: float, bias: float) -> np.ndarray:
+    """Return local response normalisation across channels (ONNX definition)."""
+    squared = np.square(x.astype(np.float64))
+    before, after = (size - 1) // 2, size - 1 - (size - 1) // 2
+    widths = [(0, 0), (before, after)] + [(0, 0)] * (x.ndim - 2)
+    padded = np.pad(squared, widths)
+    window_sum = sliding_window_view(padded, size, axis=1).sum(axis=-1)
+    return (x / (bias + alpha / size * window_sum) ** beta).astype(x.dtype)
