@@ -69,6 +69,10 @@ class OptionError(UserError):
     """A pass pipeline or a pass option is malformed or unknown."""
 
 
+class PipelineError(ParseError, OptionError):
+    """A `--passes` pipeline string is malformed or names an unknown pass, option or value."""
+
+
 class MappingError(UserError):
     """A mapping decision is illegal for this graph and target; the reason says why."""
 
@@ -87,3 +91,16 @@ class MissingWeightsError(UserError):
 
 class PassFailure(ImccError):
     """A pass raised or produced invalid IR; names the pass, the passes before it, a reproducer."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        pass_spec: str = "",
+        previous: tuple[str, ...] = (),
+        reproducer: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.pass_spec = pass_spec
+        self.previous = previous
+        self.reproducer = reproducer
