@@ -110,10 +110,13 @@ def _syntax_error(exc: lark.UnexpectedInput, text: str, filename: str) -> ParseE
         lines = text.splitlines() or [""]
         line, column = len(lines), len(lines[-1]) + 1
     if isinstance(exc, lark.UnexpectedToken):
-        found = "end of input" if exc.token.type == "$END" else repr(str(exc.token))
         expected = sorted({_TOKEN_NAMES.get(t, t.lower()) for t in exc.expected})
-        message = f"unexpected {found}"
-        hint = "expected " + " or ".join(expected[:6]) if expected else None
+        if exc.token.type == "$END":
+            message = "unexpected end of input"
+            hint = "a graph ends with `return %value` and `}`"
+        else:
+            message = f"unexpected {str(exc.token)!r}"
+            hint = "expected " + " or ".join(expected[:6]) if expected else None
     elif isinstance(exc, lark.UnexpectedCharacters):
         message = f"unexpected character {text[exc.pos_in_stream]!r}"
         hint = None
