@@ -92,13 +92,13 @@ def test_lrn_matches_torch(size):
     close(ours, theirs)
 
 
-@pytest.mark.parametrize("size", [2, 4, 5])
-def test_lrn_matches_onnx(size):
-    """Even sizes against the onnx package's reference (onnxruntime accepts odd sizes only)."""
+@pytest.mark.parametrize("size", [1, 3, 5])
+def test_lrn_matches_onnxruntime(size):
+    """Odd sizes only: onnxruntime rejects even ones (and onnx.reference's LRN loops over the
+    batch axis instead of the channels, so it is no oracle)."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
-    from onnx.reference import ReferenceEvaluator
 
     node = helper.make_node("LRN", ["x"], ["y"], size=size, alpha=1e-2, beta=0.75, bias=2.0)
     graph = helper.make_graph(
@@ -107,11 +107,7 @@ def test_lrn_matches_onnx(size):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     onnx.checker.check_model(model)
     x = np.random.default_rng(size).standard_normal((2, 7, 4, 4)).astype(np.float32)
-    if size % 2:
-        session = ort.InferenceSession(model.SerializeToString(),
-                                       providers=["CPUExecutionProvider"])
-        (expected,) = session.run(None, {"x": x})
-    else:
-        (expected,) = ReferenceEvaluator(model).run(None, {"x": x})
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (expected,) = session.run(None, {"x": x})
     np.testing.assert_allclose(kernels.lrn(x, size, 1e-2, 0.75, 2.0), expected, rtol=1e-5,
                                atol=1e-6)
