@@ -1,0 +1,355 @@
+"""The `imcc` command line: compile, opt, run, and listings of passes, ops and targets."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from imcc import __version__
+from imcc.errors import ImccError, OptionError, UserError
+from imcc.ir.graph import Graph
+from imcc.ir.io import load_program, save_program
+from imcc.ir.printer import print_graph
+from imcc.passes.context import Context
+from imcc.passes.instruments import DumpIR, PassInstrument, PrintIR, TimePasses
+from imcc.passes.manager import PassManager
+from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline
+from imcc.passes.registry import close_matches, describe_passes, registered_passes
+from imcc.passes.reproducer import read_reproducer_pipeline
+
+BUILTIN_TARGETS: tuple[str, ...] = ()
+"""Names of the targets shipped with imcc (none until the hardware frontend lands)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are UserErrors (one message, exit 2, no usage dump)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(message, hint=f"`{self.prog} --help` shows the usage")
+
+
+def resolve_target(spec: str | None) -> object | None:
+    """Return the target named by `--target` (a built-in name or a `.hw` file), or None."""
+    if spec is None:
+        return None
+    builtins = ", ".join(BUILTIN_TARGETS) or "none yet"
+    raise UserError(f"no target named '{spec}'",
+                    hint=f"built-in targets: {builtins} (`imcc targets` lists them)")
+
+
+def _pass_names(flag: str, text: str | None) -> list[str]:
+    """Split a `--print-ir-*=NAMES` value into known pass names."""
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    for name in names:
+        if name not in registered_passes():
+            close = close_matches(name)
+            hint = f"did you mean {' or '.join(close)}?" if close else "`imcc passes` lists them"
+            raise OptionError(f"{flag}: unknown pass '{name}'", hint=hint)
+    return names
+
+
+def _instruments(args: argparse.Namespace) -> list[PassInstrument]:
+    instruments: list[PassInstrument] = []
+    before = _pass_names("--print-ir-before", args.print_ir_before)
+    after = _pass_names("--print-ir-after", args.print_ir_after)
+    if before or after or args.print_ir_after_all or args.print_ir_after_change:
+        instruments.append(PrintIR(before, after, after_all=args.print_ir_after_all,
+                                   after_change=args.print_ir_after_change))
+    if args.dump_ir_dir:
+        instruments.append(DumpIR(args.dump_ir_dir))
+    if args.time_passes:
+        instruments.append(TimePasses())
+    return instruments
+
+
+def _run_pipeline(graph: Graph, pipeline: str, args: argparse.Namespace, source: str,
+                  target: object | None = None) -> Graph:
+    passes = parse_pipeline(pipeline, source)
+    manager = PassManager(passes, _instruments(args), verify_each=not args.no_verify,
+                          reproducer=args.reproducer)
+    ctx = Context(target=target, seed=args.seed, logger=logging.getLogger("imcc"))
+    return manager.run(graph, ctx)
+
+
+def _emit(graph: Graph, output: str | None) -> None:
+    if output:
+        save_program(graph, output)
+    else:
+        sys.stdout.write(print_graph(graph))
+
+
+def _import_onnx(path: str, batch: int | None) -> Graph:
+    from imcc.frontend.onnx import import_onnx
+
+    if not Path(path).is_file():
+        raise UserError(f"cannot read {path}: no such file")
+    return import_onnx(path, batch=batch)
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    target = resolve_target(args.target)
+    graph = _import_onnx(args.model, args.batch)
+    pipeline = args.passes if args.passes is not None else DEFAULT_PIPELINE
+    graph = _run_pipeline(graph, pipeline, args, "--passes", target)
+    if not args.output and any(not c.inline for c in graph.constants.values()):
+        print("note: weights are not written when the program goes to stdout; use -o FILE",
+              file=sys.stderr)
+    _emit(graph, args.output)
+    return 0
+
+
+def _cmd_opt(args: argparse.Namespace) -> int:
+    pipeline, source = args.passes or "", "--passes"
+    if args.run_reproducer:
+        if args.passes is not None:
+            raise UserError("--run-reproducer takes the pipeline from the file",
+                            hint="drop --passes, or drop --run-reproducer")
+        try:
+            text = Path(args.input).read_text()
+        except OSError as exc:
+            raise UserError(f"cannot read {args.input}: {exc.strerror}") from None
+        pipeline, source = read_reproducer_pipeline(text, args.input), args.input
+    graph = load_program(args.input, args.weights)
+    graph = _run_pipeline(graph, pipeline, args, source)
+    _emit(graph, args.output)
+    return 0
+
+
+def _cmd_passes(args: argparse.Namespace) -> int:
+    sys.stdout.write(describe_passes())
+    return 0
+
+
+def _cmd_ops(args: argparse.Namespace) -> int:
+    from imcc.ir.ops import all_ops
+
+    for op in all_ops().values():
+        print(op.signature())
+        print(f"    {op.summary}")
+    return 0
+
+
+def _cmd_targets(args: argparse.Namespace) -> int:
+    if not BUILTIN_TARGETS:
+        print("no built-in targets yet: hardware targets (.hw files) arrive with the hardware "
+              "frontend")
+    for name in BUILTIN_TARGETS:
+        print(name)
+    return 0
+
+
+def _read_feeds(specs: Sequence[str], graph: Graph) -> dict[str, np.ndarray]:
+    """Bind `--input` files to graph inputs: `name=X.npy`, an `.npz` by key, else in order."""
+    names = [v.name for v in graph.inputs]
+    feeds: dict[str, np.ndarray] = {}
+    positional: list[np.ndarray] = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = "", spec
+        loaded = _load_arrays(path)
+        if isinstance(loaded, dict):
+            feeds.update(loaded)
+        elif name:
+            feeds[name] = loaded
+        else:
+            positional.append(loaded)
+    for array, name in zip(positional, [n for n in names if n not in feeds], strict=False):
+        feeds[name] = array
+    unknown = [n for n in feeds if n not in names]
+    if unknown or len(positional) > len(names):
+        what = f"'{unknown[0]}'" if unknown else "more arrays than inputs"
+        raise UserError(f"--input: the graph has no input {what}",
+                        hint=f"graph inputs: {', '.join(names)}")
+    missing = [n for n in names if n not in feeds]
+    if missing:
+        raise UserError(f"no --input for graph input '{missing[0]}'",
+                        hint=f"pass --input {missing[0]}=FILE.npy")
+    return feeds
+
+
+def _summary(name: str, array: np.ndarray) -> list[str]:
+    """Describe one output: type, range, and per-sample argmax/top values of the last axis."""
+    from imcc.ir.types import TensorType
+
+    lines = [f"%{name}: {TensorType.of(array)}"]
+    if array.size == 0:
+        return lines
+    numeric = array.astype(np.float64)
+    lines[0] += (f"  min {numeric.min():.6g}  max {numeric.max():.6g}"
+                 f"  mean {numeric.mean():.6g}")
+    if array.ndim >= 1 and array.dtype.kind in "fiu":
+        rows = numeric.reshape(-1, array.shape[-1])
+        argmax = rows.argmax(axis=-1)
+        shown = ", ".join(str(int(i)) for i in argmax[:16])
+        lines.append(f"  argmax: [{shown}{', ...' if len(argmax) > 16 else ''}]")
+        top = np.argsort(-rows[0], kind="stable")[:5]
+        lines.append("  top values (sample 0): "
+                     + ", ".join(f"{int(i)}: {rows[0][i]:.6g}" for i in top))
+    return lines
+
+
+def _check_ort(model: str, feeds: dict[str, np.ndarray], graph: Graph,
+               outputs: dict[str, np.ndarray]) -> list[str]:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    ort_inputs = session.get_inputs()
+    by_position = [feeds[v.name] for v in graph.inputs]
+    ort_feeds = {}
+    for index, meta in enumerate(ort_inputs):
+        array = feeds.get(meta.name, by_position[index] if index < len(by_position) else None)
+        ort_feeds[meta.name] = array
+    results = session.run(None, ort_feeds)
+    lines = []
+    for name, expected in zip(graph.outputs, results, strict=False):
+        ours = outputs[name].astype(np.float64)
+        expected = np.asarray(expected, dtype=np.float64)
+        scale = max(float(np.abs(expected).max(initial=0.0)), np.finfo(np.float32).tiny)
+        error = float(np.abs(ours - expected).max(initial=0.0)) / scale
+        lines.append(f"onnxruntime: %{name} max relative error {error:.3g}")
+    return lines
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from imcc.backend.reference import run_graph
+
+    is_onnx = args.model.endswith(".onnx")
+    if args.check_ort and not is_onnx:
+        raise UserError("--check-ort needs an .onnx model", hint="drop --check-ort")
+    if is_onnx:
+        batch = args.batch
+        if batch is None:  # the batch of the data, so that any batch size runs
+            batch = _first_dimension(args.input)
+        graph = _import_onnx(args.model, batch)
+        graph = _run_pipeline(graph, DEFAULT_PIPELINE, args, "--passes")
+    else:
+        graph = load_program(args.model, args.weights)
+    feeds = _read_feeds(args.input, graph)
+    outputs = run_graph(graph, feeds)
+    for name in graph.outputs:
+        print("\n".join(_summary(name, outputs[name])))
+    if args.check_ort:
+        print("\n".join(_check_ort(args.model, feeds, graph, outputs)))
+    if args.output:
+        np.savez(args.output, **outputs)
+    return 0
+
+
+def _load_arrays(path: str) -> np.ndarray | dict[str, np.ndarray]:
+    """Read an `.npy` (one array) or an `.npz` (arrays by name)."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return loaded
+        with loaded:
+            return {key: loaded[key] for key in loaded.files}
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read input {path}: {exc}",
+                        hint="inputs are .npy files or .npz archives") from None
+
+
+def _first_dimension(specs: Sequence[str]) -> int | None:
+    """Return the leading dimension of the first input array, the batch the data has."""
+    if not specs:
+        return None
+    _, sep, path = specs[0].partition("=")
+    loaded = _load_arrays(path if sep else specs[0])
+    first = next(iter(loaded.values()), None) if isinstance(loaded, dict) else loaded
+    return int(first.shape[0]) if first is not None and first.ndim else None
+
+
+def _add_pipeline_flags(parser: argparse.ArgumentParser, *, passes: bool = True) -> None:
+    if passes:
+        parser.add_argument("--passes", metavar="PIPE", help="pass pipeline, e.g. 'a,b{k=v}'")
+    group = parser.add_argument_group("instruments")
+    group.add_argument("--print-ir-before", metavar="NAMES", help="print IR before these passes")
+    group.add_argument("--print-ir-after", metavar="NAMES", help="print IR after these passes")
+    group.add_argument("--print-ir-after-all", action="store_true",
+                       help="print IR after every pass")
+    group.add_argument("--print-ir-after-change", action="store_true",
+                       help="print IR after a pass only when it changed it")
+    group.add_argument("--dump-ir-dir", metavar="DIR",
+                       help="write the IR after every pass to DIR/NN-pass.imcir")
+    group.add_argument("--time-passes", action="store_true", help="print wall time per pass")
+    group.add_argument("--no-verify", action="store_true",
+                       help="do not verify the IR after every pass")
+    group.add_argument("--reproducer", metavar="PATH",
+                       help="where a failing pass writes its reproducer (default: a temp dir)")
+    group.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of `imcc` and its subcommands."""
+    parser = _Parser(prog="imcc", description=__doc__, allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"imcc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=_Parser)
+
+    compile_ = sub.add_parser("compile", help="import an ONNX model and run a pipeline on it",
+                              allow_abbrev=False)
+    compile_.add_argument("model", metavar="MODEL.onnx")
+    compile_.add_argument("--target", metavar="T", help="a built-in target name or a .hw file")
+    compile_.add_argument("-o", "--output", metavar="OUT.imcir", help="default: stdout")
+    compile_.add_argument("--batch", type=int, metavar="N", help="batch size of the inputs")
+    _add_pipeline_flags(compile_)
+    compile_.set_defaults(handler=_cmd_compile)
+
+    opt = sub.add_parser("opt", help="run a pipeline on a textual program", allow_abbrev=False)
+    opt.add_argument("input", metavar="IN.imcir")
+    opt.add_argument("-o", "--output", metavar="OUT", help="default: stdout")
+    opt.add_argument("--weights", metavar="W.npz", help="weights (default: beside IN)")
+    opt.add_argument("--run-reproducer", action="store_true",
+                     help="replay the pipeline recorded in a reproducer")
+    _add_pipeline_flags(opt)
+    opt.set_defaults(handler=_cmd_opt)
+
+    run = sub.add_parser("run", help="run a model or program on inputs with the reference backend",
+                         allow_abbrev=False)
+    run.add_argument("model", metavar="MODEL", help="an .onnx model or an .imcir program")
+    run.add_argument("--input", action="append", default=[], metavar="[NAME=]X.npy|X.npz",
+                     help="input arrays (repeatable)")
+    run.add_argument("-o", "--output", metavar="OUT.npz", help="write the outputs here")
+    run.add_argument("--weights", metavar="W.npz", help="weights of an .imcir program")
+    run.add_argument("--batch", type=int, metavar="N",
+                     help="batch size to import an ONNX model with (default: the inputs')")
+    run.add_argument("--check-ort", action="store_true",
+                     help="compare with onnxruntime (ONNX models only)")
+    _add_pipeline_flags(run, passes=False)
+    run.set_defaults(handler=_cmd_run)
+
+    for name, handler, text in [
+        ("passes", _cmd_passes, "list the passes, their options and defaults"),
+        ("ops", _cmd_ops, "list the IR ops with their signatures"),
+        ("targets", _cmd_targets, "list the built-in targets"),
+    ]:
+        sub.add_parser(name, help=text, allow_abbrev=False).set_defaults(handler=handler)
+    parser.set_defaults(commands=sub.choices)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status (2 for user errors, 1 for failed passes)."""
+    parser = build_parser()
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # reported by the subcommand, so that the hint names its --help
+            args.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+        return args.handler(args)
+    except ImccError as exc:
+        print(exc.render(), file=sys.stderr)
+        return exc.exit_code
+    except SystemExit as exc:  # --help and --version
+        return exc.code if isinstance(exc.code, int) else 0
+    except BrokenPipeError:  # `imcc ops | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # quiet exit flush
+        return 0
+
+
+__all__ = ["build_parser", "main", "resolve_target"]

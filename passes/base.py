@@ -1,0 +1,203 @@
+"""The `Pass` base class: a frozen dataclass whose fields are its options, spelled as text.
+
+A pass prints as its pipeline spelling: the name, then every option in field order inside braces,
+separated by spaces (no braces when the pass has no options):
+
+    fold-constants{max_elements=1048576}
+    tile-crossbar{rows=128 cols=128 slices=[4,2,2] encoding=differential}
+
+Option values, by field type:
+
+| type                | canonical spelling           | also accepted            |
+|---------------------|------------------------------|--------------------------|
+| `int`               | `128`, `-3`                  | `+3`                     |
+| `float`             | `0.5`, `1e-05`, `inf`, `nan` | `1`, `.5`, `-inf`        |
+| `bool`              | `true`, `false`              |                          |
+| `str`               | `differential`, `"a b"`      | `"differential"`         |
+| `tuple[int, ...]`   | `[4,2,2]`, `[]`              | spaces after commas      |
+| `tuple[float, ...]` | `[0.5,1.0]`                  | spaces after commas      |
+
+A string prints bare when it matches `[A-Za-z0-9_.+/:-]+`, else JSON-quoted.
+Lists use brackets, so the commas inside them never split a pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import re
+import typing
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, ClassVar
+
+from imcc.ir.attributes import format_float
+
+if typing.TYPE_CHECKING:
+    from imcc.ir.graph import Graph
+    from imcc.passes.context import Context
+
+BARE_STRING = re.compile(r"[A-Za-z0-9_.+/:-]+")
+_INT = re.compile(r"[-+]?\d+")
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|[-+]?inf|nan")
+
+
+class OptionKind(enum.Enum):
+    """The type of a pass option; the value is its spelling in `imcc passes`."""
+
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    STR = "str"
+    INTS = "tuple[int, ...]"
+    FLOATS = "tuple[float, ...]"
+
+    @property
+    def expected(self) -> str:
+        """Describe the values of this kind, for error messages."""
+        return _EXPECTED[self]
+
+
+_EXPECTED = {
+    OptionKind.INT: "an integer",
+    OptionKind.FLOAT: "a float",
+    OptionKind.BOOL: "true or false",
+    OptionKind.STR: "a string",
+    OptionKind.INTS: "a list of integers like [4,2,2]",
+    OptionKind.FLOATS: "a list of floats like [0.5,1.0]",
+}
+_ANNOTATIONS: dict[Any, OptionKind] = {
+    int: OptionKind.INT,
+    float: OptionKind.FLOAT,
+    bool: OptionKind.BOOL,
+    str: OptionKind.STR,
+    tuple[int, ...]: OptionKind.INTS,
+    tuple[float, ...]: OptionKind.FLOATS,
+}
+
+
+def _parse_scalar(kind: OptionKind, text: str) -> Any:
+    if kind is OptionKind.INT and _INT.fullmatch(text):
+        return int(text)
+    if kind is OptionKind.FLOAT and _FLOAT.fullmatch(text):
+        return float(text)
+    if kind is OptionKind.BOOL and text in ("true", "false"):
+        return text == "true"
+    if kind is OptionKind.STR:
+        if text.startswith('"'):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                raise ValueError(text) from None
+            if isinstance(value, str):
+                return value
+        elif BARE_STRING.fullmatch(text):
+            return text
+    raise ValueError(text)
+
+
+def _format_scalar(kind: OptionKind, value: Any) -> str:
+    if kind is OptionKind.BOOL:
+        return "true" if value else "false"
+    if kind is OptionKind.INT:
+        return str(int(value))
+    if kind is OptionKind.FLOAT:
+        return format_float(float(value))
+    return value if BARE_STRING.fullmatch(value) else json.dumps(value)
+
+
+@dataclass(frozen=True, slots=True)
+class OptionSpec:
+    """One option of a pass: field name, kind, default (`required` when it has none), doc."""
+
+    name: str
+    kind: OptionKind
+    default: Any
+    required: bool
+    doc: str
+
+    def format(self, value: Any) -> str:
+        """Spell a value of this option canonically."""
+        if self.kind in (OptionKind.INTS, OptionKind.FLOATS):
+            element = OptionKind.INT if self.kind is OptionKind.INTS else OptionKind.FLOAT
+            return "[" + ",".join(_format_scalar(element, v) for v in value) + "]"
+        return _format_scalar(self.kind, value)
+
+    def parse(self, text: str) -> Any:
+        """Read a value of this option from its spelling, or raise ValueError."""
+        if self.kind in (OptionKind.INTS, OptionKind.FLOATS):
+            element = OptionKind.INT if self.kind is OptionKind.INTS else OptionKind.FLOAT
+            if not (text.startswith("[") and text.endswith("]")):
+                raise ValueError(text)
+            inner = text[1:-1].strip()
+            if not inner:
+                return ()
+            return tuple(_parse_scalar(element, item.strip()) for item in inner.split(","))
+        return _parse_scalar(self.kind, text)
+
+
+def option(default: Any = dataclasses.MISSING, doc: str = "") -> Any:
+    """Declare a pass option field with a default and a one-line description."""
+    return dataclasses.field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """A graph-to-graph transformation; subclasses are frozen dataclasses of their options.
+
+    Subclasses set `name` (the pipeline spelling), implement `run`, and may declare the legal
+    values of their options for a graph and target in `search_space`.
+    """
+
+    name: ClassVar[str] = ""
+
+    def run(self, graph: Graph, ctx: Context) -> Graph:
+        """Return the transformed graph (never mutate `graph`)."""
+        raise NotImplementedError(f"pass '{self.name}' does not implement run()")
+
+    def search_space(self, graph: Graph, ctx: Context) -> dict[str, list[Any]]:
+        """Return the legal values of each tunable option for this graph and target."""
+        return {}
+
+    @classmethod
+    def options(cls) -> tuple[OptionSpec, ...]:
+        """Return the options of this pass in field order."""
+        return option_specs(cls)
+
+    @classmethod
+    def summary(cls) -> str:
+        """Return the first line of the pass docstring."""
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0].strip() if doc else ""
+
+    def __str__(self) -> str:
+        specs = self.options()
+        if not specs:
+            return self.name
+        body = " ".join(f"{s.name}={s.format(getattr(self, s.name))}" for s in specs)
+        return f"{self.name}{{{body}}}"
+
+
+@cache
+def option_specs(cls: type[Pass]) -> tuple[OptionSpec, ...]:
+    """Derive the option specs of a pass class from its dataclass fields and annotations."""
+    if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:
+        raise TypeError(f"pass {cls.__name__} must be a frozen dataclass")
+    hints = typing.get_type_hints(cls)
+    specs = []
+    for f in dataclasses.fields(cls):
+        kind = _ANNOTATIONS.get(hints[f.name])
+        if kind is None:
+            raise TypeError(
+                f"option '{f.name}' of pass {cls.__name__} has unsupported type {hints[f.name]!r}"
+                f" (use one of: {', '.join(k.value for k in OptionKind)})"
+            )
+        if f.default is not dataclasses.MISSING:
+            default, required = f.default, False
+        elif f.default_factory is not dataclasses.MISSING:
+            default, required = f.default_factory(), False
+        else:
+            default, required = None, True
+        specs.append(OptionSpec(f.name, kind, default, required, f.metadata.get("doc", "")))
+    return tuple(specs)
