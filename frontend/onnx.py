@@ -1,0 +1,406 @@
+"""The ONNX frontend: load, check, fold constants, infer static shapes and translate to the IR.
+
+`import_onnx` accepts the default domain at opsets 6 to 22. The import runs in four steps:
+
+1. load and check the model (`onnx.checker`), fix the batch dimension of the graph inputs;
+2. fold every node whose inputs are all constant (initializers, `Constant` nodes, frozen inputs,
+   earlier folded results; also `Shape`/`Size` of statically shaped values) with the ONNX
+   reference evaluator, so weight generators such as `ConstantOfShape` need no IR op;
+3. reject the model once if some remaining op has no converter, listing every such op; run
+   `onnx.shape_inference` and reject values whose shape stays unknown;
+4. translate the remaining nodes in order (see `onnx_ops`), then verify the graph.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from imcc.errors import FrontendError
+from imcc.frontend import onnx_ops, onnx_shape_ops  # noqa: F401  (they register converters)
+from imcc.frontend.onnx_context import CONVERTERS, Context, NodeError, Unsupported, dtype_of
+from imcc.ir.graph import Graph, GraphBuilder
+from imcc.ir.types import TensorType
+from imcc.ir.verifier import verify
+
+MIN_OPSET, MAX_OPSET = 6, 22
+DEFAULT_DOMAINS = ("", "ai.onnx")
+NONDETERMINISTIC = frozenset(
+    {
+        "RandomNormal",
+        "RandomUniform",
+        "RandomNormalLike",
+        "RandomUniformLike",
+        "Multinomial",
+        "Bernoulli",
+    }
+)
+SMALL_CONSTANT = 64
+"""Constants up to this many elements are given to shape inference by value, larger by type."""
+
+ShapeTable = dict[str, tuple[int, tuple[int | str | None, ...]]]
+
+
+def import_onnx(
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    *,
+    batch: int = 1,
+    freeze_inputs: Mapping[str, np.ndarray] | None = None,
+    name: str | None = None,
+) -> Graph:
+    """Import an ONNX model as a verified IR graph with static shapes.
+
+    `batch` replaces a symbolic leading dimension of the graph inputs; `freeze_inputs` binds
+    graph inputs to constant arrays (as ONNX node tests pass weights and shapes as inputs).
+    """
+    proto, label = _load(model)
+    opset = _default_opset(proto, label)
+    if batch < 1:
+        raise FrontendError(f"{label}: batch must be at least 1, got {batch}")
+    graph = proto.graph
+    names = [n.name or f"{n.op_type}_{i}" for i, n in enumerate(graph.node)]
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    constants.update(_frozen(graph, constants, freeze_inputs or {}, label))
+    inputs = _input_types(graph, constants, batch, label)
+
+    table: ShapeTable = {}
+    if any(n.op_type in ("Shape", "Size") for n in graph.node):
+        table = _infer(proto, list(graph.node), inputs, constants, label)
+    remaining = _fold(graph, names, constants, table, opset, label)
+    _reject_unsupported(remaining, label)
+    table = _infer(proto, [n for _, n in remaining], inputs, constants, label)
+    used = _use_counts(graph, [n for _, n in remaining])
+    _check_static(remaining, table, used, label)
+
+    taken = set(constants) | {v.name for v in graph.input} | {v.name for v in graph.output}
+    taken |= {o for n in graph.node for o in n.output}
+    builder = GraphBuilder(name or graph.name or _stem(model) or "model", taken)
+    for value_name, type_ in inputs.items():
+        builder.add_input(value_name, type_)
+    ctx = Context(builder, constants, opset, used)
+    _keep_output_names(ctx, graph, [n for _, n in remaining], inputs)
+    for node_name, node in remaining:
+        _translate(ctx, node, node_name, table, label)
+    try:
+        outputs = [ctx.value(v.name) for v in graph.output]
+    except NodeError as exc:
+        raise FrontendError(f"{label}: graph output: {exc}") from None
+    result = builder.build(outputs)
+    verify(result)
+    return result
+
+
+def _stem(model: object) -> str:
+    return "" if isinstance(model, onnx.ModelProto) else Path(os.fspath(model)).stem
+
+
+def _load(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    """Read and check a model; return it with the label that error messages start with."""
+    hint = "give an ONNX model file (.onnx) as written by onnx.save or torch.onnx.export"
+    if isinstance(model, onnx.ModelProto):
+        proto, label = model, f"<model {model.graph.name or 'unnamed'}>"
+    else:
+        label = os.fspath(model)
+        if not Path(label).is_file():
+            raise FrontendError(f"cannot read ONNX model {label}: no such file", hint=hint)
+        try:
+            proto = onnx.load(label)
+        except (DecodeError, OSError, ValueError, RuntimeError) as exc:
+            raise FrontendError(f"{label}: not a valid ONNX model ({exc})", hint=hint) from None
+    try:
+        onnx.checker.check_model(proto)
+    except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FrontendError(
+            f"{label}: the ONNX checker rejects the model: {first}", hint=hint
+        ) from None
+    return proto, label
+
+
+def _default_opset(proto: onnx.ModelProto, label: str) -> int:
+    """Return the default-domain opset, rejecting other versions and nodes of other domains."""
+    versions = [o.version for o in proto.opset_import if o.domain in DEFAULT_DOMAINS]
+    if not versions:
+        raise FrontendError(f"{label}: the model imports no opset of the default ONNX domain")
+    opset = max(versions)
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise FrontendError(
+            f"{label}: ONNX opset {opset} is not supported (imcc reads {MIN_OPSET} to {MAX_OPSET})",
+            hint="convert the model with onnx.version_converter.convert_version(model, 17)",
+        )
+    foreign = sorted(
+        {f"{n.domain}::{n.op_type}" for n in proto.graph.node if n.domain not in DEFAULT_DOMAINS}
+    )
+    if foreign:
+        raise FrontendError(
+            f"{label}: ops of other domains are not supported: " + ", ".join(foreign)
+        )
+    return opset
+
+
+def _frozen(
+    graph: onnx.GraphProto,
+    constants: Mapping[str, np.ndarray],
+    freeze: Mapping[str, np.ndarray],
+    label: str,
+) -> dict[str, np.ndarray]:
+    """Check the arrays that bind graph inputs and return them by name."""
+    declared = {v.name: v for v in graph.input}
+    out = {}
+    for key, array in freeze.items():
+        if key not in declared:
+            valid = ", ".join(v for v in declared if v not in constants) or "none"
+            raise FrontendError(
+                f"{label}: cannot freeze '{key}': not a graph input (inputs: {valid})"
+            )
+        array = np.asarray(array)
+        tensor = declared[key].type.tensor_type
+        expected = dtype_of(tensor.elem_type, f"{label}: input '{key}'").numpy
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+        if array.dtype != expected or (
+            tensor.HasField("shape")
+            and (
+                len(dims) != array.ndim
+                or any(d is not None and d != s for d, s in zip(dims, array.shape, strict=False))
+            )
+        ):
+            raise FrontendError(
+                f"{label}: frozen input '{key}' is {array.dtype}{list(array.shape)}"
+                f" but the model declares {expected}{dims}"
+            )
+        out[key] = array
+    return out
+
+
+def _input_types(
+    graph: onnx.GraphProto, constants: Mapping[str, np.ndarray], batch: int, label: str
+) -> dict[str, TensorType]:
+    """Return the static type of every graph input that is not a constant."""
+    out: dict[str, TensorType] = {}
+    for value in graph.input:
+        if value.name in constants:
+            continue
+        tensor = value.type.tensor_type
+        if not value.type.HasField("tensor_type") or not tensor.HasField("shape"):
+            raise FrontendError(
+                f"{label}: graph input '{value.name}' has no tensor shape",
+                hint="declare the input's shape in the model",
+            )
+        dims = []
+        for i, dim in enumerate(tensor.shape.dim):
+            if dim.HasField("dim_value"):
+                dims.append(dim.dim_value)
+            elif i == 0:
+                dims.append(batch)
+            else:
+                raise FrontendError(
+                    f"{label}: graph input '{value.name}' has an unknown dimension {i} "
+                    f"('{dim.dim_param}'); only the leading (batch) dimension may be symbolic",
+                    hint="fix it with onnx.tools.update_model_dims or freeze the input",
+                )
+        out[value.name] = TensorType(
+            tuple(dims), dtype_of(tensor.elem_type, f"{label}: input '{value.name}'")
+        )
+    return out
+
+
+def _infer(
+    proto: onnx.ModelProto,
+    nodes: list[onnx.NodeProto],
+    inputs: Mapping[str, TensorType],
+    constants: Mapping[str, np.ndarray],
+    label: str,
+) -> ShapeTable:
+    """Run ONNX shape inference on the nodes with static inputs; map values to types."""
+    needed = {i for n in nodes for i in n.input} | {o.name for o in proto.graph.output}
+    graph_inputs = [
+        helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(t.dtype.numpy), t.shape)
+        for k, t in inputs.items()
+    ]
+    initializers = []
+    for key, array in constants.items():
+        if key not in needed:
+            continue
+        if array.size <= SMALL_CONSTANT:
+            initializers.append(numpy_helper.from_array(array, key))
+        else:
+            elem = helper.np_dtype_to_tensor_dtype(array.dtype)
+            graph_inputs.append(helper.make_tensor_value_info(key, elem, array.shape))
+    outputs = [
+        helper.make_tensor_value_info(o.name, o.type.tensor_type.elem_type, None)
+        for o in proto.graph.output
+    ]
+    skeleton = helper.make_model(
+        helper.make_graph(nodes, "skeleton", graph_inputs, outputs, initializers),
+        opset_imports=list(proto.opset_import),
+        ir_version=proto.ir_version,
+    )
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=True, data_prop=True)
+    except (onnx.shape_inference.InferenceError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise FrontendError(f"{label}: ONNX shape inference fails: {first}") from None
+    table: ShapeTable = {}
+    for value in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input):
+        tensor = value.type.tensor_type
+        if value.type.HasField("tensor_type") and tensor.HasField("shape"):
+            dims = tuple(
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                for d in tensor.shape.dim
+            )
+            table[value.name] = (tensor.elem_type, dims)
+    return table
+
+
+def _fold(
+    graph: onnx.GraphProto,
+    names: list[str],
+    constants: dict[str, np.ndarray],
+    table: ShapeTable,
+    opset: int,
+    label: str,
+) -> list[tuple[str, onnx.NodeProto]]:
+    """Evaluate constant-only nodes into `constants`; return the other nodes with names."""
+    remaining = []
+    for node_name, node in zip(names, graph.node, strict=True):
+        args = [i for i in node.input if i]
+        static = node.op_type in ("Shape", "Size") and args and _static(table, args[0])
+        if static:
+            dims = np.array(table[args[0]][1], dtype=np.int64)
+            if node.op_type == "Size":
+                constants[node.output[0]] = np.array(math.prod(dims.tolist()), np.int64)
+            else:
+                a = {at.name: helper.get_attribute_value(at) for at in node.attribute}
+                constants[node.output[0]] = dims[a.get("start", 0) : a.get("end", len(dims))]
+            continue
+        foldable = (
+            node.op_type not in NONDETERMINISTIC
+            and all(i in constants for i in args)
+            and not any(
+                at.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                for at in node.attribute
+            )
+        )
+        if not foldable:
+            remaining.append((node_name, node))
+            continue
+        try:
+            results = _evaluate(node, {i: constants[i] for i in args}, opset)
+        except Exception as exc:  # the reference evaluator raises anything
+            raise FrontendError(
+                f"{label}: cannot evaluate constant {node.op_type} node "
+                f"'{node_name}': {type(exc).__name__}: {exc}"
+            ) from None
+        for out, value in zip(node.output, results, strict=False):
+            if out and value is not None:
+                constants[out] = np.asarray(value)
+    return remaining
+
+
+def _evaluate(node: onnx.NodeProto, feeds: dict[str, np.ndarray], opset: int) -> list:
+    """Run one node on constant inputs with the ONNX reference evaluator at `opset`."""
+    inputs = [
+        helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+        for k, v in feeds.items()
+    ]
+    outputs = [helper.make_empty_tensor_value_info(o) for o in node.output if o]
+    model = helper.make_model(
+        helper.make_graph([node], "fold", inputs, outputs),
+        opset_imports=[helper.make_opsetid("", opset)],
+    )
+    return ReferenceEvaluator(model).run(None, feeds)
+
+
+def _static(table: ShapeTable, name: str) -> bool:
+    return name in table and all(isinstance(d, int) for d in table[name][1])
+
+
+def _reject_unsupported(remaining: list[tuple[str, onnx.NodeProto]], label: str) -> None:
+    """Fail once, listing every op type that has no converter with the nodes that use it."""
+    missing: dict[str, list[str]] = {}
+    for node_name, node in remaining:
+        if node.op_type not in CONVERTERS:
+            missing.setdefault(node.op_type, []).append(node_name)
+    if missing:
+        listed = ", ".join(f"{op} (nodes: {', '.join(ns)})" for op, ns in missing.items())
+        raise FrontendError(
+            f"{label}: unsupported ONNX ops: {listed}",
+            hint="imcc translates "
+            + ", ".join(sorted(CONVERTERS))
+            + "; nodes whose inputs are all constant are folded at import",
+        )
+
+
+def _use_counts(graph: onnx.GraphProto, nodes: list[onnx.NodeProto]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for name in [i for n in nodes for i in n.input] + [o.name for o in graph.output]:
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _check_static(
+    remaining: list[tuple[str, onnx.NodeProto]],
+    table: ShapeTable,
+    used: Mapping[str, int],
+    label: str,
+) -> None:
+    """Reject used values whose shape ONNX shape inference leaves symbolic or unknown."""
+    for node_name, node in remaining:
+        for out in node.output:
+            if out and used.get(out) and out in table and not _static(table, out):
+                dims = [d if d is not None else "?" for d in table[out][1]]
+                raise FrontendError(
+                    f"{label}: the shape of '{out}' (output of {node.op_type} node "
+                    f"'{node_name}') is not static: {dims}",
+                    hint="fix the input dimensions (onnx.tools.update_model_dims) or freeze "
+                    "the inputs that decide the shape",
+                )
+
+
+def _keep_output_names(
+    ctx: Context,
+    graph: onnx.GraphProto,
+    nodes: list[onnx.NodeProto],
+    inputs: Mapping[str, TensorType],
+) -> None:
+    """Let a graph output behind Identity/Dropout keep its ONNX name (the producer takes it)."""
+    produced = {o for n in nodes for o in n.output if n.op_type not in ("Identity", "Dropout")}
+    outputs = {o.name for o in graph.output}
+    for node in nodes:
+        if node.op_type in ("Identity", "Dropout") and node.output[0] in outputs:
+            source = node.input[0]
+            if source in produced and source not in outputs and source not in ctx.alias:
+                ctx.alias[source] = node.output[0]
+
+
+def _translate(
+    ctx: Context, node: onnx.NodeProto, node_name: str, table: ShapeTable, label: str
+) -> None:
+    """Translate one node and check the result types against ONNX shape inference."""
+    ctx.node, ctx.node_name = node, node_name
+    where = f"{label}: {node.op_type} node '{node_name}'"
+    try:
+        CONVERTERS[node.op_type](ctx)
+        for index, out in enumerate(node.output):
+            if not ctx.has_output(index) or out not in table or not _static(table, out):
+                continue
+            ir_type = ctx.type(ctx.value(out))
+            elem, dims = table[out]
+            if ir_type.shape != dims or ir_type.dtype is not dtype_of(elem, where):
+                raise NodeError(
+                    f"result '{out}' is {ir_type} but ONNX infers {list(dims)} of type {elem}"
+                )
+    except Unsupported as exc:
+        raise FrontendError(
+            f"{where}: {exc}", hint="rewrite this part of the model with supported features"
+        ) from None
+    except NodeError as exc:
+        raise FrontendError(f"{where}: {exc}") from None
