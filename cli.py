@@ -89,7 +89,7 @@ def _import_onnx(path: str, batch: int | None) -> Graph:
 
     if not Path(path).is_file():
         raise UserError(f"cannot read {path}: no such file")
-    return import_onnx(path, batch=batch)
+    return import_onnx(path) if batch is None else import_onnx(path, batch=batch)
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
@@ -195,26 +195,50 @@ def _summary(name: str, array: np.ndarray) -> list[str]:
     return lines
 
 
-def _check_ort(model: str, feeds: dict[str, np.ndarray], graph: Graph,
-               outputs: dict[str, np.ndarray]) -> list[str]:
+def _ort_runner(model: str, graph: Graph):
+    """Return a function running the ONNX model in onnxruntime, outputs keyed like `graph`'s."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
-    ort_inputs = session.get_inputs()
-    by_position = [feeds[v.name] for v in graph.inputs]
-    ort_feeds = {}
-    for index, meta in enumerate(ort_inputs):
-        array = feeds.get(meta.name, by_position[index] if index < len(by_position) else None)
-        ort_feeds[meta.name] = array
-    results = session.run(None, ort_feeds)
+    ort_inputs = [meta.name for meta in session.get_inputs()]
+
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        by_position = [feeds[v.name] for v in graph.inputs]
+        ort_feeds = {name: feeds.get(name, by_position[i] if i < len(by_position) else None)
+                     for i, name in enumerate(ort_inputs)}
+        results = session.run(None, ort_feeds)
+        return dict(zip(graph.outputs, results, strict=False))
+
+    return run
+
+
+def _relative_errors(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> list[str]:
     lines = []
-    for name, expected in zip(graph.outputs, results, strict=False):
-        ours = outputs[name].astype(np.float64)
+    for name, expected in theirs.items():
         expected = np.asarray(expected, dtype=np.float64)
-        scale = max(float(np.abs(expected).max(initial=0.0)), np.finfo(np.float32).tiny)
-        error = float(np.abs(ours - expected).max(initial=0.0)) / scale
+        scale = max(float(np.abs(expected).max(initial=0.0)), float(np.finfo(np.float32).tiny))
+        error = float(np.abs(ours[name].astype(np.float64) - expected).max(initial=0.0)) / scale
         lines.append(f"onnxruntime: %{name} max relative error {error:.3g}")
     return lines
+
+
+def _samples(graph: Graph, feeds: dict[str, np.ndarray]) -> int:
+    """Return N > 1 when the graph takes batch 1 and every feed holds N samples, else 1."""
+    counts = set()
+    for value in graph.inputs:
+        shape, expected = feeds[value.name].shape, value.type.shape
+        if not expected or expected[0] != 1 or shape[1:] != expected[1:] or not shape:
+            return 1
+        counts.add(shape[0])
+    return counts.pop() if len(counts) == 1 else 1
+
+
+def _per_sample(run, feeds: dict[str, np.ndarray], samples: int) -> dict[str, np.ndarray]:
+    """Run a batch-1 function on each sample in turn and stack the outputs."""
+    if samples == 1:
+        return run(feeds)
+    parts = [run({k: v[i : i + 1] for k, v in feeds.items()}) for i in range(samples)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -225,18 +249,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UserError("--check-ort needs an .onnx model", hint="drop --check-ort")
     if is_onnx:
         batch = args.batch
-        if batch is None:  # the batch of the data, so that any batch size runs
+        if batch is None:  # the batch of the data, where the model's batch is symbolic
             batch = _first_dimension(args.input)
         graph = _import_onnx(args.model, batch)
         graph = _run_pipeline(graph, DEFAULT_PIPELINE, args, "--passes")
     else:
         graph = load_program(args.model, args.weights)
     feeds = _read_feeds(args.input, graph)
-    outputs = run_graph(graph, feeds)
+    samples = _samples(graph, feeds)
+    if samples > 1:
+        print(f"{samples} samples, run one at a time (the graph's batch is 1)")
+    outputs = _per_sample(lambda f: run_graph(graph, f), feeds, samples)
     for name in graph.outputs:
         print("\n".join(_summary(name, outputs[name])))
     if args.check_ort:
-        print("\n".join(_check_ort(args.model, feeds, graph, outputs)))
+        expected = _per_sample(_ort_runner(args.model, graph), feeds, samples)
+        print("\n".join(_relative_errors(outputs, expected)))
     if args.output:
         np.savez(args.output, **outputs)
     return 0
