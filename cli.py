@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,9 @@ class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are UserErrors (one message, exit 2, no usage dump)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        # Python 3.12 stopped quoting the choices; spell them one way on every version.
+        message = re.sub(r"\(choose from (.*)\)",
+                         lambda m: f"(choose from {m.group(1).replace(chr(39), '')})", message)
         raise UserError(message, hint=f"`{self.prog} --help` shows the usage")
 
 
