@@ -300,7 +300,7 @@ def _first_dimension(specs: Sequence[str]) -> int | None:
 def _add_pipeline_flags(parser: argparse.ArgumentParser, *, passes: bool = True) -> None:
     if passes:
         parser.add_argument("--passes", metavar="PIPE", help="pass pipeline, e.g. 'a,b{k=v}'")
-    group = parser.add_argument_group("instruments")
+    group = parser.add_argument_group("pipeline run and instruments")
     group.add_argument("--print-ir-before", metavar="NAMES", help="print IR before these passes")
     group.add_argument("--print-ir-after", metavar="NAMES", help="print IR after these passes")
     group.add_argument("--print-ir-after-all", action="store_true",
