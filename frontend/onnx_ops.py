@@ -143,6 +143,17 @@ def _scalar(ctx: Context, value: float, like: str) -> str:
     return ctx.constant(np.array(value, dtype=ctx.type(like).dtype.numpy), f"{ctx.node_name}.k")
 
 
+def _gemm_weight(ctx: Context, b: np.ndarray, transposed: bool, alpha: float) -> str:
+    """Return the `linear` weight [K,N] of a constant Gemm operand B (kept when unchanged)."""
+    if not transposed and alpha == 1.0:
+        return ctx.value(ctx.node.input[1])
+    weight = b.T if transposed else b
+    if alpha != 1.0:
+        weight = (weight * np.asarray(alpha, dtype=weight.dtype)).astype(weight.dtype)
+    suffix = (".T" if transposed else "") + (".scaled" if alpha != 1.0 else "")
+    return ctx.constant(weight, ctx.node.input[1] + suffix)
+
+
 @converter("Gemm")
 def gemm(ctx: Context) -> None:
     """Gemm: `linear` with a transposed/scaled constant weight, else transpose/matmul/mul/add."""
@@ -162,13 +173,13 @@ def gemm(ctx: Context) -> None:
     c_const = ctx.const(2) if has_c else None
     last = None if has_c else 0
     if b_const is not None:
-        weight = b_const.T if trans_b else b_const
-        if alpha != 1.0:
-            weight = (weight * np.asarray(alpha, dtype=weight.dtype)).astype(weight.dtype)
-        operands = [a, ctx.constant(weight, f"{ctx.node_name}.weight")]
+        operands = [a, _gemm_weight(ctx, b_const, bool(trans_b), alpha)]
         if c_const is not None and c_const.size in (1, n) and c_const.shape[:-1] in ((), (1,)):
-            bias = np.broadcast_to(c_const.reshape(-1) * np.asarray(beta, c_const.dtype), (n,))
-            operands.append(ctx.constant(bias.astype(c_const.dtype), f"{ctx.node_name}.bias"))
+            if beta == 1.0 and c_const.shape == (n,):
+                operands.append(ctx.value(ctx.node.input[2]))
+            else:
+                bias = np.broadcast_to(c_const.reshape(-1) * np.asarray(beta, c_const.dtype), (n,))
+                operands.append(ctx.constant(bias.astype(c_const.dtype), f"{ctx.node_name}.bias"))
             last = 0
         y = ctx.emit("linear", operands, output=last)
         if last == 0:
