@@ -14,6 +14,7 @@ import numpy as np
 
 from imcc import __version__
 from imcc.errors import ImccError, OptionError, UserError
+from imcc.examples import resolve_model
 from imcc.ir.graph import Graph
 from imcc.ir.io import load_program, save_program
 from imcc.ir.printer import print_graph
@@ -97,6 +98,7 @@ def _import_onnx(path: str, batch: int | None) -> Graph:
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
+    args.model = str(resolve_model(args.model))
     target = resolve_target(args.target)
     graph = _import_onnx(args.model, args.batch)
     pipeline = args.passes if args.passes is not None else DEFAULT_PIPELINE
@@ -149,7 +151,8 @@ def _cmd_targets(args: argparse.Namespace) -> int:
 
 
 def _read_feeds(specs: Sequence[str], graph: Graph) -> dict[str, np.ndarray]:
-    """Bind `--input` files to graph inputs: `name=X.npy`, an `.npz` by key, else in order."""
+    """Bind `--input` files to graph inputs: `name=X.npy`, an `.npz` by key (other keys are
+    ignored), else in order."""
     names = [v.name for v in graph.inputs]
     feeds: dict[str, np.ndarray] = {}
     positional: list[np.ndarray] = []
@@ -158,8 +161,8 @@ def _read_feeds(specs: Sequence[str], graph: Graph) -> dict[str, np.ndarray]:
         if not sep:
             name, path = "", spec
         loaded = _load_arrays(path)
-        if isinstance(loaded, dict):
-            feeds.update(loaded)
+        if isinstance(loaded, dict):  # arrays not named after an input (labels) are not inputs
+            feeds.update({k: v for k, v in loaded.items() if k in names})
         elif name:
             feeds[name] = loaded
         else:
@@ -248,6 +251,7 @@ def _per_sample(run, feeds: dict[str, np.ndarray], samples: int) -> dict[str, np
 def _cmd_run(args: argparse.Namespace) -> int:
     from imcc.backend.reference import run_graph
 
+    args.model = str(resolve_model(args.model))
     is_onnx = args.model.endswith(".onnx")
     if args.check_ort and not is_onnx:
         raise UserError("--check-ort needs an .onnx model", hint="drop --check-ort")

@@ -2,7 +2,7 @@
 
 Seeded and CPU-only; takes about 10 s on 2 cores. Writes `examples/digits_cnn.onnx` (opset 13,
 BatchNormalization kept as its own op so that `fold-batchnorm` has work to do) and
-`examples/digits_test.npz` (the held-out images `x` [360,1,8,8] float32 in [0, 1] and labels `y`:
+`examples/digits_test.npz` (the held-out images `image` [360,1,8,8] float32 in [0, 1] and `label`:
 the last 360 of the 1,797, in scikit-learn's order), and prints the float accuracy on them.
 
     python models/digits_cnn.py [--out examples/digits_cnn.onnx] [--epochs 40]
@@ -76,8 +76,8 @@ def main() -> None:
     torch.onnx.export(model, (x_test[:1],), str(args.out), dynamo=False, opset_version=13,
                       input_names=["image"], output_names=["logits"],
                       do_constant_folding=False, training=torch.onnx.TrainingMode.EVAL)
-    np.savez_compressed(args.out.with_name("digits_test.npz"), x=images[-HELD_OUT:],
-                        y=labels[-HELD_OUT:])
+    np.savez_compressed(args.out.with_name("digits_test.npz"), image=images[-HELD_OUT:],
+                        label=labels[-HELD_OUT:])
     print(f"float accuracy on the {HELD_OUT} held-out digits: {accuracy:.4f}; wrote {args.out}")
 
 

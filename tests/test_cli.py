@@ -211,12 +211,12 @@ def test_compile_and_run_the_example_model(capsys, tmp_path: Path) -> None:
     assert imcc(capsys, "compile", model, "-o", out)[0] == 0
     assert "batch_norm" not in out.read_text()
     data = np.load(EXAMPLES / "digits_test.npz")
-    np.save(tmp_path / "x.npy", data["x"][:8])
+    np.save(tmp_path / "x.npy", data["image"][:8])
     code, text, _ = imcc(capsys, "run", model, "--input", tmp_path / "x.npy", "--check-ort")
     assert code == 0
     argmax = next(line for line in text.splitlines() if line.startswith("  argmax:"))
     predicted = [int(v) for v in argmax.split("[")[1].rstrip("]").split(",")]
-    assert np.mean(np.array(predicted) == data["y"][:8]) >= 0.75
+    assert np.mean(np.array(predicted) == data["label"][:8]) >= 0.75
     error = float(text.rsplit("max relative error ", 1)[1])
     assert error < 1e-5
 
