@@ -18,8 +18,9 @@ $(VENV)/.installed: pyproject.toml scripts/fetch_test_models.sh
 	touch $@
 
 demo: setup
-	$(BIN)/imcc compile digits-cnn --print-ir-after-change -o out/digits_cnn.imcir
-	$(BIN)/imcc run out/digits_cnn.imcir --input digits-cnn --check-ort
+	$(BIN)/imcc compile digits-cnn --print-ir-after-change --time-passes -o out/digits_cnn.imcir
+	$(BIN)/imcc run out/digits_cnn.imcir --input examples/digits_test.npz
+	$(BIN)/imcc run digits-cnn --input examples/digits_test.npz --check-ort
 
 test: setup
 	$(BIN)/ruff check .

@@ -270,12 +270,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     outputs = _per_sample(lambda f: run_graph(graph, f), feeds, samples)
     for name in graph.outputs:
         print("\n".join(_summary(name, outputs[name])))
+    labels = _labels(args.input)
+    first = outputs[graph.outputs[0]]
+    if labels is not None and first.ndim == 2 and labels.shape == first.shape[:1]:
+        accuracy = float(np.mean(first.argmax(axis=1) == labels))
+        print(f"accuracy (argmax of %{graph.outputs[0]} against 'label'): {accuracy:.2%}")
     if args.check_ort:
         expected = _per_sample(_ort_runner(args.model, graph), feeds, samples)
         print("\n".join(_relative_errors(outputs, expected)))
     if args.output:
         np.savez(args.output, **outputs)
     return 0
+
+
+def _labels(specs: Sequence[str]) -> np.ndarray | None:
+    """Return the `label` array of the first `.npz` input that has one (for an accuracy line)."""
+    for spec in specs:
+        loaded = _load_arrays(spec.partition("=")[2] or spec)
+        if isinstance(loaded, dict) and "label" in loaded:
+            return loaded["label"]
+    return None
 
 
 def _load_arrays(path: str) -> np.ndarray | dict[str, np.ndarray]:
