@@ -64,6 +64,11 @@ def import_onnx(
     """
     proto, label = _load(model)
     opset = _default_opset(proto, label)
+    # Ops ONNX itself does not know fail the checker; skip it so the unsupported-op report
+    # below lists them together with every other op imcc cannot translate.
+    unknown = any(not onnx.defs.has(n.op_type) for n in proto.graph.node)
+    if not unknown:
+        _check(proto, label)
     if batch < 1:
         raise FrontendError(f"{label}: batch must be at least 1, got {batch}")
     graph = proto.graph
@@ -73,7 +78,7 @@ def import_onnx(
     inputs = _input_types(graph, constants, batch, label)
 
     table: ShapeTable = {}
-    if any(n.op_type in ("Shape", "Size") for n in graph.node):
+    if not unknown and any(n.op_type in ("Shape", "Size") for n in graph.node):
         table = _infer(proto, list(graph.node), inputs, constants, label)
     remaining = _fold(graph, names, constants, table, opset, label)
     _reject_unsupported(remaining, label)
@@ -116,14 +121,19 @@ def _load(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[onnx.ModelPr
             proto = onnx.load(label)
         except (DecodeError, OSError, ValueError, RuntimeError) as exc:
             raise FrontendError(f"{label}: not a valid ONNX model ({exc})", hint=hint) from None
+    return proto, label
+
+
+def _check(proto: onnx.ModelProto, label: str) -> None:
+    """Run the ONNX checker, turning its complaint into a FrontendError."""
     try:
         onnx.checker.check_model(proto)
     except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FrontendError(
-            f"{label}: the ONNX checker rejects the model: {first}", hint=hint
+            f"{label}: the ONNX checker rejects the model: {first}",
+            hint="the model must pass onnx.checker.check_model",
         ) from None
-    return proto, label
 
 
 def _default_opset(proto: onnx.ModelProto, label: str) -> int:
@@ -284,6 +294,7 @@ def _fold(
             continue
         foldable = (
             node.op_type not in NONDETERMINISTIC
+            and onnx.defs.has(node.op_type)
             and all(i in constants for i in args)
             and not any(
                 at.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
@@ -373,13 +384,15 @@ def _keep_output_names(
     inputs: Mapping[str, TensorType],
 ) -> None:
     """Let a graph output behind Identity/Dropout keep its ONNX name (the producer takes it)."""
+    passes = {n.output[0]: n.input[0] for n in nodes if n.op_type in ("Identity", "Dropout")}
     produced = {o for n in nodes for o in n.output if n.op_type not in ("Identity", "Dropout")}
     outputs = {o.name for o in graph.output}
-    for node in nodes:
-        if node.op_type in ("Identity", "Dropout") and node.output[0] in outputs:
-            source = node.input[0]
-            if source in produced and source not in outputs and source not in ctx.alias:
-                ctx.alias[source] = node.output[0]
+    for name in outputs & set(passes):
+        source = passes[name]
+        while source in passes and source not in outputs:
+            source = passes[source]
+        if source in produced and source not in outputs and source not in ctx.alias:
+            ctx.alias[source] = name
 
 
 def _translate(
