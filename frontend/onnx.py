@@ -1,6 +1,6 @@
 """The ONNX frontend: load, check, fold constants, infer static shapes and translate to the IR.
 
-`import_onnx` accepts the default domain at opsets 6 to 22. The import runs in four steps:
+`import_onnx` accepts the default domain at opsets 6 to 25. The import runs in four steps:
 
 1. load and check the model (`onnx.checker`), fix the batch dimension of the graph inputs;
 2. fold every node whose inputs are all constant (initializers, `Constant` nodes, frozen inputs,
@@ -8,12 +8,12 @@
    reference evaluator, so weight generators such as `ConstantOfShape` need no IR op;
 3. reject the model once if some remaining op has no converter, listing every such op; run
    `onnx.shape_inference` and reject values whose shape stays unknown;
-4. translate the remaining nodes in order (see `onnx_ops`), then verify the graph.
+4. translate the remaining nodes in order (`onnx_ops`, `onnx_pool`, `onnx_shape_ops`), then
+   verify the graph.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import helper, numpy_helper
-from onnx.reference import ReferenceEvaluator
+from onnx import numpy_helper
 
 from imcc.errors import FrontendError
-from imcc.frontend import onnx_ops, onnx_shape_ops  # noqa: F401  (they register converters)
+from imcc.frontend import onnx_ops, onnx_pool, onnx_shape_ops  # noqa: F401  (register converters)
 from imcc.frontend.onnx_context import CONVERTERS, Context, NodeError, Unsupported, dtype_of
+from imcc.frontend.onnx_fold import ShapeTable, fold_constants, infer_shapes, is_static
 from imcc.ir.graph import Graph, GraphBuilder
 from imcc.ir.types import TensorType
 from imcc.ir.verifier import verify
@@ -34,20 +34,6 @@ from imcc.ir.verifier import verify
 MIN_OPSET, MAX_OPSET = 6, 25
 """Opsets 23 to 25 only widen the type lists of the translated ops (the node tests use 25)."""
 DEFAULT_DOMAINS = ("", "ai.onnx")
-NONDETERMINISTIC = frozenset(
-    {
-        "RandomNormal",
-        "RandomUniform",
-        "RandomNormalLike",
-        "RandomUniformLike",
-        "Multinomial",
-        "Bernoulli",
-    }
-)
-SMALL_CONSTANT = 64
-"""Constants up to this many elements are given to shape inference by value, larger by type."""
-
-ShapeTable = dict[str, tuple[int, tuple[int | str | None, ...]]]
 
 
 def import_onnx(
@@ -79,10 +65,10 @@ def import_onnx(
 
     table: ShapeTable = {}
     if not unknown and any(n.op_type in ("Shape", "Size") for n in graph.node):
-        table = _infer(proto, list(graph.node), inputs, constants, label)
-    remaining = _fold(graph, names, constants, table, opset, label)
+        table = infer_shapes(proto, list(graph.node), inputs, constants, label)
+    remaining = fold_constants(graph, names, constants, table, opset, label)
     _reject_unsupported(remaining, label)
-    table = _infer(proto, [n for _, n in remaining], inputs, constants, label)
+    table = infer_shapes(proto, [n for _, n in remaining], inputs, constants, label)
     used = _use_counts(graph, [n for _, n in remaining])
     _check_static(remaining, table, used, label)
 
@@ -223,118 +209,6 @@ def _input_types(
     return out
 
 
-def _infer(
-    proto: onnx.ModelProto,
-    nodes: list[onnx.NodeProto],
-    inputs: Mapping[str, TensorType],
-    constants: Mapping[str, np.ndarray],
-    label: str,
-) -> ShapeTable:
-    """Run ONNX shape inference on the nodes with static inputs; map values to types."""
-    needed = {i for n in nodes for i in n.input} | {o.name for o in proto.graph.output}
-    graph_inputs = [
-        helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(t.dtype.numpy), t.shape)
-        for k, t in inputs.items()
-    ]
-    initializers = []
-    for key, array in constants.items():
-        if key not in needed:
-            continue
-        if array.size <= SMALL_CONSTANT:
-            initializers.append(numpy_helper.from_array(array, key))
-        else:
-            elem = helper.np_dtype_to_tensor_dtype(array.dtype)
-            graph_inputs.append(helper.make_tensor_value_info(key, elem, array.shape))
-    outputs = [
-        helper.make_tensor_value_info(o.name, o.type.tensor_type.elem_type, None)
-        for o in proto.graph.output
-    ]
-    skeleton = helper.make_model(
-        helper.make_graph(nodes, "skeleton", graph_inputs, outputs, initializers),
-        opset_imports=list(proto.opset_import),
-        ir_version=proto.ir_version,
-    )
-    try:
-        inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=True, data_prop=True)
-    except (onnx.shape_inference.InferenceError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise FrontendError(f"{label}: ONNX shape inference fails: {first}") from None
-    table: ShapeTable = {}
-    for value in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input):
-        tensor = value.type.tensor_type
-        if value.type.HasField("tensor_type") and tensor.HasField("shape"):
-            dims = tuple(
-                d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                for d in tensor.shape.dim
-            )
-            table[value.name] = (tensor.elem_type, dims)
-    return table
-
-
-def _fold(
-    graph: onnx.GraphProto,
-    names: list[str],
-    constants: dict[str, np.ndarray],
-    table: ShapeTable,
-    opset: int,
-    label: str,
-) -> list[tuple[str, onnx.NodeProto]]:
-    """Evaluate constant-only nodes into `constants`; return the other nodes with names."""
-    remaining = []
-    for node_name, node in zip(names, graph.node, strict=True):
-        args = [i for i in node.input if i]
-        static = node.op_type in ("Shape", "Size") and args and _static(table, args[0])
-        if static:
-            dims = np.array(table[args[0]][1], dtype=np.int64)
-            if node.op_type == "Size":
-                constants[node.output[0]] = np.array(math.prod(dims.tolist()), np.int64)
-            else:
-                a = {at.name: helper.get_attribute_value(at) for at in node.attribute}
-                constants[node.output[0]] = dims[a.get("start", 0) : a.get("end", len(dims))]
-            continue
-        foldable = (
-            node.op_type not in NONDETERMINISTIC
-            and onnx.defs.has(node.op_type)
-            and all(i in constants for i in args)
-            and not any(
-                at.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-                for at in node.attribute
-            )
-        )
-        if not foldable:
-            remaining.append((node_name, node))
-            continue
-        try:
-            results = _evaluate(node, {i: constants[i] for i in args}, opset)
-        except Exception as exc:  # the reference evaluator raises anything
-            raise FrontendError(
-                f"{label}: cannot evaluate constant {node.op_type} node "
-                f"'{node_name}': {type(exc).__name__}: {exc}"
-            ) from None
-        for out, value in zip(node.output, results, strict=False):
-            if out and value is not None:
-                constants[out] = np.asarray(value)
-    return remaining
-
-
-def _evaluate(node: onnx.NodeProto, feeds: dict[str, np.ndarray], opset: int) -> list:
-    """Run one node on constant inputs with the ONNX reference evaluator at `opset`."""
-    inputs = [
-        helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-        for k, v in feeds.items()
-    ]
-    outputs = [helper.make_empty_tensor_value_info(o) for o in node.output if o]
-    model = helper.make_model(
-        helper.make_graph([node], "fold", inputs, outputs),
-        opset_imports=[helper.make_opsetid("", opset)],
-    )
-    return ReferenceEvaluator(model).run(None, feeds)
-
-
-def _static(table: ShapeTable, name: str) -> bool:
-    return name in table and all(isinstance(d, int) for d in table[name][1])
-
-
 def _reject_unsupported(remaining: list[tuple[str, onnx.NodeProto]], label: str) -> None:
     """Fail once, listing every op type that has no converter with the nodes that use it."""
     missing: dict[str, list[str]] = {}
@@ -367,7 +241,7 @@ def _check_static(
     """Reject used values whose shape ONNX shape inference leaves symbolic or unknown."""
     for node_name, node in remaining:
         for out in node.output:
-            if out and used.get(out) and out in table and not _static(table, out):
+            if out and used.get(out) and out in table and not is_static(table, out):
                 dims = [d if d is not None else "?" for d in table[out][1]]
                 raise FrontendError(
                     f"{label}: the shape of '{out}' (output of {node.op_type} node "
@@ -404,7 +278,7 @@ def _translate(
     try:
         CONVERTERS[node.op_type](ctx)
         for index, out in enumerate(node.output):
-            if not ctx.has_output(index) or out not in table or not _static(table, out):
+            if not ctx.has_output(index) or out not in table or not is_static(table, out):
                 continue
             ir_type = ctx.type(ctx.value(out))
             elem, dims = table[out]

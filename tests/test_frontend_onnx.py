@@ -172,14 +172,23 @@ def test_symbolic_dimensions():
 
 
 def test_mismatched_element_types():
-    add = helper.make_node("Add", ["x", "k"], ["y"], name="plus")
-    model = _model([add], [_vi("x", [2]), _vi("k", [2], TensorProto.DOUBLE)], [_vi("y", [2])])
-    with pytest.raises(FrontendError):  # the checker or the frontend names it
-        import_onnx(model)
-    unchecked = helper.make_node("Sum", ["x", "k"], ["y"], name="total")
-    model = _model([unchecked], [_vi("x", [2]), _vi("k", [2], TensorProto.DOUBLE)], [_vi("y", [2])])
-    with pytest.raises(FrontendError):
-        import_onnx(model)
+    inputs = [_vi("x", [2]), _vi("k", [2], TensorProto.DOUBLE)]
+    for op in ("Add", "Sum"):
+        model = _model([helper.make_node(op, ["x", "k"], ["y"], name="n")], inputs, [_vi("y", [2])])
+        with pytest.raises(FrontendError) as info:
+            import_onnx(model)
+        assert str(info.value) == (
+            f"<model t>: {op} node 'n': operands have different element types (f32, f64)"
+        )
+
+
+def test_dilated_average_pool_becomes_a_depthwise_conv():
+    pool = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[2, 2],
+                            pads=[1, 1, 1, 1])
+    graph = import_onnx(_model([pool], [_vi("x", [1, 3, 5, 5])], [_vi("y", None)], opset=19))
+    assert _ops(graph) == ["conv", "div"] and graph.nodes[0].attr("group") == 3
+    counts = graph.constant_data(graph.nodes[1].inputs[1])
+    np.testing.assert_array_equal(counts[0, 0, 0], [1, 2, 2, 2, 1])
 
 
 def test_training_features_are_rejected_naming_the_node():
