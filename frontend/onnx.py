@@ -49,12 +49,12 @@ def import_onnx(
     graph inputs to constant arrays (as ONNX node tests pass weights and shapes as inputs).
     """
     proto, label = _load(model)
-    opset = _default_opset(proto, label)
     # Ops ONNX itself does not know fail the checker; skip it so the unsupported-op report
     # below lists them together with every other op imcc cannot translate.
     unknown = any(not onnx.defs.has(n.op_type) for n in proto.graph.node)
     if not unknown:
         _check(proto, label)
+    opset = _default_opset(proto, label)
     if batch < 1:
         raise FrontendError(f"{label}: batch must be at least 1, got {batch}")
     graph = proto.graph
@@ -102,7 +102,8 @@ def _load(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[onnx.ModelPr
     else:
         label = os.fspath(model)
         if not Path(label).is_file():
-            raise FrontendError(f"cannot read ONNX model {label}: no such file", hint=hint)
+            why = "not a file" if Path(label).exists() else "no such file"
+            raise FrontendError(f"cannot read ONNX model {label}: {why}", hint=hint)
         try:
             proto = onnx.load(label)
         except (DecodeError, OSError, ValueError, RuntimeError) as exc:
