@@ -98,21 +98,21 @@ def max_pool(x, kernel, strides, pads, dilations, ceil_mode) -> np.ndarray:
     return windows.max(axis=tuple(range(2 + spatial, 2 + 2 * spatial)))
 
 
-def avg_pool(x, kernel, strides, pads, ceil_mode, count_include_pad) -> np.ndarray:
-    """Return the mean over sliding windows, divided as ONNX does (explicit pads counted or not)."""
-    ones = (1,) * len(kernel)
-    spatial, out, extra = _pool_geometry(x, kernel, strides, pads, ones, ceil_mode)
+def avg_pool(x, kernel, strides, pads, dilations, ceil_mode, count_include_pad) -> np.ndarray:
+    """Return the mean over sliding windows, divided as ONNX does: by the taps that fall in the
+    input, or also in the explicit pads with count_include_pad (never in ceil-mode overhang)."""
+    spatial, out, extra = _pool_geometry(x, kernel, strides, pads, dilations, ceil_mode)
     ends = tuple(p + e for p, e in zip(pads[spatial:], extra, strict=True))
     axes = tuple(range(2 + spatial, 2 + 2 * spatial))
     padded = _pad_spatial(x, pads[:spatial], ends, 0)
-    total = _windows(padded, kernel, strides, ones, out).sum(axis=axes, dtype=np.float64)
+    total = _windows(padded, kernel, strides, dilations, out).sum(axis=axes, dtype=np.float64)
     mask = np.ones((1, 1, *x.shape[2:]))
     if count_include_pad:
         mask = _pad_spatial(mask, pads[:spatial], pads[spatial:], 1)
         mask = _pad_spatial(mask, (0,) * spatial, extra, 0)
     else:
         mask = _pad_spatial(mask, pads[:spatial], ends, 0)
-    count = _windows(mask, kernel, strides, ones, out).sum(axis=axes)
+    count = _windows(mask, kernel, strides, dilations, out).sum(axis=axes)
     return (total / count).astype(x.dtype)
 
 

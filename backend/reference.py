@@ -126,8 +126,8 @@ RULES: dict[str, Rule] = {
         a[0], n.attr("kernel"), n.attr("strides"), n.attr("pads"), n.attr("dilations"),
         n.attr("ceil_mode"))],
     "avg_pool": lambda n, a: [kernels.avg_pool(
-        a[0], n.attr("kernel"), n.attr("strides"), n.attr("pads"), n.attr("ceil_mode"),
-        n.attr("count_include_pad"))],
+        a[0], n.attr("kernel"), n.attr("strides"), n.attr("pads"), n.attr("dilations"),
+        n.attr("ceil_mode"), n.attr("count_include_pad"))],
     "global_avg_pool": _global(np.mean),
     "global_max_pool": _global(np.max),
     "lrn": lambda n, a: [kernels.lrn(a[0], n.attr("size"), n.attr("alpha"), n.attr("beta"),

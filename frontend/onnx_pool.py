@@ -6,12 +6,8 @@ convolution comes from its weights.
 
 from __future__ import annotations
 
-import numpy as np
-
 from imcc.frontend.onnx_context import Context, NodeError, Unsupported, converter
 from imcc.frontend.onnx_context import first_input as _x
-from imcc.ir.ops import ShapeError
-from imcc.ir.ops.nn import window_output_size
 
 
 def explicit_pads(
@@ -103,60 +99,11 @@ def max_pool(ctx: Context) -> None:
 
 @converter("AveragePool")
 def avg_pool(ctx: Context) -> None:
-    """AveragePool: explicit window, count_include_pad; dilated windows become a conv."""
+    """AveragePool: explicit window (dilations included), count_include_pad."""
     x = _x(ctx)
     attrs = _pool_common(ctx, x, "avg_pool")
     attrs["count_include_pad"] = bool(ctx.attrs().get("count_include_pad", 0))
-    if any(d != 1 for d in attrs["dilations"]):
-        _dilated_avg_pool(ctx, x, attrs)
-        return
-    del attrs["dilations"]
     ctx.emit("avg_pool", [x], attrs, output=0)
-
-
-def _dilated_avg_pool(ctx: Context, x: str, attrs: dict) -> None:
-    """Dilated AveragePool as a depthwise `conv` with unit weights divided by window counts.
-
-    The count of each window is the product over axes of the taps that fall inside the input
-    (or inside the explicit pads with count_include_pad); taps in the extra end padding that
-    ceil_mode needs never count.
-    """
-    type_ = ctx.type(x)
-    sizes, spatial = type_.shape[2:], type_.rank - 2
-    kernel, strides, dilations, pads = (
-        attrs[k] for k in ("kernel", "strides", "dilations", "pads")
-    )
-    conv_pads, counts = list(pads), np.ones((), np.float64)
-    for i in range(spatial):
-        begin, end = pads[i], pads[spatial + i]
-        try:
-            out = window_output_size(
-                sizes[i], kernel[i], strides[i], begin, end, dilations[i], attrs["ceil_mode"]
-            )
-        except ShapeError as exc:
-            raise NodeError(str(exc)) from None
-        span = (out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1
-        conv_pads[spatial + i] += max(0, span - (sizes[i] + begin + end))
-        position = np.arange(span)
-        if attrs["count_include_pad"]:
-            counted = position < sizes[i] + begin + end
-        else:
-            counted = (position >= begin) & (position < begin + sizes[i])
-        taps = np.arange(out)[:, None] * strides[i] + np.arange(kernel[i])[None, :] * dilations[i]
-        counts = np.multiply.outer(counts, counted[taps].sum(axis=1))
-    channels, dtype = type_.shape[1], type_.dtype.numpy
-    weight = ctx.constant(np.ones((channels, 1, *kernel), dtype), f"{ctx.node_name}.ones")
-    conv_attrs = {
-        "strides": strides,
-        "pads": tuple(conv_pads),
-        "dilations": dilations,
-        "group": channels,
-    }
-    y = ctx.emit("conv", [x, weight], conv_attrs)
-    divisor = ctx.constant(
-        counts.astype(dtype).reshape(1, 1, *counts.shape), f"{ctx.node_name}.count"
-    )
-    ctx.emit("div", [y, divisor], output=0)
 
 
 @converter("GlobalAveragePool", "GlobalMaxPool")

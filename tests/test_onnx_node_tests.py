@@ -3,7 +3,8 @@ interpreter and compared with onnxruntime and with the outputs the test case shi
 
 Integer-typed graph inputs (shape operands such as Reshape's `shape`) are frozen to constants,
 because the IR has static shapes; float inputs (data and weights) stay graph inputs.
-Error metric: max|ours - reference| / max(max|reference|, 1e-6) <= 1e-4 (integer outputs exact).
+Error metric against onnxruntime: max|ours - reference| / max(max|reference|, 1e-6) <= 1e-4;
+against the shipped outputs the case's own rtol/atol; integer outputs exactly.
 """
 
 from __future__ import annotations
@@ -80,7 +81,9 @@ def test_node_case(case):
         assert got.dtype == shipped.dtype
         if np.issubdtype(shipped.dtype, np.floating):
             assert relative_error(got, from_ort) <= TOLERANCE
-            assert relative_error(got, shipped) <= TOLERANCE
+            # the shipped outputs are judged as the onnx backend tests judge them (some are
+            # rounded to 4 digits, e.g. test_averagepool_2d_ceil_last_window_starts_on_pad)
+            np.testing.assert_allclose(got, shipped, rtol=case.rtol, atol=case.atol)
         else:
             np.testing.assert_array_equal(got, from_ort)
             np.testing.assert_array_equal(got, shipped)

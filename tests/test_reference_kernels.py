@@ -77,7 +77,8 @@ def test_avg_pool_matches_torch(data):
     ceil = data.draw(st.booleans())
     include = data.draw(st.booleans())
     x = np.random.default_rng(1).standard_normal((2, 3, *size)).astype(np.float32)
-    ours = kernels.avg_pool(x, tuple(kernel), tuple(stride), tuple(pad + pad), ceil, include)
+    ours = kernels.avg_pool(x, tuple(kernel), tuple(stride), tuple(pad + pad), (1,) * spatial,
+                            ceil, include)
     theirs = TORCH_AVG[spatial](torch.from_numpy(x), kernel, stride, pad, ceil_mode=ceil,
                                 count_include_pad=include)
     close(ours, theirs)

@@ -124,7 +124,7 @@ def _batch_norm(types, attrs, consts):
     return [x]
 
 
-def _pool(types, attrs, consts, op: str, with_dilations: bool):
+def _pool(types, attrs, consts, op: str):
     x = types[0]
     spatial = x.rank - 2
     if spatial < 1:
@@ -133,7 +133,7 @@ def _pool(types, attrs, consts, op: str, with_dilations: bool):
     if len(kernel) != spatial or any(k < 1 for k in kernel):
         raise ShapeError(f"{op} needs {spatial} kernel sizes >= 1, got {list(kernel)}")
     _check_window(spatial, attrs, op)
-    dilations = attrs["dilations"] if with_dilations else (1,) * spatial
+    dilations = attrs["dilations"]
     out = [
         window_output_size(
             x.shape[2 + i],
@@ -154,7 +154,7 @@ _CEIL = AttrSpec("ceil_mode", AttrKind.BOOL, False, doc="round the output size u
 
 define_op("max_pool", "maximum over sliding windows (padding never wins)", ["x"],
           [_KERNEL, *_WINDOW, _CEIL])(
-    lambda t, a, c: _pool(t, a, c, "max_pool", True)
+    lambda t, a, c: _pool(t, a, c, "max_pool")
 )
 define_op(
     "avg_pool",
@@ -162,12 +162,11 @@ define_op(
     ["x"],
     [
         _KERNEL,
-        _WINDOW[0],
-        _WINDOW[1],
+        *_WINDOW,
         _CEIL,
         AttrSpec("count_include_pad", AttrKind.BOOL, False, doc="divide by the full window"),
     ],
-)(lambda t, a, c: _pool(t, a, c, "avg_pool", False))
+)(lambda t, a, c: _pool(t, a, c, "avg_pool"))
 
 
 def _global_pool(types, attrs, consts):
