@@ -18,7 +18,7 @@ def digest(array: np.ndarray) -> str:
     h = hashlib.blake2b(digest_size=DIGEST_LENGTH // 2)
     h.update(contiguous.dtype.str.encode())
     h.update(repr(tuple(contiguous.shape)).encode())
-    h.update(contiguous.tobytes())
+    h.update(memoryview(contiguous.reshape(-1)).cast("B"))
     return h.hexdigest()
 
 
