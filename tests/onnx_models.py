@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import numpy_helper
 
 from imcc.ir.graph import Graph
@@ -32,6 +33,15 @@ PYTORCH_PREFIXES = (
     "Softmax", "Sigmoid", "Tanh", "LeakyReLU",
 )
 FETCH_HINT = "run scripts/fetch_test_models.sh (or set IMCC_TEST_MODELS)"
+
+
+def missing_model(what: str) -> None:
+    """Skip a test whose model is not fetched; under CI (CI set) fail instead, so that a
+    missing install step cannot pass silently."""
+    message = f"{what} not fetched: {FETCH_HINT}"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def pytorch_converted_tests() -> list[str]:

@@ -7,12 +7,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx_models import (
-    FETCH_HINT,
     LIGHT_MODELS,
     PYTORCH_CONVERTED_DIR,
     imported,
     lenet5_onnx,
     light_path,
+    missing_model,
     mnist_conv_dir,
     pytorch_converted_tests,
 )
@@ -91,7 +91,7 @@ def test_pytorch_converted_model_imports(test):
 def test_mnist_conv_imports():
     folder = mnist_conv_dir()
     if folder is None:
-        pytest.skip(f"mnist-conv not fetched: {FETCH_HINT}")
+        missing_model("mnist-conv")
     graph = imported(str(folder / "model.onnx"))
     assert _ops(graph) == ["conv", "add", "relu", "max_pool", "conv", "add", "relu", "max_pool",
                            "reshape", "linear", "add"]
@@ -101,7 +101,7 @@ def test_mnist_conv_imports():
 def test_lenet5_imports_with_a_symbolic_batch():
     path = lenet5_onnx()
     if path is None:
-        pytest.skip(f"LeNet5 not fetched: {FETCH_HINT}")
+        missing_model("LeNet5")
     graph = imported(str(path), batch=4)
     assert _ops(graph) == ["conv", "relu", "max_pool", "conv", "relu", "max_pool", "reshape",
                            "linear", "relu", "linear"]

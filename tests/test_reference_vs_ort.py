@@ -28,7 +28,6 @@ import onnxruntime as ort
 import pytest
 from onnx import version_converter
 from onnx_models import (
-    FETCH_HINT,
     LIGHT_MODELS,
     PYTORCH_CONVERTED_DIR,
     imported,
@@ -37,6 +36,7 @@ from onnx_models import (
     light_input,
     light_path,
     load_tensor,
+    missing_model,
     mnist_conv_dir,
     pytorch_converted_tests,
     relative_error,
@@ -121,7 +121,7 @@ def test_pytorch_converted(test):
 def test_mnist_conv():
     folder = mnist_conv_dir()
     if folder is None:
-        pytest.skip(f"mnist-conv not fetched: {FETCH_HINT}")
+        missing_model("mnist-conv")
     model = onnx.load(str(folder / "model.onnx"))
     graph = imported(str(folder / "model.onnx"))
     name = graph.inputs[0].name
@@ -139,7 +139,7 @@ def test_mnist_conv():
 def test_lenet5():
     path = lenet5_onnx()
     if path is None:
-        pytest.skip(f"LeNet5 not fetched: {FETCH_HINT}")
+        missing_model("LeNet5")
     model = onnx.load(str(path))
     graph = imported(str(path), batch=4)
     images = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
@@ -150,7 +150,7 @@ def test_lenet5():
 def test_lenet5_helper_graph_matches_the_torch_export():
     weights, path = lenet5_weights(), lenet5_onnx()
     if weights is None or path is None:
-        pytest.skip(f"LeNet5 not fetched: {FETCH_HINT}")
+        missing_model("LeNet5")
     from models.lenet5 import build_with_helper, load_state_dict
 
     fallback = build_with_helper(load_state_dict(weights))
