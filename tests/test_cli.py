@@ -226,3 +226,15 @@ def test_console_entry_point_runs_as_a_module() -> None:
                           capture_output=True, text=True)
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == "error: cannot read missing.imcir: No such file or directory\n"
+
+
+def test_compile_of_a_model_with_an_unsupported_op_exits_2_listing_it(capsys):
+    import onnx
+
+    model = (Path(onnx.__file__).parent / "backend" / "test" / "data" / "pytorch-converted"
+             / "test_GLU" / "model.onnx")
+    code, _, err = imcc(capsys, "compile", model)
+    assert code == 2
+    assert err.startswith(f"error: {model}: unsupported ONNX ops: Split (nodes: Split_0)\n"
+                          "hint: imcc translates Abs, Add, AveragePool, ")
+    assert "Traceback" not in err and err.count("error:") == 1
