@@ -103,7 +103,32 @@ def _pad(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
     return [np.pad(x, widths, mode="reflect" if mode == "reflect" else "edge")]
 
 
+def code_range(bits: int, signed: bool) -> tuple[int, int]:
+    """Return the smallest and largest integer code of a `bits`-wide (un)signed quantizer."""
+    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+
+
+def _quantize(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
+    low, high = code_range(node.attr("bits"), node.attr("signed"))
+    # as onnxruntime's QuantizeLinear: divide in float32, round half to even, saturate
+    codes = np.rint(args[0].astype(np.float32) / np.float32(node.attr("scale")))
+    codes = codes + node.attr("zero_point")
+    return [np.clip(codes, low, high).astype(np.int32)]
+
+
+def _dequantize(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
+    acc, scales, *bias = args
+    shape = [1] * acc.ndim
+    shape[node.attr("axis")] = -1
+    y = acc.astype(np.float32) * scales.reshape(shape)
+    if bias:
+        y = y + bias[0].reshape(shape)
+    return [y.astype(np.float32, copy=False)]
+
+
 RULES: dict[str, Rule] = {
+    "quantize": _quantize,
+    "dequantize": _dequantize,
     "relu": _unary(lambda x: np.maximum(x, 0)),
     "sigmoid": _unary(lambda x: 1 / (1 + np.exp(-x))),
     "tanh": _unary(np.tanh),

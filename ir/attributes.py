@@ -45,6 +45,7 @@ class AttrSpec:
     required: bool = False
     struct: type | None = None
     doc: str = ""
+    optional: bool = False  # absent unless set (mapping decisions); never printed when absent
 
 
 _STRUCTS: dict[str, type] = {}

@@ -46,18 +46,23 @@ def verify(graph: Graph) -> None:
         for name in node.inputs:
             if name not in defined:
                 raise VerificationError(f"{where}: operand %{name} is not defined before use")
-        if list(node.attributes) != [a.name for a in opdef.attributes]:
+        expected = [a.name for a in opdef.attributes if not a.optional or a.name in node.attributes]
+        if list(node.attributes) != expected:
             raise VerificationError(
                 f"{where}: attributes {list(node.attributes)} differ from the op's "
-                f"{[a.name for a in opdef.attributes]}"
+                f"{expected}"
             )
         for spec in opdef.attributes:
+            if spec.name not in node.attributes:
+                continue
             value = node.attributes[spec.name]
             try:
                 if coerce(value, spec.kind) != value or type(coerce(value, spec.kind)) is not type(
                     value
                 ):
                     raise TypeError(f"not in canonical form: {value!r}")
+                if spec.struct is not None and not isinstance(value, spec.struct):
+                    raise TypeError(f"expected #{spec.struct.mnemonic}<...>, got {value!r}")
             except TypeError as exc:
                 raise VerificationError(f"{where}: attribute '{spec.name}': {exc}") from None
         try:

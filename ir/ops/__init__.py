@@ -57,11 +57,13 @@ class OpDef:
             if spec.name in attrs:
                 try:
                     out[spec.name] = coerce(attrs[spec.name], spec.kind)
+                    if spec.struct is not None and not isinstance(out[spec.name], spec.struct):
+                        raise TypeError(f"expected #{spec.struct.mnemonic}<...>")
                 except TypeError as exc:
                     raise ShapeError(f"attribute '{spec.name}' of '{self.name}': {exc}") from None
             elif spec.required:
                 raise ShapeError(f"'{self.name}' needs attribute '{spec.name}' ({spec.kind.value})")
-            else:
+            elif not spec.optional:
                 out[spec.name] = spec.default
         return out
 
@@ -83,7 +85,7 @@ class OpDef:
         """Return a one-line signature, e.g. `conv(x, w, b?) {strides: ints, ...}`."""
         attrs = ", ".join(
             f"{a.name}: {a.kind.value}"
-            + ("" if a.required else f" = {format_value(a.default)}")
+            + ("" if a.required else "?" if a.optional else f" = {format_value(a.default)}")
             for a in self.attributes
         )
         return f"{self.name}({', '.join(self.operands)})" + (f" {{{attrs}}}" if attrs else "")
@@ -122,4 +124,4 @@ def all_ops() -> dict[str, OpDef]:
 
 
 def _load() -> None:
-    from imcc.ir.ops import elementwise, nn, tensor  # noqa: F401  (modules register their ops)
+    from imcc.ir.ops import elementwise, nn, quant, tensor  # noqa: F401  (they register ops)

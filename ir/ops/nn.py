@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from imcc.ir.attributes import AttrKind, AttrSpec
+from imcc.ir.mapping import MAPPING_ATTRIBUTES
 from imcc.ir.ops import ShapeError, define_op
 from imcc.ir.ops.elementwise import broadcast_shapes
 from imcc.ir.types import TensorType
@@ -45,7 +46,8 @@ def window_output_size(
     "conv",
     "N-d convolution (cross-correlation) with groups: x[N,C,*S] * w[M,C/group,*K] + b[M]",
     ["x", "w", "b?"],
-    [*_WINDOW, AttrSpec("group", AttrKind.INT, 1, doc="number of channel groups")],
+    [*_WINDOW, AttrSpec("group", AttrKind.INT, 1, doc="number of channel groups"),
+     *MAPPING_ATTRIBUTES],
 )
 def _conv(types, attrs, consts):
     x, w = types[0], types[1]
@@ -76,7 +78,8 @@ def _conv(types, attrs, consts):
     return [TensorType((x.shape[0], filters, *out), x.dtype)]
 
 
-@define_op("linear", "x[...,K] @ w[K,N] + b[N]: a dense layer", ["x", "w", "b?"])
+@define_op("linear", "x[...,K] @ w[K,N] + b[N]: a dense layer", ["x", "w", "b?"],
+           MAPPING_ATTRIBUTES)
 def _linear(types, attrs, consts):
     x, w = types[0], types[1]
     if x.rank < 1 or w.rank != 2 or x.shape[-1] != w.shape[0]:

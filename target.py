@@ -1,0 +1,175 @@
+"""The hardware target model: what a `.hw` file describes, in SI units, as frozen dataclasses.
+
+Every quantity is stored in SI base units (joules, seconds, hertz, square metres, bytes); the
+`.hw` language (frontend/hw.py) converts the units written there (`pJ`, `ns`, `GHz`, `um2`,
+`KiB`, ...). Passes read the legal mapping choices from a Target; the cost model reads the
+per-action energies, latencies and areas.
+
+Energy of a crossbar read (per cell, per array cycle): a cell on an active row (input bit or
+pulse non-zero) costs `cell_read_energy_j * g + cell_base_energy_j`, where `g` in [0, 1] is its
+stored conductance level normalised to the largest level; cells on inactive rows cost nothing.
+So an encoding that lowers the stored levels, or inputs with fewer active bits, lower the array
+energy, as the calibration data shows.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class ConverterKind(enum.Enum):
+    """The kinds of column converters a target can offer."""
+
+    SAR = "sar"
+    FLASH = "flash"
+    SENSE_AMP = "sense-amp"
+    MTJ = "mtj"
+
+
+class ConverterModel(enum.Enum):
+    """Which cost model prices a converter."""
+
+    SURVEY = "survey"  # Murmann ADC-survey regression (energy, area from bits, node, rate)
+    NEUROSIM = "neurosim"  # SAR: B+1 steps, 1 comparator; Flash: 1 step, 2^B-1 comparators
+    FIXED = "fixed"  # the energy, latency and area written in the target
+
+
+@dataclass(frozen=True, slots=True)
+class Technology:
+    """Process node and clock of the whole chip."""
+
+    node_nm: float
+    clock_hz: float
+    supply_v: float = 0.9
+
+
+@dataclass(frozen=True, slots=True)
+class Crossbar:
+    """One crossbar array: geometry, cell technology and per-cell read costs."""
+
+    rows: int
+    columns: int
+    cell: str  # rram, sram, sot-mtj, stt-mram, pcm, fefet
+    bits_per_cell: int
+    devices_per_slice: int = 1  # 1: offset encoding; 2: differential / 2T2R pair
+    parallel_rows: int = 0  # rows driven at once (0: all rows); NeuroSim's "rows in parallel"
+    cell_read_energy_j: float = 0.0  # at the largest conductance level, input active
+    cell_base_energy_j: float = 0.0  # per active cell regardless of level (wire, access device)
+    read_latency_s: float = 0.0  # one array read (one input slice, all active rows)
+    cell_area_m2: float = 0.0  # one device
+    peripheral_area_m2: float = 0.0  # per crossbar: decoders, drivers not modelled elsewhere
+    signed_columns: bool = False  # the column circuit subtracts a device pair in analog
+
+    @property
+    def active_rows(self) -> int:
+        """Return the rows summed into one column partial sum."""
+        return self.parallel_rows or self.rows
+
+    @property
+    def area_m2(self) -> float:
+        """Return the area of the cell array plus its own peripherals."""
+        return self.rows * self.columns * self.cell_area_m2 + self.peripheral_area_m2
+
+
+@dataclass(frozen=True, slots=True)
+class InputDriver:
+    """Row drivers / DACs: how many input bits one array cycle carries, and what a row costs."""
+
+    bits_per_cycle: tuple[int, ...]  # legal input slice widths (1 = bit-serial)
+    kind: str = "bit-serial"  # bit-serial, pulse-train, voltage-dac
+    energy_per_row_j: float = 0.0  # per driven row per array cycle, at the widest slice
+    area_per_row_m2: float = 0.0
+    input_bits: tuple[int, ...] = (8,)  # legal activation precisions
+
+
+@dataclass(frozen=True, slots=True)
+class Converter:
+    """One converter on offer with its legal options and the model that prices it."""
+
+    name: str
+    kind: ConverterKind
+    bits: tuple[int, ...] = ()  # legal precisions (sense-amp: (1,); mtj: (1,))
+    samples: tuple[int, ...] = (1,)  # legal sample counts (MTJ)
+    model: ConverterModel = ConverterModel.SURVEY
+    signed: bool = False
+    sample_rate_hz: float = 1.0e9
+    energy_j: float = 0.0  # per conversion (FIXED) or per sample (MTJ)
+    latency_s: float = 0.0  # per conversion (FIXED) or per sample (MTJ)
+    area_m2: float = 0.0  # per converter (FIXED, MTJ)
+    reset_energy_j: float = 0.0  # MTJ: reset between samples
+    reset_latency_s: float = 0.0
+    counter_energy_j: float = 0.0  # MTJ: one up/down count per sample
+    counter_area_m2: float = 0.0
+    comparator_energy_j: float = 0.0  # NEUROSIM model: one comparison
+    comparator_area_m2: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DigitalUnit:
+    """A digital unit with a per-operation energy and latency and an area per instance."""
+
+    energy_j: float = 0.0
+    latency_s: float = 0.0
+    area_m2: float = 0.0
+    count: int = 1  # instances per crossbar (shift-add, accumulator) or per tile / chip
+
+
+@dataclass(frozen=True, slots=True)
+class Buffer:
+    """An on-chip buffer: capacity, cost per byte moved, area."""
+
+    name: str
+    size_bytes: int
+    energy_per_byte_j: float
+    area_m2: float
+    level: str = "tile"  # tile or chip
+    bandwidth_bytes_per_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Hierarchy:
+    """How crossbars group into tiles and tiles into a chip."""
+
+    crossbars_per_tile: int
+    tiles_per_chip: int = 0  # 0: as many as the mapping needs
+
+
+@dataclass(frozen=True, slots=True)
+class Interconnect:
+    """The network between tiles."""
+
+    energy_per_bit_j: float = 0.0
+    bandwidth_bits_per_s: float = 0.0
+    area_per_tile_m2: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A complete hardware target: crossbars, converters, digital units and the chip around them."""
+
+    name: str
+    description: str
+    technology: Technology
+    crossbar: Crossbar
+    input_driver: InputDriver
+    converters: tuple[Converter, ...]
+    column_sharing: tuple[int, ...] = (1,)
+    weight_bits: int = 8
+    shift_add: DigitalUnit = field(default_factory=DigitalUnit)
+    accumulator: DigitalUnit = field(default_factory=DigitalUnit)
+    digital: DigitalUnit = field(default_factory=DigitalUnit)  # non-crossbar ops, per element
+    center_offset: DigitalUnit | None = None  # RAELLA correction unit (None: not offered)
+    speculation: DigitalUnit | None = None  # RAELLA speculation flags and recovery control
+    buffers: tuple[Buffer, ...] = ()
+    hierarchy: Hierarchy = field(default_factory=lambda: Hierarchy(8))
+    interconnect: Interconnect = field(default_factory=Interconnect)
+    area_budget_m2: float | None = None
+    source: str = ""  # the file it was read from
+
+    def converter(self, name: str) -> Converter:
+        """Return the converter with this name, or raise KeyError."""
+        for converter in self.converters:
+            if converter.name == name:
+                return converter
+        raise KeyError(name)
