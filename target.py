@@ -155,6 +155,9 @@ class Target:
     input_driver: InputDriver
     converters: tuple[Converter, ...]
     column_sharing: tuple[int, ...] = (1,)
+    # reactivate: the rows are driven again for each group of shared columns (NeuroSim's mux);
+    # sample-hold: the array is read once and the held column values converted in turn (ISAAC)
+    column_share_mode: str = "reactivate"
     weight_bits: int = 8
     shift_add: DigitalUnit = field(default_factory=DigitalUnit)
     accumulator: DigitalUnit = field(default_factory=DigitalUnit)
