@@ -14,6 +14,9 @@ import numpy as np
 from imcc.ir.types import TensorType
 from imcc.ir.weights import digest, frozen
 
+GRAPH_ATTRIBUTES = {"target": "the hardware target the program is mapped for (name or .hw path)"}
+"""The attributes a graph may carry (all strings), printed `attributes {target = "isaac"}`."""
+
 INLINE_LIMIT = 16
 """Constants with at most this many elements print inline (`dense<[...]>`), larger as blobs."""
 
@@ -79,6 +82,7 @@ class Graph:
     nodes: tuple[Node, ...]
     outputs: tuple[str, ...]
     types: Mapping[str, TensorType]
+    attributes: Mapping[str, Any] = field(default_factory=dict)  # see GRAPH_ATTRIBUTES
 
     def replace(self, **changes: Any) -> Graph:
         """Return a copy with some fields changed."""
@@ -124,6 +128,7 @@ class GraphBuilder:
         self.nodes: list[Node] = []
         self.outputs: list[str] = []
         self.types: dict[str, TensorType] = {}
+        self.attributes: dict[str, Any] = {}
         self._taken: set[str] = set(names)
         self._counter = itertools.count()
 
@@ -131,6 +136,7 @@ class GraphBuilder:
     def like(cls, graph: Graph) -> GraphBuilder:
         """Start a builder for a rewrite of `graph`: same name and inputs, no nodes yet."""
         builder = cls(graph.name, graph.value_names())
+        builder.attributes = dict(graph.attributes)
         for value in graph.inputs:
             builder.inputs.append(value)
             builder.types[value.name] = value.type
@@ -214,4 +220,5 @@ class GraphBuilder:
         live = {v.name for v in self.inputs} | set(constants)
         live |= {o for node in self.nodes for o in node.outputs}
         types = {k: t for k, t in self.types.items() if k in live}
-        return Graph(self.name, tuple(self.inputs), constants, tuple(self.nodes), outs, types)
+        return Graph(self.name, tuple(self.inputs), constants, tuple(self.nodes), outs, types,
+                     dict(self.attributes))

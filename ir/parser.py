@@ -13,7 +13,7 @@ import numpy as np
 
 from imcc.errors import ParseError
 from imcc.ir.attributes import coerce, struct_class, struct_field_kinds
-from imcc.ir.graph import Constant, Graph, Node, Value
+from imcc.ir.graph import GRAPH_ATTRIBUTES, Constant, Graph, Node, Value
 from imcc.ir.ops import ShapeError, all_ops, get_op
 from imcc.ir.printer import parse_dense
 from imcc.ir.types import DType, TensorType
@@ -21,7 +21,8 @@ from imcc.ir.weights import digest, frozen
 
 GRAMMAR = r"""
 start: graph
-graph: "graph" "@" name "(" [arg ("," arg)*] ")" "{" item* ret "}"
+graph: "graph" "@" name "(" [arg ("," arg)*] ")" [graphattrs] "{" item* ret "}"
+graphattrs: "attributes" attrdict
 arg: "%" name ":" type
 item: results "=" (const | node)
 const: "const" type (dense | blob)
@@ -183,10 +184,13 @@ class _Builder:
         constants: dict[str, Constant] = {}
         nodes: list[Node] = []
         outputs: tuple[str, ...] = ()
+        attributes: dict[str, Any] = {}
         for child in rest:
             if child is None:
                 continue
-            if child.data == "arg":
+            if child.data == "graphattrs":
+                attributes = self.graph_attributes(child.children[0])
+            elif child.data == "arg":
                 type_ = self.type(child.children[1])
                 inputs.append(Value(self.define(child.children[0], type_), type_))
             elif child.data == "ret":
@@ -197,7 +201,22 @@ class _Builder:
             else:
                 nodes.append(self.node(child.children[0], child.children[1]))
         return Graph(self.name(name_tree), tuple(inputs), constants, tuple(nodes), outputs,
-                     dict(self.types))
+                     dict(self.types), attributes)
+
+    def graph_attributes(self, tree: lark.Tree) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for attr in tree.children:
+            if attr is None:
+                continue
+            key = str(attr.children[0])
+            if key not in GRAPH_ATTRIBUTES:
+                raise self.error(attr, f"unknown graph attribute '{key}'",
+                                 f"valid graph attributes: {', '.join(GRAPH_ATTRIBUTES)}")
+            value = self.value(attr.children[1])
+            if not isinstance(value, str):
+                raise self.error(attr, f"graph attribute '{key}' must be a string")
+            result[key] = value
+        return result
 
     def const(self, results: lark.Tree, tree: lark.Tree) -> Constant:
         if len(results.children) != 1:

@@ -87,7 +87,11 @@ def format_node(node: Node, graph: Graph) -> str:
 def print_graph(graph: Graph) -> str:
     """Return the canonical text of a graph, ending with a newline."""
     args = ", ".join(f"%{format_name(v.name)}: {v.type}" for v in graph.inputs)
-    lines = [f"graph @{format_name(graph.name)}({args}) {{"]
+    head = f"graph @{format_name(graph.name)}({args})"
+    if graph.attributes:
+        attrs = ", ".join(f"{k} = {format_value(v)}" for k, v in graph.attributes.items())
+        head += f" attributes {{{attrs}}}"
+    lines = [head + " {"]
     lines += [f"  {format_constant(c)}" for c in graph.constants.values()]
     lines += [f"  {format_node(n, graph)}" for n in graph.nodes]
     lines.append("  return " + ", ".join(f"%{format_name(o)}" for o in graph.outputs))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from imcc.errors import VerificationError
 from imcc.ir.attributes import coerce
-from imcc.ir.graph import Graph, Node
+from imcc.ir.graph import GRAPH_ATTRIBUTES, Graph, Node
 from imcc.ir.ops import ShapeError, get_op
 from imcc.ir.types import TensorType
 
@@ -84,6 +84,9 @@ def verify(graph: Graph) -> None:
                     f"{where}: result %{out} is declared {graph.types[out]} but the op "
                     f"yields {expected}"
                 )
+    for key, value in graph.attributes.items():
+        if key not in GRAPH_ATTRIBUTES or not isinstance(value, str):
+            raise VerificationError(f"graph attribute '{key}' is unknown or not a string")
     if not graph.outputs:
         raise VerificationError("graph has no outputs")
     for name in graph.outputs:

@@ -175,3 +175,14 @@ def test_verifier_rejects_use_before_definition():
     broken = graph.replace(nodes=(graph.nodes[1], graph.nodes[0], graph.nodes[2]))
     with pytest.raises(VerificationError, match="operand %Conv_0 is not defined before use"):
         verify(broken)
+
+
+def test_graph_attributes_print_and_parse():
+    text = SMALL.replace("graph @net(%x: f32[1,1,4,4]) {",
+                         'graph @net(%x: f32[1,1,4,4]) attributes {target = "isaac"} {')
+    graph = parse_program(text, "t.imcir")
+    assert graph.attributes == {"target": "isaac"}
+    assert print_graph(graph) == text
+    bad = text.replace("target =", "targt =")
+    with pytest.raises(ParseError, match="unknown graph attribute 'targt'"):
+        parse_program(bad, "t.imcir")
