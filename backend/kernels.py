@@ -30,6 +30,14 @@ def _windows(
     return view[(slice(None), slice(None), *positions, *taps)]
 
 
+def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Return a @ b; integer operands go through float64 BLAS, exact while every partial sum
+    stays below 2**53 (numpy's integer matmul does not use BLAS)."""
+    if np.issubdtype(a.dtype, np.integer):
+        return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(a.dtype)
+    return np.matmul(a, b)
+
+
 def _pad_spatial(x: np.ndarray, begins, ends, value) -> np.ndarray:
     if not any(begins) and not any(ends):
         return x
@@ -65,7 +73,7 @@ def conv(
     windows = windows.reshape(n, group, per_group, positions, taps)
     patches = windows.transpose(1, 0, 3, 2, 4).reshape(group, n * positions, per_group * taps)
     filters = w.reshape(group, m // group, per_group * taps).transpose(0, 2, 1)
-    result = np.matmul(patches, filters)  # [group, N * positions, M/group]
+    result = exact_matmul(patches, filters)  # [group, N * positions, M/group]
     result = result.reshape(group, n, positions, m // group).transpose(1, 0, 3, 2)
     result = result.reshape(n, m, *out)
     if b is not None:

@@ -66,7 +66,7 @@ def _conv(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
 
 def _linear(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
     x, w, *b = args
-    y = np.matmul(x, w)
+    y = kernels.exact_matmul(x, w)
     if b:
         y = y + b[0]
     return [y.astype(x.dtype, copy=False)]
@@ -212,3 +212,29 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.nda
             raise InterpreterError(f"output %{name} came out {TensorType.of(array)}, "
                                    f"declared {expected}")
     return outputs
+
+
+def collect(graph: Graph, images: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    """Run the graph's single input over samples in chunks of its batch; return the named
+    values of all chunks concatenated along the batch axis (the remainder that does not fill a
+    whole batch is dropped)."""
+    if len(graph.inputs) != 1:
+        raise UserError(f"graph @{graph.name} has {len(graph.inputs)} inputs; calibration "
+                        "feeds one", hint="calibrate a single-input model")
+    value = graph.inputs[0]
+    batch = value.type.shape[0] if value.type.rank else 1
+    sample_shape = value.type.shape[1:]
+    if tuple(images.shape[1:]) != sample_shape:
+        raise UserError(f"data samples are {list(images.shape[1:])}, the model's input "
+                        f"%{value.name} takes {list(sample_shape)} per sample",
+                        hint="pick a data set of the model's input shape")
+    chunks = len(images) // batch
+    if chunks == 0:
+        raise UserError(f"{len(images)} samples do not fill one batch of {batch}")
+    probe = graph.replace(outputs=tuple(dict.fromkeys(names)))
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in probe.outputs}
+    for i in range(chunks):
+        out = run_graph(probe, {value.name: images[i * batch:(i + 1) * batch]})
+        for name in probe.outputs:
+            parts[name].append(out[name])
+    return {name: np.concatenate(arrays) for name, arrays in parts.items()}

@@ -16,6 +16,7 @@ Option values, by field type:
 | `str`               | `differential`, `"a b"`      | `"differential"`         |
 | `tuple[int, ...]`   | `[4,2,2]`, `[]`              | spaces after commas      |
 | `tuple[float, ...]` | `[0.5,1.0]`                  | spaces after commas      |
+| `tuple[str, ...]`   | `[sar,flash]`                | spaces after commas      |
 
 A string prints bare when it matches `[A-Za-z0-9_.+/:-]+`, else JSON-quoted.
 Lists use brackets, so the commas inside them never split a pipeline.
@@ -52,6 +53,7 @@ class OptionKind(enum.Enum):
     STR = "str"
     INTS = "tuple[int, ...]"
     FLOATS = "tuple[float, ...]"
+    STRS = "tuple[str, ...]"
 
     @property
     def expected(self) -> str:
@@ -66,6 +68,7 @@ _EXPECTED = {
     OptionKind.STR: "a string",
     OptionKind.INTS: "a list of integers like [4,2,2]",
     OptionKind.FLOATS: "a list of floats like [0.5,1.0]",
+    OptionKind.STRS: "a list of names like [sar,flash]",
 }
 _ANNOTATIONS: dict[Any, OptionKind] = {
     int: OptionKind.INT,
@@ -74,6 +77,14 @@ _ANNOTATIONS: dict[Any, OptionKind] = {
     str: OptionKind.STR,
     tuple[int, ...]: OptionKind.INTS,
     tuple[float, ...]: OptionKind.FLOATS,
+    tuple[str, ...]: OptionKind.STRS,
+}
+
+
+_LISTS = {
+    OptionKind.INTS: OptionKind.INT,
+    OptionKind.FLOATS: OptionKind.FLOAT,
+    OptionKind.STRS: OptionKind.STR,
 }
 
 
@@ -119,15 +130,15 @@ class OptionSpec:
 
     def format(self, value: Any) -> str:
         """Spell a value of this option canonically."""
-        if self.kind in (OptionKind.INTS, OptionKind.FLOATS):
-            element = OptionKind.INT if self.kind is OptionKind.INTS else OptionKind.FLOAT
+        if self.kind in _LISTS:
+            element = _LISTS[self.kind]
             return "[" + ",".join(_format_scalar(element, v) for v in value) + "]"
         return _format_scalar(self.kind, value)
 
     def parse(self, text: str) -> Any:
         """Read a value of this option from its spelling, or raise ValueError."""
-        if self.kind in (OptionKind.INTS, OptionKind.FLOATS):
-            element = OptionKind.INT if self.kind is OptionKind.INTS else OptionKind.FLOAT
+        if self.kind in _LISTS:
+            element = _LISTS[self.kind]
             if not (text.startswith("[") and text.endswith("]")):
                 raise ValueError(text)
             inner = text[1:-1].strip()

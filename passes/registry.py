@@ -11,6 +11,12 @@ _REGISTRY: dict[str, str | type[Pass]] = {
     "canonicalize": "imcc.passes.canonicalize:Canonicalize",
     "fold-batchnorm": "imcc.passes.fold_batchnorm:FoldBatchNorm",
     "fold-constants": "imcc.passes.fold_constants:FoldConstants",
+    "quantize": "imcc.passes.quantize:Quantize",
+    "assign-input-precision": "imcc.passes.assign_input_precision:AssignInputPrecision",
+    "tile-crossbar": "imcc.passes.tile_crossbar:TileCrossbar",
+    "share-columns": "imcc.passes.share_columns:ShareColumns",
+    "select-adc": "imcc.passes.select_adc:SelectAdc",
+    "place": "imcc.passes.place:Place",
 }
 
 

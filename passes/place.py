@@ -1,0 +1,81 @@
+"""The `place` pass: assign crossbar layers to tiles and replicate layers into spare tiles."""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+
+from imcc.errors import MappingError
+from imcc.ir.graph import Graph
+from imcc.ir.mapping import InputStreaming, Placement, Tiling
+from imcc.passes.base import Pass, option
+from imcc.passes.context import Context
+from imcc.passes.layers import (
+    crossbar_layers,
+    layer_label,
+    matrix_shape,
+    replace_nodes,
+    require_target,
+    with_attributes,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Place(Pass):
+    """Place every crossbar layer on whole tiles of the chip and replicate the slowest layers.
+
+    Each copy of a layer takes `ceil(crossbars / crossbars_per_tile)` tiles; layers are laid out
+    in graph order from tile 0 (tiles are not shared between layers). The schedule is
+    layer-sequential: a layer's latency is its array cycles (output positions x input slices)
+    divided over its copies. When the target fixes the number of tiles per chip, the mapping
+    must fit (else MappingError) and, with `replicate=true`, spare tiles take extra copies of
+    the layer with the most cycles per copy, one copy at a time while one fits. A chip of
+    `tiles_per_chip = 0` grows to what the mapping needs, with one copy per layer.
+
+    ```
+    // after: place{replicate=true}
+    %y.acc = conv(...) {..., placement = #placement<first_tile = 0, tiles = 1,
+             replicas = 4>} : i32[1,16,8,8]
+    ```
+    """
+
+    name = "place"
+    replicate: bool = option(True, "fill spare tiles with copies of the slowest layers")
+
+    def run(self, graph: Graph, ctx: Context) -> Graph:
+        target = require_target(ctx, self.name)
+        per_tile = target.hierarchy.crossbars_per_tile
+        layers = crossbar_layers(graph)
+        tiles, cycles = [], []
+        for index, node in enumerate(layers):
+            tiling, streaming = node.attributes.get("tiling"), node.attributes.get("input")
+            if not isinstance(tiling, Tiling) or not isinstance(streaming, InputStreaming):
+                raise MappingError(f"{layer_label(node, index)} has no tiling or input slicing",
+                                   hint="run assign-input-precision and tile-crossbar first")
+            tiles.append(math.ceil(tiling.crossbars / per_tile))
+            cycles.append(matrix_shape(node, graph).positions * len(streaming.slices))
+        replicas = [1] * len(layers)
+        chip = target.hierarchy.tiles_per_chip
+        used = sum(tiles)
+        if chip and used > chip:
+            raise MappingError(f"the model needs {used} tiles, the chip has {chip}",
+                               hint="use a target with more tiles per chip or fewer slices")
+        if chip and self.replicate:
+            spare = chip - used
+            queue = [(-c, i) for i, c in enumerate(cycles)]
+            heapq.heapify(queue)
+            while queue:
+                _, i = heapq.heappop(queue)
+                if tiles[i] > spare or replicas[i] >= cycles[i]:
+                    continue  # this layer no longer fits; a smaller one still may
+                spare -= tiles[i]
+                replicas[i] += 1
+                heapq.heappush(queue, (-cycles[i] / replicas[i], i))
+        changed, first = {}, 0
+        for node, count, copies in zip(layers, tiles, replicas, strict=True):
+            changed[node.outputs[0]] = with_attributes(
+                node, placement=Placement(first, count, copies))
+            first += count * copies
+        ctx.logger.debug("place: %d of %s tiles", first, chip or "unbounded")
+        return replace_nodes(graph, changed)

@@ -1,0 +1,63 @@
+"""The `share-columns` pass: how many crossbar columns share one converter, per layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from imcc.errors import MappingError
+from imcc.ir.graph import Graph
+from imcc.ir.mapping import Tiling
+from imcc.passes.base import Pass, option
+from imcc.passes.context import Context
+from imcc.passes.layers import (
+    check_choice,
+    crossbar_layers,
+    layer_label,
+    per_layer,
+    replace_nodes,
+    require_target,
+    with_attributes,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ShareColumns(Pass):
+    """Choose the column-sharing factor of each crossbar layer: columns per converter.
+
+    One converter serves `factor` columns through a multiplexer: converter area falls ~1/factor,
+    conversions take `factor` turns per array read, and (on targets that re-drive the rows per
+    column group) array energy grows with it. `factor=0` takes the target's first legal factor;
+    the factor must be one the target lists and divide the crossbar columns used. Needs
+    `tile-crossbar` first. Per-layer factors: `per_layer=[16,16,4,...]`.
+
+    ```
+    // after: share-columns{factor=8 per_layer=[]}
+    %y.acc = conv(...) {..., tiling = #tiling<...>, column_share = 8} : i32[1,16,8,8]
+    ```
+    """
+
+    name = "share-columns"
+    factor: int = option(0, "columns per converter (0: the target's first legal factor)")
+    per_layer: tuple[int, ...] = option((), "columns per converter, one per crossbar layer")
+
+    def run(self, graph: Graph, ctx: Context) -> Graph:
+        target = require_target(ctx, self.name)
+        layers = crossbar_layers(graph)
+        factors = per_layer(self.per_layer, self.factor or target.column_sharing[0], len(layers),
+                            "per_layer")
+        changed = {}
+        for index, (node, factor) in enumerate(zip(layers, factors, strict=True)):
+            where = layer_label(node, index)
+            tiling = node.attributes.get("tiling")
+            if not isinstance(tiling, Tiling):
+                raise MappingError(f"{where} has no tiling", hint="run tile-crossbar first")
+            check_choice(factor, target.column_sharing, "column sharing", where)
+            if tiling.columns % factor:
+                raise MappingError(f"{where}: {factor} columns per converter do not divide "
+                                   f"the {tiling.columns} crossbar columns")
+            changed[node.outputs[0]] = with_attributes(node, column_share=factor)
+        return replace_nodes(graph, changed)
+
+    def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:
+        target = require_target(ctx, self.name)
+        return {"factor": list(target.column_sharing)}

@@ -1,0 +1,97 @@
+"""The `tile-crossbar` pass: split every quantized matrix product into crossbar tiles."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from imcc.errors import MappingError
+from imcc.ir.graph import Graph
+from imcc.ir.mapping import ENCODINGS, Tiling, WeightMapping
+from imcc.passes.base import Pass, option
+from imcc.passes.context import Context
+from imcc.passes.layers import (
+    crossbar_layers,
+    layer_label,
+    matrix_shape,
+    replace_nodes,
+    require_target,
+    with_attributes,
+)
+
+
+def default_slices(weight_bits: int, bits_per_cell: int) -> tuple[int, ...]:
+    """Return the weight slices that fill whole cells, MSB first (8 bits, 2-bit cells: 2,2,2,2)."""
+    slices = [bits_per_cell] * (weight_bits // bits_per_cell)
+    if weight_bits % bits_per_cell:
+        slices.append(weight_bits % bits_per_cell)
+    return tuple(slices)
+
+
+@dataclass(frozen=True, slots=True)
+class TileCrossbar(Pass):
+    """Split every quantized conv / linear into crossbar tiles, weight slices and devices.
+
+    A layer computes, per output position and channel group, a K x N product (K = C_in/group x
+    kernel size, N = C_out/group). Each weight is cut into `slices` (MSB first; default: whole
+    cells of the target's bits per cell, e.g. 8 bits on 2-bit cells -> [2, 2, 2, 2]) and each
+    slice takes `devices` devices (the target's devices per slice: 2 for a differential / 2T2R
+    pair). One weight column then needs `len(slices)` crossbar columns (twice that for a pair
+    whose columns are not subtracted in analog), so a group needs
+    `row_tiles = ceil(K / rows)` x `column_tiles = ceil(N * columns_per_weight / columns)`
+    crossbars. Sets `weights = #weights<...>` (unless an earlier pass chose them) and
+    `tiling = #tiling<...>`. Layers must be quantized (i32 operands) first.
+
+    ```
+    // after: tile-crossbar on isaac (128 x 128, 2-bit cells), K = 72, N = 16
+    %y.acc = conv(...) {..., weights = #weights<encoding = "offset", slices = [2, 2, 2, 2],
+             devices = 1>, tiling = #tiling<rows = 128, columns = 128, row_tiles = 1,
+             column_tiles = 1, groups = 1>} : i32[1,16,8,8]
+    ```
+    """
+
+    name = "tile-crossbar"
+    rows: int = option(0, "crossbar rows used (0: the target's)")
+    columns: int = option(0, "crossbar columns used (0: the target's)")
+    slices: tuple[int, ...] = option((), "weight slice widths, MSB first (empty: whole cells)")
+    encoding: str = option("", "offset, differential or center-offset (empty: from devices)")
+
+    def run(self, graph: Graph, ctx: Context) -> Graph:
+        target = require_target(ctx, self.name)
+        crossbar = target.crossbar
+        rows, columns = self.rows or crossbar.rows, self.columns or crossbar.columns
+        if not (0 < rows <= crossbar.rows and 0 < columns <= crossbar.columns):
+            raise MappingError(f"tile-crossbar: {rows}x{columns} does not fit the target's "
+                               f"{crossbar.rows}x{crossbar.columns} crossbars")
+        devices = crossbar.devices_per_slice
+        encoding = self.encoding or ("offset" if devices == 1 else "differential")
+        if encoding not in ENCODINGS:
+            raise MappingError(f"unknown weight encoding '{encoding}'",
+                               hint=f"encodings: {', '.join(ENCODINGS)}")
+        if encoding != "offset" and devices != 2:
+            raise MappingError(f"{encoding} encoding needs two devices per slice; the target's "
+                               "crossbar has one", hint="use encoding=offset")
+        changed = {}
+        for index, node in enumerate(crossbar_layers(graph)):
+            where = layer_label(node, index)
+            if graph.types[node.inputs[0]].dtype.is_float:
+                raise MappingError(f"{where} is not quantized", hint="run quantize first")
+            mapping = node.attributes.get("weights")
+            if not isinstance(mapping, WeightMapping):
+                slices = self.slices or default_slices(target.weight_bits,
+                                                       crossbar.bits_per_cell)
+                mapping = WeightMapping(encoding, tuple(slices), devices)
+            # offset stores w + 2^(b-1); differential |w| <= 2^(b-1) - 1; center-offset |w - c|
+            magnitude_bits = target.weight_bits - (mapping.encoding == "differential")
+            too_wide = max(mapping.slices) > crossbar.bits_per_cell
+            if sum(mapping.slices) < magnitude_bits or too_wide:
+                raise MappingError(
+                    f"{where}: weight slices {list(mapping.slices)} must cover "
+                    f"{magnitude_bits} bits with at most {crossbar.bits_per_cell} bits per cell")
+            shape = matrix_shape(node, graph)
+            per_weight = len(mapping.slices) * (
+                1 if crossbar.signed_columns or mapping.devices == 1 else mapping.devices)
+            tiling = Tiling(rows, columns, math.ceil(shape.rows / rows),
+                            math.ceil(shape.columns * per_weight / columns), shape.groups)
+            changed[node.outputs[0]] = with_attributes(node, weights=mapping, tiling=tiling)
+        return replace_nodes(graph, changed)
