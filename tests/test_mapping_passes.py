@@ -1,0 +1,137 @@
+"""Mapping passes on the digits CNN: quantize keeps accuracy; tiling, sharing, converters and
+placement follow the target and reject what it does not offer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from imcc.backend.reference import collect
+from imcc.errors import MappingError
+from imcc.examples import example_path
+from imcc.frontend.datasets import load_dataset
+from imcc.frontend.onnx import import_onnx
+from imcc.ir.mapping import ConverterChoice, InputStreaming, Placement, Tiling, WeightMapping
+from imcc.passes.context import Context
+from imcc.passes.layers import crossbar_layers
+from imcc.passes.manager import PassManager
+from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline, print_pipeline
+from imcc.target import (
+    Converter,
+    ConverterKind,
+    Crossbar,
+    Hierarchy,
+    InputDriver,
+    Target,
+    Technology,
+)
+
+MAPPING = "assign-input-precision,quantize,tile-crossbar,share-columns,select-adc,place"
+
+
+def small_target(tiles_per_chip: int = 0, **changes) -> Target:
+    """An ISAAC-like target written in Python (the .hw files are tested elsewhere)."""
+    fields = dict(
+        name="test", description="ISAAC-like test target",
+        technology=Technology(32, 1.2e9),
+        crossbar=Crossbar(rows=128, columns=128, cell="rram", bits_per_cell=2),
+        input_driver=InputDriver(bits_per_cycle=(1, 2), input_bits=(4, 6, 8)),
+        converters=(Converter("sar", ConverterKind.SAR, bits=(6, 7, 8)),
+                    Converter("mtj", ConverterKind.MTJ, bits=(1,), samples=(1, 4, 16))),
+        column_sharing=(8, 16, 32, 128),
+        hierarchy=Hierarchy(crossbars_per_tile=2, tiles_per_chip=tiles_per_chip),
+    )
+    fields.update(changes)
+    return Target(**fields)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits-cnn")
+
+
+def compile_digits(pipeline: str, target: Target, data) -> object:
+    graph = import_onnx(example_path("digits-cnn"))
+    ctx = Context(target=target, options={"calibration": data.images[:64]})
+    return PassManager(parse_pipeline(f"{DEFAULT_PIPELINE},{pipeline}")).run(graph, ctx)
+
+
+def accuracy(graph, data) -> float:
+    logits = collect(graph, data.images, [graph.outputs[0]])[graph.outputs[0]]
+    return float(np.mean(logits.argmax(axis=1) == data.labels))
+
+
+def test_quantized_digits_keep_their_accuracy(digits):
+    graph = compile_digits("quantize", small_target(), digits)
+    assert accuracy(graph, digits) >= 0.96  # float: 0.9667
+    assert [n.op for n in graph.nodes].count("quantize") == 3
+
+
+def test_mapping_attributes_follow_the_target(digits):
+    graph = compile_digits(MAPPING, small_target(), digits)
+    layers = crossbar_layers(graph)
+    assert [n.attr("tiling") for n in layers] == [
+        Tiling(128, 128, 1, 1, 1),  # K = 9, N = 8 x 4 slices
+        Tiling(128, 128, 1, 1, 1),  # K = 72, N = 16 x 4
+        Tiling(128, 128, 2, 1, 1),  # K = 256, N = 10 x 4
+    ]
+    assert layers[0].attr("weights") == WeightMapping("offset", (2, 2, 2, 2), 1)
+    assert layers[0].attr("input") == InputStreaming(8, (1,) * 8, False, False)
+    assert all(n.attr("column_share") == 8 for n in layers)
+    assert layers[2].attr("converter") == ConverterChoice("sar", "sar", 8, 1)
+    assert [n.attr("placement") for n in layers] == [
+        Placement(0, 1, 1), Placement(1, 1, 1), Placement(2, 1, 1)]
+
+
+def test_per_layer_options_are_replayable(digits):
+    pipeline = ("assign-input-precision{bits=0 slice=0 speculate=false per_layer_bits=[8,6,4] "
+                "per_layer_slice=[1,2,2]},quantize{weight_bits=0 input_bits=8 method=minmax "
+                "percentile=99.99 samples=64},tile-crossbar{rows=0 columns=0 slices=[] "
+                "encoding=\"\"},share-columns{factor=0 per_layer=[16,32,128]},select-adc{"
+                "converter=\"\" bits=0 samples=0 per_layer_converter=[sar,mtj,sar] "
+                "per_layer_bits=[6,1,8] per_layer_samples=[1,16,1]},place{replicate=true}")
+    assert print_pipeline(parse_pipeline(pipeline)) == pipeline
+    layers = crossbar_layers(compile_digits(pipeline, small_target(), digits))
+    assert [n.attr("input").slices for n in layers] == [(1,) * 8, (2, 2, 2), (2, 2)]
+    assert [n.attr("column_share") for n in layers] == [16, 32, 128]
+    assert layers[1].attr("converter") == ConverterChoice("mtj", "mtj", 1, 16)
+    graph = compile_digits(pipeline, small_target(), digits)
+    assert accuracy(graph, digits) >= 0.9
+
+
+def test_place_replicates_the_slowest_layers_into_spare_tiles(digits):
+    layers = crossbar_layers(compile_digits(MAPPING, small_target(tiles_per_chip=8), digits))
+    placements = [n.attr("placement") for n in layers]
+    # 64 positions x 8 slices per conv, 1 x 8 for the linear layer: the five spare tiles go to
+    # the convs in turn (ties to the earlier layer)
+    assert [p.replicas for p in placements] == [4, 3, 1]
+    assert sum(p.tiles * p.replicas for p in placements) == 8
+    assert [p.first_tile for p in placements] == [0, 4, 7]
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "target", "message"),
+    [
+        ("assign-input-precision{bits=5 slice=0 speculate=false per_layer_bits=[] "
+         "per_layer_slice=[]}", small_target(),
+         "layer 0 (/features/features.0/Conv): input precision 5 is not offered by the target"),
+        ("assign-input-precision,quantize,tile-crossbar,share-columns{factor=3 per_layer=[]}",
+         small_target(), "layer 0 (/features/features.0/Conv): column sharing 3 is not "
+         "offered by the target"),
+        ("assign-input-precision,quantize,tile-crossbar,share-columns{factor=0 per_layer=[8]}",
+         small_target(), "option per_layer has 1 entries but the model has 3 crossbar layers"),
+        (MAPPING, small_target(tiles_per_chip=2), "the model needs 3 tiles, the chip has 2"),
+        ("tile-crossbar", small_target(), "layer 0 (/features/features.0/Conv) is not "
+         "quantized"),
+    ],
+)
+def test_illegal_mappings_are_rejected_with_a_reason(pipeline, target, message, digits):
+    with pytest.raises(MappingError) as info:
+        compile_digits(pipeline, target, digits)
+    assert message in str(info.value)
+
+
+def test_mapping_passes_need_a_target(digits):
+    graph = import_onnx(example_path("digits-cnn"))
+    with pytest.raises(MappingError, match="tile-crossbar needs a hardware target"):
+        PassManager(parse_pipeline("tile-crossbar")).run(graph, Context())
