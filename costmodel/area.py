@@ -1,0 +1,76 @@
+"""Chip area from the placement of the crossbar layers, per component.
+
+- Tiles. A layer with a `placement` occupies tiles [first_tile, first_tile + tiles * replicas);
+  one without is packed after the others (ceil(crossbars / crossbars_per_tile) tiles, one copy).
+  The chip has `tiles_per_chip` tiles when the target fixes it, else as many as are used (a
+  mapping that needs more tiles than a fixed chip has is priced as the larger chip it needs).
+- Crossbars: tiles * crossbars_per_tile * crossbar area (cells plus the crossbar's peripherals).
+- Converters: a layer needs ceil(columns / column_share) converters of its kind per crossbar;
+  a tile shared by several layers gets the largest need among them. Tiles of a fixed chip that
+  no layer uses are built like the largest used tile. An MTJ converter's counter is booked
+  under `counters`.
+- Input drivers (per row), shift-and-add and accumulator units (`count` per crossbar) on every
+  crossbar of the chip; tile-level buffers, interconnect, center+offset and speculation units
+  (`count` per tile) on every tile; chip-level buffers once; `digital` units `count` per chip.
+The total is the sum of the breakdown.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from imcc.costmodel.layer import CrossbarArea
+from imcc.target import Target
+
+COMPONENTS = (
+    "array", "input_drivers", "converters", "counters", "shift_add", "accumulators", "buffers",
+    "interconnect", "digital", "center_offset", "speculation",
+)
+
+
+def chip_area(target: Target, needs: Sequence[CrossbarArea]) -> dict[str, float]:
+    """Return the area of each component in m² for the crossbar layers' needs."""
+    per_tile = target.hierarchy.crossbars_per_tile
+    converter_need: dict[int, float] = {}
+    counter_need: dict[int, float] = {}
+    next_free = 0
+    for need in needs:
+        if need.placement is not None:
+            first, tiles = need.placement.first_tile, need.placement.tiles
+            copies = max(need.placement.replicas, 1)
+        else:
+            first, tiles, copies = next_free, math.ceil(need.crossbars / per_tile), 1
+        tiles = max(tiles, 1)
+        next_free = max(next_free, first + tiles * copies)
+        on_tile = min(math.ceil(need.crossbars / tiles), per_tile)
+        converters = on_tile * need.converters_per_crossbar
+        counter_area = need.converter.counter_area_m2
+        unit = need.converter.area_m2 - counter_area
+        for tile in range(first, first + tiles * copies):
+            converter_need[tile] = max(converter_need.get(tile, 0.0), converters * unit)
+            counter_need[tile] = max(counter_need.get(tile, 0.0), converters * counter_area)
+    used = next_free
+    tiles = max(target.hierarchy.tiles_per_chip, used)
+    idle = max(tiles - len(converter_need), 0)
+    crossbars = tiles * per_tile
+    xbar = target.crossbar
+    area = dict.fromkeys(COMPONENTS, 0.0)
+    area["array"] = crossbars * xbar.area_m2
+    area["input_drivers"] = crossbars * xbar.rows * target.input_driver.area_per_row_m2
+    area["converters"] = sum(converter_need.values()) + idle * max(
+        converter_need.values(), default=0.0
+    )
+    area["counters"] = sum(counter_need.values()) + idle * max(counter_need.values(), default=0.0)
+    area["shift_add"] = crossbars * target.shift_add.count * target.shift_add.area_m2
+    area["accumulators"] = crossbars * target.accumulator.count * target.accumulator.area_m2
+    area["buffers"] = sum(
+        b.area_m2 * (tiles if b.level == "tile" else 1) for b in target.buffers
+    )
+    area["interconnect"] = tiles * target.interconnect.area_per_tile_m2
+    area["digital"] = target.digital.count * target.digital.area_m2
+    for name in ("center_offset", "speculation"):
+        unit_spec = getattr(target, name)
+        if unit_spec is not None:
+            area[name] = tiles * unit_spec.count * unit_spec.area_m2
+    return area

@@ -1,0 +1,267 @@
+"""Cost of one crossbar layer: action counts times per-action costs, per component.
+
+One documented model (symbols: P output positions, K rows and N columns of the product per
+group, G groups, S_i input slices, S_w weight slices, D devices per slice, m column share):
+
+- Work. A crossbar op computes, per output position (conv: batch x output pixels; linear: the
+  product of the leading dims), a K x N product per group (conv: K = C_in/G * prod(kernel),
+  N = C_out/G). MACs = P * K * N * G.
+- Row partial sums. Each row tile sums its rows into one partial sum per column, or, when the
+  crossbar reads only `parallel_rows` rows at once (NeuroSim's rows in parallel), one per group
+  of `parallel_rows` rows: R = row_tiles, or max(row_tiles, ceil(K / parallel_rows)).
+- Array reads. Per position and input slice every crossbar of the layer is read once; in
+  `reactivate` column-share mode the rows are driven m times (once per column group), in
+  `sample-hold` mode once. Cell energy: a cell on an active row costs `cell_read_energy_j * g +
+  cell_base_energy_j` per read of its column, g its normalised stored level (conductance.py);
+  each column is read once per input slice (the mux leaves unselected bitlines floating), so the
+  cell energy per slice is a * (E_read * sum g + E_base * cells), a the row activity of the
+  slice: the mean normalised slice value sum_b 2^(b-lo) density_b / (2^(hi-lo+1) - 1) from the
+  `stats` of the `quantize` that produces the input (0.5 without stats).
+- Input drivers: `energy_per_row_j` per driven row (K * column_tiles * G rows) per array read
+  (m reads per slice in reactivate mode), times the activity for pulse-train drivers.
+- Conversions per position = S_i * S_w * N * G * R, times D unless the crossbar has
+  `signed_columns` (a 2T2R pair subtracted in analog converts once), times the samples of an MTJ
+  converter. Converts per MAC = S_i * S_w * R / K (ISAAC: 8 * 4 / 128 = 0.25).
+- Speculation (`input.speculate`, RAELLA): the S_i wide slices run speculatively; a conversion
+  that saturates (`SPECULATION_FAILURE_RATE` of them, RAELLA observes 4-10%) is re-run as 1-bit
+  slices. The array runs S_i + bits reads per position; conversions per column are S_i +
+  failure rate * bits; the speculation unit checks every speculative conversion.
+- Shift-and-add: one operation per conversion. Accumulators: one add per output element per row
+  partial sum beyond the first, P * N * G * (R - 1) (the shift-add already merges the input and
+  weight slices and the devices of a pair). Center+offset (`center-offset` encoding): a running
+  input sum, one add per input element per position (P * K * G), and one multiply-subtract per
+  output element (P * N * G). MTJ reset and counter: one each per sample.
+- Buffers: im2col input traffic K * P * G * input_bits / 8 bytes read and N * P * G bytes (8-bit
+  outputs) written, at the first tile-level buffer's energy per byte. Interconnect: the 8-bit
+  outputs, N * P * G * 8 bits, sent on to the next layer.
+- Latency: the array read, the conversions and the shift-adds of one slice are pipelined, so one
+  slice takes phases * max(read * (m if reactivate else 1), m * conversion, m * shift-add),
+  phases = ceil(min(K, tiling rows) / parallel_rows) (1 when all rows read at once): each
+  converter serves m columns in turn (XPert: m ADC cycles per input bit; SAR B+1 steps, Flash
+  one). A layer takes P * reads per position * slice time / replicas, or longer when its buffer
+  or interconnect traffic needs more time at the declared bandwidths.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from imcc.costmodel.conductance import conductance_sums
+from imcc.costmodel.converters import ConverterCost, converter_cost
+from imcc.errors import MappingError
+from imcc.ir.graph import Node
+from imcc.ir.mapping import ActivationStats, ConverterChoice, InputStreaming, Placement
+from imcc.target import ConverterKind, Target
+
+SPECULATION_FAILURE_RATE = 0.07
+"""Share of speculative conversions that saturate and are re-run (RAELLA: 4-10% observed)."""
+
+DEFAULT_ACTIVITY = 0.5
+"""Row activity of an input slice when its quantize op carries no calibration stats."""
+
+OUTPUT_BITS = 8
+"""Bits per output element a crossbar layer writes and sends on (requantized activations)."""
+
+REQUIRED = (
+    ("weights", "tile-crossbar"),
+    ("tiling", "tile-crossbar"),
+    ("input", "assign-input-precision"),
+    ("column_share", "share-columns"),
+    ("converter", "select-adc"),
+)
+"""The mapping attributes a crossbar op needs, with the pass that sets each."""
+
+
+@dataclass(frozen=True, slots=True)
+class LayerCost:
+    """The energy (per component), latency and action counts of one layer."""
+
+    name: str
+    op: str
+    macs: int
+    energy_j: float
+    latency_s: float
+    energy_breakdown_j: dict[str, float]
+    crossbars: int = 0
+    conversions: float = 0.0
+
+    @property
+    def converts_per_mac(self) -> float:
+        """Return conversions per multiply-accumulate (0 for layers without crossbars)."""
+        return self.conversions / self.macs if self.macs and self.conversions else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CrossbarArea:
+    """What a crossbar layer needs on the tiles it occupies (for the area model)."""
+
+    placement: Placement | None
+    crossbars: int
+    converters_per_crossbar: int
+    converter: ConverterCost
+    converter_name: str
+
+
+def slice_activities(
+    streaming: InputStreaming, stats: ActivationStats | None
+) -> list[float]:
+    """Return the row activity of each input slice (MSB first) from the bit densities."""
+    if stats is None or not stats.bit_density:
+        return [DEFAULT_ACTIVITY] * len(streaming.slices)
+    density = stats.bit_density
+    out = []
+    hi = streaming.bits - 1
+    for width in streaming.slices:
+        lo = hi - width + 1
+        value = sum(
+            (1 << (b - lo)) * (density[b] if b < len(density) else 0.0) for b in range(lo, hi + 1)
+        )
+        out.append(value / ((1 << width) - 1))
+        hi = lo - 1
+    return out
+
+
+def _bit_activities(streaming: InputStreaming, stats: ActivationStats | None) -> list[float]:
+    if stats is None or not stats.bit_density:
+        return [DEFAULT_ACTIVITY] * streaming.bits
+    d = stats.bit_density
+    return [d[b] if b < len(d) else 0.0 for b in range(streaming.bits)]
+
+
+def check_mapped(node: Node) -> None:
+    """Raise MappingError naming the node and the pass when a mapping attribute is missing."""
+    missing = [(a, p) for a, p in REQUIRED if a not in node.attributes]
+    if missing:
+        passes = sorted({p for _, p in missing}, key=[p for _, p in REQUIRED].index)
+        label = node.name or node.outputs[0]
+        raise MappingError(
+            f"crossbar op '{node.op}' (node {label}) has no "
+            + ", ".join(f"'{a}'" for a, _ in missing) + " attribute",
+            hint="run the mapping pass" + ("es " if len(passes) > 1 else " ")
+            + ", ".join(passes) + " before pricing it",
+        )
+
+
+def crossbar_layer(
+    node: Node,
+    target: Target,
+    *,
+    positions: int,
+    rows: int,
+    columns: int,
+    groups: int,
+    filter_axis: int,
+    weights,
+    weights_digest: str | None,
+    weights_size: int,
+    stats: ActivationStats | None,
+) -> tuple[LayerCost, CrossbarArea]:
+    """Return the cost of one mapped crossbar op (rows = K, columns = N per group)."""
+    check_mapped(node)
+    a = node.attributes
+    mapping, tiling, streaming = a["weights"], a["tiling"], a["input"]
+    share: int = a["column_share"]
+    choice: ConverterChoice = a["converter"]
+    label = node.name or node.outputs[0]
+    try:
+        converter = target.converter(choice.name)
+    except KeyError:
+        offered = ", ".join(c.name for c in target.converters)
+        raise MappingError(f"node {label}: target {target.name} has no converter "
+                           f"'{choice.name}'", hint=f"converters: {offered}") from None
+    if mapping.encoding == "center-offset" and target.center_offset is None:
+        raise MappingError(f"node {label}: center-offset encoding needs a center_offset unit, "
+                           f"which target {target.name} does not have")
+    if streaming.speculate and target.speculation is None:
+        raise MappingError(f"node {label}: input speculation needs a speculation unit, "
+                           f"which target {target.name} does not have")
+    xbar = target.crossbar
+    cost = converter_cost(converter, choice.bits, target.technology)
+    samples = choice.samples if converter.kind is ConverterKind.MTJ else 1
+    reactivate = target.column_share_mode == "reactivate"
+
+    active = xbar.active_rows
+    if active < tiling.rows:
+        partials = max(tiling.row_tiles, math.ceil(rows / active))
+        phases = math.ceil(min(rows, tiling.rows) / active)
+    else:
+        partials, phases = tiling.row_tiles, 1
+    pair = 1 if xbar.signed_columns else mapping.devices
+    s_w = len(mapping.slices)
+    outputs = positions * columns * groups
+
+    # per-position read list: (row activity, share of the columns converted)
+    activities = slice_activities(streaming, stats)
+    reads = [(act, 1.0) for act in activities]
+    if streaming.speculate:
+        reads += [(act, SPECULATION_FAILURE_RATE) for act in _bit_activities(streaming, stats)]
+    converted = sum(c for _, c in reads)
+    activity_sum = sum(act for act, _ in reads)
+
+    macs = positions * rows * columns * groups
+    conversions = positions * converted * s_w * columns * groups * partials * pair * samples
+    sums = conductance_sums(weights, weights_digest, mapping, filter_axis, weights_size)
+    cell_energy = xbar.cell_read_energy_j * sums.level_sum + xbar.cell_base_energy_j * sums.cells
+    row_reads = share if reactivate else 1
+    driven = rows * tiling.column_tiles * groups
+    driver_weight = activity_sum if target.input_driver.kind == "pulse-train" else len(reads)
+
+    energy = {
+        "array": positions * activity_sum * cell_energy,
+        "input_drivers": positions * row_reads * driven * driver_weight
+        * target.input_driver.energy_per_row_j,
+        "converters": conversions * cost.energy_j,
+        "shift_add": conversions * target.shift_add.energy_j,
+        "accumulators": outputs * (partials - 1) * target.accumulator.energy_j,
+    }
+    buffer = next((b for b in target.buffers if b.level == "tile"), None)
+    buffer = buffer or (target.buffers[0] if target.buffers else None)
+    in_bytes = rows * positions * groups * streaming.bits / 8
+    out_bytes = outputs * OUTPUT_BITS / 8
+    energy["buffers"] = (in_bytes + out_bytes) * buffer.energy_per_byte_j if buffer else 0.0
+    out_bits = outputs * OUTPUT_BITS
+    energy["interconnect"] = out_bits * target.interconnect.energy_per_bit_j
+    if mapping.encoding == "center-offset":
+        energy["center_offset"] = (positions * rows * groups + outputs) * (
+            target.center_offset.energy_j
+        )
+    if streaming.speculate:
+        energy["speculation"] = (
+            positions * len(activities) * s_w * columns * groups * partials * pair
+            * target.speculation.energy_j
+        )
+    if converter.kind is ConverterKind.MTJ:
+        energy["mtj_reset"] = conversions * cost.reset_energy_j
+        energy["counters"] = conversions * cost.counter_energy_j
+
+    stage = phases * max(
+        xbar.read_latency_s * row_reads,
+        share * cost.latency_s * samples,
+        share * target.shift_add.latency_s,
+    )
+    replicas = a["placement"].replicas if "placement" in a else 1
+    latency = positions * len(reads) * stage / max(replicas, 1)
+    if buffer is not None and buffer.bandwidth_bytes_per_s:
+        latency = max(latency, (in_bytes + out_bytes) / buffer.bandwidth_bytes_per_s)
+    if target.interconnect.bandwidth_bits_per_s:
+        latency = max(latency, out_bits / target.interconnect.bandwidth_bits_per_s)
+
+    record = LayerCost(
+        name=label,
+        op=node.op,
+        macs=macs,
+        energy_j=sum(energy.values()),
+        latency_s=latency,
+        energy_breakdown_j=energy,
+        crossbars=tiling.crossbars * replicas,
+        conversions=conversions,
+    )
+    need = CrossbarArea(
+        placement=a.get("placement"),
+        crossbars=tiling.crossbars,
+        converters_per_crossbar=math.ceil(xbar.columns / max(share, 1)),
+        converter=cost,
+        converter_name=converter.name,
+    )
+    return record, need

@@ -1,0 +1,183 @@
+"""Price a mapped graph on a target: `estimate`, the `CostReport` and its JSON and table forms.
+
+Totals: energy is the sum over layers and components; latency the sum of the layer latencies
+(layers run one after the other on a single image; replicas speed up a layer, no layer
+overlaps another); area the sum of the chip's component areas (area.py). Figures of merit
+count two operations per MAC: TOPS/W = 2 * MACs / energy / 1e12, TOPS/mm² = 2 * MACs /
+latency / 1e12 / area_mm2, EDAP = energy_j * latency_s * area_mm2 (J*s*mm²).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from imcc.costmodel.area import chip_area
+from imcc.costmodel.interpreter import CostInterpreter
+from imcc.costmodel.layer import LayerCost
+from imcc.ir.graph import Graph
+from imcc.target import Target
+
+ENERGY_COMPONENTS = (
+    "array", "input_drivers", "converters", "shift_add", "accumulators", "buffers",
+    "interconnect", "digital", "center_offset", "speculation", "mtj_reset", "counters",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CostReport:
+    """Energy, latency, area and figures of merit of one mapped graph on one target."""
+
+    target: str
+    macs: int
+    energy_j: float
+    latency_s: float
+    area_mm2: float
+    energy_breakdown_j: dict[str, float]
+    area_breakdown_mm2: dict[str, float]
+    layers: tuple[LayerCost, ...]
+
+    @property
+    def operations(self) -> int:
+        """Return the operations counted by the figures of merit: two per MAC."""
+        return 2 * self.macs
+
+    @property
+    def edap(self) -> float:
+        """Return energy * latency * area in J*s*mm²."""
+        return self.energy_j * self.latency_s * self.area_mm2
+
+    @property
+    def tops_per_w(self) -> float:
+        """Return tera-operations per joule (= TOPS per watt)."""
+        return self.operations / self.energy_j / 1e12 if self.energy_j else 0.0
+
+    @property
+    def tops(self) -> float:
+        """Return tera-operations per second for one image."""
+        return self.operations / self.latency_s / 1e12 if self.latency_s else 0.0
+
+    @property
+    def tops_per_mm2(self) -> float:
+        """Return TOPS per mm² of chip area."""
+        return self.tops / self.area_mm2 if self.area_mm2 else 0.0
+
+    @property
+    def conversions(self) -> float:
+        """Return the converter conversions (MTJ samples) of the whole graph."""
+        return sum(layer.conversions for layer in self.layers)
+
+    @property
+    def converts_per_mac(self) -> float:
+        """Return conversions per MAC over the crossbar layers."""
+        macs = sum(layer.macs for layer in self.layers if layer.conversions)
+        return self.conversions / macs if macs else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report as one JSON-ready object with the design.md keys (SI units)."""
+        return {
+            "target": self.target,
+            "energy_j": self.energy_j,
+            "latency_s": self.latency_s,
+            "area_mm2": self.area_mm2,
+            "edap": self.edap,
+            "tops_per_w": self.tops_per_w,
+            "tops_per_mm2": self.tops_per_mm2,
+            "macs": self.macs,
+            "converts_per_mac": self.converts_per_mac,
+            "energy_breakdown_j": dict(self.energy_breakdown_j),
+            "area_breakdown_mm2": dict(self.area_breakdown_mm2),
+            "layers": [
+                {
+                    "name": layer.name,
+                    "op": layer.op,
+                    "macs": layer.macs,
+                    "energy_j": layer.energy_j,
+                    "latency_s": layer.latency_s,
+                    "crossbars": layer.crossbars,
+                    "conversions": layer.conversions,
+                    "converts_per_mac": layer.converts_per_mac,
+                    "energy_breakdown_j": dict(layer.energy_breakdown_j),
+                }
+                for layer in self.layers
+            ],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """Return the report as a JSON text (see `to_dict`)."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+
+def estimate(graph: Graph, target: Target) -> CostReport:
+    """Return the cost report of a mapped graph on a target."""
+    walk = CostInterpreter(graph, target)
+    walk.estimate()
+    energy = dict.fromkeys(ENERGY_COMPONENTS, 0.0)
+    for layer in walk.layers:
+        for component, value in layer.energy_breakdown_j.items():
+            energy[component] += value
+    area = {k: v * 1e6 for k, v in chip_area(target, walk.areas).items()}
+    return CostReport(
+        target=target.name,
+        macs=sum(layer.macs for layer in walk.layers),
+        energy_j=sum(energy.values()),
+        latency_s=sum(layer.latency_s for layer in walk.layers),
+        area_mm2=sum(area.values()),
+        energy_breakdown_j=energy,
+        area_breakdown_mm2=area,
+        layers=tuple(walk.layers),
+    )
+
+
+def _energy(joules: float) -> str:
+    for unit, scale in (("mJ", 1e-3), ("uJ", 1e-6), ("nJ", 1e-9), ("pJ", 1e-12)):
+        if abs(joules) >= scale:
+            return f"{joules / scale:8.3f} {unit}"
+    return f"{joules / 1e-12:8.3f} pJ"
+
+
+def _time(seconds: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
+        if abs(seconds) >= scale:
+            return f"{seconds / scale:8.3f} {unit}"
+    return f"{seconds / 1e-9:8.3f} ns"
+
+
+def format_table(report: CostReport) -> str:
+    """Return a terminal table: one row per layer, then the totals and the breakdowns."""
+    name_width = max([len("layer"), *(len(layer.name) for layer in report.layers)])
+    name_width = min(name_width, 32)
+    head = (f"{'layer':<{name_width}}  {'op':<16} {'MACs':>12} {'energy':>11} "
+            f"{'latency':>11} {'xbars':>6} {'conv/MAC':>9}")
+    lines = [f"cost report: target {report.target}", head, "-" * len(head)]
+    for layer in report.layers:
+        cpm = f"{layer.converts_per_mac:9.4f}" if layer.conversions else f"{'':9}"
+        xbars = f"{layer.crossbars:6d}" if layer.crossbars else f"{'':6}"
+        lines.append(
+            f"{layer.name[:name_width]:<{name_width}}  {layer.op:<16} {layer.macs:>12,} "
+            f"{_energy(layer.energy_j):>11} {_time(layer.latency_s):>11} {xbars} {cpm}"
+        )
+    lines.append("-" * len(head))
+    lines.append(
+        f"{'total':<{name_width}}  {'':<16} {report.macs:>12,} {_energy(report.energy_j):>11} "
+        f"{_time(report.latency_s):>11} {'':6} {report.converts_per_mac:9.4f}"
+    )
+    lines.append("")
+    lines.append(f"area        {report.area_mm2:12.4f} mm2")
+    lines.append(f"TOPS/W      {report.tops_per_w:12.4f}   (2 operations per MAC)")
+    lines.append(f"TOPS/mm2    {report.tops_per_mm2:12.4f}")
+    lines.append(f"EDAP        {report.edap:12.4e} J*s*mm2")
+    lines.append("")
+    lines.append(f"{'component':<16} {'energy':>11} {'share':>7}   {'area mm2':>12} {'share':>7}")
+    components = list(dict.fromkeys([*report.energy_breakdown_j, *report.area_breakdown_mm2]))
+    for component in components:
+        energy = report.energy_breakdown_j.get(component, 0.0)
+        area = report.area_breakdown_mm2.get(component, 0.0)
+        if not energy and not area:
+            continue
+        e_share = energy / report.energy_j if report.energy_j else 0.0
+        a_share = area / report.area_mm2 if report.area_mm2 else 0.0
+        lines.append(f"{component:<16} {_energy(energy):>11} {e_share:7.1%}   "
+                     f"{area:12.4f} {a_share:7.1%}")
+    return "\n".join(lines) + "\n"
