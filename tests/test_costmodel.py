@@ -1,0 +1,416 @@
+"""Cost model calibration against published figures (references.md §1, §3, §4) and its rules."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+
+import numpy as np
+import pytest
+
+from imcc.costmodel import estimate, format_table
+from imcc.costmodel.converters import converter_cost, survey_adc_area_um2, survey_adc_energy_pj
+from imcc.errors import MappingError, UserError
+from imcc.ir.graph import GraphBuilder
+from imcc.ir.mapping import (
+    ActivationStats,
+    ConverterChoice,
+    InputStreaming,
+    Placement,
+    Tiling,
+    WeightMapping,
+)
+from imcc.ir.types import DType, TensorType
+from imcc.target import (
+    Buffer,
+    Converter,
+    ConverterKind,
+    ConverterModel,
+    Crossbar,
+    DigitalUnit,
+    Hierarchy,
+    InputDriver,
+    Interconnect,
+    Target,
+    Technology,
+)
+
+# --- targets written in Python (the .hw built-ins are used where the loader has them) -------
+
+
+def isaac() -> Target:
+    """ISAAC (ISCA 2016, references.md §4): 128x128, 2-bit cells, 1-bit inputs, 8-bit ADC."""
+    return Target(
+        name="isaac-py", description="ISAAC-like",
+        technology=Technology(32, 1.28e9),
+        crossbar=Crossbar(128, 128, "rram", 2, cell_read_energy_j=2e-15,
+                          cell_base_energy_j=2e-16, read_latency_s=100e-9, cell_area_m2=1e-14),
+        input_driver=InputDriver((1,), energy_per_row_j=4e-15, area_per_row_m2=1e-12),
+        converters=(Converter("adc8", ConverterKind.SAR, bits=(8,), sample_rate_hz=1.28e9),),
+        column_sharing=(128,), column_share_mode="sample-hold",
+        shift_add=DigitalUnit(0.2e-12, 1e-9, 60e-12, count=1),
+        accumulator=DigitalUnit(0.1e-12, 1e-9, 30e-12, count=1),
+        digital=DigitalUnit(0.5e-12, 1e-9, 0.05e-6, count=64),
+        buffers=(Buffer("edram", 64 * 1024, 1e-12, 0.08e-6),),
+        hierarchy=Hierarchy(8),
+        interconnect=Interconnect(0.1e-12, 0.0, 0.02e-6),
+    )
+
+
+def raella() -> Target:
+    """RAELLA (ISCA 2023, §3): 512x512 2T2R, signed 7-bit ADCs, center+offset, speculation."""
+    return dataclasses.replace(
+        isaac(), name="raella-py",
+        crossbar=Crossbar(512, 512, "rram", 4, devices_per_slice=2, signed_columns=True,
+                          cell_read_energy_j=2e-15, cell_base_energy_j=1e-16,
+                          read_latency_s=100e-9, cell_area_m2=1e-14),
+        input_driver=InputDriver((1, 2, 3, 4), kind="pulse-train", energy_per_row_j=4e-15),
+        converters=(Converter("adc7", ConverterKind.SAR, bits=(7,), signed=True,
+                              sample_rate_hz=1.28e9),),
+        column_sharing=(128,),
+        center_offset=DigitalUnit(0.05e-12, 1e-9, 1e-9, 1),
+        speculation=DigitalUnit(0.01e-12, 1e-9, 1e-9, 1),
+    )
+
+
+def xpert(kind: ConverterKind = ConverterKind.SAR) -> Target:
+    """XPert's space (§1): NeuroSim-rule SAR and Flash ADCs, rows re-driven per column group.
+
+    The sub-array read (wordline rise, precharge, settle) is taken as 1.2 ns for 128 rows at
+    32 nm, a little longer than the ~1 ns ADC step.
+    """
+    return dataclasses.replace(
+        isaac(), name="xpert-py",
+        technology=Technology(32, 1e9),
+        crossbar=Crossbar(128, 128, "rram", 4, cell_read_energy_j=2e-15,
+                          read_latency_s=1.2e-9, cell_area_m2=1e-14),
+        converters=(
+            Converter("sar", ConverterKind.SAR, bits=(4, 5, 6), model=ConverterModel.NEUROSIM,
+                      comparator_energy_j=20e-15),
+            Converter("flash", ConverterKind.FLASH, bits=(4, 5, 6),
+                      model=ConverterModel.NEUROSIM, comparator_energy_j=20e-15,
+                      comparator_area_m2=4e-12),
+        ),
+        column_sharing=(2, 4, 8, 16, 32), column_share_mode="reactivate",
+        shift_add=DigitalUnit(0.2e-12, 0.5e-9, 60e-12, count=1),
+    )
+
+
+# --- mapped graphs built directly --------------------------------------------------------
+
+
+def mapped_linear(
+    target: Target, *, k: int, n: int, positions: int = 4, weight_slices=(2, 2, 2, 2),
+    encoding: str = "offset", devices: int = 1, input_slices=(1,) * 8, share: int = 128,
+    converter: str = "adc8", adc_bits: int = 8, samples: int = 1, speculate: bool = False,
+    stats: ActivationStats | None = None, weights: np.ndarray | None = None,
+    placement: Placement | None = None,
+):
+    """quantize -> linear (with every mapping attribute) -> dequantize."""
+    rows, cols = target.crossbar.rows, target.crossbar.columns
+    b = GraphBuilder("t")
+    x = b.add_input("x", TensorType((positions, k), DType.F32))
+    attrs = {"scale": 0.1, "bits": 8}
+    if stats is not None:
+        attrs["stats"] = stats
+    (q,) = b.add_node("quantize", [x], attrs)
+    rng = np.random.default_rng(0)
+    data = rng.integers(-128, 128, (k, n)) if weights is None else weights
+    w = b.add_constant(np.asarray(data, dtype=np.int32), "w")
+    physical = n * len(weight_slices) * devices
+    mapping = {
+        "weights": WeightMapping(encoding, tuple(weight_slices), devices),
+        "tiling": Tiling(rows, cols, math.ceil(k / rows), math.ceil(physical / cols), 1),
+        "input": InputStreaming(8, tuple(input_slices), False, speculate),
+        "column_share": share,
+        "converter": ConverterChoice(converter, target.converter(converter).kind.value,
+                                     adc_bits, samples),
+    }
+    if placement is not None:
+        mapping["placement"] = placement
+    (y,) = b.add_node("linear", [q, w], mapping, name="fc")
+    s = b.add_constant(np.ones(n, np.float32), "s")
+    (out,) = b.add_node("dequantize", [y, s])
+    return b.build([out])
+
+
+def layer(report, op: str = "linear"):
+    return next(r for r in report.layers if r.op == op)
+
+
+# --- §4: the ADC survey regression ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bits", "node", "rate", "pj"),
+    [(7, 32, 1.28e9, 1.31), (7, 32, 100e6, 1.31), (8, 32, 100e6, 1.71), (8, 32, 1.28e9, 1.93),
+     (10, 32, 1.28e9, 16.4), (7, 65, 1.28e9, 4.97), (7, 45, 1.28e9, 2.49),
+     (7, 22, 1.28e9, 0.65), (7, 14, 1.28e9, 0.28), (7, 7, 1.28e9, 0.075)],
+)
+def test_survey_energy_matches_references(bits, node, rate, pj):
+    assert survey_adc_energy_pj(bits, node, rate) == pytest.approx(pj, rel=0.01)
+
+
+@pytest.mark.parametrize(("bits", "um2"), [(4, 3270), (7, 3640), (8, 3940)])
+def test_survey_area_matches_references(bits, um2):
+    assert survey_adc_area_um2(bits, 32, 100e6) == pytest.approx(um2, rel=0.01)
+
+
+def test_survey_rejects_fewer_than_four_bits():
+    with pytest.raises(MappingError, match=">= 4 bits"):
+        survey_adc_energy_pj(3, 32, 1e9)
+
+
+def test_isaac_adc_conversion_near_published_power():
+    target = isaac()
+    cost = converter_cost(target.converters[0], 8, target.technology)
+    published = 2e-3 / 1.28e9  # 2 mW at 1.28 GS/s
+    assert cost.energy_j == pytest.approx(published, rel=0.30)
+    assert cost.latency_s == pytest.approx(1 / 1.28e9)
+    assert cost.leakage_j == pytest.approx(0.2 * cost.energy_j)
+
+
+# --- §1: NeuroSim architecture rule ------------------------------------------------------------
+
+
+def test_neurosim_rule_sar_and_flash():
+    target = xpert()
+    sar, flash = target.converters
+    for bits in (4, 5, 6):
+        s = converter_cost(sar, bits, target.technology)
+        f = converter_cost(flash, bits, target.technology)
+        assert s.latency_s == pytest.approx((bits + 1) * 1e-9)
+        assert f.latency_s == pytest.approx(1e-9)
+        assert f.energy_j == pytest.approx((2**bits - 1) * 20e-15)
+        assert s.energy_j == pytest.approx((bits + 1) * 20e-15)
+    a4, a5 = (converter_cost(sar, b, target.technology).area_m2 for b in (4, 5))
+    assert a5 - a4 == pytest.approx(a4 * 182 / (478 + 3 * 182))  # linear in B
+    f4, f5 = (converter_cost(flash, b, target.technology).area_m2 for b in (4, 5))
+    assert f5 / f4 == pytest.approx(31 / 15)  # ~ 2^B
+
+
+def test_mtj_converter_books_reset_and_counter_per_sample():
+    target = dataclasses.replace(isaac(), converters=(
+        Converter("mtj", ConverterKind.MTJ, bits=(1,), samples=(1, 4, 16), energy_j=30e-15,
+                  latency_s=2e-9, area_m2=1e-12, reset_energy_j=20e-15, reset_latency_s=1e-9,
+                  counter_energy_j=5e-15, counter_area_m2=3e-12),))
+    g = mapped_linear(target, k=128, n=32, converter="mtj", adc_bits=1, samples=16, share=1)
+    rec = layer(estimate(g, target))
+    assert rec.conversions == 4 * 8 * 4 * 32 * 16
+    assert rec.energy_breakdown_j["converters"] == pytest.approx(rec.conversions * 30e-15)
+    assert rec.energy_breakdown_j["mtj_reset"] == pytest.approx(rec.conversions * 20e-15)
+    assert rec.energy_breakdown_j["counters"] == pytest.approx(rec.conversions * 5e-15)
+
+
+# --- §3 titanium law: converts per MAC ------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [128, 256, 1152])
+def test_isaac_converts_per_mac_is_a_quarter(k):
+    target = isaac()
+    rec = layer(estimate(mapped_linear(target, k=k, n=64), target))
+    assert rec.converts_per_mac == 0.25  # 8 input slices x 4 weight slices / 128 rows
+
+
+@pytest.mark.parametrize("k", [512, 1024])
+def test_raella_converts_per_mac_with_three_weight_slices(k):
+    target = raella()
+    g = mapped_linear(target, k=k, n=64, weight_slices=(4, 2, 2), encoding="center-offset",
+                      devices=2, converter="adc7", adc_bits=7)
+    rec = layer(estimate(g, target))
+    assert rec.converts_per_mac == 8 * 3 / 512
+
+
+def test_raella_speculation_cuts_conversions_to_the_observed_share():
+    target = raella()
+    common = dict(k=512, n=64, weight_slices=(4, 2, 2), encoding="center-offset", devices=2,
+                  converter="adc7", adc_bits=7)
+    plain = layer(estimate(mapped_linear(target, **common), target))
+    spec = layer(estimate(mapped_linear(target, input_slices=(3, 3, 2), speculate=True,
+                                        **common), target))
+    ratio = spec.conversions / plain.conversions
+    assert 0.375 <= ratio <= 0.75  # RAELLA: 0.375-0.75 of the 8 x 1-bit count
+    assert spec.energy_breakdown_j["speculation"] > 0
+
+
+# --- array energy follows stored conductance and input activity -----------------------------
+
+
+def test_center_offset_and_sparse_inputs_lower_array_energy():
+    target = raella()
+    rng = np.random.default_rng(1)
+    weights = np.clip(rng.normal(100, 3, (512, 64)), -128, 127).astype(np.int32)
+    common = dict(k=512, n=64, weight_slices=(4, 4), devices=2, converter="adc7",
+                  adc_bits=7, weights=weights)
+    diff = layer(estimate(mapped_linear(target, encoding="differential", **common), target))
+    center = layer(estimate(mapped_linear(target, encoding="center-offset", **common), target))
+    assert center.energy_breakdown_j["array"] < 0.5 * diff.energy_breakdown_j["array"]
+    dense = ActivationStats((0.5,) * 8, 0.0, 64)
+    sparse = ActivationStats((0.1,) * 8, 0.8, 64)
+    e_dense = layer(estimate(mapped_linear(target, encoding="center-offset", stats=dense,
+                                           **common), target))
+    e_sparse = layer(estimate(mapped_linear(target, encoding="center-offset", stats=sparse,
+                                            **common), target))
+    ratio = e_sparse.energy_breakdown_j["array"] / e_dense.energy_breakdown_j["array"]
+    assert ratio == pytest.approx(0.2)
+
+
+# --- §1 XPert rules -------------------------------------------------------------------------
+
+
+def test_higher_column_share_lowers_converter_area_and_raises_latency():
+    target = xpert()
+    reports = [
+        estimate(mapped_linear(target, k=256, n=64, share=m, converter="sar", adc_bits=4),
+                 target)
+        for m in (2, 4, 8, 16, 32)
+    ]
+    areas = [r.area_breakdown_mm2["converters"] for r in reports]
+    latencies = [r.latency_s for r in reports]
+    energies = [r.energy_breakdown_j["input_drivers"] for r in reports]
+    conversions = [r.conversions for r in reports]
+    assert areas == sorted(areas, reverse=True) and areas[0] == pytest.approx(16 * areas[-1])
+    assert latencies == sorted(latencies) and latencies[-1] > 10 * latencies[0]
+    assert energies == sorted(energies)  # rows re-driven once per column group
+    assert len(set(conversions)) == 1  # every column still converted once per input bit
+
+
+def test_sar_is_slower_than_flash_by_the_published_ratio():
+    target = xpert()
+    net = {}
+    for kind in ("sar", "flash"):
+        g = mapped_linear(target, k=1152, n=128, positions=64, share=8, converter=kind,
+                          adc_bits=4)
+        net[kind] = estimate(g, target)
+    ratio = layer(net["sar"]).latency_s / layer(net["flash"]).latency_s
+    assert 3.6 <= ratio <= 4.4  # XPert / NeuroSim: Flash crossbar layers about 3.6-4.4x faster
+    assert net["flash"].area_breakdown_mm2["converters"] > net["sar"].area_breakdown_mm2[
+        "converters"]
+
+
+# --- report contract --------------------------------------------------------------------------
+
+
+def test_breakdowns_sum_to_totals_and_json_has_design_keys():
+    target = isaac()
+    report = estimate(mapped_linear(target, k=300, n=200, placement=Placement(0, 2, 2)),
+                      target)
+    assert sum(report.energy_breakdown_j.values()) == pytest.approx(report.energy_j, rel=1e-12)
+    assert sum(report.area_breakdown_mm2.values()) == pytest.approx(report.area_mm2, rel=1e-12)
+    assert sum(r.energy_j for r in report.layers) == pytest.approx(report.energy_j, rel=1e-12)
+    data = json.loads(report.to_json())
+    for key in ("energy_j", "latency_s", "area_mm2", "edap", "tops_per_w", "tops_per_mm2",
+                "macs", "energy_breakdown_j", "area_breakdown_mm2", "layers", "target",
+                "converts_per_mac"):
+        assert key in data
+    assert data["edap"] == pytest.approx(report.energy_j * report.latency_s * report.area_mm2)
+    assert data["tops_per_w"] == pytest.approx(2 * report.macs / report.energy_j / 1e12)
+    table = format_table(report)
+    assert "TOPS/W" in table and "EDAP" in table and "fc" in table
+
+
+def test_replicas_divide_latency():
+    target = isaac()
+    one = estimate(mapped_linear(target, k=256, n=64, placement=Placement(0, 1, 1)), target)
+    two = estimate(mapped_linear(target, k=256, n=64, placement=Placement(0, 1, 2)), target)
+    assert layer(two).latency_s == pytest.approx(layer(one).latency_s / 2)
+    assert two.area_mm2 > one.area_mm2
+
+
+def test_unmapped_crossbar_op_names_node_and_pass():
+    target = isaac()
+    g = mapped_linear(target, k=128, n=8)
+    node = next(n for n in g.nodes if n.op == "linear")
+    attrs = {k: v for k, v in node.attributes.items() if k != "converter"}
+    g = g.replace(nodes=tuple(n.replace(attributes=attrs) if n is node else n for n in g.nodes))
+    with pytest.raises(MappingError, match=r"node fc.*'converter'") as info:
+        estimate(g, target)
+    assert "select-adc" in info.value.hint
+
+
+# --- NeuroSim Table VII (needs the .hw loader, the mapping passes and neurosim-rram22) -------
+
+TABLE_VII = {32: (381.90, 11.25), 64: (378.06, 19.88)}  # rows in parallel: area mm², TOPS/W
+
+
+def vgg8_onnx():
+    """VGG-8 for CIFAR-10 as DNN+NeuroSim V1.4 defines it (models/VGG.py, cfg 'vgg8'):
+    conv3x3 128-128, pool, 256-256, pool, 512-512, pool ('same' padding, ReLU after each),
+    fc 8192->1024 + ReLU, fc 1024->10."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits, channels, name = [], [], 3, "x"
+    for i, width in enumerate([128, 128, "M", 256, 256, "M", 512, 512, "M"]):
+        if width == "M":
+            nodes.append(helper.make_node("MaxPool", [name], [f"p{i}"], kernel_shape=[2, 2],
+                                          strides=[2, 2]))
+            name = f"p{i}"
+            continue
+        w = rng.normal(0, math.sqrt(2 / (9 * channels)), (width, channels, 3, 3))
+        inits.append(numpy_helper.from_array(w.astype(np.float32), f"w{i}"))
+        nodes.append(helper.make_node("Conv", [name, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1],
+                                      kernel_shape=[3, 3]))
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"]))
+        name, channels = f"r{i}", width
+    nodes.append(helper.make_node("Flatten", [name], ["flat"]))
+    for j, (k, n) in enumerate([(8192, 1024), (1024, 10)]):
+        w = rng.normal(0, math.sqrt(2 / k), (n, k)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"fc{j}"))
+        inits.append(numpy_helper.from_array(np.zeros(n, np.float32), f"fb{j}"))
+        out = "logits" if j else "h"
+        nodes.append(helper.make_node("Gemm", ["flat" if j == 0 else "hr", f"fc{j}", f"fb{j}"],
+                                      [out], transB=1))
+        if j == 0:
+            nodes.append(helper.make_node("Relu", ["h"], ["hr"]))
+    graph = helper.make_graph(
+        nodes, "vgg8", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
+    return onnx.helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def _have_pipeline() -> bool:
+    if importlib.util.find_spec("imcc.frontend.hw") is None:
+        return False
+    from imcc.passes.registry import registered_passes
+
+    needed = {"quantize", "tile-crossbar", "share-columns", "assign-input-precision",
+              "select-adc", "place"}
+    return needed <= set(registered_passes())
+
+
+def neurosim_vgg8(parallel_rows: int):
+    """Compile VGG-8 for neurosim-rram22 with `parallel_rows` rows read at once; its report."""
+    from imcc.frontend.hw import load_target
+    from imcc.frontend.onnx import import_onnx
+    from imcc.passes.context import Context
+    from imcc.passes.manager import PassManager
+    from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline
+
+    target = load_target("neurosim-rram22")
+    target = dataclasses.replace(
+        target, crossbar=dataclasses.replace(target.crossbar, parallel_rows=parallel_rows))
+    import onnx
+
+    graph = import_onnx(onnx.load_model_from_string(vgg8_onnx().SerializeToString()))
+    images = np.random.default_rng(0).random((16, 3, 32, 32), dtype=np.float32)
+    ctx = Context(target=target, options={"calibration": images})
+    pipeline = (f"{DEFAULT_PIPELINE},assign-input-precision,quantize,tile-crossbar,"
+                "share-columns,select-adc,place")
+    mapped = PassManager(parse_pipeline(pipeline)).run(graph, ctx)
+    return estimate(mapped, target)
+
+
+@pytest.mark.skipif(not _have_pipeline(), reason="needs imcc.frontend.hw and the mapping passes")
+@pytest.mark.parametrize("parallel_rows", [32, 64])
+def test_neurosim_table_vii_vgg8(parallel_rows):
+    try:
+        report = neurosim_vgg8(parallel_rows)
+    except UserError as exc:
+        pytest.skip(f"neurosim-rram22 not available: {exc}")
+    area, tops_per_w = TABLE_VII[parallel_rows]
+    assert report.area_mm2 == pytest.approx(area, rel=0.25)
+    assert report.tops_per_w == pytest.approx(tops_per_w, rel=0.25)
