@@ -103,6 +103,8 @@ class Converter:
     counter_area_m2: float = 0.0
     comparator_energy_j: float = 0.0  # NEUROSIM model: one comparison
     comparator_area_m2: float = 0.0
+    step_latency_s: float = 0.0  # NEUROSIM model: one SAR bit cycle or one flash comparison
+    unit_area_m2: float = 0.0  # NEUROSIM SAR: A_min in area = A_min*(478 + 182*(B-1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +114,8 @@ class DigitalUnit:
     energy_j: float = 0.0
     latency_s: float = 0.0
     area_m2: float = 0.0
-    count: int = 1  # instances per crossbar (shift-add, accumulator) or per tile / chip
+    count: int = 1  # instances per `level`
+    level: str = "crossbar"  # what `count` counts per: crossbar, tile or chip
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,225 @@
+"""The meaning of `.hw` keys: units, dimensions, and the sections and keys derived from target.py.
+
+A key is its Target field's name without the unit suffix (`read_latency_s` is written
+`read_latency = 100 ns`, `node_nm` is `node = 32 nm`, `size_bytes` is `size = 64 KiB`); the
+suffix names the dimension the value needs. Sections map to the nested dataclasses; the ones
+that may repeat (`converter NAME`, `buffer NAME`) take a label that becomes the `name` field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+from imcc.target import (
+    Buffer,
+    Converter,
+    ConverterKind,
+    ConverterModel,
+    Crossbar,
+    DigitalUnit,
+    Hierarchy,
+    InputDriver,
+    Interconnect,
+    Target,
+    Technology,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Dimension:
+    """A physical dimension: its name in messages, its units (factor to SI) and those to show."""
+
+    name: str  # "a time"
+    units: dict[str, float]
+    shown: tuple[str, ...]
+
+    def describe(self) -> str:
+        """Return e.g. `a time (ps, ns, us, ms, s)`."""
+        return f"{self.name} ({', '.join(self.shown)})"
+
+
+def _dimension(name: str, units: dict[str, float], shown: tuple[str, ...] = ()) -> Dimension:
+    return Dimension(name, units, shown or tuple(units))
+
+
+DIMENSIONS: dict[str, Dimension] = {
+    "energy": _dimension("an energy", {"fJ": 1e-15, "pJ": 1e-12, "nJ": 1e-9, "uJ": 1e-6,
+                                       "mJ": 1e-3, "J": 1.0}),
+    "time": _dimension("a time", {"ps": 1e-12, "ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}),
+    "frequency": _dimension(
+        "a frequency", {"Hz": 1.0, "kHz": 1e3, "MHz": 1e6, "GHz": 1e9,
+                        "S/s": 1.0, "kS/s": 1e3, "MS/s": 1e6, "GS/s": 1e9},
+        ("Hz", "kHz", "MHz", "GHz", "MS/s", "GS/s")),
+    "area": _dimension("an area", {"nm2": 1e-18, "um2": 1e-12, "mm2": 1e-6, "m2": 1.0},
+                       ("um2", "mm2", "m2")),
+    "length": _dimension("a length", {"nm": 1e-9, "um": 1e-6, "mm": 1e-3, "m": 1.0}),
+    # sizes in bytes
+    "size": _dimension("a size", {"bit": 0.125, "bits": 0.125, "B": 1.0, "kB": 1e3,
+                                  "KiB": 1024.0, "MB": 1e6, "MiB": 1024.0**2, "GiB": 1024.0**3},
+                       ("bits", "B", "KiB", "MiB")),
+    "voltage": _dimension("a voltage", {"mV": 1e-3, "V": 1.0}),
+    # data rates in bits per second
+    "data_rate": _dimension(
+        "a data rate", {"bit/s": 1.0, "kbit/s": 1e3, "Mbit/s": 1e6, "Gbit/s": 1e9,
+                        "Tbit/s": 1e12, "B/s": 8.0, "kB/s": 8e3, "MB/s": 8e6, "GB/s": 8e9,
+                        "TB/s": 8e12},
+        ("bit/s", "Gbit/s", "B/s", "GB/s")),
+    # no key takes a power: write energies per action; the unit is known so the message is clear
+    "power": _dimension("a power", {"nW": 1e-9, "uW": 1e-6, "mW": 1e-3, "W": 1.0}),
+}
+
+UNITS: dict[str, str] = {unit: dim for dim, d in DIMENSIONS.items() for unit in d.units}
+"""Every unit the language knows, mapped to its dimension."""
+
+# field-name suffix -> (dimension, stored value per SI value); the first match wins
+_SUFFIXES: tuple[tuple[str, str, float], ...] = (
+    ("_bytes_per_s", "data_rate", 1 / 8),
+    ("_bits_per_s", "data_rate", 1.0),
+    ("_bytes", "size", 1.0),
+    ("_j", "energy", 1.0),
+    ("_s", "time", 1.0),
+    ("_hz", "frequency", 1.0),
+    ("_m2", "area", 1.0),
+    ("_nm", "length", 1e9),
+    ("_v", "voltage", 1.0),
+)
+
+# str fields with a closed set of words, by (class name, field name)
+WORDS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("Crossbar", "cell"): ("rram", "sram", "sot-mtj", "stt-mram", "pcm", "fefet"),
+    ("InputDriver", "kind"): ("bit-serial", "pulse-train", "voltage-dac"),
+    ("Target", "column_share_mode"): ("reactivate", "sample-hold"),
+    ("Buffer", "level"): ("tile", "chip"),
+    ("DigitalUnit", "level"): ("crossbar", "tile", "chip"),
+}
+
+_ENUMS: dict[str, type[enum.Enum]] = {"ConverterKind": ConverterKind,
+                                      "ConverterModel": ConverterModel}
+
+# fields written as section labels or filled in by the loader, never as keys
+_NOT_KEYS = {"name", "source"}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """How one key is written and stored."""
+
+    key: str
+    field: str
+    kind: str  # int, float, bool, str, ints, enum, quantity
+    dimension: Dimension | None = None
+    scale: float = 1.0  # stored value = SI value * scale
+    words: tuple[str, ...] = ()  # legal words of str and enum fields
+    enum: type[enum.Enum] | None = None
+    required: bool = False
+    optional: bool = False  # `float | None`: absent means None
+    integer: bool = False  # a quantity stored as an int (`size_bytes`)
+
+    def describe(self) -> str:
+        """Return what the key needs, for messages: `a time (ps, ns, us, ms, s)`."""
+        if self.dimension is not None:
+            return self.dimension.describe()
+        return {"int": "an integer", "float": "a number", "bool": "true or false",
+                "str": "a string", "ints": "a list of integers",
+                "enum": "one of " + ", ".join(self.words)}[self.kind]
+
+
+@dataclass(frozen=True, slots=True)
+class SectionSpec:
+    """A section: the Target field it fills, its dataclass, its keys, whether it is labelled."""
+
+    name: str
+    field: str
+    cls: type
+    keys: dict[str, FieldSpec]
+    labelled: bool = False  # converter NAME { }, buffer NAME { }
+    required: bool = False
+
+
+def _field_spec(cls: type, f: dataclasses.Field) -> FieldSpec | None:
+    type_ = str(f.type)
+    required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    words = WORDS.get((cls.__name__, f.name), ())
+    if type_ in _ENUMS:
+        members = tuple(m.value for m in _ENUMS[type_])
+        return FieldSpec(f.name, f.name, "enum", words=members, enum=_ENUMS[type_],
+                         required=required)
+    if type_ == "int" and f.name.endswith("_bytes"):
+        return FieldSpec(f.name[: -len("_bytes")], f.name, "quantity", DIMENSIONS["size"],
+                         required=required, integer=True)
+    if type_ in ("int", "bool", "tuple[int, ...]"):
+        kind = {"tuple[int, ...]": "ints"}.get(type_, type_)
+        return FieldSpec(f.name, f.name, kind, required=required)
+    if type_ == "str":
+        return FieldSpec(f.name, f.name, "enum" if words else "str", words=words,
+                         required=required)
+    if type_ in ("float", "float | None"):
+        for suffix, dimension, scale in _SUFFIXES:
+            if f.name.endswith(suffix):
+                key = f.name[: -len(suffix)]
+                return FieldSpec(key, f.name, "quantity", DIMENSIONS[dimension], scale,
+                                 required=required, optional=type_ == "float | None")
+        return FieldSpec(f.name, f.name, "float", required=required)
+    return None  # a nested section
+
+
+def _keys(cls: type) -> dict[str, FieldSpec]:
+    specs = (_field_spec(cls, f) for f in dataclasses.fields(cls) if f.name not in _NOT_KEYS)
+    return {s.key: s for s in specs if s is not None}
+
+
+# section name -> (Target field, dataclass, labelled)
+_SECTIONS: tuple[tuple[str, str, type, bool], ...] = (
+    ("technology", "technology", Technology, False),
+    ("crossbar", "crossbar", Crossbar, False),
+    ("input_driver", "input_driver", InputDriver, False),
+    ("converter", "converters", Converter, True),
+    ("shift_add", "shift_add", DigitalUnit, False),
+    ("accumulator", "accumulator", DigitalUnit, False),
+    ("digital", "digital", DigitalUnit, False),
+    ("center_offset", "center_offset", DigitalUnit, False),
+    ("speculation", "speculation", DigitalUnit, False),
+    ("buffer", "buffers", Buffer, True),
+    ("hierarchy", "hierarchy", Hierarchy, False),
+    ("interconnect", "interconnect", Interconnect, False),
+)
+
+
+@lru_cache(maxsize=1)
+def target_schema() -> tuple[dict[str, FieldSpec], dict[str, SectionSpec]]:
+    """Return the keys and the sections of a `target` block, derived from target.py."""
+    target_fields = {f.name: f for f in dataclasses.fields(Target)}
+    sections = {}
+    for name, field_name, cls, labelled in _SECTIONS:
+        f = target_fields[field_name]
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        sections[name] = SectionSpec(name, field_name, cls, _keys(cls), labelled, required)
+    section_fields = {s.field for s in sections.values()}
+    keys = {k: s for k, s in _keys(Target).items() if s.field not in section_fields}
+    keys.pop("description", None)
+    keys["description"] = FieldSpec("description", "description", "str")
+    return keys, sections
+
+
+def convert(spec: FieldSpec, number: float, unit: str | None) -> float:
+    """Return the stored value of `number unit` for this key (units already checked)."""
+    if spec.dimension is None or unit is None:
+        return number
+    # in decimal, so that `7.3 fJ` is the float nearest 7.3e-15, not 7.300000000000001e-15
+    exact = Decimal(repr(number)) * Decimal(repr(spec.dimension.units[unit]))
+    return float(exact * Decimal(repr(spec.scale)))
+
+
+def default_of(cls: type, name: str) -> Any:
+    """Return the default of field `name` of dataclass `cls`."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            return f.default
+    raise KeyError(name)
