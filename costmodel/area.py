@@ -9,9 +9,9 @@
   a tile shared by several layers gets the largest need among them. Tiles of a fixed chip that
   no layer uses are built like the largest used tile. An MTJ converter's counter is booked
   under `counters`.
-- Input drivers (per row), shift-and-add and accumulator units (`count` per crossbar) on every
-  crossbar of the chip; tile-level buffers, interconnect, center+offset and speculation units
-  (`count` per tile) on every tile; chip-level buffers once; `digital` units `count` per chip.
+- Input drivers (per row) on every crossbar of the chip; shift-and-add, accumulator, digital,
+  center+offset and speculation units `count` per their `level` (crossbar, tile or chip);
+  tile-level buffers and interconnect on every tile; chip-level buffers once.
 The total is the sum of the breakdown.
 """
 
@@ -21,7 +21,7 @@ import math
 from collections.abc import Sequence
 
 from imcc.costmodel.layer import CrossbarArea
-from imcc.target import Target
+from imcc.target import DigitalUnit, Target
 
 COMPONENTS = (
     "array", "input_drivers", "converters", "counters", "shift_add", "accumulators", "buffers",
@@ -62,15 +62,23 @@ def chip_area(target: Target, needs: Sequence[CrossbarArea]) -> dict[str, float]
         converter_need.values(), default=0.0
     )
     area["counters"] = sum(counter_need.values()) + idle * max(counter_need.values(), default=0.0)
-    area["shift_add"] = crossbars * target.shift_add.count * target.shift_add.area_m2
-    area["accumulators"] = crossbars * target.accumulator.count * target.accumulator.area_m2
+    area["shift_add"] = instances(target.shift_add, crossbars, tiles) * target.shift_add.area_m2
+    area["accumulators"] = (
+        instances(target.accumulator, crossbars, tiles) * target.accumulator.area_m2
+    )
     area["buffers"] = sum(
         b.area_m2 * (tiles if b.level == "tile" else 1) for b in target.buffers
     )
     area["interconnect"] = tiles * target.interconnect.area_per_tile_m2
-    area["digital"] = target.digital.count * target.digital.area_m2
+    area["digital"] = instances(target.digital, crossbars, tiles) * target.digital.area_m2
     for name in ("center_offset", "speculation"):
         unit_spec = getattr(target, name)
         if unit_spec is not None:
-            area[name] = tiles * unit_spec.count * unit_spec.area_m2
+            area[name] = instances(unit_spec, crossbars, tiles) * unit_spec.area_m2
     return area
+
+
+def instances(unit: DigitalUnit, crossbars: int, tiles: int) -> int:
+    """Return how many copies of a unit the chip holds: `count` per crossbar, tile or chip."""
+    per = {"crossbar": crossbars, "tile": tiles}.get(unit.level, 1)
+    return unit.count * per

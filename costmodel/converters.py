@@ -14,9 +14,10 @@ Four models price the column converters a target offers (`Converter.model`, `Con
   E_pJ is the total energy of one conversion; the customary 20% leakage share is only a
   reporting split (`ConverterCost.leakage_j`), never added on top. Latency is 1/f.
 - `neurosim` (architecture rule, references.md §1): a SAR ADC takes B+1 steps of one clock
-  (1 / technology.clock_hz, ~1 ns) with one comparator, so it spends B+1 comparisons
-  (`comparator_energy_j` each) and occupies `A_min * (478 + 182*(B-1))`, A_min being the layout
-  footprint of a minimum transistor at the node (`MIN_TRANSISTOR_AREA_F2` F²); a Flash ADC
+  (`step_latency_s`, else 1 / technology.clock_hz, ~1 ns) with one comparator, so it spends B+1
+  comparisons (`comparator_energy_j` each) and occupies `A_min * (478 + 182*(B-1))`, A_min the
+  converter's `unit_area_m2`, else the layout footprint of a minimum transistor at the node
+  (`MIN_TRANSISTOR_AREA_F2` F²); a Flash ADC
   resolves in one step with 2^B-1 comparators, so energy and area grow as 2^B
   (`comparator_area_m2` each; `DEFAULT_COMPARATOR_TRANSISTORS` minimum transistors when the
   target leaves it 0).
@@ -92,8 +93,8 @@ def minimum_transistor_area_m2(node_nm: float) -> float:
 
 
 def _neurosim(converter: Converter, bits: int, technology: Technology) -> ConverterCost:
-    step = 1.0 / technology.clock_hz
-    a_min = minimum_transistor_area_m2(technology.node_nm)
+    step = converter.step_latency_s or 1.0 / technology.clock_hz
+    a_min = converter.unit_area_m2 or minimum_transistor_area_m2(technology.node_nm)
     comparator_area = converter.comparator_area_m2 or DEFAULT_COMPARATOR_TRANSISTORS * a_min
     if converter.kind is ConverterKind.SAR:
         steps = bits + 1

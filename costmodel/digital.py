@@ -6,8 +6,8 @@
   of two activations (it cannot live on a crossbar): one operation per MAC, and its MACs count.
 - Data movement (reshape, transpose, concat, pad): no arithmetic, only buffer traffic, the result
   read and written once at the first tile-level buffer's energy per byte.
-- Latency: operations / `digital.count` units * `digital.latency_s`; data movement: bytes at the
-  buffer's bandwidth (0 when the target declares none).
+- Latency: operations / the chip's digital units (`count` per level) * `digital.latency_s`;
+  data movement: bytes at the buffer's bandwidth (0 when the target declares none).
 - Element widths for traffic: integer codes at the bits of the quantize that made them (8 when
   unknown), float tensors (dequantized, digital domain) as 16-bit fixed point (ISAAC's datapath).
 """
@@ -40,7 +40,8 @@ def _buffer(target: Target):
 
 
 def digital_layer(
-    node: Node, target: Target, in_types: list[TensorType], out_type: TensorType
+    node: Node, target: Target, in_types: list[TensorType], out_type: TensorType,
+    units: int = 1,
 ) -> LayerCost:
     """Return the cost of a digital op: one unit operation per output (or window) element."""
     macs = 0
@@ -55,7 +56,7 @@ def digital_layer(
         operations = out_type.size
     unit = target.digital
     energy = {"digital": operations * unit.energy_j}
-    latency = operations / max(unit.count, 1) * unit.latency_s
+    latency = operations / max(units, 1) * unit.latency_s
     return LayerCost(
         name=node.name or node.outputs[0],
         op=node.op,

@@ -63,6 +63,13 @@ class CostInterpreter(Interpreter[Carried]):
         rules["conv"] = self._conv
         rules["linear"] = self._linear
         self.rules = rules
+        unit = target.digital
+        if unit.level == "chip":
+            self.digital_units = unit.count
+        else:  # per tile / crossbar of the chip the target fixes (one tile when it fixes none)
+            tiles = max(target.hierarchy.tiles_per_chip, 1)
+            per_tile = target.hierarchy.crossbars_per_tile if unit.level == "crossbar" else 1
+            self.digital_units = unit.count * tiles * per_tile
 
     def constant(self, name: str, data: np.ndarray | None) -> Carried:
         """Carry a constant's type, data and digest."""
@@ -85,7 +92,8 @@ class CostInterpreter(Interpreter[Carried]):
 
     def _digital(self, node: Node, operands: list[Carried]) -> list[Carried]:
         out = self._out(node)
-        self.layers.append(digital_layer(node, self.target, [o.type for o in operands], out))
+        self.layers.append(digital_layer(node, self.target, [o.type for o in operands], out,
+                                         self.digital_units))
         first = operands[0] if operands else None
         if first is not None and node.op in KEEPS_CODES and not out.dtype.is_float:
             return self._results(node, Carried(out, stats=first.stats, bits=first.bits))
@@ -100,7 +108,8 @@ class CostInterpreter(Interpreter[Carried]):
 
     def _quantize(self, node: Node, operands: list[Carried]) -> list[Carried]:
         out = self._out(node)
-        self.layers.append(digital_layer(node, self.target, [o.type for o in operands], out))
+        self.layers.append(digital_layer(node, self.target, [o.type for o in operands], out,
+                                         self.digital_units))
         stats = node.attributes.get("stats")
         return self._results(node, Carried(out, stats=stats, bits=node.attributes["bits"]))
 

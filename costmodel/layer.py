@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 from imcc.costmodel.conductance import conductance_sums
 from imcc.costmodel.converters import ConverterCost, converter_cost
@@ -103,12 +104,13 @@ class CrossbarArea:
     converter_name: str
 
 
+@lru_cache(maxsize=4096)
 def slice_activities(
     streaming: InputStreaming, stats: ActivationStats | None
-) -> list[float]:
+) -> tuple[float, ...]:
     """Return the row activity of each input slice (MSB first) from the bit densities."""
     if stats is None or not stats.bit_density:
-        return [DEFAULT_ACTIVITY] * len(streaming.slices)
+        return (DEFAULT_ACTIVITY,) * len(streaming.slices)
     density = stats.bit_density
     out = []
     hi = streaming.bits - 1
@@ -119,7 +121,7 @@ def slice_activities(
         )
         out.append(value / ((1 << width) - 1))
         hi = lo - 1
-    return out
+    return tuple(out)
 
 
 def _bit_activities(streaming: InputStreaming, stats: ActivationStats | None) -> list[float]:
@@ -191,13 +193,14 @@ def crossbar_layer(
     s_w = len(mapping.slices)
     outputs = positions * columns * groups
 
-    # per-position read list: (row activity, share of the columns converted)
+    # per position: array reads, columns converted per read, summed row activity
     activities = slice_activities(streaming, stats)
-    reads = [(act, 1.0) for act in activities]
+    reads, converted, activity_sum = len(activities), float(len(activities)), sum(activities)
     if streaming.speculate:
-        reads += [(act, SPECULATION_FAILURE_RATE) for act in _bit_activities(streaming, stats)]
-    converted = sum(c for _, c in reads)
-    activity_sum = sum(act for act, _ in reads)
+        recovery = _bit_activities(streaming, stats)
+        reads += len(recovery)
+        converted += SPECULATION_FAILURE_RATE * len(recovery)
+        activity_sum += sum(recovery)
 
     macs = positions * rows * columns * groups
     conversions = positions * converted * s_w * columns * groups * partials * pair * samples
@@ -205,7 +208,7 @@ def crossbar_layer(
     cell_energy = xbar.cell_read_energy_j * sums.level_sum + xbar.cell_base_energy_j * sums.cells
     row_reads = share if reactivate else 1
     driven = rows * tiling.column_tiles * groups
-    driver_weight = activity_sum if target.input_driver.kind == "pulse-train" else len(reads)
+    driver_weight = activity_sum if target.input_driver.kind == "pulse-train" else reads
 
     energy = {
         "array": positions * activity_sum * cell_energy,
@@ -241,7 +244,7 @@ def crossbar_layer(
         share * target.shift_add.latency_s,
     )
     replicas = a["placement"].replicas if "placement" in a else 1
-    latency = positions * len(reads) * stage / max(replicas, 1)
+    latency = positions * reads * stage / max(replicas, 1)
     if buffer is not None and buffer.bandwidth_bytes_per_s:
         latency = max(latency, (in_bytes + out_bytes) / buffer.bandwidth_bytes_per_s)
     if target.interconnect.bandwidth_bits_per_s:
