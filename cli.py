@@ -24,9 +24,8 @@ from imcc.passes.manager import PassManager
 from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline
 from imcc.passes.registry import close_matches, describe_passes, registered_passes
 from imcc.passes.reproducer import read_reproducer_pipeline
-
-BUILTIN_TARGETS: tuple[str, ...] = ()
-"""Names of the targets shipped with imcc (none until the hardware frontend lands)."""
+from imcc.target import Target
+from imcc.targets import BUILTIN_TARGETS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,13 +38,13 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(message, hint=f"`{self.prog} --help` shows the usage")
 
 
-def resolve_target(spec: str | None) -> object | None:
+def resolve_target(spec: str | None) -> Target | None:
     """Return the target named by `--target` (a built-in name or a `.hw` file), or None."""
     if spec is None:
         return None
-    builtins = ", ".join(BUILTIN_TARGETS) or "none yet"
-    raise UserError(f"no target named '{spec}'",
-                    hint=f"built-in targets: {builtins} (`imcc targets` lists them)")
+    from imcc.frontend.hw import load_target
+
+    return load_target(spec)
 
 
 def _pass_names(flag: str, text: str | None) -> list[str]:
@@ -142,11 +141,10 @@ def _cmd_ops(args: argparse.Namespace) -> int:
 
 
 def _cmd_targets(args: argparse.Namespace) -> int:
-    if not BUILTIN_TARGETS:
-        print("no built-in targets yet: hardware targets (.hw files) arrive with the hardware "
-              "frontend")
+    from imcc.frontend.hw import describe_target, load_target
+
     for name in BUILTIN_TARGETS:
-        print(name)
+        print(describe_target(load_target(name)))
     return 0
 
 

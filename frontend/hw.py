@@ -116,18 +116,18 @@ class _Builder:
             raise self.error(root, "the target needs a name", 'write `target "NAME" { ... }`')
         keys, sections = target_schema()
         top = self.fill(root, "target", keys, sections)
-        values = dict(top.values)
+        values = {"description": "", **top.values}
+        built = {name: [self.section(s, sections[name]) for s in found]
+                 for name, found in top.sections.items()}  # in file order: errors come in order
         for spec in sections.values():
-            found = top.sections.get(spec.name, [])
-            if spec.required and not found:
+            if spec.required and not built.get(spec.name):
                 raise self.error(root, f"target `{root.label}` has no `{spec.name}` section",
                                  f"add `{spec.name}{' NAME' if spec.labelled else ''} "
                                  "{ ... }`")
-            built = [self.section(s, spec) for s in found]
             if spec.labelled:
-                values[spec.field] = tuple(built)
-            elif built:
-                values[spec.field] = built[0]
+                values[spec.field] = tuple(built.get(spec.name, ()))
+            elif spec.name in built:
+                values[spec.field] = built[spec.name][0]
         target = Target(name=root.label, source=self.filename, **values)
         self.check_column_sharing(target, top)
         return target
