@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from imcc import __version__
+from imcc.driver import calibration_data, default_pipeline
 from imcc.errors import ImccError, OptionError, UserError
 from imcc.examples import resolve_model
 from imcc.ir.graph import Graph
@@ -73,12 +74,39 @@ def _instruments(args: argparse.Namespace) -> list[PassInstrument]:
 
 
 def _run_pipeline(graph: Graph, pipeline: str, args: argparse.Namespace, source: str,
-                  target: object | None = None) -> Graph:
+                  target: object | None = None, calibration: np.ndarray | None = None) -> Graph:
     passes = parse_pipeline(pipeline, source)
     manager = PassManager(passes, _instruments(args), verify_each=not args.no_verify,
                           reproducer=args.reproducer)
-    ctx = Context(target=target, seed=args.seed, logger=logging.getLogger("imcc"))
+    options = {} if calibration is None else {"calibration": calibration}
+    ctx = Context(target=target, seed=args.seed, options=options,
+                  logger=logging.getLogger("imcc"))
     return manager.run(graph, ctx)
+
+
+def _with_target(graph: Graph, spec: str | None) -> Graph:
+    """Record the target a program is mapped for (`imcc cost` reads it back)."""
+    if spec is None:
+        return graph
+    return graph.replace(attributes={**graph.attributes, "target": spec})
+
+
+def _report(graph: Graph, target: object, json_path: str | None, as_json: bool,
+            calibrated: str) -> None:
+    """Print the cost report of a mapped program (a table, or JSON) and write `--report`."""
+    import json
+
+    from imcc.costmodel import estimate, format_table
+
+    report = estimate(graph, target)
+    record = {**report.to_dict(), "calibration": calibrated}
+    if json_path:
+        Path(json_path).write_text(json.dumps(record, indent=2) + "\n")
+    if as_json:
+        print(json.dumps(record, indent=2))
+    else:
+        print(format_table(report))
+        print(f"calibration: {calibrated}")
 
 
 def _emit(graph: Graph, output: str | None) -> None:
@@ -99,13 +127,31 @@ def _import_onnx(path: str, batch: int | None) -> Graph:
 def _cmd_compile(args: argparse.Namespace) -> int:
     args.model = str(resolve_model(args.model))
     target = resolve_target(args.target)
-    graph = _import_onnx(args.model, args.batch)
-    pipeline = args.passes if args.passes is not None else DEFAULT_PIPELINE
-    graph = _run_pipeline(graph, pipeline, args, "--passes", target)
-    if not args.output and any(not c.inline for c in graph.constants.values()):
-        print("note: weights are not written when the program goes to stdout; use -o FILE",
-              file=sys.stderr)
-    _emit(graph, args.output)
+    graph = _with_target(_import_onnx(args.model, args.batch), args.target)
+    pipeline = args.passes if args.passes is not None else default_pipeline(target)
+    calibration, calibrated = (None, "none")
+    if target is not None or args.calib is not None:
+        calibration, calibrated = calibration_data(args.calib, args.model)
+    graph = _run_pipeline(graph, pipeline, args, "--passes", target, calibration)
+    if target is None:
+        if not args.output and any(not c.inline for c in graph.constants.values()):
+            print("note: weights are not written when the program goes to stdout; use -o FILE",
+                  file=sys.stderr)
+        _emit(graph, args.output)
+        return 0
+    if args.output:
+        _emit(graph, args.output)
+    _report(graph, target, args.report, False, calibrated)
+    return 0
+
+
+def _cmd_cost(args: argparse.Namespace) -> int:
+    graph = load_program(args.program, args.weights)
+    spec = args.target or graph.attributes.get("target")
+    if spec is None:
+        raise UserError(f"{args.program} does not say which target it is mapped for",
+                        hint="give --target T (compile with --target records it)")
+    _report(graph, resolve_target(spec), args.report, args.json, "as recorded in the program")
     return 0
 
 
@@ -121,7 +167,11 @@ def _cmd_opt(args: argparse.Namespace) -> int:
             raise UserError(f"cannot read {args.input}: {exc.strerror}") from None
         pipeline, source = read_reproducer_pipeline(text, args.input), args.input
     graph = load_program(args.input, args.weights)
-    graph = _run_pipeline(graph, pipeline, args, source)
+    spec = args.target or graph.attributes.get("target")
+    target = resolve_target(spec) if pipeline.strip() and spec else None
+    calibration = calibration_data(args.calib, args.input)[0] if args.calib else None
+    graph = _run_pipeline(_with_target(graph, args.target), pipeline, args, source, target,
+                          calibration)
     _emit(graph, args.output)
     return 0
 
@@ -346,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--target", metavar="T", help="a built-in target name or a .hw file")
     compile_.add_argument("-o", "--output", metavar="OUT.imcir", help="default: stdout")
     compile_.add_argument("--batch", type=int, metavar="N", help="batch size of the inputs")
+    compile_.add_argument("--calib", metavar="DATA",
+                          help="calibration data: digits, mnist:DIR, fashion-mnist:DIR, npz:FILE")
+    compile_.add_argument("--report", metavar="R.json", help="write the cost report as JSON")
     _add_pipeline_flags(compile_)
     compile_.set_defaults(handler=_cmd_compile)
 
@@ -355,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--weights", metavar="W.npz", help="weights (default: beside IN)")
     opt.add_argument("--run-reproducer", action="store_true",
                      help="replay the pipeline recorded in a reproducer")
+    opt.add_argument("--target", metavar="T",
+                     help="target of mapping passes (default: the one the program records)")
+    opt.add_argument("--calib", metavar="DATA", help="calibration data of quantize")
     _add_pipeline_flags(opt)
     opt.set_defaults(handler=_cmd_opt)
 
@@ -371,6 +427,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="compare with onnxruntime (ONNX models only)")
     _add_pipeline_flags(run, passes=False)
     run.set_defaults(handler=_cmd_run)
+
+    cost = sub.add_parser("cost", help="price a mapped program: energy, latency, area",
+                          allow_abbrev=False)
+    cost.add_argument("program", metavar="PROGRAM.imcir")
+    cost.add_argument("--target", metavar="T", help="default: the target the program records")
+    cost.add_argument("--weights", metavar="W.npz", help="weights (default: beside PROGRAM)")
+    cost.add_argument("--json", action="store_true", help="print the report as JSON")
+    cost.add_argument("--report", metavar="R.json", help="also write the JSON report here")
+    cost.set_defaults(handler=_cmd_cost)
 
     for name, handler, text in [
         ("passes", _cmd_passes, "list the passes, their options and defaults"),

@@ -16,7 +16,7 @@ from imcc.passes.context import Context
 from imcc.passes.layers import crossbar_layers, layer_label
 from imcc.target import Target
 
-DEFAULT_SAMPLES = 8
+DEFAULT_SAMPLES = 4
 """Calibration samples drawn when no data is given: uniform in [0, 1), seeded from the context."""
 
 
