@@ -34,8 +34,10 @@ class AssignInputPrecision(Pass):
 
     Sets `input = #input<bits, slices, signed, speculate>` on every conv / linear with constant
     weights; `quantize` (which runs after it) quantizes that layer's input to `bits` and fills in
-    `signed` from the calibration range. `bits=0` takes the target's widest legal precision,
-    `slice=0` its narrowest legal slice (bit-serial when it offers 1-bit slices). Slices are cut
+    `signed` from the calibration range. On a graph quantized already, the bits must be those
+    of the layer's `quantize` op, whose signedness it takes. `bits=0` takes the target's widest
+    legal precision, `slice=0` its narrowest legal slice (bit-serial when it offers 1-bit
+    slices). Slices are cut
     most significant first: 8 bits in 3-bit slices stream as [3, 3, 2]. Per-layer lists override
     the uniform values (one entry per crossbar layer, in graph order). `speculate=true` (wide
     slices with 1-bit recovery of saturated columns) needs a target with a speculation unit.
@@ -72,8 +74,16 @@ class AssignInputPrecision(Pass):
             where = layer_label(node, index)
             check_choice(bits[index], driver.input_bits, "input precision", where)
             check_choice(widths[index], driver.bits_per_cycle, "input slice width", where)
+            signed = False
+            producer = graph.producers.get(node.inputs[0])
+            if producer is not None and producer.op == "quantize":  # quantized already
+                if producer.attr("bits") != bits[index]:
+                    raise MappingError(
+                        f"{where}: its input is quantized to {producer.attr('bits')} bits, not "
+                        f"{bits[index]}", hint="run assign-input-precision before quantize")
+                signed = producer.attr("signed")
             streaming = InputStreaming(bits[index], split_bits(bits[index], widths[index]),
-                                       False, self.speculate)
+                                       signed, self.speculate)
             decided[node.outputs[0]] = with_attributes(node, input=streaming)
         return replace_nodes(graph, decided)
 
