@@ -29,8 +29,9 @@ class Place(Pass):
     in graph order from tile 0 (tiles are not shared between layers). The schedule is
     layer-sequential: a layer's latency is its array cycles (output positions x input slices)
     divided over its copies. When the target fixes the number of tiles per chip, the mapping
-    must fit (else MappingError) and, with `replicate=true`, spare tiles take extra copies of
-    the layer with the most cycles per copy, one copy at a time while one fits. A chip of
+    takes as many chips as its weights need (all weights stay on chip, as in ISAAC's multi-chip
+    nodes) and, with `replicate=true`, the spare tiles of those chips take extra copies of the
+    layer with the most cycles per copy, one copy at a time while one fits. A chip of
     `tiles_per_chip = 0` grows to what the mapping needs, with one copy per layer.
 
     ```
@@ -58,11 +59,11 @@ class Place(Pass):
         replicas = [1] * len(layers)
         chip = target.hierarchy.tiles_per_chip
         used = sum(tiles)
-        if chip and used > chip:
-            raise MappingError(f"the model needs {used} tiles, the chip has {chip}",
-                               hint="use a target with more tiles per chip or fewer slices")
+        chips = -(-used // chip) if chip else 1
+        if chips > 1:
+            ctx.logger.info("place: the model needs %d tiles, %d chips of %d", used, chips, chip)
         if chip and self.replicate:
-            spare = chip - used
+            spare = chips * chip - used
             queue = [(-c, i) for i, c in enumerate(cycles)]
             heapq.heapify(queue)
             while queue:

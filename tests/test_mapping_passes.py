@@ -120,7 +120,6 @@ def test_place_replicates_the_slowest_layers_into_spare_tiles(digits):
          "offered by the target"),
         ("assign-input-precision,quantize,tile-crossbar,share-columns{factor=0 per_layer=[8]}",
          small_target(), "option per_layer has 1 entries but the model has 3 crossbar layers"),
-        (MAPPING, small_target(tiles_per_chip=2), "the model needs 3 tiles, the chip has 2"),
         ("tile-crossbar", small_target(), "layer 0 (/features/features.0/Conv) is not "
          "quantized"),
     ],
@@ -129,6 +128,12 @@ def test_illegal_mappings_are_rejected_with_a_reason(pipeline, target, message, 
     with pytest.raises(MappingError) as info:
         compile_digits(pipeline, target, digits)
     assert message in str(info.value)
+
+
+def test_place_spills_onto_more_chips_and_fills_their_spare_tiles(digits):
+    layers = crossbar_layers(compile_digits(MAPPING, small_target(tiles_per_chip=2), digits))
+    # 3 tiles need 2 chips of 2 tiles: the one spare tile takes a copy of the first conv
+    assert [n.attr("placement").replicas for n in layers] == [2, 1, 1]
 
 
 def test_mapping_passes_need_a_target(digits):
