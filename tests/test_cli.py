@@ -53,7 +53,7 @@ def program(tmp_path: Path) -> Path:
     ((), "error: the following arguments are required: COMMAND\n"
          "hint: `imcc --help` shows the usage\n"),
     (("frobnicate",), "error: argument COMMAND: invalid choice: 'frobnicate' (choose from "
-                      "compile, opt, run, passes, ops, targets)\n"
+                      "compile, opt, run, cost, passes, ops, targets)\n"
                       "hint: `imcc --help` shows the usage\n"),
     (("opt",), "error: the following arguments are required: IN.imcir\n"
                "hint: `imcc opt --help` shows the usage\n"),
@@ -63,9 +63,10 @@ def program(tmp_path: Path) -> Path:
      "error: argument --batch: invalid int value: 'two'\n"
      "hint: `imcc compile --help` shows the usage\n"),
     (("opt", "missing.imcir"), "error: cannot read missing.imcir: No such file or directory\n"),
-    (("compile", "m.onnx", "--target", "sotmtj"),
-     "error: no target named 'sotmtj'\n"
-     "hint: built-in targets: none yet (`imcc targets` lists them)\n"),
+    (("compile", "m.onnx", "--target", "nosuch"),
+     "error: no target named 'nosuch'\n"
+     "hint: built-in targets: isaac, xpert, raella, sotmtj, neurosim-rram22, "
+     "neurosim-rram22-32 (`imcc targets` lists them), or the path of a .hw file\n"),
     (("run", "x.imcir", "--check-ort"), "error: --check-ort needs an .onnx model\n"
                                         "hint: drop --check-ort\n"),
 ])
@@ -166,13 +167,16 @@ def test_instrument_flags_write_to_stderr(capsys, program: Path) -> None:
 
 def test_listings(capsys) -> None:
     code, out, _ = imcc(capsys, "passes")
-    assert code == 0 and out.startswith("canonicalize\n    Simplify")
+    assert code == 0 and out.startswith("assign-input-precision\n    Choose per crossbar layer")
     assert "fold-batchnorm\n    Fold each batch_norm" in out
     code, out, _ = imcc(capsys, "ops")
     assert code == 0
-    assert "conv(x, w, b?) {strides: ints, pads: ints, dilations: ints, group: int = 1}\n" in out
-    assert imcc(capsys, "targets") == (0, "no built-in targets yet: hardware targets (.hw files) "
-                                          "arrive with the hardware frontend\n", "")
+    assert ("conv(x, w, b?) {strides: ints, pads: ints, dilations: ints, group: int = 1, "
+            "weights: struct?, tiling: struct?, input: struct?, column_share: int?, "
+            "converter: struct?, placement: struct?}\n") in out
+    code, out, _ = imcc(capsys, "targets")
+    assert code == 0 and [line.split()[0] for line in out.splitlines()] == [
+        "isaac", "xpert", "raella", "sotmtj", "neurosim-rram22", "neurosim-rram22-32"]
 
 
 # -- run -----------------------------------------------------------------------------------
