@@ -18,7 +18,8 @@ $(VENV)/.installed: pyproject.toml scripts/fetch_test_models.sh
 	touch $@
 
 demo: setup
-	$(BIN)/imcc compile digits-cnn --print-ir-after-change --time-passes -o out/digits_cnn.imcir
+	$(BIN)/imcc compile digits-cnn --target isaac --report out/digits_cnn.json --time-passes \
+		-o out/digits_cnn.imcir
 	$(BIN)/imcc run out/digits_cnn.imcir --input examples/digits_test.npz
 	$(BIN)/imcc run digits-cnn --input examples/digits_test.npz --check-ort
 
@@ -28,6 +29,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/compile.py
+	$(BIN)/python benchmarks/cost.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
