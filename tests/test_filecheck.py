@@ -1,7 +1,8 @@
 """FileCheck golden tests: every `tests/filecheck/*.imcir` runs its `// RUN:` lines in a shell.
 
 In a RUN line `%s` is the file itself, `imcc` runs `python -m imcc` and `filecheck` runs the
-Python FileCheck clone (`python -m filecheck`), all with the interpreter running the tests.
+Python FileCheck clone (`python -m filecheck`), all with the interpreter running the tests;
+`not CMD` (as in LLVM's lit) succeeds when CMD fails.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import pytest
 HERE = Path(__file__).parent / "filecheck"
 FILES = sorted(HERE.glob("*.imcir"))
 RUN = re.compile(r"^//\s*RUN:\s*(.*)$")
-TOOL = re.compile(r"(^|\|\s*)(imcc|filecheck)\b")
+TOOL = re.compile(r"(^|\|\s*|\bnot\s+)(imcc|filecheck)\b")
+NOT = "not() { if \"$@\"; then return 1; fi; }; "
 
 
 def run_lines(path: Path) -> list[str]:
@@ -40,7 +42,7 @@ def test_there_are_filecheck_tests() -> None:
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
 def test_filecheck(path: Path) -> None:
     for command in run_lines(path):
-        done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True,
+        done = subprocess.run(["bash", "-o", "pipefail", "-c", NOT + command], capture_output=True,
                               text=True, cwd=HERE, timeout=120)
         assert done.returncode == 0, (
             f"RUN: {command}\nexit {done.returncode}\n"
