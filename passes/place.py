@@ -80,3 +80,6 @@ class Place(Pass):
             first += count * copies
         ctx.logger.debug("place: %d of %s tiles", first, chip or "unbounded")
         return replace_nodes(graph, changed)
+
+    def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:
+        return {"replicate": [False, True]}

@@ -95,3 +95,8 @@ class TileCrossbar(Pass):
                             math.ceil(shape.columns * per_weight / columns), shape.groups)
             changed[node.outputs[0]] = with_attributes(node, weights=mapping, tiling=tiling)
         return replace_nodes(graph, changed)
+
+    def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:
+        target = require_target(ctx, self.name)
+        widths = range(1, target.crossbar.bits_per_cell + 1)
+        return {"slices": [default_slices(target.weight_bits, w) for w in widths]}

@@ -140,3 +140,19 @@ def test_mapping_passes_need_a_target(digits):
     graph = import_onnx(example_path("digits-cnn"))
     with pytest.raises(MappingError, match="tile-crossbar needs a hardware target"):
         PassManager(parse_pipeline("tile-crossbar")).run(graph, Context())
+
+
+def test_tunable_passes_declare_their_search_space(digits):
+    from imcc.passes.registry import load_pass
+
+    graph = compile_digits("quantize", small_target(), digits)
+    ctx = Context(target=small_target())
+    spaces = {name: load_pass(name)().search_space(graph, ctx) for name in (
+        "assign-input-precision", "tile-crossbar", "share-columns", "select-adc", "place")}
+    assert spaces == {
+        "assign-input-precision": {"bits": [4, 6, 8], "slice": [1, 2]},
+        "tile-crossbar": {"slices": [(1,) * 8, (2, 2, 2, 2)]},
+        "share-columns": {"factor": [8, 16, 32, 128]},
+        "select-adc": {"converter": ["sar", "mtj"], "bits": [1, 6, 7, 8], "samples": [1, 4, 16]},
+        "place": {"replicate": [False, True]},
+    }
