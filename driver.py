@@ -11,7 +11,7 @@ from imcc.frontend.datasets import load_dataset
 from imcc.passes.pipeline import DEFAULT_PIPELINE
 from imcc.target import Target
 
-MAPPING_PIPELINE = "assign-input-precision,quantize,tile-crossbar,share-columns,select-adc,place"
+MAPPING_PIPELINE = "assign-input-precision,quantize,tile-crossbar,select-adc,share-columns,place"
 """The passes that map a float graph onto a target, after the target-independent clean-up."""
 
 CALIBRATION_SAMPLES = 64

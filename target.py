@@ -103,6 +103,7 @@ class Converter:
     counter_area_m2: float = 0.0
     comparator_energy_j: float = 0.0  # NEUROSIM model: one comparison
     comparator_area_m2: float = 0.0
+    column_sharing: tuple[int, ...] = ()  # legal factors with this converter (empty: target's)
     step_latency_s: float = 0.0  # NEUROSIM model: one SAR bit cycle or one flash comparison
     unit_area_m2: float = 0.0  # NEUROSIM SAR: A_min in area = A_min*(478 + 182*(B-1))
 
@@ -157,7 +158,7 @@ class Target:
     crossbar: Crossbar
     input_driver: InputDriver
     converters: tuple[Converter, ...]
-    column_sharing: tuple[int, ...] = (1,)
+    column_sharing: tuple[int, ...] = (1,)  # legal columns per converter; the first is the default
     # reactivate: the rows are driven again for each group of shared columns (NeuroSim's mux);
     # sample-hold: the array is read once and the held column values converted in turn (ISAAC)
     column_share_mode: str = "reactivate"
@@ -172,6 +173,11 @@ class Target:
     interconnect: Interconnect = field(default_factory=Interconnect)
     area_budget_m2: float | None = None
     source: str = ""  # the file it was read from
+
+    def column_sharing_for(self, converter: Converter) -> tuple[int, ...]:
+        """Return the legal column-sharing factors with a converter (its own list, else the
+        target's); the first is the default."""
+        return converter.column_sharing or self.column_sharing
 
     def converter(self, name: str) -> Converter:
         """Return the converter with this name, or raise KeyError."""

@@ -3,7 +3,7 @@
     python benchmarks/cost.py [--model light_resnet50] [--target isaac] [--seconds 2]
 
 Maps the model with the mapping passes (`assign-input-precision,quantize,tile-crossbar,
-share-columns,select-adc,place`) for the target (the built-in `isaac`, or an ISAAC-like target
+select-adc,share-columns,place`) for the target (the built-in `isaac`, or an ISAAC-like target
 written here when the built-in is not there yet), then calls `estimate` in a loop. Prints
 crossbar-layer and node evaluations per second (the peer anchor, CiMLoop, is ~1,000 layer
 mappings/s), the first (cold-cache) call, and the time of one call as a ratio to a baseline
@@ -41,7 +41,7 @@ from imcc.target import (
 )
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-MAPPING = "assign-input-precision,quantize,tile-crossbar,share-columns,select-adc,place"
+MAPPING = "assign-input-precision,quantize,tile-crossbar,select-adc,share-columns,place"
 
 
 def fallback_isaac() -> Target:

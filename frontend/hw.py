@@ -274,6 +274,12 @@ class _Builder:
                 item = at.value[i] if at is not None and at.kind == "list" else at
                 raise self.error(item or top.section, f"column sharing {factor} does not "
                                  f"divide the {target.crossbar.columns} crossbar columns")
+        for converter in target.converters:
+            for factor in converter.column_sharing:
+                if target.crossbar.columns % factor:
+                    raise self.error(top.section, f"converter {converter.name}: column sharing "
+                                     f"{factor} does not divide the {target.crossbar.columns} "
+                                     "crossbar columns")
         if target.weight_bits < 1:
             raise self.error(top.where["weight_bits"], "`weight_bits` must be at least 1")
 

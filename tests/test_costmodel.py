@@ -399,7 +399,7 @@ def neurosim_vgg8(parallel_rows: int):
     images = np.random.default_rng(0).random((16, 3, 32, 32), dtype=np.float32)
     ctx = Context(target=target, options={"calibration": images})
     pipeline = (f"{DEFAULT_PIPELINE},assign-input-precision,quantize,tile-crossbar,"
-                "share-columns,select-adc,place")
+                "select-adc,share-columns,place")
     mapped = PassManager(parse_pipeline(pipeline)).run(graph, ctx)
     return estimate(mapped, target)
 

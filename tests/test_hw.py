@@ -103,7 +103,7 @@ def test_other_builtins_numbers() -> None:
     xpert = load_target("xpert")
     assert {c.kind for c in xpert.converters} == {ConverterKind.SAR, ConverterKind.FLASH}
     assert all(c.model is ConverterModel.NEUROSIM for c in xpert.converters)
-    assert xpert.column_sharing == (1, 2, 4, 8, 16, 32)
+    assert xpert.column_sharing == (8, 1, 2, 4, 16, 32)
     mtj = load_target("sotmtj").converter("mtj")
     assert mtj.samples == (1, 2, 4, 8, 16) and mtj.bits == (1,)
     assert mtj.model is ConverterModel.FIXED and mtj.reset_energy_j > 0

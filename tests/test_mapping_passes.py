@@ -26,7 +26,7 @@ from imcc.target import (
     Technology,
 )
 
-MAPPING = "assign-input-precision,quantize,tile-crossbar,share-columns,select-adc,place"
+MAPPING = "assign-input-precision,quantize,tile-crossbar,select-adc,share-columns,place"
 
 
 def small_target(tiles_per_chip: int = 0, **changes) -> Target:
@@ -87,9 +87,10 @@ def test_per_layer_options_are_replayable(digits):
     pipeline = ("assign-input-precision{bits=0 slice=0 speculate=false per_layer_bits=[8,6,4] "
                 "per_layer_slice=[1,2,2]},quantize{weight_bits=0 input_bits=8 method=minmax "
                 "percentile=99.99 samples=64},tile-crossbar{rows=0 columns=0 slices=[] "
-                "encoding=\"\"},share-columns{factor=0 per_layer=[16,32,128]},select-adc{"
+                "encoding=\"\"},select-adc{"
                 "converter=\"\" bits=0 samples=0 per_layer_converter=[sar,mtj,sar] "
-                "per_layer_bits=[6,1,8] per_layer_samples=[1,16,1]},place{replicate=true}")
+                "per_layer_bits=[6,1,8] per_layer_samples=[1,16,1]},share-columns{factor=0 "
+                "per_layer=[16,32,128]},place{replicate=true}")
     assert print_pipeline(parse_pipeline(pipeline)) == pipeline
     layers = crossbar_layers(compile_digits(pipeline, small_target(), digits))
     assert [n.attr("input").slices for n in layers] == [(1,) * 8, (2, 2, 2), (2, 2)]
@@ -115,10 +116,12 @@ def test_place_replicates_the_slowest_layers_into_spare_tiles(digits):
         ("assign-input-precision{bits=5 slice=0 speculate=false per_layer_bits=[] "
          "per_layer_slice=[]}", small_target(),
          "layer 0 (/features/features.0/Conv): input precision 5 is not offered by the target"),
-        ("assign-input-precision,quantize,tile-crossbar,share-columns{factor=3 per_layer=[]}",
-         small_target(), "layer 0 (/features/features.0/Conv): column sharing 3 is not "
-         "offered by the target"),
-        ("assign-input-precision,quantize,tile-crossbar,share-columns{factor=0 per_layer=[8]}",
+        ("assign-input-precision,quantize,tile-crossbar,select-adc,"
+         "share-columns{factor=3 per_layer=[]}",
+         small_target(),
+         "layer 0 (/features/features.0/Conv): column sharing 3 is not offered with converter sar"),
+        ("assign-input-precision,quantize,tile-crossbar,select-adc,"
+         "share-columns{factor=0 per_layer=[8]}",
          small_target(), "option per_layer has 1 entries but the model has 3 crossbar layers"),
         ("tile-crossbar", small_target(), "layer 0 (/features/features.0/Conv) is not "
          "quantized"),
