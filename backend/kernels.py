@@ -45,6 +45,45 @@ def _pad_spatial(x: np.ndarray, begins, ends, value) -> np.ndarray:
     return np.pad(x, widths, mode="constant", constant_values=value)
 
 
+def im2col(
+    x: np.ndarray,
+    kernel: tuple[int, ...],
+    strides: tuple[int, ...],
+    pads: tuple[int, ...],
+    dilations: tuple[int, ...],
+    group: int,
+) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Return the patches [group, N * positions, C/group * taps] of x[N,C,*S] and the output
+    spatial shape: row p of group g holds the inputs that output position p multiplies."""
+    spatial = x.ndim - 2
+    out = tuple(
+        window_output_size(x.shape[2 + i], kernel[i], strides[i], pads[i], pads[spatial + i],
+                           dilations[i], False)
+        for i in range(spatial)
+    )
+    padded = _pad_spatial(x, pads[:spatial], pads[spatial:], 0)
+    windows = _windows(padded, kernel, strides, dilations, out)  # [N, C, *O, *K]
+    n, c = x.shape[:2]
+    per_group = c // group
+    positions, taps = math.prod(out), math.prod(kernel)
+    windows = windows.reshape(n, group, per_group, positions, taps)
+    patches = windows.transpose(1, 0, 3, 2, 4).reshape(group, n * positions, per_group * taps)
+    return patches, out
+
+
+def conv_filters(w: np.ndarray, group: int) -> np.ndarray:
+    """Return conv weights w[M, C/group, *K] as matrices [group, C/group * taps, M/group]."""
+    m = w.shape[0]
+    return w.reshape(group, m // group, -1).transpose(0, 2, 1)
+
+
+def col2im(result: np.ndarray, batch: int, out: tuple[int, ...]) -> np.ndarray:
+    """Return per-group products [group, N * positions, M/group] as a tensor [N, M, *out]."""
+    group, _, per_group = result.shape
+    result = result.reshape(group, batch, math.prod(out), per_group).transpose(1, 0, 3, 2)
+    return result.reshape(batch, group * per_group, *out)
+
+
 def conv(
     x: np.ndarray,
     w: np.ndarray,
@@ -55,29 +94,10 @@ def conv(
     group: int,
 ) -> np.ndarray:
     """Return the grouped N-d convolution of x[N,C,*S] with w[M,C/group,*K] plus b[M]."""
-    spatial = x.ndim - 2
-    kernel = w.shape[2:]
-    out = tuple(
-        window_output_size(x.shape[2 + i], kernel[i], strides[i], pads[i], pads[spatial + i],
-                           dilations[i], False)
-        for i in range(spatial)
-    )
-    padded = _pad_spatial(x, pads[:spatial], pads[spatial:], 0)
-    windows = _windows(padded, kernel, strides, dilations, out)  # [N, C, *O, *K]
-    n, c = x.shape[:2]
-    m = w.shape[0]
-    per_group = c // group
-    positions = math.prod(out)
-    taps = math.prod(kernel)
-    # im2col: [group, N * positions, C/group * taps]
-    windows = windows.reshape(n, group, per_group, positions, taps)
-    patches = windows.transpose(1, 0, 3, 2, 4).reshape(group, n * positions, per_group * taps)
-    filters = w.reshape(group, m // group, per_group * taps).transpose(0, 2, 1)
-    result = exact_matmul(patches, filters)  # [group, N * positions, M/group]
-    result = result.reshape(group, n, positions, m // group).transpose(1, 0, 3, 2)
-    result = result.reshape(n, m, *out)
+    patches, out = im2col(x, w.shape[2:], strides, pads, dilations, group)
+    result = col2im(exact_matmul(patches, conv_filters(w, group)), x.shape[0], out)
     if b is not None:
-        result = result + b.reshape(1, m, *([1] * spatial))
+        result = result + b.reshape(1, -1, *([1] * len(out)))
     return result.astype(x.dtype, copy=False)
 
 
