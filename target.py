@@ -106,6 +106,10 @@ class Converter:
     column_sharing: tuple[int, ...] = ()  # legal factors with this converter (empty: target's)
     step_latency_s: float = 0.0  # NEUROSIM model: one SAR bit cycle or one flash comparison
     unit_area_m2: float = 0.0  # NEUROSIM SAR: A_min in area = A_min*(478 + 182*(B-1))
+    # how a B-bit ADC maps a partial sum to codes: full-scale (a power-of-two step so the
+    # largest possible sum of the read fits, round to nearest) or saturate (unit step, clip)
+    range_rule: str = "full-scale"
+    sensitivity: float = 4.0  # MTJ: switching probability sigmoid(sensitivity * x)
 
 
 @dataclass(frozen=True, slots=True)
