@@ -1,0 +1,244 @@
+"""The bit-accurate crossbar datapath of one matrix product: slices, partial sums, converters.
+
+One documented model, executed exactly (all sums are integers; float32 GEMMs are exact while a
+partial sum stays below 2**24, which `MAX_EXACT` checks; reconstruction runs in float64):
+
+1. Inputs. An input code `x` of `b` bits (two's complement when signed) streams as slices, most
+   significant first (`#input<slices = [3, 3, 2]>`): slice `j` carries the bits
+   `[shift_j, shift_j + width_j)` of `x mod 2^b` as an unsigned value, except that the top slice
+   of a signed input is read as a signed `width`-bit number (bipolar drivers), so that
+   `x = sum_j slice_j * 2^shift_j` holds exactly.
+2. Weights. A weight code `w` (symmetric, `|w| <= 2^(B-1) - 1`) is stored by its encoding:
+   `offset` stores `w + 2^(B-1)` (unsigned) on one device per slice, and the digital datapath
+   subtracts `2^(B-1) * sum_k x_k` (from a running input sum); `differential` stores `max(w, 0)`
+   and `max(-w, 0)` on a device pair: with `signed_columns` the pair's currents subtract in the
+   column (one signed partial sum per slice), otherwise both columns are converted and
+   subtracted digitally. Each stored value splits into the weight slices of `#weights<...>`.
+3. Partial sums. Rows are summed in chunks of the crossbar's active rows (the last chunk may be
+   shorter): per (row chunk, input slice, weight slice, device, position, column) one integer
+   partial sum, exactly what the column converter sees.
+4. Converters act on each partial sum (see `Converter` below): a B-bit ADC (full-scale: a
+   power-of-two step so the largest sum the read can produce fits, rounding to nearest; or
+   saturate: unit step, clip), a 1-bit sense amplifier (a 1-bit full-scale ADC), or a stochastic
+   SOT-MTJ (normalise to [-1, 1] over the read's range, switch with `sigmoid(s * x)`, N samples
+   drawn as one Binomial(N, p), the counter's mean mapped back to the range).
+5. Shift-and-add: `acc = sum 2^shift_j * 2^wshift_i * sign_d * converted` over chunks, slices and
+   devices, plus the encoding's digital correction. With lossless converters `acc == x @ w`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from imcc.ir.mapping import InputStreaming, WeightMapping
+from imcc.target import ConverterKind
+
+MAX_EXACT = 2**24
+"""float32 represents every integer below this exactly, so GEMMs whose sums stay below it are."""
+
+BLOCK_ELEMENTS = 1 << 24
+"""Partial sums materialised at once (positions are processed in blocks to bound memory)."""
+
+
+def slice_shifts(widths: tuple[int, ...]) -> list[int]:
+    """Return the bit offset of each slice, most significant slice first ([3, 3, 2] -> 5, 2, 0)."""
+    return [sum(widths[i + 1:]) for i in range(len(widths))]
+
+
+def input_planes(x: np.ndarray, streaming: InputStreaming) -> tuple[np.ndarray, np.ndarray]:
+    """Return the input slices [J, ...] (values streamed per array cycle) and their weights."""
+    bits = streaming.bits
+    pattern = x.astype(np.int64) & (2**bits - 1)
+    planes, significance = [], []
+    for j, (width, shift) in enumerate(zip(streaming.slices, slice_shifts(streaming.slices),
+                                           strict=True)):
+        plane = (pattern >> shift) & (2**width - 1)
+        if streaming.signed and j == 0:  # the top slice carries the sign: read it signed
+            plane = plane - (plane >> (width - 1)) * 2**width
+        planes.append(plane)
+        significance.append(2**shift)
+    return np.stack(planes), np.array(significance, np.float64)
+
+
+@dataclass(frozen=True)
+class WeightPlanes:
+    """Stored weight slices [I, D, K, N], their significance, the sign of each device's column,
+    and the digital correction per unit of input sum."""
+
+    planes: np.ndarray
+    significance: np.ndarray
+    device_signs: np.ndarray
+    input_sum_factor: float
+
+
+def weight_planes(w: np.ndarray, mapping: WeightMapping, weight_bits: int,
+                  signed_columns: bool) -> WeightPlanes:
+    """Encode integer weights [K, N] and split them into slices (MSB first)."""
+    shifts = slice_shifts(mapping.slices)
+    masks = [2**width - 1 for width in mapping.slices]
+    w = w.astype(np.int64)
+
+    def split(stored: np.ndarray) -> np.ndarray:
+        return np.stack([(stored >> s) & m for s, m in zip(shifts, masks, strict=True)])
+
+    significance = np.array([2.0**s for s in shifts])
+    if mapping.encoding == "offset":
+        bias = 2 ** (weight_bits - 1)
+        return WeightPlanes(split(w + bias)[:, None], significance, np.array([1.0]), -bias)
+    if mapping.encoding == "differential":
+        positive, negative = split(np.maximum(w, 0)), split(np.maximum(-w, 0))
+        if signed_columns:  # the pair subtracts in analog: one signed sum per slice
+            return WeightPlanes((positive - negative)[:, None], significance, np.array([1.0]),
+                                0.0)
+        return WeightPlanes(np.stack([positive, negative], axis=1), significance,
+                            np.array([1.0, -1.0]), 0.0)
+    raise NotImplementedError(f"weight encoding '{mapping.encoding}' is not simulated")
+
+
+@dataclass(frozen=True)
+class Converter:
+    """A column converter as the datapath applies it: kind, bits, samples, range rule."""
+
+    kind: ConverterKind
+    bits: int
+    samples: int = 1
+    range_rule: str = "full-scale"
+    sensitivity: float = 4.0
+
+
+@dataclass
+class Statistics:
+    """What a layer's converters did: conversions, saturated ones, MTJ samples drawn."""
+
+    conversions: int = 0
+    saturated: int = 0
+    samples: int = 0
+    ones: int = 0  # MTJ samples that switched
+    lossless: bool = True
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, other: Statistics) -> None:
+        """Accumulate another block's counts."""
+        self.conversions += other.conversions
+        self.saturated += other.saturated
+        self.samples += other.samples
+        self.ones += other.ones
+        self.lossless &= other.lossless
+
+
+def convert(sums: np.ndarray, low: float, high: float, converter: Converter,
+            rng: np.random.Generator, stats: Statistics) -> np.ndarray:
+    """Apply a converter to partial sums that can range over [low, high]; return the values the
+    digital side reconstructs (in partial-sum units)."""
+    stats.conversions += sums.size
+    if converter.kind is ConverterKind.MTJ:
+        middle, radius = (high + low) / 2, max((high - low) / 2, 1.0)
+        x = np.clip((sums - middle) / radius, -1.0, 1.0)
+        p = 1.0 / (1.0 + np.exp(-converter.sensitivity * x))
+        counts = rng.binomial(converter.samples, p)
+        stats.samples += sums.size * converter.samples
+        stats.ones += int(counts.sum())
+        stats.lossless = False
+        return middle + radius * (2.0 * counts / converter.samples - 1.0)
+    bits = 1 if converter.kind is ConverterKind.SENSE_AMP else converter.bits
+    signed = low < 0
+    levels_low, levels_high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (
+        0, 2**bits - 1)
+    step = 1.0
+    if converter.range_rule == "full-scale":
+        span = max(abs(low), abs(high))
+        needed = math.ceil(math.log2(span + 1)) + (1 if signed else 0)
+        step = 2.0 ** max(0, needed - bits)
+    codes = np.rint(sums / step)
+    clipped = np.clip(codes, levels_low, levels_high)
+    saturated = int(np.count_nonzero(codes != clipped))
+    stats.saturated += saturated
+    if step != 1.0 or saturated:
+        stats.lossless = False
+    return clipped * step
+
+
+def lossless(converter: Converter, low: float, high: float) -> bool:
+    """Say whether a converter reproduces every partial sum in [low, high] exactly."""
+    if converter.kind is ConverterKind.MTJ:
+        return False
+    bits = 1 if converter.kind is ConverterKind.SENSE_AMP else converter.bits
+    if low < 0:
+        return -(2 ** (bits - 1)) <= low and high <= 2 ** (bits - 1) - 1
+    return high <= 2**bits - 1
+
+
+def partial_sum_range(streaming: InputStreaming, mapping: WeightMapping, rows_per_sum: int,
+                      signed_columns: bool) -> tuple[float, float]:
+    """Return the smallest and largest partial sum one read can produce: the converter's full
+    scale is set for it (a fixed property of the hardware, not of the data)."""
+    in_high = max(2**s - 1 for s in streaming.slices)
+    in_low = -(2 ** (streaming.slices[0] - 1)) if streaming.signed else 0
+    w_high = max(2**s - 1 for s in mapping.slices)
+    w_low = -w_high if mapping.encoding != "offset" and signed_columns else 0
+    corners = [a * b * rows_per_sum for a in (in_low, in_high) for b in (w_low, w_high)]
+    return float(min(corners)), float(max(corners))
+
+
+def crossbar_matmul(
+    x: np.ndarray,
+    w: np.ndarray,
+    streaming: InputStreaming,
+    mapping: WeightMapping,
+    weight_bits: int,
+    rows_per_sum: int,
+    signed_columns: bool,
+    converter: Converter,
+    rng: np.random.Generator,
+    stats: Statistics,
+    fast: bool = True,
+) -> np.ndarray:
+    """Return `x @ w` for integer codes x[P, K] and w[K, N] as the crossbar datapath computes
+    it (int64 [P, N]); exact when every partial sum fits the converter. With `fast`, a
+    converter that is lossless over the whole partial-sum range skips the slicing (the result
+    is the same integer product)."""
+    positions, rows = x.shape
+    columns = w.shape[1]
+    inputs, input_weight = input_planes(x, streaming)  # [J, P, K]
+    stored = weight_planes(w, mapping, weight_bits, signed_columns)  # [I, D, K, N]
+    slices, devices = stored.planes.shape[:2]
+    chunks = math.ceil(rows / rows_per_sum)
+    pad = chunks * rows_per_sum - rows
+    low, high = partial_sum_range(streaming, mapping, rows_per_sum, signed_columns)
+    if max(abs(low), abs(high)) >= MAX_EXACT:
+        raise NotImplementedError("partial sums beyond 2**24 need a float64 datapath")
+    correction = 0.0
+    if stored.input_sum_factor:
+        correction = stored.input_sum_factor * x.astype(np.float64).sum(axis=1, keepdims=True)
+    if fast and lossless(converter, low, high):
+        # fast path: every partial sum converts exactly, so the shift-and-add is the product
+        stats.conversions += chunks * len(streaming.slices) * slices * devices * positions * \
+            columns
+        return np.rint(x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
+    a = inputs.astype(np.float32)
+    b = stored.planes.astype(np.float32)
+    if pad:
+        a = np.concatenate([a, np.zeros((*a.shape[:2], pad), np.float32)], axis=2)
+        b = np.concatenate([b, np.zeros((slices, devices, pad, columns), np.float32)], axis=2)
+    # [C, R, I*D*N]: every slice and device of a chunk side by side, so one GEMM per chunk
+    b = b.reshape(slices, devices, chunks, rows_per_sum, columns)
+    b = b.transpose(2, 3, 0, 1, 4).reshape(chunks, rows_per_sum, slices * devices * columns)
+    weights = np.einsum("i,d->id", stored.significance, stored.device_signs)
+    out = np.empty((positions, columns), np.float64)
+    per_position = chunks * len(streaming.slices) * slices * devices * columns
+    block = max(1, BLOCK_ELEMENTS // per_position)
+    for start in range(0, positions, block):
+        part = a[:, start:start + block]  # [J, p, K + pad]
+        p = part.shape[1]
+        part = part.reshape(len(streaming.slices), p, chunks, rows_per_sum).transpose(2, 0, 1, 3)
+        part = part.reshape(chunks, len(streaming.slices) * p, rows_per_sum)
+        sums = np.matmul(part, b)  # [C, J*p, I*D*N], exact integers in float32
+        values = convert(sums.astype(np.float64), low, high, converter, rng, stats)
+        values = values.reshape(chunks, len(streaming.slices), p, slices, devices, columns)
+        out[start:start + p] = np.einsum("cjpidn,j,id->pn", values, input_weight, weights,
+                                         optimize=True)
+    out += correction if np.ndim(correction) else 0.0
+    return np.rint(out).astype(np.int64)
