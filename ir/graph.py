@@ -14,7 +14,10 @@ import numpy as np
 from imcc.ir.types import TensorType
 from imcc.ir.weights import digest, frozen
 
-GRAPH_ATTRIBUTES = {"target": "the hardware target the program is mapped for (name or .hw path)"}
+GRAPH_ATTRIBUTES = {
+    "target": "the hardware target the program is mapped for (name or .hw path)",
+    "source": "the model the program was compiled from (its float reference)",
+}
 """The attributes a graph may carry (all strings), printed `attributes {target = "isaac"}`."""
 
 INLINE_LIMIT = 16

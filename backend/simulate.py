@@ -1,0 +1,155 @@
+"""`imcc simulate`: accuracy of a mapped program on a data set, against float and lossless runs.
+
+For every batch of the data set three runs are made: the float model (the `ideal` reference
+backend on the program's source model, when it is known), the quantized network with lossless
+converters, and the mapped network with the program's converters (seeded). Reported: the three
+accuracies, the agreement of their predictions, and per crossbar layer the saturation rate of
+its converters, the mean relative error of its output against the lossless run (errors of
+earlier layers included, as they propagate), and for MTJ converters the samples drawn and the
+fraction that switched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from imcc.backend.reference import run_graph
+from imcc.backend.simulator import CrossbarInterpreter
+from imcc.errors import UserError
+from imcc.frontend.datasets import Dataset
+from imcc.ir.graph import Graph
+from imcc.ir.io import require_weights
+from imcc.ir.rebatch import rebatch
+from imcc.passes.layers import crossbar_layers
+from imcc.target import Target
+
+
+@dataclass(frozen=True)
+class LayerAccuracy:
+    """Per crossbar layer: converter saturation, output error against lossless, MTJ samples."""
+
+    name: str
+    conversions: int
+    saturation_rate: float
+    rel_error: float
+    mtj_samples: int
+    mtj_switch_rate: float | None
+
+
+@dataclass(frozen=True)
+class SimulationReport:
+    """Accuracies of a mapped program and what its converters did."""
+
+    data: str
+    samples: int
+    seed: int
+    float_accuracy: float | None
+    quantized_accuracy: float
+    accuracy: float
+    agreement_quantized: float  # mapped vs lossless predictions
+    agreement_float: float | None  # lossless vs float predictions
+    layers: tuple[LayerAccuracy, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report with the design.md keys."""
+        return {
+            "data": self.data, "samples": self.samples, "seed": self.seed,
+            "accuracy": self.accuracy, "float_accuracy": self.float_accuracy,
+            "quantized_accuracy": self.quantized_accuracy,
+            "agreement_quantized": self.agreement_quantized,
+            "agreement_float": self.agreement_float,
+            "layers": [vars(layer) for layer in self.layers],
+        }
+
+
+def simulate(program: Graph, target: Target, data: Dataset, *, float_graph: Graph | None = None,
+             batch: int = 64, seed: int = 0, progress: bool = False) -> SimulationReport:
+    """Run a mapped program on a labelled data set; see the module docstring."""
+    if data.labels is None:
+        raise UserError(f"data set {data.name} has no labels", hint="accuracy needs labels")
+    require_weights(program, "simulate")
+    batch = max(1, min(batch, len(data.images)))
+    mapped = _batched(program, batch)
+    ideal = _batched(float_graph, batch) if float_graph is not None else None
+    layers = [n.outputs[0] for n in crossbar_layers(mapped)]
+    names = (*layers, mapped.outputs[0])
+    rng = np.random.default_rng(seed)
+    machine = CrossbarInterpreter(target, rng)
+    exact = CrossbarInterpreter(target, rng, lossless=True)
+    predictions: dict[str, list[np.ndarray]] = {"mapped": [], "lossless": [], "float": []}
+    errors = {name: [0.0, 0.0] for name in layers}
+    value = mapped.inputs[0].name
+    starts = range(0, len(data.images) - batch + 1, batch)  # whole batches; the rest is left
+    for start in _progress(starts, progress, data.name):
+        images = data.images[start:start + batch]
+        got = machine.run(mapped.replace(outputs=names), {value: images})
+        ref = exact.run(mapped.replace(outputs=names), {value: images})
+        for name in layers:
+            errors[name][0] += float(np.abs(got[name].astype(np.float64) - ref[name]).sum())
+            errors[name][1] += float(np.abs(ref[name].astype(np.float64)).sum())
+        predictions["mapped"].append(got[names[-1]].argmax(axis=-1))
+        predictions["lossless"].append(ref[names[-1]].argmax(axis=-1))
+        if ideal is not None:
+            out = run_graph(ideal, {ideal.inputs[0].name: images})[ideal.outputs[0]]
+            predictions["float"].append(out.argmax(axis=-1))
+    if not predictions["mapped"]:
+        raise UserError(f"data set {data.name} has fewer samples than one batch of {batch}")
+    mapped_pred = np.concatenate(predictions["mapped"])
+    lossless_pred = np.concatenate(predictions["lossless"])
+    labels = data.labels[:len(mapped_pred)]
+    float_pred = np.concatenate(predictions["float"]) if predictions["float"] else None
+    records = []
+    for node in crossbar_layers(mapped):
+        stats = machine.layers[node.outputs[0]].stats
+        total, reference = errors[node.outputs[0]]
+        records.append(LayerAccuracy(
+            node.name or node.outputs[0], stats.conversions,
+            stats.saturated / stats.conversions if stats.conversions else 0.0,
+            total / reference if reference else 0.0, stats.samples,
+            stats.ones / stats.samples if stats.samples else None))
+    return SimulationReport(
+        data.name, len(mapped_pred), seed,
+        None if float_pred is None else float(np.mean(float_pred == labels)),
+        float(np.mean(lossless_pred == labels)), float(np.mean(mapped_pred == labels)),
+        float(np.mean(mapped_pred == lossless_pred)),
+        None if float_pred is None else float(np.mean(float_pred == lossless_pred)),
+        tuple(records))
+
+
+def _batched(graph: Graph, batch: int) -> Graph:
+    if len(graph.inputs) != 1:
+        raise UserError(f"graph @{graph.name} has {len(graph.inputs)} inputs; simulate feeds one")
+    return rebatch(graph, batch)
+
+
+def _progress(items, enabled: bool, label: str):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=f"simulate {label}", unit="batch", leave=False)
+
+
+def format_simulation(report: SimulationReport) -> str:
+    """Return a readable summary: accuracies, then one line per crossbar layer."""
+    def percent(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.2f}%"
+
+    lines = [
+        f"simulate: {report.samples} samples of {report.data}, seed {report.seed}",
+        f"float accuracy       {percent(report.float_accuracy)}",
+        f"quantized accuracy   {percent(report.quantized_accuracy)}   (lossless converters)",
+        f"mapped accuracy      {percent(report.accuracy)}   (the program's converters)",
+        f"agreement            mapped/quantized {percent(report.agreement_quantized)}, "
+        f"quantized/float {percent(report.agreement_float)}",
+        "",
+        f"{'layer':32} {'conversions':>14} {'saturated':>10} {'rel error':>10} {'MTJ switch':>11}",
+    ]
+    for layer in report.layers:
+        switch = "" if layer.mtj_switch_rate is None else f"{layer.mtj_switch_rate:.3f}"
+        lines.append(f"{layer.name[:32]:32} {layer.conversions:>14,} "
+                     f"{100 * layer.saturation_rate:>9.2f}% {layer.rel_error:>10.4f} {switch:>11}")
+    return "\n".join(lines)
