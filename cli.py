@@ -91,8 +91,29 @@ def _with_target(graph: Graph, spec: str | None) -> Graph:
     return graph.replace(attributes={**graph.attributes, "target": spec})
 
 
+def _simulation(graph: Graph, target: object, spec: str, args: argparse.Namespace
+                ) -> dict | None:
+    """Simulate a mapped program on a data set and print the summary; return its record."""
+    from imcc.backend.simulate import format_simulation, simulate
+    from imcc.frontend.datasets import load_dataset
+    from imcc.passes.pipeline import DEFAULT_PIPELINE
+
+    source = args.model_source or graph.attributes.get("source")
+    float_graph = None
+    if source and Path(source).is_file():
+        float_graph = _run_pipeline(_import_onnx(source, None), DEFAULT_PIPELINE, args,
+                                    "source", None)
+    report = simulate(graph, target, load_dataset(spec, args.limit), float_graph=float_graph,
+                      batch=args.sim_batch, seed=args.seed, progress=sys.stderr.isatty())
+    if not args.json:
+        print(format_simulation(report))
+        if float_graph is None:
+            print("float accuracy: n/a (the source model is not known; give --model)")
+    return report.to_dict()
+
+
 def _report(graph: Graph, target: object, json_path: str | None, as_json: bool,
-            calibrated: str) -> None:
+            calibrated: str, simulation: dict | None = None) -> None:
     """Print the cost report of a mapped program (a table, or JSON) and write `--report`."""
     import json
 
@@ -100,6 +121,10 @@ def _report(graph: Graph, target: object, json_path: str | None, as_json: bool,
 
     report = estimate(graph, target)
     record = {**report.to_dict(), "calibration": calibrated}
+    if simulation is not None:
+        record.update({key: simulation[key] for key in (
+            "accuracy", "float_accuracy", "quantized_accuracy", "samples")})
+        record["simulation"] = simulation
     if json_path:
         Path(json_path).write_text(json.dumps(record, indent=2) + "\n")
     if as_json:
@@ -128,6 +153,9 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     args.model = str(resolve_model(args.model))
     target = resolve_target(args.target)
     graph = _with_target(_import_onnx(args.model, args.batch), args.target)
+    if target is not None:
+        graph = graph.replace(attributes={**graph.attributes,
+                                          "source": str(Path(args.model).resolve())})
     pipeline = args.passes if args.passes is not None else default_pipeline(target)
     calibration, calibrated = (None, "none")
     if target is not None or args.calib is not None:
@@ -141,7 +169,29 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         return 0
     if args.output:
         _emit(graph, args.output)
-    _report(graph, target, args.report, False, calibrated)
+    simulation = None
+    if args.simulate:
+        args.json, args.model_source = False, None
+        simulation = _simulation(graph, target, args.simulate, args)
+    _report(graph, target, args.report, False, calibrated, simulation)
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    graph = load_program(args.program, args.weights)
+    spec = args.target or graph.attributes.get("target")
+    if spec is None:
+        raise UserError(f"{args.program} does not say which target it is mapped for",
+                        hint="give --target T (compile with --target records it)")
+    args.no_verify, args.reproducer = False, None
+    for flag in ("print_ir_before", "print_ir_after", "dump_ir_dir"):
+        setattr(args, flag, None)
+    args.print_ir_after_all = args.print_ir_after_change = args.time_passes = False
+    record = _simulation(graph, resolve_target(spec), args.data, args)
+    if args.json:
+        import json
+
+        print(json.dumps(record, indent=2))
     return 0
 
 
@@ -399,6 +449,11 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--calib", metavar="DATA",
                           help="calibration data: digits, mnist:DIR, fashion-mnist:DIR, npz:FILE")
     compile_.add_argument("--report", metavar="R.json", help="write the cost report as JSON")
+    compile_.add_argument("--simulate", metavar="DATA",
+                          help="also simulate the mapped program on a data set (accuracy)")
+    compile_.add_argument("--limit", type=int, metavar="N", help="samples of --simulate DATA")
+    compile_.add_argument("--sim-batch", type=int, default=64, metavar="B",
+                          help="samples simulated at once (default 64)")
     _add_pipeline_flags(compile_)
     compile_.set_defaults(handler=_cmd_compile)
 
@@ -436,6 +491,22 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("--json", action="store_true", help="print the report as JSON")
     cost.add_argument("--report", metavar="R.json", help="also write the JSON report here")
     cost.set_defaults(handler=_cmd_cost)
+
+    simulate = sub.add_parser("simulate", help="accuracy of a mapped program on a data set",
+                              allow_abbrev=False)
+    simulate.add_argument("program", metavar="PROGRAM.imcir")
+    simulate.add_argument("--data", required=True, metavar="DATA",
+                          help="digits, mnist:DIR, fashion-mnist:DIR, npz:FILE, or an example")
+    simulate.add_argument("--limit", type=int, metavar="N", help="simulate the first N samples")
+    simulate.add_argument("--batch", dest="sim_batch", type=int, default=64, metavar="B",
+                          help="samples simulated at once (default 64)")
+    simulate.add_argument("--seed", type=int, default=0, help="seed of the converters' draws")
+    simulate.add_argument("--target", metavar="T", help="default: the one the program records")
+    simulate.add_argument("--model", dest="model_source", metavar="MODEL.onnx",
+                          help="the float model (default: the one the program records)")
+    simulate.add_argument("--weights", metavar="W.npz", help="weights (default: beside PROGRAM)")
+    simulate.add_argument("--json", action="store_true", help="print the report as JSON")
+    simulate.set_defaults(handler=_cmd_simulate)
 
     for name, handler, text in [
         ("passes", _cmd_passes, "list the passes, their options and defaults"),
