@@ -1,0 +1,108 @@
+"""The crossbar simulator: with lossless converters it is the quantized network bit for bit;
+with the targets' converters it shows the documented losses; runs are seeded; the CLI reports."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import pytest
+
+from imcc.backend.reference import run_graph
+from imcc.backend.simulate import simulate
+from imcc.backend.simulator import CrossbarInterpreter
+from imcc.cli import main
+from imcc.driver import default_pipeline
+from imcc.examples import example_path
+from imcc.frontend.datasets import load_dataset
+from imcc.frontend.hw import load_target
+from imcc.frontend.onnx import import_onnx
+from imcc.ir.rebatch import rebatch
+from imcc.passes.context import Context
+from imcc.passes.manager import PassManager
+from imcc.passes.pipeline import parse_pipeline
+
+DATA = load_dataset("digits-cnn")
+
+
+@functools.cache
+def mapped(target: str, pipeline: str | None = None):
+    hardware = load_target(target)
+    graph = import_onnx(example_path("digits-cnn"))
+    ctx = Context(target=hardware, options={"calibration": DATA.images[:64]})
+    program = PassManager(parse_pipeline(pipeline or default_pipeline(hardware))).run(graph, ctx)
+    return program, hardware
+
+
+@pytest.mark.parametrize("target", ["isaac", "xpert", "raella", "sotmtj", "neurosim-rram22"])
+def test_lossless_simulation_is_the_quantized_network_bit_for_bit(target):
+    program, hardware = mapped(target)
+    batched = rebatch(program, 40)
+    images = DATA.images[:40]
+    machine = CrossbarInterpreter(hardware, np.random.default_rng(0), lossless=True)
+    got = machine.run(batched, {"image": images})["logits"]
+    expected = run_graph(batched, {"image": images})["logits"]
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_raella_two_bit_slices_are_lossless_and_four_bit_slices_saturate():
+    slices = 'tile-crossbar{rows=0 columns=0 slices=[2,2,2,2] encoding=""}'
+    pipeline = default_pipeline(load_target("raella")).replace("tile-crossbar", slices)
+    two_bit = simulate(*mapped("raella", pipeline), DATA, batch=120)
+    assert two_bit.accuracy == two_bit.quantized_accuracy
+    four_bit = simulate(*mapped("raella"), DATA, batch=120)  # default slices [4, 4]
+    assert four_bit.layers[-1].saturation_rate > 0.1  # the classifier's sums are wide
+    assert four_bit.layers[0].saturation_rate < 0.01
+    assert four_bit.accuracy <= four_bit.quantized_accuracy
+
+
+def test_mtj_runs_are_seeded():
+    program, hardware = mapped("sotmtj")
+    first = simulate(program, hardware, DATA, batch=90, seed=3)
+    again = simulate(program, hardware, DATA, batch=90, seed=3)
+    other = simulate(program, hardware, DATA, batch=90, seed=4)
+    assert first == again
+    assert first.layers[0].mtj_samples > 0 and 0.3 < first.layers[0].mtj_switch_rate < 0.7
+    assert [layer.rel_error for layer in other.layers] != [layer.rel_error
+                                                          for layer in first.layers]
+
+
+def test_cli_simulate_reports_accuracies(tmp_path, capsys):
+    program = tmp_path / "p.imcir"
+    assert main(["compile", "digits-cnn", "--target", "raella", "-o", str(program)]) == 0
+    capsys.readouterr()
+    assert main(["simulate", str(program), "--data", "digits-cnn", "--limit", "120",
+                 "--batch", "60", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["samples"] == 120 and record["float_accuracy"] is not None
+    assert {"accuracy", "quantized_accuracy", "layers"} <= set(record)
+    assert {"saturation_rate", "rel_error"} <= set(record["layers"][0])
+    assert main(["simulate", str(program), "--data", "digits-cnn", "--limit", "60"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("simulate: 60 samples of digits-cnn, seed 0\nfloat accuracy ")
+
+
+def test_cli_compile_simulate_adds_accuracy_to_the_report(tmp_path, capsys):
+    report = tmp_path / "r.json"
+    assert main(["compile", "digits-cnn", "--target", "xpert", "--simulate", "digits-cnn",
+                 "--limit", "64", "--report", str(report)]) == 0
+    record = json.loads(report.read_text())
+    assert {"energy_j", "accuracy", "float_accuracy", "quantized_accuracy", "samples"} <= set(
+        record)
+    assert record["samples"] == 64
+
+
+def test_simulate_needs_labels_and_a_target(tmp_path, capsys):
+    program = tmp_path / "p.imcir"
+    assert main(["compile", "digits-cnn", "-o", str(program)]) == 0
+    capsys.readouterr()
+    assert main(["simulate", str(program), "--data", "digits-cnn"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: {program} does not say which target it is mapped for")
+    np.savez(tmp_path / "x.npz", image=DATA.images[:8])
+    mapped_file = tmp_path / "m.imcir"
+    assert main(["compile", "digits-cnn", "--target", "isaac", "-o", str(mapped_file)]) == 0
+    capsys.readouterr()
+    assert main(["simulate", str(mapped_file), "--data", f"npz:{tmp_path / 'x.npz'}"]) == 2
+    assert "has no labels" in capsys.readouterr().err
