@@ -162,6 +162,9 @@ RULES: dict[str, Rule] = {
     "concat": lambda n, a: [np.concatenate(a, axis=n.attr("axis"))],
     "pad": _pad,
     "cast": lambda n, a: [a[0].astype(n.attr("to").numpy)],
+    "slice": lambda n, a: [np.ascontiguousarray(a[0][tuple(
+        slice(s, e, k) for s, e, k in zip(n.attr("starts"), n.attr("ends"), n.attr("steps"),
+                                          strict=True))])],
 }
 RULES["softmax"] = lambda n, a: [_softmax(a[0], n.attr("axis")).astype(a[0].dtype, copy=False)]
 RULES["log_softmax"] = lambda n, a: [

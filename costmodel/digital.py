@@ -24,7 +24,7 @@ from imcc.target import Target
 FLOAT_BITS = 16
 """Bits per element of a float (dequantized) tensor moved between digital units."""
 
-DATA_MOVEMENT = frozenset({"reshape", "transpose", "concat", "pad"})
+DATA_MOVEMENT = frozenset({"reshape", "transpose", "concat", "pad", "slice"})
 PER_OUTPUT = frozenset({
     "relu", "sigmoid", "tanh", "exp", "neg", "abs", "sqrt", "leaky_relu", "clip", "add", "sub",
     "mul", "div", "quantize", "dequantize", "batch_norm", "lrn", "softmax", "log_softmax", "cast",

@@ -179,3 +179,40 @@ def concat(ctx: Context) -> None:
     if len(dtypes) > 1:
         raise NodeError(f"operands have different element types ({len(dtypes)} kinds)")
     ctx.emit("concat", values, {"axis": axis}, output=0)
+
+
+@converter("Slice")
+def slice_(ctx: Context) -> None:
+    """Slice with constant starts / ends / axes / steps (attributes before opset 10), clamped
+    and normalised per axis; negative steps are unsupported."""
+    x = _x(ctx)
+    shape = ctx.type(x).shape
+    rank = len(shape)
+    if ctx.opset < 10:
+        attrs = ctx.attrs()
+        starts, ends = list(attrs["starts"]), list(attrs["ends"])
+        axes = list(attrs.get("axes", range(len(starts))))
+        steps = [1] * len(starts)
+    else:
+        values = []
+        for index, what in ((1, "starts"), (2, "ends"), (3, "axes"), (4, "steps")):
+            given = ctx.require_const(index, what)
+            values.append(None if given is None else [int(v) for v in given.reshape(-1)])
+        starts, ends, axes, steps = values
+        if starts is None or ends is None:
+            raise NodeError("the starts and ends inputs are missing")
+        axes = axes if axes is not None else list(range(len(starts)))
+        steps = steps if steps is not None else [1] * len(starts)
+    begin, end, step = [0] * rank, list(shape), [1] * rank
+    for start, stop, axis, stride in zip(starts, ends, axes, steps, strict=True):
+        axis = axis + rank if axis < 0 else axis
+        size = shape[axis]
+        if stride < 1:
+            raise Unsupported("Slice with a negative step is not supported")
+        start = start + size if start < 0 else start
+        stop = stop + size if stop < 0 else stop
+        begin[axis] = min(max(start, 0), size)
+        end[axis] = max(min(stop, size), begin[axis])
+        step[axis] = stride
+    ctx.emit("slice", [x], {"starts": tuple(begin), "ends": tuple(end), "steps": tuple(step)},
+             output=0)

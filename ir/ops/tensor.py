@@ -95,3 +95,26 @@ def _pad(types, attrs, consts):
 def _cast(types, attrs, consts):
     to: DType = attrs["to"]
     return [TensorType(types[0].shape, to)]
+
+
+@define_op(
+    "slice",
+    "x[starts[0]:ends[0]:steps[0], ...] on every axis (normalised: 0 <= start <= end, step >= 1)",
+    ["x"],
+    [
+        AttrSpec("starts", AttrKind.INTS, required=True),
+        AttrSpec("ends", AttrKind.INTS, required=True),
+        AttrSpec("steps", AttrKind.INTS, required=True),
+    ],
+)
+def _slice(types, attrs, consts):
+    x = types[0]
+    starts, ends, steps = attrs["starts"], attrs["ends"], attrs["steps"]
+    if not len(starts) == len(ends) == len(steps) == x.rank:
+        raise ShapeError(f"slice of {x} needs {x.rank} starts, ends and steps")
+    shape = []
+    for size, start, end, step in zip(x.shape, starts, ends, steps, strict=True):
+        if not (0 <= start <= end <= size and step >= 1):
+            raise ShapeError(f"slice {start}:{end}:{step} is not normalised for an axis of {size}")
+        shape.append(-(-(end - start) // step))
+    return [x.with_shape(tuple(shape))]
