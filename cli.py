@@ -226,6 +226,19 @@ def _cmd_opt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_qdq(args: argparse.Namespace) -> int:
+    import onnx
+
+    from imcc.backend.qdq import export_qdq
+
+    model = export_qdq(load_program(args.program, args.weights))
+    try:
+        onnx.save(model, args.output)
+    except OSError as exc:
+        raise UserError(f"cannot write {args.output}: {exc.strerror}") from None
+    return 0
+
+
 def _cmd_passes(args: argparse.Namespace) -> int:
     sys.stdout.write(describe_passes())
     return 0
@@ -507,6 +520,13 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--weights", metavar="W.npz", help="weights (default: beside PROGRAM)")
     simulate.add_argument("--json", action="store_true", help="print the report as JSON")
     simulate.set_defaults(handler=_cmd_simulate)
+
+    export = sub.add_parser("export-qdq", help="write a quantized program as an ONNX QDQ model",
+                            allow_abbrev=False)
+    export.add_argument("program", metavar="PROGRAM.imcir")
+    export.add_argument("-o", "--output", metavar="MODEL.onnx", required=True)
+    export.add_argument("--weights", metavar="W.npz", help="weights (default: beside PROGRAM)")
+    export.set_defaults(handler=_cmd_export_qdq)
 
     for name, handler, text in [
         ("passes", _cmd_passes, "list the passes, their options and defaults"),
