@@ -7,6 +7,7 @@
 | `mnist:DIR`               | MNIST IDX files in DIR (t10k, else train), [N,1,28,28] in [0, 1] |
 | `fashion-mnist:DIR`       | Fashion-MNIST, the same layout                             |
 | `npz:FILE`                | arrays `image` (or `x`) and optional `label` (or `y`)     |
+| `cifar10:FILE`            | `.npz`: uint8 `images` [N,32,32,3], `labels` -> [N,3,32,32] |
 | `digits-cnn` (an example) | the held-out data shipped with a built-in example         |
 
 Images are float32 in [0, 1]; a model that expects another range rescales at its input.
@@ -23,7 +24,7 @@ import numpy as np
 from imcc.errors import UserError
 from imcc.examples import EXAMPLE_DATA, HERE
 
-KINDS = ("digits", "mnist:DIR", "fashion-mnist:DIR", "npz:FILE", *EXAMPLE_DATA)
+KINDS = ("digits", "mnist:DIR", "fashion-mnist:DIR", "npz:FILE", "cifar10:FILE", *EXAMPLE_DATA)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ def load_dataset(spec: str, limit: int | None = None) -> Dataset:
         return _idx_folder(spec, Path(path)).take(limit)
     if kind == "npz" and path:
         return _npz(spec, Path(path)).take(limit)
+    if kind == "cifar10" and path:
+        return _cifar10(spec, Path(path)).take(limit)
     raise UserError(f"unknown data set '{spec}'", hint=f"data sets: {', '.join(KINDS)}")
 
 
@@ -80,6 +83,17 @@ def _npz(name: str, path: Path) -> Dataset:
     labels = arrays.get("label", arrays.get("y"))
     return Dataset(name, images.astype(np.float32),
                    None if labels is None else labels.astype(np.int64))
+
+
+def _cifar10(name: str, path: Path) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            images, labels = data["images"], data["labels"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"cannot read CIFAR-10 images from {path}: {exc}",
+                        hint="an .npz with uint8 `images` [N,32,32,3] and `labels`") from None
+    x = images.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+    return Dataset(name, np.ascontiguousarray(x), labels.astype(np.int64))
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -10,8 +10,10 @@ from imcc.ir.types import TensorType
 
 def rebatch(graph: Graph, batch: int) -> Graph:
     """Return the graph with every input's leading axis set to `batch`; reshapes whose leading
-    dimension is the old batch follow; result types are inferred again. Raises UserError when
-    the graph does not treat its leading axis as the batch (e.g. it reshapes across it)."""
+    dimension is the old batch follow, and so do slices that keep the whole batch axis; result
+    types are inferred again and every value must keep the new batch on its leading axis.
+    Raises UserError when the graph does not treat its leading axis as the batch (e.g. it
+    reshapes across it)."""
     old = {v.type.shape[0] for v in graph.inputs if v.type.rank}
     if len(old) != 1:
         raise UserError(f"graph @{graph.name} has no single leading batch axis to change")
@@ -30,11 +32,14 @@ def rebatch(graph: Graph, batch: int) -> Graph:
             attributes = dict(node.attributes)
             if node.op == "reshape" and attributes["shape"][:1] == (before,):
                 attributes["shape"] = (batch, *attributes["shape"][1:])
+            if node.op == "slice" and (attributes["starts"][0], attributes["ends"][0],
+                                       attributes["steps"][0]) == (0, before, 1):
+                attributes["ends"] = (batch, *attributes["ends"][1:])
             builder.add_node(node.op, node.inputs, attributes, name=node.name,
                              outputs=node.outputs)
             for out in node.outputs:
-                if graph.types[out].shape[:1] != (before,) or (
-                        builder.types[out].shape[1:] != graph.types[out].shape[1:]):
+                if graph.types[out].shape[:1] != (before,) or builder.types[out].shape != (
+                        batch, *graph.types[out].shape[1:]):
                     raise ShapeError(f"%{out} does not keep the batch on its leading axis")
     except ShapeError as exc:
         raise UserError(f"cannot change the batch of graph @{graph.name}: {exc}",
