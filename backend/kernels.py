@@ -6,6 +6,7 @@ convolution is one im2col copy and one BLAS GEMM per channel group.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -53,28 +54,42 @@ def im2col(
     dilations: tuple[int, ...],
     group: int,
 ) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Return the patches [group, N * positions, C/group * taps] of x[N,C,*S] and the output
-    spatial shape: row p of group g holds the inputs that output position p multiplies."""
+    """Return the patches [group, N * positions, taps * C/group] of x[N,C,*S] and the output
+    spatial shape: row p of group g holds the inputs that output position p multiplies, ordered
+    (kernel tap, channel) as `conv_filters` orders the weights.
+
+    The input is padded once in channels-last order; then one strided copy per kernel tap (a
+    loop over the taps, never over positions) fills the patch matrix.
+    """
     spatial = x.ndim - 2
     out = tuple(
         window_output_size(x.shape[2 + i], kernel[i], strides[i], pads[i], pads[spatial + i],
                            dilations[i], False)
         for i in range(spatial)
     )
-    padded = _pad_spatial(x, pads[:spatial], pads[spatial:], 0)
-    windows = _windows(padded, kernel, strides, dilations, out)  # [N, C, *O, *K]
     n, c = x.shape[:2]
+    last = np.moveaxis(x, 1, -1)  # [N, *S, C]
+    if any(pads):
+        widths = [(0, 0), *zip(pads[:spatial], pads[spatial:], strict=True), (0, 0)]
+        last = np.pad(last, widths)
+    taps = math.prod(kernel)
     per_group = c // group
-    positions, taps = math.prod(out), math.prod(kernel)
-    windows = windows.reshape(n, group, per_group, positions, taps)
-    patches = windows.transpose(1, 0, 3, 2, 4).reshape(group, n * positions, per_group * taps)
+    cols = np.empty((n, *out, group, taps, per_group), x.dtype)
+    for t, offsets in enumerate(itertools.product(*(range(k) for k in kernel))):
+        window = tuple(slice(o * d, o * d + (size - 1) * st + 1, st) for o, d, size, st in
+                       zip(offsets, dilations, out, strides, strict=True))
+        cols[..., t, :] = last[(slice(None), *window)].reshape(n, *out, group, per_group)
+    positions = n * math.prod(out)
+    patches = cols.reshape(positions, group, taps * per_group).transpose(1, 0, 2)
     return patches, out
 
 
 def conv_filters(w: np.ndarray, group: int) -> np.ndarray:
-    """Return conv weights w[M, C/group, *K] as matrices [group, C/group * taps, M/group]."""
+    """Return conv weights w[M, C/group, *K] as matrices [group, taps * C/group, M/group],
+    rows ordered (kernel tap, channel) as `im2col` orders the patches."""
     m = w.shape[0]
-    return w.reshape(group, m // group, -1).transpose(0, 2, 1)
+    by_tap = np.moveaxis(w, 1, -1)  # [M, *K, C/group]
+    return by_tap.reshape(group, m // group, -1).transpose(0, 2, 1)
 
 
 def col2im(result: np.ndarray, batch: int, out: tuple[int, ...]) -> np.ndarray:
