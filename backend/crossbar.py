@@ -162,8 +162,9 @@ def convert(sums: np.ndarray, low: float, high: float, converter: Converter,
         codes = np.multiply(sums, 1.0 / step, out=sums)
         np.rint(codes, out=codes)
         stats.lossless = False
-    saturated = int(np.count_nonzero(codes > levels_high))
-    if levels_low < 0 or low < 0:
+    saturated = 0
+    if codes.size and (codes.max() > levels_high or codes.min() < levels_low):  # rare: count
+        saturated = int(np.count_nonzero(codes > levels_high))
         saturated += int(np.count_nonzero(codes < levels_low))
     if saturated:
         stats.saturated += saturated
