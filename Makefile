@@ -30,6 +30,7 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/compile.py
 	$(BIN)/python benchmarks/cost.py
+	$(BIN)/python benchmarks/simulate.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
