@@ -120,6 +120,8 @@ class Statistics:
     saturated: int = 0
     samples: int = 0
     ones: int = 0  # MTJ samples that switched
+    speculative_failures: int = 0  # wide-slice conversions that hit a min / max code
+    recoveries: int = 0  # 1-bit conversions that re-ran the failed wide slices
     lossless: bool = True
     gemms: list[tuple[int, int, int, int]] = field(default_factory=list)  # (batch, M, K, N)
 
@@ -129,8 +131,24 @@ class Statistics:
         self.saturated += other.saturated
         self.samples += other.samples
         self.ones += other.ones
+        self.speculative_failures += other.speculative_failures
+        self.recoveries += other.recoveries
         self.lossless &= other.lossless
         self.gemms.extend(other.gemms)
+
+
+def adc_levels(converter: Converter, low: float, high: float) -> tuple[int, int, float]:
+    """Return an ADC's lowest and highest code and its step for sums in [low, high]."""
+    bits = 1 if converter.kind is ConverterKind.SENSE_AMP else converter.bits
+    signed = low < 0
+    levels_low, levels_high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (
+        0, 2**bits - 1)
+    step = 1.0
+    if converter.range_rule == "full-scale":
+        span = max(abs(low), abs(high))
+        needed = math.ceil(math.log2(span + 1)) + (1 if signed else 0)
+        step = 2.0 ** max(0, needed - bits)
+    return levels_low, levels_high, step
 
 
 def convert(sums: np.ndarray, low: float, high: float, converter: Converter,
@@ -148,15 +166,7 @@ def convert(sums: np.ndarray, low: float, high: float, converter: Converter,
         stats.ones += int(counts.sum())
         stats.lossless = False
         return middle + radius * (2.0 * counts / converter.samples - 1.0)
-    bits = 1 if converter.kind is ConverterKind.SENSE_AMP else converter.bits
-    signed = low < 0
-    levels_low, levels_high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (
-        0, 2**bits - 1)
-    step = 1.0
-    if converter.range_rule == "full-scale":
-        span = max(abs(low), abs(high))
-        needed = math.ceil(math.log2(span + 1)) + (1 if signed else 0)
-        step = 2.0 ** max(0, needed - bits)
+    levels_low, levels_high, step = adc_levels(converter, low, high)
     codes = sums
     if step != 1.0:
         codes = np.multiply(sums, 1.0 / step, out=sums)
@@ -195,6 +205,61 @@ def partial_sum_range(streaming: InputStreaming, mapping: WeightMapping, rows_pe
     w_low = -w_high if mapping.encoding != "offset" and signed_columns else 0
     corners = [a * b * rows_per_sum for a in (in_low, in_high) for b in (w_low, w_high)]
     return float(min(corners)), float(max(corners))
+
+
+@dataclass
+class _Reader:
+    """Reads one block of positions through the crossbars: slice planes, one GEMM per row
+    chunk, the converter; returns converted sums [C, J, p, I*D*N] and the slice weights."""
+
+    b: np.ndarray
+    chunks: int
+    rows_per_sum: int
+    pad: int
+    low: float
+    high: float
+    converter: Converter
+    rng: np.random.Generator
+    stats: Statistics
+
+    def __call__(self, x: np.ndarray, streaming: InputStreaming,
+                 stats: Statistics | None = None) -> tuple[np.ndarray, np.ndarray]:
+        part, input_weight = input_planes(x, streaming)  # [J, p, K]
+        if self.pad:
+            part = np.concatenate([part, np.zeros((*part.shape[:2], self.pad), np.float32)],
+                                  axis=2)
+        planes, p = part.shape[:2]
+        part = part.reshape(planes, p, self.chunks, self.rows_per_sum).transpose(2, 0, 1, 3)
+        part = part.reshape(self.chunks, planes * p, self.rows_per_sum)
+        sums = np.matmul(part, self.b)  # [C, J*p, I*D*N], exact integers in float32
+        counter = self.stats if stats is None else stats
+        counter.gemms.append((self.chunks, planes * p, self.rows_per_sum, self.b.shape[2]))
+        values = convert(sums, self.low, self.high, self.converter, self.rng, counter)
+        return values.reshape(self.chunks, planes, p, self.b.shape[2]), input_weight
+
+
+def _recover(values: np.ndarray, read: _Reader, x: np.ndarray, streaming: InputStreaming,
+             bitwise: InputStreaming, stats: Statistics) -> np.ndarray:
+    """RAELLA's speculation: a wide-slice conversion that hit the lowest or highest code is
+    discarded and its input bits re-run as 1-bit slices; only those columns are converted."""
+    levels_low, levels_high, step = adc_levels(read.converter, read.low, read.high)
+    failed = values >= levels_high * step
+    if read.low < 0:
+        failed |= values <= levels_low * step
+    flagged = int(np.count_nonzero(failed))
+    stats.speculative_failures += flagged
+    if not flagged:
+        return values
+    scratch = Statistics()
+    bits, _ = read(x, bitwise, scratch)  # [C, B, p, I*D*N], bit b at index B - 1 - b
+    widths, shifts = streaming.slices, slice_shifts(streaming.slices)
+    recovered = np.zeros_like(values)
+    for j, (width, shift) in enumerate(zip(widths, shifts, strict=True)):
+        for q in range(shift, shift + width):
+            recovered[:, j] += 2.0 ** (q - shift) * bits[:, streaming.bits - 1 - q]
+        stats.recoveries += width * int(np.count_nonzero(failed[:, j]))
+    stats.gemms.extend(scratch.gemms)
+    return np.where(failed, recovered, values)
 
 
 def crossbar_matmul(
@@ -248,18 +313,17 @@ def crossbar_matmul(
     weights = weights.astype(stage)
     per_position = chunks * len(streaming.slices) * max(slices * devices * columns, rows_per_sum)
     block = max(1, BLOCK_ELEMENTS // per_position)
-    input_weight = None
+    if streaming.speculate and converter.kind is ConverterKind.MTJ:
+        raise NotImplementedError("speculation needs an ADC that flags saturated codes")
+    bitwise = InputStreaming(streaming.bits, (1,) * streaming.bits, streaming.signed, False)
+    read = _Reader(b, chunks, rows_per_sum, pad, low, high, converter, rng, stats)
     for start in range(0, positions, block):
-        part, input_weight = input_planes(x[start:start + block], streaming)  # [J, p, K]
-        if pad:
-            part = np.concatenate([part, np.zeros((*part.shape[:2], pad), np.float32)], axis=2)
-        p = part.shape[1]
-        part = part.reshape(len(streaming.slices), p, chunks, rows_per_sum).transpose(2, 0, 1, 3)
-        part = part.reshape(chunks, len(streaming.slices) * p, rows_per_sum)
-        sums = np.matmul(part, b)  # [C, J*p, I*D*N], exact integers in float32
-        stats.gemms.append((chunks, part.shape[1], rows_per_sum, b.shape[2]))
-        values = convert(sums, low, high, converter, rng, stats).astype(stage, copy=False)
-        values = values.reshape(chunks * len(streaming.slices) * p, slices * devices, columns)
+        block_x = x[start:start + block]
+        values, input_weight = read(block_x, streaming)  # [C, J, p, I*D, N]
+        if streaming.speculate:
+            values = _recover(values, read, block_x, streaming, bitwise, stats)
+        p = block_x.shape[0]
+        values = values.astype(stage, copy=False).reshape(-1, slices * devices, columns)
         merged = np.matmul(weights, values)  # [C*J*p, N]: shift-and-add over weight slices
         merged = merged.reshape(chunks, len(streaming.slices), p, columns).astype(np.float64)
         out[start:start + p] = np.einsum("cjpn,j->pn", merged, input_weight)

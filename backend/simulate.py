@@ -6,7 +6,8 @@ converters, and the mapped network with the program's converters (seeded). Repor
 accuracies, the agreement of their predictions, and per crossbar layer the saturation rate of
 its converters, the mean relative error of its output against the lossless run (errors of
 earlier layers included, as they propagate), and for MTJ converters the samples drawn and the
-fraction that switched.
+fraction that switched; for speculative layers (RAELLA) the wide reads that saturated and the
+1-bit recovery conversions they took.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class LayerAccuracy:
     rel_error: float
     mtj_samples: int
     mtj_switch_rate: float | None
+    speculative_failures: int = 0  # wide-slice reads that saturated and were re-run
+    recovery_conversions: int = 0  # the 1-bit conversions those re-runs took
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,8 @@ def simulate(program: Graph, target: Target, data: Dataset, *, float_graph: Grap
             node.name or node.outputs[0], stats.conversions,
             stats.saturated / stats.conversions if stats.conversions else 0.0,
             total / reference if reference else 0.0, stats.samples,
-            stats.ones / stats.samples if stats.samples else None))
+            stats.ones / stats.samples if stats.samples else None,
+            stats.speculative_failures, stats.recoveries))
     return SimulationReport(
         data.name, len(mapped_pred), seed,
         None if float_pred is None else float(np.mean(float_pred == labels)),
