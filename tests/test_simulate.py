@@ -106,3 +106,24 @@ def test_simulate_needs_labels_and_a_target(tmp_path, capsys):
     capsys.readouterr()
     assert main(["simulate", str(mapped_file), "--data", f"npz:{tmp_path / 'x.npz'}"]) == 2
     assert "has no labels" in capsys.readouterr().err
+
+
+def test_lossless_crossbars_match_onnxruntime_on_the_qdq_model():
+    """The oracle end to end: crossbar datapath (lossless) vs onnxruntime's QDQ model."""
+    import onnxruntime as ort
+
+    from imcc.backend.qdq import export_qdq
+
+    program, hardware = mapped("raella")
+    batched = rebatch(program, 60)
+    images = DATA.images[:60]
+    machine = CrossbarInterpreter(hardware, np.random.default_rng(0), lossless=True)
+    ours = machine.run(batched, {"image": images})["logits"]
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    session = ort.InferenceSession(export_qdq(batched).SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    (theirs,) = session.run(None, {"image": images})
+    step = np.abs(ours).max() / 127  # one 8-bit output step
+    assert np.abs(ours - theirs).max() <= step
+    assert (ours.argmax(1) == theirs.argmax(1)).all()
