@@ -96,13 +96,11 @@ def _simulation(graph: Graph, target: object, spec: str, args: argparse.Namespac
     """Simulate a mapped program on a data set and print the summary; return its record."""
     from imcc.backend.simulate import format_simulation, simulate
     from imcc.frontend.datasets import load_dataset
-    from imcc.passes.pipeline import DEFAULT_PIPELINE
-
     source = args.model_source or graph.attributes.get("source")
     float_graph = None
-    if source and Path(source).is_file():
-        float_graph = _run_pipeline(_import_onnx(source, None), DEFAULT_PIPELINE, args,
-                                    "source", None)
+    if source and Path(source).is_file():  # the float reference: the source, cleaned up
+        float_graph = PassManager(parse_pipeline(DEFAULT_PIPELINE)).run(
+            _import_onnx(source, None), Context(seed=args.seed))
     report = simulate(graph, target, load_dataset(spec, args.limit), float_graph=float_graph,
                       batch=args.sim_batch, seed=args.seed, progress=sys.stderr.isatty())
     if not args.json:
@@ -177,17 +175,18 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_simulate(args: argparse.Namespace) -> int:
-    graph = load_program(args.program, args.weights)
+def _program_target(args: argparse.Namespace, graph: Graph) -> object:
+    """Return the target of a mapped program: `--target`, else the one the program records."""
     spec = args.target or graph.attributes.get("target")
     if spec is None:
         raise UserError(f"{args.program} does not say which target it is mapped for",
                         hint="give --target T (compile with --target records it)")
-    args.no_verify, args.reproducer = False, None
-    for flag in ("print_ir_before", "print_ir_after", "dump_ir_dir"):
-        setattr(args, flag, None)
-    args.print_ir_after_all = args.print_ir_after_change = args.time_passes = False
-    record = _simulation(graph, resolve_target(spec), args.data, args)
+    return resolve_target(spec)
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    graph = load_program(args.program, args.weights)
+    record = _simulation(graph, _program_target(args, graph), args.data, args)
     if args.json:
         import json
 
@@ -197,11 +196,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def _cmd_cost(args: argparse.Namespace) -> int:
     graph = load_program(args.program, args.weights)
-    spec = args.target or graph.attributes.get("target")
-    if spec is None:
-        raise UserError(f"{args.program} does not say which target it is mapped for",
-                        hint="give --target T (compile with --target records it)")
-    _report(graph, resolve_target(spec), args.report, args.json, "as recorded in the program")
+    _report(graph, _program_target(args, graph), args.report, args.json,
+            "as recorded in the program")
     return 0
 
 
