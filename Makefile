@@ -31,6 +31,7 @@ bench: setup
 	$(BIN)/python benchmarks/compile.py
 	$(BIN)/python benchmarks/cost.py
 	$(BIN)/python benchmarks/simulate.py
+	$(BIN)/python benchmarks/accuracy.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
