@@ -159,9 +159,12 @@ def convert(sums: np.ndarray, low: float, high: float, converter: Converter,
     stats.conversions += sums.size
     if converter.kind is ConverterKind.MTJ:
         middle, radius = (high + low) / 2, max((high - low) / 2, 1.0)
-        x = np.clip((sums - middle) / radius, -1.0, 1.0)
-        p = 1.0 / (1.0 + np.exp(-converter.sensitivity * x))
-        counts = rng.binomial(converter.samples, p)
+        x = np.clip((sums - np.float32(middle)) * np.float32(1 / radius), -1.0, 1.0)
+        p = 1.0 / (1.0 + np.exp(np.float32(-converter.sensitivity) * x))
+        if converter.samples == 1:  # Binomial(1, p): one uniform draw, much faster than binomial
+            counts = (rng.random(p.shape, dtype=np.float32) < p).astype(np.float32)
+        else:
+            counts = rng.binomial(converter.samples, p)
         stats.samples += sums.size * converter.samples
         stats.ones += int(counts.sum())
         stats.lossless = False
