@@ -27,7 +27,7 @@ from imcc.costmodel.digital import (
 from imcc.costmodel.layer import OUTPUT_BITS, CrossbarArea, LayerCost, crossbar_layer
 from imcc.errors import MappingError
 from imcc.ir.graph import Graph, Node
-from imcc.ir.mapping import ActivationStats
+from imcc.ir.mapping import ActivationStats, Placement
 from imcc.ir.types import TensorType
 from imcc.target import Target
 
@@ -36,6 +36,13 @@ DEFAULT_CODE_BITS = 8
 
 KEEPS_CODES = DATA_MOVEMENT | {"max_pool", "global_max_pool", "relu"}
 """Ops whose integer result holds the same codes as their first operand (stats pass through)."""
+
+
+def _tiles_used(graph: Graph) -> int:
+    """Return the tiles the placed crossbar layers of a graph occupy (0 when unplaced)."""
+    ends = [p.first_tile + p.tiles * p.replicas for n in graph.nodes
+            if isinstance(p := n.attributes.get("placement"), Placement)]
+    return max(ends, default=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +73,8 @@ class CostInterpreter(Interpreter[Carried]):
         unit = target.digital
         if unit.level == "chip":
             self.digital_units = unit.count
-        else:  # per tile / crossbar of the chip the target fixes (one tile when it fixes none)
-            tiles = max(target.hierarchy.tiles_per_chip, 1)
+        else:  # per tile / crossbar of the chip: the target's, or the tiles the mapping uses
+            tiles = target.hierarchy.tiles_per_chip or max(_tiles_used(graph), 1)
             per_tile = target.hierarchy.crossbars_per_tile if unit.level == "crossbar" else 1
             self.digital_units = unit.count * tiles * per_tile
 
