@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from imcc.errors import MappingError
 from imcc.ir.mapping import InputStreaming, WeightMapping
 from imcc.target import ConverterKind
 
@@ -98,7 +99,8 @@ def weight_planes(w: np.ndarray, mapping: WeightMapping, weight_bits: int,
                                 0.0)
         return WeightPlanes(np.stack([positive, negative], axis=1), significance,
                             np.array([1.0, -1.0]), 0.0)
-    raise NotImplementedError(f"weight encoding '{mapping.encoding}' is not simulated")
+    raise MappingError(f"weight encoding '{mapping.encoding}' cannot be simulated without its "
+                       "per-filter centers", hint="simulate offset or differential encodings")
 
 
 @dataclass(frozen=True)
@@ -292,7 +294,9 @@ def crossbar_matmul(
     chunks = math.ceil(rows / rows_per_sum)
     pad = chunks * rows_per_sum - rows
     if max(abs(low), abs(high)) >= MAX_EXACT:
-        raise NotImplementedError("partial sums beyond 2**24 need a float64 datapath")
+        raise MappingError(f"partial sums up to {max(abs(low), abs(high)):.0f} exceed the "
+                           "2**24 the simulator keeps exact", hint="use fewer rows per sum or "
+                           "narrower slices")
     correction = 0.0
     if stored.input_sum_factor:
         correction = stored.input_sum_factor * x.astype(np.float64).sum(axis=1, keepdims=True)
@@ -317,7 +321,8 @@ def crossbar_matmul(
     per_position = chunks * len(streaming.slices) * max(slices * devices * columns, rows_per_sum)
     block = max(1, BLOCK_ELEMENTS // per_position)
     if streaming.speculate and converter.kind is ConverterKind.MTJ:
-        raise NotImplementedError("speculation needs an ADC that flags saturated codes")
+        raise MappingError("speculation needs an ADC that flags saturated codes, not an MTJ",
+                           hint="select an ADC for speculative layers")
     bitwise = InputStreaming(streaming.bits, (1,) * streaming.bits, streaming.signed, False)
     read = _Reader(b, chunks, rows_per_sum, pad, low, high, converter, rng, stats)
     for start in range(0, positions, block):

@@ -127,3 +127,17 @@ def test_lossless_crossbars_match_onnxruntime_on_the_qdq_model():
     step = np.abs(ours).max() / 127  # one 8-bit output step
     assert np.abs(ours - theirs).max() <= step
     assert (ours.argmax(1) == theirs.argmax(1)).all()
+
+
+def test_an_encoding_the_datapath_cannot_run_is_a_clear_error(tmp_path, capsys):
+    program = tmp_path / "c.imcir"
+    pipeline = default_pipeline(load_target("raella")).replace(
+        "tile-crossbar", 'tile-crossbar{rows=0 columns=0 slices=[] encoding=center-offset}')
+    assert main(["compile", "digits-cnn", "--target", "raella", "--passes", pipeline,
+                 "-o", str(program)]) == 0
+    capsys.readouterr()
+    assert main(["simulate", str(program), "--data", "digits-cnn", "--limit", "8"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: weight encoding 'center-offset' cannot be simulated without "
+                          "its per-filter centers\n")
+    assert "Traceback" not in err
