@@ -18,8 +18,8 @@ $(VENV)/.installed: pyproject.toml scripts/fetch_test_models.sh
 	touch $@
 
 demo: setup
-	$(BIN)/imcc compile digits-cnn --target isaac --report out/digits_cnn.json --time-passes \
-		-o out/digits_cnn.imcir
+	$(BIN)/imcc compile digits-cnn --target isaac --simulate digits-cnn --time-passes \
+		--report out/digits_cnn.json -o out/digits_cnn.imcir
 	$(BIN)/imcc run out/digits_cnn.imcir --input examples/digits_test.npz
 	$(BIN)/imcc run digits-cnn --input examples/digits_test.npz --check-ort
 
