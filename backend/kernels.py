@@ -12,7 +12,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from imcc.ir.ops.nn import window_output_size
+from imcc.ir.ops.nn import window_output_shape
 
 
 def _windows(
@@ -62,11 +62,7 @@ def im2col(
     loop over the taps, never over positions) fills the patch matrix.
     """
     spatial = x.ndim - 2
-    out = tuple(
-        window_output_size(x.shape[2 + i], kernel[i], strides[i], pads[i], pads[spatial + i],
-                           dilations[i], False)
-        for i in range(spatial)
-    )
+    out = window_output_shape(x.shape[2:], kernel, strides, pads, dilations, False)
     n, c = x.shape[:2]
     last = np.moveaxis(x, 1, -1)  # [N, *S, C]
     if any(pads):
@@ -118,11 +114,7 @@ def conv(
 
 def _pool_geometry(x, kernel, strides, pads, dilations, ceil_mode):
     spatial = x.ndim - 2
-    out = tuple(
-        window_output_size(x.shape[2 + i], kernel[i], strides[i], pads[i], pads[spatial + i],
-                           dilations[i], ceil_mode)
-        for i in range(spatial)
-    )
+    out = window_output_shape(x.shape[2:], kernel, strides, pads, dilations, ceil_mode)
     # ceil mode may need more than the explicit end padding for the last window
     needed = tuple((o - 1) * s + d * (k - 1) + 1
                    for o, s, d, k in zip(out, strides, dilations, kernel, strict=True))

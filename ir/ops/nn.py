@@ -42,6 +42,24 @@ def window_output_size(
     return out
 
 
+def window_output_shape(
+    sizes: tuple[int, ...],
+    kernel: tuple[int, ...],
+    strides: tuple[int, ...],
+    pads: tuple[int, ...],
+    dilations: tuple[int, ...],
+    ceil: bool,
+) -> tuple[int, ...]:
+    """Return the output shape of a sliding window over every spatial axis (pads: all begins,
+    then all ends)."""
+    spatial = len(sizes)
+    return tuple(
+        window_output_size(sizes[i], kernel[i], strides[i], pads[i], pads[spatial + i],
+                           dilations[i], ceil)
+        for i in range(spatial)
+    )
+
+
 @define_op(
     "conv",
     "N-d convolution (cross-correlation) with groups: x[N,C,*S] * w[M,C/group,*K] + b[M]",
@@ -63,18 +81,8 @@ def _conv(types, attrs, consts):
         raise ShapeError(f"conv bias must be [{filters}], got {types[2]}")
     if any(t.dtype != x.dtype for t in types):
         raise ShapeError("conv operands must share one element type")
-    out = [
-        window_output_size(
-            x.shape[2 + i],
-            w.shape[2 + i],
-            attrs["strides"][i],
-            attrs["pads"][i],
-            attrs["pads"][spatial + i],
-            attrs["dilations"][i],
-            False,
-        )
-        for i in range(spatial)
-    ]
+    out = window_output_shape(x.shape[2:], w.shape[2:], attrs["strides"], attrs["pads"],
+                              attrs["dilations"], False)
     return [TensorType((x.shape[0], filters, *out), x.dtype)]
 
 
@@ -136,19 +144,8 @@ def _pool(types, attrs, consts, op: str):
     if len(kernel) != spatial or any(k < 1 for k in kernel):
         raise ShapeError(f"{op} needs {spatial} kernel sizes >= 1, got {list(kernel)}")
     _check_window(spatial, attrs, op)
-    dilations = attrs["dilations"]
-    out = [
-        window_output_size(
-            x.shape[2 + i],
-            kernel[i],
-            attrs["strides"][i],
-            attrs["pads"][i],
-            attrs["pads"][spatial + i],
-            dilations[i],
-            attrs["ceil_mode"],
-        )
-        for i in range(spatial)
-    ]
+    out = window_output_shape(x.shape[2:], kernel, attrs["strides"], attrs["pads"],
+                              attrs["dilations"], attrs["ceil_mode"])
     return [TensorType((*x.shape[:2], *out), x.dtype)]
 
 
