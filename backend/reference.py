@@ -9,7 +9,7 @@ import numpy as np
 from imcc.backend import kernels
 from imcc.backend.interpreter import Interpreter, Rule
 from imcc.errors import InterpreterError, UserError
-from imcc.ir.graph import Graph, Node
+from imcc.ir.graph import Graph, Node, Value
 from imcc.ir.io import require_weights
 from imcc.ir.types import TensorType
 
@@ -217,20 +217,26 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.nda
     return outputs
 
 
-def collect(graph: Graph, images: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
-    """Run the graph's single input over samples in chunks of its batch; return the named
-    values of all chunks concatenated along the batch axis (the remainder that does not fill a
-    whole batch is dropped)."""
+def sample_input(graph: Graph, images: np.ndarray, purpose: str) -> Value:
+    """Return the single input a data set feeds, checking that its samples fit it."""
     if len(graph.inputs) != 1:
-        raise UserError(f"graph @{graph.name} has {len(graph.inputs)} inputs; calibration "
-                        "feeds one", hint="calibrate a single-input model")
+        raise UserError(f"graph @{graph.name} has {len(graph.inputs)} inputs; {purpose} "
+                        "feeds one", hint=f"use {purpose} with a single-input model")
     value = graph.inputs[0]
-    batch = value.type.shape[0] if value.type.rank else 1
     sample_shape = value.type.shape[1:]
     if tuple(images.shape[1:]) != sample_shape:
         raise UserError(f"data samples are {list(images.shape[1:])}, the model's input "
                         f"%{value.name} takes {list(sample_shape)} per sample",
                         hint="pick a data set of the model's input shape")
+    return value
+
+
+def collect(graph: Graph, images: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    """Run the graph's single input over samples in chunks of its batch; return the named
+    values of all chunks concatenated along the batch axis (the remainder that does not fill a
+    whole batch is dropped)."""
+    value = sample_input(graph, images, "calibration")
+    batch = value.type.shape[0] if value.type.rank else 1
     chunks = len(images) // batch
     if chunks == 0:
         raise UserError(f"{len(images)} samples do not fill one batch of {batch}")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from imcc.backend.reference import run_graph
+from imcc.backend.reference import run_graph, sample_input
 from imcc.backend.simulator import CrossbarInterpreter
 from imcc.errors import UserError
 from imcc.frontend.datasets import Dataset
@@ -75,8 +75,8 @@ def simulate(program: Graph, target: Target, data: Dataset, *, float_graph: Grap
         raise UserError(f"data set {data.name} has no labels", hint="accuracy needs labels")
     require_weights(program, "simulate")
     batch = max(1, min(batch, len(data.images)))
-    mapped = _batched(program, batch)
-    ideal = _batched(float_graph, batch) if float_graph is not None else None
+    mapped = _batched(program, data, batch)
+    ideal = _batched(float_graph, data, batch) if float_graph is not None else None
     layers = [n.outputs[0] for n in crossbar_layers(mapped)]
     names = (*layers, mapped.outputs[0])
     rng = np.random.default_rng(seed)
@@ -123,9 +123,8 @@ def simulate(program: Graph, target: Target, data: Dataset, *, float_graph: Grap
         tuple(records))
 
 
-def _batched(graph: Graph, batch: int) -> Graph:
-    if len(graph.inputs) != 1:
-        raise UserError(f"graph @{graph.name} has {len(graph.inputs)} inputs; simulate feeds one")
+def _batched(graph: Graph, data: Dataset, batch: int) -> Graph:
+    sample_input(graph, data.images, "simulate")
     return rebatch(graph, batch)
 
 

@@ -141,3 +141,13 @@ def test_an_encoding_the_datapath_cannot_run_is_a_clear_error(tmp_path, capsys):
     assert err.startswith("error: weight encoding 'center-offset' cannot be simulated without "
                           "its per-filter centers\n")
     assert "Traceback" not in err
+
+
+def test_simulate_rejects_data_of_another_shape():
+    from imcc.errors import UserError
+
+    program, hardware = mapped("isaac")
+    wrong = load_dataset("digits-cnn")
+    wrong = type(wrong)(wrong.name, wrong.images[:, :, :4, :4], wrong.labels)
+    with pytest.raises(UserError, match=r"data samples are \[1, 4, 4\], the model's input"):
+        simulate(program, hardware, wrong, batch=10)
