@@ -19,7 +19,7 @@ from imcc.examples import resolve_model
 from imcc.ir.graph import Graph
 from imcc.ir.io import load_program, save_program
 from imcc.ir.printer import print_graph
-from imcc.passes.context import Context
+from imcc.passes.context import Context, Decisions
 from imcc.passes.instruments import DumpIR, PassInstrument, PrintIR, TimePasses
 from imcc.passes.manager import PassManager
 from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline
@@ -74,14 +74,18 @@ def _instruments(args: argparse.Namespace) -> list[PassInstrument]:
 
 
 def _run_pipeline(graph: Graph, pipeline: str, args: argparse.Namespace, source: str,
-                  target: object | None = None, calibration: np.ndarray | None = None) -> Graph:
+                  target: object | None = None, calibration: np.ndarray | None = None,
+                  decisions: Decisions | None = None) -> Graph:
     passes = parse_pipeline(pipeline, source)
     manager = PassManager(passes, _instruments(args), verify_each=not args.no_verify,
                           reproducer=args.reproducer)
     options = {} if calibration is None else {"calibration": calibration}
     ctx = Context(target=target, seed=args.seed, options=options,
-                  logger=logging.getLogger("imcc"))
-    return manager.run(graph, ctx)
+                  logger=logging.getLogger("imcc"), decisions=decisions or Decisions())
+    graph = manager.run(graph, ctx)
+    if getattr(args, "stats", False) and ctx.decisions.tables:
+        print(ctx.decisions.format(), file=sys.stderr)
+    return graph
 
 
 def _with_target(graph: Graph, spec: str | None) -> Graph:
@@ -111,7 +115,8 @@ def _simulation(graph: Graph, target: object, spec: str, args: argparse.Namespac
 
 
 def _report(graph: Graph, target: object, json_path: str | None, as_json: bool,
-            calibrated: str, simulation: dict | None = None) -> None:
+            calibrated: str, simulation: dict | None = None,
+            decisions: Decisions | None = None) -> None:
     """Print the cost report of a mapped program (a table, or JSON) and write `--report`."""
     import json
 
@@ -119,6 +124,8 @@ def _report(graph: Graph, target: object, json_path: str | None, as_json: bool,
 
     report = estimate(graph, target)
     record = {**report.to_dict(), "calibration": calibrated}
+    if decisions is not None:
+        record["decisions"] = decisions.tables
     if simulation is not None:
         record.update({key: simulation[key] for key in (
             "accuracy", "float_accuracy", "quantized_accuracy", "samples")})
@@ -158,7 +165,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     calibration, calibrated = (None, "none")
     if target is not None or args.calib is not None:
         calibration, calibrated = calibration_data(args.calib, args.model)
-    graph = _run_pipeline(graph, pipeline, args, "--passes", target, calibration)
+    decisions = Decisions()
+    graph = _run_pipeline(graph, pipeline, args, "--passes", target, calibration, decisions)
     if target is None:
         if not args.output and any(not c.inline for c in graph.constants.values()):
             print("note: weights are not written when the program goes to stdout; use -o FILE",
@@ -171,7 +179,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     if args.simulate:
         args.json, args.model_source = False, None
         simulation = _simulation(graph, target, args.simulate, args)
-    _report(graph, target, args.report, False, calibrated, simulation)
+    _report(graph, target, args.report, False, calibrated, simulation, decisions)
     return 0
 
 
@@ -435,6 +443,8 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser, *, passes: bool = True)
     group.add_argument("--dump-ir-dir", metavar="DIR",
                        help="write the IR after every pass to DIR/NN-pass.imcir")
     group.add_argument("--time-passes", action="store_true", help="print wall time per pass")
+    group.add_argument("--stats", action="store_true",
+                       help="print per-layer tables of what the passes decided (stderr)")
     group.add_argument("--no-verify", action="store_true",
                        help="do not verify the IR after every pass")
     group.add_argument("--reproducer", metavar="PATH",

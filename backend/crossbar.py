@@ -13,7 +13,10 @@ partial sum stays below 2**24, which `MAX_EXACT` checks; reconstruction runs in 
    subtracts `2^(B-1) * sum_k x_k` (from a running input sum); `differential` stores `max(w, 0)`
    and `max(-w, 0)` on a device pair: with `signed_columns` the pair's currents subtract in the
    column (one signed partial sum per slice), otherwise both columns are converted and
-   subtracted digitally. Each stored value splits into the weight slices of `#weights<...>`.
+   subtracted digitally. `center-offset` (RAELLA) stores the signed offset `w - c_n` from the
+   filter's center `c_n` (the op's `centers`) on the pair as `differential` does, and the
+   digital datapath adds `c_n * sum_k x_k`. Each stored value splits into the weight slices of
+   `#weights<...>`; a value wider than the slices is a mapping error, never truncated.
 3. Partial sums. Rows are summed in chunks of the crossbar's active rows (the last chunk may be
    shorter): per (row chunk, input slice, weight slice, device, position, column) one integer
    partial sum, exactly what the column converter sees.
@@ -70,37 +73,47 @@ def input_planes(x: np.ndarray, streaming: InputStreaming, dtype: type = np.floa
 @dataclass(frozen=True)
 class WeightPlanes:
     """Stored weight slices [I, D, K, N], their significance, the sign of each device's column,
-    and the digital correction per unit of input sum."""
+    and the digital correction per unit of input sum (per column, or one for all)."""
 
     planes: np.ndarray
     significance: np.ndarray
     device_signs: np.ndarray
-    input_sum_factor: float
+    input_sum_factor: np.ndarray | float
 
 
 def weight_planes(w: np.ndarray, mapping: WeightMapping, weight_bits: int,
-                  signed_columns: bool) -> WeightPlanes:
-    """Encode integer weights [K, N] and split them into slices (MSB first)."""
+                  signed_columns: bool, centers: np.ndarray | None = None) -> WeightPlanes:
+    """Encode integer weights [K, N] (with per-column `centers` for center-offset) and split
+    them into slices (MSB first)."""
     shifts = slice_shifts(mapping.slices)
     masks = [2**width - 1 for width in mapping.slices]
     w = w.astype(np.int64)
+    capacity = 2 ** sum(mapping.slices) - 1
 
     def split(stored: np.ndarray) -> np.ndarray:
+        if stored.size and int(stored.max()) > capacity:
+            raise MappingError(f"a stored weight value {int(stored.max())} does not fit the "
+                               f"{sum(mapping.slices)} bits of slices {list(mapping.slices)}",
+                               hint="use wider slices or centers that keep |w - c| small")
         return np.stack([(stored >> s) & m for s, m in zip(shifts, masks, strict=True)])
 
     significance = np.array([2.0**s for s in shifts])
     if mapping.encoding == "offset":
         bias = 2 ** (weight_bits - 1)
         return WeightPlanes(split(w + bias)[:, None], significance, np.array([1.0]), -bias)
-    if mapping.encoding == "differential":
-        positive, negative = split(np.maximum(w, 0)), split(np.maximum(-w, 0))
-        if signed_columns:  # the pair subtracts in analog: one signed sum per slice
-            return WeightPlanes((positive - negative)[:, None], significance, np.array([1.0]),
-                                0.0)
-        return WeightPlanes(np.stack([positive, negative], axis=1), significance,
-                            np.array([1.0, -1.0]), 0.0)
-    raise MappingError(f"weight encoding '{mapping.encoding}' cannot be simulated without its "
-                       "per-filter centers", hint="simulate offset or differential encodings")
+    factor: np.ndarray | float = 0.0
+    if mapping.encoding == "center-offset":
+        if centers is None:
+            raise MappingError("center-offset weights need their per-filter centers",
+                               hint="run encode-weights{scheme=center-offset}, which sets them")
+        w = w - np.asarray(centers, np.int64)[None, :]
+        factor = np.asarray(centers, np.float64)
+    positive, negative = split(np.maximum(w, 0)), split(np.maximum(-w, 0))
+    if signed_columns:  # the pair subtracts in analog: one signed sum per slice
+        return WeightPlanes((positive - negative)[:, None], significance, np.array([1.0]),
+                            factor)
+    return WeightPlanes(np.stack([positive, negative], axis=1), significance,
+                        np.array([1.0, -1.0]), factor)
 
 
 @dataclass(frozen=True)
@@ -279,14 +292,16 @@ def crossbar_matmul(
     rng: np.random.Generator,
     stats: Statistics,
     fast: bool = True,
+    centers: np.ndarray | None = None,
 ) -> np.ndarray:
     """Return `x @ w` for integer codes x[P, K] and w[K, N] as the crossbar datapath computes
-    it (int64 [P, N]); exact when every partial sum fits the converter. With `fast`, a
+    it (int64 [P, N]); exact when every partial sum fits the converter. `centers` [N] are the
+    filters' centers of a center-offset encoding. With `fast`, a
     converter that is lossless over the whole partial-sum range skips the slicing (the result
     is the same integer product)."""
     positions, rows = x.shape
     columns = w.shape[1]
-    stored = weight_planes(w, mapping, weight_bits, signed_columns)  # [I, D, K, N]
+    stored = weight_planes(w, mapping, weight_bits, signed_columns, centers)  # [I, D, K, N]
     slices, devices = stored.planes.shape[:2]
     # the converter's range is set for the crossbar's rows; a layer with fewer rows uses fewer
     low, high = partial_sum_range(streaming, mapping, rows_per_sum, signed_columns)
@@ -297,9 +312,10 @@ def crossbar_matmul(
         raise MappingError(f"partial sums up to {max(abs(low), abs(high)):.0f} exceed the "
                            "2**24 the simulator keeps exact", hint="use fewer rows per sum or "
                            "narrower slices")
-    correction = 0.0
-    if stored.input_sum_factor:
-        correction = stored.input_sum_factor * x.astype(np.float64).sum(axis=1, keepdims=True)
+    correction: np.ndarray | float = 0.0
+    if np.any(stored.input_sum_factor):  # the digital input-sum term of offset encodings
+        correction = np.asarray(stored.input_sum_factor, np.float64) * x.astype(
+            np.float64).sum(axis=1, keepdims=True)
     if fast and lossless(converter, low, high):
         # fast path: every partial sum converts exactly, so the shift-and-add is the product
         stats.conversions += chunks * len(streaming.slices) * slices * devices * positions * \

@@ -50,8 +50,10 @@ class CrossbarInterpreter(ReferenceInterpreter):
     def _mapped(self, node: Node) -> bool:
         return "converter" in node.attributes
 
-    def _datapath(self, node: Node, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """Run one K x N product of a crossbar layer: x[P, K] @ w[K, N] in integers."""
+    def _datapath(self, node: Node, x: np.ndarray, w: np.ndarray, group: int = 0
+                  ) -> np.ndarray:
+        """Run one K x N product of a crossbar layer (of group `group`): x[P, K] @ w[K, N] in
+        integers."""
         streaming, mapping = node.attributes.get("input"), node.attributes.get("weights")
         tiling, choice = node.attributes.get("tiling"), node.attributes.get("converter")
         if not (isinstance(streaming, InputStreaming) and isinstance(mapping, WeightMapping)
@@ -65,9 +67,13 @@ class CrossbarInterpreter(ReferenceInterpreter):
                                   spec.range_rule, spec.sensitivity)
         rows_per_sum = min(tiling.rows, self.target.crossbar.active_rows)
         record = self.layers.setdefault(node.outputs[0], LayerRecord(node.name or node.outputs[0]))
+        centers = node.attributes.get("centers")
+        if centers is not None:  # this group's filters
+            columns = w.shape[1]
+            centers = np.asarray(centers[group * columns:(group + 1) * columns], np.int64)
         return crossbar_matmul(x, w, streaming, mapping, self.target.weight_bits, rows_per_sum,
                                self.target.crossbar.signed_columns, converter, self.rng,
-                               record.stats)
+                               record.stats, centers=centers)
 
     def _conv(self, node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
         if not self._mapped(node):
@@ -77,7 +83,8 @@ class CrossbarInterpreter(ReferenceInterpreter):
         patches, out = kernels.im2col(x, w.shape[2:], node.attr("strides"), node.attr("pads"),
                                       node.attr("dilations"), group)
         filters = kernels.conv_filters(w, group)
-        result = np.stack([self._datapath(node, patches[g], filters[g]) for g in range(group)])
+        result = np.stack([self._datapath(node, patches[g], filters[g], g)
+                           for g in range(group)])
         return [kernels.col2im(result, x.shape[0], out).astype(np.int32)]
 
     def _linear(self, node: Node, args: list[np.ndarray]) -> list[np.ndarray]:

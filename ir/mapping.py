@@ -3,13 +3,21 @@
 A `conv` or `linear` on integer operands is a crossbar op once the mapping passes have set
 these optional attributes (each pass sets its own):
 
-- `weights` (tile-crossbar): `#weights<encoding = "offset", slices = [2, 2, 2, 2], devices = 1>`
+- `weights` (tile-crossbar, encode-weights, slice-weights):
+  `#weights<encoding = "offset", slices = [2, 2, 2, 2], devices = 1>`
+- `centers` (encode-weights, center-offset encoding): one integer center per filter (output
+  channel, all groups), `[3, -1, ...]`; each weight is stored as the offset `w - c`
 - `tiling` (tile-crossbar):
   `#tiling<rows = 128, columns = 128, row_tiles = 2, column_tiles = 4, groups = 1>`
 - `input` (assign-input-precision):
   `#input<bits = 8, slices = [1, 1, ...], signed = false, speculate = false>`
 - `column_share` (share-columns): `8`, the columns that share one converter
 - `converter` (select-adc): `#converter<name = "sar", kind = "sar", bits = 8, samples = 1>`
+- `ps_scale`, `ps_offset` (calibrate-mtj): the per-column normalisation of an MTJ converter,
+  `x = clamp(ps_scale * PS + ps_offset, -1, 1)`, one entry per physical column of a group's
+  product, ordered [weight slice][device][filter] (filters of all groups)
+- `profile` (profile-converters): what the converters did on calibration data,
+  `#profile<samples = 16, saturation = 0.01, speculation_failures = 0.06, recoveries = 0.2>`
 - `placement` (place): `#placement<first_tile = 0, tiles = 3, replicas = 1>`
 
 Slices are listed most significant first; their bits add up to the operand's precision.
@@ -104,12 +112,29 @@ class ActivationStats:
     samples: int
 
 
+@structured_attribute("profile")
+@dataclass(frozen=True, slots=True)
+class ConverterProfile:
+    """What a layer's converters did on calibration data: the inputs simulated, the share of
+    conversions that saturated, the share of speculative conversions that failed (hit a min /
+    max code), and the 1-bit recovery conversions per speculative conversion."""
+
+    samples: int
+    saturation: float
+    speculation_failures: float
+    recoveries: float
+
+
 MAPPING_ATTRIBUTES = (
     AttrSpec("weights", AttrKind.STRUCT, optional=True, struct=WeightMapping),
+    AttrSpec("centers", AttrKind.INTS, optional=True),
     AttrSpec("tiling", AttrKind.STRUCT, optional=True, struct=Tiling),
     AttrSpec("input", AttrKind.STRUCT, optional=True, struct=InputStreaming),
     AttrSpec("column_share", AttrKind.INT, optional=True),
     AttrSpec("converter", AttrKind.STRUCT, optional=True, struct=ConverterChoice),
+    AttrSpec("ps_scale", AttrKind.FLOATS, optional=True),
+    AttrSpec("ps_offset", AttrKind.FLOATS, optional=True),
+    AttrSpec("profile", AttrKind.STRUCT, optional=True, struct=ConverterProfile),
     AttrSpec("placement", AttrKind.STRUCT, optional=True, struct=Placement),
 )
 """The optional mapping attributes every crossbar op (conv, linear) accepts, in print order."""

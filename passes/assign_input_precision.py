@@ -85,6 +85,8 @@ class AssignInputPrecision(Pass):
             streaming = InputStreaming(bits[index], split_bits(bits[index], widths[index]),
                                        signed, self.speculate)
             decided[node.outputs[0]] = with_attributes(node, input=streaming)
+            ctx.decisions.record(self.name, where, bits=streaming.bits,
+                                 slices=list(streaming.slices), speculate=streaming.speculate)
         return replace_nodes(graph, decided)
 
     def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:

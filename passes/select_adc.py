@@ -70,6 +70,8 @@ class SelectAdc(Pass):
                 raise MappingError(f"{where}: only MTJ converters take several samples")
             choice = ConverterChoice(converter.name, converter.kind.value, width, count_)
             changed[node.outputs[0]] = with_attributes(node, converter=choice)
+            ctx.decisions.record(self.name, where, converter=choice.name, kind=choice.kind,
+                                 bits=choice.bits, samples=choice.samples)
         return replace_nodes(graph, changed)
 
     def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:

@@ -61,6 +61,8 @@ class ShareColumns(Pass):
                 raise MappingError(f"{where}: {factor} columns per converter do not divide "
                                    f"the {tiling.columns} crossbar columns")
             changed[node.outputs[0]] = with_attributes(node, column_share=factor)
+            ctx.decisions.record(self.name, where, converter=choice.name, column_share=factor,
+                                 converters_per_crossbar=tiling.columns // factor)
         return replace_nodes(graph, changed)
 
     def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:

@@ -11,6 +11,7 @@ from imcc.ir.mapping import ENCODINGS, Tiling, WeightMapping
 from imcc.passes.base import Pass, option
 from imcc.passes.context import Context
 from imcc.passes.layers import (
+    MatrixShape,
     crossbar_layers,
     layer_label,
     matrix_shape,
@@ -18,6 +19,7 @@ from imcc.passes.layers import (
     require_target,
     with_attributes,
 )
+from imcc.target import Target
 
 
 def default_slices(weight_bits: int, bits_per_cell: int) -> tuple[int, ...]:
@@ -26,6 +28,28 @@ def default_slices(weight_bits: int, bits_per_cell: int) -> tuple[int, ...]:
     if weight_bits % bits_per_cell:
         slices.append(weight_bits % bits_per_cell)
     return tuple(slices)
+
+
+def magnitude_bits(encoding: str, weight_bits: int) -> int:
+    """Return the bits a weight's stored value needs: offset stores w + 2^(b-1) (b bits);
+    differential |w| <= 2^(b-1) - 1 and center-offset |w - c| within the same range (b-1)."""
+    return weight_bits if encoding == "offset" else weight_bits - 1
+
+
+def tile_layer(mapping: WeightMapping, shape: MatrixShape, target: Target, rows: int,
+               columns: int, where: str) -> Tiling:
+    """Return the crossbar tiles of one layer's product under a weight mapping; raise
+    MappingError when the slices do not fit the target's cells or cover the weights."""
+    crossbar = target.crossbar
+    needed = magnitude_bits(mapping.encoding, target.weight_bits)
+    if sum(mapping.slices) < needed or max(mapping.slices) > crossbar.bits_per_cell:
+        raise MappingError(
+            f"{where}: weight slices {list(mapping.slices)} must cover {needed} bits with at "
+            f"most {crossbar.bits_per_cell} bits per cell")
+    per_weight = len(mapping.slices) * (
+        1 if crossbar.signed_columns or mapping.devices == 1 else mapping.devices)
+    return Tiling(rows, columns, math.ceil(shape.rows / rows),
+                  math.ceil(shape.columns * per_weight / columns), shape.groups)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,19 +105,12 @@ class TileCrossbar(Pass):
                 slices = self.slices or default_slices(target.weight_bits,
                                                        crossbar.bits_per_cell)
                 mapping = WeightMapping(encoding, tuple(slices), devices)
-            # offset stores w + 2^(b-1); differential |w| <= 2^(b-1) - 1; center-offset |w - c|
-            magnitude_bits = target.weight_bits - (mapping.encoding == "differential")
-            too_wide = max(mapping.slices) > crossbar.bits_per_cell
-            if sum(mapping.slices) < magnitude_bits or too_wide:
-                raise MappingError(
-                    f"{where}: weight slices {list(mapping.slices)} must cover "
-                    f"{magnitude_bits} bits with at most {crossbar.bits_per_cell} bits per cell")
             shape = matrix_shape(node, graph)
-            per_weight = len(mapping.slices) * (
-                1 if crossbar.signed_columns or mapping.devices == 1 else mapping.devices)
-            tiling = Tiling(rows, columns, math.ceil(shape.rows / rows),
-                            math.ceil(shape.columns * per_weight / columns), shape.groups)
+            tiling = tile_layer(mapping, shape, target, rows, columns, where)
             changed[node.outputs[0]] = with_attributes(node, weights=mapping, tiling=tiling)
+            ctx.decisions.record(self.name, where, K=shape.rows, N=shape.columns,
+                                 groups=shape.groups, encoding=mapping.encoding,
+                                 slices=list(mapping.slices), crossbars=tiling.crossbars)
         return replace_nodes(graph, changed)
 
     def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:

@@ -36,8 +36,8 @@ def test_lossless_datapath_is_the_integer_product(data):
     input_bits = data.draw(st.integers(2, 8))
     weight_bits = data.draw(st.integers(2, 8))
     signed = data.draw(st.booleans())
-    encoding = data.draw(st.sampled_from(["offset", "differential"]))
-    signed_columns = encoding == "differential" and data.draw(st.booleans())
+    encoding = data.draw(st.sampled_from(["offset", "differential", "center-offset"]))
+    signed_columns = encoding != "offset" and data.draw(st.booleans())
     magnitude = weight_bits if encoding == "offset" else weight_bits - 1
     weight_slices = data.draw(compositions(magnitude, 4))
     input_slices = data.draw(compositions(input_bits, 4))
@@ -49,11 +49,15 @@ def test_lossless_datapath_is_the_integer_product(data):
     x = rng.integers(low, high, size=(positions, rows))
     limit = 2 ** (weight_bits - 1) - 1
     w = rng.integers(-limit, limit + 1, size=(rows, columns))
+    centers = None
+    if encoding == "center-offset":  # any centers that keep |w - c| within the weight range
+        centers = rng.integers(-limit, limit + 1, size=columns)
+        w = np.clip(centers + rng.integers(-limit, limit + 1, size=(rows, columns)), -limit, limit)
     streaming = InputStreaming(input_bits, input_slices, signed, False)
     mapping = WeightMapping(encoding, weight_slices, 2 if encoding != "offset" else 1)
     stats = Statistics()
     got = crossbar_matmul(x, w, streaming, mapping, weight_bits, rows_per_sum, signed_columns,
-                          EXACT, rng, stats, fast=False)
+                          EXACT, rng, stats, fast=False, centers=centers)
     np.testing.assert_array_equal(got, x @ w)
     assert stats.lossless and stats.saturated == 0
     chunks = -(-rows // rows_per_sum)

@@ -138,8 +138,8 @@ def test_an_encoding_the_datapath_cannot_run_is_a_clear_error(tmp_path, capsys):
     capsys.readouterr()
     assert main(["simulate", str(program), "--data", "digits-cnn", "--limit", "8"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: weight encoding 'center-offset' cannot be simulated without "
-                          "its per-filter centers\n")
+    assert err.startswith("error: center-offset weights need their per-filter centers\n")
+    assert "encode-weights" in err
     assert "Traceback" not in err
 
 
