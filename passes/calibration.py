@@ -1,0 +1,79 @@
+"""What the data-aware mapping passes measure on: each crossbar layer's integer products.
+
+A data-aware pass (encode-weights, slice-weights, calibrate-mtj, allocate-samples,
+profile-converters) decides from what a layer's crossbars would see on calibration data: the
+integer input codes of every output position, as im2col patches `x[P, K]` per group, and the
+integer weight codes `w[K, N]` per group. The inputs come from the quantized network run by the
+reference interpreter, which is the lossless crossbar network (the datapath is exact with
+lossless converters), so every layer is judged on the inputs it gets when the layers before it
+are exact. Positions are subsampled (seeded) to bound the work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from imcc.backend import kernels
+from imcc.backend.reference import collect
+from imcc.errors import MappingError
+from imcc.ir.graph import Graph, Node
+from imcc.ir.io import require_weights
+from imcc.passes.context import Context
+from imcc.passes.layers import layer_label
+from imcc.passes.quantize import calibration_images
+
+
+@dataclass(frozen=True)
+class LayerProducts:
+    """A crossbar layer's integer products on calibration data, per group: input patches
+    [P, K] (int64) and weight codes [K, N] (int64)."""
+
+    patches: tuple[np.ndarray, ...]
+    filters: tuple[np.ndarray, ...]
+
+    @property
+    def groups(self) -> int:
+        """Return the number of channel groups."""
+        return len(self.filters)
+
+    def exact(self, group: int) -> np.ndarray:
+        """Return the lossless product x @ w of one group (int64 [P, N])."""
+        return self.patches[group] @ self.filters[group]
+
+
+def layer_products(graph: Graph, ctx: Context, layers: list[Node], *, samples: int = 16,
+                   positions: int = 2048, salt: str = "calibration") -> dict[str, LayerProducts]:
+    """Return the integer products of quantized crossbar layers (keyed by first result) on at
+    most `samples` calibration inputs, each group keeping at most `positions` output positions
+    (a seeded subsample, the same for the same `salt`)."""
+    require_weights(graph, "a data-aware mapping pass")
+    for index, node in enumerate(layers):
+        if graph.types[node.inputs[0]].dtype.is_float:
+            raise MappingError(f"{layer_label(node, index)} is not quantized",
+                               hint="run quantize before data-aware mapping passes")
+    if not layers:
+        return {}
+    images = calibration_images(graph, ctx, samples)
+    values = collect(graph, images, [n.inputs[0] for n in layers])
+    out: dict[str, LayerProducts] = {}
+    for node in layers:
+        x = values[node.inputs[0]].astype(np.int64)
+        w = graph.constant_data(node.inputs[1]).astype(np.int64)
+        if node.op == "conv":
+            group = node.attr("group")
+            patches, _ = kernels.im2col(x, w.shape[2:], node.attr("strides"), node.attr("pads"),
+                                        node.attr("dilations"), group)
+            filters = kernels.conv_filters(w, group)
+        else:
+            patches, filters = x.reshape(1, -1, x.shape[-1]), w[None]
+        rng = ctx.rng(salt, node.outputs[0])
+        kept = []
+        for part in patches:
+            if len(part) > positions:
+                part = part[np.sort(rng.choice(len(part), positions, replace=False))]
+            kept.append(np.ascontiguousarray(part, dtype=np.int64))
+        out[node.outputs[0]] = LayerProducts(tuple(kept), tuple(
+            np.ascontiguousarray(f, dtype=np.int64) for f in filters))
+    return out
