@@ -60,6 +60,13 @@ class Crossbar:
     cell_area_m2: float = 0.0  # one device
     peripheral_area_m2: float = 0.0  # per crossbar: decoders, drivers not modelled elsewhere
     signed_columns: bool = False  # the column circuit subtracts a device pair in analog
+    # Bounding-box layout (NeuroSim's SubArray.cpp rule), used when both cell sizes are given:
+    # the row circuits stand beside the array at its height, the column circuits beneath it at
+    # its width, and the crossbar costs the whole rectangle (see `box_area_m2`).
+    cell_width_m: float = 0.0  # layout pitch of one cell along a row
+    cell_height_m: float = 0.0  # layout pitch of one cell along a column
+    row_periphery_area_m2: float = 0.0  # per row: drivers, level shifters, switch matrix
+    column_periphery_area_m2: float = 0.0  # per column: level shifter, switch matrix, mux
 
     @property
     def active_rows(self) -> int:
@@ -67,8 +74,33 @@ class Crossbar:
         return self.parallel_rows or self.rows
 
     @property
+    def bounding_box(self) -> bool:
+        """Return whether the crossbar is priced as a layout bounding box."""
+        return self.cell_width_m > 0 and self.cell_height_m > 0
+
+    def box_area_m2(self, row_circuits_m2: float = 0.0, column_circuits_m2: float = 0.0) -> float:
+        """Return the bounding box of the array and its periphery.
+
+        The array is `columns * cell_width` wide and `rows * cell_height` tall. Everything per
+        row (`row_periphery_area` per row plus `row_circuits_m2` for the whole crossbar) is laid
+        out beside it at the array's height, so it adds `area / array height` to the width;
+        everything per column (`column_periphery_area` per column plus `column_circuits_m2`:
+        converters, crossbar-level digital units) beneath it at the array's width, adding
+        `area / array width` to the height. The box is width x height; what the circuits leave
+        empty in it is paid for too, as on silicon.
+        """
+        width = self.columns * self.cell_width_m
+        height = self.rows * self.cell_height_m
+        row_side = self.rows * self.row_periphery_area_m2 + row_circuits_m2
+        column_side = self.columns * self.column_periphery_area_m2 + column_circuits_m2
+        return (width + row_side / height) * (height + column_side / width)
+
+    @property
     def area_m2(self) -> float:
-        """Return the area of the cell array plus its own peripherals."""
+        """Return the area of one crossbar: the cell array plus its own peripherals, or, with
+        cell sizes given, its bounding box with the row and column periphery alone."""
+        if self.bounding_box:
+            return self.box_area_m2() + self.peripheral_area_m2
         return self.rows * self.columns * self.cell_area_m2 + self.peripheral_area_m2
 
 

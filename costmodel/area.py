@@ -5,6 +5,18 @@
   The chip has `tiles_per_chip` tiles when the target fixes it, else as many as are used (a
   mapping that needs more tiles than a fixed chip has is priced as the larger chip it needs).
 - Crossbars: tiles * crossbars_per_tile * crossbar area (cells plus the crossbar's peripherals).
+- Bounding box. When the target gives the cell's layout width and height, a crossbar is priced
+  as NeuroSim prices a sub-array (DNN+NeuroSim V1.4 SubArray.cpp, CalculateArea): the array is
+  columns * cell_width wide and rows * cell_height tall; the circuits per row (the crossbar's
+  `row_periphery_area` per row and the input drivers) stand beside it at the array's height and
+  widen the box by their area / array height; the circuits per column (`column_periphery_area`
+  per column, the crossbar's converters and counters and the units counted per crossbar:
+  shift-and-add, accumulators, ...) stand beneath it at the array's width and heighten the box
+  by their area / array width. Each crossbar costs the whole box. The breakdown keeps the
+  converters, drivers and digital units under their own names; `array` gets the rest of the box
+  (cells, row and column periphery, and the space the stacked circuits leave empty). With a
+  short, wide array (a 1T1R cell is 4F x 12F) and tall row drivers, that empty space is most of
+  the chip, as in NeuroSim.
 - Converters: a layer needs ceil(columns / column_share) converters of its kind per crossbar;
   a tile shared by several layers gets the largest need among them. Tiles of a fixed chip that
   no layer uses are built like the largest used tile. An MTJ converter's counter is booked
@@ -57,6 +69,8 @@ def chip_area(target: Target, needs: Sequence[CrossbarArea]) -> dict[str, float]
     xbar = target.crossbar
     area = dict.fromkeys(COMPONENTS, 0.0)
     area["array"] = crossbars * xbar.area_m2
+    if xbar.bounding_box:
+        area["array"] = _bounding_boxes(target, converter_need, counter_need, tiles)
     area["input_drivers"] = crossbars * xbar.rows * target.input_driver.area_per_row_m2
     area["converters"] = sum(converter_need.values()) + idle * max(
         converter_need.values(), default=0.0
@@ -76,6 +90,26 @@ def chip_area(target: Target, needs: Sequence[CrossbarArea]) -> dict[str, float]
         if unit_spec is not None:
             area[name] = instances(unit_spec, crossbars, tiles) * unit_spec.area_m2
     return area
+
+
+def _bounding_boxes(
+    target: Target, converter_need: dict[int, float], counter_need: dict[int, float], tiles: int
+) -> float:
+    """Return the `array` share of the crossbars' bounding boxes over all tiles: each box less
+    the converters, counters, drivers and crossbar-level units booked under their own names."""
+    xbar, per_tile = target.crossbar, target.hierarchy.crossbars_per_tile
+    row_side = xbar.rows * target.input_driver.area_per_row_m2
+    units = [target.shift_add, target.accumulator, target.digital, target.center_offset,
+             target.speculation]
+    digital = sum(u.count * u.area_m2 for u in units if u is not None and u.level == "crossbar")
+    idle = (max(converter_need.values(), default=0.0), max(counter_need.values(), default=0.0))
+    total = 0.0
+    for tile in range(tiles):
+        converters = converter_need.get(tile, idle[0]) + counter_need.get(tile, idle[1])
+        column_side = converters / per_tile + digital
+        box = xbar.box_area_m2(row_side, column_side) + xbar.peripheral_area_m2
+        total += per_tile * (box - row_side - column_side)
+    return total
 
 
 def instances(unit: DigitalUnit, crossbars: int, tiles: int) -> int:

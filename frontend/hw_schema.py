@@ -85,6 +85,7 @@ _SUFFIXES: tuple[tuple[str, str, float], ...] = (
     ("_s", "time", 1.0),
     ("_hz", "frequency", 1.0),
     ("_m2", "area", 1.0),
+    ("_m", "length", 1.0),
     ("_nm", "length", 1e9),
     ("_v", "voltage", 1.0),
 )

@@ -34,6 +34,16 @@ class Place(Pass):
     layer with the most cycles per copy, one copy at a time while one fits. A chip of
     `tiles_per_chip = 0` grows to what the mapping needs, with one copy per layer.
 
+    The context option `pipeline_speedup` = N (N > 0; a context option, not a pass option, so
+    that printed pipelines stay as they are) first copies the layers as DNN+NeuroSim V1.4
+    duplicates them for its layer pipeline (Chip.cpp, ChipDesignInitialize, speedUpDegree): the
+    layers with more output positions get more copies, so that each copy computes about as many
+    positions as the smallest convolution. With P the output positions of a layer, P_max and
+    P_min the largest and smallest over the layers with more than one position, the bound is
+    max(P_min, P_max / N²) and a layer gets ceil(P / bound) copies (NeuroSim states it on the
+    input side length: speed-up = ceil((IFM / ceil(IFM_max / N))²), N at most IFM_max / IFM_min,
+    the same for stride-1 'same' convolutions). Fully connected layers keep one copy.
+
     ```
     // after: place{replicate=true}
     %y.acc = conv(...) {..., placement = #placement<first_tile = 0, tiles = 1,
@@ -48,23 +58,24 @@ class Place(Pass):
         target = require_target(ctx, self.name)
         per_tile = target.hierarchy.crossbars_per_tile
         layers = crossbar_layers(graph)
-        tiles, cycles = [], []
+        tiles, cycles, positions = [], [], []
         for index, node in enumerate(layers):
             tiling, streaming = node.attributes.get("tiling"), node.attributes.get("input")
             if not isinstance(tiling, Tiling) or not isinstance(streaming, InputStreaming):
                 raise MappingError(f"{layer_label(node, index)} has no tiling or input slicing",
                                    hint="run assign-input-precision and tile-crossbar first")
             tiles.append(math.ceil(tiling.crossbars / per_tile))
-            cycles.append(matrix_shape(node, graph).positions * len(streaming.slices))
-        replicas = [1] * len(layers)
+            positions.append(matrix_shape(node, graph).positions)
+            cycles.append(positions[-1] * len(streaming.slices))
+        replicas = pipeline_copies(positions, int(ctx.options.get("pipeline_speedup", 0)))
         chip = target.hierarchy.tiles_per_chip
-        used = sum(tiles)
+        used = sum(t * r for t, r in zip(tiles, replicas, strict=True))
         chips = -(-used // chip) if chip else 1
         if chips > 1:
             ctx.logger.info("place: the model needs %d tiles, %d chips of %d", used, chips, chip)
         if chip and self.replicate:
             spare = chips * chip - used
-            queue = [(-c, i) for i, c in enumerate(cycles)]
+            queue = [(-c / replicas[i], i) for i, c in enumerate(cycles)]
             heapq.heapify(queue)
             while queue:
                 _, i = heapq.heappop(queue)
@@ -83,3 +94,13 @@ class Place(Pass):
 
     def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:
         return {"replicate": [False, True]}
+
+
+def pipeline_copies(positions: list[int], speedup: int) -> list[int]:
+    """Return each layer's copies under NeuroSim's pipeline rule (see `Place`); all 1 when
+    `speedup` is 0."""
+    spatial = [p for p in positions if p > 1]
+    if speedup <= 0 or not spatial:
+        return [1] * len(positions)
+    bound = max(min(spatial), max(spatial) / speedup**2)
+    return [max(1, math.ceil(p / bound)) for p in positions]

@@ -111,6 +111,34 @@ def test_other_builtins_numbers() -> None:
     assert load_target("neurosim-rram22-32").crossbar.parallel_rows == 32
 
 
+def test_bounding_box_keys() -> None:
+    """The crossbar's layout keys: cell pitches as lengths, periphery per row and per column."""
+    target = parse_target(tiny("read_latency = 100 ns", "read_latency = 100 ns\n"
+                               "        cell_width = 264 nm\n        cell_height = 0.088 um\n"
+                               "        row_periphery_area = 20 um2\n"
+                               "        column_periphery_area = 10 um2"), "t.hw")
+    xbar = target.crossbar
+    assert (xbar.cell_width_m, xbar.cell_height_m) == (264e-9, 0.088e-6)
+    assert xbar.bounding_box
+    width = 128 * 264e-9 + 128 * 20e-12 / (128 * 88e-9)
+    height = 128 * 88e-9 + 128 * 10e-12 / (128 * 264e-9)
+    assert xbar.area_m2 == pytest.approx(width * height)
+    # circuits given per crossbar widen (rows) and heighten (columns) the same box
+    assert xbar.box_area_m2(128e-12, 256e-12) == pytest.approx(
+        (width + 128e-12 / (128 * 88e-9)) * (height + 256e-12 / (128 * 264e-9)))
+
+
+def test_without_cell_sizes_the_area_rule_is_unchanged() -> None:
+    xbar = parse_target(TINY, "t.hw").crossbar
+    assert not xbar.bounding_box
+    assert xbar.area_m2 == 0.0
+
+
+def test_a_cell_pitch_needs_a_length() -> None:
+    text = tiny("read_latency = 100 ns", "read_latency = 100 ns\n        cell_width = 3 um2")
+    assert "`cell_width` needs a length (nm, um, mm, m), got `3 um2`" in error(text)
+
+
 # -- units ---------------------------------------------------------------------------------
 
 
@@ -151,7 +179,8 @@ def test_typo_in_a_key_lists_the_valid_keys() -> None:
         "        ^\n"
         "hint: did you mean `read_latency`? valid keys of `crossbar`: rows, columns, cell, "
         "bits_per_cell, devices_per_slice, parallel_rows, cell_read_energy, cell_base_energy, "
-        "read_latency, cell_area, peripheral_area, signed_columns")
+        "read_latency, cell_area, peripheral_area, signed_columns, cell_width, cell_height, "
+        "row_periphery_area, column_periphery_area")
 
 
 def test_missing_unit() -> None:
