@@ -88,6 +88,11 @@ _LISTS = {
 }
 
 
+def is_list_kind(kind: OptionKind) -> bool:
+    """Say whether options of this kind hold lists (`[4,2,2]`, or `4,2,2` inside braces)."""
+    return kind in _LISTS
+
+
 def _parse_scalar(kind: OptionKind, text: str) -> Any:
     if kind is OptionKind.INT and _INT.fullmatch(text):
         return int(text)

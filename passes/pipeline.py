@@ -7,6 +7,8 @@ Grammar (whitespace is allowed around every token except inside a value):
     option   := KEY "=" VALUE          (options are separated by spaces)
     VALUE    := "[" ... "]" | '"' json string '"' | a run of characters other than
                 whitespace, ',', '{', '}', '[', ']', '"', '='
+    A list option may also be written bare inside the braces, `{slices=4,2,2}`; it prints
+    bracketed.
 
 Values are read by the type of the option they set (see `imcc.passes.base`). For every canonical
 string `print_pipeline(parse_pipeline(s)) == s`, and `parse_pipeline(str(p)) == [p]`.
@@ -18,7 +20,7 @@ import re
 from collections.abc import Sequence
 
 from imcc.errors import OptionError, PipelineError
-from imcc.passes.base import Pass
+from imcc.passes.base import Pass, is_list_kind
 from imcc.passes.registry import close_matches, load_pass
 
 DEFAULT_PIPELINE = "canonicalize,fold-constants,fold-batchnorm,canonicalize"
@@ -148,6 +150,16 @@ class _Parser:
                 raise self.error(f"expected a value for option '{key}', found {self.describe()}",
                                  self.pos)
             spec = specs[key]
+            if is_list_kind(spec.kind) and not raw.startswith("["):
+                parts = [raw]  # a bare list inside braces: {slices=4,2,2}
+                while self.peek() == ",":
+                    self.pos += 1
+                    part = self.match(_BARE_VALUE)
+                    if part is None:
+                        raise self.error(f"expected a list element for option '{key}', found "
+                                         f"{self.describe()}", self.pos)
+                    parts.append(part)
+                raw = "[" + ",".join(parts) + "]"
             try:
                 values[key] = spec.parse(raw)
             except ValueError:

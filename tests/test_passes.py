@@ -140,6 +140,9 @@ def test_pipeline_spelling_is_lenient_and_defaults_fill_in() -> None:
         "test-knobs{rows=7 ratio=1.0 fast=false encoding=differential slices=[8,8] gains=[]}"
     )
     assert str(load_pass("canonicalize")()) == "canonicalize"
+    # a list written bare inside the braces reads as the bracketed one
+    assert parse_pipeline("test-knobs{slices=4,2,2 gains=0.5},canonicalize") == [
+        Knobs(slices=(4, 2, 2), gains=(0.5,)), load_pass("canonicalize")()]
 
 
 _VALUES = {
