@@ -7,14 +7,15 @@ device. The stored level of a slice of `width` bits is normalised by its largest
 - `offset` encoding stores the unsigned `w + 2**(bits-1)` (clipped to `[0, 2**bits - 1]`);
 - `differential` stores `|w|` on the positive device when w > 0, on the negative one otherwise
   (the other device of the pair holds level 0);
-- `center-offset` stores `|w - c|` the same way, `c` the per-filter center: the rounded median
-  of the filter's weights (the center that minimises the mean |w - c|, i.e. the stored
-  conductance; RAELLA picks c on calibration data, which the IR does not record).
+- `center-offset` stores `|w - c|` the same way, `c` the per-filter center: the op's `centers`
+  (chosen by encode-weights on calibration data, as RAELLA does); a program without them falls
+  back to the rounded median of the filter's weights (the center that minimises the mean
+  |w - c|, i.e. the stored conductance).
 
 `ConductanceSums` holds the sum of g over every cell of the layer and the number of cells, so
 that one array read of all rows costs `cell_read_energy_j * g_sum + cell_base_energy_j * cells`.
-The sums are cached per (weight digest, encoding, slices, devices, filter axis): the autotuner
-prices the same weights under many mappings.
+The sums are cached per (weight digest, encoding, slices, devices, filter axis, centers): the
+autotuner prices the same weights under many mappings.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from imcc.errors import MappingError
 from imcc.ir.mapping import WeightMapping
 
 DEFAULT_LEVEL = 0.5
@@ -50,8 +52,10 @@ def _centers(weights: np.ndarray, filter_axis: int) -> np.ndarray:
     return np.rint(np.median(moved, axis=1)).astype(np.int64)
 
 
-def stored_magnitudes(weights: np.ndarray, mapping: WeightMapping, filter_axis: int) -> np.ndarray:
-    """Return the unsigned integer each weight stores (before slicing) under an encoding."""
+def stored_magnitudes(weights: np.ndarray, mapping: WeightMapping, filter_axis: int,
+                      centers: tuple[int, ...] | None = None) -> np.ndarray:
+    """Return the unsigned integer each weight stores (before slicing) under an encoding;
+    `centers` (one per filter) are a center-offset encoding's (default: rounded medians)."""
     bits = sum(mapping.slices)
     w = np.asarray(weights, dtype=np.int64)
     if mapping.encoding == "offset":
@@ -59,7 +63,14 @@ def stored_magnitudes(weights: np.ndarray, mapping: WeightMapping, filter_axis: 
     if mapping.encoding == "center-offset":
         shape = [1] * w.ndim
         shape[filter_axis] = -1
-        w = w - _centers(w, filter_axis).reshape(shape)
+        if centers is None:
+            chosen = _centers(w, filter_axis)
+        elif len(centers) != w.shape[filter_axis]:
+            raise MappingError(f"{len(centers)} centers for {w.shape[filter_axis]} filters",
+                               hint="give one center per filter (encode-weights sets them)")
+        else:
+            chosen = np.asarray(centers, np.int64)
+        w = w - chosen.reshape(shape)
     return np.minimum(np.abs(w), (1 << bits) - 1)
 
 
@@ -82,17 +93,23 @@ def conductance_sums(
     mapping: WeightMapping,
     filter_axis: int,
     size: int,
+    centers: tuple[int, ...] | None = None,
 ) -> ConductanceSums:
-    """Return the stored-level sums of a layer's weights (cached by digest and mapping)."""
+    """Return the stored-level sums of a layer's weights (cached by digest, mapping and the
+    centers of a center-offset encoding)."""
     cells = size * len(mapping.slices) * mapping.devices
     if weights is None:
         return ConductanceSums(DEFAULT_LEVEL * cells, cells)
-    key = (digest, mapping.encoding, mapping.slices, mapping.devices, filter_axis)
+    if mapping.encoding != "center-offset":
+        centers = None  # other encodings ignore centers: share their cache entry
+    key = (digest, mapping.encoding, mapping.slices, mapping.devices, filter_axis,
+           None if centers is None else tuple(centers))
     cached = _cache.get(key) if digest is not None else None
     if cached is not None:
         return cached
     result = ConductanceSums(
-        level_sum(stored_magnitudes(weights, mapping, filter_axis), mapping.slices), cells
+        level_sum(stored_magnitudes(weights, mapping, filter_axis, centers), mapping.slices),
+        cells
     )
     if digest is not None:
         if len(_cache) >= _CACHE_LIMIT:

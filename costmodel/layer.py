@@ -204,7 +204,8 @@ def crossbar_layer(
 
     macs = positions * rows * columns * groups
     conversions = positions * converted * s_w * columns * groups * partials * pair * samples
-    sums = conductance_sums(weights, weights_digest, mapping, filter_axis, weights_size)
+    sums = conductance_sums(weights, weights_digest, mapping, filter_axis, weights_size,
+                            a.get("centers"))
     cell_energy = xbar.cell_read_energy_j * sums.level_sum + xbar.cell_base_energy_j * sums.cells
     row_reads = share if reactivate else 1
     driven = rows * tiling.column_tiles * groups

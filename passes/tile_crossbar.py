@@ -45,7 +45,8 @@ def tile_layer(mapping: WeightMapping, shape: MatrixShape, target: Target, rows:
     if sum(mapping.slices) < needed or max(mapping.slices) > crossbar.bits_per_cell:
         raise MappingError(
             f"{where}: weight slices {list(mapping.slices)} must cover {needed} bits with at "
-            f"most {crossbar.bits_per_cell} bits per cell")
+            f"most {crossbar.bits_per_cell} bits per cell",
+            hint=f"e.g. slices {list(default_slices(needed, crossbar.bits_per_cell))}")
     per_weight = len(mapping.slices) * (
         1 if crossbar.signed_columns or mapping.devices == 1 else mapping.devices)
     return Tiling(rows, columns, math.ceil(shape.rows / rows),
@@ -64,7 +65,9 @@ class TileCrossbar(Pass):
     whose columns are not subtracted in analog), so a group needs
     `row_tiles = ceil(K / rows)` x `column_tiles = ceil(N * columns_per_weight / columns)`
     crossbars. Sets `weights = #weights<...>` (unless an earlier pass chose them) and
-    `tiling = #tiling<...>`. Layers must be quantized (i32 operands) first.
+    `tiling = #tiling<...>`. Layers must be quantized (i32 operands) first. `center-offset` is
+    not an encoding this pass chooses (it needs centers from calibration data): tile, then run
+    `encode-weights{scheme=center-offset}`; a layer that already carries it keeps it.
 
     ```
     // after: tile-crossbar on isaac (128 x 128, 2-bit cells), K = 72, N = 16
@@ -78,7 +81,8 @@ class TileCrossbar(Pass):
     rows: int = option(0, "crossbar rows used (0: the target's)")
     columns: int = option(0, "crossbar columns used (0: the target's)")
     slices: tuple[int, ...] = option((), "weight slice widths, MSB first (empty: whole cells)")
-    encoding: str = option("", "offset, differential or center-offset (empty: from devices)")
+    encoding: str = option("", "offset or differential (empty: from devices); center-offset "
+                           "comes from encode-weights")
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         target = require_target(ctx, self.name)
@@ -92,6 +96,11 @@ class TileCrossbar(Pass):
         if encoding not in ENCODINGS:
             raise MappingError(f"unknown weight encoding '{encoding}'",
                                hint=f"encodings: {', '.join(ENCODINGS)}")
+        if encoding == "center-offset":  # the datapath cannot run it without centers
+            raise MappingError("tile-crossbar cannot choose center-offset weights: their "
+                               "per-filter centers come from calibration data",
+                               hint="tile with offset or differential, then run "
+                               "encode-weights{scheme=center-offset}")
         if encoding != "offset" and devices != 2:
             raise MappingError(f"{encoding} encoding needs two devices per slice; the target's "
                                "crossbar has one", hint="use encoding=offset")

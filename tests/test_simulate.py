@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 
 import numpy as np
 import pytest
@@ -130,11 +131,22 @@ def test_lossless_crossbars_match_onnxruntime_on_the_qdq_model():
 
 
 def test_an_encoding_the_datapath_cannot_run_is_a_clear_error(tmp_path, capsys):
-    program = tmp_path / "c.imcir"
+    # tile-crossbar does not choose center-offset: its centers come from encode-weights
     pipeline = default_pipeline(load_target("raella")).replace(
         "tile-crossbar", 'tile-crossbar{rows=0 columns=0 slices=[] encoding=center-offset}')
+    assert main(["compile", "digits-cnn", "--target", "raella", "--passes", pipeline]) == 2
+    err = capsys.readouterr().err
+    assert "tile-crossbar cannot choose center-offset weights" in err
+    assert "encode-weights{scheme=center-offset}" in err and "Traceback" not in err
+    # a center-offset program that lost its centers is a clear error of the simulator
+    program = tmp_path / "c.imcir"
+    pipeline = default_pipeline(load_target("raella")).replace(
+        "tile-crossbar", "tile-crossbar,encode-weights")
     assert main(["compile", "digits-cnn", "--target", "raella", "--passes", pipeline,
                  "-o", str(program)]) == 0
+    text = program.read_text()
+    assert "centers = [" in text
+    program.write_text(re.sub(r"centers = \[[-0-9, ]*\], ", "", text))
     capsys.readouterr()
     assert main(["simulate", str(program), "--data", "digits-cnn", "--limit", "8"]) == 2
     err = capsys.readouterr().err

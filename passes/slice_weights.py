@@ -1,0 +1,216 @@
+"""The `slice-weights` pass: the weight slices of each crossbar layer, uniform or adaptive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from imcc.backend.crossbar import Converter, Statistics, crossbar_matmul
+from imcc.errors import MappingError
+from imcc.ir.graph import Graph, Node
+from imcc.ir.mapping import ConverterChoice, InputStreaming, Tiling, WeightMapping
+from imcc.passes.base import Pass, option
+from imcc.passes.calibration import LayerProducts, layer_products
+from imcc.passes.context import Context
+from imcc.passes.layers import (
+    crossbar_layers,
+    layer_label,
+    matrix_shape,
+    per_layer,
+    replace_nodes,
+    require_target,
+    with_attributes,
+)
+from imcc.passes.tile_crossbar import magnitude_bits, tile_layer
+from imcc.target import ConverterKind, Target
+
+ADAPTIVE = "auto"
+"""The per-layer entry that asks for adaptive slicing of that layer."""
+
+
+def compositions(bits: int, parts: int, widest: int) -> list[tuple[int, ...]]:
+    """Return every way to write `bits` as `parts` slice widths of 1..`widest` bits, MSB first,
+    widest first slices first ([4, 2, 1] before [1, 2, 4])."""
+    if parts == 1:
+        return [(bits,)] if 1 <= bits <= widest else []
+    out = []
+    for first in range(min(widest, bits - parts + 1), 0, -1):
+        out += [(first, *rest) for rest in compositions(bits - first, parts - 1, widest)]
+    return out
+
+
+def parse_slices(text: str, where: str) -> tuple[int, ...]:
+    """Read a per-layer slice entry like `4-2-2` (MSB first)."""
+    try:
+        slices = tuple(int(part) for part in text.split("-"))
+    except ValueError:
+        slices = ()
+    if not slices or any(s < 1 for s in slices):
+        raise MappingError(f"{where}: weight slices '{text}' are not widths like 4-2-2",
+                           hint=f"give slice widths joined by '-' (MSB first), or '{ADAPTIVE}'")
+    return slices
+
+
+def layer_converter(node: Node, target: Target, where: str) -> Converter:
+    """Return the converter the datapath applies to a layer's partial sums (as the simulator
+    builds it from the layer's `converter` and the target's converter spec)."""
+    choice = node.attributes.get("converter")
+    if not isinstance(choice, ConverterChoice):
+        raise MappingError(f"{where} has no converter",
+                           hint="run select-adc before adaptive slice-weights")
+    spec = target.converter(choice.name)
+    return Converter(ConverterKind(choice.kind), choice.bits, choice.samples, spec.range_rule,
+                     spec.sensitivity)
+
+
+def relative_error(node: Node, products: LayerProducts, mapping: WeightMapping, target: Target,
+                   converter: Converter, rows_per_sum: int, rng: np.random.Generator) -> float:
+    """Return a layer's relative RMS output error `||y - y_exact||_2 / ||y_exact||_2` under a
+    weight mapping: y the datapath's product on the calibration patches (all groups), y_exact
+    the lossless integer product."""
+    streaming = node.attributes.get("input")
+    if not isinstance(streaming, InputStreaming):
+        raise MappingError(f"{node.name or node.outputs[0]} has no input streaming",
+                           hint="run assign-input-precision before adaptive slice-weights")
+    centers = node.attributes.get("centers")
+    error, norm = 0.0, 0.0
+    for group, (x, w) in enumerate(zip(products.patches, products.filters, strict=True)):
+        columns = w.shape[1]
+        group_centers = None if centers is None else np.asarray(
+            centers[group * columns:(group + 1) * columns], np.int64)
+        y = crossbar_matmul(x, w, streaming, mapping, target.weight_bits, rows_per_sum,
+                            target.crossbar.signed_columns, converter, rng, Statistics(),
+                            centers=group_centers)
+        exact = products.exact(group)
+        error += float(np.square((y - exact).astype(np.float64)).sum())
+        norm += float(np.square(exact.astype(np.float64)).sum())
+    return float(np.sqrt(error / max(norm, 1.0)))
+
+
+@dataclass(frozen=True, slots=True)
+class SliceWeights(Pass):
+    """Choose the weight slices of each crossbar layer: uniform, per layer, or adaptive (RAELLA).
+
+    `slices=[4,2,2]` gives every layer the same slices (MSB first); `per_layer_slices` one
+    entry per crossbar layer, `4-2-2` or `auto`. `adaptive=true` (and `auto` entries) picks
+    per layer, offline, the fewest slices (each 1..bits per cell, together exactly the
+    encoding's magnitude bits: 8 for offset, 7 for differential and center-offset weights of
+    8 bits) whose *layer error* on calibration data stays within `error_budget`. Among the
+    slicings of that count that meet the budget the one with the lowest error wins; when no
+    slicing meets it, the lowest-error slicing of all is kept (recorded as over budget).
+    `last_bitwise=true` gives the last crossbar layer 1-bit slices (as RAELLA does). Without
+    slices or adaptive, layers keep their slices. Every changed layer is re-tiled.
+
+    Layer error: the relative RMS error `||y - y_exact||_2 / ||y_exact||_2` of the layer's
+    integer outputs over its sampled calibration positions, filters and groups, y the
+    bit-accurate datapath (the layer's input streaming, encoding, centers, converter; an MTJ
+    draws from a generator seeded per layer) and y_exact the lossless product. Each layer is
+    judged on the inputs it gets when the layers before it are exact. Runs after select-adc.
+
+    ```
+    // after: slice-weights{adaptive=true error_budget=0.09} on raella
+    %y.acc = conv(...) {..., weights = #weights<encoding = "center-offset", slices = [4, 2, 1],
+             devices = 2>, ..., tiling = #tiling<..., column_tiles = 1, ...>} : i32[1,16,8,8]
+    ```
+    """
+
+    name = "slice-weights"
+    slices: tuple[int, ...] = option((), "weight slice widths for every layer, MSB first")
+    per_layer_slices: tuple[str, ...] = option((), "slices per crossbar layer: 4-2-2 or auto")
+    adaptive: bool = option(False, "fewest slices within error_budget, per layer")
+    error_budget: float = option(0.09, "largest relative RMS layer error of adaptive slicing")
+    last_bitwise: bool = option(False, "1-bit slices for the last crossbar layer")
+    samples: int = option(8, "calibration inputs adaptive slicing measures on")
+    positions: int = option(1024, "output positions per layer and group (seeded subsample)")
+
+    def run(self, graph: Graph, ctx: Context) -> Graph:
+        target = require_target(ctx, self.name)
+        self._check_options()
+        layers = crossbar_layers(graph)
+        uniform = ADAPTIVE if self.adaptive else "-".join(str(s) for s in self.slices)
+        plans = per_layer(self.per_layer_slices, uniform, len(layers), "per_layer_slices")
+        if self.last_bitwise and layers:
+            plans[-1] = "bitwise"
+        adaptive = [n for n, plan in zip(layers, plans, strict=True) if plan == ADAPTIVE]
+        products = layer_products(graph, ctx, adaptive, samples=self.samples,
+                                  positions=self.positions, salt=self.name)
+        changed = {}
+        for index, (node, plan) in enumerate(zip(layers, plans, strict=True)):
+            where = layer_label(node, index)
+            tiling, mapping = node.attributes.get("tiling"), node.attributes.get("weights")
+            if not (isinstance(tiling, Tiling) and isinstance(mapping, WeightMapping)):
+                raise MappingError(f"{where} has no crossbar tiling",
+                                   hint="run tile-crossbar (and encode-weights) first")
+            needed = magnitude_bits(mapping.encoding, target.weight_bits)
+            record: dict[str, object] = {}
+            if not plan:
+                continue
+            if plan == "bitwise":
+                slices = (1,) * needed
+            elif plan == ADAPTIVE:
+                slices, record = self._adapt(node, products[node.outputs[0]], mapping, tiling,
+                                             target, ctx, where)
+            else:
+                slices = parse_slices(plan, where)
+            mapping = WeightMapping(mapping.encoding, slices, mapping.devices)
+            tiling = tile_layer(mapping, matrix_shape(node, graph), target, tiling.rows,
+                                tiling.columns, where)
+            changed[node.outputs[0]] = with_attributes(node, weights=mapping, tiling=tiling)
+            ctx.decisions.record(self.name, where, slices=list(slices),
+                                 crossbars=tiling.crossbars, **record)
+        return replace_nodes(graph, changed)
+
+    def _check_options(self) -> None:
+        if self.adaptive and self.slices:
+            raise MappingError("slice-weights: give slices or adaptive=true, not both",
+                               hint="slice-weights{slices=[4,2,2]} or "
+                               "slice-weights{adaptive=true error_budget=0.09}")
+        if not 0 <= self.error_budget < float("inf"):
+            raise MappingError(f"slice-weights: error_budget {self.error_budget} is not a "
+                               "relative error >= 0", hint="e.g. error_budget=0.09")
+        if self.samples < 1 or self.positions < 1:
+            raise MappingError("slice-weights: samples and positions must be at least 1",
+                               hint="e.g. slice-weights{samples=8 positions=1024}")
+
+    def _adapt(self, node: Node, products: LayerProducts, mapping: WeightMapping,
+               tiling: Tiling, target: Target, ctx: Context, where: str
+               ) -> tuple[tuple[int, ...], dict[str, object]]:
+        """Return the fewest-slice slicing within the error budget and what the search saw."""
+        converter = layer_converter(node, target, where)
+        rows_per_sum = min(tiling.rows, target.crossbar.active_rows)
+        needed = magnitude_bits(mapping.encoding, target.weight_bits)
+        widest = target.crossbar.bits_per_cell
+        tried, best = 0, None
+        for count in range(-(-needed // widest), needed + 1):
+            scored = []
+            for slices in compositions(needed, count, widest):
+                candidate = WeightMapping(mapping.encoding, slices, mapping.devices)
+                rng = ctx.rng(self.name, node.outputs[0])  # same draws for every candidate
+                error = relative_error(node, products, candidate, target, converter,
+                                       rows_per_sum, rng)
+                scored.append((error, slices))
+                tried += 1
+            error, slices = min(scored, key=lambda item: item[0])
+            if best is None or error < best[0]:
+                best = (error, slices)
+            if error <= self.error_budget:
+                return slices, {"error": error, "within_budget": True, "tried": tried}
+        assert best is not None
+        ctx.logger.warning("%s: no weight slicing keeps the layer error within %g; kept %s "
+                           "(error %.4g)", where, self.error_budget, list(best[1]), best[0])
+        return best[1], {"error": best[0], "within_budget": False, "tried": tried}
+
+    def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:
+        target = require_target(ctx, self.name)
+        encodings = {n.attributes["weights"].encoding for n in crossbar_layers(graph)
+                     if isinstance(n.attributes.get("weights"), WeightMapping)} or {"offset"}
+        needed = max(magnitude_bits(e, target.weight_bits) for e in encodings)
+        widest = target.crossbar.bits_per_cell
+        counts = range(-(-needed // widest), needed + 1)
+        return {
+            "slices": [compositions(needed, count, widest)[0] for count in counts],
+            "adaptive": [False, True],
+            "error_budget": [0.02, 0.05, 0.09, 0.15],
+            "last_bitwise": [False, True],
+        }
