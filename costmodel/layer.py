@@ -23,9 +23,25 @@ group, G groups, S_i input slices, S_w weight slices, D devices per slice, m col
   `signed_columns` (a 2T2R pair subtracted in analog converts once), times the samples of an MTJ
   converter. Converts per MAC = S_i * S_w * R / K (ISAAC: 8 * 4 / 128 = 0.25).
 - Speculation (`input.speculate`, RAELLA): the S_i wide slices run speculatively; a conversion
-  that saturates (`SPECULATION_FAILURE_RATE` of them, RAELLA observes 4-10%) is re-run as 1-bit
-  slices. The array runs S_i + bits reads per position; conversions per column are S_i +
-  failure rate * bits; the speculation unit checks every speculative conversion.
+  that hits the ADC's min / max code is discarded, a flag is set, and the same input bits are
+  re-run as 1-bit slices, converting only the flagged columns. How many recoveries that takes
+  is data-dependent: it is read from the layer's `profile` (profile-converters measures it on
+  calibration data with the bit-accurate simulator); a speculative layer without a profile is
+  a MappingError (no guessed constant). With F the profile's `speculation_failures` and r its
+  `recoveries` (1-bit conversions per speculative conversion; a failed s-bit slice re-runs as
+  s conversions):
+  - Array reads: the `bits` 1-bit recovery cycles run whenever any conversion of the layer can
+    fail (F > 0), at every position: a crossbar read of hundreds of columns almost always has
+    some flagged column, which is why RAELLA's array runs 11 cycles instead of 8 (3 + 8). With
+    F = 0 measured, none run. Every recovery cycle reads the whole array (cell energy at the
+    bit's activity) and drives its rows, like any input slice; it takes a slice's time.
+  - Conversions = speculative conversions * (1 + r): only flagged columns are converted again.
+    Shift-and-add: one operation per conversion, recoveries included.
+  - Speculation unit: one action (compare the code against the min / max code, store the flag
+    that gates the recovery conversions) per speculative conversion.
+  - Input buffer: the recovery cycles stream the same input bits again, so the layer's input
+    traffic (K * P * G * input_bits / 8 bytes) is read twice when recovery cycles run.
+  A speculative layer needs an ADC (an MTJ has no min / max code to flag).
 - Shift-and-add: one operation per conversion. Accumulators: one add per output element per row
   partial sum beyond the first, P * N * G * (R - 1) (the shift-add already merges the input and
   weight slices and the devices of a pair). Center+offset (`center-offset` encoding): a running
@@ -52,11 +68,14 @@ from imcc.costmodel.conductance import conductance_sums
 from imcc.costmodel.converters import ConverterCost, converter_cost
 from imcc.errors import MappingError
 from imcc.ir.graph import Node
-from imcc.ir.mapping import ActivationStats, ConverterChoice, InputStreaming, Placement
+from imcc.ir.mapping import (
+    ActivationStats,
+    ConverterChoice,
+    ConverterProfile,
+    InputStreaming,
+    Placement,
+)
 from imcc.target import ConverterKind, Target
-
-SPECULATION_FAILURE_RATE = 0.07
-"""Share of speculative conversions that saturate and are re-run (RAELLA: 4-10% observed)."""
 
 DEFAULT_ACTIVITY = 0.5
 """Row activity of an input slice when its quantize op carries no calibration stats."""
@@ -86,6 +105,8 @@ class LayerCost:
     energy_breakdown_j: dict[str, float]
     crossbars: int = 0
     conversions: float = 0.0
+    recovery_conversions: float = 0.0  # of `conversions`: speculation's 1-bit recoveries
+    profile: ConverterProfile | None = None  # what profile-converters measured, if it ran
 
     @property
     def converts_per_mac(self) -> float:
@@ -145,6 +166,24 @@ def check_mapped(node: Node) -> None:
         )
 
 
+def _check_speculation(label: str, target: Target, kind: ConverterKind,
+                       profile: ConverterProfile | None) -> None:
+    """Raise MappingError unless a speculative layer can be priced: a speculation unit, an ADC
+    and the measured recoveries."""
+    if target.speculation is None:
+        raise MappingError(f"node {label}: input speculation needs a speculation unit, "
+                           f"which target {target.name} does not have")
+    if kind is ConverterKind.MTJ:
+        raise MappingError(f"node {label}: speculation needs an ADC that flags saturated codes, "
+                           "not an MTJ", hint="select an ADC for speculative layers")
+    if profile is None:
+        raise MappingError(f"node {label}: speculative input slicing is priced from the "
+                           "recoveries measured on calibration data, and this layer has no "
+                           "'profile' attribute",
+                           hint="run profile-converters after select-adc and share-columns "
+                           "(imcc compile --calib DATA for real data)")
+
+
 def crossbar_layer(
     node: Node,
     target: Target,
@@ -175,9 +214,9 @@ def crossbar_layer(
     if mapping.encoding == "center-offset" and target.center_offset is None:
         raise MappingError(f"node {label}: center-offset encoding needs a center_offset unit, "
                            f"which target {target.name} does not have")
-    if streaming.speculate and target.speculation is None:
-        raise MappingError(f"node {label}: input speculation needs a speculation unit, "
-                           f"which target {target.name} does not have")
+    profile: ConverterProfile | None = a.get("profile")
+    if streaming.speculate:
+        _check_speculation(label, target, converter.kind, profile)
     xbar = target.crossbar
     cost = converter_cost(converter, choice.bits, target.technology)
     samples = choice.samples if converter.kind is ConverterKind.MTJ else 1
@@ -195,15 +234,18 @@ def crossbar_layer(
 
     # per position: array reads, columns converted per read, summed row activity
     activities = slice_activities(streaming, stats)
-    reads, converted, activity_sum = len(activities), float(len(activities)), sum(activities)
-    if streaming.speculate:
+    reads, activity_sum = len(activities), sum(activities)
+    recovering = streaming.speculate and profile.speculation_failures > 0
+    if recovering:  # the 1-bit re-run of the input bits, one array cycle per bit
         recovery = _bit_activities(streaming, stats)
         reads += len(recovery)
-        converted += SPECULATION_FAILURE_RATE * len(recovery)
         activity_sum += sum(recovery)
 
     macs = positions * rows * columns * groups
-    conversions = positions * converted * s_w * columns * groups * partials * pair * samples
+    # the wide (speculative, when speculating) slices' conversions, then the measured recoveries
+    first = positions * len(activities) * s_w * columns * groups * partials * pair * samples
+    recoveries = first * profile.recoveries if streaming.speculate else 0.0
+    conversions = first + recoveries
     sums = conductance_sums(weights, weights_digest, mapping, filter_axis, weights_size,
                             a.get("centers"))
     cell_energy = xbar.cell_read_energy_j * sums.level_sum + xbar.cell_base_energy_j * sums.cells
@@ -221,7 +263,7 @@ def crossbar_layer(
     }
     buffer = next((b for b in target.buffers if b.level == "tile"), None)
     buffer = buffer or (target.buffers[0] if target.buffers else None)
-    in_bytes = rows * positions * groups * streaming.bits / 8
+    in_bytes = rows * positions * groups * streaming.bits / 8 * (2 if recovering else 1)
     out_bytes = outputs * OUTPUT_BITS / 8
     energy["buffers"] = (in_bytes + out_bytes) * buffer.energy_per_byte_j if buffer else 0.0
     out_bits = outputs * OUTPUT_BITS
@@ -231,10 +273,7 @@ def crossbar_layer(
             target.center_offset.energy_j
         )
     if streaming.speculate:
-        energy["speculation"] = (
-            positions * len(activities) * s_w * columns * groups * partials * pair
-            * target.speculation.energy_j
-        )
+        energy["speculation"] = first * target.speculation.energy_j
     if converter.kind is ConverterKind.MTJ:
         energy["mtj_reset"] = conversions * cost.reset_energy_j
         energy["counters"] = conversions * cost.counter_energy_j
@@ -260,6 +299,8 @@ def crossbar_layer(
         energy_breakdown_j=energy,
         crossbars=tiling.crossbars * replicas,
         conversions=conversions,
+        recovery_conversions=recoveries,
+        profile=profile,
     )
     need = CrossbarArea(
         placement=a.get("placement"),

@@ -5,6 +5,11 @@ Totals: energy is the sum over layers and components; latency the sum of the lay
 overlaps another); area the sum of the chip's component areas (area.py). Figures of merit
 count two operations per MAC: TOPS/W = 2 * MACs / energy / 1e12, TOPS/mm² = 2 * MACs /
 latency / 1e12 / area_mm2, EDAP = energy_j * latency_s * area_mm2 (J*s*mm²).
+
+Per layer the JSON also carries `recovery_conversions` (speculation's 1-bit re-runs, part of
+`conversions`) and `profile`: what profile-converters measured on calibration data
+(`samples`, `saturation_rate`, `speculation_failure_rate`, `recoveries_per_conversion`), or
+null when the layer has no profile.
 """
 
 from __future__ import annotations
@@ -98,6 +103,8 @@ class CostReport:
                     "crossbars": layer.crossbars,
                     "conversions": layer.conversions,
                     "converts_per_mac": layer.converts_per_mac,
+                    "recovery_conversions": layer.recovery_conversions,
+                    "profile": _profile(layer),
                     "energy_breakdown_j": dict(layer.energy_breakdown_j),
                 }
                 for layer in self.layers
@@ -107,6 +114,18 @@ class CostReport:
     def to_json(self, indent: int | None = 2) -> str:
         """Return the report as a JSON text (see `to_dict`)."""
         return json.dumps(self.to_dict(), indent=indent)
+
+
+def _profile(layer: LayerCost) -> dict[str, float] | None:
+    """Return what profile-converters measured for a layer (None when it did not run)."""
+    if layer.profile is None:
+        return None
+    return {
+        "samples": layer.profile.samples,
+        "saturation_rate": layer.profile.saturation,
+        "speculation_failure_rate": layer.profile.speculation_failures,
+        "recoveries_per_conversion": layer.profile.recoveries,
+    }
 
 
 def estimate(graph: Graph, target: Target) -> CostReport:

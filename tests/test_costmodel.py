@@ -225,12 +225,23 @@ def test_raella_converts_per_mac_with_three_weight_slices(k):
 
 
 def test_raella_speculation_cuts_conversions_to_the_observed_share():
+    """Recoveries are priced from the layer's measured profile (profile-converters), no longer
+    from a constant 7% failure rate: the profile here is what that constant meant (7% of the
+    wide conversions fail, re-running on average 8/3 bits each)."""
+    from imcc.ir.mapping import ConverterProfile
+    from imcc.passes.layers import replace_nodes, with_attributes
+
     target = raella()
     common = dict(k=512, n=64, weight_slices=(4, 2, 2), encoding="center-offset", devices=2,
                   converter="adc7", adc_bits=7)
     plain = layer(estimate(mapped_linear(target, **common), target))
-    spec = layer(estimate(mapped_linear(target, input_slices=(3, 3, 2), speculate=True,
-                                        **common), target))
+    graph = mapped_linear(target, input_slices=(3, 3, 2), speculate=True, **common)
+    with pytest.raises(MappingError, match="no 'profile' attribute"):
+        estimate(graph, target)
+    node = next(n for n in graph.nodes if n.op == "linear")
+    profile = ConverterProfile(16, 0.05, 0.07, 0.07 * 8 / 3)
+    graph = replace_nodes(graph, {node.outputs[0]: with_attributes(node, profile=profile)})
+    spec = layer(estimate(graph, target))
     ratio = spec.conversions / plain.conversions
     assert 0.375 <= ratio <= 0.75  # RAELLA: 0.375-0.75 of the 8 x 1-bit count
     assert spec.energy_breakdown_j["speculation"] > 0
