@@ -173,6 +173,9 @@ class Hierarchy:
 
     crossbars_per_tile: int
     tiles_per_chip: int = 0  # 0: as many as the mapping needs
+    # DNN+NeuroSim's layer duplication for its layer pipeline (Chip.cpp, speedUpDegree): the
+    # default of `place{speedup=0}`; 0 or 1: each layer once (see passes/place.py)
+    pipeline_speedup: int = 0
 
 
 @dataclass(frozen=True, slots=True)

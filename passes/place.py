@@ -34,18 +34,20 @@ class Place(Pass):
     layer with the most cycles per copy, one copy at a time while one fits. A chip of
     `tiles_per_chip = 0` grows to what the mapping needs, with one copy per layer.
 
-    The context option `pipeline_speedup` = N (N > 0; a context option, not a pass option, so
-    that printed pipelines stay as they are) first copies the layers as DNN+NeuroSim V1.4
-    duplicates them for its layer pipeline (Chip.cpp, ChipDesignInitialize, speedUpDegree): the
-    layers with more output positions get more copies, so that each copy computes about as many
-    positions as the smallest convolution. With P the output positions of a layer, P_max and
-    P_min the largest and smallest over the layers with more than one position, the bound is
+    With `speedup` = N (N > 1), the layers are first copied as DNN+NeuroSim V1.4 duplicates
+    them for its layer pipeline (Chip.cpp, ChipDesignInitialize, speedUpDegree): the layers with
+    more output positions get more copies, so that each copy computes about as many positions as
+    the smallest convolution. With P the output positions of a layer, P_max and P_min the
+    largest and smallest over the layers with more than one position, the bound is
     max(P_min, P_max / N²) and a layer gets ceil(P / bound) copies (NeuroSim states it on the
     input side length: speed-up = ceil((IFM / ceil(IFM_max / N))²), N at most IFM_max / IFM_min,
     the same for stride-1 'same' convolutions). Fully connected layers keep one copy.
+    `speedup=0` takes the target's `hierarchy { pipeline_speedup }` (0 unless set; the
+    neurosim-rram22 targets set NeuroSim's 8); `speedup=1` copies nothing. `replicate` then
+    fills the spare tiles of a fixed chip as above.
 
     ```
-    // after: place{replicate=true}
+    // after: place{replicate=true speedup=0}
     %y.acc = conv(...) {..., placement = #placement<first_tile = 0, tiles = 1,
              replicas = 4>} : i32[1,16,8,8]
     ```
@@ -53,6 +55,8 @@ class Place(Pass):
 
     name = "place"
     replicate: bool = option(True, "fill spare tiles with copies of the slowest layers")
+    speedup: int = option(0, "NeuroSim's pipeline duplication degree (speedUpDegree); "
+                          "0: the target's hierarchy pipeline_speedup, 1: none")
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         target = require_target(ctx, self.name)
@@ -67,7 +71,11 @@ class Place(Pass):
             tiles.append(math.ceil(tiling.crossbars / per_tile))
             positions.append(matrix_shape(node, graph).positions)
             cycles.append(positions[-1] * len(streaming.slices))
-        replicas = pipeline_copies(positions, int(ctx.options.get("pipeline_speedup", 0)))
+        if self.speedup < 0:
+            raise MappingError(f"place: speedup={self.speedup} is negative",
+                               hint="use 0 for the target's default, 1 for no duplication")
+        speedup = self.speedup or target.hierarchy.pipeline_speedup
+        replicas = pipeline_copies(positions, speedup)
         chip = target.hierarchy.tiles_per_chip
         used = sum(t * r for t, r in zip(tiles, replicas, strict=True))
         chips = -(-used // chip) if chip else 1
@@ -98,7 +106,7 @@ class Place(Pass):
 
 def pipeline_copies(positions: list[int], speedup: int) -> list[int]:
     """Return each layer's copies under NeuroSim's pipeline rule (see `Place`); all 1 when
-    `speedup` is 0."""
+    `speedup` is 0 or 1."""
     spatial = [p for p in positions if p > 1]
     if speedup <= 0 or not spatial:
         return [1] * len(positions)

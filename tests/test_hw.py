@@ -109,6 +109,8 @@ def test_other_builtins_numbers() -> None:
     assert mtj.model is ConverterModel.FIXED and mtj.reset_energy_j > 0
     assert load_target("neurosim-rram22").crossbar.parallel_rows == 64
     assert load_target("neurosim-rram22-32").crossbar.parallel_rows == 32
+    assert load_target("neurosim-rram22").hierarchy.pipeline_speedup == 8
+    assert load_target("isaac").hierarchy.pipeline_speedup == 0
 
 
 def test_bounding_box_keys() -> None:

@@ -90,7 +90,7 @@ def test_per_layer_options_are_replayable(digits):
                 "encoding=\"\"},select-adc{"
                 "converter=\"\" bits=0 samples=0 per_layer_converter=[sar,mtj,sar] "
                 "per_layer_bits=[6,1,8] per_layer_samples=[1,16,1]},share-columns{factor=0 "
-                "per_layer=[16,32,128]},place{replicate=true}")
+                "per_layer=[16,32,128]},place{replicate=true speedup=0}")
     assert print_pipeline(parse_pipeline(pipeline)) == pipeline
     layers = crossbar_layers(compile_digits(pipeline, small_target(), digits))
     assert [n.attr("input").slices for n in layers] == [(1,) * 8, (2, 2, 2), (2, 2)]
