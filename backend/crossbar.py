@@ -23,8 +23,12 @@ partial sum stays below 2**24, which `MAX_EXACT` checks; reconstruction runs in 
 4. Converters act on each partial sum (see `Converter` below): a B-bit ADC (full-scale: a
    power-of-two step so the largest sum the read can produce fits, rounding to nearest; or
    saturate: unit step, clip), a 1-bit sense amplifier (a 1-bit full-scale ADC), or a stochastic
-   SOT-MTJ (normalise to [-1, 1] over the read's range, switch with `sigmoid(s * x)`, N samples
-   drawn as one Binomial(N, p), the counter's mean mapped back to the range).
+   SOT-MTJ (StoX-Net). The MTJ normalises each sum, `x = clamp(a * PS + b, -1, 1)`, with the
+   per-column `a`, `b` of the layer's `ps_scale` / `ps_offset` (calibrate-mtj) or, without them,
+   over the read's full range (`a = 1 / radius`, `b = -middle / radius`); it switches to +1 with
+   `p = sigmoid(s * x)`, N samples are one Binomial(N, p) draw (one uniform draw when N = 1),
+   and the counter's mean `m = 2 * ones / N - 1` is decoded by inverting its expectation
+   `E[m] = tanh(s * x / 2)`: `x_hat = clip(2 * atanh(m) / s, -1, 1)`, `PS_hat = (x_hat - b) / a`.
 5. Shift-and-add: `acc = sum 2^shift_j * 2^wshift_i * sign_d * converted` over chunks, slices and
    devices, plus the encoding's digital correction. With lossless converters `acc == x @ w`.
 """
@@ -118,13 +122,41 @@ def weight_planes(w: np.ndarray, mapping: WeightMapping, weight_bits: int,
 
 @dataclass(frozen=True)
 class Converter:
-    """A column converter as the datapath applies it: kind, bits, samples, range rule."""
+    """A column converter as the datapath applies it: kind, bits, samples, range rule, and an
+    MTJ's per-column normalisation.
+
+    `ps_scale` / `ps_offset` (MTJ only; empty: normalise over the read's full range) hold one
+    entry per column of the product as the datapath lays them out, [weight slice][device]
+    [filter], so `x = clamp(ps_scale * PS + ps_offset, -1, 1)` column by column.
+    """
 
     kind: ConverterKind
     bits: int
     samples: int = 1
     range_rule: str = "full-scale"
     sensitivity: float = 4.0
+    ps_scale: tuple[float, ...] = ()
+    ps_offset: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.ps_scale) != len(self.ps_offset):
+            raise ValueError("ps_scale and ps_offset need one entry per column each")
+        if any(not a > 0 for a in self.ps_scale):  # also rejects nan
+            raise ValueError("ps_scale entries must be positive")
+
+    def normalisation(self, low: float, high: float, columns: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Return an MTJ's scale and offset per column (float32 [columns]) for sums that can
+        range over [low, high]: the calibrated ones, else the read's full range."""
+        if not self.ps_scale:
+            middle, radius = (high + low) / 2, max((high - low) / 2, 1.0)
+            return (np.full(columns, 1 / radius, np.float32),
+                    np.full(columns, -middle / radius, np.float32))
+        if len(self.ps_scale) != columns:
+            raise MappingError(f"the MTJ normalisation has {len(self.ps_scale)} columns but the "
+                               f"product has {columns}", hint="rerun calibrate-mtj after the "
+                               "weight slicing and encoding passes")
+        return np.asarray(self.ps_scale, np.float32), np.asarray(self.ps_offset, np.float32)
 
 
 @dataclass
@@ -173,17 +205,7 @@ def convert(sums: np.ndarray, low: float, high: float, converter: Converter,
     (integers below 2**24, power-of-two steps: exact)."""
     stats.conversions += sums.size
     if converter.kind is ConverterKind.MTJ:
-        middle, radius = (high + low) / 2, max((high - low) / 2, 1.0)
-        x = np.clip((sums - np.float32(middle)) * np.float32(1 / radius), -1.0, 1.0)
-        p = 1.0 / (1.0 + np.exp(np.float32(-converter.sensitivity) * x))
-        if converter.samples == 1:  # Binomial(1, p): one uniform draw, much faster than binomial
-            counts = (rng.random(p.shape, dtype=np.float32) < p).astype(np.float32)
-        else:
-            counts = rng.binomial(converter.samples, p)
-        stats.samples += sums.size * converter.samples
-        stats.ones += int(counts.sum())
-        stats.lossless = False
-        return middle + radius * (2.0 * counts / converter.samples - 1.0)
+        return _mtj(sums, low, high, converter, rng, stats)
     levels_low, levels_high, step = adc_levels(converter, low, high)
     codes = sums
     if step != 1.0:
@@ -201,6 +223,40 @@ def convert(sums: np.ndarray, low: float, high: float, converter: Converter,
     if step != 1.0:
         codes *= step
     return codes
+
+
+def mtj_decoder(samples: int, sensitivity: float) -> np.ndarray:
+    """Return the normalised value `x_hat` an MTJ's counter decodes to, per count of ones
+    (0..samples): the inverse of `E[m] = tanh(s * x / 2)` at `m = 2 * ones / samples - 1`,
+    clipped to [-1, 1]."""
+    m = 2.0 * np.arange(samples + 1) / samples - 1.0
+    with np.errstate(divide="ignore"):
+        x = 2.0 * np.arctanh(m) / sensitivity
+    return np.clip(x, -1.0, 1.0).astype(np.float32)
+
+
+def _mtj(sums: np.ndarray, low: float, high: float, converter: Converter,
+         rng: np.random.Generator, stats: Statistics) -> np.ndarray:
+    """Convert partial sums (float32, columns on the last axis) through stochastic MTJs."""
+    scale, offset = converter.normalisation(low, high, sums.shape[-1])
+    x = np.multiply(sums, scale, out=sums)
+    x += offset
+    np.clip(x, -1.0, 1.0, out=x)
+    x *= np.float32(-converter.sensitivity)
+    np.exp(x, out=x)
+    x += 1.0
+    p = np.reciprocal(x, out=x)  # sigmoid(s * x)
+    if converter.samples == 1:  # Binomial(1, p): one uniform draw, much faster than binomial
+        counts = (rng.random(p.shape, dtype=np.float32) < p).astype(np.intp)
+    else:
+        counts = rng.binomial(converter.samples, p)
+    stats.samples += sums.size * converter.samples
+    stats.ones += int(counts.sum())
+    stats.lossless = False
+    decoded = mtj_decoder(converter.samples, converter.sensitivity)[counts]
+    decoded -= offset
+    decoded /= scale
+    return decoded
 
 
 def lossless(converter: Converter, low: float, high: float) -> bool:

@@ -63,8 +63,9 @@ class CrossbarInterpreter(ReferenceInterpreter):
         converter = LOSSLESS
         if not self.lossless:
             spec = self.target.converter(choice.name)
+            scale, offset = _group_normalisation(node, group, w.shape[1])
             converter = Converter(ConverterKind(choice.kind), choice.bits, choice.samples,
-                                  spec.range_rule, spec.sensitivity)
+                                  spec.range_rule, spec.sensitivity, scale, offset)
         rows_per_sum = min(tiling.rows, self.target.crossbar.active_rows)
         record = self.layers.setdefault(node.outputs[0], LayerRecord(node.name or node.outputs[0]))
         centers = node.attributes.get("centers")
@@ -93,6 +94,24 @@ class CrossbarInterpreter(ReferenceInterpreter):
         x, w = args[0], args[1]
         flat = x.reshape(-1, x.shape[-1])
         return [self._datapath(node, flat, w).reshape(*x.shape[:-1], w.shape[1]).astype(np.int32)]
+
+
+def _group_normalisation(node: Node, group: int, columns: int
+                         ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Return the part of a layer's `ps_scale` / `ps_offset` (ordered [weight slice][device]
+    [filter], filters of all groups) that belongs to one group's product, in the datapath's
+    column order; empty when the layer has none."""
+    scale, offset = node.attributes.get("ps_scale"), node.attributes.get("ps_offset")
+    if scale is None and offset is None:
+        return (), ()
+    filters = columns * (node.attr("group") if node.op == "conv" else 1)
+    if scale is None or offset is None or len(scale) != len(offset) or len(scale) % filters:
+        raise MappingError(f"layer {node.name or node.outputs[0]}: ps_scale and ps_offset need "
+                           f"one entry per column each, a multiple of its {filters} filters",
+                           hint="rerun calibrate-mtj after the weight passes")
+    part = slice(group * columns, (group + 1) * columns)
+    return (tuple(np.asarray(scale).reshape(-1, filters)[:, part].ravel().tolist()),
+            tuple(np.asarray(offset).reshape(-1, filters)[:, part].ravel().tolist()))
 
 
 def run_mapped(graph: Graph, target: Target, feeds: Mapping[str, np.ndarray],

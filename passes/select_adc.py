@@ -18,7 +18,7 @@ from imcc.passes.layers import (
     require_target,
     with_attributes,
 )
-from imcc.target import ConverterKind
+from imcc.target import ConverterKind, Target
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +26,10 @@ class SelectAdc(Pass):
     """Choose per crossbar layer the converter (SAR / Flash ADC, sense amplifier, MTJ), its
     precision and, for stochastic MTJ converters, the number of samples.
 
-    `converter` names one of the target's converters (empty: its first); `bits=0` takes that
-    converter's widest legal precision, `samples=0` its smallest legal sample count. Every
+    `converter` names one of the target's converters (empty: its first, or with `type` the
+    first of that kind: `sar`, `flash`, `sense-amp` or `mtj`, e.g.
+    `select-adc{type=mtj samples=4}`); `bits=0` takes that converter's widest legal
+    precision, `samples=0` its smallest legal sample count. Every
     choice must be one the target offers. Per-layer lists (one entry per crossbar layer)
     override the uniform values: `per_layer_converter=[flash,flash,sar]`, `per_layer_bits=[...]`,
     `per_layer_samples=[16,4,4]`.
@@ -41,6 +43,8 @@ class SelectAdc(Pass):
 
     name = "select-adc"
     converter: str = option("", "a converter of the target (empty: its first)")
+    type: str = option("", "take the target's first converter of this kind (sar, flash, "
+                           "sense-amp, mtj) when `converter` is empty")
     bits: int = option(0, "converter precision (0: the converter's widest)")
     samples: int = option(0, "samples per conversion of an MTJ converter (0: its fewest)")
     per_layer_converter: tuple[str, ...] = option((), "converter name per crossbar layer")
@@ -51,8 +55,8 @@ class SelectAdc(Pass):
         target = require_target(ctx, self.name)
         layers = crossbar_layers(graph)
         count = len(layers)
-        names = per_layer(self.per_layer_converter,
-                          self.converter or target.converters[0].name, count,
+        default = self._default(target)
+        names = per_layer(self.per_layer_converter, self.converter or default, count,
                           "per_layer_converter")
         bits = per_layer(self.per_layer_bits, self.bits, count, "per_layer_bits")
         samples = per_layer(self.per_layer_samples, self.samples, count, "per_layer_samples")
@@ -73,6 +77,25 @@ class SelectAdc(Pass):
             ctx.decisions.record(self.name, where, converter=choice.name, kind=choice.kind,
                                  bits=choice.bits, samples=choice.samples)
         return replace_nodes(graph, changed)
+
+    def _default(self, target: Target) -> str:
+        """Return the converter a layer gets by default: the first (of kind `type`)."""
+        if not self.type:
+            return target.converters[0].name
+        kinds = [k.value for k in ConverterKind]
+        if self.type not in kinds:
+            raise MappingError(f"select-adc: unknown converter type '{self.type}'",
+                               hint=f"type is one of {', '.join(kinds)}")
+        named = [c for c in target.converters if c.name == self.converter]
+        if named and named[0].kind.value != self.type:
+            raise MappingError(f"select-adc: converter {self.converter} is not of type "
+                               f"{self.type}", hint="give converter or type, not both")
+        for converter in target.converters:
+            if converter.kind.value == self.type:
+                return converter.name
+        offered = ", ".join(f"{c.name} ({c.kind.value})" for c in target.converters)
+        raise MappingError(f"select-adc: target {target.name} has no {self.type} converter",
+                           hint=f"its converters: {offered}")
 
     def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:
         target = require_target(ctx, self.name)
