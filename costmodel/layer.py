@@ -180,8 +180,9 @@ def _check_speculation(label: str, target: Target, kind: ConverterKind,
         raise MappingError(f"node {label}: speculative input slicing is priced from the "
                            "recoveries measured on calibration data, and this layer has no "
                            "'profile' attribute",
-                           hint="run profile-converters after select-adc and share-columns "
-                           "(imcc compile --calib DATA for real data)")
+                           hint="run profile-converters after the last pass that changes the "
+                           "mapping (select-adc, share-columns, encode-weights, slice-weights); "
+                           "imcc compile --calib DATA profiles on real data")
 
 
 def crossbar_layer(
