@@ -1,5 +1,4 @@
-"""The `allocate-samples` pass: MTJ sample counts per layer from a budget (StoX-Net's
-inhomogeneous sampling)."""
+"""The `allocate-samples` pass: MTJ sample counts per layer from a budget (StoX-Net)."""
 
 from __future__ import annotations
 
@@ -113,8 +112,10 @@ def _alone(graph: Graph, keep: str, samples: int) -> Graph:
 
 @dataclass(frozen=True, slots=True)
 class AllocateSamples(Pass):
-    """Assign each MTJ-converted layer its number of samples from a budget, by the layer's
-    sensitivity measured on calibration data (StoX-Net's inhomogeneous sampling).
+    """Assign MTJ sample counts per layer within a budget, by each layer's measured sensitivity.
+
+    StoX-Net's inhomogeneous sampling: layers whose MTJ noise hurts the output most get more
+    samples, the others fewer, at no more sample draws than uniform sampling.
 
     Budget: the mean samples per conversion, weighted by each layer's conversions per
     inference `C_l`, so `sum(C_l * N_l) <= budget * sum(C_l)`: the sample draws (and so the

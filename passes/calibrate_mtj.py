@@ -69,7 +69,8 @@ def mtj_layers(graph: Graph) -> list[tuple[int, Node]]:
 def column_sums(node: Node, products: LayerProducts, target: Target) -> ColumnSums:
     """Return the partial sums every physical column of a layer produces on the calibration
     products, exactly as the datapath forms them (slices, encoding, row chunks)."""
-    streaming, mapping, tiling, _ = mapped_layer(node, node.name or node.outputs[0], "")
+    streaming, mapping, tiling, _ = mapped_layer(node, node.name or node.outputs[0],
+                                                 "calibrate-mtj")
     signed = target.crossbar.signed_columns
     centers = node.attributes.get("centers")
     parts, weight = [], np.ones(len(streaming.slices))
@@ -102,8 +103,9 @@ def column_sums(node: Node, products: LayerProducts, target: Target) -> ColumnSu
 
 @dataclass(frozen=True, slots=True)
 class CalibrateMtj(Pass):
-    """Set the per-column normalisation of every MTJ-converted layer from calibration data so
-    that its typical partial sums use the MTJ's sensitive range.
+    """Normalise each MTJ column's partial sums from calibration data (ps_scale, ps_offset).
+
+    The aim: a layer's typical partial sums use the MTJ's sensitive range.
 
     StoX-Net's converter switches with `sigmoid(s * x)` of `x = clamp(a * PS + b, -1, 1)`.
     Normalising over the read's full range leaves `x` near 0 (real sums are far smaller than

@@ -43,8 +43,7 @@ class SelectAdc(Pass):
 
     name = "select-adc"
     converter: str = option("", "a converter of the target (empty: its first)")
-    type: str = option("", "take the target's first converter of this kind (sar, flash, "
-                           "sense-amp, mtj) when `converter` is empty")
+    type: str = option("", "kind of converter: sar, flash, sense-amp, mtj (empty: any)")
     bits: int = option(0, "converter precision (0: the converter's widest)")
     samples: int = option(0, "samples per conversion of an MTJ converter (0: its fewest)")
     per_layer_converter: tuple[str, ...] = option((), "converter name per crossbar layer")
