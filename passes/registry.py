@@ -17,6 +17,11 @@ _REGISTRY: dict[str, str | type[Pass]] = {
     "share-columns": "imcc.passes.share_columns:ShareColumns",
     "select-adc": "imcc.passes.select_adc:SelectAdc",
     "place": "imcc.passes.place:Place",
+    "encode-weights": "imcc.passes.encode_weights:EncodeWeights",
+    "slice-weights": "imcc.passes.slice_weights:SliceWeights",
+    "profile-converters": "imcc.passes.profile_converters:ProfileConverters",
+    "calibrate-mtj": "imcc.passes.calibrate_mtj:CalibrateMtj",
+    "allocate-samples": "imcc.passes.allocate_samples:AllocateSamples",
 }
 
 

@@ -167,13 +167,14 @@ def test_instrument_flags_write_to_stderr(capsys, program: Path) -> None:
 
 def test_listings(capsys) -> None:
     code, out, _ = imcc(capsys, "passes")
-    assert code == 0 and out.startswith("assign-input-precision\n    Choose per crossbar layer")
+    assert code == 0 and out.startswith("allocate-samples\n    Assign MTJ sample counts per layer")
     assert "fold-batchnorm\n    Fold each batch_norm" in out
     code, out, _ = imcc(capsys, "ops")
     assert code == 0
     assert ("conv(x, w, b?) {strides: ints, pads: ints, dilations: ints, group: int = 1, "
-            "weights: struct?, tiling: struct?, input: struct?, column_share: int?, "
-            "converter: struct?, placement: struct?}\n") in out
+            "weights: struct?, centers: ints?, tiling: struct?, input: struct?, column_share: "
+            "int?, converter: struct?, ps_scale: floats?, ps_offset: floats?, profile: "
+            "struct?, placement: struct?}\n") in out
     code, out, _ = imcc(capsys, "targets")
     assert code == 0 and [line.split()[0] for line in out.splitlines()] == [
         "isaac", "xpert", "raella", "sotmtj", "neurosim-rram22", "neurosim-rram22-32"]

@@ -255,9 +255,10 @@ def test_pipeline_errors_are_pinned(text: str, rendered: str) -> None:
 
 def test_registry_lists_the_passes_lazily() -> None:
     names = [n for n in registered_passes() if not n.startswith("test-")]
-    assert names == ["assign-input-precision", "canonicalize", "fold-batchnorm",
-                     "fold-constants", "place", "quantize", "select-adc", "share-columns",
-                     "tile-crossbar"]
+    assert names == ["allocate-samples", "assign-input-precision", "calibrate-mtj",
+                     "canonicalize", "encode-weights", "fold-batchnorm", "fold-constants",
+                     "place", "profile-converters", "quantize", "select-adc", "share-columns",
+                     "slice-weights", "tile-crossbar"]
     for name in ["canonicalize", "fold-batchnorm", "fold-constants"]:
         cls = load_pass(name)
         assert cls.name == name and cls.summary()
