@@ -65,10 +65,11 @@ def layer_converter(node: Node, target: Target, where: str) -> Converter:
 
 
 def relative_error(node: Node, products: LayerProducts, mapping: WeightMapping, target: Target,
-                   converter: Converter, rows_per_sum: int, rng: np.random.Generator) -> float:
+                   converter: Converter, rows_per_sum: int, rng: np.random.Generator,
+                   stats: Statistics | None = None) -> float:
     """Return a layer's relative RMS output error `||y - y_exact||_2 / ||y_exact||_2` under a
     weight mapping: y the datapath's product on the calibration patches (all groups), y_exact
-    the lossless integer product."""
+    the lossless integer product; `stats` collects what the converters did."""
     streaming = node.attributes.get("input")
     if not isinstance(streaming, InputStreaming):
         raise MappingError(f"{node.name or node.outputs[0]} has no input streaming",
@@ -80,8 +81,8 @@ def relative_error(node: Node, products: LayerProducts, mapping: WeightMapping, 
         group_centers = None if centers is None else np.asarray(
             centers[group * columns:(group + 1) * columns], np.int64)
         y = crossbar_matmul(x, w, streaming, mapping, target.weight_bits, rows_per_sum,
-                            target.crossbar.signed_columns, converter, rng, Statistics(),
-                            centers=group_centers)
+                            target.crossbar.signed_columns, converter, rng,
+                            Statistics() if stats is None else stats, centers=group_centers)
         exact = products.exact(group)
         error += float(np.square((y - exact).astype(np.float64)).sum())
         norm += float(np.square(exact.astype(np.float64)).sum())
@@ -108,6 +109,11 @@ class SliceWeights(Pass):
     draws from a generator seeded per layer) and y_exact the lossless product. Each layer is
     judged on the inputs it gets when the layers before it are exact. Runs after select-adc.
 
+    Speculating layers (`#input<speculate = true>`) recover saturated wide slices exactly, so
+    their error hides what saturation costs: re-run 1-bit conversions. `max_failures` bounds
+    the share of speculative conversions that fail on calibration data (RAELLA observes 4-10%);
+    a slicing must meet both bounds. It does not apply to layers that do not speculate.
+
     ```
     // after: slice-weights{adaptive=true error_budget=0.09} on raella
     %y.acc = conv(...) {..., weights = #weights<encoding = "center-offset", slices = [4, 2, 1],
@@ -120,6 +126,7 @@ class SliceWeights(Pass):
     per_layer_slices: tuple[str, ...] = option((), "slices per crossbar layer: 4-2-2 or auto")
     adaptive: bool = option(False, "fewest slices within error_budget, per layer")
     error_budget: float = option(0.09, "largest relative RMS layer error of adaptive slicing")
+    max_failures: float = option(1.0, "largest failing share of speculative conversions")
     last_bitwise: bool = option(False, "1-bit slices for the last crossbar layer")
     samples: int = option(8, "calibration inputs adaptive slicing measures on")
     positions: int = option(1024, "output positions per layer and group (seeded subsample)")
@@ -169,6 +176,9 @@ class SliceWeights(Pass):
         if not 0 <= self.error_budget < float("inf"):
             raise MappingError(f"slice-weights: error_budget {self.error_budget} is not a "
                                "relative error >= 0", hint="e.g. error_budget=0.09")
+        if not 0 <= self.max_failures <= 1:
+            raise MappingError(f"slice-weights: max_failures {self.max_failures} is not a "
+                               "share in [0, 1]", hint="e.g. max_failures=0.1")
         if self.samples < 1 or self.positions < 1:
             raise MappingError("slice-weights: samples and positions must be at least 1",
                                hint="e.g. slice-weights{samples=8 positions=1024}")
@@ -181,25 +191,35 @@ class SliceWeights(Pass):
         rows_per_sum = min(tiling.rows, target.crossbar.active_rows)
         needed = magnitude_bits(mapping.encoding, target.weight_bits)
         widest = target.crossbar.bits_per_cell
+        streaming = node.attributes.get("input")
+        speculating = isinstance(streaming, InputStreaming) and streaming.speculate
+        limit = self.max_failures if speculating else 1.0
         tried, best = 0, None
         for count in range(-(-needed // widest), needed + 1):
             scored = []
             for slices in compositions(needed, count, widest):
                 candidate = WeightMapping(mapping.encoding, slices, mapping.devices)
                 rng = ctx.rng(self.name, node.outputs[0])  # same draws for every candidate
+                stats = Statistics()
                 error = relative_error(node, products, candidate, target, converter,
-                                       rows_per_sum, rng)
-                scored.append((error, slices))
+                                       rows_per_sum, rng, stats)
+                failures = stats.speculative_failures / max(stats.conversions, 1)
+                # over either bound: ranked by how far over, so the fallback is the closest
+                excess = max(error - self.error_budget, 0.0) + max(failures - limit, 0.0)
+                scored.append((excess, error, failures, slices))
                 tried += 1
-            error, slices = min(scored, key=lambda item: item[0])
-            if best is None or error < best[0]:
-                best = (error, slices)
-            if error <= self.error_budget:
-                return slices, {"error": error, "within_budget": True, "tried": tried}
+            excess, error, failures, slices = min(scored, key=lambda item: item[:2])
+            if best is None or (excess, error) < best[:2]:
+                best = (excess, error, failures, slices)
+            if excess == 0.0:
+                return slices, {"error": error, "failures": failures, "within_budget": True,
+                                "tried": tried}
         assert best is not None
-        ctx.logger.warning("%s: no weight slicing keeps the layer error within %g; kept %s "
-                           "(error %.4g)", where, self.error_budget, list(best[1]), best[0])
-        return best[1], {"error": best[0], "within_budget": False, "tried": tried}
+        ctx.logger.warning("%s: no weight slicing keeps the layer error within %g (and "
+                           "speculation failures within %g); kept %s (error %.4g)", where,
+                           self.error_budget, limit, list(best[3]), best[1])
+        return best[3], {"error": best[1], "failures": best[2], "within_budget": False,
+                         "tried": tried}
 
     def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:
         target = require_target(ctx, self.name)
@@ -212,5 +232,6 @@ class SliceWeights(Pass):
             "slices": [compositions(needed, count, widest)[0] for count in counts],
             "adaptive": [False, True],
             "error_budget": [0.02, 0.05, 0.09, 0.15],
+            "max_failures": [0.05, 0.1, 1.0],
             "last_bitwise": [False, True],
         }

@@ -281,3 +281,20 @@ def test_bad_options_exit_2_from_the_cli_without_a_traceback(capsys):
     err = capsys.readouterr().err
     assert "give slices or adaptive=true, not both" in err and "hint:" in err
     assert "Traceback" not in err
+
+
+def test_speculating_layers_also_bound_their_failure_share():
+    """With speculation the recovered error stays small whatever the slicing; max_failures
+    makes adaptive slicing pay for the re-run conversions instead."""
+    head = ("assign-input-precision{speculate=true slices=3,3,2},quantize,tile-crossbar,"
+            "encode-weights{scheme=center-offset},select-adc")
+    graph, ctx = compile_digits(head)
+    chosen = {}
+    for limit in (1.0, 0.05):
+        ctx = Context(target=ctx.target, options=ctx.options)
+        SliceWeights(adaptive=True, max_failures=limit, samples=4, positions=512).run(graph, ctx)
+        chosen[limit] = ctx.decisions.tables["slice-weights"]
+    loose, strict = chosen[1.0], chosen[0.05]
+    assert sum(len(r["slices"]) for r in strict) > sum(len(r["slices"]) for r in loose)
+    assert all(r["failures"] <= 0.05 for r in strict if r["within_budget"])
+    assert any(r["failures"] > 0.05 for r in loose)
