@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from imcc.errors import MappingError
 from imcc.ir.graph import Graph
 from imcc.ir.mapping import InputStreaming
-from imcc.passes.base import Pass, option
+from imcc.passes.base import Pass, PerLayerOption, option
 from imcc.passes.context import Context
 from imcc.passes.layers import (
     check_choice,
@@ -82,6 +82,8 @@ class AssignInputPrecision(Pass):
     """
 
     name = "assign-input-precision"
+    per_layer_options = (PerLayerOption("bits", "per_layer_bits"),
+                         PerLayerOption("slice", "per_layer_slice", supersedes=("slices",)))
     bits: int = option(0, "input precision in bits (0: the target's widest)")
     slice: int = option(0, "bits streamed per array cycle (0: the target's narrowest)")
     speculate: bool = option(False, "stream wide slices and re-run saturated columns bit-serially")

@@ -29,6 +29,7 @@ import enum
 import json
 import re
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, ClassVar
@@ -158,15 +159,40 @@ def option(default: Any = dataclasses.MISSING, doc: str = "") -> Any:
     return dataclasses.field(default=default, metadata={"doc": doc})
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class PerLayerOption:
+    """Names the list option that overrides a uniform option layer by layer.
+
+    `uniform` is the option whose legal values `search_space` declares, `per_layer` the list
+    option with one entry per crossbar layer, and `entry` turns one uniform value into one list
+    entry (e.g. weight slices `(4, 2, 2)` into slice-weights' `"4-2-2"`); `supersedes` names
+    other uniform options that the pass ignores once the per-layer list is given (they are not
+    worth searching then). The autotuner reads these declarations to search every layer's
+    choice on its own.
+    """
+
+    uniform: str
+    per_layer: str
+    entry: Callable[[Any], Any] = _same
+    supersedes: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class Pass:
     """A graph-to-graph transformation; subclasses are frozen dataclasses of their options.
 
     Subclasses set `name` (the pipeline spelling), implement `run`, and may declare the legal
-    values of their options for a graph and target in `search_space`.
+    values of their options for a graph and target in `search_space`. A tunable option that
+    also has a per-layer list counterpart is declared in `per_layer_options`; the autotuner then
+    searches one entry per crossbar layer (`layer_search_space`) instead of the uniform value.
     """
 
     name: ClassVar[str] = ""
+    per_layer_options: ClassVar[tuple[PerLayerOption, ...]] = ()
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         """Return the transformed graph (never mutate `graph`)."""
@@ -175,6 +201,20 @@ class Pass:
     def search_space(self, graph: Graph, ctx: Context) -> dict[str, list[Any]]:
         """Return the legal values of each tunable option for this graph and target."""
         return {}
+
+    def layer_search_space(self, graph: Graph, ctx: Context) -> dict[str, list[list[Any]]]:
+        """Return, for each per-layer list option, the legal entries of every crossbar layer.
+
+        Derived from `search_space` and `per_layer_options`: each layer may take every legal
+        uniform value, spelled as a list entry. Passes override it to narrow a layer's choices.
+        """
+        from imcc.passes.layers import crossbar_layers
+
+        space = self.search_space(graph, ctx)
+        count = len(crossbar_layers(graph))
+        return {declared.per_layer: [[declared.entry(v) for v in space[declared.uniform]]
+                                     for _ in range(count)]
+                for declared in self.per_layer_options if declared.uniform in space}
 
     @classmethod
     def options(cls) -> tuple[OptionSpec, ...]:

@@ -9,7 +9,7 @@ import numpy as np
 from imcc.errors import MappingError
 from imcc.ir.graph import Graph, Node
 from imcc.ir.mapping import ENCODINGS, Tiling, WeightMapping
-from imcc.passes.base import Pass, option
+from imcc.passes.base import Pass, PerLayerOption, option
 from imcc.passes.calibration import LayerProducts, layer_products
 from imcc.passes.context import Context
 from imcc.passes.layers import (
@@ -124,6 +124,7 @@ class EncodeWeights(Pass):
     """
 
     name = "encode-weights"
+    per_layer_options = (PerLayerOption("scheme", "per_layer_scheme"),)
     scheme: str = option("", "offset, differential or center-offset (empty: the target's best)")
     per_layer_scheme: tuple[str, ...] = option((), "encoding per crossbar layer")
     samples: int = option(16, "calibration inputs the centers are chosen on")

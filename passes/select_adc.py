@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from imcc.errors import MappingError
 from imcc.ir.graph import Graph
 from imcc.ir.mapping import ConverterChoice
-from imcc.passes.base import Pass, option
+from imcc.passes.base import Pass, PerLayerOption, option
 from imcc.passes.context import Context
 from imcc.passes.layers import (
     check_choice,
@@ -42,6 +42,9 @@ class SelectAdc(Pass):
     """
 
     name = "select-adc"
+    per_layer_options = (PerLayerOption("converter", "per_layer_converter"),
+                         PerLayerOption("bits", "per_layer_bits"),
+                         PerLayerOption("samples", "per_layer_samples"))
     converter: str = option("", "a converter of the target (empty: its first)")
     type: str = option("", "kind of converter: sar, flash, sense-amp, mtj (empty: any)")
     bits: int = option(0, "converter precision (0: the converter's widest)")

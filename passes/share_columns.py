@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from imcc.errors import MappingError
 from imcc.ir.graph import Graph
 from imcc.ir.mapping import ConverterChoice, Tiling
-from imcc.passes.base import Pass, option
+from imcc.passes.base import Pass, PerLayerOption, option
 from imcc.passes.context import Context
 from imcc.passes.layers import (
     crossbar_layers,
@@ -37,6 +37,7 @@ class ShareColumns(Pass):
     """
 
     name = "share-columns"
+    per_layer_options = (PerLayerOption("factor", "per_layer"),)
     factor: int = option(0, "columns per converter (0: the first legal factor)")
     per_layer: tuple[int, ...] = option((), "columns per converter, one per crossbar layer")
 

@@ -10,7 +10,7 @@ from imcc.backend.crossbar import Converter, Statistics, crossbar_matmul
 from imcc.errors import MappingError
 from imcc.ir.graph import Graph, Node
 from imcc.ir.mapping import ConverterChoice, InputStreaming, Tiling, WeightMapping
-from imcc.passes.base import Pass, option
+from imcc.passes.base import Pass, PerLayerOption, option
 from imcc.passes.calibration import LayerProducts, layer_products
 from imcc.passes.context import Context
 from imcc.passes.layers import (
@@ -38,6 +38,11 @@ def compositions(bits: int, parts: int, widest: int) -> list[tuple[int, ...]]:
     for first in range(min(widest, bits - parts + 1), 0, -1):
         out += [(first, *rest) for rest in compositions(bits - first, parts - 1, widest)]
     return out
+
+
+def format_slices(slices: tuple[int, ...]) -> str:
+    """Spell weight slices as a per-layer entry: (4, 2, 2) -> `4-2-2` (`parse_slices` reads it)."""
+    return "-".join(str(width) for width in slices)
 
 
 def parse_slices(text: str, where: str) -> tuple[int, ...]:
@@ -122,6 +127,8 @@ class SliceWeights(Pass):
     """
 
     name = "slice-weights"
+    per_layer_options = (PerLayerOption("slices", "per_layer_slices", format_slices,
+                                        supersedes=("adaptive", "error_budget", "max_failures")),)
     slices: tuple[int, ...] = option((), "weight slice widths for every layer, MSB first")
     per_layer_slices: tuple[str, ...] = option((), "slices per crossbar layer: 4-2-2 or auto")
     adaptive: bool = option(False, "fewest slices within error_budget, per layer")
