@@ -243,6 +243,29 @@ def _cmd_export_qdq(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_search(args: argparse.Namespace) -> int:
+    from imcc.search import SearchConfig, run_search
+    from imcc.search.storage import redact, storage_url
+
+    config = SearchConfig(
+        model=args.model, target=args.target, data=args.data, trials=args.trials,
+        objective=args.objective, max_accuracy_drop=args.max_accuracy_drop,
+        area_budget_mm2=args.area_budget, strategy=args.strategy, storage=args.storage,
+        study=args.study, seed=args.seed, out=Path(args.out), search_samples=args.limit,
+        probe_samples=args.probe, check_samples=args.check, random_trials=args.random_trials)
+    try:
+        result = run_search(config, progress=sys.stderr.isatty())
+    except KeyboardInterrupt:
+        where = redact(storage_url(config.storage, config.out))
+        print(f"\ninterrupted: every finished trial is stored in {where}; run the same command "
+              "again to resume", file=sys.stderr)
+        return 130
+    print(result.summary)
+    written = ["pareto.json", "pareto.png"] + (["best.imcir"] if result.best else [])
+    print(f"wrote: {', '.join(str(config.out / name) for name in written)}")
+    return 0
+
+
 def _cmd_passes(args: argparse.Namespace) -> int:
     sys.stdout.write(describe_passes())
     return 0
@@ -533,6 +556,43 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", metavar="MODEL.onnx", required=True)
     export.add_argument("--weights", metavar="W.npz", help="weights (default: beside PROGRAM)")
     export.set_defaults(handler=_cmd_export_qdq)
+
+    search = sub.add_parser("search", help="co-search the mapping pipeline: accuracy against "
+                            "EDAP, energy, latency or area (optuna; resumable)",
+                            allow_abbrev=False)
+    search.add_argument("model", metavar="MODEL", help="an .onnx model or a built-in example")
+    search.add_argument("--target", required=True, metavar="T",
+                        help="a built-in target name or a .hw file")
+    search.add_argument("--data", required=True, metavar="DATA",
+                        help="calibration and accuracy data (as compile --calib)")
+    search.add_argument("--trials", type=int, default=100, metavar="N",
+                        help="finished trials the search holds in total (default 100)")
+    search.add_argument("--objective", metavar="NAME",
+                        help="edap, energy, latency or area (default edap; xpert: energy)")
+    search.add_argument("--max-accuracy-drop", type=float, default=2.0, metavar="POINTS",
+                        help="accuracy floor: percentage points below the float model "
+                        "(default 2)")
+    search.add_argument("--area-budget", type=float, metavar="MM2",
+                        help="largest chip area in mm2 (default: the target's budget, if any)")
+    search.add_argument("--strategy", default="pareto", metavar="NAME",
+                        help="pareto (default), xpert (two phases) or random")
+    search.add_argument("--storage", metavar="URL",
+                        help="SQLAlchemy URL of the trial database (default: sqlite in --out)")
+    search.add_argument("--study", metavar="NAME",
+                        help="study name (default: model-target-strategy-objective)")
+    search.add_argument("--seed", type=int, default=0, help="seed of the sampler")
+    search.add_argument("--out", default="search-out", metavar="DIR",
+                        help="output folder: pareto.json, pareto.png, best.imcir, search.db")
+    search.add_argument("--limit", type=int, default=96, metavar="N",
+                        help="samples every trial's accuracy is measured on (default 96)")
+    search.add_argument("--probe", type=int, default=32, metavar="N",
+                        help="first samples that decide whether a trial is pruned (default 32)")
+    search.add_argument("--check", type=int, default=1000, metavar="N",
+                        help="samples every Pareto point is checked on (default 1000)")
+    search.add_argument("--random-trials", type=int, metavar="N",
+                        help="trials of the random-search comparison (default trials/4; "
+                        "0: none)")
+    search.set_defaults(handler=_cmd_search)
 
     for name, handler, text in [
         ("passes", _cmd_passes, "list the passes, their options and defaults"),

@@ -1,0 +1,201 @@
+"""Evaluating one trial: compile its mapping pipeline, price it, measure its accuracy.
+
+The target-independent clean-up runs once per search (`Problem.load`); a trial then runs only
+its mapping pipeline on the cleaned graph, with the same calibration images `imcc compile
+--calib DATA` loads, so that compiling the trial's full pipeline string reproduces its costs
+exactly. Costs come from the analytic cost model, cached per mapping pipeline (a repeated
+trial is free). Accuracy comes from the bit-accurate simulator, in two steps: a *probe* on the
+first samples of the search subset prunes trials that cannot meet the accuracy floor (the
+probe's accuracy below the floor by more than two standard errors), and only the survivors run
+the rest of the subset. The probe's largest per-layer relative error is kept as a proxy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from imcc.backend.reference import run_graph
+from imcc.backend.simulate import SimulationReport, simulate
+from imcc.costmodel import CostReport, estimate
+from imcc.driver import calibration_data
+from imcc.errors import MappingError, UserError
+from imcc.frontend.datasets import Dataset, load_dataset
+from imcc.frontend.onnx import import_onnx
+from imcc.ir.graph import Graph
+from imcc.ir.rebatch import rebatch
+from imcc.passes.context import Context
+from imcc.passes.manager import PassManager
+from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline
+from imcc.target import Target
+
+SIMULATION_SEED = 0
+"""Seed of the converters' draws in every accuracy measurement (MTJ sampling)."""
+
+SIMULATION_BATCH = 64
+"""Samples simulated at once; larger subsets are cut to whole batches."""
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    """The cost figures a search point reports (design.md keys, SI units)."""
+
+    energy_j: float
+    latency_s: float
+    area_mm2: float
+    edap: float
+    tops_per_w: float
+    tops_per_mm2: float
+
+    @classmethod
+    def of(cls, report: CostReport) -> Metrics:
+        """Take the figures of a cost report (the same numbers `--report` writes)."""
+        return cls(report.energy_j, report.latency_s, report.area_mm2, report.edap,
+                   report.tops_per_w, report.tops_per_mm2)
+
+    def to_dict(self) -> dict[str, float]:
+        """Return the figures keyed as in the report JSON."""
+        return {"energy_j": self.energy_j, "latency_s": self.latency_s,
+                "area_mm2": self.area_mm2, "edap": self.edap, "tops_per_w": self.tops_per_w,
+                "tops_per_mm2": self.tops_per_mm2}
+
+
+OBJECTIVES = {"edap": "edap", "energy": "energy_j", "latency": "latency_s", "area": "area_mm2"}
+"""`--objective` names and the Metrics field each minimises."""
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """What one trial gave: costs, accuracy (None when not measured), or why it is illegal."""
+
+    metrics: Metrics | None = None
+    accuracy: float | None = None
+    samples: int = 0  # samples the accuracy was measured on
+    pruned: bool = False  # the probe's accuracy ruled it out before the full subset
+    layer_error: float | None = None  # the probe's largest per-layer relative error
+    illegal: str | None = None  # the MappingError (or simulator limit) that rejected it
+
+
+def _accuracy(graph: Graph, data: Dataset) -> float:
+    """Return the float reference accuracy of a graph on a labelled data set."""
+    batched = rebatch(graph, len(data.images))
+    out = run_graph(batched, {batched.inputs[0].name: data.images})[batched.outputs[0]]
+    assert data.labels is not None
+    return float(np.mean(out.argmax(axis=-1) == data.labels))
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The model, target and data of one search, with the clean-up already run."""
+
+    model: Path
+    target: Target
+    data: str
+    graph: Graph  # cleaned-up float graph
+    calibration: np.ndarray | None
+    calibrated: str  # where the calibration images came from, as the report says
+    search_data: Dataset  # the subset accuracy is searched on
+    check_data: Dataset  # the subset every Pareto point is checked on
+    probe: int  # samples of the probe (a prefix of search_data)
+
+    @classmethod
+    def load(cls, model: Path, target: Target, data: str, *, search_samples: int,
+             probe_samples: int, check_samples: int) -> Problem:
+        """Import and clean up the model, load calibration and accuracy data."""
+        ctx = Context(target=target)
+        graph = PassManager(parse_pipeline(DEFAULT_PIPELINE)).run(import_onnx(str(model)), ctx)
+        calibration, calibrated = calibration_data(data, model)
+        full = load_dataset(data, max(search_samples, check_samples))
+        if full.labels is None:
+            raise UserError(f"data set {data} has no labels", hint="accuracy needs labels")
+        probe = max(1, min(probe_samples, search_samples, len(full.images)))
+        search = max(probe, min(search_samples, len(full.images)) // probe * probe)
+        check = min(check_samples, len(full.images))
+        if check > SIMULATION_BATCH:  # whole batches only: simulate leaves a partial one out
+            check -= check % SIMULATION_BATCH
+        return cls(model, target, data, graph, calibration, calibrated,
+                   full.take(search), full.take(check), probe)
+
+
+@dataclass
+class Evaluator:
+    """Compiles, prices and simulates trial pipelines of one problem, caching the costs."""
+
+    problem: Problem
+    costs: dict[str, Metrics] = field(default_factory=dict)
+    reference: dict[str, float] = field(default_factory=dict)
+
+    def reference_accuracy(self, subset: str) -> float:
+        """Return the float model's accuracy on the `search` or `check` subset (cached)."""
+        if subset not in self.reference:
+            data = self.problem.search_data if subset == "search" else self.problem.check_data
+            self.reference[subset] = _accuracy(self.problem.graph, data)
+        return self.reference[subset]
+
+    def compile(self, pipeline: str) -> Graph:
+        """Run a mapping pipeline on the cleaned graph (MappingError when it is illegal)."""
+        options = {} if self.problem.calibration is None else {
+            "calibration": self.problem.calibration}
+        ctx = Context(target=self.problem.target, options=options)
+        return PassManager(parse_pipeline(pipeline)).run(self.problem.graph, ctx)
+
+    def cost(self, pipeline: str, graph: Graph) -> Metrics:
+        """Return the costs of a compiled trial, from the cache when priced before."""
+        if pipeline not in self.costs:
+            self.costs[pipeline] = Metrics.of(estimate(graph, self.problem.target))
+        return self.costs[pipeline]
+
+    def simulate(self, graph: Graph, data: Dataset) -> SimulationReport:
+        """Return the simulator's report of a compiled trial on a data subset."""
+        count = len(data.images)
+        batch = count if count <= SIMULATION_BATCH else SIMULATION_BATCH
+        return simulate(graph, self.problem.target, data, batch=batch, seed=SIMULATION_SEED)
+
+    def evaluate(self, pipeline: str, *, accuracy: bool = True,
+                 floor: float | None = None) -> Evaluation:
+        """Compile and price a trial; with `accuracy`, probe and then measure it, pruning
+        when the probe rules out `floor`. Illegal trials come back with their reason."""
+        try:
+            graph = self.compile(pipeline)
+            metrics = self.cost(pipeline, graph)
+            if not accuracy:
+                return Evaluation(metrics)
+            data, probe = self.problem.search_data, self.problem.probe
+            first = self.simulate(graph, data.take(probe))
+            error = max((layer.rel_error for layer in first.layers), default=0.0)
+            correct, samples = first.accuracy * first.samples, first.samples
+            if floor is not None and first.accuracy < floor - _slack(floor, first.samples):
+                return Evaluation(metrics, first.accuracy, first.samples, True, error)
+            if len(data.images) > probe:
+                rest = Dataset(data.name, data.images[probe:], data.labels[probe:])
+                second = self.simulate(graph, rest)
+                correct += second.accuracy * second.samples
+                samples += second.samples
+            return Evaluation(metrics, correct / samples, samples, False, error)
+        except MappingError as exc:
+            return Evaluation(illegal=_reason(exc))
+        except UserError as exc:  # a simulator limit: this mapping cannot run
+            return Evaluation(illegal=_reason(exc))
+
+    def check(self, pipeline: str) -> tuple[float, int]:
+        """Return a trial's accuracy and sample count on the whole check subset."""
+        report = self.simulate(self.compile(pipeline), self.problem.check_data)
+        return report.accuracy, report.samples
+
+
+def _slack(floor: float, samples: int) -> float:
+    """Two standard errors of an accuracy near `floor` measured on `samples` samples."""
+    p = min(max(floor, 0.02), 0.98)
+    return 2.0 * math.sqrt(p * (1.0 - p) / samples) + 1.0 / samples
+
+
+def _reason(exc: UserError) -> str:
+    """Return an illegal trial's reason in one line: the pass name, not its full spelling."""
+    text = str(exc)
+    if text.startswith("pass '") and "': " in text:
+        spec, _, message = text[len("pass '"):].partition("': ")
+        text = f"{spec.split('{', 1)[0]}: {message}"
+    return " ".join(text.split())

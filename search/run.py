@@ -1,0 +1,317 @@
+"""`run_search`: the co-search from flags to files (`imcc search` and benchmarks call it).
+
+Steps: validate the configuration; load the problem (clean-up once); build the space; open the
+storage and run the strategy's phases (resuming whatever the studies hold); collect the points;
+check every front point (and the random-search front's) on the check subset; pick the best;
+write pareto.json, pareto.png and the best program.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from imcc.driver import default_pipeline
+from imcc.errors import UserError
+from imcc.examples import resolve_model
+from imcc.ir.io import save_program
+from imcc.passes.pipeline import DEFAULT_PIPELINE
+from imcc.search.evaluate import OBJECTIVES, Evaluator, Problem
+from imcc.search.outputs import (
+    Point,
+    TrialCounts,
+    checked,
+    count_trials,
+    format_summary,
+    meets,
+    pareto_front,
+    plot,
+    points_of,
+    write_json,
+)
+from imcc.search.space import CALIBRATION_SAMPLES, SearchSpace, build_space
+from imcc.search.storage import open_storage, open_study, redact, storage_url
+from imcc.search.strategies import (
+    STRATEGIES,
+    Limits,
+    Phase,
+    best_structure,
+    make_sampler,
+    run_phase,
+    search_phases,
+)
+from imcc.target import Target
+
+PARETO_JSON = "pareto.json"
+PARETO_PNG = "pareto.png"
+BEST_PROGRAM = "best.imcir"
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything a search is run with; `imcc search` flags map one to one."""
+
+    model: str
+    target: str
+    data: str
+    trials: int = 100
+    objective: str | None = None  # edap, energy, latency, area (None: edap; xpert phase 2 energy)
+    max_accuracy_drop: float = 2.0  # percentage points below the float model's accuracy
+    area_budget_mm2: float | None = None  # None: the target's area budget, if it has one
+    strategy: str = "pareto"
+    storage: str | None = None  # SQLAlchemy URL; None: sqlite in `out`
+    study: str | None = None  # None: model-target-strategy-objective
+    seed: int = 0
+    out: Path = Path("search-out")
+    search_samples: int = 96  # accuracy subset of every trial
+    probe_samples: int = 32  # first samples of it that decide pruning
+    check_samples: int = 1000  # subset every front point is checked on
+    random_trials: int | None = None  # comparison random search (None: trials // 4; 0: none)
+
+    def validate(self) -> None:
+        """Raise UserError on a flag no search can run with."""
+        if self.strategy not in STRATEGIES:
+            raise UserError(f"unknown strategy '{self.strategy}'",
+                            hint=f"strategies: {', '.join(STRATEGIES)}")
+        if self.objective is not None and self.objective not in OBJECTIVES:
+            raise UserError(f"unknown objective '{self.objective}'",
+                            hint=f"objectives: {', '.join(OBJECTIVES)}")
+        for flag, value in [("--trials", self.trials), ("--limit", self.search_samples),
+                            ("--probe", self.probe_samples), ("--check", self.check_samples)]:
+            if value < 1:
+                raise UserError(f"{flag} must be at least 1, not {value}")
+        if not 0 <= self.max_accuracy_drop <= 100:
+            raise UserError(f"--max-accuracy-drop must be between 0 and 100 points, not "
+                            f"{self.max_accuracy_drop:g}", hint="e.g. --max-accuracy-drop 1.0")
+        if self.area_budget_mm2 is not None and not self.area_budget_mm2 > 0:
+            raise UserError(f"--area-budget must be a positive area in mm2, not "
+                            f"{self.area_budget_mm2:g}", hint="e.g. --area-budget 50")
+        if self.random_trials is not None and self.random_trials < 0:
+            raise UserError(f"--random-trials must be 0 or more, not {self.random_trials}")
+
+    @property
+    def objective_name(self) -> str:
+        """Return the objective the front is drawn against."""
+        return self.objective or ("energy" if self.strategy == "xpert" else "edap")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What a search found and where it wrote it."""
+
+    config: SearchConfig
+    space: SearchSpace
+    counts: TrialCounts
+    front: tuple[Point, ...]  # checked Pareto front of the strategy's trials, by objective
+    random_front: tuple[Point, ...]  # checked front of the random comparison (or random search)
+    baseline: Point | None  # the target's default pipeline
+    best: Point | None  # lowest objective on the front within the budgets
+    reference_accuracy: float  # the float model on the check subset
+    accuracy_floor: float
+    area_budget_mm2: float | None
+    trials_run: int  # trials evaluated by this call (not resumed ones)
+    seconds: float  # wall time of this call's trials
+    record: dict[str, Any]  # pareto.json
+    summary: str  # the terminal summary
+
+    @property
+    def trials_per_second(self) -> float:
+        """Return the trials this call evaluated per second of search."""
+        return self.trials_run / self.seconds if self.seconds > 0 else 0.0
+
+
+def load_target(spec: str) -> Target:
+    """Return the target named by a built-in name or a .hw path."""
+    from imcc.frontend.hw import load_target as load
+
+    return load(spec)
+
+
+def run_search(config: SearchConfig, *, progress: bool = False,
+               on_trial: Callable[[FrozenTrial], None] | None = None) -> SearchResult:
+    """Run (or resume) a search and write its outputs; see the module docstring.
+
+    `progress` shows a tqdm bar on stderr; `on_trial` is called with every finished trial.
+    Ctrl-C propagates as KeyboardInterrupt once the running trial is stored as interrupted.
+    """
+    config.validate()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    model = resolve_model(config.model)
+    if not model.is_file():
+        raise UserError(f"cannot read {config.model}: no such file",
+                        hint="give an .onnx file or a built-in example (digits-cnn)")
+    target = load_target(config.target)
+    problem = Problem.load(model, target, config.data, search_samples=config.search_samples,
+                           probe_samples=config.probe_samples,
+                           check_samples=config.check_samples)
+    evaluator = Evaluator(problem)
+    space = build_space(problem.graph, target)
+    budget = config.area_budget_mm2
+    if budget is None and target.area_budget_m2 is not None:
+        budget = target.area_budget_m2 * 1e6
+    drop = config.max_accuracy_drop / 100
+    limits = Limits(budget, evaluator.reference_accuracy("search") - drop)
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    url = storage_url(config.storage, out)
+    storage = open_storage(url)
+    objective = config.objective_name
+    name = config.study or f"{model.stem}-{target.name}-{config.strategy}-{objective}"
+    random_trials = (config.random_trials if config.random_trials is not None
+                     else max(1, config.trials // 4))
+    phases = search_phases(config.strategy, name, space, config.objective, config.trials,
+                           random_trials if config.strategy != "random" else 0)
+    identity = {"model": model.name, "target": target.name, "data": config.data,
+                "strategy": config.strategy, "objective": objective,
+                "area_budget_mm2": budget, "max_accuracy_drop": config.max_accuracy_drop,
+                "search_samples": len(problem.search_data.images),
+                "calibration_samples": CALIBRATION_SAMPLES}
+    studies, run, seconds = _run_phases(phases, storage, space, evaluator, limits, identity,
+                                        config, progress, on_trial)
+    return _finish(config, problem, evaluator, space, studies, limits, budget, url, name,
+                   run, seconds)
+
+
+def _run_phases(phases: list[Phase], storage: Any, space: SearchSpace, evaluator: Evaluator,
+                limits: Limits, identity: dict[str, Any], config: SearchConfig,
+                progress: bool, on_trial: Callable[[FrozenTrial], None] | None
+                ) -> tuple[dict[str, optuna.Study], int, float]:
+    """Run every phase in order; return the studies by role, trials run and their seconds."""
+    from tqdm import tqdm
+
+    from imcc.search.storage import finished_count
+
+    studies: dict[str, optuna.Study] = {}
+    bar = tqdm(total=sum(p.trials for p in phases), disable=not progress, unit="trial",
+               desc="search", leave=False)
+    run, illegal, start = 0, 0, time.perf_counter()
+
+    def finished(trial: FrozenTrial) -> None:
+        nonlocal run, illegal
+        run += 1
+        illegal += trial.state.name == "FAIL"
+        bar.update(1)
+        bar.set_postfix(illegal=illegal, refresh=False)
+        if on_trial is not None:
+            on_trial(trial)
+
+    try:
+        for index, phase in enumerate(phases):
+            directions = list(phase.directions)
+            study = open_study(storage, phase.study, directions,
+                               {**identity, "role": phase.role})
+            done = finished_count(study)
+            study.sampler = make_sampler(phase.sampler, config.seed + index, done, phase.trials)
+            bar.update(min(done, phase.trials))
+            if phase.role == "phase2":
+                structure = best_structure(studies["phase1"])
+                if structure is None:
+                    raise UserError("xpert phase 1 found no design within the area budget",
+                                    hint="raise --area-budget or --trials")
+                phase = Phase(phase.study, phase.role, phase.directions, phase.score,
+                              phase.dimensions, structure, phase.trials, phase.accuracy,
+                              phase.sampler)
+            run_phase(phase, study, space, evaluator, limits, finished)
+            studies[phase.role] = study
+    finally:
+        bar.close()
+    return studies, run, time.perf_counter() - start
+
+
+def _baseline(target: Target, evaluator: Evaluator, floor: float) -> Point | None:
+    """Return the target's default pipeline as a point checked on the check subset."""
+    pipeline = default_pipeline(target)
+    mapping = pipeline.removeprefix(f"{DEFAULT_PIPELINE},")
+    evaluation = evaluator.evaluate(mapping, accuracy=False)
+    if evaluation.metrics is None:
+        return None
+    accuracy, _ = evaluator.check(mapping)
+    return Point("", -1, "baseline", pipeline, evaluation.metrics, accuracy, None, True,
+                 accuracy >= floor)
+
+
+def _check(points: list[Point], evaluator: Evaluator, objective: str, area: float | None,
+           floor: float, cache: dict[str, float]) -> list[Point]:
+    """Return the Pareto front of the points within the area budget, every point on it
+    checked on the check subset: check the front's points, redraw it with their checked
+    accuracies, and repeat until the front holds only checked points."""
+    pool = [p for p in points if meets(p, area, None)]
+    while True:
+        front = pareto_front(pool, objective)
+        unchecked = [p for p in front if not p.checked]
+        if not unchecked:
+            return front
+        for point in unchecked:
+            if point.pipeline not in cache:
+                mapping = point.pipeline.removeprefix(f"{DEFAULT_PIPELINE},")
+                cache[point.pipeline] = evaluator.check(mapping)[0]
+            pool[pool.index(point)] = checked(point, cache[point.pipeline], floor)
+
+
+def _finish(config: SearchConfig, problem: Problem, evaluator: Evaluator, space: SearchSpace,
+            studies: dict[str, optuna.Study], limits: Limits, budget: float | None, url: str,
+            name: str, run: int, seconds: float) -> SearchResult:
+    """Collect the points, check the fronts, pick the best, write the outputs."""
+    objective = config.objective_name
+    reference = evaluator.reference_accuracy("check")
+    floor = reference - config.max_accuracy_drop / 100
+    main = [r for r in ("search", "phase2") if r in studies]
+    points = [p for role in main for p in points_of(studies[role])]
+    cache: dict[str, float] = {}
+    front = _check(points, evaluator, objective, budget, floor, cache)
+    random_front = front
+    if config.strategy != "random" and "random" in studies:
+        random_front = _check(points_of(studies["random"]), evaluator, objective, budget, floor,
+                              cache)
+    baseline = _baseline(problem.target, evaluator, floor)
+    best = min((p for p in front if p.meets_floor), key=lambda p: p.objective(objective),
+               default=None)
+    counts = count_trials(studies.values())
+    out = config.out
+    replay = None
+    if best is not None:
+        graph = evaluator.compile(best.pipeline.removeprefix(f"{DEFAULT_PIPELINE},"))
+        graph = graph.replace(attributes={**graph.attributes, "target": config.target,
+                                          "source": str(problem.model.resolve())})
+        save_program(graph, out / BEST_PROGRAM)
+        replay = shlex.join(["imcc", "compile", config.model, "--target", config.target,
+                             "--passes", best.pipeline, "--calib", config.data,
+                             "--report", "report.json"])
+    rate = run / seconds if seconds > 0 else 0.0
+    record: dict[str, Any] = {
+        "model": config.model, "target": config.target, "data": config.data,
+        "strategy": config.strategy, "objective": objective, "study": name,
+        "storage": redact(url), "seed": config.seed,
+        "trials": {**counts.to_dict(), "requested": config.trials},
+        "trials_per_second": rate,
+        "space": {"dimensions": len(space.searched()), "size": space.size(),
+                  "layers": list(space.layers)},
+        "calibration": problem.calibrated,
+        "accuracy": {"reference": "float", "reference_value": reference,
+                     "max_drop_points": config.max_accuracy_drop, "floor": floor,
+                     "search_samples": len(problem.search_data.images),
+                     "probe_samples": problem.probe,
+                     "check_samples": len(problem.check_data.images)},
+        "area_budget_mm2": budget,
+        "pareto": [p.to_dict() for p in front],
+        "random_front": [p.to_dict() for p in random_front],
+        "baseline": None if baseline is None else baseline.to_dict(),
+        "best": None if best is None else best.to_dict(),
+        "replay": replay,
+    }
+    write_json(out / PARETO_JSON, record)
+    title = f"{config.model} on {config.target}: {config.strategy} ({counts.finished} trials)"
+    plot(out / PARETO_PNG, objective, points, front, random_front, baseline, best, floor, title)
+    summary = format_summary(record, front, baseline, best, objective)
+    return SearchResult(config, space, counts, tuple(front), tuple(random_front), baseline, best,
+                        reference, floor, budget, run, seconds, record, summary)
+
+
+__all__ = ["SearchConfig", "SearchResult", "run_search"]

@@ -1,0 +1,187 @@
+"""Search strategies as optuna studies: `pareto`, `xpert` (two phases) and `random`.
+
+- `pareto`: one multi-objective study, accuracy (maximised) against the objective
+  (minimised), under the budgets, sampled by optuna's TPE with constraints.
+- `xpert` (XPert, DAC 2023): phase 1 chooses the structure (converter type and column sharing
+  per layer, placement) for the lowest latency within the area budget, accuracy not measured
+  (precisions at the passes' defaults); phase 2 keeps the best feasible phase-1 design and
+  chooses converter precision, input precision and the other precision options per layer for
+  the lowest objective (energy unless `--objective` says otherwise) within the accuracy floor.
+- `random`: the same two objectives as `pareto`, uniformly sampled: the baseline every report
+  compares against.
+
+A phase asks optuna for trials one at a time (ask / tell) until its study holds the requested
+number of finished trials, so that every trial is stored as it finishes and a rerun resumes.
+Constraints are `value <= 0` terms: `area - budget` and `floor - accuracy`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from imcc.search.evaluate import OBJECTIVES, Evaluation, Evaluator
+from imcc.search.space import Dimension, SearchSpace
+from imcc.search.storage import ILLEGAL, INTERRUPTED, PIPELINE, RESULT, finished_count
+
+STRATEGIES = ("pareto", "xpert", "random")
+
+PHASE1 = {("select-adc", "per_layer_converter"), ("select-adc", "converter"),
+          ("share-columns", "per_layer"), ("share-columns", "factor"),
+          ("tile-crossbar", "rows"), ("tile-crossbar", "columns"), ("place", "replicate")}
+"""XPert's phase-1 dimensions (structure); every other dimension is phase 2's (precision)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The budgets every trial is judged by: area in mm² and the accuracy floor (0..1)."""
+
+    area_mm2: float | None
+    accuracy_floor: float | None
+
+    def constraints(self, evaluation: Evaluation) -> list[float]:
+        """Return the `<= 0` constraint terms of an evaluated trial (0 where not known)."""
+        area = accuracy = 0.0
+        if evaluation.metrics is not None and self.area_mm2 is not None:
+            area = evaluation.metrics.area_mm2 - self.area_mm2
+        if evaluation.accuracy is not None and self.accuracy_floor is not None:
+            accuracy = self.accuracy_floor - evaluation.accuracy
+        return [area, accuracy]
+
+
+def _constraints(trial: FrozenTrial) -> list[float]:
+    return list(trial.user_attrs.get(RESULT, {}).get("constraints", [0.0, 0.0]))
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One study a strategy runs: what it searches, how it scores, how many trials."""
+
+    study: str
+    role: str  # search, phase1, phase2, random (the comparison run)
+    directions: tuple[str, ...]
+    score: Callable[[Evaluation], list[float]]
+    dimensions: tuple[Dimension, ...]
+    fixed: Mapping[str, str]  # choices of dimensions this phase does not search
+    trials: int
+    accuracy: bool  # whether trials measure accuracy
+    sampler: str  # tpe or random
+
+
+def multi_objective(objective: str) -> Callable[[Evaluation], list[float]]:
+    """Score a trial as (accuracy, objective) for a two-objective study."""
+    field = OBJECTIVES[objective]
+    return lambda e: [e.accuracy or 0.0, getattr(e.metrics, field)]
+
+
+def single_objective(objective: str) -> Callable[[Evaluation], list[float]]:
+    """Score a trial by one minimised cost figure."""
+    field = OBJECTIVES[objective]
+    return lambda e: [getattr(e.metrics, field)]
+
+
+def make_sampler(kind: str, seed: int, done: int, trials: int) -> optuna.samplers.BaseSampler:
+    """Return a seeded sampler; the seed also depends on the trials already finished, so a
+    resumed run does not replay the draws of the run before it."""
+    state = int(np.random.SeedSequence([seed, done]).generate_state(1)[0])
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=state, n_startup_trials=max(4, min(10, trials // 4)), multivariate=True)
+
+
+def run_phase(phase: Phase, study: optuna.Study, space: SearchSpace, evaluator: Evaluator,
+              limits: Limits, on_trial: Callable[[FrozenTrial], None]) -> None:
+    """Ask, evaluate and tell trials until the study holds `phase.trials` finished ones.
+
+    Illegal trials are told FAIL with the reason in the user attribute `illegal`; trials the
+    probe rules out are PRUNED; Ctrl-C tells the running trial FAIL (`interrupted`) and
+    re-raises, so that the storage never keeps a half-written trial as finished.
+    """
+    distributions = {d.key: CategoricalDistribution(d.choices)
+                     for d in phase.dimensions if d.searched}
+    floor = limits.accuracy_floor
+    while finished_count(study) < phase.trials:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            trial = study.ask(distributions)
+        try:
+            choices = {**phase.fixed, **{k: str(v) for k, v in trial.params.items()}}
+            pipeline = space.pipeline(choices)
+            trial.set_user_attr(PIPELINE, space.full_pipeline(choices))
+            evaluation = evaluator.evaluate(pipeline, accuracy=phase.accuracy, floor=floor)
+            state, values = _record(trial, evaluation, phase, limits)
+            frozen = study.tell(trial, values, state=state)
+        except KeyboardInterrupt:
+            trial.set_user_attr(INTERRUPTED, True)
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            raise
+        on_trial(frozen)
+
+
+def _record(trial: optuna.Trial, evaluation: Evaluation, phase: Phase, limits: Limits
+            ) -> tuple[TrialState, list[float] | None]:
+    """Store an evaluation in the trial's user attributes (one write: `result`, or `illegal`
+    with the reason); return the trial's state and objective values."""
+    if evaluation.illegal is not None:
+        trial.set_user_attr(ILLEGAL, evaluation.illegal)
+        return TrialState.FAIL, None
+    assert evaluation.metrics is not None
+    constraints = limits.constraints(evaluation)
+    trial.set_user_attr(RESULT, {
+        "role": phase.role, "metrics": evaluation.metrics.to_dict(),
+        "accuracy": evaluation.accuracy, "accuracy_samples": evaluation.samples,
+        "layer_error": evaluation.layer_error, "pruned": evaluation.pruned,
+        "constraints": constraints})
+    for key, value in zip(("area", "accuracy"), constraints, strict=True):
+        trial.set_constraint(key, value)  # the samplers prefer feasible trials
+    if evaluation.pruned:
+        return TrialState.PRUNED, None
+    return TrialState.COMPLETE, phase.score(evaluation)
+
+
+def search_phases(strategy: str, study: str, space: SearchSpace, objective: str | None,
+                  trials: int, random_trials: int) -> list[Phase]:
+    """Return the phases of a strategy before any has run (xpert's phase 2 gets its fixed
+    choices from phase 1 later: see `phase_two`)."""
+    chosen = objective or "edap"
+    everything = space.dimensions
+    phases: list[Phase] = []
+    if strategy == "xpert":
+        first = tuple(d for d in everything if (d.pass_name, d.option) in PHASE1)
+        phases.append(Phase(f"{study}/phase1", "phase1", ("minimize",),
+                            single_objective("latency"), first, {}, max(1, trials // 2),
+                            False, "tpe"))
+        second = tuple(d for d in everything if (d.pass_name, d.option) not in PHASE1)
+        phases.append(Phase(f"{study}/phase2", "phase2", ("minimize",),
+                            single_objective(objective or "energy"), second, {},
+                            max(1, trials - trials // 2), True, "tpe"))
+    else:
+        phases.append(Phase(study, "search", ("maximize", "minimize"), multi_objective(chosen),
+                            everything, {}, trials, True,
+                            "random" if strategy == "random" else "tpe"))
+    if strategy != "random" and random_trials > 0:
+        phases.append(Phase(f"{study}/random", "random", ("maximize", "minimize"),
+                            multi_objective(chosen), everything, {}, random_trials, True,
+                            "random"))
+    return phases
+
+
+def best_structure(study: optuna.Study) -> dict[str, str] | None:
+    """Return the choices of phase 1's best feasible trial (lowest latency within the area
+    budget), or None when none is feasible."""
+    best: FrozenTrial | None = None
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if any(c > 0 for c in _constraints(trial)):
+            continue
+        if best is None or trial.values[0] < best.values[0]:
+            best = trial
+    return None if best is None else {k: str(v) for k, v in best.params.items()}
