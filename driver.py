@@ -18,8 +18,11 @@ CALIBRATION_SAMPLES = 64
 
 
 def default_pipeline(target: Target | None) -> str:
-    """Return the pipeline `imcc compile` runs without `--passes`: clean-up, then mapping."""
-    return DEFAULT_PIPELINE if target is None else f"{DEFAULT_PIPELINE},{MAPPING_PIPELINE}"
+    """Return the pipeline `imcc compile` runs without `--passes`: clean-up, then mapping (the
+    target's own `pipeline` when its .hw file gives one, else MAPPING_PIPELINE)."""
+    if target is None:
+        return DEFAULT_PIPELINE
+    return f"{DEFAULT_PIPELINE},{target.pipeline or MAPPING_PIPELINE}"
 
 
 def calibration_data(spec: str | None, model: str | Path,

@@ -211,6 +211,9 @@ class Target:
     hierarchy: Hierarchy = field(default_factory=lambda: Hierarchy(8))
     interconnect: Interconnect = field(default_factory=Interconnect)
     area_budget_m2: float | None = None
+    # the mapping passes `imcc compile` runs for this target without --passes (after the
+    # target-independent clean-up); empty: the driver's MAPPING_PIPELINE
+    pipeline: str = ""
     source: str = ""  # the file it was read from
 
     def column_sharing_for(self, converter: Converter) -> tuple[int, ...]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imcc.errors import ParseError, UserError
+from imcc.errors import ParseError, PipelineError, UserError
 from imcc.frontend.hw_grammar import Entry, Section, Value, parse_syntax, source_line
 from imcc.frontend.hw_schema import (
     DIMENSIONS,
@@ -130,7 +130,20 @@ class _Builder:
                 values[spec.field] = built[spec.name][0]
         target = Target(name=root.label, source=self.filename, **values)
         self.check_column_sharing(target, top)
+        self.check_pipeline(target, top)
         return target
+
+    def check_pipeline(self, target: Target, top: _Filled) -> None:
+        """Check that the target's default mapping pipeline parses (names, options)."""
+        if not target.pipeline:
+            return
+        from imcc.passes.pipeline import parse_pipeline  # the pass registry loads lazily
+
+        try:
+            parse_pipeline(target.pipeline, "pipeline")
+        except PipelineError as exc:
+            raise self.error(top.where["pipeline"], f"`pipeline` does not parse at character "
+                             f"{exc.column} of the string: {exc.args[0]}", exc.hint) from None
 
     def fill(self, section: Section, where: str, keys: dict[str, FieldSpec],
              sections: dict[str, SectionSpec]) -> _Filled:

@@ -259,6 +259,9 @@ def test_unclosed_brace() -> None:
     ("rows = 128", "rows = 128 ns", "t.hw:9:16: error: `rows` takes no unit, got `128 ns`"),
     ("converter adc {", "converter {", "t.hw:16:5: error: `converter` needs a name"),
     ('target "tiny"', "target", "t.hw:2:1: error: the target needs a name"),
+    ("column_sharing = [1, 8]", 'column_sharing = [1, 8]\n    pipeline = "quantize,tile{x=1}"',
+     "t.hw:4:16: error: `pipeline` does not parse at character 10 of the string: unknown pass "
+     "'tile'"),
 ])
 def test_semantic_errors(old: str, new: str, message: str) -> None:
     assert error(tiny(old, new)).splitlines()[0] == message
@@ -297,3 +300,13 @@ def test_compile_reports_a_bad_target_with_a_caret(capsys, tmp_path: Path) -> No
     assert cli.main(["compile", "m.onnx", "--target", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"{path}:13:9: error: unknown key `raed_latency` in `crossbar`\n")
+
+
+def test_a_target_names_its_default_mapping_pipeline() -> None:
+    from imcc.driver import MAPPING_PIPELINE, default_pipeline
+    assert default_pipeline(load_target("isaac")).endswith(MAPPING_PIPELINE)
+    assert "encode-weights{scheme=center-offset}" in default_pipeline(load_target("raella"))
+    assert "calibrate-mtj" in default_pipeline(load_target("sotmtj"))
+    text = tiny("column_sharing = [1, 8]",
+                'column_sharing = [1, 8]\n    pipeline = "quantize,tile-crossbar"')
+    assert default_pipeline(parse_target(text, "t.hw")).endswith(",quantize,tile-crossbar")
