@@ -7,7 +7,8 @@ RAELLA chain (ISCA 2023, shared/references.md §3), each step one pipeline strin
   2. c+o        raella.hw: 512x512 2T2R, center+offset weights, fixed 2-bit weight slices,
                 1-bit input slices
   3. +adaptive  per-layer adaptive weight slicing (error budget 0.09, last layer 1-bit slices)
-  4. +spec      speculative 3-3-2 input slices with 1-bit recovery (profiled on calibration data)
+  4. +spec      speculative 3-3-2 input slices with 1-bit recovery (profiled on calibration
+                data); adaptive slicing also keeps speculation failures within 10%
 Per step: converts/MAC, energy per MAC by component, throughput, energy efficiency, throughput
 and throughput per area relative to step 1, and accuracy (lossless-quantized and mapped) on the
 test images.
@@ -56,8 +57,8 @@ RAELLA_STEPS = {
                             "share-columns,place"),
     "+spec": ("raella", "assign-input-precision{speculate=true slices=3,3,2},quantize,"
                         "tile-crossbar,encode-weights{scheme=center-offset},select-adc,"
-                        "slice-weights{adaptive=true error_budget=0.09 last_bitwise=true},"
-                        "profile-converters,share-columns,place"),
+                        "slice-weights{adaptive=true error_budget=0.09 max_failures=0.1 "
+                        "last_bitwise=true},profile-converters,share-columns,place"),
 }
 """RAELLA's ablation chain: step -> (target, mapping pipeline after the clean-up passes)."""
 
