@@ -150,10 +150,10 @@ def plot(path: Path, objective: str, points: Sequence[Point], front: Sequence[Po
             axes.plot([p.objective(objective) for p in items],
                       [100 * (p.accuracy or 0.0) for p in items], **style)
 
-    draw(points, linestyle="none", marker=".", color="0.75", label="trials")
+    draw(points, linestyle="none", marker=".", color="0.75", label="trials (search subset)")
     draw(random_front, linestyle="--", marker="s", color="tab:orange", markersize=4,
          label="random-search front")
-    draw(front, linestyle="-", marker="o", color="tab:blue", label="Pareto front")
+    draw(front, linestyle="-", marker="o", color="tab:blue", label="Pareto front (checked)")
     if baseline is not None:
         draw([baseline], linestyle="none", marker="*", color="black", markersize=12,
              label="baseline (default pipeline)")

@@ -148,6 +148,10 @@ def run_search(config: SearchConfig, *, progress: bool = False,
         raise UserError(f"cannot read {config.model}: no such file",
                         hint="give an .onnx file or a built-in example (digits-cnn)")
     target = load_target(config.target)
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    url = storage_url(config.storage, out)
+    storage = open_storage(url)
     problem = Problem.load(model, target, config.data, search_samples=config.search_samples,
                            probe_samples=config.probe_samples,
                            check_samples=config.check_samples)
@@ -158,10 +162,6 @@ def run_search(config: SearchConfig, *, progress: bool = False,
         budget = target.area_budget_m2 * 1e6
     drop = config.max_accuracy_drop / 100
     limits = Limits(budget, evaluator.reference_accuracy("search") - drop)
-    out = config.out
-    out.mkdir(parents=True, exist_ok=True)
-    url = storage_url(config.storage, out)
-    storage = open_storage(url)
     objective = config.objective_name
     name = config.study or f"{model.stem}-{target.name}-{config.strategy}-{objective}"
     random_trials = (config.random_trials if config.random_trials is not None

@@ -10,6 +10,7 @@ trial and stops once the study holds the requested number of finished trials.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}
     try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        storage = _create(url, engine_kwargs)
         if parsed.get_backend_name() == "sqlite":
             _fast_sqlite(storage)
         return storage
@@ -65,6 +66,20 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         message = " ".join(str(exc).split())[:300]
         raise UserError(f"--storage: cannot open {redact(url)}: {message}",
                         hint="check the URL, the server and the credentials") from None
+
+
+def _create(url: str, engine_kwargs: dict) -> optuna.storages.RDBStorage:
+    """Open the storage; retry when another worker is creating the same tables right now."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(4):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except SQLAlchemyError:
+            if attempt == 3:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _fast_sqlite(storage: optuna.storages.RDBStorage) -> None:

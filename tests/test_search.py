@@ -1,0 +1,243 @@
+"""`imcc search`: the space the passes declare, the strategies, storage and resume, the outputs,
+and the replay of the best pipeline string by `imcc compile --passes`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from imcc.cli import main
+from imcc.examples import resolve_model
+from imcc.frontend.hw import load_target
+from imcc.frontend.onnx import import_onnx
+from imcc.passes.context import Context
+from imcc.passes.manager import PassManager
+from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline, print_pipeline
+from imcc.search import SearchConfig, build_space, run_search
+from imcc.search.evaluate import Evaluator, Problem
+from imcc.search.storage import ILLEGAL, PIPELINE, finished
+
+FAST = ["--limit", "32", "--probe", "16", "--check", "64"]
+"""Small accuracy subsets: a trial takes a few tens of milliseconds on digits-cnn."""
+
+COST_KEYS = ("energy_j", "latency_s", "area_mm2", "edap", "tops_per_w", "tops_per_mm2")
+
+
+def _search(tmp: Path, *flags: str, strategy: str = "random", trials: int = 6) -> dict:
+    code = main(["search", "digits-cnn", "--target", "xpert", "--data", "digits-cnn",
+                 "--trials", str(trials), "--strategy", strategy, "--out", str(tmp),
+                 "--max-accuracy-drop", "60", *FAST, *flags])
+    assert code == 0
+    return json.loads((tmp / "pareto.json").read_text())
+
+
+def _study(record: dict, name: str | None = None) -> optuna.Study:
+    return optuna.load_study(study_name=name or record["study"], storage=record["storage"])
+
+
+def _cleaned(target: str):
+    graph = import_onnx(str(resolve_model("digits-cnn")))
+    return PassManager(parse_pipeline(DEFAULT_PIPELINE)).run(graph, Context()), \
+        load_target(target)
+
+
+def test_space_covers_every_tunable_pass_per_layer_on_xpert() -> None:
+    graph, target = _cleaned("xpert")
+    space = build_space(graph, target)
+    keys = {d.key for d in space.searched()}
+    assert len(space.layers) == 3
+    for layer in range(3):
+        for option in ("assign-input-precision.per_layer_bits", "select-adc.per_layer_converter",
+                       "select-adc.per_layer_bits", "slice-weights.per_layer_slices",
+                       "share-columns.per_layer"):
+            assert f"{option}[{layer}]" in keys
+    dims = {d.key: d for d in space.dimensions}
+    assert dims["select-adc.per_layer_converter[0]"].choices == ("sar", "flash")
+    assert dims["share-columns.per_layer[1]"].choices == ("1", "2", "4", "8", "16", "32")
+    assert dims["assign-input-precision.per_layer_bits[2]"].choices == tuple(
+        str(b) for b in range(1, 9))
+    # uniform options superseded by a per-layer list are not searched twice
+    assert "assign-input-precision.bits" not in keys and "slice-weights.adaptive" not in keys
+    choices = {d.key: d.choices[-1] for d in space.searched()}
+    pipeline = space.pipeline(choices)
+    assert print_pipeline(parse_pipeline(pipeline)) == pipeline
+    assert "per_layer_converter=[flash,flash,flash]" in pipeline
+    assert "per_layer=[32,32,32]" in pipeline and "per_layer_slices=[1-1-1-1-1-1-1-1," in pipeline
+
+
+def test_pass_declares_per_layer_counterparts() -> None:
+    graph, target = _cleaned("xpert")
+    select = parse_pipeline("select-adc")[0]
+    layers = select.layer_search_space(graph, Context(target=target))
+    assert layers["per_layer_bits"] == [[4, 5, 6, 7, 8]] * 3
+    slices = parse_pipeline("slice-weights")[0].layer_search_space(graph, Context(target=target))
+    assert slices["per_layer_slices"][0][0] == "4-4"
+
+
+def test_illegal_trial_is_a_reason_not_a_crash() -> None:
+    target = load_target("xpert")
+    problem = Problem.load(resolve_model("digits-cnn"), target, "digits-cnn", search_samples=32,
+                           probe_samples=16, check_samples=64)
+    evaluation = Evaluator(problem).evaluate(
+        "assign-input-precision{per_layer_bits=[1,8,8]},quantize,tile-crossbar,select-adc,"
+        "share-columns,place")
+    assert evaluation.metrics is None
+    assert evaluation.illegal is not None and evaluation.illegal.startswith("quantize: layer 0")
+
+
+def test_search_writes_outputs_counts_illegal_and_replays_exactly(tmp_path: Path,
+                                                                  capsys) -> None:
+    record = _search(tmp_path, "--seed", "3", strategy="pareto", trials=14)
+    out = capsys.readouterr().out
+    assert "Pareto front" in out and "replay: imcc compile" in out
+    for name in ("pareto.json", "pareto.png", "best.imcir", "best.npz", "search.db"):
+        assert (tmp_path / name).is_file(), name
+    assert record["trials"]["finished"] == 14 + 3  # and the random comparison's trials // 4
+    study = _study(record)
+    illegal = [t for t in study.trials if ILLEGAL in t.user_attrs]
+    assert record["trials"]["illegal"] == len(illegal) + sum(
+        ILLEGAL in t.user_attrs for t in _study(record, record["study"] + "/random").trials)
+    assert illegal and all(t.state.name == "FAIL" for t in illegal)
+    assert record["trials"]["illegal_by_pass"]["quantize"] >= len(illegal)  # 1-bit inputs
+    assert record["accuracy"]["reference"] == "float"
+    front = record["pareto"]
+    assert front and all(p["checked"] for p in front)
+    assert [p["edap"] for p in front] == sorted(p["edap"] for p in front)
+    best = record["best"]
+    assert best is not None and best["meets_floor"]
+    report = tmp_path / "replay.json"
+    assert main(["compile", "digits-cnn", "--target", "xpert", "--passes", best["pipeline"],
+                 "--calib", "digits-cnn", "--report", str(report)]) == 0
+    replayed = json.loads(report.read_text())
+    for key in COST_KEYS:
+        assert replayed[key] == best[key], key
+
+
+def test_resume_continues_to_the_total_without_touching_finished_trials(tmp_path: Path) -> None:
+    record = _search(tmp_path, trials=4)
+    before = {t.number: (t.params, t.user_attrs, t.state) for t in _study(record).trials}
+    assert len(before) == 4
+    record = _search(tmp_path, trials=8)
+    trials = _study(record).trials
+    assert sum(finished(t) for t in trials) == 8 and record["trials"]["finished"] == 8
+    for t in trials[:4]:
+        assert (t.params, t.user_attrs, t.state) == before[t.number]
+    params = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(params)) == len(params)  # the resumed sampler does not replay old draws
+
+
+def _finished_in(database: Path) -> int:
+    """Count finished trials by reading the SQLite file directly (opening it through optuna
+    would race the search process creating its tables)."""
+    if not database.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+            done = connection.execute(
+                "SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')").fetchone()
+            illegal = connection.execute(
+                "SELECT COUNT(*) FROM trial_user_attributes WHERE key = ?", (ILLEGAL,)
+            ).fetchone()
+        return done[0] + illegal[0]
+    except sqlite3.Error:  # the tables do not exist yet
+        return 0
+
+
+def _start(tmp: Path, trials: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "imcc", "search", "digits-cnn", "--target", "xpert",
+               "--data", "digits-cnn", "--trials", str(trials), "--strategy", "random",
+               "--out", str(tmp), "--max-accuracy-drop", "60", *FAST]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(process: subprocess.Popen, database: Path, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while _finished_in(database) < count:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_killed_search_resumes_without_losing_trials(tmp_path: Path, sig: int) -> None:
+    database = tmp_path / "search.db"
+    process = _start(tmp_path, 500)
+    _wait_for(process, database, 3)
+    os.kill(process.pid, sig)
+    _, err = process.communicate(timeout=30)
+    if sig == signal.SIGINT:
+        assert process.returncode == 130 and "run the same command again" in err
+        assert "Traceback" not in err
+    else:
+        assert process.returncode == -signal.SIGKILL
+    kept = _finished_in(database)
+    assert kept >= 3
+    storage = f"sqlite:///{database}"
+    name = optuna.get_all_study_summaries(storage)[0].study_name
+    snapshot = {t.number: t.params for t in optuna.load_study(
+        study_name=name, storage=storage).trials if finished(t)}
+    rerun = _start(tmp_path, kept + 2)
+    _, err = rerun.communicate(timeout=60)
+    assert rerun.returncode == 0, err
+    trials = optuna.load_study(study_name=name, storage=storage).trials
+    assert sum(finished(t) for t in trials) == kept + 2
+    assert {t.number: t.params for t in trials if t.number in snapshot} == snapshot
+    assert all(PIPELINE in t.user_attrs for t in trials if finished(t))
+
+
+def test_xpert_runs_both_phases_within_the_area_budget(tmp_path: Path) -> None:
+    record = _search(tmp_path, "--area-budget", "3.0", "--random-trials", "0",
+                     strategy="xpert", trials=10)
+    phase1 = _study(record, record["study"] + "/phase1")
+    phase2 = _study(record, record["study"] + "/phase2")
+    assert sum(finished(t) for t in phase1.trials) == 5
+    assert sum(finished(t) for t in phase2.trials) == 5
+    assert all(set(t.params) <= {"share-columns.per_layer[0]", "share-columns.per_layer[1]",
+                                 "share-columns.per_layer[2]", "place.replicate"} | {
+        f"select-adc.per_layer_converter[{i}]" for i in range(3)} for t in phase1.trials)
+    structure = [t for t in phase1.trials if t.state.name == "COMPLETE"
+                 and t.user_attrs["result"]["metrics"]["area_mm2"] <= 3.0]
+    best1 = min(structure, key=lambda t: t.values[0])
+    sharing = ",".join(str(best1.params[f"share-columns.per_layer[{i}]"]) for i in range(3))
+    assert all(f"per_layer=[{sharing}]" in t.user_attrs[PIPELINE] for t in phase2.trials)
+    assert record["objective"] == "energy" and record["area_budget_mm2"] == 3.0
+    assert all(p["area_mm2"] <= 3.0 for p in record["pareto"])
+    assert record["best"] is None or record["best"]["area_mm2"] <= 3.0
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--strategy", "grid"], "error: unknown strategy 'grid'"),
+    (["--objective", "speed"], "error: unknown objective 'speed'"),
+    (["--area-budget", "-1"], "error: --area-budget must be a positive area in mm2, not -1"),
+    (["--max-accuracy-drop", "-0.5"], "error: --max-accuracy-drop must be between 0 and 100"),
+    (["--trials", "0"], "error: --trials must be at least 1, not 0"),
+    (["--storage", "nosuchdb://x/y"], "error: --storage: unknown database URL scheme 'nosuchdb'"),
+])
+def test_bad_flags_exit_2_with_one_message(tmp_path: Path, capsys, flags: list[str],
+                                           message: str) -> None:
+    code = main(["search", "digits-cnn", "--target", "xpert", "--data", "digits-cnn",
+                 "--out", str(tmp_path), *flags])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(message) and "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_resuming_with_other_flags_is_refused(tmp_path: Path) -> None:
+    run_search(SearchConfig("digits-cnn", "xpert", "digits-cnn", trials=1, strategy="random",
+                            study="s", out=tmp_path, search_samples=16, probe_samples=16,
+                            check_samples=16))
+    with pytest.raises(Exception, match="created for another search"):
+        run_search(SearchConfig("digits-cnn", "xpert", "digits-cnn", trials=2,
+                                strategy="random", study="s", objective="latency",
+                                out=tmp_path, search_samples=16, probe_samples=16,
+                                check_samples=16))
