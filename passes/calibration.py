@@ -39,8 +39,13 @@ class LayerProducts:
         return len(self.filters)
 
     def exact(self, group: int) -> np.ndarray:
-        """Return the lossless product x @ w of one group (int64 [P, N])."""
-        return self.patches[group] @ self.filters[group]
+        """Return the lossless product x @ w of one group (int64 [P, N]), computed once (a
+        float64 GEMM is exact for these integer codes: every sum stays far below 2**53)."""
+        cache = self.__dict__.setdefault("_exact", {})
+        if group not in cache:
+            x, w = self.patches[group], self.filters[group]
+            cache[group] = np.rint(x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
+        return cache[group]
 
 
 def layer_products(graph: Graph, ctx: Context, layers: list[Node], *, samples: int = 16,
