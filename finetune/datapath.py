@@ -1,0 +1,316 @@
+"""The crossbar datapath of backend/crossbar.py in torch, with straight-through gradients.
+
+The forward pass computes what the hardware computes, step by step as backend/crossbar.py
+documents it: input codes stream as slices (two's complement, the top slice of a signed input
+read signed), weight codes are stored by their encoding and split into weight slices, rows are
+summed in chunks of the crossbar's active rows (one exact integer partial sum per row chunk,
+input slice, weight slice, device and column: float32 is exact below 2**24), each partial sum
+goes through the layer's converter, and shift-and-add rebuilds the product (plus the encoding's
+digital input-sum correction).
+
+The backward pass is a straight-through estimator (STE): a value `q(v)` computed in the forward
+carries `v`'s gradient (`v + (q(v) - v).detach()`).
+
+- Slices. Slice `j` of an input code `x` carries the gradient share `width_j / bits / 2^shift_j`
+  of `x` (so the lossless shift-and-add of the slices has gradient exactly 1 in `x`); weight
+  slices likewise, device `d` of a pair with its column sign.
+- ADC / sense amplifier: gradient 1 where the sum is inside the converter's range, 0 where it
+  saturates.
+- MTJ (StoX-Net, references.md §2): forward `x = clamp(a * PS + b, -1, 1)`, `Binomial(N,
+  sigmoid(s * x))` samples, tanh-inverse decoding `PS_hat = (x_hat - b) / a` exactly as the
+  simulator; backward `clamp`: StoX-Net's STE, `x_hat` takes the gradient of the clamped `x`
+  (1 inside [-1, 1], 0 outside); `tanh`: the earlier variant, `x_hat` takes the gradient of
+  `(2 / s) * tanh(s * x / 2)`, i.e. `1 - tanh^2(s * x / 2)`. The per-column `a` (as `log a`,
+  so it stays positive) and `b` are parameters; with the `clamp` STE their gradient comes from
+  the clamped sums (inside the range the decoded sum does not depend on them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from imcc.backend.crossbar import (
+    Converter,
+    adc_levels,
+    mtj_decoder,
+    partial_sum_range,
+    slice_shifts,
+)
+from imcc.errors import MappingError
+from imcc.ir.mapping import InputStreaming, WeightMapping
+from imcc.target import ConverterKind
+
+BACKWARDS = ("clamp", "tanh")
+"""The MTJ straight-through estimators: StoX-Net's clamp mask, or the `1 - tanh^2` variant."""
+
+
+@dataclass(frozen=True)
+class Datapath:
+    """One crossbar layer's mapping as the datapath applies it: input streaming, weight
+    mapping and precision, active rows per partial sum, signed columns, and the converter
+    (its `ps_scale` / `ps_offset` are only the initial normalisation: the layer learns them)."""
+
+    streaming: InputStreaming
+    mapping: WeightMapping
+    weight_bits: int
+    rows_per_sum: int
+    signed_columns: bool
+    converter: Converter
+    centers: tuple[int, ...] | None = None
+
+    def sum_range(self) -> tuple[float, float]:
+        """Return the smallest and largest partial sum one read can produce."""
+        return partial_sum_range(self.streaming, self.mapping, self.rows_per_sum,
+                                 self.signed_columns)
+
+    def columns(self, filters: int) -> int:
+        """Return the physical columns of a product with `filters` outputs: slices x devices x
+        filters (devices: 1 when a pair subtracts in the column)."""
+        devices = 2 if self.mapping.encoding != "offset" and not self.signed_columns else 1
+        return len(self.mapping.slices) * devices * filters
+
+
+def ste(value: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
+    """Return `forward` in the forward pass and `value`'s gradient in the backward pass."""
+    return value + (forward - value).detach()
+
+
+def input_planes(x: torch.Tensor, streaming: InputStreaming
+                 ) -> tuple[torch.Tensor, list[float]]:
+    """Return the input slices [J, *x.shape] of integer codes `x` (float, integer-valued) and
+    their significance; slice j carries the gradient share width_j / bits / 2^shift_j."""
+    pattern = torch.round(x.detach()).to(torch.int64) & (2**streaming.bits - 1)
+    planes, significance = [], []
+    for j, (width, shift) in enumerate(zip(streaming.slices, slice_shifts(streaming.slices),
+                                           strict=True)):
+        part = (pattern >> shift) & (2**width - 1)
+        if streaming.signed and j == 0:  # the top slice carries the sign: read it signed
+            part = part - ((part >> (width - 1)) << width)
+        share = width / streaming.bits / 2**shift
+        planes.append(part.to(x.dtype) + (x - x.detach()) * share)
+        significance.append(float(2**shift))
+    return torch.stack(planes), significance
+
+
+@dataclass(frozen=True)
+class TorchWeightPlanes:
+    """Stored weight slices [I, D, *w.shape], their significance [I], the sign of each device's
+    column [D], and the digital correction per unit of input sum (0, or per filter)."""
+
+    planes: torch.Tensor
+    significance: list[float]
+    device_signs: list[float]
+    input_sum_factor: torch.Tensor | float
+
+
+def weight_planes(w: torch.Tensor, path: Datapath, filter_axis: int) -> TorchWeightPlanes:
+    """Encode integer weight codes `w` (float, integer-valued; filters along `filter_axis`) and
+    split them into slices (MSB first), as backend/crossbar.py's `weight_planes` does."""
+    mapping = path.mapping
+    shifts = slice_shifts(mapping.slices)
+    total = sum(mapping.slices)
+    capacity = 2**total - 1
+    codes = torch.round(w.detach()).to(torch.int64)
+
+    def split(stored: torch.Tensor) -> list[torch.Tensor]:
+        if stored.numel() and int(stored.max()) > capacity:
+            raise MappingError(f"a stored weight value {int(stored.max())} does not fit the "
+                               f"{total} bits of slices {list(mapping.slices)}")
+        return [(stored >> s) & (2**width - 1) for s, width in zip(shifts, mapping.slices,
+                                                                     strict=True)]
+
+    factor: torch.Tensor | float = 0.0
+    if mapping.encoding == "offset":
+        bias = 2 ** (path.weight_bits - 1)
+        devices, signs = [split(codes + bias)], [1.0]
+        factor = -float(bias)
+    else:
+        if mapping.encoding == "center-offset":
+            if path.centers is None:
+                raise MappingError("center-offset weights need their per-filter centers")
+            shape = [1] * w.dim()
+            shape[filter_axis] = -1
+            centers = torch.tensor(path.centers, dtype=torch.int64, device=w.device)
+            codes = codes - centers.reshape(shape)
+            factor = centers.to(w.dtype)
+        positive, negative = split(torch.clamp(codes, min=0)), split(torch.clamp(-codes, min=0))
+        if path.signed_columns:  # the pair subtracts in analog: one signed sum per slice
+            devices, signs = [[p - n for p, n in zip(positive, negative, strict=True)]], [1.0]
+        else:
+            devices, signs = [positive, negative], [1.0, -1.0]
+    grad = w - w.detach()
+    planes = torch.stack([torch.stack([
+        device[i].to(w.dtype) + grad * (sign * width / total / 2**shift / len(devices))
+        for device, sign in zip(devices, signs, strict=True)])
+        for i, (width, shift) in enumerate(zip(mapping.slices, shifts, strict=True))])
+    return TorchWeightPlanes(planes, [float(2**s) for s in shifts], signs, factor)
+
+
+def convert(sums: torch.Tensor, path: Datapath, scale: torch.Tensor | None,
+            offset: torch.Tensor | None, generator: torch.Generator | None,
+            backward: str = "clamp") -> torch.Tensor:
+    """Apply the layer's converter to partial sums (columns on axis 1, ordered [weight slice]
+    [device][filter]) in the forward pass, with the straight-through gradient of the module
+    docstring; an MTJ normalises with the per-column `scale` / `offset` [columns]."""
+    converter = path.converter
+    low, high = path.sum_range()
+    if converter.kind is not ConverterKind.MTJ:
+        levels_low, levels_high, step = adc_levels(converter, low, high)
+        clipped = torch.clamp(sums, levels_low * step, levels_high * step)
+        codes = torch.clamp(torch.round(sums.detach() / step), levels_low, levels_high)
+        return ste(clipped, codes * step)
+    if scale is None or offset is None:
+        raise ValueError("an MTJ converter needs its per-column normalisation")
+    shape = [1, -1] + [1] * (sums.dim() - 2)
+    a, b = scale.reshape(shape), offset.reshape(shape)
+    x = a * sums + b
+    clamped = torch.clamp(x, -1.0, 1.0)
+    s = converter.sensitivity
+    with torch.no_grad():
+        p = torch.sigmoid(s * clamped)
+        if converter.samples == 1:
+            uniform = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype)
+            counts = (uniform < p).to(torch.int64)
+        else:
+            trials = torch.full_like(p, float(converter.samples))
+            counts = torch.binomial(trials, p, generator=generator).to(torch.int64)
+        table = torch.from_numpy(mtj_decoder(converter.samples, s)).to(sums.device, sums.dtype)
+        decoded = table[counts]
+    if backward == "clamp":
+        surrogate = clamped
+    elif backward == "tanh":
+        surrogate = (2.0 / s) * torch.tanh(s * x / 2.0)
+    else:
+        raise ValueError(f"unknown MTJ backward {backward!r}; one of {', '.join(BACKWARDS)}")
+    return (ste(surrogate, decoded) - b) / a
+
+
+def _row_segments(rows: int, channels: int, per_sum: int) -> list[list[tuple[int, int, int]]]:
+    """Return, per row chunk, its (kernel tap, first channel, end channel) segments: rows are
+    ordered (kernel tap, channel) as backend/kernels.py's im2col orders them."""
+    chunks = []
+    for start in range(0, rows, per_sum):
+        end = min(start + per_sum, rows)
+        segments, row = [], start
+        while row < end:
+            tap, channel = divmod(row, channels)
+            stop = min(channels, channel + end - row)
+            segments.append((tap, channel, stop))
+            row += stop - channel
+        chunks.append(segments)
+    return chunks
+
+
+def _shift_add(converted: torch.Tensor, significance: list[float], stored: TorchWeightPlanes,
+               batch: int) -> torch.Tensor:
+    """Rebuild the product from converted sums [C, J*B, I*D*N, *S] -> [B, N, *S]."""
+    chunks, _, columns = converted.shape[:3]
+    slices, devices = len(stored.significance), len(stored.device_signs)
+    spatial = converted.shape[3:]
+    values = converted.reshape(chunks, len(significance), batch, slices, devices,
+                               columns // (slices * devices), *spatial)
+    dtype, device = converted.dtype, converted.device
+    j = torch.tensor(significance, dtype=dtype, device=device)
+    i = torch.tensor(stored.significance, dtype=dtype, device=device)
+    d = torch.tensor(stored.device_signs, dtype=dtype, device=device)
+    extra = [1] * len(spatial)
+    weights = (j.reshape(-1, 1, 1, 1, 1, *extra) * i.reshape(1, 1, -1, 1, 1, *extra)
+               * d.reshape(1, 1, 1, -1, 1, *extra))
+    return (values.sum(0) * weights).sum(dim=(0, 2, 3))
+
+
+def crossbar_linear(x: torch.Tensor, w: torch.Tensor, path: Datapath,
+                    scale: torch.Tensor | None, offset: torch.Tensor | None,
+                    generator: torch.Generator | None, backward: str = "clamp"
+                    ) -> torch.Tensor:
+    """Return x[B, K] @ w[K, N] for integer codes as the crossbar datapath computes it."""
+    _check_exact(path)
+    rows = x.shape[1]
+    per_sum = min(path.rows_per_sum, rows)
+    planes, significance = input_planes(x, path.streaming)  # [J, B, K]
+    stored = weight_planes(w, path, filter_axis=1)  # [I, D, K, N]
+    columns = stored.planes.permute(2, 0, 1, 3).reshape(rows, -1)  # [K, I*D*N]
+    flat = planes.reshape(-1, rows)
+    sums = torch.stack([flat[:, start:start + per_sum] @ columns[start:start + per_sum]
+                        for start in range(0, rows, per_sum)])  # [C, J*B, I*D*N]
+    converted = _convert_columns(sums, path, scale, offset, generator, backward)
+    out = _shift_add(converted, significance, stored, x.shape[0])
+    if isinstance(stored.input_sum_factor, torch.Tensor) or stored.input_sum_factor:
+        out = out + x.sum(dim=1, keepdim=True) * stored.input_sum_factor
+    return out
+
+
+def _convert_columns(sums: torch.Tensor, path: Datapath, scale: torch.Tensor | None,
+                     offset: torch.Tensor | None, generator: torch.Generator | None,
+                     backward: str) -> torch.Tensor:
+    """Convert sums [C, J*B, columns, *S] (columns on axis 2)."""
+    chunks, rows = sums.shape[:2]
+    converted = convert(sums.reshape(chunks * rows, *sums.shape[2:]), path, scale, offset,
+                        generator, backward)
+    return converted.reshape(sums.shape)
+
+
+def crossbar_conv(x: torch.Tensor, w: torch.Tensor, path: Datapath, strides: tuple[int, ...],
+                  pads: tuple[int, ...], dilations: tuple[int, ...],
+                  scale: torch.Tensor | None, offset: torch.Tensor | None,
+                  generator: torch.Generator | None, backward: str = "clamp") -> torch.Tensor:
+    """Return the 2-d convolution (one group) of integer codes x[B, C, H, W] with w[M, C, kh,
+    kw] as the crossbar datapath computes it: rows (kernel tap, channel) in chunks of the
+    active rows, one 1x1 convolution per kernel tap and chunk (so no im2col copy)."""
+    _check_exact(path)
+    if x.dim() != 4:
+        raise MappingError("finetune maps 2-d convolutions only",
+                           hint="1-d and 3-d convolutions are not supported by finetune yet")
+    batch, channels = x.shape[:2]
+    kh, kw = w.shape[2:]
+    padded = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
+    out_h = (padded.shape[2] - dilations[0] * (kh - 1) - 1) // strides[0] + 1
+    out_w = (padded.shape[3] - dilations[1] * (kw - 1) - 1) // strides[1] + 1
+    planes, significance = input_planes(padded, path.streaming)  # [J, B, C, H, W]
+    flat = planes.reshape(-1, *padded.shape[1:])
+    stored = weight_planes(w, path, filter_axis=0)  # [I, D, M, C, kh, kw]
+    kernels = stored.planes.reshape(-1, channels, kh, kw)  # [I*D*M, C, kh, kw]
+    rows = channels * kh * kw
+    chunk_sums = []
+    for segments in _row_segments(rows, channels, min(path.rows_per_sum, rows)):
+        total = None
+        for tap, first, end in segments:
+            a, b = divmod(tap, kw)
+            top, left = a * dilations[0], b * dilations[1]
+            window = flat[:, first:end, top:top + (out_h - 1) * strides[0] + 1,
+                          left:left + (out_w - 1) * strides[1] + 1]
+            part = F.conv2d(window, kernels[:, first:end, a:a + 1, b:b + 1], stride=strides)
+            total = part if total is None else total + part
+        chunk_sums.append(total)
+    sums = torch.stack(chunk_sums)  # [C, J*B, I*D*M, H', W']
+    converted = _convert_columns(sums, path, scale, offset, generator, backward)
+    out = _shift_add(converted, significance, stored, batch)
+    factor = stored.input_sum_factor
+    if isinstance(factor, torch.Tensor) or factor:
+        ones = torch.ones((1, channels, kh, kw), dtype=x.dtype, device=x.device)
+        input_sum = F.conv2d(padded, ones, stride=strides, dilation=dilations)
+        factor = factor.reshape(1, -1, 1, 1) if isinstance(factor, torch.Tensor) else factor
+        out = out + input_sum * factor
+    return out
+
+
+def _check_exact(path: Datapath) -> None:
+    low, high = path.sum_range()
+    if max(abs(low), abs(high)) >= 2**24:
+        raise MappingError(f"partial sums up to {max(abs(low), abs(high)):.0f} exceed the "
+                           "2**24 float32 keeps exact", hint="use fewer rows per sum or "
+                           "narrower slices")
+
+
+def initial_normalisation(path: Datapath, columns: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return an MTJ layer's starting per-column scale and offset: the program's calibrated
+    ones, else the read's full range (as the simulator does)."""
+    low, high = path.sum_range()
+    scale, offset = path.converter.normalisation(low, high, columns)
+    return scale.astype(np.float64), offset.astype(np.float64)
+
+
