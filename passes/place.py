@@ -93,9 +93,12 @@ class Place(Pass):
                 replicas[i] += 1
                 heapq.heappush(queue, (-cycles[i] / replicas[i], i))
         changed, first = {}, 0
-        for node, count, copies in zip(layers, tiles, replicas, strict=True):
+        for index, (node, count, copies) in enumerate(zip(layers, tiles, replicas,
+                                                          strict=True)):
             changed[node.outputs[0]] = with_attributes(
                 node, placement=Placement(first, count, copies))
+            ctx.decisions.record(self.name, layer_label(node, index), first_tile=first,
+                                 tiles=count, replicas=copies)
             first += count * copies
         ctx.logger.debug("place: %d of %s tiles", first, chip or "unbounded")
         return replace_nodes(graph, changed)

@@ -112,8 +112,10 @@ class Quantize(Pass):
         for node in graph.nodes:
             if node.outputs[0] in todo:
                 index, layer = todo[node.outputs[0]]
-                self._rewrite(builder, graph, layer, index, values[layer.inputs[0]],
-                              weight_bits)
+                scale, signed, bits = self._rewrite(builder, graph, layer, index,
+                                                    values[layer.inputs[0]], weight_bits)
+                ctx.decisions.record(self.name, layer_label(layer, index), input_bits=bits,
+                                     input_scale=scale, signed=signed, weight_bits=weight_bits)
             else:
                 builder.keep_node(node, graph.types)
         ctx.logger.debug("quantize: %d layers from %d calibration samples", len(layers),
@@ -121,7 +123,9 @@ class Quantize(Pass):
         return builder.build(graph.outputs)
 
     def _rewrite(self, builder: GraphBuilder, graph: Graph, node: Node, index: int,
-                 x: np.ndarray, weight_bits: int) -> None:
+                 x: np.ndarray, weight_bits: int) -> tuple[float, bool, int]:
+        """Replace one layer by quantize, the integer op and dequantize; return its input
+        scale, signedness and bits."""
         streaming = node.attributes.get("input")
         bits = streaming.bits if isinstance(streaming, InputStreaming) else self.input_bits
         if not 1 < bits <= 16 or not 1 < weight_bits <= 16:
@@ -155,3 +159,4 @@ class Quantize(Pass):
         rank = graph.types[out].rank
         builder.add_node("dequantize", operands, {"axis": 1 if node.op == "conv" else rank - 1},
                          name=node.name, outputs=[out])
+        return scale, signed, bits
