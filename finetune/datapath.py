@@ -189,22 +189,6 @@ def convert(sums: torch.Tensor, path: Datapath, scale: torch.Tensor | None,
     return (ste(surrogate, decoded) - b) / a
 
 
-def _row_segments(rows: int, channels: int, per_sum: int) -> list[list[tuple[int, int, int]]]:
-    """Return, per row chunk, its (kernel tap, first channel, end channel) segments: rows are
-    ordered (kernel tap, channel) as backend/kernels.py's im2col orders them."""
-    chunks = []
-    for start in range(0, rows, per_sum):
-        end = min(start + per_sum, rows)
-        segments, row = [], start
-        while row < end:
-            tap, channel = divmod(row, channels)
-            stop = min(channels, channel + end - row)
-            segments.append((tap, channel, stop))
-            row += stop - channel
-        chunks.append(segments)
-    return chunks
-
-
 def _shift_add(converted: torch.Tensor, significance: list[float], stored: TorchWeightPlanes,
                batch: int) -> torch.Tensor:
     """Rebuild the product from converted sums [C, J*B, I*D*N, *S] -> [B, N, *S]."""
@@ -259,8 +243,8 @@ def crossbar_conv(x: torch.Tensor, w: torch.Tensor, path: Datapath, strides: tup
                   scale: torch.Tensor | None, offset: torch.Tensor | None,
                   generator: torch.Generator | None, backward: str = "clamp") -> torch.Tensor:
     """Return the 2-d convolution (one group) of integer codes x[B, C, H, W] with w[M, C, kh,
-    kw] as the crossbar datapath computes it: rows (kernel tap, channel) in chunks of the
-    active rows, one 1x1 convolution per kernel tap and chunk (so no im2col copy)."""
+    kw] as the crossbar datapath computes it: rows ordered (kernel tap, channel) as
+    backend/kernels.py's im2col orders them, summed in chunks of the active rows."""
     _check_exact(path)
     if x.dim() != 4:
         raise MappingError("finetune maps 2-d convolutions only",
@@ -268,25 +252,23 @@ def crossbar_conv(x: torch.Tensor, w: torch.Tensor, path: Datapath, strides: tup
     batch, channels = x.shape[:2]
     kh, kw = w.shape[2:]
     padded = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
-    out_h = (padded.shape[2] - dilations[0] * (kh - 1) - 1) // strides[0] + 1
-    out_w = (padded.shape[3] - dilations[1] * (kw - 1) - 1) // strides[1] + 1
     planes, significance = input_planes(padded, path.streaming)  # [J, B, C, H, W]
     flat = planes.reshape(-1, *padded.shape[1:])
     stored = weight_planes(w, path, filter_axis=0)  # [I, D, M, C, kh, kw]
     kernels = stored.planes.reshape(-1, channels, kh, kw)  # [I*D*M, C, kh, kw]
     rows = channels * kh * kw
-    chunk_sums = []
-    for segments in _row_segments(rows, channels, min(path.rows_per_sum, rows)):
-        total = None
-        for tap, first, end in segments:
-            a, b = divmod(tap, kw)
-            top, left = a * dilations[0], b * dilations[1]
-            window = flat[:, first:end, top:top + (out_h - 1) * strides[0] + 1,
-                          left:left + (out_w - 1) * strides[1] + 1]
-            part = F.conv2d(window, kernels[:, first:end, a:a + 1, b:b + 1], stride=strides)
-            total = part if total is None else total + part
-        chunk_sums.append(total)
-    sums = torch.stack(chunk_sums)  # [C, J*B, I*D*M, H', W']
+    per_sum = min(path.rows_per_sum, rows)
+    # one convolution for all row chunks: chunk c's kernels keep only its (tap, channel) rows,
+    # so its output channels hold exactly that chunk's partial sums (chunks x the MACs of one
+    # pass, but one well-shaped convolution instead of one per tap)
+    order = torch.arange(rows, device=x.device).reshape(kh * kw, channels).T.reshape(
+        channels, kh, kw)  # the (tap, channel) row index of every kernel element
+    masks = torch.stack([(order >= start) & (order < start + per_sum)
+                         for start in range(0, rows, per_sum)]).to(kernels.dtype)
+    chunks = masks.shape[0]
+    masked = (kernels[None] * masks[:, None]).reshape(-1, channels, kh, kw)
+    sums = F.conv2d(flat, masked, stride=strides, dilation=dilations)
+    sums = sums.reshape(flat.shape[0], chunks, -1, *sums.shape[2:]).transpose(0, 1)
     converted = _convert_columns(sums, path, scale, offset, generator, backward)
     out = _shift_add(converted, significance, stored, batch)
     factor = stored.input_sum_factor

@@ -1,0 +1,181 @@
+"""A crossbar layer as a torch module: input quantization, the mapped datapath, dequantization.
+
+The quantize pass rewrites every crossbar layer into `quantize` (per-tensor input scale),
+`conv` / `linear` on integer codes (the crossbar op), and `dequantize` (per-channel scale
+`s_x * s_w[c]`, then the float bias). `CrossbarLayer` runs the three as one unit with trainable
+float weights, bias and (MTJ) per-column normalisation:
+
+- the input is quantized as backend/reference.py's `quantize` does (float32 division, round
+  half to even, saturate), with the clamp STE (gradient `1 / s_x` inside the code range);
+- the weights are quantized per output channel as passes/quantize.py's `quantize_weights`
+  does (float64 `max|w| / (2^(B-1) - 1)`, round, clip), STE through the rounding, so the scale
+  follows the weights as a re-compile of the exported model recomputes it;
+- the integer product runs through finetune/datapath.py (or, in `float` mode, the plain float
+  conv / linear: what the quantize pass measures input ranges on);
+- the result is dequantized as backend/reference.py does (`acc * float32(s_x * s_w) + bias`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from imcc.backend.reference import code_range
+from imcc.finetune.datapath import Datapath, crossbar_conv, crossbar_linear, initial_normalisation
+from imcc.target import ConverterKind
+
+
+@dataclass(frozen=True)
+class InputQuantizer:
+    """The per-tensor input quantization of a crossbar layer (the `quantize` op's attributes)."""
+
+    scale: float
+    zero_point: int
+    bits: int
+    signed: bool
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """A convolution's strides, pads (begins then ends) and dilations; None for a linear."""
+
+    strides: tuple[int, ...]
+    pads: tuple[int, ...]
+    dilations: tuple[int, ...]
+
+
+def quantize_weight_codes(w: torch.Tensor, axis: int, bits: int
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return float64 weight codes with the STE (gradient of `w / scale`) and the per-channel
+    scales [channels] (float64, no gradient), as passes/quantize.py's `quantize_weights`."""
+    w64 = w.to(torch.float64)
+    reduce = tuple(i for i in range(w.dim()) if i != axis)
+    top = w64.detach().abs().amax(dim=reduce)
+    levels = 2 ** (bits - 1) - 1
+    scales = torch.where(top > 0, top / levels, torch.ones_like(top))
+    shape = [1] * w.dim()
+    shape[axis] = -1
+    ratio = w64 / scales.reshape(shape)
+    codes = torch.clamp(torch.round(ratio.detach()), -levels, levels)
+    return ratio + (codes - ratio).detach(), scales
+
+
+class CrossbarLayer(nn.Module):
+    """One quantize / crossbar op / dequantize triple with trainable weights, bias and MTJ
+    normalisation (see the module docstring)."""
+
+    def __init__(self, name: str, op: str, weight: np.ndarray, bias: np.ndarray | None,
+                 quantizer: InputQuantizer, path: Datapath, geometry: ConvGeometry | None,
+                 backward: str = "clamp") -> None:
+        super().__init__()
+        self.name, self.op, self.path, self.geometry = name, op, path, geometry
+        self.quantizer, self.backward = quantizer, backward
+        self.filter_axis = 0 if op == "conv" else 1
+        self.weight = nn.Parameter(torch.tensor(weight, dtype=torch.float32))
+        filters = weight.shape[self.filter_axis]
+        self.bias = None if bias is None else nn.Parameter(torch.tensor(bias, dtype=torch.float32))
+        self.log_scale: nn.Parameter | None = None
+        self.offset: nn.Parameter | None = None
+        if path.converter.kind is ConverterKind.MTJ:
+            scale, offset = initial_normalisation(path, path.columns(filters))
+            self.log_scale = nn.Parameter(torch.tensor(np.log(scale), dtype=torch.float32))
+            self.offset = nn.Parameter(torch.tensor(offset, dtype=torch.float32))
+        self.mode = "mapped"  # or "float": the plain float op, as quantize calibrates on
+        self.exact = False  # shift-and-add in float64 (bit-exact checks)
+        self.observed_max = 0.0  # float mode: the largest |input| seen
+
+    def normalisation(self) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+        """Return the MTJ's per-column scale and offset (None for other converters)."""
+        if self.log_scale is None or self.offset is None:
+            return None, None
+        return torch.exp(self.log_scale), self.offset
+
+    def weight_codes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the per-channel weight codes (STE) and scales, as a compile would set them."""
+        return quantize_weight_codes(self.weight, self.filter_axis, self.path.weight_bits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "float":
+            self.observed_max = max(self.observed_max, float(x.detach().abs().max()))
+            return self._product(x, self.weight, float_op=True) + self._bias_shape()
+        q = self.quantizer
+        low, high = code_range(q.bits, q.signed)
+        step = torch.tensor(q.scale, dtype=torch.float32, device=x.device)
+        ratio = x.to(torch.float32) / step + q.zero_point
+        codes = torch.clamp(torch.round(ratio.detach()), low, high)
+        codes = torch.clamp(ratio, low, high) + (codes - torch.clamp(ratio, low, high)).detach()
+        w_codes, w_scales = self.weight_codes()
+        dtype = torch.float64 if self.exact else torch.float32
+        acc = self._product(codes.to(dtype), w_codes.to(dtype), float_op=False)
+        scales = (q.scale * w_scales).to(torch.float32)
+        return acc.to(torch.float32) * scales.reshape(self._channel_shape(acc)) + \
+            self._bias_shape()
+
+    def _channel_shape(self, acc: torch.Tensor) -> list[int]:
+        return [1, -1] + [1] * (acc.dim() - 2) if self.op == "conv" else [1] * (
+            acc.dim() - 1) + [-1]
+
+    def _bias_shape(self) -> torch.Tensor | float:
+        if self.bias is None:
+            return 0.0
+        if self.op == "conv":
+            return self.bias.reshape(1, -1, 1, 1)
+        return self.bias
+
+    def _product(self, x: torch.Tensor, w: torch.Tensor, float_op: bool) -> torch.Tensor:
+        if self.op == "linear":
+            flat = x.reshape(-1, x.shape[-1])
+            if float_op:
+                out = flat @ w
+            else:
+                scale, offset = self.normalisation()
+                out = crossbar_linear(flat, w, self.path, scale, offset, None, self.backward)
+            return out.reshape(*x.shape[:-1], w.shape[1])
+        g = self.geometry
+        assert g is not None
+        if float_op:
+            spatial = len(g.strides)
+            if any(g.pads[i] != g.pads[spatial + i] for i in range(spatial)):
+                x = F.pad(x, _torch_pads(g.pads))
+                return F.conv2d(x, w, stride=g.strides, dilation=g.dilations)
+            return F.conv2d(x, w, stride=g.strides, padding=g.pads[:spatial],
+                            dilation=g.dilations)
+        scale, offset = self.normalisation()
+        return crossbar_conv(x, w, self.path, g.strides, g.pads, g.dilations, scale, offset,
+                             None, self.backward)
+
+    def learned_normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """Return the MTJ's learned ps_scale / ps_offset as the IR attributes hold them."""
+        scale, offset = self.normalisation()
+        if scale is None or offset is None:
+            return None
+        return (tuple(float(v) for v in scale.detach().cpu().double().numpy()),
+                tuple(float(v) for v in offset.detach().cpu().double().numpy()))
+
+    def float_weight(self) -> np.ndarray:
+        """Return the trained float weights (the float graph's layout)."""
+        return self.weight.detach().cpu().numpy().astype(np.float32)
+
+    def float_bias(self) -> np.ndarray | None:
+        """Return the trained float bias, if the layer has one."""
+        return None if self.bias is None else self.bias.detach().cpu().numpy().astype(np.float32)
+
+
+def _torch_pads(pads: tuple[int, ...]) -> tuple[int, ...]:
+    """Return ONNX pads (begins, then ends) as F.pad wants them (last axis first)."""
+    spatial = len(pads) // 2
+    out: list[int] = []
+    for axis in reversed(range(spatial)):
+        out += [pads[axis], pads[spatial + axis]]
+    return tuple(out)
+
+
+def input_scale(observed_max: float, quantizer: InputQuantizer) -> float:
+    """Return the input scale the quantize pass (method minmax) sets for this maximum |x|."""
+    levels = 2 ** (quantizer.bits - 1) - 1 if quantizer.signed else 2**quantizer.bits - 1
+    return observed_max / levels if observed_max > 0 and math.isfinite(observed_max) else 1.0
