@@ -266,6 +266,33 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    import json
+
+    from imcc.finetune.session import FinetuneConfig, run_finetune
+    from imcc.finetune.train import TrainConfig
+
+    config = FinetuneConfig(
+        model=args.model, target=args.target, data=args.data, output=args.output,
+        train=TrainConfig(epochs=args.epochs, lr=args.lr, batch=args.batch, seed=args.seed,
+                          optimizer=args.optimizer),
+        train_images=args.train, holdout=args.holdout, passes=args.passes,
+        backward=args.backward, sim_batch=args.sim_batch)
+    result = run_finetune(config, progress=sys.stderr.isatty(),
+                          log=(lambda line: None) if args.json else print)
+    record = result.to_dict()
+    if args.report:
+        Path(args.report).write_text(json.dumps(record, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        print(f"wrote {args.output} (fine-tuned weights; the learned MTJ normalisation in its "
+              f"metadata) and {result.program} (the program measured)")
+        print(f"reproduce: imcc simulate {result.program} --data npz:{result.holdout_data} "
+              f"--batch {result.sim_batch} --seed {args.seed}")
+    return 0
+
+
 def _cmd_passes(args: argparse.Namespace) -> int:
     sys.stdout.write(describe_passes())
     return 0
@@ -593,6 +620,46 @@ def build_parser() -> argparse.ArgumentParser:
                         help="trials of the random-search comparison (default trials/4; "
                         "0: none)")
     search.set_defaults(handler=_cmd_search)
+
+    finetune = sub.add_parser(
+        "finetune", help="fine-tune a model through its mapped crossbar datapath (torch), "
+        "export it, and measure before / after with the bit-accurate simulator",
+        allow_abbrev=False)
+    finetune.add_argument("model", metavar="MODEL", help="an .onnx model or a built-in example")
+    finetune.add_argument("--target", required=True, metavar="T",
+                          help="a built-in target name or a .hw file")
+    finetune.add_argument("--data", required=True, metavar="DATA",
+                          help="labelled data: the first --train images fine-tune (the first "
+                          "64 also calibrate), the last --holdout images report")
+    finetune.add_argument("-o", "--output", required=True, metavar="OUT.onnx",
+                          help="the fine-tuned model; OUT.imcir (+ .npz) is the program "
+                          "measured, OUT.holdout.npz the held-out images")
+    finetune.add_argument("--epochs", type=int, default=1, metavar="E", help="default 1")
+    finetune.add_argument("--lr", type=float, default=1e-3, metavar="LR",
+                          help="peak learning rate of the cosine schedule (default 1e-3)")
+    finetune.add_argument("--batch", type=int, default=32, metavar="B",
+                          help="training batch (default 32)")
+    finetune.add_argument("--train", type=int, metavar="N",
+                          help="images that fine-tune, from the start (default: all but "
+                          "--holdout; CIFAR-10's 5,000 here: 4,000)")
+    finetune.add_argument("--holdout", type=int, metavar="N",
+                          help="images that report, from the end (default: a fifth; CIFAR-10 "
+                          "here: the last 1,000)")
+    finetune.add_argument("--passes", metavar="PIPE",
+                          help="mapping pipeline (default: the target's default pipeline)")
+    finetune.add_argument("--optimizer", default="adam", choices=("adam", "sgd"),
+                          help="default adam (sgd: momentum 0.9)")
+    finetune.add_argument("--backward", default="clamp", choices=("clamp", "tanh"),
+                          help="MTJ straight-through estimator: StoX-Net's clamp mask "
+                          "(default) or 1 - tanh^2")
+    finetune.add_argument("--sim-batch", type=int, default=64, metavar="B",
+                          help="simulation batch limit (default 64; the largest divisor of "
+                          "--holdout up to it)")
+    finetune.add_argument("--seed", type=int, default=0,
+                          help="seed of training, MTJ draws and simulation")
+    finetune.add_argument("--report", metavar="R.json", help="write the result as JSON")
+    finetune.add_argument("--json", action="store_true", help="print the result as JSON")
+    finetune.set_defaults(handler=_cmd_finetune)
 
     for name, handler, text in [
         ("passes", _cmd_passes, "list the passes, their options and defaults"),

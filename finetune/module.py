@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from imcc.backend.crossbar import Converter
 from imcc.backend.simulator import LOSSLESS
@@ -171,6 +172,7 @@ class MappedNetwork(nn.Module):
             raise UserError(f"finetune needs a single-input model; @{program.name} has "
                             f"{len(program.inputs)}")
         self.program = program
+        self.checkpointing = False  # recompute crossbar layers in the backward (train.py)
         self.layers = nn.ModuleList()
         self._layer_of: dict[str, int] = {}  # crossbar op result -> index in layers
         self._skip: set[str] = set()  # quantize / dequantize results a layer computes
@@ -251,7 +253,11 @@ class MappedNetwork(nn.Module):
                 continue
             if out in self._layer_of:
                 layer = self.layers[self._layer_of[out]]
-                env[layer.result] = layer(env[layer.source])
+                source = env[layer.source]
+                if self.checkpointing and torch.is_grad_enabled() and layer.mode == "mapped":
+                    env[layer.result] = checkpoint(layer, source, use_reentrant=False)
+                else:
+                    env[layer.result] = layer(source)
                 continue
             args = [env[name] if name in env else self.constant(name) for name in node.inputs]
             env[out] = TORCH_RULES[node.op](node, args)

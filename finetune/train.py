@@ -1,0 +1,139 @@
+"""The fine-tuning loop: seeded SGD (or Adam) with a cosine schedule through the mapped datapath.
+
+Every step runs the mapped forward (MTJ samples drawn from torch's seeded generator) and the
+straight-through backward of finetune/datapath.py. Crossbar layers are checkpointed: their
+partial sums (chunks x input slices x weight slices the size of a float activation) are
+recomputed in the backward pass instead of kept, with the same random draws. After every
+epoch the layers' input scales are re-measured as the quantize pass measures them (the float
+network's largest |input| on the calibration images), so the training forward quantizes as a
+re-compile of the exported model will.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from imcc.errors import UserError
+from imcc.finetune.layers import input_scale
+from imcc.finetune.module import MappedNetwork
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fine-tuning options: epochs, learning rate, batch, seed, optimizer, weight decay,
+    momentum (SGD), and whether to show a progress bar."""
+
+    epochs: int = 1
+    lr: float = 1e-3
+    batch: int = 32
+    seed: int = 0
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.batch < 1 or not self.lr > 0 or not math.isfinite(self.lr):
+            raise UserError("finetune: --epochs must be >= 0, --batch >= 1 and --lr > 0",
+                            hint="e.g. --epochs 2 --batch 32 --lr 1e-3")
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"finetune: unknown optimizer '{self.optimizer}'",
+                            hint=f"one of {', '.join(OPTIMIZERS)}")
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch: mean loss, accuracy of the sampled training forward, wall time (s)."""
+
+    epoch: int
+    loss: float
+    train_accuracy: float
+    seconds: float
+
+
+def device() -> torch.device:
+    """Return CUDA when available, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def recalibrate_inputs(network: MappedNetwork, calibration: np.ndarray, batch: int = 64) -> None:
+    """Set every crossbar layer's input scale to what the quantize pass (minmax) would measure
+    on these calibration images with the current float weights."""
+    where = next(network.parameters()).device
+    network.set_mode("float")
+    for layer in network.layers:
+        layer.observed_max = 0.0
+    try:
+        with torch.no_grad():
+            for start in range(0, len(calibration), batch):
+                network(torch.from_numpy(calibration[start:start + batch]).to(where))
+    finally:
+        network.set_mode("mapped")
+    for layer in network.layers:
+        layer.quantizer = replace(layer.quantizer,
+                                  scale=input_scale(layer.observed_max, layer.quantizer))
+
+
+def train(network: MappedNetwork, images: np.ndarray, labels: np.ndarray, config: TrainConfig,
+          calibration: np.ndarray) -> list[EpochRecord]:
+    """Fine-tune the network on labelled images; return one record per epoch."""
+    torch.manual_seed(config.seed)
+    if torch.cuda.is_available():  # TF32 would round the integer partial sums
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    where = device()
+    network.to(where)
+    network.checkpointing = True
+    parameters = [p for p in network.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            parameters, lr=config.lr, momentum=config.momentum,
+            weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(images) / config.batch)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=max(1, config.epochs * steps_per_epoch))
+    order_rng = np.random.default_rng(config.seed)
+    x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
+    records = []
+    for epoch in range(config.epochs):
+        network.train()
+        started = time.perf_counter()
+        order = order_rng.permutation(len(images))
+        total_loss, correct = 0.0, 0
+        batches = range(0, len(images), config.batch)
+        for start in _progress(batches, config.progress, epoch, config.epochs):
+            index = torch.from_numpy(order[start:start + config.batch])
+            x, y = x_all[index].to(where), y_all[index].to(where)
+            logits = network(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total_loss += float(loss.detach()) * len(index)
+            correct += int((logits.detach().argmax(dim=1) == y).sum())
+        recalibrate_inputs(network, calibration)
+        records.append(EpochRecord(epoch + 1, total_loss / len(images), correct / len(images),
+                                   time.perf_counter() - started))
+    network.eval()
+    network.checkpointing = False
+    network.to(torch.device("cpu"))
+    return records
+
+
+def _progress(items: range, enabled: bool, epoch: int, epochs: int):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=f"finetune epoch {epoch + 1}/{epochs}", unit="batch", leave=False)
