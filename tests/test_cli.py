@@ -53,8 +53,8 @@ def program(tmp_path: Path) -> Path:
     ((), "error: the following arguments are required: COMMAND\n"
          "hint: `imcc --help` shows the usage\n"),
     (("frobnicate",), "error: argument COMMAND: invalid choice: 'frobnicate' (choose from "
-                      "compile, opt, run, cost, simulate, export-qdq, search, passes, ops, "
-                      "targets)\n"
+                      "compile, opt, run, cost, simulate, export-qdq, search, finetune, passes, "
+                      "ops, targets)\n"
                       "hint: `imcc --help` shows the usage\n"),
     (("opt",), "error: the following arguments are required: IN.imcir\n"
                "hint: `imcc opt --help` shows the usage\n"),

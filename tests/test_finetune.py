@@ -1,0 +1,190 @@
+"""imcc finetune: the torch datapath against the numpy one, the torch module against the
+simulator, gradients through MTJ converters, and the command end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from imcc import cli
+from imcc.backend import kernels
+from imcc.backend.crossbar import Converter, Statistics, crossbar_matmul
+from imcc.backend.simulator import CrossbarInterpreter
+from imcc.driver import calibration_data, default_pipeline
+from imcc.examples import example_path
+from imcc.finetune.datapath import Datapath, crossbar_conv, crossbar_linear
+from imcc.finetune.export import METADATA_KEY, learned_normalisation
+from imcc.finetune.module import MappedNetwork
+from imcc.finetune.session import compile_model
+from imcc.frontend.datasets import load_dataset
+from imcc.frontend.hw import load_target
+from imcc.ir.io import load_program
+from imcc.ir.mapping import InputStreaming, WeightMapping
+from imcc.ir.rebatch import rebatch
+from imcc.target import ConverterKind
+
+MAPPINGS = [  # (encoding, weight slices, devices, signed columns, signed inputs, input slices)
+    ("differential", (2, 2, 2, 2), 2, True, False, (1,) * 8),
+    ("differential", (4, 2, 2), 2, False, True, (3, 3, 2)),
+    ("offset", (4, 4), 1, False, True, (4, 4)),
+    ("center-offset", (2, 2, 2, 2), 2, True, False, (2, 2, 2, 2)),
+]
+CONVERTERS = [Converter(ConverterKind.SAR, 4),
+              Converter(ConverterKind.FLASH, 3, range_rule="saturate"),
+              Converter(ConverterKind.SENSE_AMP, 1),
+              Converter(ConverterKind.SAR, 24, range_rule="saturate")]
+
+
+def _path(mapping: tuple, converter: Converter, rows: int, centers: np.ndarray | None
+          ) -> tuple[Datapath, InputStreaming, WeightMapping]:
+    encoding, slices, devices, signed_columns, signed_inputs, input_slices = mapping
+    streaming = InputStreaming(8, input_slices, signed_inputs, False)
+    weights = WeightMapping(encoding, slices, devices)
+    return (Datapath(streaming, weights, 8, rows, signed_columns, converter,
+                     None if centers is None else tuple(int(c) for c in centers)),
+            streaming, weights)
+
+
+@pytest.mark.parametrize("mapping", MAPPINGS)
+@pytest.mark.parametrize("converter", CONVERTERS, ids=lambda c: f"{c.kind.value}{c.bits}")
+def test_torch_datapath_equals_numpy_datapath(mapping: tuple, converter: Converter) -> None:
+    rng = np.random.default_rng(1)
+    signed_inputs = mapping[4]
+    low, high = (-128, 127) if signed_inputs else (0, 255)
+    centers = rng.integers(-4, 5, 6) if mapping[0] == "center-offset" else None
+    path, streaming, weights = _path(mapping, converter, 48, centers)
+    x, w = rng.integers(low, high + 1, (19, 130)), rng.integers(-127, 128, (130, 6))
+    expected = crossbar_matmul(x, w, streaming, weights, 8, 48, mapping[3], converter,
+                               np.random.default_rng(0), Statistics(), fast=False,
+                               centers=centers)
+    got = crossbar_linear(torch.tensor(x, dtype=torch.float64),
+                          torch.tensor(w, dtype=torch.float64), path, None, None, None)
+    assert np.array_equal(got.numpy(), expected)
+    xc, wc = rng.integers(low, high + 1, (2, 7, 6, 5)), rng.integers(-127, 128, (6, 7, 3, 3))
+    patches, out = kernels.im2col(xc, (3, 3), (2, 1), (1, 0, 1, 2), (1, 2), 1)
+    expected = kernels.col2im(crossbar_matmul(
+        patches[0], kernels.conv_filters(wc, 1)[0], streaming, weights, 8, 48, mapping[3],
+        converter, np.random.default_rng(0), Statistics(), fast=False, centers=centers)[None],
+        2, out)
+    got = crossbar_conv(torch.tensor(xc, dtype=torch.float64),
+                        torch.tensor(wc, dtype=torch.float64), path, (2, 1), (1, 0, 1, 2),
+                        (1, 2), None, None, None)
+    assert np.array_equal(got.numpy(), expected)
+    if converter.bits == 24:  # lossless: the integer product, and the STE is the identity
+        assert np.array_equal(got.numpy(), kernels.conv(xc, wc, None, (2, 1), (1, 0, 1, 2),
+                                                        (1, 2), 1))
+        xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+        wt = torch.tensor(w, dtype=torch.float64, requires_grad=True)
+        grad = torch.tensor(rng.standard_normal((19, 6)))
+        (crossbar_linear(xt, wt, path, None, None, None) * grad).sum().backward()
+        assert torch.allclose(xt.grad, grad @ wt.detach().T)
+        assert torch.allclose(wt.grad, xt.detach().T @ grad)
+
+
+@pytest.fixture(scope="module")
+def digits_program():
+    """digits-cnn mapped for sotmtj by its default pipeline (MTJ converters, calibrated)."""
+    model = example_path("digits-cnn")
+    target = load_target("sotmtj")
+    calibration, _ = calibration_data("digits-cnn", model)
+    program = compile_model(model, target, "sotmtj", default_pipeline(target), calibration, 0)
+    return program, target
+
+
+def test_module_with_lossless_converters_equals_simulator(digits_program) -> None:
+    program, target = digits_program
+    data = load_dataset("digits-cnn", 48)
+    batched = rebatch(program, 48)
+    expected = CrossbarInterpreter(target, np.random.default_rng(0), lossless=True).run(
+        batched, {batched.inputs[0].name: data.images})[batched.outputs[0]]
+    network = MappedNetwork(program, target, lossless=True)
+    for layer in network.layers:
+        layer.exact = True
+    with torch.no_grad():
+        got = network(torch.from_numpy(data.images)).numpy()
+    assert np.array_equal(got, expected)  # bit for bit: integer products, same float ops
+
+
+@pytest.mark.parametrize("backward", ["clamp", "tanh"])
+def test_gradients_reach_weights_and_normalisation_through_mtj(digits_program,
+                                                              backward: str) -> None:
+    program, target = digits_program
+    data = load_dataset("digits-cnn", 32)
+    network = MappedNetwork(program, target, backward=backward)
+    torch.manual_seed(0)
+    loss = torch.nn.functional.cross_entropy(network(torch.from_numpy(data.images)),
+                                             torch.from_numpy(data.labels))
+    loss.backward()
+    for layer in network.layers:
+        assert layer.log_scale is not None and layer.offset is not None
+        for parameter in (layer.weight, layer.bias, layer.log_scale, layer.offset):
+            assert parameter.grad is not None and float(parameter.grad.abs().sum()) > 0
+
+
+def imcc(capsys, *argv: object) -> tuple[int, str, str]:
+    """Run `imcc ARGV` in-process; return exit status, stdout and stderr."""
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_finetune_command_reports_the_simulation_of_the_exported_model(capsys,
+                                                                      tmp_path: Path) -> None:
+    out = tmp_path / "ft.onnx"
+    code, stdout, err = imcc(capsys, "finetune", "digits-cnn", "--target", "sotmtj", "--data",
+                             "digits-cnn", "--epochs", "1", "--train", "96", "--holdout", "72",
+                             "--report", tmp_path / "r.json", "-o", out)
+    assert code == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["holdout"] == 72 and report["after"]["samples"] == 72
+    assert f"after:  mapped accuracy {report['accuracy_after']:.2%}" in stdout
+    # the exported model: new weights, batch norms folded away, the learned normalisation
+    model = onnx.load(str(out))
+    assert "BatchNormalization" not in {node.op_type for node in model.graph.node}
+    assert METADATA_KEY in {prop.key for prop in model.metadata_props}
+    learned = learned_normalisation(out)
+    program = load_program(tmp_path / "ft.imcir")
+    mtj = [n for n in program.nodes if "ps_scale" in n.attributes]
+    assert {n.name for n in mtj} == set(learned)
+    for node in mtj:
+        assert list(node.attr("ps_scale")) == learned[node.name][0]
+    # the accuracy reported is imcc simulate's on the held-out images of the exported program
+    code, stdout, err = imcc(capsys, "simulate", report["program"], "--data",
+                             f"npz:{report['holdout_data']}", "--batch", report["sim_batch"],
+                             "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["accuracy"] == report["accuracy_after"]
+    # a plain compile of the exported model maps and simulates it
+    code, stdout, err = imcc(capsys, "compile", out, "--target", "sotmtj", "--calib",
+                             "digits-cnn", "--simulate", "digits-cnn", "--limit", "64")
+    assert code == 0, err
+    assert "mapped accuracy" in stdout
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("--epochs", "-1"), "error: finetune: --epochs must be >= 0, --batch >= 1 and --lr > 0\n"),
+    (("--train", "300", "--holdout", "72"),
+     "error: finetune: --train 300 and --holdout 72 do not fit the 360 images of digits-cnn\n"),
+    (("--train", "10"), "error: finetune: --train 10 does not cover the first 64 images "
+                        "calibration uses\n"),
+    (("--backward", "sign"), "error: argument --backward: invalid choice: 'sign' (choose from "
+                             "clamp, tanh)\n"),
+])
+def test_finetune_bad_flags_exit_2(capsys, tmp_path: Path, argv: tuple, message: str) -> None:
+    code, _, err = imcc(capsys, "finetune", "digits-cnn", "--target", "sotmtj", "--data",
+                        "digits-cnn", "-o", tmp_path / "x.onnx", *argv)
+    assert code == 2
+    assert err.startswith(message)
+    assert "Traceback" not in err
+
+
+def test_finetune_needs_data(capsys, tmp_path: Path) -> None:
+    code, _, err = imcc(capsys, "finetune", "digits-cnn", "--target", "sotmtj", "-o",
+                        tmp_path / "x.onnx")
+    assert code == 2
+    assert err.startswith("error: the following arguments are required: --data\n")
