@@ -37,7 +37,7 @@ from imcc.search.outputs import (
     write_json,
 )
 from imcc.search.space import CALIBRATION_SAMPLES, SearchSpace, build_space
-from imcc.search.storage import open_storage, open_study, redact, storage_url
+from imcc.search.storage import HEARTBEAT, open_storage, open_study, redact, storage_url
 from imcc.search.strategies import (
     STRATEGIES,
     Limits,
@@ -74,6 +74,7 @@ class SearchConfig:
     probe_samples: int = 32  # first samples of it that decide pruning
     check_samples: int = 1000  # subset every front point is checked on
     random_trials: int | None = None  # comparison random search (None: trials // 4; 0: none)
+    heartbeat: float = HEARTBEAT  # seconds between a running trial's heartbeats in the storage
 
     def validate(self) -> None:
         """Raise UserError on a flag no search can run with."""
@@ -95,6 +96,9 @@ class SearchConfig:
                             f"{self.area_budget_mm2:g}", hint="e.g. --area-budget 50")
         if self.random_trials is not None and self.random_trials < 0:
             raise UserError(f"--random-trials must be 0 or more, not {self.random_trials}")
+        if not self.heartbeat > 0:
+            raise UserError(f"the heartbeat must be a positive number of seconds, not "
+                            f"{self.heartbeat:g}")
 
     @property
     def objective_name(self) -> str:
@@ -151,7 +155,7 @@ def run_search(config: SearchConfig, *, progress: bool = False,
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     url = storage_url(config.storage, out)
-    storage = open_storage(url)
+    storage = open_storage(url, config.heartbeat)
     problem = Problem.load(model, target, config.data, search_samples=config.search_samples,
                            probe_samples=config.probe_samples,
                            check_samples=config.check_samples)
@@ -208,7 +212,7 @@ def _run_phases(phases: list[Phase], storage: Any, space: SearchSpace, evaluator
             study = open_study(storage, phase.study, directions,
                                {**identity, "role": phase.role})
             done = finished_count(study)
-            study.sampler = make_sampler(phase.sampler, config.seed + index, done, phase.trials)
+            study.sampler = make_sampler(phase.sampler, config.seed + index, phase.trials)
             bar.update(min(done, phase.trials))
             if phase.role == "phase2":
                 structure = best_structure(studies["phase1"])
@@ -289,7 +293,7 @@ def _finish(config: SearchConfig, problem: Problem, evaluator: Evaluator, space:
         "model": config.model, "target": config.target, "data": config.data,
         "strategy": config.strategy, "objective": objective, "study": name,
         "storage": redact(url), "seed": config.seed,
-        "trials": {**counts.to_dict(), "requested": config.trials},
+        "trials": {**counts.to_dict(), "requested": config.trials, "this_run": run},
         "trials_per_second": rate,
         "space": {"dimensions": len(space.searched()), "size": space.size(),
                   "layers": list(space.layers)},

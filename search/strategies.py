@@ -17,18 +17,31 @@ Constraints are `value <= 0` terms: `area - budget` and `floor - accuracy`.
 
 from __future__ import annotations
 
+import contextlib
+import math
+import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import optuna
-from optuna.distributions import CategoricalDistribution
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from imcc.search.evaluate import OBJECTIVES, Evaluation, Evaluator
 from imcc.search.space import Dimension, SearchSpace
-from imcc.search.storage import ILLEGAL, INTERRUPTED, PIPELINE, RESULT, finished_count
+from imcc.search.storage import (
+    ILLEGAL,
+    INTERRUPTED,
+    PIPELINE,
+    RESULT,
+    fail_stale_trials,
+    finished,
+    finished_count,
+    heartbeat,
+    heartbeat_period,
+)
 
 STRATEGIES = ("pareto", "xpert", "random")
 
@@ -86,16 +99,69 @@ def single_objective(objective: str) -> Callable[[Evaluation], list[float]]:
     return lambda e: [getattr(e.metrics, field)]
 
 
-def make_sampler(kind: str, seed: int, done: int, trials: int) -> optuna.samplers.BaseSampler:
-    """Return a seeded sampler; the seed also depends on the trials already finished, so a
-    resumed run does not replay the draws of the run before it."""
-    state = int(np.random.SeedSequence([seed, done]).generate_state(1)[0])
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=state)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(
-            seed=state, n_startup_trials=max(4, min(10, trials // 4)), multivariate=True)
+def make_sampler(kind: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
+    """Return a `kind` sampler (tpe or random) seeded anew for every trial by `seed` and the
+    trial's number (see `TrialSeeded`)."""
+
+    def make(state: int) -> optuna.samplers.BaseSampler:
+        if kind == "random":
+            return optuna.samplers.RandomSampler(seed=state)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(  # constant_liar (the default): workers that
+                # share a study see each other's running trials and sample elsewhere
+                seed=state, n_startup_trials=max(4, min(10, trials // 4)), multivariate=True)
+
+    return TrialSeeded(make, seed)
+
+
+class TrialSeeded(optuna.samplers.BaseSampler):
+    """Draw every trial with a fresh sampler seeded by the search seed and the trial's number.
+
+    The storage numbers a study's trials once each, whichever process asks for them, so a
+    search is reproducible from its seed, a resumed search does not replay the draws of the
+    run before it, and workers sharing a study with the same `--seed` never draw alike.
+    """
+
+    def __init__(self, make: Callable[[int], optuna.samplers.BaseSampler], seed: int) -> None:
+        self._make = make
+        self._seed = seed
+        self._sampler = make(trial_seed(seed, -1))
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Seed a new sampler for the trial being asked."""
+        self._sampler = self._make(trial_seed(self._seed, trial.number))
+        self._sampler.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial
+                                    ) -> dict[str, optuna.distributions.BaseDistribution]:
+        """Return the trial's sampler's joint search space."""
+        return self._sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, optuna.distributions.BaseDistribution]
+                        ) -> dict[str, object]:
+        """Sample the joint search space with the trial's sampler."""
+        return self._sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: optuna.distributions.BaseDistribution) -> object:
+        """Sample one parameter with the trial's sampler."""
+        return self._sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        """Let the trial's sampler see how the trial ended (TPE records its constraints)."""
+        self._sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        """Reseed the current trial's sampler at random (optuna's threads; unused here)."""
+        self._sampler.reseed_rng()
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """Return the sampler seed of trial `number` of a search seeded `seed`."""
+    return int(np.random.SeedSequence([seed, number + 1]).generate_state(1)[0])
 
 
 def run_phase(phase: Phase, study: optuna.Study, space: SearchSpace, evaluator: Evaluator,
@@ -104,27 +170,44 @@ def run_phase(phase: Phase, study: optuna.Study, space: SearchSpace, evaluator: 
 
     Illegal trials are told FAIL with the reason in the user attribute `illegal`; trials the
     probe rules out are PRUNED; Ctrl-C tells the running trial FAIL (`interrupted`) and
-    re-raises, so that the storage never keeps a half-written trial as finished.
+    re-raises, so that the storage never keeps a half-written trial as finished. A running
+    trial keeps a heartbeat; once a heartbeat period, stale trials of killed workers are failed.
     """
-    distributions = {d.key: CategoricalDistribution(d.choices)
-                     for d in phase.dimensions if d.searched}
+    searched = [d for d in phase.dimensions if d.searched]
     floor = limits.accuracy_floor
-    while finished_count(study) < phase.trials:
+    period = heartbeat_period(study)
+    checked = -math.inf
+    while True:
+        if time.monotonic() - checked >= period:  # a killed worker's trials, once a period
+            fail_stale_trials(study)
+            checked = time.monotonic()
+        if finished_count(study) >= phase.trials:
+            return
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            trial = study.ask(distributions)
+            warnings.filterwarnings("ignore", "Heartbeat of storage")  # run_phase keeps it
+            trial = study.ask()
         try:
-            choices = {**phase.fixed, **{k: str(v) for k, v in trial.params.items()}}
-            pipeline = space.pipeline(choices)
-            trial.set_user_attr(PIPELINE, space.full_pipeline(choices))
-            evaluation = evaluator.evaluate(pipeline, accuracy=phase.accuracy, floor=floor)
-            state, values = _record(trial, evaluation, phase, limits)
-            frozen = study.tell(trial, values, state=state)
+            with heartbeat(study, trial):  # from before the sampler draws: TPE takes a while
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    for dimension in searched:
+                        trial.suggest_categorical(dimension.key, dimension.choices)
+                choices = {**phase.fixed, **{k: str(v) for k, v in trial.params.items()}}
+                pipeline = space.pipeline(choices)
+                trial.set_user_attr(PIPELINE, space.full_pipeline(choices))
+                evaluation = evaluator.evaluate(pipeline, accuracy=phase.accuracy, floor=floor)
+                state, values = _record(trial, evaluation, phase, limits)
+                frozen = study.tell(trial, values, state=state, skip_if_finished=True)
+        except UpdateFinishedTrialError:  # this worker stalled past the grace period and
+            continue  # another one failed its trial as stale: the result is dropped
         except KeyboardInterrupt:
-            trial.set_user_attr(INTERRUPTED, True)
-            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            with contextlib.suppress(UpdateFinishedTrialError):
+                trial.set_user_attr(INTERRUPTED, True)
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             raise
-        on_trial(frozen)
+        if finished(frozen):  # else failed as stale just before the tell
+            on_trial(frozen)
 
 
 def _record(trial: optuna.Trial, evaluation: Evaluation, phase: Phase, limits: Limits
