@@ -201,7 +201,7 @@ class MappedNetwork(nn.Module):
                 if data is not None and name not in self._constant_index:
                     self._constant_index[name] = len(self._constant_index)
                     self.register_buffer(f"constant_{self._constant_index[name]}",
-                                         torch.from_numpy(np.ascontiguousarray(data)))
+                                         torch.from_numpy(np.array(data, copy=True)))
 
     def _crossbar_layer(self, node: Node, users: dict[str, list[Node]],
                         producers: dict[str, Node], target: Target, float_graph: Graph | None,
