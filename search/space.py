@@ -22,7 +22,7 @@ from imcc.passes.encode_weights import supported_schemes
 from imcc.passes.layers import crossbar_layers, layer_label
 from imcc.passes.pipeline import DEFAULT_PIPELINE, print_pipeline
 from imcc.passes.registry import load_pass
-from imcc.target import Target
+from imcc.target import ConverterKind, Target
 
 CALIBRATION_SAMPLES = 16
 """Calibration images `quantize` uses in a trial (of the 64 a compile loads): cheap and exact."""
@@ -42,14 +42,19 @@ def template(target: Target) -> tuple[Step, ...]:
 
     `tile-crossbar`'s uniform slices are not searched: `slice-weights` chooses them per layer.
     `encode-weights` joins when the target stores weights in more than one way,
-    `profile-converters` when it speculates (the cost model prices speculation from its profile).
+    `profile-converters` when it speculates (the cost model prices speculation from its profile),
+    `calibrate-mtj` after the slicing when it offers an MTJ converter (an uncalibrated MTJ
+    column converts coin flips; the pass leaves layers with other converters alone).
     """
     steps = [Step("assign-input-precision"),
              Step("quantize", fixed=(("samples", CALIBRATION_SAMPLES),)),
              Step("tile-crossbar", skip=("slices",))]
     if len(supported_schemes(target)) > 1:
         steps.append(Step("encode-weights"))
-    steps += [Step("select-adc"), Step("slice-weights"), Step("share-columns")]
+    steps += [Step("select-adc"), Step("slice-weights")]
+    if any(c.kind is ConverterKind.MTJ for c in target.converters):
+        steps.append(Step("calibrate-mtj"))
+    steps.append(Step("share-columns"))
     if target.speculation is not None:
         steps.append(Step("profile-converters"))
     steps.append(Step("place"))

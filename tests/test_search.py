@@ -241,3 +241,23 @@ def test_resuming_with_other_flags_is_refused(tmp_path: Path) -> None:
                                 strategy="random", study="s", objective="latency",
                                 out=tmp_path, search_samples=16, probe_samples=16,
                                 check_samples=16))
+
+
+def test_mtj_trials_are_calibrated_and_adc_only_targets_are_not() -> None:
+    graph, target = _cleaned("sotmtj")
+    space = build_space(graph, target)
+    names = [step.name for step in space.steps]
+    assert names.index("select-adc") < names.index("slice-weights") < names.index(
+        "calibrate-mtj") < names.index("share-columns")
+    converters = {d.key: d for d in space.dimensions}["select-adc.per_layer_converter[0]"]
+    assert "mtj" in converters.choices
+    choices = {f"select-adc.per_layer_converter[{i}]": "mtj" for i in range(3)}
+    problem = Problem.load(resolve_model("digits-cnn"), target, "digits-cnn", search_samples=16,
+                           probe_samples=16, check_samples=16)
+    mapped = Evaluator(problem).compile(space.pipeline(choices))
+    layers = [n for n in mapped.nodes if "converter" in n.attributes]
+    assert len(layers) == 3
+    for node in layers:
+        assert node.attributes["converter"].kind == "mtj"
+        assert len(node.attributes["ps_scale"]) > 0  # calibrate-mtj normalised every column
+    assert "calibrate-mtj" not in [step.name for step in build_space(*_cleaned("xpert")).steps]
