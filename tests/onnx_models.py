@@ -90,6 +90,13 @@ def mnist_dir() -> Path | None:
     return path if (path / "t10k-images-idx3-ubyte").is_file() else None
 
 
+def fashion_mnist_dir() -> Path | None:
+    """Return the folder of the Fashion-MNIST IDX files (gzipped, from Debian's
+    dataset-fashion-mnist), or None when they have not been fetched."""
+    path = models_dir() / "fashion-mnist"
+    return path if (path / "t10k-images-idx3-ubyte.gz").is_file() else None
+
+
 CIFAR10_IMAGES = REPO.parent / "shared" / "data" / "cifar10" / "cifar10_test_first5000.npz"
 
 
