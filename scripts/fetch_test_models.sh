@@ -70,7 +70,7 @@ fi
 if [ ! -f "$cache/fashion-mnist/t10k-images-idx3-ubyte.gz" ]; then
     system=/usr/share/datasets/fashion-mnist
     if [ ! -f "$system/t10k-images-idx3-ubyte.gz" ] && [ "$(id -u)" = 0 ]; then
-        if ! apt-cache show dataset-fashion-mnist >/dev/null 2>&1; then apt-get update -qq; fi
+        if ! apt-cache show dataset-fashion-mnist >/dev/null 2>&1; then apt-get update -qq || true; fi
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
             dataset-fashion-mnist >/dev/null 2>&1 || true
     fi
