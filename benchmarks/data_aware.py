@@ -132,7 +132,7 @@ def run(model: Model, target_name: str, mapping: str, calib: int, limit: int) ->
     program = PassManager(parse_pipeline(f"{DEFAULT_PIPELINE},{mapping}")).run(graph, ctx)
     report = estimate(program, target)
     draws = partial_sums = 0.0
-    costs = {layer.name: layer for layer in report.layers}
+    costs = {layer.name: layer for layer in report.layers if layer.op in ("conv", "linear")}
     for node in crossbar_layers(program):
         layer = costs.get(node.name or node.outputs[0])
         samples = node.attributes["converter"].samples
