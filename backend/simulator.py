@@ -25,6 +25,18 @@ LOSSLESS = Converter(ConverterKind.SAR, 24, range_rule="saturate")
 """A converter wide enough for every partial sum: the quantized network, computed exactly."""
 
 
+def mapped_layer(node: Node) -> tuple[InputStreaming, WeightMapping, Tiling, ConverterChoice]:
+    """Return a crossbar op's input streaming, weight mapping, tiling and converter choice, or
+    raise MappingError when the mapping passes have not set them all."""
+    streaming, mapping = node.attributes.get("input"), node.attributes.get("weights")
+    tiling, choice = node.attributes.get("tiling"), node.attributes.get("converter")
+    if not (isinstance(streaming, InputStreaming) and isinstance(mapping, WeightMapping)
+            and isinstance(tiling, Tiling) and isinstance(choice, ConverterChoice)):
+        raise MappingError(f"crossbar layer {node.name or node.outputs[0]} is not fully "
+                           "mapped", hint="run the mapping pipeline (imcc compile --target)")
+    return streaming, mapping, tiling, choice
+
+
 @dataclass
 class LayerRecord:
     """What one crossbar layer did over a run."""
@@ -54,12 +66,7 @@ class CrossbarInterpreter(ReferenceInterpreter):
                   ) -> np.ndarray:
         """Run one K x N product of a crossbar layer (of group `group`): x[P, K] @ w[K, N] in
         integers."""
-        streaming, mapping = node.attributes.get("input"), node.attributes.get("weights")
-        tiling, choice = node.attributes.get("tiling"), node.attributes.get("converter")
-        if not (isinstance(streaming, InputStreaming) and isinstance(mapping, WeightMapping)
-                and isinstance(tiling, Tiling) and isinstance(choice, ConverterChoice)):
-            raise MappingError(f"crossbar layer {node.name or node.outputs[0]} is not fully "
-                               "mapped", hint="run the mapping pipeline (imcc compile --target)")
+        streaming, mapping, tiling, choice = mapped_layer(node)
         converter = LOSSLESS
         if not self.lossless:
             spec = self.target.converter(choice.name)

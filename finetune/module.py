@@ -19,12 +19,11 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from imcc.backend.crossbar import Converter
-from imcc.backend.simulator import LOSSLESS
-from imcc.errors import MappingError, UserError
+from imcc.backend.simulator import LOSSLESS, mapped_layer
+from imcc.errors import UserError
 from imcc.finetune.datapath import Datapath
 from imcc.finetune.layers import ConvGeometry, CrossbarLayer, InputQuantizer, _torch_pads
 from imcc.ir.graph import Graph, Node
-from imcc.ir.mapping import ConverterChoice, InputStreaming, Tiling, WeightMapping
 from imcc.target import ConverterKind, Target
 
 TorchRule = Callable[[Node, list[torch.Tensor]], torch.Tensor]
@@ -137,12 +136,8 @@ TORCH_RULES: dict[str, TorchRule] = {
 
 def layer_datapath(node: Node, target: Target, lossless: bool = False) -> Datapath:
     """Return the datapath of a mapped crossbar op (its converter exact when `lossless`)."""
-    streaming, mapping = node.attributes.get("input"), node.attributes.get("weights")
-    tiling, choice = node.attributes.get("tiling"), node.attributes.get("converter")
-    if not (isinstance(streaming, InputStreaming) and isinstance(mapping, WeightMapping)
-            and isinstance(tiling, Tiling) and isinstance(choice, ConverterChoice)):
-        raise MappingError(f"crossbar layer {node.name or node.outputs[0]} is not fully "
-                           "mapped", hint="run the mapping pipeline (imcc compile --target)")
+    streaming, mapping, tiling, _ = mapped_layer(node)
+    choice = node.attributes["converter"]
     converter = LOSSLESS
     if not lossless:
         spec = target.converter(choice.name)
