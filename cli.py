@@ -167,6 +167,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         calibration, calibrated = calibration_data(args.calib, args.model)
     decisions = Decisions()
     graph = _run_pipeline(graph, pipeline, args, "--passes", target, calibration, decisions)
+    if target is not None:
+        graph = _learned_normalisation(graph, args.model)
     if target is None:
         if not args.output and any(not c.inline for c in graph.constants.values()):
             print("note: weights are not written when the program goes to stdout; use -o FILE",
@@ -181,6 +183,21 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         simulation = _simulation(graph, target, args.simulate, args)
     _report(graph, target, args.report, False, calibrated, simulation, decisions)
     return 0
+
+
+def _learned_normalisation(graph: Graph, model: str) -> Graph:
+    """Apply the MTJ normalisation a model learned in `imcc finetune` (its ONNX metadata) to
+    the layers the pipeline gave MTJ converters; it replaces the data-calibrated values."""
+    from imcc.finetune.export import apply_normalisation, learned_normalisation
+
+    learned = learned_normalisation(model)
+    mapped = {n.name for n in graph.nodes if "ps_scale" in n.attributes}
+    chosen = {name: values for name, values in learned.items() if name in mapped}
+    if not chosen:
+        return graph
+    print(f"note: {len(chosen)} MTJ layers take the normalisation learned in fine-tuning "
+          "(the model's imcc.finetune record)", file=sys.stderr)
+    return apply_normalisation(graph, chosen)
 
 
 def _program_target(args: argparse.Namespace, graph: Graph) -> object:

@@ -11,9 +11,9 @@ The learned per-column MTJ normalisation (ps_scale / ps_offset) cannot live in t
 is stored in the model's `metadata_props` under `imcc.finetune` (JSON: the pipeline, data
 split, seed, and per layer (ONNX node name) `ps_scale` / `ps_offset`). `apply_normalisation`
 puts it on a program compiled from the exported model; `imcc finetune` writes that program
-(OUT.imcir + OUT.npz) and measures it. A plain `imcc compile OUT.onnx` runs calibrate-mtj,
-which re-derives the normalisation from data (`learned_normalisation` reads the metadata for
-a pass that wants to reuse it).
+(OUT.imcir + OUT.npz) and measures it. A plain `imcc compile OUT.onnx --target T` applies it
+too (cli.py, after the pipeline: the learned values replace calibrate-mtj's data-derived ones
+on the layers that have MTJ converters).
 """
 
 from __future__ import annotations

@@ -159,11 +159,17 @@ def test_finetune_command_reports_the_simulation_of_the_exported_model(capsys,
                              "--json")
     assert code == 0, err
     assert json.loads(stdout)["accuracy"] == report["accuracy_after"]
-    # a plain compile of the exported model maps and simulates it
+    # a plain compile of the exported model maps it with the learned normalisation
     code, stdout, err = imcc(capsys, "compile", out, "--target", "sotmtj", "--calib",
-                             "digits-cnn", "--simulate", "digits-cnn", "--limit", "64")
+                             "digits-cnn", "--simulate", "digits-cnn", "--limit", "64",
+                             "-o", tmp_path / "plain.imcir")
     assert code == 0, err
     assert "mapped accuracy" in stdout
+    assert f"note: {len(mtj)} MTJ layers take the normalisation learned" in err
+    plain = load_program(tmp_path / "plain.imcir")
+    for node in (n for n in plain.nodes if "ps_scale" in n.attributes):
+        assert list(node.attr("ps_scale")) == learned[node.name][0]
+        assert list(node.attr("ps_offset")) == learned[node.name][1]
 
 
 @pytest.mark.parametrize(("argv", "message"), [
