@@ -37,6 +37,24 @@ def mapped_layer(node: Node) -> tuple[InputStreaming, WeightMapping, Tiling, Con
     return streaming, mapping, tiling, choice
 
 
+def layer_converter(choice: ConverterChoice, target: Target,
+                    ps_scale: tuple[float, ...] = (), ps_offset: tuple[float, ...] = ()
+                    ) -> Converter:
+    """Return the converter the datapath applies for a layer's converter choice on a target,
+    with the per-column MTJ normalisation when given."""
+    spec = target.converter(choice.name)
+    return Converter(ConverterKind(choice.kind), choice.bits, choice.samples, spec.range_rule,
+                     spec.sensitivity, ps_scale, ps_offset)
+
+
+def group_centers(node: Node, group: int, columns: int) -> np.ndarray | None:
+    """Return the center-offset centers of one group's `columns` filters (None without)."""
+    centers = node.attributes.get("centers")
+    if centers is None:
+        return None
+    return np.asarray(centers[group * columns:(group + 1) * columns], np.int64)
+
+
 @dataclass
 class LayerRecord:
     """What one crossbar layer did over a run."""
@@ -69,19 +87,13 @@ class CrossbarInterpreter(ReferenceInterpreter):
         streaming, mapping, tiling, choice = mapped_layer(node)
         converter = LOSSLESS
         if not self.lossless:
-            spec = self.target.converter(choice.name)
-            scale, offset = _group_normalisation(node, group, w.shape[1])
-            converter = Converter(ConverterKind(choice.kind), choice.bits, choice.samples,
-                                  spec.range_rule, spec.sensitivity, scale, offset)
+            converter = layer_converter(choice, self.target,
+                                        *_group_normalisation(node, group, w.shape[1]))
         rows_per_sum = min(tiling.rows, self.target.crossbar.active_rows)
         record = self.layers.setdefault(node.outputs[0], LayerRecord(node.name or node.outputs[0]))
-        centers = node.attributes.get("centers")
-        if centers is not None:  # this group's filters
-            columns = w.shape[1]
-            centers = np.asarray(centers[group * columns:(group + 1) * columns], np.int64)
         return crossbar_matmul(x, w, streaming, mapping, self.target.weight_bits, rows_per_sum,
                                self.target.crossbar.signed_columns, converter, self.rng,
-                               record.stats, centers=centers)
+                               record.stats, centers=group_centers(node, group, w.shape[1]))
 
     def _conv(self, node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
         if not self._mapped(node):

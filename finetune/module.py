@@ -18,13 +18,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from imcc.backend.crossbar import Converter
-from imcc.backend.simulator import LOSSLESS, mapped_layer
+from imcc.backend.simulator import LOSSLESS, layer_converter, mapped_layer
 from imcc.errors import UserError
 from imcc.finetune.datapath import Datapath
 from imcc.finetune.layers import ConvGeometry, CrossbarLayer, InputQuantizer, _torch_pads
 from imcc.ir.graph import Graph, Node
-from imcc.target import ConverterKind, Target
+from imcc.target import Target
 
 TorchRule = Callable[[Node, list[torch.Tensor]], torch.Tensor]
 
@@ -136,15 +135,12 @@ TORCH_RULES: dict[str, TorchRule] = {
 
 def layer_datapath(node: Node, target: Target, lossless: bool = False) -> Datapath:
     """Return the datapath of a mapped crossbar op (its converter exact when `lossless`)."""
-    streaming, mapping, tiling, _ = mapped_layer(node)
-    choice = node.attributes["converter"]
+    streaming, mapping, tiling, choice = mapped_layer(node)
     converter = LOSSLESS
     if not lossless:
-        spec = target.converter(choice.name)
-        converter = Converter(ConverterKind(choice.kind), choice.bits, choice.samples,
-                              spec.range_rule, spec.sensitivity,
-                              tuple(node.attributes.get("ps_scale") or ()),
-                              tuple(node.attributes.get("ps_offset") or ()))
+        converter = layer_converter(choice, target,
+                                    tuple(node.attributes.get("ps_scale") or ()),
+                                    tuple(node.attributes.get("ps_offset") or ()))
     centers = node.attributes.get("centers")
     return Datapath(streaming, mapping, target.weight_bits,
                     min(tiling.rows, target.crossbar.active_rows),

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from imcc.backend import simulator
 from imcc.backend.crossbar import Converter, Statistics, crossbar_matmul
 from imcc.errors import MappingError
 from imcc.ir.graph import Graph, Node
@@ -23,7 +24,7 @@ from imcc.passes.layers import (
     with_attributes,
 )
 from imcc.passes.tile_crossbar import magnitude_bits, tile_layer
-from imcc.target import ConverterKind, Target
+from imcc.target import Target
 
 ADAPTIVE = "auto"
 """The per-layer entry that asks for adaptive slicing of that layer."""
@@ -64,9 +65,7 @@ def layer_converter(node: Node, target: Target, where: str) -> Converter:
     if not isinstance(choice, ConverterChoice):
         raise MappingError(f"{where} has no converter",
                            hint="run select-adc before adaptive slice-weights")
-    spec = target.converter(choice.name)
-    return Converter(ConverterKind(choice.kind), choice.bits, choice.samples, spec.range_rule,
-                     spec.sensitivity)
+    return simulator.layer_converter(choice, target)
 
 
 def relative_error(node: Node, products: LayerProducts, mapping: WeightMapping, target: Target,
@@ -79,15 +78,12 @@ def relative_error(node: Node, products: LayerProducts, mapping: WeightMapping, 
     if not isinstance(streaming, InputStreaming):
         raise MappingError(f"{node.name or node.outputs[0]} has no input streaming",
                            hint="run assign-input-precision before adaptive slice-weights")
-    centers = node.attributes.get("centers")
     error, norm = 0.0, 0.0
     for group, (x, w) in enumerate(zip(products.patches, products.filters, strict=True)):
-        columns = w.shape[1]
-        group_centers = None if centers is None else np.asarray(
-            centers[group * columns:(group + 1) * columns], np.int64)
         y = crossbar_matmul(x, w, streaming, mapping, target.weight_bits, rows_per_sum,
                             target.crossbar.signed_columns, converter, rng,
-                            Statistics() if stats is None else stats, centers=group_centers)
+                            Statistics() if stats is None else stats,
+                            centers=simulator.group_centers(node, group, w.shape[1]))
         exact = products.exact(group)
         error += float(np.square((y - exact).astype(np.float64)).sum())
         norm += float(np.square(exact.astype(np.float64)).sum())
