@@ -190,8 +190,10 @@ def _learned_normalisation(graph: Graph, model: str) -> Graph:
     the layers the pipeline gave MTJ converters; it replaces the data-calibrated values."""
     from imcc.finetune.export import apply_normalisation, learned_normalisation
 
-    learned = learned_normalisation(model)
     mapped = {n.name for n in graph.nodes if "ps_scale" in n.attributes}
+    if not mapped:  # no MTJ layers: do not read the model a second time
+        return graph
+    learned = learned_normalisation(model)
     chosen = {name: values for name, values in learned.items() if name in mapped}
     if not chosen:
         return graph
