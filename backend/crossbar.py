@@ -271,8 +271,9 @@ def lossless(converter: Converter, low: float, high: float) -> bool:
 
 def partial_sum_range(streaming: InputStreaming, mapping: WeightMapping, rows_per_sum: int,
                       signed_columns: bool) -> tuple[float, float]:
-    """Return the smallest and largest partial sum one read can produce: the converter's full
-    scale is set for it (a fixed property of the hardware, not of the data)."""
+    """Return the smallest and largest partial sum one read of `rows_per_sum` rows can
+    produce: the converter's full scale is set for it (a property of the mapped layer and the
+    hardware, not of the data)."""
     in_high = max(2**s - 1 for s in streaming.slices)
     in_low = -(2 ** (streaming.slices[0] - 1)) if streaming.signed else 0
     w_high = max(2**s - 1 for s in mapping.slices)
@@ -359,9 +360,10 @@ def crossbar_matmul(
     columns = w.shape[1]
     stored = weight_planes(w, mapping, weight_bits, signed_columns, centers)  # [I, D, K, N]
     slices, devices = stored.planes.shape[:2]
-    # the converter's range is set for the crossbar's rows; a layer with fewer rows uses fewer
-    low, high = partial_sum_range(streaming, mapping, rows_per_sum, signed_columns)
+    # the converter's full scale is set per layer for the rows one read drives: a layer of
+    # fewer rows than the crossbar's (a first conv of 27) reads sums that many rows can make
     rows_per_sum = min(rows_per_sum, rows)
+    low, high = partial_sum_range(streaming, mapping, rows_per_sum, signed_columns)
     chunks = math.ceil(rows / rows_per_sum)
     pad = chunks * rows_per_sum - rows
     if max(abs(low), abs(high)) >= MAX_EXACT:

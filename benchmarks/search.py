@@ -20,7 +20,7 @@
     ones of the file, never used for calibration or search).
 
     python benchmarks/search.py [--parts quality,xpert,resnet] [--seeds 5] [--vgg-trials 150]
-                                [--resnet-trials 12] [--heldout 256]
+                                [--resnet-trials 12] [--resnet-images 256] [--heldout 1000]
 """
 
 from __future__ import annotations
@@ -294,13 +294,13 @@ def _list(pipeline: str, option: str) -> str:
     return text[: text.index("]") + 1]
 
 
-def resnet(trials: int, heldout: int, workdir: Path) -> None:
+def resnet(trials: int, heldout: int, images: int, workdir: Path) -> None:
     """Part (c): ResNet-20 peripheral search with real accuracy, baseline against searched."""
     from imcc.driver import default_pipeline
 
     target = load_target("xpert")
     problem = Problem.load(ROOT / "models" / "resnet20_cifar10.onnx", target, CIFAR10,
-                           search_samples=32, probe_samples=16, check_samples=32)
+                           search_samples=images, probe_samples=32, check_samples=images)
     evaluator = PrefixEvaluator(problem)
     space = build_space(problem.graph, target)
     full = load_dataset(CIFAR10, 5000)
@@ -355,7 +355,7 @@ def _float(evaluator: Evaluator, data: Dataset) -> float:
 PARTS: dict[str, Callable[[argparse.Namespace, Path], None]] = {
     "quality": lambda a, w: quality(a.seeds, w),
     "xpert": lambda a, w: xpert(a.vgg_trials, w),
-    "resnet": lambda a, w: resnet(a.resnet_trials, a.heldout, w),
+    "resnet": lambda a, w: resnet(a.resnet_trials, a.heldout, a.resnet_images, w),
 }
 
 
@@ -366,7 +366,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--vgg-trials", type=int, default=150)
     parser.add_argument("--resnet-trials", type=int, default=12)
-    parser.add_argument("--heldout", type=int, default=256)
+    parser.add_argument("--resnet-images", type=int, default=256,
+                        help="search subset of (c): the first images of the file")
+    parser.add_argument("--heldout", type=int, default=1000,
+                        help="held-out images of (c): the last of the file")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     scratch = "/dev/shm" if Path("/dev/shm").is_dir() else None  # SQLite without fsync waits

@@ -27,7 +27,7 @@ carries `v`'s gradient (`v + (q(v) - v).detach()`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -66,6 +66,11 @@ class Datapath:
         """Return the smallest and largest partial sum one read can produce."""
         return partial_sum_range(self.streaming, self.mapping, self.rows_per_sum,
                                  self.signed_columns)
+
+    def for_rows(self, rows: int) -> Datapath:
+        """Return this datapath for a product of `rows` rows: one read drives at most that
+        many, and the converter's full scale is set for them (backend/crossbar.py)."""
+        return self if rows >= self.rows_per_sum else replace(self, rows_per_sum=rows)
 
     def columns(self, filters: int) -> int:
         """Return the physical columns of a product with `filters` outputs: slices x devices x
@@ -165,28 +170,85 @@ def convert(sums: torch.Tensor, path: Datapath, scale: torch.Tensor | None,
         return ste(clipped, codes * step)
     if scale is None or offset is None:
         raise ValueError("an MTJ converter needs its per-column normalisation")
-    shape = [1, -1] + [1] * (sums.dim() - 2)
-    a, b = scale.reshape(shape), offset.reshape(shape)
-    x = a * sums + b
-    clamped = torch.clamp(x, -1.0, 1.0)
-    s = converter.sensitivity
-    with torch.no_grad():
-        p = torch.sigmoid(s * clamped)
-        if converter.samples == 1:
-            uniform = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype)
-            counts = (uniform < p).to(torch.int64)
-        else:
-            trials = torch.full_like(p, float(converter.samples))
-            counts = torch.binomial(trials, p, generator=generator).to(torch.int64)
-        table = torch.from_numpy(mtj_decoder(converter.samples, s)).to(sums.device, sums.dtype)
-        decoded = table[counts]
-    if backward == "clamp":
-        surrogate = clamped
-    elif backward == "tanh":
-        surrogate = (2.0 / s) * torch.tanh(s * x / 2.0)
-    else:
+    if backward not in BACKWARDS:
         raise ValueError(f"unknown MTJ backward {backward!r}; one of {', '.join(BACKWARDS)}")
-    return (ste(surrogate, decoded) - b) / a
+    shape = [1, -1] + [1] * (sums.dim() - 2)
+    return MTJConversion.apply(sums, scale.reshape(shape), offset.reshape(shape), converter,
+                               generator, backward)
+
+
+def mtj_counts(p: torch.Tensor, samples: int, generator: torch.Generator | None
+               ) -> torch.Tensor:
+    """Draw Binomial(`samples`, p) counts (uint8): the sum of `samples` Bernoulli draws for
+    few samples, one uniform through the binomial CDF for many (both far faster than
+    `torch.binomial`, and exact in distribution)."""
+    counts = torch.zeros(p.shape, dtype=torch.uint8, device=p.device)
+    if samples <= 4:
+        for _ in range(samples):
+            counts += torch.rand(p.shape, generator=generator, device=p.device,
+                                 dtype=p.dtype) < p
+        return counts
+    uniform = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype)
+    q = 1.0 - p
+    ratio = p / q  # p <= sigmoid(s) < 1: finite
+    pmf = q**samples
+    cdf = pmf.clone()
+    for k in range(samples):  # counts = #{k < samples : u > P(K <= k)}
+        counts += uniform > cdf
+        if k + 1 < samples:
+            pmf.mul_(ratio).mul_((samples - k) / (k + 1))
+            cdf.add_(pmf)
+    return counts
+
+
+class MTJConversion(torch.autograd.Function):
+    """The MTJ converter of the module docstring as one autograd node: the forward samples and
+    decodes in place, the backward applies the straight-through rule directly, so that the
+    graph keeps two tensors per conversion instead of a chain of elementwise ops.
+
+    With `r = out - mask * PS` (clamp: `mask` is 1 inside [-1, 1]; tanh: `g = 1 - tanh^2(s *
+    x / 2)` in its place) and `out = (x_hat - b) / a` the gradients are `d out / d PS = mask`,
+    `d out / d a = -r / a` and `d out / d b = (mask - 1) / a`, the derivatives of `(ste(
+    surrogate, x_hat) - b) / a` (tests check them against that expression under autograd).
+    """
+
+    @staticmethod
+    def forward(ctx, sums: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                converter: Converter, generator: torch.Generator | None,
+                backward: str) -> torch.Tensor:
+        s = converter.sensitivity
+        x = sums * a
+        x += b
+        if backward == "clamp":
+            mask = (x >= -1.0) & (x <= 1.0)
+            x.clamp_(-1.0, 1.0)
+            p = torch.sigmoid(x * s)
+        else:
+            p = torch.sigmoid(x.clamp(-1.0, 1.0) * s)
+            mask = torch.tanh(x * (s / 2.0))
+            mask = 1.0 - mask * mask
+        del x
+        counts = mtj_counts(p, converter.samples, generator)
+        del p
+        table = torch.from_numpy(mtj_decoder(converter.samples, s)).to(sums.device, sums.dtype)
+        out = torch.take(table, counts.to(torch.int64))
+        out -= b
+        out /= a
+        residual = out - sums * mask
+        ctx.save_for_backward(mask, residual, a)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        mask, residual, a = ctx.saved_tensors
+        grad_sums = grad * mask if ctx.needs_input_grad[0] else None
+        dims = [d for d in range(grad.dim()) if a.shape[d] == 1]
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[1]:
+            grad_a = -(grad * residual).sum(dim=dims, keepdim=True) / a
+        if ctx.needs_input_grad[2]:
+            grad_b = (grad * (mask.to(grad.dtype) - 1.0)).sum(dim=dims, keepdim=True) / a
+        return grad_sums, grad_a, grad_b, None, None, None
 
 
 def _shift_add(converted: torch.Tensor, significance: list[float], stored: TorchWeightPlanes,
@@ -212,9 +274,10 @@ def crossbar_linear(x: torch.Tensor, w: torch.Tensor, path: Datapath,
                     generator: torch.Generator | None, backward: str = "clamp"
                     ) -> torch.Tensor:
     """Return x[B, K] @ w[K, N] for integer codes as the crossbar datapath computes it."""
-    _check_exact(path)
     rows = x.shape[1]
-    per_sum = min(path.rows_per_sum, rows)
+    path = path.for_rows(rows)
+    _check_exact(path)
+    per_sum = path.rows_per_sum
     planes, significance = input_planes(x, path.streaming)  # [J, B, K]
     stored = weight_planes(w, path, filter_axis=1)  # [I, D, K, N]
     columns = stored.planes.permute(2, 0, 1, 3).reshape(rows, -1)  # [K, I*D*N]
@@ -245,19 +308,20 @@ def crossbar_conv(x: torch.Tensor, w: torch.Tensor, path: Datapath, strides: tup
     """Return the 2-d convolution (one group) of integer codes x[B, C, H, W] with w[M, C, kh,
     kw] as the crossbar datapath computes it: rows ordered (kernel tap, channel) as
     backend/kernels.py's im2col orders them, summed in chunks of the active rows."""
-    _check_exact(path)
     if x.dim() != 4:
         raise MappingError("finetune maps 2-d convolutions only",
                            hint="1-d and 3-d convolutions are not supported by finetune yet")
     batch, channels = x.shape[:2]
     kh, kw = w.shape[2:]
+    path = path.for_rows(channels * kh * kw)
+    _check_exact(path)
     padded = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
     planes, significance = input_planes(padded, path.streaming)  # [J, B, C, H, W]
     flat = planes.reshape(-1, *padded.shape[1:])
     stored = weight_planes(w, path, filter_axis=0)  # [I, D, M, C, kh, kw]
     kernels = stored.planes.reshape(-1, channels, kh, kw)  # [I*D*M, C, kh, kw]
     rows = channels * kh * kw
-    per_sum = min(path.rows_per_sum, rows)
+    per_sum = path.rows_per_sum
     # one convolution for all row chunks: chunk c's kernels keep only its (tap, channel) rows,
     # so its output channels hold exactly that chunk's partial sums (chunks x the MACs of one
     # pass, but one well-shaped convolution instead of one per tap)

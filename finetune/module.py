@@ -133,8 +133,9 @@ TORCH_RULES: dict[str, TorchRule] = {
 """Torch translations of the reference rules of the ops a fine-tuned model may use."""
 
 
-def layer_datapath(node: Node, target: Target, lossless: bool = False) -> Datapath:
-    """Return the datapath of a mapped crossbar op (its converter exact when `lossless`)."""
+def layer_datapath(node: Node, target: Target, rows: int, lossless: bool = False) -> Datapath:
+    """Return the datapath of a mapped crossbar op whose product has `rows` rows (K), its
+    converter exact when `lossless`."""
     streaming, mapping, tiling, choice = mapped_layer(node)
     converter = LOSSLESS
     if not lossless:
@@ -143,7 +144,7 @@ def layer_datapath(node: Node, target: Target, lossless: bool = False) -> Datapa
                                     tuple(node.attributes.get("ps_offset") or ()))
     centers = node.attributes.get("centers")
     return Datapath(streaming, mapping, target.weight_bits,
-                    min(tiling.rows, target.crossbar.active_rows),
+                    min(tiling.rows, target.crossbar.active_rows, rows),
                     target.crossbar.signed_columns, converter,
                     None if centers is None else tuple(int(c) for c in centers))
 
@@ -221,8 +222,8 @@ class MappedNetwork(nn.Module):
         if node.op == "conv":
             geometry = ConvGeometry(tuple(node.attr("strides")), tuple(node.attr("pads")),
                                     tuple(node.attr("dilations")))
-        layer = CrossbarLayer(where, node.op, weight, bias, quantizer,
-                              layer_datapath(node, target, lossless), geometry, backward)
+        path = layer_datapath(node, target, _product_rows(node, codes), lossless)
+        layer = CrossbarLayer(where, node.op, weight, bias, quantizer, path, geometry, backward)
         layer.result = dequantize.outputs[0]  # type: ignore[attr-defined]
         layer.source = quantize.inputs[0]  # type: ignore[attr-defined]
         return layer
@@ -253,6 +254,12 @@ class MappedNetwork(nn.Module):
             args = [env[name] if name in env else self.constant(name) for name in node.inputs]
             env[out] = TORCH_RULES[node.op](node, args)
         return env[self.program.outputs[0]]
+
+
+def _product_rows(node: Node, codes: np.ndarray) -> int:
+    """Return the rows (K) of a crossbar op's product: (channel, tap) of a conv's filter, the
+    input features of a linear."""
+    return int(np.prod(codes.shape[1:])) if node.op == "conv" else int(codes.shape[0])
 
 
 def program_constant(graph: Graph, name: str, where: str) -> np.ndarray:

@@ -4,6 +4,7 @@ simulator, gradients through MTJ converters, and the command end to end."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,18 @@ import torch
 
 from imcc import cli
 from imcc.backend import kernels
-from imcc.backend.crossbar import Converter, Statistics, crossbar_matmul
+from imcc.backend.crossbar import Converter, Statistics, crossbar_matmul, mtj_decoder
 from imcc.backend.simulator import CrossbarInterpreter
 from imcc.driver import calibration_data, default_pipeline
 from imcc.examples import example_path
-from imcc.finetune.datapath import Datapath, crossbar_conv, crossbar_linear
+from imcc.finetune.datapath import (
+    Datapath,
+    MTJConversion,
+    crossbar_conv,
+    crossbar_linear,
+    mtj_counts,
+    ste,
+)
 from imcc.finetune.export import METADATA_KEY, learned_normalisation
 from imcc.finetune.module import MappedNetwork
 from imcc.finetune.session import compile_model
@@ -194,3 +202,51 @@ def test_finetune_needs_data(capsys, tmp_path: Path) -> None:
                         tmp_path / "x.onnx")
     assert code == 2
     assert err.startswith("error: the following arguments are required: --data\n")
+
+
+@pytest.mark.parametrize("samples", [1, 4, 16])
+@pytest.mark.parametrize("backward", ["clamp", "tanh"])
+def test_mtj_conversion_gradients_equal_the_straight_through_expression(samples: int,
+                                                                       backward: str) -> None:
+    """The fused MTJ node's forward is the sampled decoding and its backward the derivative of
+    `(ste(surrogate, x_hat) - b) / a` under autograd, for the same draws."""
+    converter = Converter(ConverterKind.MTJ, 1, samples=samples)
+    gen = torch.Generator().manual_seed(3)
+    sums = torch.randn(5, 6, 4, 3, generator=gen, dtype=torch.float64) * 40
+    a0 = torch.rand(1, 6, 1, 1, generator=gen, dtype=torch.float64) * 0.05 + 0.01
+    b0 = torch.randn(1, 6, 1, 1, generator=gen, dtype=torch.float64) * 0.3
+    grad = torch.randn(5, 6, 4, 3, generator=gen, dtype=torch.float64)
+    leaves = [t.clone().requires_grad_() for t in (sums, a0, b0)]
+    out = MTJConversion.apply(*leaves, converter, torch.Generator().manual_seed(7), backward)
+    (out * grad).sum().backward()
+    ref_leaves = [t.clone().requires_grad_() for t in (sums, a0, b0)]
+    ps, a, b = ref_leaves
+    x = a * ps + b
+    clamped = torch.clamp(x, -1.0, 1.0)
+    p = torch.sigmoid(converter.sensitivity * clamped.detach())
+    counts = mtj_counts(p, samples, torch.Generator().manual_seed(7))
+    x_hat = torch.from_numpy(mtj_decoder(samples, converter.sensitivity)).double()[counts.long()]
+    surrogate = clamped if backward == "clamp" else \
+        (2.0 / converter.sensitivity) * torch.tanh(converter.sensitivity * x / 2.0)
+    expected = (ste(surrogate, x_hat) - b) / a
+    (expected * grad).sum().backward()
+    assert torch.allclose(out, expected)
+    assert 0.05 < float((x.detach().abs() > 1).double().mean()) < 0.95  # both STE regions
+    for got, want in zip(leaves, ref_leaves, strict=True):
+        assert torch.allclose(got.grad, want.grad)
+
+
+@pytest.mark.parametrize("samples", [1, 4, 16])
+def test_mtj_counts_are_binomial(samples: int) -> None:
+    """The sampler's counts follow Binomial(samples, p): mean, variance and the full
+    distribution at a few p (chi-square against the pmf)."""
+    gen = torch.Generator().manual_seed(0)
+    for p in (0.02, 0.3, 0.5, 0.9):
+        counts = mtj_counts(torch.full((200_000,), p, dtype=torch.float32), samples, gen)
+        observed = np.bincount(counts.numpy(), minlength=samples + 1)
+        expected = np.array([math.comb(samples, k) * p**k * (1 - p) ** (samples - k)
+                             for k in range(samples + 1)]) * counts.numel()
+        keep = expected > 5
+        chi2 = float((((observed - expected) ** 2 / expected)[keep]).sum())
+        freedom = max(1, int(keep.sum()) - 1)  # chi-square mean `freedom`, sd sqrt(2 freedom)
+        assert chi2 < freedom + 6 * math.sqrt(2 * freedom), (p, observed, expected)
