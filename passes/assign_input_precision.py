@@ -18,6 +18,7 @@ from imcc.passes.layers import (
     require_target,
     with_attributes,
 )
+from imcc.passes.quantize import MAX_INPUT_BITS, MIN_INPUT_BITS
 
 MAX_SEARCH_SLICES = 4
 """Longest non-uniform slicing the search space offers (RAELLA speculates with 3 slices)."""
@@ -135,13 +136,16 @@ class AssignInputPrecision(Pass):
     def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:
         """Return the legal bits and uniform slice widths; on a target with a speculation unit
         also `speculate` and the non-uniform `slices` (`[]`: cut by `slice`) of its
-        precisions, at most `MAX_SEARCH_SLICES` slices, widest first."""
+        precisions, at most `MAX_SEARCH_SLICES` slices, widest first. Precisions the
+        quantize pass cannot give (1 bit: no signed code) are left out, so that a random
+        design of a deep network is not almost always illegal."""
         target = require_target(ctx, self.name)
         driver = target.input_driver
-        space: dict[str, list] = {"bits": list(driver.input_bits),
+        space: dict[str, list] = {"bits": [b for b in driver.input_bits
+                                           if MIN_INPUT_BITS <= b <= MAX_INPUT_BITS],
                                   "slice": list(driver.bits_per_cycle)}
         if target.speculation is not None:
-            cuts = [cut for bits in driver.input_bits
+            cuts = [cut for bits in space["bits"]
                     for cut in wide_slicings(bits, driver.bits_per_cycle, MAX_SEARCH_SLICES)]
             space["speculate"] = [False, True]
             space["slices"] = [(), *dict.fromkeys(cuts)]

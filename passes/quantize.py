@@ -16,6 +16,9 @@ from imcc.passes.context import Context
 from imcc.passes.layers import crossbar_layers, layer_label
 from imcc.target import Target
 
+MIN_INPUT_BITS, MAX_INPUT_BITS = 2, 16
+"""The precisions the quantize pass gives codes of (a 1-bit code has no signed level)."""
+
 DEFAULT_SAMPLES = 4
 """Calibration samples drawn when no data is given: uniform in [0, 1), seeded from the context."""
 
@@ -128,8 +131,11 @@ class Quantize(Pass):
         scale, signedness and bits."""
         streaming = node.attributes.get("input")
         bits = streaming.bits if isinstance(streaming, InputStreaming) else self.input_bits
-        if not 1 < bits <= 16 or not 1 < weight_bits <= 16:
-            raise MappingError(f"{layer_label(node, index)}: precisions must be 2..16 bits")
+        if not all(MIN_INPUT_BITS <= b <= MAX_INPUT_BITS for b in (bits, weight_bits)):
+            raise MappingError(f"{layer_label(node, index)}: precisions must be "
+                               f"{MIN_INPUT_BITS}..{MAX_INPUT_BITS} bits, not {bits} (input) "
+                               f"and {weight_bits} (weights)",
+                               hint="a 1-bit code has no signed level; choose 2 bits or more")
         scale, signed = input_scale(x, bits, self.method, self.percentile)
         low, high = code_range(bits, signed)
         codes = np.clip(np.rint(x.astype(np.float32) / np.float32(scale)), low, high)

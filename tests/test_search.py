@@ -26,14 +26,16 @@ from imcc.search import SearchConfig, build_space, run_search
 from imcc.search.evaluate import Evaluator, Problem
 from imcc.search.storage import ILLEGAL, PIPELINE, finished
 
+ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--limit", "32", "--probe", "16", "--check", "64"]
 """Small accuracy subsets: a trial takes a few tens of milliseconds on digits-cnn."""
 
 COST_KEYS = ("energy_j", "latency_s", "area_mm2", "edap", "tops_per_w", "tops_per_mm2")
 
 
-def _search(tmp: Path, *flags: str, strategy: str = "random", trials: int = 6) -> dict:
-    code = main(["search", "digits-cnn", "--target", "xpert", "--data", "digits-cnn",
+def _search(tmp: Path, *flags: str, strategy: str = "random", trials: int = 6,
+            target: str = "xpert") -> dict:
+    code = main(["search", "digits-cnn", "--target", target, "--data", "digits-cnn",
                  "--trials", str(trials), "--strategy", strategy, "--out", str(tmp),
                  "--max-accuracy-drop", "60", *FAST, *flags])
     assert code == 0
@@ -63,8 +65,9 @@ def test_space_covers_every_tunable_pass_per_layer_on_xpert() -> None:
     dims = {d.key: d for d in space.dimensions}
     assert dims["select-adc.per_layer_converter[0]"].choices == ("sar", "flash")
     assert dims["share-columns.per_layer[1]"].choices == ("1", "2", "4", "8", "16", "32")
+    # xpert.hw offers 1..8 input bits; the quantize pass gives 2 bits or more
     assert dims["assign-input-precision.per_layer_bits[2]"].choices == tuple(
-        str(b) for b in range(1, 9))
+        str(b) for b in range(2, 9))
     # uniform options superseded by a per-layer list are not searched twice
     assert "assign-input-precision.bits" not in keys and "slice-weights.adaptive" not in keys
     choices = {d.key: d.choices[-1] for d in space.searched()}
@@ -96,7 +99,13 @@ def test_illegal_trial_is_a_reason_not_a_crash() -> None:
 
 def test_search_writes_outputs_counts_illegal_and_replays_exactly(tmp_path: Path,
                                                                   capsys) -> None:
-    record = _search(tmp_path, "--seed", "3", strategy="pareto", trials=14)
+    # xpert.hw with Flash ADCs of 4-6 bits only: a Flash ADC of 7 or 8 bits is illegal
+    hw = (ROOT / "targets" / "xpert.hw").read_text()
+    flash = hw.index("converter flash")
+    hw = hw[:flash] + hw[flash:].replace("bits = [4, 5, 6, 7, 8]", "bits = [4, 5, 6]", 1)
+    target = tmp_path / "xpert_flash6.hw"
+    target.write_text(hw)
+    record = _search(tmp_path, "--seed", "3", strategy="pareto", trials=14, target=str(target))
     out = capsys.readouterr().out
     assert "Pareto front" in out and "replay: imcc compile" in out
     for name in ("pareto.json", "pareto.png", "best.imcir", "best.npz", "search.db"):
@@ -107,7 +116,7 @@ def test_search_writes_outputs_counts_illegal_and_replays_exactly(tmp_path: Path
     assert record["trials"]["illegal"] == len(illegal) + sum(
         ILLEGAL in t.user_attrs for t in _study(record, record["study"] + "/random").trials)
     assert illegal and all(t.state.name == "FAIL" for t in illegal)
-    assert record["trials"]["illegal_by_pass"]["quantize"] >= len(illegal)  # 1-bit inputs
+    assert record["trials"]["illegal_by_pass"]["select-adc"] >= len(illegal)  # 7-8-bit Flash
     assert record["accuracy"]["reference"] == "float"
     front = record["pareto"]
     assert front and all(p["checked"] for p in front)
@@ -115,7 +124,7 @@ def test_search_writes_outputs_counts_illegal_and_replays_exactly(tmp_path: Path
     best = record["best"]
     assert best is not None and best["meets_floor"]
     report = tmp_path / "replay.json"
-    assert main(["compile", "digits-cnn", "--target", "xpert", "--passes", best["pipeline"],
+    assert main(["compile", "digits-cnn", "--target", str(target), "--passes", best["pipeline"],
                  "--calib", "digits-cnn", "--report", str(report)]) == 0
     replayed = json.loads(report.read_text())
     for key in COST_KEYS:
