@@ -294,7 +294,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     config = FinetuneConfig(
         model=args.model, target=args.target, data=args.data, output=args.output,
         train=TrainConfig(epochs=args.epochs, lr=args.lr, batch=args.batch, seed=args.seed,
-                          optimizer=args.optimizer),
+                          optimizer=args.optimizer, checkpoint=args.checkpoint,
+                          fuse=not args.eager),
         train_images=args.train, holdout=args.holdout, passes=args.passes,
         backward=args.backward, sim_batch=args.sim_batch)
     result = run_finetune(config, progress=sys.stderr.isatty(),
@@ -676,6 +677,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "--holdout up to it)")
     finetune.add_argument("--seed", type=int, default=0,
                           help="seed of training, MTJ draws and simulation")
+    finetune.add_argument("--checkpoint", action="store_true",
+                          help="recompute crossbar layers in the backward pass (less memory, "
+                          "about 1.5x the time)")
+    finetune.add_argument("--eager", action="store_true",
+                          help="run MTJ conversions op by op, not as one compiled kernel")
     finetune.add_argument("--report", metavar="R.json", help="write the result as JSON")
     finetune.add_argument("--json", action="store_true", help="print the result as JSON")
     finetune.set_defaults(handler=_cmd_finetune)

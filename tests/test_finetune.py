@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from imcc.finetune.datapath import (
     MTJConversion,
     crossbar_conv,
     crossbar_linear,
+    fuse_converters,
     mtj_counts,
     ste,
 )
@@ -250,3 +252,41 @@ def test_mtj_counts_are_binomial(samples: int) -> None:
         chi2 = float((((observed - expected) ** 2 / expected)[keep]).sum())
         freedom = max(1, int(keep.sum()) - 1)  # chi-square mean `freedom`, sd sqrt(2 freedom)
         assert chi2 < freedom + 6 * math.sqrt(2 * freedom), (p, observed, expected)
+
+
+@pytest.mark.parametrize("backward", ["clamp", "tanh"])
+def test_fused_mtj_conversion_samples_the_binomial_and_keeps_the_ste(backward: str) -> None:
+    """The compiled MTJ kernel (training's default): decoded values from the counter's table,
+    counts Binomial(N, sigmoid(s * clamp(x))) per column, the backward's tensors as eager."""
+    samples, s = 4, 4.0
+    converter = Converter(ConverterKind.MTJ, 1, samples=samples, sensitivity=s)
+    x = torch.tensor([-1.5, -0.4, 0.0, 0.3, 1.2])  # normalised sums, two outside [-1, 1]
+    a = torch.tensor([0.02, 0.05, 0.1, 0.04, 0.01]).reshape(1, -1)
+    b = torch.tensor([0.1, -0.2, 0.0, 0.3, -0.1]).reshape(1, -1)
+    sums = ((x - b) / a).expand(100_000, -1).contiguous().requires_grad_()
+    fuse_converters(True)
+    try:
+        torch.manual_seed(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # the compiled kernel, no fallback
+            out = MTJConversion.apply(sums, a, b, converter, None, backward)
+        grad = torch.randn(out.shape)
+        (out * grad).sum().backward()
+    finally:
+        fuse_converters(False)
+    table = mtj_decoder(samples, s)
+    x_hat = (out.detach() * a + b).numpy()
+    counts = np.abs(x_hat[..., None] - table).argmin(axis=-1)
+    assert np.allclose(table[counts], x_hat, atol=1e-5)
+    for column, value in enumerate(x.tolist()):
+        p = 1.0 / (1.0 + math.exp(-s * max(-1.0, min(1.0, value))))
+        observed = np.bincount(counts[:, column], minlength=samples + 1)
+        expected = np.array([math.comb(samples, k) * p**k * (1 - p) ** (samples - k)
+                             for k in range(samples + 1)]) * len(counts)
+        keep = expected > 5
+        chi2 = float((((observed - expected) ** 2 / expected)[keep]).sum())
+        freedom = max(1, int(keep.sum()) - 1)
+        assert chi2 < freedom + 6 * math.sqrt(2 * freedom), (value, observed, expected)
+    inside = ((x >= -1) & (x <= 1)).double() if backward == "clamp" else \
+        1 - torch.tanh(s * x.double() / 2) ** 2
+    assert torch.allclose(sums.grad.double(), grad.double() * inside, atol=1e-6)
