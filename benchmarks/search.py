@@ -312,8 +312,10 @@ def resnet(trials: int, heldout: int, images: int, workdir: Path) -> None:
                 if d.option in ("per_layer_bits", "per_layer_slices")}
     lossless |= {d.key: "sar" for d in space.dimensions if d.option == "per_layer_converter"}
     lossless |= {d.key: "8" for d in space.dimensions if d.option == "per_layer"}
-    run = search(space, evaluator, sampler="tpe", seed=0, trials=trials, workdir=workdir,
-                 name="resnet20", accuracy=True, floor=floor, enqueue=[lossless])
+    grid = uniform_grid(space, lossless)
+    run = search(space, evaluator, sampler="tpe", seed=0, trials=max(trials, len(grid) + 1),
+                 workdir=workdir, name="resnet20", accuracy=True, floor=floor,
+                 enqueue=[lossless, *grid])
     original = Evaluator(problem)
     reference = _float(original, test)
     print(f"(c) ResNet-20 (pretrained) on xpert.hw with real CIFAR-10 images: {trials} trials "
@@ -321,8 +323,13 @@ def resnet(trials: int, heldout: int, images: int, workdir: Path) -> None:
           f"float model's {float_search:.1%}), held-out {heldout} images "
           f"(the last of the file)")
     print(f"    float model on the held-out images: {reference:.1%}")
+    print(f"    search start: the uniform lossless design and {len(grid)} uniform designs "
+          "(weight slicing x SAR precision 8..5 bits, 8-bit inputs, column sharing 8)")
     rows = [("target default", _mapping(default_pipeline(target))),
             ("uniform lossless (start)", _mapping(space.full_pipeline(lossless)))]
+    uniform = best_trial(workdir / "resnet20.db", "resnet20", range(len(grid) + 1), floor)
+    if uniform is not None:
+        rows.append(("best uniform (start)", _mapping(uniform)))
     if run.best_pipeline:
         rows.append(("searched", _mapping(run.best_pipeline)))
     base_metrics = None
@@ -338,6 +345,37 @@ def resnet(trials: int, heldout: int, images: int, workdir: Path) -> None:
         print("    no trial met the accuracy floor on the search subset")
     print(f"    search: {run.trials} trials, {run.distinct} distinct, "
           f"{run.trials / run.seconds:.3f} trials/s")
+
+
+def best_trial(database: Path, name: str, numbers: range, floor: float) -> str | None:
+    """Return the pipeline of the lowest-EDAP trial among `numbers` that meets the floor."""
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{database}")
+    best, pipeline = math.inf, None
+    for trial in study.get_trials(deepcopy=False):
+        result = trial.user_attrs.get(RESULT)
+        if trial.number not in numbers or result is None or trial.state.name != "COMPLETE":
+            continue
+        if result["accuracy"] >= floor and result["metrics"]["edap"] < best:
+            best, pipeline = result["metrics"]["edap"], trial.user_attrs["pipeline"]
+    return pipeline
+
+
+def uniform_grid(space: SearchSpace, start: Mapping[str, str]) -> list[dict[str, str]]:
+    """Return the uniform designs the ResNet-20 search starts from (as enqueued trials): every
+    weight slicing x SAR precision of 8 down to 5 bits in all layers, the rest as `start`;
+    TPE then varies the layers one by one from the best of them."""
+    slicings = next(d.choices for d in space.dimensions if d.option == "per_layer_slices")
+    grid = []
+    for slicing, bits in itertools.product(slicings, ("8", "7", "6", "5")):
+        design = dict(start)
+        for d in space.dimensions:
+            if d.option == "per_layer_slices":
+                design[d.key] = slicing
+            elif d.key.startswith("select-adc.per_layer_bits"):
+                design[d.key] = bits
+        if design != dict(start):
+            grid.append(design)
+    return grid
 
 
 def _float(evaluator: Evaluator, data: Dataset) -> float:

@@ -109,6 +109,20 @@ def train(network: MappedNetwork, images: np.ndarray, labels: np.ndarray, config
     steps_per_epoch = math.ceil(len(images) / config.batch)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=max(1, config.epochs * steps_per_epoch))
+    try:
+        return _epochs(network, optimizer, schedule, images, labels, config, calibration, where)
+    finally:
+        fuse_converters(False)
+        network.eval()
+        network.checkpointing = False
+        network.to(torch.device("cpu"))
+
+
+def _epochs(network: MappedNetwork, optimizer: torch.optim.Optimizer,
+            schedule: torch.optim.lr_scheduler.LRScheduler, images: np.ndarray,
+            labels: np.ndarray, config: TrainConfig, calibration: np.ndarray,
+            where: torch.device) -> list[EpochRecord]:
+    """Run the epochs of `train`; return one record per epoch."""
     order_rng = np.random.default_rng(config.seed)
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
     records = []
@@ -132,10 +146,6 @@ def train(network: MappedNetwork, images: np.ndarray, labels: np.ndarray, config
         recalibrate_inputs(network, calibration)
         records.append(EpochRecord(epoch + 1, total_loss / len(images), correct / len(images),
                                    time.perf_counter() - started))
-    fuse_converters(False)
-    network.eval()
-    network.checkpointing = False
-    network.to(torch.device("cpu"))
     return records
 
 
