@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,10 +44,7 @@ import optuna  # noqa: E402
 from imcc.examples import resolve_model  # noqa: E402
 from imcc.frontend.datasets import Dataset, load_dataset  # noqa: E402
 from imcc.frontend.hw import load_target  # noqa: E402
-from imcc.ir.graph import Graph  # noqa: E402
-from imcc.passes.context import Context  # noqa: E402
-from imcc.passes.manager import PassManager  # noqa: E402
-from imcc.passes.pipeline import parse_pipeline, print_pipeline  # noqa: E402
+from imcc.passes.pipeline import parse_pipeline  # noqa: E402
 from imcc.search import SearchSpace, build_space  # noqa: E402
 from imcc.search.evaluate import Evaluator, Metrics, Problem  # noqa: E402
 from imcc.search.space import Dimension  # noqa: E402
@@ -77,28 +74,6 @@ XPERT_PUBLISHED = [("16", "flash"), ("16", "flash"), ("4", "flash"), ("4", "flas
 """XPert's shipped CIFAR-10 design, column sharing and ADC type of its 13 convs (§1)."""
 
 PAPER = {"edap": 10.24, "tops_per_w": 1.72, "tops_per_mm2": 1.93}
-
-
-@dataclass
-class PrefixEvaluator(Evaluator):
-    """An Evaluator that runs each distinct leading `assign-input-precision,quantize` once and
-    the rest of a trial's pipeline on the cached result (the passes are deterministic, so the
-    costs are those of a full compile; `main` checks one design against a plain Evaluator)."""
-
-    prefixes: dict[str, Graph] = field(default_factory=dict)
-
-    def compile(self, pipeline: str) -> Graph:
-        """Run a mapping pipeline, reusing the quantized graph of an earlier trial."""
-        passes = parse_pipeline(pipeline)
-        head, tail = passes[:2], passes[2:]
-        options = {} if self.problem.calibration is None else {
-            "calibration": self.problem.calibration}
-        key = print_pipeline(head)
-        if key not in self.prefixes:
-            ctx = Context(target=self.problem.target, options=options)
-            self.prefixes[key] = PassManager(head).run(self.problem.graph, ctx)
-        ctx = Context(target=self.problem.target, options=options)
-        return PassManager(tail).run(self.prefixes[key], ctx)
 
 
 def restrict(space: SearchSpace, keep: Mapping[str, tuple[str, ...] | None],
@@ -248,7 +223,7 @@ def xpert(trials: int, workdir: Path) -> None:
     base_choices = uniform(full, XPERT_BASELINE)
     pinned = {k: v for k, v in XPERT_BASELINE.items() if k not in (CONVERTER, SHARING)}
     space = restrict(full, {CONVERTER: None, SHARING: None}, pinned)
-    evaluator = PrefixEvaluator(problem)
+    evaluator = Evaluator(problem)
     baseline_pipeline = full.pipeline(base_choices)
     baseline = evaluator.evaluate(baseline_pipeline, accuracy=False).metrics
     layers = len(full.layers)
@@ -261,7 +236,8 @@ def xpert(trials: int, workdir: Path) -> None:
     run = search(space, evaluator, sampler="tpe", seed=0, trials=trials, workdir=workdir,
                  name="xpert-vgg16")
     found = Metrics(**run.best_metrics["metrics"])
-    check = Evaluator(problem).evaluate(_mapping(run.best_pipeline), accuracy=False).metrics
+    plain = Evaluator(problem, cached_prefixes=0)  # every pass run anew: the cache's check
+    check = plain.evaluate(_mapping(run.best_pipeline), accuracy=False).metrics
     print(f"(b) XPert reproduction: CIFAR-10 VGG-16 ({layers} crossbar layers, seeded weights, "
           f"cost only) on xpert.hw")
     print("    uniform baseline, every layer: SAR ADC 4 bits, 4-bit inputs, column sharing 8 "
@@ -301,7 +277,7 @@ def resnet(trials: int, heldout: int, images: int, workdir: Path) -> None:
     target = load_target("xpert")
     problem = Problem.load(ROOT / "models" / "resnet20_cifar10.onnx", target, CIFAR10,
                            search_samples=images, probe_samples=32, check_samples=images)
-    evaluator = PrefixEvaluator(problem)
+    evaluator = Evaluator(problem)
     space = build_space(problem.graph, target)
     full = load_dataset(CIFAR10, 5000)
     assert full.labels is not None

@@ -13,6 +13,7 @@ the rest of the subset. The probe's largest per-layer relative error is kept as 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from imcc.ir.graph import Graph
 from imcc.ir.rebatch import rebatch
 from imcc.passes.context import Context
 from imcc.passes.manager import PassManager
-from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline
+from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline, print_pipeline
 from imcc.target import Target
 
 SIMULATION_SEED = 0
@@ -127,6 +128,8 @@ class Evaluator:
     problem: Problem
     costs: dict[str, Metrics] = field(default_factory=dict)
     reference: dict[str, float] = field(default_factory=dict)
+    cached_prefixes: int = 8
+    prefixes: OrderedDict[str, Graph] = field(default_factory=OrderedDict)
 
     def reference_accuracy(self, subset: str) -> float:
         """Return the float model's accuracy on the `search` or `check` subset (cached)."""
@@ -136,11 +139,31 @@ class Evaluator:
         return self.reference[subset]
 
     def compile(self, pipeline: str) -> Graph:
-        """Run a mapping pipeline on the cleaned graph (MappingError when it is illegal)."""
+        """Run a mapping pipeline on the cleaned graph (MappingError when it is illegal).
+
+        The passes up to `quantize` (input precision and quantization: the slow, data-bound
+        part) run once per distinct prefix: the last `cached_prefixes` results are kept and
+        the rest of a trial's pipeline runs on them. The passes are deterministic, so this is
+        the graph a full compile gives (tests check it)."""
+        passes = parse_pipeline(pipeline)
+        names = [p.name for p in passes]
+        cut = names.index("quantize") + 1 if "quantize" in names else 0
+        graph = self.problem.graph
+        if cut and self.cached_prefixes:
+            key = print_pipeline(passes[:cut])
+            if key in self.prefixes:
+                self.prefixes.move_to_end(key)
+            else:
+                self.prefixes[key] = PassManager(passes[:cut]).run(graph, self._context())
+                while len(self.prefixes) > self.cached_prefixes:
+                    self.prefixes.popitem(last=False)
+            graph, passes = self.prefixes[key], passes[cut:]
+        return PassManager(passes).run(graph, self._context())
+
+    def _context(self) -> Context:
         options = {} if self.problem.calibration is None else {
             "calibration": self.problem.calibration}
-        ctx = Context(target=self.problem.target, options=options)
-        return PassManager(parse_pipeline(pipeline)).run(self.problem.graph, ctx)
+        return Context(target=self.problem.target, options=options)
 
     def cost(self, pipeline: str, graph: Graph) -> Metrics:
         """Return the costs of a compiled trial, from the cache when priced before."""

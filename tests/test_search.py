@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 
@@ -84,6 +85,25 @@ def test_pass_declares_per_layer_counterparts() -> None:
     assert layers["per_layer_bits"] == [[4, 5, 6, 7, 8]] * 3
     slices = parse_pipeline("slice-weights")[0].layer_search_space(graph, Context(target=target))
     assert slices["per_layer_slices"][0][0] == "4-4"
+
+
+def test_cached_quantized_prefix_compiles_what_a_full_compile_does() -> None:
+    """Trials that share their passes up to quantize reuse its graph: the same programs (and
+    constants) as compiling every pass anew, and the cache stays bounded."""
+    from imcc.ir.printer import print_graph
+
+    target = load_target("xpert")
+    problem = Problem.load(resolve_model("digits-cnn"), target, "digits-cnn", search_samples=32,
+                           probe_samples=16, check_samples=32)
+    cached, plain = Evaluator(problem, cached_prefixes=2), Evaluator(problem, cached_prefixes=0)
+    for bits, sharing in [(8, 8), (6, 2), (8, 4), (4, 8), (6, 1), (8, 8)]:
+        pipeline = (f"assign-input-precision{{bits={bits}}},quantize,tile-crossbar,"
+                    f"select-adc,share-columns{{factor={sharing}}},place")
+        a, b = cached.compile(pipeline), plain.compile(pipeline)
+        assert print_graph(a) == print_graph(b)
+        for name in a.constants:
+            assert np.array_equal(a.constant_data(name), b.constant_data(name))
+        assert len(cached.prefixes) <= 2 and not plain.prefixes
 
 
 def test_illegal_trial_is_a_reason_not_a_crash() -> None:
