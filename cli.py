@@ -271,7 +271,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         objective=args.objective, max_accuracy_drop=args.max_accuracy_drop,
         area_budget_mm2=args.area_budget, strategy=args.strategy, storage=args.storage,
         study=args.study, seed=args.seed, out=Path(args.out), search_samples=args.limit,
-        probe_samples=args.probe, check_samples=args.check, random_trials=args.random_trials)
+        probe_samples=args.probe, check_samples=args.check, random_trials=args.random_trials,
+        family=args.family, family_images=args.family_images)
     try:
         result = run_search(config, progress=sys.stderr.isatty())
     except KeyboardInterrupt:
@@ -607,7 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
     search = sub.add_parser("search", help="co-search the mapping pipeline: accuracy against "
                             "EDAP, energy, latency or area (optuna; resumable)",
                             allow_abbrev=False)
-    search.add_argument("model", metavar="MODEL", help="an .onnx model or a built-in example")
+    search.add_argument("model", metavar="MODEL", nargs="?",
+                        help="an .onnx model or a built-in example (none with --family)")
     search.add_argument("--target", required=True, metavar="T",
                         help="a built-in target name or a .hw file")
     search.add_argument("--data", required=True, metavar="DATA",
@@ -639,6 +641,13 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--random-trials", type=int, metavar="N",
                         help="trials of the random-search comparison (default trials/4; "
                         "0: none)")
+    search.add_argument("--family", metavar="ARCH:DATA:M1,M2",
+                        help="co-search the channel depth (xpert strategy): a family of "
+                        "per-stage width multipliers, e.g. vgg:fashion-mnist:0.5,0.75,1; its "
+                        "candidates train briefly and are cached in --out/candidates")
+    search.add_argument("--family-images", type=int, default=6000, metavar="N",
+                        help="proxy budget: training images per candidate (default 6000, "
+                        "one epoch)")
     search.set_defaults(handler=_cmd_search)
 
     finetune = sub.add_parser(

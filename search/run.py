@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ from imcc.examples import resolve_model
 from imcc.ir.io import save_program
 from imcc.passes.pipeline import DEFAULT_PIPELINE
 from imcc.search.evaluate import OBJECTIVES, Evaluator, Problem
+from imcc.search.family import Candidate, ProxyBudget, parse_family
+from imcc.search.network import choose_network
 from imcc.search.outputs import (
     Point,
     TrialCounts,
@@ -75,6 +77,8 @@ class SearchConfig:
     check_samples: int = 1000  # subset every front point is checked on
     random_trials: int | None = None  # comparison random search (None: trials // 4; 0: none)
     heartbeat: float = HEARTBEAT  # seconds between a running trial's heartbeats in the storage
+    family: str | None = None  # channel depth: ARCH:DATA:MULTIPLIERS (search/family.py)
+    family_images: int = 6000  # proxy budget: training images per candidate
 
     def validate(self) -> None:
         """Raise UserError on a flag no search can run with."""
@@ -94,6 +98,18 @@ class SearchConfig:
         if self.area_budget_mm2 is not None and not self.area_budget_mm2 > 0:
             raise UserError(f"--area-budget must be a positive area in mm2, not "
                             f"{self.area_budget_mm2:g}", hint="e.g. --area-budget 50")
+        if self.family is not None:
+            parse_family(self.family)
+            if self.strategy != "xpert":
+                raise UserError("--family co-searches channel depth in the xpert strategy's "
+                                "phase 1", hint="add --strategy xpert")
+            if self.family_images < 64:
+                raise UserError(f"--family-images must be at least 64, not "
+                                f"{self.family_images}", hint="the proxy budget trains each "
+                                "candidate for one epoch of that many images")
+        elif not self.model:
+            raise UserError("imcc search needs a MODEL, or --family for a family of widths",
+                            hint="e.g. imcc search digits-cnn --target xpert --data digits-cnn")
         if self.random_trials is not None and self.random_trials < 0:
             raise UserError(f"--random-trials must be 0 or more, not {self.random_trials}")
         if not self.heartbeat > 0:
@@ -147,6 +163,8 @@ def run_search(config: SearchConfig, *, progress: bool = False,
     """
     config.validate()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if config.family is not None:
+        config = replace(config, model=str(_network(config, progress).path))
     model = resolve_model(config.model)
     if not model.is_file():
         raise UserError(f"cannot read {config.model}: no such file",
@@ -181,6 +199,26 @@ def run_search(config: SearchConfig, *, progress: bool = False,
                                         config, progress, on_trial)
     return _finish(config, problem, evaluator, space, studies, limits, budget, url, name,
                    run, seconds)
+
+
+def _network(config: SearchConfig, progress: bool) -> Candidate:
+    """Return the family's candidate that XPert's phase 1 chooses (search/network.py)."""
+    assert config.family is not None
+    target = load_target(config.target)
+    config.out.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(storage_url(config.storage, config.out), config.heartbeat)
+    budget = config.area_budget_mm2
+    if budget is None and target.area_budget_m2 is not None:
+        budget = target.area_budget_m2 * 1e6
+    family = parse_family(config.family)
+    study = config.study or f"{family.arch}-{family.data}-family-{target.name}"
+    chosen, _ = choose_network(family, ProxyBudget(images=config.family_images, seed=config.seed),
+                               target=target, data=config.data, storage=storage, study=study,
+                               trials=config.trials, drop=config.max_accuracy_drop / 100,
+                               area_mm2=budget, out=config.out,
+                               search_samples=config.search_samples, seed=config.seed,
+                               progress=progress)
+    return chosen
 
 
 def _run_phases(phases: list[Phase], storage: Any, space: SearchSpace, evaluator: Evaluator,

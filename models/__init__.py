@@ -1,0 +1,1 @@
+"""Reference models and the scripts that train or export them."""
