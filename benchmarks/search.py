@@ -19,7 +19,10 @@
     the first images); baseline and searched design measured on held-out images (the last
     ones of the file, never used for calibration or search).
 
-    python benchmarks/search.py [--parts quality,xpert,resnet] [--seeds 5] [--vgg-trials 150]
+(d) channel depth: the xpert strategy over a width family (`--family`, candidates trained on
+    Fashion-MNIST with a proxy budget) against the same search on the family's widest network.
+
+    python benchmarks/search.py [--parts quality,xpert,resnet,depth] [--seeds 5] [--vgg-trials 150]
                                 [--resnet-trials 12] [--resnet-images 256] [--heldout 1000]
 """
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
 import statistics
 import sys
@@ -306,6 +310,10 @@ def resnet(trials: int, heldout: int, images: int, workdir: Path) -> None:
     uniform = best_trial(workdir / "resnet20.db", "resnet20", range(len(grid) + 1), floor)
     if uniform is not None:
         rows.append(("best uniform (start)", _mapping(uniform)))
+    start = time.perf_counter()
+    descended, _, _, evaluations = descend(space, evaluator, lossless, floor)
+    seconds = time.perf_counter() - start
+    rows.append(("coordinate descent", space.pipeline(descended)))
     if run.best_pipeline:
         rows.append(("searched", _mapping(run.best_pipeline)))
     base_metrics = None
@@ -320,7 +328,52 @@ def resnet(trials: int, heldout: int, images: int, workdir: Path) -> None:
     if not run.best_pipeline:
         print("    no trial met the accuracy floor on the search subset")
     print(f"    search: {run.trials} trials, {run.distinct} distinct, "
-          f"{run.trials / run.seconds:.3f} trials/s")
+          f"{run.trials / run.seconds:.3f} trials/s; coordinate descent from the uniform "
+          f"lossless design: {evaluations} evaluations, {seconds:.0f} s")
+
+
+ACCURACY_NEUTRAL = {("share-columns", "per_layer"), ("select-adc", "per_layer_converter"),
+                    ("place", "replicate")}
+"""Dimensions that change cost only: a converter type of the same precision converts alike."""
+DESCENT = [("share-columns", "per_layer"), ("select-adc", "per_layer_converter"),
+           ("place", "replicate"), ("assign-input-precision", "per_layer_bits"),
+           ("select-adc", "per_layer_bits")]
+"""Coordinate descent's order: XPert's structure first, then the precisions."""
+
+
+def descend(space: SearchSpace, evaluator: Evaluator, start: Mapping[str, str],
+            floor: float) -> tuple[dict[str, str], Metrics, float, int]:
+    """Coordinate descent from a design that meets the accuracy floor: one dimension at a
+    time (order `DESCENT`, layer by layer), keep the choice of lowest EDAP whose accuracy on
+    the search subset stays at or above the floor (precisions tried downwards from the
+    current one, stopping at the first that falls below). Return the design, its costs, its
+    search accuracy and the evaluations made."""
+    current = dict(start)
+    first = evaluator.evaluate(space.pipeline(current), accuracy=True, floor=floor)
+    assert first.metrics is not None and first.accuracy is not None
+    metrics, accuracy, evaluations = first.metrics, first.accuracy, 1
+    for pass_name, option in DESCENT:
+        for d in (d for d in space.dimensions if (d.pass_name, d.option) == (pass_name, option)):
+            neutral = (pass_name, option) in ACCURACY_NEUTRAL
+            choices = list(d.choices)
+            if not neutral:  # precisions: downwards from the current one
+                choices = choices[:choices.index(current[d.key])][::-1]
+            for choice in choices:
+                if choice == current.get(d.key):
+                    continue
+                trial = {**current, d.key: choice}
+                found = evaluator.evaluate(space.pipeline(trial), accuracy=not neutral,
+                                           floor=floor)
+                evaluations += 1
+                if found.metrics is None:
+                    continue  # illegal
+                if not neutral and (found.pruned or found.accuracy is None
+                                    or found.accuracy < floor):
+                    break
+                if found.metrics.edap < metrics.edap:
+                    current, metrics = trial, found.metrics
+                    accuracy = accuracy if neutral else found.accuracy
+    return current, metrics, accuracy, evaluations
 
 
 def best_trial(database: Path, name: str, numbers: range, floor: float) -> str | None:
@@ -366,10 +419,49 @@ def _float(evaluator: Evaluator, data: Dataset) -> float:
     return float(np.mean(out.argmax(axis=-1) == data.labels))
 
 
+def depth(family: str, trials: int, images: int, workdir: Path) -> None:
+    """Part (d): the XPert search with channel depth (a width family, search/family.py)
+    against the same search on the family's widest network alone (fixed width)."""
+    from imcc.search import SearchConfig, run_search
+    from imcc.search.family import parse_family
+
+    data = f"fashion-mnist:{ROOT / '.cache' / 'models' / 'fashion-mnist'}"
+    common = dict(target="xpert", data=data, strategy="xpert", trials=trials,
+                  search_samples=128, probe_samples=32, check_samples=500, random_trials=0,
+                  max_accuracy_drop=2.0, family_images=images)
+    searched = run_search(SearchConfig(model="", family=family, out=workdir / "depth",
+                                       **common))
+    record = json.loads((workdir / "depth" / "network.json").read_text())
+    widest = parse_family(family).widest()
+    reference = next(c for c in record["candidates"] if c["widths"] == list(widest))
+    fixed = run_search(SearchConfig(model=reference["model"], out=workdir / "fixed", **common))
+    print(f"(d) channel depth: {family} on xpert.hw, Fashion-MNIST; {len(record['candidates'])}"
+          f" networks, proxy budget one epoch of {images} images each; {trials} trials per "
+          "search; accuracy on 500 test images")
+    for c in record["candidates"]:
+        latency = c["phase1_latency_s"]
+        print(f"    {c['label']:14} {c['parameters']:7d} params  proxy accuracy "
+              f"{c['accuracy']:.1%}  phase-1 latency "
+              f"{'-' if latency is None else f'{latency * 1e6:.1f} us'}")
+    rows = [("fixed width " + reference["label"], fixed), ("searched " + record["chosen"],
+                                                            searched)]
+    base = fixed.best
+    for label, result in rows:
+        best = result.best
+        if best is None or base is None:
+            print(f"    {label:24} no design within the floor")
+            continue
+        m = best.metrics
+        print(f"    {label:24} accuracy {best.accuracy:.1%} energy {m.energy_j:.3e} J "
+              f"latency {m.latency_s:.3e} s area {m.area_mm2:.2f} mm2 EDAP {m.edap:.3e} "
+              f"({base.metrics.edap / m.edap:.2f}x lower)")
+
+
 PARTS: dict[str, Callable[[argparse.Namespace, Path], None]] = {
     "quality": lambda a, w: quality(a.seeds, w),
     "xpert": lambda a, w: xpert(a.vgg_trials, w),
     "resnet": lambda a, w: resnet(a.resnet_trials, a.heldout, a.resnet_images, w),
+    "depth": lambda a, w: depth(a.family, a.depth_trials, a.family_images, w),
 }
 
 
@@ -380,6 +472,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--vgg-trials", type=int, default=150)
     parser.add_argument("--resnet-trials", type=int, default=12)
+    parser.add_argument("--family", default="vgg:fashion-mnist:0.5,0.75,1")
+    parser.add_argument("--family-images", type=int, default=6000)
+    parser.add_argument("--depth-trials", type=int, default=60)
     parser.add_argument("--resnet-images", type=int, default=256,
                         help="search subset of (c): the first images of the file")
     parser.add_argument("--heldout", type=int, default=1000,
