@@ -14,7 +14,7 @@ Data splits: CIFAR-10 has only its first 5,000 test images here: the first `--tr
 `--train` images of its 10,000 test images fine-tune, the last `--holdout` report.
 
     python benchmarks/finetune.py [--models resnet20,fashion-resnet20] [--samples 4]
-                                  [--train 4000] [--holdout 1000] [--epochs 1] [--lr 1e-3]
+                                  [--train 4000] [--holdout 1000] [--epochs 1] [--lr 1e-2]
 
 The paper (references.md §2) trains from scratch and reports near-software accuracy and 130x
 EDP against a full-precision ADC.
@@ -74,13 +74,13 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=4000)
     parser.add_argument("--holdout", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--out", default=str(ROOT / "out" / "finetune"))
     args = parser.parse_args()
     pipeline = stox_pipeline(args.samples)
     print(f"StoX-Net fine-tuning on sotmtj: {pipeline}")
-    print(f"{args.epochs} epoch(s) over the first {args.train} images, lr {args.lr}, batch "
+    print(f"{args.epochs} epoch(s) over the first {args.train} images, SGD lr {args.lr}, batch "
           f"{args.batch}; accuracies by bit-accurate simulation of the last {args.holdout}")
     for name in args.models.split(","):
         model, data = MODELS[name]

@@ -36,10 +36,10 @@ class TrainConfig:
     time), and to run MTJ conversions as one compiled kernel (`fuse`, datapath.py)."""
 
     epochs: int = 1
-    lr: float = 1e-3
+    lr: float = 1e-2
     batch: int = 32
     seed: int = 0
-    optimizer: str = "adam"
+    optimizer: str = "sgd"
     weight_decay: float = 0.0
     momentum: float = 0.9
     progress: bool = False
@@ -49,7 +49,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch < 1 or not self.lr > 0 or not math.isfinite(self.lr):
             raise UserError("finetune: --epochs must be >= 0, --batch >= 1 and --lr > 0",
-                            hint="e.g. --epochs 2 --batch 32 --lr 1e-3")
+                            hint="e.g. --epochs 2 --batch 32 --lr 1e-2")
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"finetune: unknown optimizer '{self.optimizer}'",
                             hint=f"one of {', '.join(OPTIMIZERS)}")
