@@ -295,7 +295,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     config = FinetuneConfig(
         model=args.model, target=args.target, data=args.data, output=args.output,
         train=TrainConfig(epochs=args.epochs, lr=args.lr, batch=args.batch, seed=args.seed,
-                          optimizer=args.optimizer, checkpoint=args.checkpoint,
+                          optimizer=args.optimizer, clip=args.clip,
+                          checkpoint=args.checkpoint,
                           fuse=not args.eager),
         train_images=args.train, holdout=args.holdout, passes=args.passes,
         backward=args.backward, sim_batch=args.sim_batch)
@@ -687,6 +688,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "--holdout up to it)")
     finetune.add_argument("--seed", type=int, default=0,
                           help="seed of training, MTJ draws and simulation")
+    finetune.add_argument("--clip", type=float, default=5.0, metavar="NORM",
+                          help="largest gradient norm of a step (default 5; 0: unclipped)")
     finetune.add_argument("--checkpoint", action="store_true",
                           help="recompute crossbar layers in the backward pass (less memory, "
                           "about 1.5x the time)")

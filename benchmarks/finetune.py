@@ -76,18 +76,19 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--clip", type=float, default=5.0)
     parser.add_argument("--out", default=str(ROOT / "out" / "finetune"))
     args = parser.parse_args()
     pipeline = stox_pipeline(args.samples)
     print(f"StoX-Net fine-tuning on sotmtj: {pipeline}")
-    print(f"{args.epochs} epoch(s) over the first {args.train} images, SGD lr {args.lr}, batch "
+    print(f"{args.epochs} epoch(s) over the first {args.train} images, SGD lr {args.lr}, gradient norm clipped at {args.clip}, batch "
           f"{args.batch}; accuracies by bit-accurate simulation of the last {args.holdout}")
     for name in args.models.split(","):
         model, data = MODELS[name]
         start = time.perf_counter()
         config = FinetuneConfig(
             str(model), "sotmtj", data, str(Path(args.out) / f"{name}.onnx"),
-            TrainConfig(epochs=args.epochs, lr=args.lr, batch=args.batch),
+            TrainConfig(epochs=args.epochs, lr=args.lr, batch=args.batch, clip=args.clip),
             train_images=args.train, holdout=args.holdout, passes=pipeline)
         result = run_finetune(config, progress=True, log=lambda line: print("  " + line,
                                                                             flush=True))

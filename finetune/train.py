@@ -31,7 +31,9 @@ OPTIMIZERS = ("sgd", "adam")
 @dataclass(frozen=True)
 class TrainConfig:
     """Fine-tuning options: epochs, learning rate, batch, seed, optimizer, weight decay,
-    momentum (SGD), whether to show a progress bar, to recompute the crossbar layers in the
+    momentum (SGD), the largest gradient norm a step takes (`clip`, 0: unclipped: a sampled
+    forward's rare extreme sums otherwise throw a ResNet-20 out of its basin), whether to
+    show a progress bar, to recompute the crossbar layers in the
     backward pass instead of keeping their tensors (`checkpoint`: less memory, about 1.5x the
     time), and to run MTJ conversions as one compiled kernel (`fuse`, datapath.py)."""
 
@@ -42,14 +44,16 @@ class TrainConfig:
     optimizer: str = "sgd"
     weight_decay: float = 0.0
     momentum: float = 0.9
+    clip: float = 5.0
     progress: bool = False
     checkpoint: bool = False
     fuse: bool = True
 
     def __post_init__(self) -> None:
-        if self.epochs < 0 or self.batch < 1 or not self.lr > 0 or not math.isfinite(self.lr):
+        if self.epochs < 0 or self.batch < 1 or not self.lr > 0 or not math.isfinite(self.lr) \
+                or not self.clip >= 0:
             raise UserError("finetune: --epochs must be >= 0, --batch >= 1 and --lr > 0",
-                            hint="e.g. --epochs 2 --batch 32 --lr 1e-2")
+                            hint="e.g. --epochs 2 --batch 32 --lr 1e-2 (--clip >= 0)")
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"finetune: unknown optimizer '{self.optimizer}'",
                             hint=f"one of {', '.join(OPTIMIZERS)}")
@@ -132,17 +136,22 @@ def _epochs(network: MappedNetwork, optimizer: torch.optim.Optimizer,
         order = order_rng.permutation(len(images))
         total_loss, correct = 0.0, 0
         batches = range(0, len(images), config.batch)
-        for start in _progress(batches, config.progress, epoch, config.epochs):
+        bar = _progress(batches, config.progress, epoch, config.epochs)
+        for start in bar:
             index = torch.from_numpy(order[start:start + config.batch])
             x, y = x_all[index].to(where), y_all[index].to(where)
             logits = network(x)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if config.clip > 0:
+                torch.nn.utils.clip_grad_norm_(network.parameters(), config.clip)
             optimizer.step()
             schedule.step()
             total_loss += float(loss.detach()) * len(index)
             correct += int((logits.detach().argmax(dim=1) == y).sum())
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
         recalibrate_inputs(network, calibration)
         records.append(EpochRecord(epoch + 1, total_loss / len(images), correct / len(images),
                                    time.perf_counter() - started))
