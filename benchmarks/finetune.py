@@ -81,8 +81,9 @@ def main() -> None:
     args = parser.parse_args()
     pipeline = stox_pipeline(args.samples)
     print(f"StoX-Net fine-tuning on sotmtj: {pipeline}")
-    print(f"{args.epochs} epoch(s) over the first {args.train} images, SGD lr {args.lr}, gradient norm clipped at {args.clip}, batch "
-          f"{args.batch}; accuracies by bit-accurate simulation of the last {args.holdout}")
+    print(f"{args.epochs} epoch(s) over the first {args.train} images, SGD lr {args.lr}, "
+          f"gradient norm clipped at {args.clip}, batch {args.batch}; accuracies by "
+          f"bit-accurate simulation of the last {args.holdout}")
     for name in args.models.split(","):
         model, data = MODELS[name]
         start = time.perf_counter()
