@@ -35,12 +35,14 @@ from imcc.driver import calibration_data, default_pipeline  # noqa: E402
 from imcc.finetune.session import FinetuneConfig, compile_model, run_finetune  # noqa: E402
 from imcc.finetune.train import TrainConfig  # noqa: E402
 from imcc.frontend.hw import load_target  # noqa: E402
+from imcc.passes.pipeline import DEFAULT_PIPELINE  # noqa: E402
 from tests.onnx_models import CIFAR10_IMAGES, models_dir  # noqa: E402
 
 
 def stox_pipeline(samples: int) -> str:
-    """Return the StoX-Net mapping: MTJ converters of `samples` samples, calibrated."""
-    return ("assign-input-precision,quantize,tile-crossbar,"
+    """Return the StoX-Net mapping after the clean-up (batch norms folded, as the exported
+    model has them): MTJ converters of `samples` samples, calibrated."""
+    return (f"{DEFAULT_PIPELINE},assign-input-precision,quantize,tile-crossbar,"
             f"select-adc{{type=mtj samples={samples}}},calibrate-mtj,share-columns,place")
 
 

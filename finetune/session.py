@@ -137,6 +137,11 @@ def run_finetune(config: FinetuneConfig, progress: bool = False,
     float_graph = PassManager(parse_pipeline(DEFAULT_PIPELINE)).run(
         import_onnx(str(model)), Context(seed=seed))
     program = compile_model(model, target, config.target, pipeline, calibration, seed)
+    if any(node.op == "batch_norm" for node in program.nodes):
+        raise UserError("finetune: the mapped program still has batch norms; the exported "
+                        "model folds them into the crossbar layers' weights",
+                        hint="start --passes with the clean-up "
+                             f"({DEFAULT_PIPELINE}) or leave --passes out")
     log(f"finetune: {model.name} on {target.name}; {len(train_set.images)} images of "
         f"{config.data} fine-tune (the first), {len(held_out.images)} report (the last)")
     before = simulate(program, target, held_out, float_graph=float_graph, batch=batch, seed=seed,

@@ -199,6 +199,23 @@ def test_finetune_bad_flags_exit_2(capsys, tmp_path: Path, argv: tuple, message:
     assert "Traceback" not in err
 
 
+def test_finetune_refuses_unfolded_batch_norms(capsys, tmp_path: Path) -> None:
+    """A pipeline without the clean-up keeps a model's batch norms, which the exported model
+    would fold into the weights: refused before any simulation, with the fix as hint."""
+    from tests.onnx_models import fashion_mnist_dir
+
+    folder = fashion_mnist_dir()
+    if folder is None:
+        pytest.skip("Fashion-MNIST not fetched")
+    root = Path(__file__).resolve().parents[1]
+    code, _, err = imcc(capsys, "finetune", root / "models" / "fashion_vgg.onnx", "--target",
+                        "sotmtj", "--data", f"fashion-mnist:{folder}", "--passes",
+                        "assign-input-precision,quantize,tile-crossbar,select-adc,share-columns,"
+                        "place", "-o", tmp_path / "x.onnx")
+    assert code == 2 and "still has batch norms" in err and "fold-batchnorm" in err
+    assert not (tmp_path / "x.onnx").exists()
+
+
 def test_finetune_needs_data(capsys, tmp_path: Path) -> None:
     code, _, err = imcc(capsys, "finetune", "digits-cnn", "--target", "sotmtj", "-o",
                         tmp_path / "x.onnx")
