@@ -1,1 +1,0 @@
-"""Reference models and the scripts that train or export them."""
