@@ -13,7 +13,6 @@ records every candidate and the choice.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,11 +109,6 @@ def choose_network(family: NetworkFamily, budget: ProxyBudget, *, target: Target
               "phase1_trials_per_candidate": per_candidate,
               "chosen": best.candidate.label,
               "candidates": [c.to_dict() for c in choices]}
-    (out / NETWORK_JSON).write_text(json.dumps(record, indent=1, default=_json))
+    (out / NETWORK_JSON).write_text(json.dumps(record, indent=1))
     return best.candidate, choices
 
-
-def _json(value: object) -> object:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return str(value)

@@ -116,6 +116,12 @@ class SearchConfig:
             raise UserError(f"the heartbeat must be a positive number of seconds, not "
                             f"{self.heartbeat:g}")
 
+    def area_budget(self, target: Target) -> float | None:
+        """Return the area budget in mm2: `--area-budget`, else the target's, if it has one."""
+        if self.area_budget_mm2 is None and target.area_budget_m2 is not None:
+            return target.area_budget_m2 * 1e6
+        return self.area_budget_mm2
+
     @property
     def objective_name(self) -> str:
         """Return the objective the front is drawn against."""
@@ -179,9 +185,7 @@ def run_search(config: SearchConfig, *, progress: bool = False,
                            check_samples=config.check_samples)
     evaluator = Evaluator(problem)
     space = build_space(problem.graph, target)
-    budget = config.area_budget_mm2
-    if budget is None and target.area_budget_m2 is not None:
-        budget = target.area_budget_m2 * 1e6
+    budget = config.area_budget(target)
     drop = config.max_accuracy_drop / 100
     limits = Limits(budget, evaluator.reference_accuracy("search") - drop)
     objective = config.objective_name
@@ -207,9 +211,7 @@ def _network(config: SearchConfig, progress: bool) -> Candidate:
     target = load_target(config.target)
     config.out.mkdir(parents=True, exist_ok=True)
     storage = open_storage(storage_url(config.storage, config.out), config.heartbeat)
-    budget = config.area_budget_mm2
-    if budget is None and target.area_budget_m2 is not None:
-        budget = target.area_budget_m2 * 1e6
+    budget = config.area_budget(target)
     family = parse_family(config.family)
     study = config.study or f"{family.arch}-{family.data}-family-{target.name}"
     chosen, _ = choose_network(family, ProxyBudget(images=config.family_images, seed=config.seed),
