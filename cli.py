@@ -296,7 +296,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         model=args.model, target=args.target, data=args.data, output=args.output,
         train=TrainConfig(epochs=args.epochs, lr=args.lr, batch=args.batch, seed=args.seed,
                           optimizer=args.optimizer, clip=args.clip,
-                          checkpoint=args.checkpoint,
+                          surrogate_epochs=args.surrogate_epochs, checkpoint=args.checkpoint,
                           fuse=not args.eager),
         train_images=args.train, holdout=args.holdout, passes=args.passes,
         backward=args.backward, sim_batch=args.sim_batch)
@@ -664,7 +664,11 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("-o", "--output", required=True, metavar="OUT.onnx",
                           help="the fine-tuned model; OUT.imcir (+ .npz) is the program "
                           "measured, OUT.holdout.npz the held-out images")
-    finetune.add_argument("--epochs", type=int, default=1, metavar="E", help="default 1")
+    finetune.add_argument("--epochs", type=int, default=1, metavar="E",
+                          help="epochs through the sampled datapath (default 1)")
+    finetune.add_argument("--surrogate-epochs", type=int, default=0, metavar="E",
+                          help="fast epochs first: exact integer products plus Gaussian noise "
+                          "of the MTJ sampling's variance (default 0)")
     finetune.add_argument("--lr", type=float, default=1e-2, metavar="LR",
                           help="peak learning rate of the cosine schedule (default 1e-2)")
     finetune.add_argument("--batch", type=int, default=32, metavar="B",

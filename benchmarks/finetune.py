@@ -15,6 +15,7 @@ Data splits: CIFAR-10 has only its first 5,000 test images here: the first `--tr
 
     python benchmarks/finetune.py [--models resnet20,fashion-resnet20] [--samples 4]
                                   [--train 4000] [--holdout 1000] [--epochs 1] [--lr 1e-2]
+                                  [--surrogate-epochs 0] [--input-bits 0] [--percentile 0]
 
 The paper (references.md §2) trains from scratch and reports near-software accuracy and 130x
 EDP against a full-precision ADC.
@@ -39,11 +40,15 @@ from imcc.passes.pipeline import DEFAULT_PIPELINE  # noqa: E402
 from tests.onnx_models import CIFAR10_IMAGES, models_dir  # noqa: E402
 
 
-def stox_pipeline(samples: int) -> str:
+def stox_pipeline(samples: int, input_bits: int = 0, percentile: float = 0.0) -> str:
     """Return the StoX-Net mapping after the clean-up (batch norms folded, as the exported
-    model has them): MTJ converters of `samples` samples, calibrated."""
-    return (f"{DEFAULT_PIPELINE},assign-input-precision,quantize,tile-crossbar,"
-            f"select-adc{{type=mtj samples={samples}}},calibrate-mtj,share-columns,place")
+    model has them): MTJ converters of `samples` samples, calibrated; `input_bits` (0: the
+    target's widest) quantized over the `percentile` of |x| (0: the maximum)."""
+    quantize = f"quantize{{method=percentile percentile={percentile}}}" if percentile else \
+        "quantize"
+    return (f"{DEFAULT_PIPELINE},assign-input-precision{{bits={input_bits}}},{quantize},"
+            f"tile-crossbar,select-adc{{type=mtj samples={samples}}},calibrate-mtj,"
+            "share-columns,place")
 
 
 MODELS = {
@@ -76,14 +81,18 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=4000)
     parser.add_argument("--holdout", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--surrogate-epochs", type=int, default=0)
+    parser.add_argument("--input-bits", type=int, default=0)
+    parser.add_argument("--percentile", type=float, default=0.0)
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--clip", type=float, default=5.0)
     parser.add_argument("--out", default=str(ROOT / "out" / "finetune"))
     args = parser.parse_args()
-    pipeline = stox_pipeline(args.samples)
+    pipeline = stox_pipeline(args.samples, args.input_bits, args.percentile)
     print(f"StoX-Net fine-tuning on sotmtj: {pipeline}")
-    print(f"{args.epochs} epoch(s) over the first {args.train} images, SGD lr {args.lr}, "
+    print(f"{args.surrogate_epochs} surrogate epoch(s), then {args.epochs} through the "
+          f"datapath, over the first {args.train} images, SGD lr {args.lr}, "
           f"gradient norm clipped at {args.clip}, batch {args.batch}; accuracies by "
           f"bit-accurate simulation of the last {args.holdout}")
     for name in args.models.split(","):
@@ -91,7 +100,8 @@ def main() -> None:
         start = time.perf_counter()
         config = FinetuneConfig(
             str(model), "sotmtj", data, str(Path(args.out) / f"{name}.onnx"),
-            TrainConfig(epochs=args.epochs, lr=args.lr, batch=args.batch, clip=args.clip),
+            TrainConfig(epochs=args.epochs, lr=args.lr, batch=args.batch, clip=args.clip,
+                        surrogate_epochs=args.surrogate_epochs),
             train_images=args.train, holdout=args.holdout, passes=pipeline)
         result = run_finetune(config, progress=True, log=lambda line: print("  " + line,
                                                                             flush=True))

@@ -17,7 +17,6 @@ float weights, bias and (MTJ) per-column normalisation:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from imcc.backend.reference import code_range
-from imcc.finetune.datapath import Datapath, crossbar_conv, crossbar_linear, initial_normalisation
+from imcc.finetune.datapath import (
+    Datapath,
+    crossbar_conv,
+    crossbar_linear,
+    initial_normalisation,
+    sampling_noise,
+)
 from imcc.target import ConverterKind
 
 
@@ -85,9 +90,12 @@ class CrossbarLayer(nn.Module):
             scale, offset = initial_normalisation(path, path.columns(filters))
             self.log_scale = nn.Parameter(torch.tensor(np.log(scale), dtype=torch.float32))
             self.offset = nn.Parameter(torch.tensor(offset, dtype=torch.float32))
-        self.mode = "mapped"  # or "float": the plain float op, as quantize calibrates on
+        # "mapped"; "float": the plain float op, as quantize calibrates on; "surrogate": the
+        # exact integer product plus the MTJ sampling noise (fast warm-up training)
+        self.mode = "mapped"
         self.exact = False  # shift-and-add in float64 (bit-exact checks)
-        self.observed_max = 0.0  # float mode: the largest |input| seen
+        self.relative_noise: torch.Tensor | None = None  # surrogate: noise / RMS per channel
+        self.observed: list[np.ndarray] = []  # float mode: the inputs seen (recalibration)
 
     def normalisation(self) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
         """Return the MTJ's per-column scale and offset (None for other converters)."""
@@ -101,7 +109,7 @@ class CrossbarLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "float":
-            self.observed_max = max(self.observed_max, float(x.detach().abs().max()))
+            self.observed.append(x.detach().cpu().to(torch.float32).numpy().ravel())
             return self._product(x, self.weight, float_op=True) + self._bias_shape()
         q = self.quantizer
         low, high = code_range(q.bits, q.signed)
@@ -111,10 +119,40 @@ class CrossbarLayer(nn.Module):
         codes = torch.clamp(ratio, low, high) + (codes - torch.clamp(ratio, low, high)).detach()
         w_codes, w_scales = self.weight_codes()
         dtype = torch.float64 if self.exact else torch.float32
-        acc = self._product(codes.to(dtype), w_codes.to(dtype), float_op=False)
+        if self.mode == "surrogate":
+            acc = self._product(codes.to(dtype), w_codes.to(dtype), float_op=True)
+            if self.log_scale is not None:
+                acc = acc + torch.randn_like(acc) * self._surrogate_noise(acc)
+        else:
+            acc = self._product(codes.to(dtype), w_codes.to(dtype), float_op=False)
         scales = (q.scale * w_scales).to(torch.float32)
         return acc.to(torch.float32) * scales.reshape(self._channel_shape(acc)) + \
             self._bias_shape()
+
+    def _surrogate_noise(self, acc: torch.Tensor) -> torch.Tensor:
+        """Return the surrogate's noise spread per output channel: the sampling noise of the
+        layer's normalisation relative to the products' RMS, fixed at the first surrogate
+        batch, times the current RMS (both at least the layer's median RMS, so that an idle
+        channel does not get an unbounded ratio). Calibration scales the normalisation with
+        the sums, so the noise follows the signal, and the gradient sees that: with a fixed
+        or detached spread every step would find that larger products beat the noise, and
+        training would run away."""
+        dims = [d for d in range(acc.dim()) if d != (1 if self.op == "conv" else acc.dim() - 1)]
+        rms = acc.pow(2).mean(dim=dims).add(1e-12).sqrt()
+        rms = torch.maximum(rms, rms.detach().median())  # idle channels: the typical
+        if self.relative_noise is None:
+            scale, _ = self.normalisation()
+            assert scale is not None
+            noise = sampling_noise(self.path, scale, self.rows(), acc.shape[
+                1 if self.op == "conv" else -1])
+            self.relative_noise = (noise.to(acc.dtype) / rms.detach()).detach()
+        return (self.relative_noise * rms).reshape(self._channel_shape(acc))
+
+    def rows(self) -> int:
+        """Return the rows of the layer's product (K: input channels x kernel taps)."""
+        if self.op == "linear":
+            return int(self.weight.shape[0])
+        return int(np.prod(self.weight.shape[1:]))
 
     def _channel_shape(self, acc: torch.Tensor) -> list[int]:
         return [1, -1] + [1] * (acc.dim() - 2) if self.op == "conv" else [1] * (
@@ -173,9 +211,3 @@ def _torch_pads(pads: tuple[int, ...]) -> tuple[int, ...]:
     for axis in reversed(range(spatial)):
         out += [pads[axis], pads[spatial + axis]]
     return tuple(out)
-
-
-def input_scale(observed_max: float, quantizer: InputQuantizer) -> float:
-    """Return the input scale the quantize pass (method minmax) sets for this maximum |x|."""
-    levels = 2 ** (quantizer.bits - 1) - 1 if quantizer.signed else 2**quantizer.bits - 1
-    return observed_max / levels if observed_max > 0 and math.isfinite(observed_max) else 1.0

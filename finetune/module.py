@@ -233,7 +233,8 @@ class MappedNetwork(nn.Module):
         return getattr(self, f"constant_{self._constant_index[name]}")
 
     def set_mode(self, mode: str) -> None:
-        """Run the crossbar layers `mapped` (the datapath) or `float` (plain float ops)."""
+        """Run the crossbar layers `mapped` (the datapath), `float` (plain float ops) or
+        `surrogate` (exact integer products plus MTJ sampling noise, finetune/layers.py)."""
         for layer in self.layers:
             layer.mode = mode
 

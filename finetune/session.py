@@ -26,7 +26,7 @@ from imcc.errors import UserError
 from imcc.examples import resolve_model
 from imcc.finetune.export import TrainedLayer, apply_normalisation, export_onnx
 from imcc.finetune.module import MappedNetwork
-from imcc.finetune.train import EpochRecord, TrainConfig, train
+from imcc.finetune.train import EpochRecord, InputRange, TrainConfig, train
 from imcc.frontend.datasets import Dataset, load_dataset
 from imcc.ir.graph import Graph
 from imcc.ir.io import save_program
@@ -112,6 +112,17 @@ def compile_model(model: str | Path, target: Target, target_spec: str, pipeline:
     return PassManager(parse_pipeline(pipeline, "--passes")).run(graph, ctx)
 
 
+def input_range(pipeline: str) -> InputRange:
+    """Return how the pipeline's quantize pass measures input ranges (its method and
+    percentile), so that fine-tuning re-measures them as a re-compile will."""
+    from imcc.passes.quantize import Quantize
+
+    for step in parse_pipeline(pipeline, "--passes"):
+        if isinstance(step, Quantize):
+            return InputRange(step.method, step.percentile)
+    return InputRange()
+
+
 def simulation_batch(holdout: int, limit: int) -> int:
     """Return the largest batch up to `limit` that divides the held-out images (so every one is
     simulated), or `limit` when only small ones do."""
@@ -151,9 +162,10 @@ def run_finetune(config: FinetuneConfig, progress: bool = False,
     network = MappedNetwork(program, target, float_graph, backward=config.backward)
     assert train_set.labels is not None and calibration is not None
     epochs = train(network, train_set.images, train_set.labels,
-                   TrainConfig(**{**asdict(config.train), "progress": progress}), calibration)
+                   TrainConfig(**{**asdict(config.train), "progress": progress}), calibration,
+                   input_range(pipeline))
     for record in epochs:
-        log(f"epoch {record.epoch}: loss {record.loss:.4f}, sampled-forward train accuracy "
+        log(f"epoch {record.epoch} ({record.forward}): loss {record.loss:.4f}, train accuracy "
             f"{record.train_accuracy:.2%}, {record.seconds:.1f} s")
     layers = []
     for layer in network.layers:
@@ -164,7 +176,8 @@ def run_finetune(config: FinetuneConfig, progress: bool = False,
                      for t in layers if t.ps_scale is not None and t.ps_offset is not None}
     record = {"target": config.target, "pipeline": pipeline, "data": config.data,
               "train_images": len(train_set.images), "holdout": len(held_out.images),
-              "seed": seed, "epochs": config.train.epochs, "backward": config.backward,
+              "seed": seed, "epochs": config.train.epochs,
+              "surrogate_epochs": config.train.surrogate_epochs, "backward": config.backward,
               "normalisation": normalisation}
     output = Path(config.output)
     output.parent.mkdir(parents=True, exist_ok=True)

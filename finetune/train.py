@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from imcc.errors import UserError
 from imcc.finetune.datapath import fuse_converters
-from imcc.finetune.layers import input_scale
 from imcc.finetune.module import MappedNetwork
+from imcc.passes.quantize import input_scale
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -32,7 +32,10 @@ OPTIMIZERS = ("sgd", "adam")
 class TrainConfig:
     """Fine-tuning options: epochs, learning rate, batch, seed, optimizer, weight decay,
     momentum (SGD), the largest gradient norm a step takes (`clip`, 0: unclipped: a sampled
-    forward's rare extreme sums otherwise throw a ResNet-20 out of its basin), whether to
+    forward's rare extreme sums otherwise throw a ResNet-20 out of its basin), epochs of the
+    fast surrogate forward run first (`surrogate_epochs`: exact integer products plus Gaussian
+    noise of the MTJ sampling's variance per output, many times faster than the datapath; the
+    `epochs` through the sampled datapath follow, one cosine schedule over both), whether to
     show a progress bar, to recompute the crossbar layers in the
     backward pass instead of keeping their tensors (`checkpoint`: less memory, about 1.5x the
     time), and to run MTJ conversions as one compiled kernel (`fuse`, datapath.py)."""
@@ -45,13 +48,14 @@ class TrainConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9
     clip: float = 5.0
+    surrogate_epochs: int = 0
     progress: bool = False
     checkpoint: bool = False
     fuse: bool = True
 
     def __post_init__(self) -> None:
-        if self.epochs < 0 or self.batch < 1 or not self.lr > 0 or not math.isfinite(self.lr) \
-                or not self.clip >= 0:
+        if min(self.epochs, self.surrogate_epochs) < 0 or self.batch < 1 or not self.lr > 0 \
+                or not math.isfinite(self.lr) or not self.clip >= 0:
             raise UserError("finetune: --epochs must be >= 0, --batch >= 1 and --lr > 0",
                             hint="e.g. --epochs 2 --batch 32 --lr 1e-2 (--clip >= 0)")
         if self.optimizer not in OPTIMIZERS:
@@ -60,10 +64,20 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class InputRange:
+    """How the pipeline's quantize pass sets input scales: `minmax` or a `percentile` of |x|."""
+
+    method: str = "minmax"
+    percentile: float = 99.99
+
+
+@dataclass(frozen=True)
 class EpochRecord:
-    """One epoch: mean loss, accuracy of the sampled training forward, wall time (s)."""
+    """One epoch: its forward (surrogate or mapped), mean loss, training accuracy of that
+    forward, wall time (s)."""
 
     epoch: int
+    forward: str
     loss: float
     train_accuracy: float
     seconds: float
@@ -74,13 +88,14 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def recalibrate_inputs(network: MappedNetwork, calibration: np.ndarray, batch: int = 64) -> None:
-    """Set every crossbar layer's input scale to what the quantize pass (minmax) would measure
-    on these calibration images with the current float weights."""
+def recalibrate_inputs(network: MappedNetwork, calibration: np.ndarray, batch: int = 64,
+                       input_range: InputRange = InputRange()) -> None:
+    """Set every crossbar layer's input scale to what the quantize pass (`input_range`'s
+    method) would measure on these calibration images with the current float weights."""
     where = next(network.parameters()).device
     network.set_mode("float")
     for layer in network.layers:
-        layer.observed_max = 0.0
+        layer.observed = []
     try:
         with torch.no_grad():
             for start in range(0, len(calibration), batch):
@@ -88,13 +103,17 @@ def recalibrate_inputs(network: MappedNetwork, calibration: np.ndarray, batch: i
     finally:
         network.set_mode("mapped")
     for layer in network.layers:
-        layer.quantizer = replace(layer.quantizer,
-                                  scale=input_scale(layer.observed_max, layer.quantizer))
+        values = np.concatenate(layer.observed)
+        layer.observed = []
+        scale = input_scale(values, layer.quantizer.bits, input_range.method,
+                            input_range.percentile)[0] if values.size else 1.0
+        layer.quantizer = replace(layer.quantizer, scale=scale if math.isfinite(scale) else 1.0)
 
 
 def train(network: MappedNetwork, images: np.ndarray, labels: np.ndarray, config: TrainConfig,
-          calibration: np.ndarray) -> list[EpochRecord]:
-    """Fine-tune the network on labelled images; return one record per epoch."""
+          calibration: np.ndarray, input_range: InputRange = InputRange()) -> list[EpochRecord]:
+    """Fine-tune the network on labelled images; return one record per epoch (input scales
+    re-measured after each as the pipeline's quantize pass measures them: `input_range`)."""
     torch.manual_seed(config.seed)
     if torch.cuda.is_available():  # TF32 would round the integer partial sums
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -112,9 +131,10 @@ def train(network: MappedNetwork, images: np.ndarray, labels: np.ndarray, config
         optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(images) / config.batch)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=max(1, config.epochs * steps_per_epoch))
+        optimizer, T_max=max(1, (config.surrogate_epochs + config.epochs) * steps_per_epoch))
     try:
-        return _epochs(network, optimizer, schedule, images, labels, config, calibration, where)
+        return _epochs(network, optimizer, schedule, images, labels, config, calibration, where,
+                       input_range)
     finally:
         fuse_converters(False)
         network.eval()
@@ -125,18 +145,21 @@ def train(network: MappedNetwork, images: np.ndarray, labels: np.ndarray, config
 def _epochs(network: MappedNetwork, optimizer: torch.optim.Optimizer,
             schedule: torch.optim.lr_scheduler.LRScheduler, images: np.ndarray,
             labels: np.ndarray, config: TrainConfig, calibration: np.ndarray,
-            where: torch.device) -> list[EpochRecord]:
+            where: torch.device, input_range: InputRange) -> list[EpochRecord]:
     """Run the epochs of `train`; return one record per epoch."""
     order_rng = np.random.default_rng(config.seed)
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
     records = []
-    for epoch in range(config.epochs):
+    total = config.surrogate_epochs + config.epochs
+    for epoch in range(total):
+        forward = "surrogate" if epoch < config.surrogate_epochs else "mapped"
+        network.set_mode(forward)
         network.train()
         started = time.perf_counter()
         order = order_rng.permutation(len(images))
         total_loss, correct = 0.0, 0
         batches = range(0, len(images), config.batch)
-        bar = _progress(batches, config.progress, epoch, config.epochs)
+        bar = _progress(batches, config.progress, epoch, total, forward)
         for start in bar:
             index = torch.from_numpy(order[start:start + config.batch])
             x, y = x_all[index].to(where), y_all[index].to(where)
@@ -152,15 +175,17 @@ def _epochs(network: MappedNetwork, optimizer: torch.optim.Optimizer,
             correct += int((logits.detach().argmax(dim=1) == y).sum())
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
-        recalibrate_inputs(network, calibration)
-        records.append(EpochRecord(epoch + 1, total_loss / len(images), correct / len(images),
+        recalibrate_inputs(network, calibration, input_range=input_range)
+        records.append(EpochRecord(epoch + 1, forward, total_loss / len(images),
+                                   correct / len(images),
                                    time.perf_counter() - started))
     return records
 
 
-def _progress(items: range, enabled: bool, epoch: int, epochs: int):
+def _progress(items: range, enabled: bool, epoch: int, epochs: int, forward: str):
     if not enabled:
         return items
     from tqdm import tqdm
 
-    return tqdm(items, desc=f"finetune epoch {epoch + 1}/{epochs}", unit="batch", leave=False)
+    return tqdm(items, desc=f"finetune epoch {epoch + 1}/{epochs} ({forward})", unit="batch",
+                leave=False)

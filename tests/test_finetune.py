@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -307,3 +308,91 @@ def test_fused_mtj_conversion_samples_the_binomial_and_keeps_the_ste(backward: s
     inside = ((x >= -1) & (x <= 1)).double() if backward == "clamp" else \
         1 - torch.tanh(s * x.double() / 2) ** 2
     assert torch.allclose(sums.grad.double(), grad.double() * inside, atol=1e-6)
+
+
+@pytest.mark.parametrize("quantize", ["quantize", "quantize{method=percentile percentile=99.5}"])
+def test_recalibrated_input_scales_equal_the_quantize_pass(quantize: str) -> None:
+    """Fine-tuning re-measures input scales as the pipeline's quantize pass does (its method)."""
+    from imcc.finetune.session import input_range
+    from imcc.finetune.train import recalibrate_inputs
+    from imcc.frontend.onnx import import_onnx
+    from imcc.passes.context import Context
+    from imcc.passes.manager import PassManager
+    from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline
+
+    target = load_target("sotmtj")
+    model = example_path("digits-cnn")
+    calibration, _ = calibration_data("digits-cnn", model)
+    pipeline = default_pipeline(target).replace("quantize", quantize, 1)
+    program = compile_model(model, target, "sotmtj", pipeline, calibration, 0)
+    float_graph = PassManager(parse_pipeline(DEFAULT_PIPELINE)).run(import_onnx(str(model)),
+                                                                    Context(seed=0))
+    network = MappedNetwork(program, target, float_graph)
+    expected = [layer.quantizer.scale for layer in network.layers]
+    for layer in network.layers:  # forget them: recalibration must measure them again
+        layer.quantizer = replace(layer.quantizer, scale=1.0)
+    recalibrate_inputs(network, calibration, input_range=input_range(pipeline))
+    got = [layer.quantizer.scale for layer in network.layers]
+    assert got == pytest.approx(expected, rel=1e-5)
+    if "percentile" in quantize:  # and the method matters: minmax gives other scales
+        recalibrate_inputs(network, calibration)
+        assert [layer.quantizer.scale for layer in network.layers] != pytest.approx(
+            expected, rel=1e-3)
+
+
+@pytest.mark.parametrize("samples", [1, 4])
+def test_surrogate_noise_matches_the_sampled_datapath(samples: int) -> None:
+    """The surrogate forward's Gaussian noise has the spread the sampled MTJ datapath's error
+    has on the same inputs (within the spread assumption: a factor of 1.6 either way)."""
+    from imcc.finetune.datapath import sampling_noise
+
+    target = load_target("sotmtj")
+    model = example_path("digits-cnn")
+    calibration, _ = calibration_data("digits-cnn", model)
+    pipeline = default_pipeline(target).replace("select-adc", f"select-adc{{samples={samples}}}")
+    program = compile_model(model, target, "sotmtj", pipeline, calibration, 0)
+    network = MappedNetwork(program, target)
+    inputs: dict[int, torch.Tensor] = {}
+
+    def keep(index: int):
+        def hook(module, args, out) -> None:
+            inputs[index] = args[0]
+        return hook
+
+    for index, layer in enumerate(network.layers):
+        layer.register_forward_hook(keep(index))
+    fuse_converters(False)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        network(torch.from_numpy(calibration[:32]))
+        for index, layer in enumerate(network.layers):
+            q = layer.quantizer
+            codes = torch.clamp(torch.round(inputs[index] / q.scale),
+                                *(-(2 ** (q.bits - 1)) if q.signed else 0,
+                                  2 ** (q.bits - 1) - 1 if q.signed else 2**q.bits - 1))
+            w_codes = layer.weight_codes()[0].to(torch.float32)
+            error = layer._product(codes, w_codes, float_op=False) - layer._product(
+                codes, w_codes, float_op=True)
+            dims = [d for d in range(error.dim()) if d != 1]
+            measured = float(error.std(dim=dims).mean())
+            scale, _ = layer.normalisation()
+            assert scale is not None
+            predicted = float(sampling_noise(layer.path, scale, layer.rows(),
+                                             w_codes.shape[layer.filter_axis]).mean())
+            assert 1 / 1.6 < measured / predicted < 1.6, (layer.name, measured, predicted)
+
+
+def test_surrogate_epochs_run_before_the_datapath_epochs(digits_program) -> None:
+    from imcc.finetune.train import TrainConfig, train
+
+    program, target = digits_program
+    data = load_dataset("digits-cnn", 64)
+    network = MappedNetwork(program, target)
+    before = [layer.weight.detach().clone() for layer in network.layers]
+    records = train(network, data.images, data.labels,
+                    TrainConfig(epochs=1, surrogate_epochs=2, batch=32, fuse=False),
+                    data.images)
+    assert [r.forward for r in records] == ["surrogate", "surrogate", "mapped"]
+    assert all(layer.mode == "mapped" for layer in network.layers)
+    assert any(not torch.equal(b, layer.weight) for b, layer in
+               zip(before, network.layers, strict=True))
