@@ -27,7 +27,6 @@ carries `v`'s gradient (`v + (q(v) - v).detach()`).
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, replace
 
@@ -421,40 +420,3 @@ def initial_normalisation(path: Datapath, columns: int) -> tuple[np.ndarray, np.
 
 
 
-
-SURROGATE_SPREAD = 0.5
-"""The spread of normalised sums `x` the surrogate's noise assumes: calibrate-mtj's default maps
-two standard deviations of a column's sums onto [-1, 1]."""
-
-
-def mtj_variance(samples: int, sensitivity: float, spread: float = SURROGATE_SPREAD) -> float:
-    """Return the mean variance of a decoded MTJ conversion `x_hat` (normalised units) over
-    sums `x ~ N(0, spread^2)`: `E_x[Var(x_hat | x)]` with Binomial(samples, sigmoid(s * clamp(
-    x))) counts decoded by the simulator's table."""
-    x = np.linspace(-4 * spread, 4 * spread, 801)
-    density = np.exp(-0.5 * (x / spread) ** 2)
-    density /= density.sum()
-    p = 1.0 / (1.0 + np.exp(-sensitivity * np.clip(x, -1.0, 1.0)))
-    k = np.arange(samples + 1)
-    comb = np.array([math.comb(samples, int(i)) for i in k], np.float64)
-    pmf = comb * p[:, None] ** k * (1.0 - p[:, None]) ** (samples - k)
-    table = mtj_decoder(samples, sensitivity).astype(np.float64)
-    mean = pmf @ table
-    return float(density @ (pmf @ table**2 - mean**2))
-
-
-def sampling_noise(path: Datapath, scale: torch.Tensor, rows: int, filters: int
-                   ) -> torch.Tensor:
-    """Return the standard deviation [filters] of the MTJ sampling noise one output of a
-    product with `rows` rows accumulates, in integer-product units: every row chunk, input
-    slice, weight slice and device converts once, each decoded sum carrying the variance
-    `mtj_variance / a^2` of its column, weighted by its shift-and-add significance squared."""
-    path = path.for_rows(rows)
-    variance = mtj_variance(path.converter.samples, path.converter.sensitivity)
-    chunks = -(-rows // path.rows_per_sum)
-    inputs = sum(4.0**s for s in slice_shifts(path.streaming.slices))
-    weights = torch.tensor([4.0**s for s in slice_shifts(path.mapping.slices)],
-                           dtype=scale.dtype, device=scale.device)
-    per_column = (1.0 / scale.detach() ** 2).reshape(len(weights), -1, filters)
-    total = (per_column * weights.reshape(-1, 1, 1)).sum(dim=(0, 1))
-    return torch.sqrt(total * (variance * chunks * inputs))

@@ -25,13 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imcc.backend.reference import code_range
-from imcc.finetune.datapath import (
-    Datapath,
-    crossbar_conv,
-    crossbar_linear,
-    initial_normalisation,
-    sampling_noise,
-)
+from imcc.finetune.datapath import Datapath, crossbar_conv, crossbar_linear, initial_normalisation
 from imcc.target import ConverterKind
 
 
@@ -94,7 +88,8 @@ class CrossbarLayer(nn.Module):
         # exact integer product plus the MTJ sampling noise (fast warm-up training)
         self.mode = "mapped"
         self.exact = False  # shift-and-add in float64 (bit-exact checks)
-        self.relative_noise: torch.Tensor | None = None  # surrogate: noise / RMS per channel
+        # surrogate mode: the datapath's error per channel (mean, spread) relative to the RMS
+        self.surrogate_error: tuple[torch.Tensor, torch.Tensor] | None = None
         self.observed: list[np.ndarray] = []  # float mode: the inputs seen (recalibration)
 
     def normalisation(self) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
@@ -111,42 +106,44 @@ class CrossbarLayer(nn.Module):
         if self.mode == "float":
             self.observed.append(x.detach().cpu().to(torch.float32).numpy().ravel())
             return self._product(x, self.weight, float_op=True) + self._bias_shape()
+        codes = self._input_codes(x)
+        w_codes, w_scales = self.weight_codes()
+        dtype = torch.float64 if self.exact else torch.float32
+        if self.mode == "surrogate":
+            acc = self._product(codes.to(dtype), w_codes.to(dtype), float_op=True)
+            if self.surrogate_error is not None:
+                bias, spread = self.surrogate_error
+                shape = self._channel_shape(acc)
+                acc = acc + _rms(acc, self.op) * (bias.reshape(shape) + spread.reshape(
+                    shape) * torch.randn_like(acc))
+        else:
+            acc = self._product(codes.to(dtype), w_codes.to(dtype), float_op=False)
+        scales = (self.quantizer.scale * w_scales).to(torch.float32)
+        return acc.to(torch.float32) * scales.reshape(self._channel_shape(acc)) + \
+            self._bias_shape()
+
+    def _input_codes(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the input codes (clamp STE) as the quantize op computes them."""
         q = self.quantizer
         low, high = code_range(q.bits, q.signed)
         step = torch.tensor(q.scale, dtype=torch.float32, device=x.device)
         ratio = x.to(torch.float32) / step + q.zero_point
         codes = torch.clamp(torch.round(ratio.detach()), low, high)
-        codes = torch.clamp(ratio, low, high) + (codes - torch.clamp(ratio, low, high)).detach()
-        w_codes, w_scales = self.weight_codes()
-        dtype = torch.float64 if self.exact else torch.float32
-        if self.mode == "surrogate":
-            acc = self._product(codes.to(dtype), w_codes.to(dtype), float_op=True)
-            if self.log_scale is not None:
-                acc = acc + torch.randn_like(acc) * self._surrogate_noise(acc)
-        else:
-            acc = self._product(codes.to(dtype), w_codes.to(dtype), float_op=False)
-        scales = (q.scale * w_scales).to(torch.float32)
-        return acc.to(torch.float32) * scales.reshape(self._channel_shape(acc)) + \
-            self._bias_shape()
+        return torch.clamp(ratio, low, high) + (codes - torch.clamp(ratio, low, high)).detach()
 
-    def _surrogate_noise(self, acc: torch.Tensor) -> torch.Tensor:
-        """Return the surrogate's noise spread per output channel: the sampling noise of the
-        layer's normalisation relative to the products' RMS, fixed at the first surrogate
-        batch, times the current RMS (both at least the layer's median RMS, so that an idle
-        channel does not get an unbounded ratio). Calibration scales the normalisation with
-        the sums, so the noise follows the signal, and the gradient sees that: with a fixed
-        or detached spread every step would find that larger products beat the noise, and
-        training would run away."""
-        dims = [d for d in range(acc.dim()) if d != (1 if self.op == "conv" else acc.dim() - 1)]
-        rms = acc.pow(2).mean(dim=dims).add(1e-12).sqrt()
-        rms = torch.maximum(rms, rms.detach().median())  # idle channels: the typical
-        if self.relative_noise is None:
-            scale, _ = self.normalisation()
-            assert scale is not None
-            noise = sampling_noise(self.path, scale, self.rows(), acc.shape[
-                1 if self.op == "conv" else -1])
-            self.relative_noise = (noise.to(acc.dtype) / rms.detach()).detach()
-        return (self.relative_noise * rms).reshape(self._channel_shape(acc))
+    def measure_error(self, x: torch.Tensor) -> None:
+        """Measure the mapped datapath's error on inputs `x` for the surrogate forward: per
+        output channel, its mean and spread over positions and images, each relative to the
+        exact product's RMS (`_rms`)."""
+        with torch.no_grad():
+            codes = self._input_codes(x)
+            w_codes = self.weight_codes()[0].to(torch.float32)
+            exact = self._product(codes, w_codes, float_op=True)
+            error = self._product(codes, w_codes, float_op=False) - exact
+            rms = _rms(exact, self.op)
+            dims = _positions(error, self.op)
+            self.surrogate_error = ((error.mean(dim=dims) / rms.reshape(-1)),
+                                    (error.std(dim=dims) / rms.reshape(-1)))
 
     def rows(self) -> int:
         """Return the rows of the layer's product (K: input channels x kernel taps)."""
@@ -202,6 +199,24 @@ class CrossbarLayer(nn.Module):
     def float_bias(self) -> np.ndarray | None:
         """Return the trained float bias, if the layer has one."""
         return None if self.bias is None else self.bias.detach().cpu().numpy().astype(np.float32)
+
+
+def _positions(acc: torch.Tensor, op: str) -> list[int]:
+    """Return the axes of a product other than its output channels."""
+    channel = 1 if op == "conv" else acc.dim() - 1
+    return [d for d in range(acc.dim()) if d != channel]
+
+
+def _rms(acc: torch.Tensor, op: str) -> torch.Tensor:
+    """Return a product's RMS per output channel (at least the layer's median, so that an idle
+    channel does not make relative errors unbounded), shaped to broadcast over `acc`. The
+    surrogate's error is this times the measured relative error, with the gradient through
+    it: calibration scales the MTJ normalisation with the sums, so the error follows the
+    signal; a fixed error would let every step find that larger products beat it."""
+    rms = acc.pow(2).mean(dim=_positions(acc, op)).add(1e-12).sqrt()
+    rms = torch.maximum(rms, rms.detach().median())
+    shape = [1, -1] + [1] * (acc.dim() - 2) if op == "conv" else [1] * (acc.dim() - 1) + [-1]
+    return rms.reshape(shape)
 
 
 def _torch_pads(pads: tuple[int, ...]) -> tuple[int, ...]:

@@ -26,6 +26,8 @@ from imcc.finetune.module import MappedNetwork
 from imcc.passes.quantize import input_scale
 
 OPTIMIZERS = ("sgd", "adam")
+SURROGATE_IMAGES = 16
+"""Calibration images the datapath error is measured on before each surrogate epoch."""
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,11 @@ class TrainConfig:
     """Fine-tuning options: epochs, learning rate, batch, seed, optimizer, weight decay,
     momentum (SGD), the largest gradient norm a step takes (`clip`, 0: unclipped: a sampled
     forward's rare extreme sums otherwise throw a ResNet-20 out of its basin), epochs of the
-    fast surrogate forward run first (`surrogate_epochs`: exact integer products plus Gaussian
-    noise of the MTJ sampling's variance per output, many times faster than the datapath; the
-    `epochs` through the sampled datapath follow, one cosine schedule over both), whether to
+    fast surrogate forward run first (`surrogate_epochs`: exact integer products plus a
+    Gaussian error per output channel with the mean and spread the sampled datapath's error
+    has, measured on calibration images before each epoch; many times faster than the
+    datapath; the `epochs` through the datapath follow, one cosine schedule over both), whether
+    to
     show a progress bar, to recompute the crossbar layers in the
     backward pass instead of keeping their tensors (`checkpoint`: less memory, about 1.5x the
     time), and to run MTJ conversions as one compiled kernel (`fuse`, datapath.py)."""
@@ -110,6 +114,21 @@ def recalibrate_inputs(network: MappedNetwork, calibration: np.ndarray, batch: i
         layer.quantizer = replace(layer.quantizer, scale=scale if math.isfinite(scale) else 1.0)
 
 
+def measure_datapath_error(network: MappedNetwork, images: np.ndarray) -> None:
+    """Measure every crossbar layer's datapath error on these images (the mapped forward, each
+    layer on the inputs the layers before it give), for the surrogate forward."""
+    where = next(network.parameters()).device
+    handles = [layer.register_forward_hook(
+        lambda module, args, out: module.measure_error(args[0])) for layer in network.layers]
+    network.set_mode("mapped")
+    try:
+        with torch.no_grad():
+            network(torch.from_numpy(images).to(where))
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def train(network: MappedNetwork, images: np.ndarray, labels: np.ndarray, config: TrainConfig,
           calibration: np.ndarray, input_range: InputRange = InputRange()) -> list[EpochRecord]:
     """Fine-tune the network on labelled images; return one record per epoch (input scales
@@ -153,6 +172,8 @@ def _epochs(network: MappedNetwork, optimizer: torch.optim.Optimizer,
     total = config.surrogate_epochs + config.epochs
     for epoch in range(total):
         forward = "surrogate" if epoch < config.surrogate_epochs else "mapped"
+        if forward == "surrogate":
+            measure_datapath_error(network, calibration[:SURROGATE_IMAGES])
         network.set_mode(forward)
         network.train()
         started = time.perf_counter()
