@@ -296,7 +296,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         model=args.model, target=args.target, data=args.data, output=args.output,
         train=TrainConfig(epochs=args.epochs, lr=args.lr, batch=args.batch, seed=args.seed,
                           optimizer=args.optimizer, clip=args.clip,
-                          surrogate_epochs=args.surrogate_epochs, checkpoint=args.checkpoint,
+                          surrogate_epochs=args.surrogate_epochs,
+                          surrogate_ramp=args.surrogate_ramp, checkpoint=args.checkpoint,
                           fuse=not args.eager),
         train_images=args.train, holdout=args.holdout, passes=args.passes,
         backward=args.backward, sim_batch=args.sim_batch)
@@ -668,7 +669,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="epochs through the sampled datapath (default 1)")
     finetune.add_argument("--surrogate-epochs", type=int, default=0, metavar="E",
                           help="fast epochs first: exact integer products plus Gaussian noise "
-                          "of the MTJ sampling's variance (default 0)")
+                          "with the datapath error's measured mean and spread (default 0)")
+    finetune.add_argument("--surrogate-ramp", type=float, default=0.5, metavar="SHARE",
+                          help="share of the surrogate epochs over which the error rises to "
+                          "all of it (default 0.5; 0: all of it from the start)")
     finetune.add_argument("--lr", type=float, default=1e-2, metavar="LR",
                           help="peak learning rate of the cosine schedule (default 1e-2)")
     finetune.add_argument("--batch", type=int, default=32, metavar="B",

@@ -15,7 +15,8 @@ Data splits: CIFAR-10 has only its first 5,000 test images here: the first `--tr
 
     python benchmarks/finetune.py [--models resnet20,fashion-resnet20] [--samples 4]
                                   [--train 4000] [--holdout 1000] [--epochs 1] [--lr 1e-2]
-                                  [--surrogate-epochs 0] [--input-bits 0] [--percentile 0]
+                                  [--surrogate-epochs 0] [--surrogate-ramp 0.5]
+                                  [--input-bits 0] [--percentile 0]
 
 The paper (references.md §2) trains from scratch and reports near-software accuracy and 130x
 EDP against a full-precision ADC.
@@ -82,6 +83,7 @@ def main() -> None:
     parser.add_argument("--holdout", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--surrogate-epochs", type=int, default=0)
+    parser.add_argument("--surrogate-ramp", type=float, default=0.5)
     parser.add_argument("--input-bits", type=int, default=0)
     parser.add_argument("--percentile", type=float, default=0.0)
     parser.add_argument("--lr", type=float, default=1e-2)
@@ -91,7 +93,8 @@ def main() -> None:
     args = parser.parse_args()
     pipeline = stox_pipeline(args.samples, args.input_bits, args.percentile)
     print(f"StoX-Net fine-tuning on sotmtj: {pipeline}")
-    print(f"{args.surrogate_epochs} surrogate epoch(s), then {args.epochs} through the "
+    print(f"{args.surrogate_epochs} surrogate epoch(s) (error ramp {args.surrogate_ramp}), "
+          f"then {args.epochs} through the "
           f"datapath, over the first {args.train} images, SGD lr {args.lr}, "
           f"gradient norm clipped at {args.clip}, batch {args.batch}; accuracies by "
           f"bit-accurate simulation of the last {args.holdout}")
@@ -101,7 +104,8 @@ def main() -> None:
         config = FinetuneConfig(
             str(model), "sotmtj", data, str(Path(args.out) / f"{name}.onnx"),
             TrainConfig(epochs=args.epochs, lr=args.lr, batch=args.batch, clip=args.clip,
-                        surrogate_epochs=args.surrogate_epochs),
+                        surrogate_epochs=args.surrogate_epochs,
+                        surrogate_ramp=args.surrogate_ramp),
             train_images=args.train, holdout=args.holdout, passes=pipeline)
         result = run_finetune(config, progress=True, log=lambda line: print("  " + line,
                                                                             flush=True))

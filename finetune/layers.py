@@ -90,6 +90,7 @@ class CrossbarLayer(nn.Module):
         self.exact = False  # shift-and-add in float64 (bit-exact checks)
         # surrogate mode: the datapath's error per channel (mean, spread) relative to the RMS
         self.surrogate_error: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.surrogate_strength = 1.0  # the share of the measured error applied
         self.observed: list[np.ndarray] = []  # float mode: the inputs seen (recalibration)
 
     def normalisation(self) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
@@ -114,8 +115,8 @@ class CrossbarLayer(nn.Module):
             if self.surrogate_error is not None:
                 bias, spread = self.surrogate_error
                 shape = self._channel_shape(acc)
-                acc = acc + _rms(acc, self.op) * (bias.reshape(shape) + spread.reshape(
-                    shape) * torch.randn_like(acc))
+                acc = acc + _rms(acc, self.op) * self.surrogate_strength * (
+                    bias.reshape(shape) + spread.reshape(shape) * torch.randn_like(acc))
         else:
             acc = self._product(codes.to(dtype), w_codes.to(dtype), float_op=False)
         scales = (self.quantizer.scale * w_scales).to(torch.float32)

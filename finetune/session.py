@@ -177,7 +177,8 @@ def run_finetune(config: FinetuneConfig, progress: bool = False,
     record = {"target": config.target, "pipeline": pipeline, "data": config.data,
               "train_images": len(train_set.images), "holdout": len(held_out.images),
               "seed": seed, "epochs": config.train.epochs,
-              "surrogate_epochs": config.train.surrogate_epochs, "backward": config.backward,
+              "surrogate_epochs": config.train.surrogate_epochs,
+              "surrogate_ramp": config.train.surrogate_ramp, "backward": config.backward,
               "normalisation": normalisation}
     output = Path(config.output)
     output.parent.mkdir(parents=True, exist_ok=True)

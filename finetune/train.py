@@ -37,7 +37,8 @@ class TrainConfig:
     forward's rare extreme sums otherwise throw a ResNet-20 out of its basin), epochs of the
     fast surrogate forward run first (`surrogate_epochs`: exact integer products plus a
     Gaussian error per output channel with the mean and spread the sampled datapath's error
-    has, measured on calibration images before each epoch; many times faster than the
+    has, measured on calibration images before each epoch, its share rising over the first
+    `surrogate_ramp` of these epochs (`surrogate_strength`); many times faster than the
     datapath; the `epochs` through the datapath follow, one cosine schedule over both), whether
     to
     show a progress bar, to recompute the crossbar layers in the
@@ -53,15 +54,18 @@ class TrainConfig:
     momentum: float = 0.9
     clip: float = 5.0
     surrogate_epochs: int = 0
+    surrogate_ramp: float = 0.5
     progress: bool = False
     checkpoint: bool = False
     fuse: bool = True
 
     def __post_init__(self) -> None:
         if min(self.epochs, self.surrogate_epochs) < 0 or self.batch < 1 or not self.lr > 0 \
-                or not math.isfinite(self.lr) or not self.clip >= 0:
+                or not math.isfinite(self.lr) or not self.clip >= 0 \
+                or not 0 <= self.surrogate_ramp <= 1:
             raise UserError("finetune: --epochs must be >= 0, --batch >= 1 and --lr > 0",
-                            hint="e.g. --epochs 2 --batch 32 --lr 1e-2 (--clip >= 0)")
+                            hint="e.g. --epochs 2 --batch 32 --lr 1e-2 (--clip >= 0, "
+                                 "--surrogate-ramp in [0, 1])")
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"finetune: unknown optimizer '{self.optimizer}'",
                             hint=f"one of {', '.join(OPTIMIZERS)}")
@@ -112,6 +116,14 @@ def recalibrate_inputs(network: MappedNetwork, calibration: np.ndarray, batch: i
         scale = input_scale(values, layer.quantizer.bits, input_range.method,
                             input_range.percentile)[0] if values.size else 1.0
         layer.quantizer = replace(layer.quantizer, scale=scale if math.isfinite(scale) else 1.0)
+
+
+def surrogate_strength(epoch: int, epochs: int, ramp: float = 0.5) -> float:
+    """Return the share of the measured datapath error surrogate epoch `epoch` (0-based) of
+    `epochs` applies: rising linearly over the first `ramp` share of them, then all of it (a
+    network that the full error leaves at chance gets a gradient to start from)."""
+    steps = max(1, math.ceil(epochs * ramp))
+    return min(1.0, (epoch + 1) / steps)
 
 
 def measure_datapath_error(network: MappedNetwork, images: np.ndarray) -> None:
@@ -174,6 +186,9 @@ def _epochs(network: MappedNetwork, optimizer: torch.optim.Optimizer,
         forward = "surrogate" if epoch < config.surrogate_epochs else "mapped"
         if forward == "surrogate":
             measure_datapath_error(network, calibration[:SURROGATE_IMAGES])
+            for layer in network.layers:
+                layer.surrogate_strength = surrogate_strength(epoch, config.surrogate_epochs,
+                                                              config.surrogate_ramp)
         network.set_mode(forward)
         network.train()
         started = time.perf_counter()

@@ -388,3 +388,13 @@ def test_surrogate_epochs_run_before_the_datapath_epochs(digits_program) -> None
     assert all(layer.mode == "mapped" for layer in network.layers)
     assert any(not torch.equal(b, layer.weight) for b, layer in
                zip(before, network.layers, strict=True))
+
+
+def test_surrogate_strength_ramps_over_the_first_half() -> None:
+    from imcc.finetune.train import surrogate_strength
+
+    assert [surrogate_strength(e, 4) for e in range(4)] == [0.5, 1.0, 1.0, 1.0]
+    assert [surrogate_strength(e, 6) for e in range(6)] == pytest.approx(
+        [1 / 3, 2 / 3, 1.0, 1.0, 1.0, 1.0])
+    assert surrogate_strength(0, 1) == 1.0
+    assert [surrogate_strength(e, 4, ramp=0.0) for e in range(4)] == [1.0] * 4
