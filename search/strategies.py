@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -164,20 +166,56 @@ def trial_seed(seed: int, number: int) -> int:
     return int(np.random.SeedSequence([seed, number + 1]).generate_state(1)[0])
 
 
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[Callable[[], bool]]:
+    """Hold a first Ctrl-C until the caller checks (yields `pending()`); a second one raises
+    KeyboardInterrupt at once. Python raises KeyboardInterrupt wherever the main thread is, and
+    one raised inside a finaliser or a library's cleanup is printed and dropped, which left a
+    search running to its end; checking between trials never loses it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    pending: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if pending:
+            raise KeyboardInterrupt
+        pending.append(signum)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(pending)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_phase(phase: Phase, study: optuna.Study, space: SearchSpace, evaluator: Evaluator,
               limits: Limits, on_trial: Callable[[FrozenTrial], None]) -> None:
     """Ask, evaluate and tell trials until the study holds `phase.trials` finished ones.
 
     Illegal trials are told FAIL with the reason in the user attribute `illegal`; trials the
-    probe rules out are PRUNED; Ctrl-C tells the running trial FAIL (`interrupted`) and
-    re-raises, so that the storage never keeps a half-written trial as finished. A running
+    probe rules out are PRUNED; a first Ctrl-C stops the search once the running trial is
+    stored, a second one tells the running trial FAIL (`interrupted`) and re-raises, so that
+    the storage never keeps a half-written trial as finished. A running
     trial keeps a heartbeat; once a heartbeat period, stale trials of killed workers are failed.
     """
     searched = [d for d in phase.dimensions if d.searched]
     floor = limits.accuracy_floor
     period = heartbeat_period(study)
     checked = -math.inf
+    with deferred_interrupt() as interrupted:
+        _trials(phase, study, space, evaluator, limits, on_trial, searched, floor, period,
+                checked, interrupted)
+
+
+def _trials(phase: Phase, study: optuna.Study, space: SearchSpace, evaluator: Evaluator,
+            limits: Limits, on_trial: Callable[[FrozenTrial], None], searched: list,
+            floor: float | None, period: float, checked: float,
+            interrupted: Callable[[], bool]) -> None:
+    """The trial loop of run_phase; a held Ctrl-C stops it between trials."""
     while True:
+        if interrupted():
+            raise KeyboardInterrupt
         if time.monotonic() - checked >= period:  # a killed worker's trials, once a period
             fail_stale_trials(study)
             checked = time.monotonic()
