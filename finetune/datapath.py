@@ -417,6 +417,3 @@ def initial_normalisation(path: Datapath, columns: int) -> tuple[np.ndarray, np.
     low, high = path.sum_range()
     scale, offset = path.converter.normalisation(low, high, columns)
     return scale.astype(np.float64), offset.astype(np.float64)
-
-
-

@@ -85,7 +85,7 @@ class CrossbarLayer(nn.Module):
             self.log_scale = nn.Parameter(torch.tensor(np.log(scale), dtype=torch.float32))
             self.offset = nn.Parameter(torch.tensor(offset, dtype=torch.float32))
         # "mapped"; "float": the plain float op, as quantize calibrates on; "surrogate": the
-        # exact integer product plus the MTJ sampling noise (fast warm-up training)
+        # exact integer product plus the measured datapath error (fast training)
         self.mode = "mapped"
         self.exact = False  # shift-and-add in float64 (bit-exact checks)
         # surrogate mode: the datapath's error per channel (mean, spread) relative to the RMS
@@ -146,15 +146,8 @@ class CrossbarLayer(nn.Module):
             self.surrogate_error = ((error.mean(dim=dims) / rms.reshape(-1)),
                                     (error.std(dim=dims) / rms.reshape(-1)))
 
-    def rows(self) -> int:
-        """Return the rows of the layer's product (K: input channels x kernel taps)."""
-        if self.op == "linear":
-            return int(self.weight.shape[0])
-        return int(np.prod(self.weight.shape[1:]))
-
     def _channel_shape(self, acc: torch.Tensor) -> list[int]:
-        return [1, -1] + [1] * (acc.dim() - 2) if self.op == "conv" else [1] * (
-            acc.dim() - 1) + [-1]
+        return _channel_shape(acc, self.op)
 
     def _bias_shape(self) -> torch.Tensor | float:
         if self.bias is None:
@@ -202,6 +195,11 @@ class CrossbarLayer(nn.Module):
         return None if self.bias is None else self.bias.detach().cpu().numpy().astype(np.float32)
 
 
+def _channel_shape(acc: torch.Tensor, op: str) -> list[int]:
+    """Return the shape that broadcasts a per-output-channel vector over a product."""
+    return [1, -1] + [1] * (acc.dim() - 2) if op == "conv" else [1] * (acc.dim() - 1) + [-1]
+
+
 def _positions(acc: torch.Tensor, op: str) -> list[int]:
     """Return the axes of a product other than its output channels."""
     channel = 1 if op == "conv" else acc.dim() - 1
@@ -216,8 +214,7 @@ def _rms(acc: torch.Tensor, op: str) -> torch.Tensor:
     signal; a fixed error would let every step find that larger products beat it."""
     rms = acc.pow(2).mean(dim=_positions(acc, op)).add(1e-12).sqrt()
     rms = torch.maximum(rms, rms.detach().median())
-    shape = [1, -1] + [1] * (acc.dim() - 2) if op == "conv" else [1] * (acc.dim() - 1) + [-1]
-    return rms.reshape(shape)
+    return rms.reshape(_channel_shape(acc, op))
 
 
 def _torch_pads(pads: tuple[int, ...]) -> tuple[int, ...]:

@@ -234,7 +234,7 @@ class MappedNetwork(nn.Module):
 
     def set_mode(self, mode: str) -> None:
         """Run the crossbar layers `mapped` (the datapath), `float` (plain float ops) or
-        `surrogate` (exact integer products plus MTJ sampling noise, finetune/layers.py)."""
+        `surrogate` (exact integer products plus the measured datapath error, layers.py)."""
         for layer in self.layers:
             layer.mode = mode
 

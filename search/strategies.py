@@ -199,20 +199,18 @@ def run_phase(phase: Phase, study: optuna.Study, space: SearchSpace, evaluator: 
     the storage never keeps a half-written trial as finished. A running
     trial keeps a heartbeat; once a heartbeat period, stale trials of killed workers are failed.
     """
+    with deferred_interrupt() as interrupted:
+        _trials(phase, study, space, evaluator, limits, on_trial, interrupted)
+
+
+def _trials(phase: Phase, study: optuna.Study, space: SearchSpace, evaluator: Evaluator,
+            limits: Limits, on_trial: Callable[[FrozenTrial], None],
+            interrupted: Callable[[], bool]) -> None:
+    """The trial loop of run_phase; a held Ctrl-C stops it between trials."""
     searched = [d for d in phase.dimensions if d.searched]
     floor = limits.accuracy_floor
     period = heartbeat_period(study)
     checked = -math.inf
-    with deferred_interrupt() as interrupted:
-        _trials(phase, study, space, evaluator, limits, on_trial, searched, floor, period,
-                checked, interrupted)
-
-
-def _trials(phase: Phase, study: optuna.Study, space: SearchSpace, evaluator: Evaluator,
-            limits: Limits, on_trial: Callable[[FrozenTrial], None], searched: list,
-            floor: float | None, period: float, checked: float,
-            interrupted: Callable[[], bool]) -> None:
-    """The trial loop of run_phase; a held Ctrl-C stops it between trials."""
     while True:
         if interrupted():
             raise KeyboardInterrupt
