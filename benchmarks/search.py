@@ -473,7 +473,7 @@ def main() -> None:
     parser.add_argument("--vgg-trials", type=int, default=150)
     parser.add_argument("--resnet-trials", type=int, default=12)
     parser.add_argument("--family", default="vgg:fashion-mnist:0.5,0.75,1")
-    parser.add_argument("--family-images", type=int, default=6000)
+    parser.add_argument("--family-images", type=int, default=12000)
     parser.add_argument("--depth-trials", type=int, default=60)
     parser.add_argument("--resnet-images", type=int, default=256,
                         help="search subset of (c): the first images of the file")

@@ -28,6 +28,7 @@ carries `v`'s gradient (`v + (q(v) - v).detach()`).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -178,6 +179,20 @@ def convert(sums: torch.Tensor, path: Datapath, scale: torch.Tensor | None,
                                generator, backward)
 
 
+def binomial_cdf(p: torch.Tensor, samples: int) -> Iterator[torch.Tensor]:
+    """Yield P(K <= k) for k = 0 .. samples - 1 of K ~ Binomial(`samples`, p), elementwise
+    (the pmf by the recurrence `pmf(k + 1) = pmf(k) * p / q * (samples - k) / (k + 1)`)."""
+    q = 1.0 - p
+    ratio = p / q  # p <= sigmoid(s) < 1: finite
+    pmf = q**samples
+    cdf = pmf
+    for k in range(samples):
+        yield cdf
+        if k + 1 < samples:
+            pmf = pmf * ratio * ((samples - k) / (k + 1))
+            cdf = cdf + pmf
+
+
 def mtj_counts(p: torch.Tensor, samples: int, generator: torch.Generator | None
                ) -> torch.Tensor:
     """Draw Binomial(`samples`, p) counts (uint8): the sum of `samples` Bernoulli draws for
@@ -190,15 +205,8 @@ def mtj_counts(p: torch.Tensor, samples: int, generator: torch.Generator | None
                                  dtype=p.dtype) < p
         return counts
     uniform = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype)
-    q = 1.0 - p
-    ratio = p / q  # p <= sigmoid(s) < 1: finite
-    pmf = q**samples
-    cdf = pmf.clone()
-    for k in range(samples):  # counts = #{k < samples : u > P(K <= k)}
+    for cdf in binomial_cdf(p, samples):  # counts = #{k < samples : u > P(K <= k)}
         counts += uniform > cdf
-        if k + 1 < samples:
-            pmf.mul_(ratio).mul_((samples - k) / (k + 1))
-            cdf.add_(pmf)
     return counts
 
 
@@ -226,14 +234,8 @@ def _mtj_fusable(sums: torch.Tensor, a: torch.Tensor, b: torch.Tensor, table: to
     else:
         mask = ((x >= -1.0) & (x <= 1.0)).to(sums.dtype)
     uniform = torch.rand_like(p)
-    q = 1.0 - p
-    ratio = p / q
-    pmf = q**samples
-    cdf = pmf
-    decoded = table[0] + (uniform > cdf).to(sums.dtype) * (table[1] - table[0])
-    for k in range(1, samples):
-        pmf = pmf * ratio * ((samples - k + 1) / k)
-        cdf = cdf + pmf
+    decoded = torch.zeros_like(p) + table[0]
+    for k, cdf in enumerate(binomial_cdf(p, samples)):
         decoded = decoded + (uniform > cdf).to(sums.dtype) * (table[k + 1] - table[k])
     out = (decoded - b) / a
     return out, mask, out - sums * mask

@@ -5,9 +5,11 @@ every candidate accurate enough, and pick the network of the fastest feasible de
 The accuracy gate is the candidates' own float accuracy (the proxy budget's test images)
 against the widest candidate's, less `--max-accuracy-drop`: phase 1 judges structure by
 latency and area only, and phase 2 then meets the accuracy floor with the peripherals on the
-chosen network. Every candidate's phase-1 trials are their own study (`NAME/network/LABEL`)
-in the search's storage, so an interrupted search resumes them; `network.json` in `--out`
-records every candidate and the choice.
+chosen network. Every candidate gets the phase-1 budget of the search itself (half of
+`--trials`: cost-only trials are cheap, and a handful per candidate would rank the networks by
+the luck of their few column-sharing draws). Every candidate's phase-1 trials are their own
+study (`NAME/network/LABEL`) in the search's storage, so an interrupted search resumes them;
+`network.json` in `--out` records every candidate and the choice.
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ from imcc.search.evaluate import Evaluator, Problem
 from imcc.search.family import Candidate, NetworkFamily, ProxyBudget, candidate
 from imcc.search.space import build_space
 from imcc.search.storage import RESULT, open_study
-from imcc.search.strategies import Limits, make_sampler, run_phase, search_phases
+from imcc.search.strategies import (
+    Limits,
+    make_sampler,
+    phase1_trials,
+    run_phase,
+    search_phases,
+)
 from imcc.target import Target
 
 NETWORK_JSON = "network.json"
@@ -75,8 +83,7 @@ def choose_network(family: NetworkFamily, budget: ProxyBudget, *, target: Target
                                 leave=False)]
     reference = next(c for c in candidates if c.widths == family.widest()).accuracy
     floor = reference - drop
-    accurate = [c for c in candidates if c.accuracy >= floor]
-    per_candidate = max(2, trials // (2 * max(1, len(accurate))))
+    per_candidate = phase1_trials(trials)
     choices = []
     for member in candidates:
         if member.accuracy < floor:
@@ -88,7 +95,7 @@ def choose_network(family: NetworkFamily, budget: ProxyBudget, *, target: Target
         evaluator = Evaluator(problem)
         space = build_space(problem.graph, target)
         name = f"{study}/network/{member.label}"
-        phase = search_phases("xpert", name, space, None, 2 * per_candidate, 0)[0]
+        phase = search_phases("xpert", name, space, None, trials, 0)[0]
         phase_study = open_study(storage, phase.study, list(phase.directions),
                                  {"role": "network", "candidate": member.label})
         phase_study.sampler = make_sampler(phase.sampler, seed, phase.trials)

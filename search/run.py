@@ -46,6 +46,7 @@ from imcc.search.strategies import (
     Phase,
     best_structure,
     make_sampler,
+    precise_corner,
     run_phase,
     search_phases,
 )
@@ -262,6 +263,8 @@ def _run_phases(phases: list[Phase], storage: Any, space: SearchSpace, evaluator
                 phase = Phase(phase.study, phase.role, phase.directions, phase.score,
                               phase.dimensions, structure, phase.trials, phase.accuracy,
                               phase.sampler)
+                if not study.get_trials(deepcopy=False):  # a fresh phase 2 (not a resume)
+                    study.enqueue_trial(precise_corner(phase.dimensions))
             run_phase(phase, study, space, evaluator, limits, finished)
             studies[phase.role] = study
     finally:

@@ -267,6 +267,30 @@ def _record(trial: optuna.Trial, evaluation: Evaluation, phase: Phase, limits: L
     return TrialState.COMPLETE, phase.score(evaluation)
 
 
+def phase1_trials(trials: int) -> int:
+    """Return the trials of xpert's phase 1 out of a search's `trials`: half of them."""
+    return max(1, trials // 2)
+
+
+def precise_corner(dimensions: Sequence[Dimension]) -> dict[str, str]:
+    """Return the most precise choice of every precision dimension (not phase 1's structure)
+    that has an order: the largest of integer choices (input bits, converter bits, samples)
+    and the finest weight slicing (most slices: the smallest partial sums, which the widest
+    converter reads losslessly); other dimensions are left to the sampler. xpert's phase 2
+    starts here, so that its accuracy-constrained search holds a design within the floor from
+    its first trial and lowers precision from there."""
+    corner = {}
+    for dimension in dimensions:
+        if not dimension.searched or (dimension.pass_name, dimension.option) in PHASE1:
+            continue
+        if all(c.lstrip("-").isdigit() for c in dimension.choices):
+            corner[dimension.key] = max(dimension.choices, key=int)
+        elif dimension.option.endswith("slices") and all(
+                c.replace("-", "").isdigit() for c in dimension.choices):
+            corner[dimension.key] = max(dimension.choices, key=lambda c: len(c.split("-")))
+    return corner
+
+
 def search_phases(strategy: str, study: str, space: SearchSpace, objective: str | None,
                   trials: int, random_trials: int) -> list[Phase]:
     """Return the phases of a strategy before any has run (xpert's phase 2 gets its fixed
@@ -277,12 +301,12 @@ def search_phases(strategy: str, study: str, space: SearchSpace, objective: str 
     if strategy == "xpert":
         first = tuple(d for d in everything if (d.pass_name, d.option) in PHASE1)
         phases.append(Phase(f"{study}/phase1", "phase1", ("minimize",),
-                            single_objective("latency"), first, {}, max(1, trials // 2),
+                            single_objective("latency"), first, {}, phase1_trials(trials),
                             False, "tpe"))
         second = tuple(d for d in everything if (d.pass_name, d.option) not in PHASE1)
         phases.append(Phase(f"{study}/phase2", "phase2", ("minimize",),
                             single_objective(objective or "energy"), second, {},
-                            max(1, trials - trials // 2), True, "tpe"))
+                            max(1, trials - phase1_trials(trials)), True, "tpe"))
     else:
         phases.append(Phase(study, "search", ("maximize", "minimize"), multi_objective(chosen),
                             everything, {}, trials, True,
