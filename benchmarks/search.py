@@ -20,7 +20,8 @@
     ones of the file, never used for calibration or search).
 
 (d) channel depth: the xpert strategy over a width family (`--family`, candidates trained on
-    Fashion-MNIST with a proxy budget) against the same search on the family's widest network.
+    Fashion-MNIST with a proxy budget) against the same search on the family's widest network
+    and that network's default design, within one area budget (`--depth-area`).
 
     python benchmarks/search.py [--parts quality,xpert,resnet,depth] [--seeds 5] [--vgg-trials 150]
                                 [--resnet-trials 12] [--resnet-images 256] [--heldout 1000]
@@ -419,16 +420,17 @@ def _float(evaluator: Evaluator, data: Dataset) -> float:
     return float(np.mean(out.argmax(axis=-1) == data.labels))
 
 
-def depth(family: str, trials: int, images: int, workdir: Path) -> None:
+def depth(family: str, trials: int, images: int, area: float, workdir: Path) -> None:
     """Part (d): the XPert search with channel depth (a width family, search/family.py)
-    against the same search on the family's widest network alone (fixed width)."""
+    against the same search on the family's widest network alone (fixed width), both within
+    `area` mm² (XPert holds area to a target), and the widest network's default design."""
     from imcc.search import SearchConfig, run_search
     from imcc.search.family import parse_family
 
     data = f"fashion-mnist:{ROOT / '.cache' / 'models' / 'fashion-mnist'}"
     common = dict(target="xpert", data=data, strategy="xpert", trials=trials,
-                  search_samples=128, probe_samples=32, check_samples=500, random_trials=0,
-                  max_accuracy_drop=2.0, family_images=images)
+                  search_samples=512, probe_samples=64, check_samples=1000, random_trials=0,
+                  max_accuracy_drop=2.0, family_images=images, area_budget_mm2=area)
     searched = run_search(SearchConfig(model="", family=family, out=workdir / "depth",
                                        **common))
     record = json.loads((workdir / "depth" / "network.json").read_text())
@@ -437,22 +439,23 @@ def depth(family: str, trials: int, images: int, workdir: Path) -> None:
     fixed = run_search(SearchConfig(model=reference["model"], out=workdir / "fixed", **common))
     print(f"(d) channel depth: {family} on xpert.hw, Fashion-MNIST; {len(record['candidates'])}"
           f" networks, proxy budget one epoch of {images} images each; {trials} trials per "
-          "search; accuracy on 500 test images")
+          f"search (phase 1 per candidate: {trials // 2}); area budget {area:g} mm2; accuracy "
+          "on 1000 test images (search subset 512)")
     for c in record["candidates"]:
         latency = c["phase1_latency_s"]
         print(f"    {c['label']:14} {c['parameters']:7d} params  proxy accuracy "
               f"{c['accuracy']:.1%}  phase-1 latency "
               f"{'-' if latency is None else f'{latency * 1e6:.1f} us'}")
-    rows = [("fixed width " + reference["label"], fixed), ("searched " + record["chosen"],
-                                                            searched)]
-    base = fixed.best
-    for label, result in rows:
-        best = result.best
+    rows = [(f"default design {reference['label']}", fixed.baseline),
+            ("fixed width " + reference["label"], fixed.best),
+            ("searched " + record["chosen"], searched.best)]
+    base = fixed.baseline
+    for label, best in rows:
         if best is None or base is None:
-            print(f"    {label:24} no design within the floor")
+            print(f"    {label:26} no design within the budgets")
             continue
         m = best.metrics
-        print(f"    {label:24} accuracy {best.accuracy:.1%} energy {m.energy_j:.3e} J "
+        print(f"    {label:26} accuracy {best.accuracy:.1%} energy {m.energy_j:.3e} J "
               f"latency {m.latency_s:.3e} s area {m.area_mm2:.2f} mm2 EDAP {m.edap:.3e} "
               f"({base.metrics.edap / m.edap:.2f}x lower)")
 
@@ -461,7 +464,7 @@ PARTS: dict[str, Callable[[argparse.Namespace, Path], None]] = {
     "quality": lambda a, w: quality(a.seeds, w),
     "xpert": lambda a, w: xpert(a.vgg_trials, w),
     "resnet": lambda a, w: resnet(a.resnet_trials, a.heldout, a.resnet_images, w),
-    "depth": lambda a, w: depth(a.family, a.depth_trials, a.family_images, w),
+    "depth": lambda a, w: depth(a.family, a.depth_trials, a.family_images, a.depth_area, w),
 }
 
 
@@ -474,7 +477,10 @@ def main() -> None:
     parser.add_argument("--resnet-trials", type=int, default=12)
     parser.add_argument("--family", default="vgg:fashion-mnist:0.5,0.75,1")
     parser.add_argument("--family-images", type=int, default=12000)
-    parser.add_argument("--depth-trials", type=int, default=60)
+    parser.add_argument("--depth-trials", type=int, default=120)
+    parser.add_argument("--depth-area", type=float, default=4.0,
+                        help="area budget of (d) in mm2 (the widest network's default design "
+                             "takes 3.6)")
     parser.add_argument("--resnet-images", type=int, default=256,
                         help="search subset of (c): the first images of the file")
     parser.add_argument("--heldout", type=int, default=1000,

@@ -46,9 +46,9 @@ from imcc.search.strategies import (
     Phase,
     best_structure,
     make_sampler,
-    precise_corner,
     run_phase,
     search_phases,
+    widest_design,
 )
 from imcc.target import Target
 
@@ -264,7 +264,7 @@ def _run_phases(phases: list[Phase], storage: Any, space: SearchSpace, evaluator
                               phase.dimensions, structure, phase.trials, phase.accuracy,
                               phase.sampler)
                 if not study.get_trials(deepcopy=False):  # a fresh phase 2 (not a resume)
-                    study.enqueue_trial(precise_corner(phase.dimensions))
+                    study.enqueue_trial(widest_design(phase.dimensions))
             run_phase(phase, study, space, evaluator, limits, finished)
             studies[phase.role] = study
     finally:

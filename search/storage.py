@@ -152,6 +152,23 @@ def finished(trial: FrozenTrial) -> bool:
     return trial.state is TrialState.FAIL and ILLEGAL in trial.user_attrs
 
 
+def constraints(trial: FrozenTrial) -> list[float]:
+    """Return a trial's stored `<= 0` constraint terms (area, accuracy; 0 when not stored)."""
+    return list(trial.user_attrs.get(RESULT, {}).get("constraints", [0.0, 0.0]))
+
+
+def best_feasible(study: optuna.Study) -> FrozenTrial | None:
+    """Return a single-objective study's complete trial with the lowest value among those
+    that meet every constraint, or None when none does."""
+    best: FrozenTrial | None = None
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if any(c > 0 for c in constraints(trial)):
+            continue
+        if best is None or trial.values[0] < best.values[0]:
+            best = trial
+    return best
+
+
 def finished_count(study: optuna.Study) -> int:
     """Return how many trials of a study count toward `--trials`."""
     return sum(finished(t) for t in study.get_trials(deepcopy=False))

@@ -6,7 +6,9 @@
   per layer, placement) for the lowest latency within the area budget, accuracy not measured
   (precisions at the passes' defaults); phase 2 keeps the best feasible phase-1 design and
   chooses converter precision, input precision and the other precision options per layer for
-  the lowest objective (energy unless `--objective` says otherwise) within the accuracy floor.
+  the lowest objective (energy unless `--objective` says otherwise) within the accuracy floor:
+  a local search down from the widest design (search/descent.py), since almost all of
+  that space loses the network.
 - `random`: the same two objectives as `pareto`, uniformly sampled: the baseline every report
   compares against.
 
@@ -31,6 +33,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
+from imcc.search.descent import DescentSampler
 from imcc.search.evaluate import OBJECTIVES, Evaluation, Evaluator
 from imcc.search.space import Dimension, SearchSpace
 from imcc.search.storage import (
@@ -38,6 +41,7 @@ from imcc.search.storage import (
     INTERRUPTED,
     PIPELINE,
     RESULT,
+    best_feasible,
     fail_stale_trials,
     finished,
     finished_count,
@@ -70,10 +74,6 @@ class Limits:
         return [area, accuracy]
 
 
-def _constraints(trial: FrozenTrial) -> list[float]:
-    return list(trial.user_attrs.get(RESULT, {}).get("constraints", [0.0, 0.0]))
-
-
 @dataclass(frozen=True)
 class Phase:
     """One study a strategy runs: what it searches, how it scores, how many trials."""
@@ -86,7 +86,7 @@ class Phase:
     fixed: Mapping[str, str]  # choices of dimensions this phase does not search
     trials: int
     accuracy: bool  # whether trials measure accuracy
-    sampler: str  # tpe or random
+    sampler: str  # tpe, random or descent
 
 
 def multi_objective(objective: str) -> Callable[[Evaluation], list[float]]:
@@ -102,12 +102,14 @@ def single_objective(objective: str) -> Callable[[Evaluation], list[float]]:
 
 
 def make_sampler(kind: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
-    """Return a `kind` sampler (tpe or random) seeded anew for every trial by `seed` and the
-    trial's number (see `TrialSeeded`)."""
+    """Return a `kind` sampler (tpe, random or descent: search/descent.py) seeded anew for
+    every trial by `seed` and the trial's number (see `TrialSeeded`)."""
 
     def make(state: int) -> optuna.samplers.BaseSampler:
         if kind == "random":
             return optuna.samplers.RandomSampler(seed=state)
+        if kind == "descent":
+            return DescentSampler(state)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.TPESampler(  # constant_liar (the default): workers that
@@ -272,22 +274,22 @@ def phase1_trials(trials: int) -> int:
     return max(1, trials // 2)
 
 
-def precise_corner(dimensions: Sequence[Dimension]) -> dict[str, str]:
-    """Return the most precise choice of every precision dimension (not phase 1's structure)
-    that has an order: the largest of integer choices (input bits, converter bits, samples)
-    and the finest weight slicing (most slices: the smallest partial sums, which the widest
-    converter reads losslessly); other dimensions are left to the sampler. xpert's phase 2
-    starts here, so that its accuracy-constrained search holds a design within the floor from
-    its first trial and lowers precision from there."""
+def widest_design(dimensions: Sequence[Dimension]) -> dict[str, str]:
+    """Return where xpert's phase 2 starts: the widest choice of every integer precision
+    dimension (input bits, converter bits, samples) and the first, coarsest weight slicing
+    (the crossbar's cell-bit slices), i.e. the passes' defaults on phase 1's structure, the
+    design phase 1 priced within the area budget; other dimensions are left to the sampler.
+    Structure dimensions (phase 1's) are not set. Phase 2 then lowers precision from a design
+    within the area budget (and, for most networks, within the accuracy floor) from its first
+    trial."""
     corner = {}
     for dimension in dimensions:
         if not dimension.searched or (dimension.pass_name, dimension.option) in PHASE1:
             continue
         if all(c.lstrip("-").isdigit() for c in dimension.choices):
             corner[dimension.key] = max(dimension.choices, key=int)
-        elif dimension.option.endswith("slices") and all(
-                c.replace("-", "").isdigit() for c in dimension.choices):
-            corner[dimension.key] = max(dimension.choices, key=lambda c: len(c.split("-")))
+        elif dimension.option.endswith("slices"):
+            corner[dimension.key] = dimension.choices[0]
     return corner
 
 
@@ -306,7 +308,7 @@ def search_phases(strategy: str, study: str, space: SearchSpace, objective: str 
         second = tuple(d for d in everything if (d.pass_name, d.option) not in PHASE1)
         phases.append(Phase(f"{study}/phase2", "phase2", ("minimize",),
                             single_objective(objective or "energy"), second, {},
-                            max(1, trials - phase1_trials(trials)), True, "tpe"))
+                            max(1, trials - phase1_trials(trials)), True, "descent"))
     else:
         phases.append(Phase(study, "search", ("maximize", "minimize"), multi_objective(chosen),
                             everything, {}, trials, True,
@@ -321,10 +323,5 @@ def search_phases(strategy: str, study: str, space: SearchSpace, objective: str 
 def best_structure(study: optuna.Study) -> dict[str, str] | None:
     """Return the choices of phase 1's best feasible trial (lowest latency within the area
     budget), or None when none is feasible."""
-    best: FrozenTrial | None = None
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if any(c > 0 for c in _constraints(trial)):
-            continue
-        if best is None or trial.values[0] < best.values[0]:
-            best = trial
+    best = best_feasible(study)
     return None if best is None else {k: str(v) for k, v in best.params.items()}

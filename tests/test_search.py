@@ -26,7 +26,7 @@ from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline, print_pipelin
 from imcc.search import SearchConfig, build_space, run_search
 from imcc.search.evaluate import Evaluator, Problem
 from imcc.search.storage import ILLEGAL, PIPELINE, finished
-from imcc.search.strategies import precise_corner
+from imcc.search.strategies import widest_design
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--limit", "32", "--probe", "16", "--check", "64"]
@@ -242,21 +242,21 @@ def test_xpert_runs_both_phases_within_the_area_budget(tmp_path: Path) -> None:
     assert record["objective"] == "energy" and record["area_budget_mm2"] == 3.0
     assert all(p["area_mm2"] <= 3.0 for p in record["pareto"])
     assert record["best"] is None or record["best"]["area_mm2"] <= 3.0
-    # phase 2 starts at the most precise corner: 8-bit inputs and converters, 1-bit slices
+    # phase 2 starts at the widest design: 8-bit inputs and converters, the cells' 4-bit slices
     first = min(phase2.trials, key=lambda t: t.number)
     assert first.params["assign-input-precision.per_layer_bits[0]"] == "8"
     assert first.params["select-adc.per_layer_bits[2]"] == "8"
-    assert first.params["slice-weights.per_layer_slices[1]"] == "1-1-1-1-1-1-1-1"
+    assert first.params["slice-weights.per_layer_slices[1]"] == "4-4"
 
 
-def test_precise_corner_takes_the_widest_precisions_and_the_finest_slicing() -> None:
+def test_widest_design_takes_the_widest_precisions_and_the_finest_slicing() -> None:
     space = build_space(*_cleaned("xpert"))
-    corner = precise_corner(space.dimensions)
+    corner = widest_design(space.dimensions)
     by_key = {d.key: d for d in space.dimensions}
     assert corner["select-adc.per_layer_bits[0]"] == max(
         by_key["select-adc.per_layer_bits[0]"].choices, key=int) == "8"
     assert corner["assign-input-precision.per_layer_bits[2]"] == "8"
-    assert corner["slice-weights.per_layer_slices[0]"] == "1-1-1-1-1-1-1-1"
+    assert corner["slice-weights.per_layer_slices[0]"] == "4-4"
     assert "select-adc.per_layer_converter[0]" not in corner  # no order: the sampler's
     assert all(by_key[k].searched and v in by_key[k].choices for k, v in corner.items())
     assert not {k for k in corner if k.startswith("share-columns")}  # structure: phase 1's
