@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from imcc.errors import UserError
 from imcc.search.evaluate import Evaluator, Problem
 from imcc.search.family import Candidate, NetworkFamily, ProxyBudget, candidate
 from imcc.search.space import build_space
-from imcc.search.storage import RESULT, open_study
+from imcc.search.storage import RESULT, best_feasible, open_study
 from imcc.search.strategies import (
     Limits,
     make_sampler,
@@ -56,15 +55,11 @@ class NetworkChoice:
 
 def fastest(study: optuna.Study) -> tuple[float, float] | None:
     """Return (latency, area) of a phase-1 study's fastest trial within the area budget."""
-    best = None
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        result = trial.user_attrs.get(RESULT)
-        if result is None or any(c > 0 for c in result["constraints"]):
-            continue
-        metrics = result["metrics"]
-        if best is None or metrics["latency_s"] < best[0]:
-            best = (metrics["latency_s"], metrics["area_mm2"])
-    return best
+    best = best_feasible(study)  # phase 1 minimises latency
+    if best is None:
+        return None
+    metrics = best.user_attrs[RESULT]["metrics"]
+    return metrics["latency_s"], metrics["area_mm2"]
 
 
 def choose_network(family: NetworkFamily, budget: ProxyBudget, *, target: Target, data: str,
