@@ -103,7 +103,8 @@ class DescentSampler(optuna.samplers.BaseSampler):
 
 def start(study: optuna.Study) -> FrozenTrial | None:
     """Return the trial a move starts from: the best feasible one, else the complete trial
-    nearest to feasibility (least total violation), else None."""
+    nearest to feasibility (least total violation: mm² over the area budget plus the fraction
+    of accuracy under the floor), else None."""
     best = best_feasible(study)
     if best is not None:
         return best
