@@ -297,7 +297,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         train=TrainConfig(epochs=args.epochs, lr=args.lr, batch=args.batch, seed=args.seed,
                           optimizer=args.optimizer, clip=args.clip,
                           surrogate_epochs=args.surrogate_epochs,
-                          surrogate_ramp=args.surrogate_ramp, checkpoint=args.checkpoint,
+                          surrogate_ramp=args.surrogate_ramp,
+                          datapath_images=args.datapath_images, checkpoint=args.checkpoint,
                           fuse=not args.eager),
         train_images=args.train, holdout=args.holdout, passes=args.passes,
         backward=args.backward, sim_batch=args.sim_batch)
@@ -673,6 +674,9 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--surrogate-ramp", type=float, default=0.5, metavar="SHARE",
                           help="share of the surrogate epochs over which the error rises to "
                           "all of it (default 0.5; 0: all of it from the start)")
+    finetune.add_argument("--datapath-images", type=int, default=0, metavar="N",
+                          help="images per datapath epoch: a fresh random subset of the "
+                          "training images each epoch (default 0: all)")
     finetune.add_argument("--lr", type=float, default=1e-2, metavar="LR",
                           help="peak learning rate of the cosine schedule (default 1e-2)")
     finetune.add_argument("--batch", type=int, default=32, metavar="B",

@@ -16,6 +16,7 @@ Data splits: CIFAR-10 has only its first 5,000 test images here: the first `--tr
     python benchmarks/finetune.py [--models resnet20,fashion-resnet20] [--samples 4]
                                   [--train 4000] [--holdout 1000] [--epochs 1] [--lr 1e-2]
                                   [--surrogate-epochs 0] [--surrogate-ramp 0.5]
+                                  [--datapath-images 0]
                                   [--input-bits 0] [--percentile 0]
 
 The paper (references.md §2) trains from scratch and reports near-software accuracy and 130x
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--surrogate-epochs", type=int, default=0)
     parser.add_argument("--surrogate-ramp", type=float, default=0.5)
+    parser.add_argument("--datapath-images", type=int, default=0)
     parser.add_argument("--input-bits", type=int, default=0)
     parser.add_argument("--percentile", type=float, default=0.0)
     parser.add_argument("--lr", type=float, default=1e-2)
@@ -94,8 +96,9 @@ def main() -> None:
     pipeline = stox_pipeline(args.samples, args.input_bits, args.percentile)
     print(f"StoX-Net fine-tuning on sotmtj: {pipeline}")
     print(f"{args.surrogate_epochs} surrogate epoch(s) (error ramp {args.surrogate_ramp}), "
-          f"then {args.epochs} through the "
-          f"datapath, over the first {args.train} images, SGD lr {args.lr}, "
+          f"then {args.epochs} through the datapath"
+          f"{f' ({args.datapath_images} images each)' if args.datapath_images else ''}, "
+          f"over the first {args.train} images, SGD lr {args.lr}, "
           f"gradient norm clipped at {args.clip}, batch {args.batch}; accuracies by "
           f"bit-accurate simulation of the last {args.holdout}")
     for name in args.models.split(","):
@@ -105,7 +108,8 @@ def main() -> None:
             str(model), "sotmtj", data, str(Path(args.out) / f"{name}.onnx"),
             TrainConfig(epochs=args.epochs, lr=args.lr, batch=args.batch, clip=args.clip,
                         surrogate_epochs=args.surrogate_epochs,
-                        surrogate_ramp=args.surrogate_ramp),
+                        surrogate_ramp=args.surrogate_ramp,
+                        datapath_images=args.datapath_images),
             train_images=args.train, holdout=args.holdout, passes=pipeline)
         result = run_finetune(config, progress=True, log=lambda line: print("  " + line,
                                                                             flush=True))

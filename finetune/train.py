@@ -39,11 +39,12 @@ class TrainConfig:
     Gaussian error per output channel with the mean and spread the sampled datapath's error
     has, measured on calibration images before each epoch, its share rising over the first
     `surrogate_ramp` of these epochs (`surrogate_strength`); many times faster than the
-    datapath; the `epochs` through the datapath follow, one cosine schedule over both), whether
-    to
-    show a progress bar, to recompute the crossbar layers in the
-    backward pass instead of keeping their tensors (`checkpoint`: less memory, about 1.5x the
-    time), and to run MTJ conversions as one compiled kernel (`fuse`, datapath.py)."""
+    datapath; the `epochs` through the datapath follow, one cosine schedule over both), the
+    images each datapath epoch trains on (`datapath_images`: a fresh random subset of the
+    training images per epoch, 0: all; a datapath step costs several hundred surrogate steps),
+    whether to show a progress bar, to recompute the crossbar layers in the backward pass
+    instead of keeping their tensors (`checkpoint`: less memory, about 1.5x the time), and to
+    run MTJ conversions as one compiled kernel (`fuse`, datapath.py)."""
 
     epochs: int = 1
     lr: float = 1e-2
@@ -55,17 +56,18 @@ class TrainConfig:
     clip: float = 5.0
     surrogate_epochs: int = 0
     surrogate_ramp: float = 0.5
+    datapath_images: int = 0
     progress: bool = False
     checkpoint: bool = False
     fuse: bool = True
 
     def __post_init__(self) -> None:
-        if min(self.epochs, self.surrogate_epochs) < 0 or self.batch < 1 or not self.lr > 0 \
-                or not math.isfinite(self.lr) or not self.clip >= 0 \
+        if min(self.epochs, self.surrogate_epochs, self.datapath_images) < 0 or self.batch < 1 \
+                or not self.lr > 0 or not math.isfinite(self.lr) or not self.clip >= 0 \
                 or not 0 <= self.surrogate_ramp <= 1:
             raise UserError("finetune: --epochs must be >= 0, --batch >= 1 and --lr > 0",
                             hint="e.g. --epochs 2 --batch 32 --lr 1e-2 (--clip >= 0, "
-                                 "--surrogate-ramp in [0, 1])")
+                                 "--surrogate-ramp in [0, 1], --datapath-images >= 0)")
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"finetune: unknown optimizer '{self.optimizer}'",
                             hint=f"one of {', '.join(OPTIMIZERS)}")
@@ -160,9 +162,10 @@ def train(network: MappedNetwork, images: np.ndarray, labels: np.ndarray, config
             weight_decay=config.weight_decay)
     else:
         optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(images) / config.batch)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=max(1, (config.surrogate_epochs + config.epochs) * steps_per_epoch))
+    mapped_images = min(len(images), config.datapath_images or len(images))
+    steps = (config.surrogate_epochs * math.ceil(len(images) / config.batch)
+             + config.epochs * math.ceil(mapped_images / config.batch))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
     try:
         return _epochs(network, optimizer, schedule, images, labels, config, calibration, where,
                        input_range)
@@ -193,8 +196,10 @@ def _epochs(network: MappedNetwork, optimizer: torch.optim.Optimizer,
         network.train()
         started = time.perf_counter()
         order = order_rng.permutation(len(images))
+        if forward == "mapped" and config.datapath_images:
+            order = order[:config.datapath_images]
         total_loss, correct = 0.0, 0
-        batches = range(0, len(images), config.batch)
+        batches = range(0, len(order), config.batch)
         bar = _progress(batches, config.progress, epoch, total, forward)
         for start in bar:
             index = torch.from_numpy(order[start:start + config.batch])
@@ -212,9 +217,8 @@ def _epochs(network: MappedNetwork, optimizer: torch.optim.Optimizer,
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
         recalibrate_inputs(network, calibration, input_range=input_range)
-        records.append(EpochRecord(epoch + 1, forward, total_loss / len(images),
-                                   correct / len(images),
-                                   time.perf_counter() - started))
+        records.append(EpochRecord(epoch + 1, forward, total_loss / len(order),
+                                   correct / len(order), time.perf_counter() - started))
     return records
 
 

@@ -390,6 +390,27 @@ def test_surrogate_epochs_run_before_the_datapath_epochs(digits_program) -> None
                zip(before, network.layers, strict=True))
 
 
+def test_datapath_epochs_train_on_a_fresh_subset_of_datapath_images(digits_program) -> None:
+    from imcc.errors import UserError
+    from imcc.finetune.train import TrainConfig, train
+
+    program, target = digits_program
+    data = load_dataset("digits-cnn", 64)
+    network = MappedNetwork(program, target)
+    seen: list[torch.Tensor] = []
+    network.layers[0].register_forward_hook(
+        lambda module, args, out: seen.append(args[0].detach().clone())
+        if module.mode == "mapped" else None)
+    records = train(network, data.images, data.labels,
+                    TrainConfig(epochs=2, batch=8, datapath_images=16, fuse=False), data.images)
+    assert [r.forward for r in records] == ["mapped", "mapped"]
+    assert sum(len(x) for x in seen) == 2 * 16  # 16 of the 64 images per epoch, 2 epochs
+    first, second = torch.cat(seen[:2]), torch.cat(seen[2:])
+    assert not torch.equal(first, second)  # each epoch draws its own subset
+    with pytest.raises(UserError):
+        TrainConfig(datapath_images=-1)
+
+
 def test_surrogate_strength_ramps_over_the_first_half() -> None:
     from imcc.finetune.train import surrogate_strength
 
