@@ -39,7 +39,8 @@ class TrainConfig:
     Gaussian error per output channel with the mean and spread the sampled datapath's error
     has, measured on calibration images before each epoch, its share rising over the first
     `surrogate_ramp` of these epochs (`surrogate_strength`); many times faster than the
-    datapath; the `epochs` through the datapath follow, one cosine schedule over both), the
+    datapath; the `epochs` through the datapath follow, each stage with its own cosine schedule
+    from `lr`: `learning_rate_factor`), the
     images each datapath epoch trains on (`datapath_images`: a fresh random subset of the
     training images per epoch, 0: all; a datapath step costs several hundred surrogate steps),
     whether to show a progress bar, to recompute the crossbar layers in the backward pass
@@ -120,6 +121,17 @@ def recalibrate_inputs(network: MappedNetwork, calibration: np.ndarray, batch: i
         layer.quantizer = replace(layer.quantizer, scale=scale if math.isfinite(scale) else 1.0)
 
 
+def learning_rate_factor(step: int, stages: tuple[int, ...]) -> float:
+    """Return the share of the peak learning rate at optimizer step `step`: a cosine from 1 to
+    0 over each stage's steps in turn (surrogate epochs, then datapath epochs: the datapath
+    stage restarts at the peak, since its steps correct what the surrogate got wrong)."""
+    for length in stages:
+        if step < length:
+            return 0.5 * (1.0 + math.cos(math.pi * step / length))
+        step -= length
+    return 0.0
+
+
 def surrogate_strength(epoch: int, epochs: int, ramp: float = 0.5) -> float:
     """Return the share of the measured datapath error surrogate epoch `epoch` (0-based) of
     `epochs` applies: rising linearly over the first `ramp` share of them, then all of it (a
@@ -163,9 +175,10 @@ def train(network: MappedNetwork, images: np.ndarray, labels: np.ndarray, config
     else:
         optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
     mapped_images = min(len(images), config.datapath_images or len(images))
-    steps = (config.surrogate_epochs * math.ceil(len(images) / config.batch)
-             + config.epochs * math.ceil(mapped_images / config.batch))
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
+    stages = (config.surrogate_epochs * math.ceil(len(images) / config.batch),
+              config.epochs * math.ceil(mapped_images / config.batch))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: learning_rate_factor(step, stages))
     try:
         return _epochs(network, optimizer, schedule, images, labels, config, calibration, where,
                        input_range)

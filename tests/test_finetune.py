@@ -411,6 +411,19 @@ def test_datapath_epochs_train_on_a_fresh_subset_of_datapath_images(digits_progr
         TrainConfig(datapath_images=-1)
 
 
+def test_each_stage_has_its_own_cosine_from_the_peak() -> None:
+    from imcc.finetune.train import learning_rate_factor
+
+    stages = (100, 10)
+    assert learning_rate_factor(0, stages) == 1.0
+    assert learning_rate_factor(50, stages) == pytest.approx(0.5)
+    assert learning_rate_factor(99, stages) < 0.01
+    assert learning_rate_factor(100, stages) == 1.0  # the datapath stage restarts at the peak
+    assert learning_rate_factor(105, stages) == pytest.approx(0.5)
+    assert learning_rate_factor(110, stages) == 0.0
+    assert learning_rate_factor(0, (0, 10)) == 1.0  # no surrogate epochs
+
+
 def test_surrogate_strength_ramps_over_the_first_half() -> None:
     from imcc.finetune.train import surrogate_strength
 
