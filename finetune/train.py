@@ -66,7 +66,8 @@ class TrainConfig:
         if min(self.epochs, self.surrogate_epochs, self.datapath_images) < 0 or self.batch < 1 \
                 or not self.lr > 0 or not math.isfinite(self.lr) or not self.clip >= 0 \
                 or not 0 <= self.surrogate_ramp <= 1:
-            raise UserError("finetune: --epochs must be >= 0, --batch >= 1 and --lr > 0",
+            raise UserError("finetune: --epochs, --surrogate-epochs and --datapath-images must be "
+                            ">= 0, --batch >= 1 and --lr > 0",
                             hint="e.g. --epochs 2 --batch 32 --lr 1e-2 (--clip >= 0, "
                                  "--surrogate-ramp in [0, 1], --datapath-images >= 0)")
         if self.optimizer not in OPTIMIZERS:

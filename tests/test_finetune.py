@@ -184,7 +184,10 @@ def test_finetune_command_reports_the_simulation_of_the_exported_model(capsys,
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (("--epochs", "-1"), "error: finetune: --epochs must be >= 0, --batch >= 1 and --lr > 0\n"),
+    (("--epochs", "-1"), "error: finetune: --epochs, --surrogate-epochs and --datapath-images "
+                         "must be >= 0, --batch >= 1 and --lr > 0\n"),
+    (("--datapath-images", "-1"), "error: finetune: --epochs, --surrogate-epochs and "
+                                  "--datapath-images must be >= 0"),
     (("--train", "300", "--holdout", "72"),
      "error: finetune: --train 300 and --holdout 72 do not fit the 360 images of digits-cnn\n"),
     (("--train", "10"), "error: finetune: --train 10 does not cover the first 64 images "
