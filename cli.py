@@ -298,7 +298,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
                           optimizer=args.optimizer, clip=args.clip,
                           surrogate_epochs=args.surrogate_epochs,
                           surrogate_ramp=args.surrogate_ramp,
-                          datapath_images=args.datapath_images, checkpoint=args.checkpoint,
+                          datapath_images=args.datapath_images,
+                          datapath_lr=args.datapath_lr, checkpoint=args.checkpoint,
                           fuse=not args.eager),
         train_images=args.train, holdout=args.holdout, passes=args.passes,
         backward=args.backward, sim_batch=args.sim_batch)
@@ -677,6 +678,9 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--datapath-images", type=int, default=0, metavar="N",
                           help="images per datapath epoch: a fresh random subset of the "
                           "training images each epoch (default 0: all)")
+    finetune.add_argument("--datapath-lr", type=float, default=0.0, metavar="LR",
+                          help="peak learning rate of the datapath epochs' own cosine schedule "
+                          "(default 0: --lr)")
     finetune.add_argument("--lr", type=float, default=1e-2, metavar="LR",
                           help="peak learning rate of the cosine schedule (default 1e-2)")
     finetune.add_argument("--batch", type=int, default=32, metavar="B",

@@ -16,7 +16,7 @@ Data splits: CIFAR-10 has only its first 5,000 test images here: the first `--tr
     python benchmarks/finetune.py [--models resnet20,fashion-resnet20] [--samples 4]
                                   [--train 4000] [--holdout 1000] [--epochs 1] [--lr 1e-2]
                                   [--surrogate-epochs 0] [--surrogate-ramp 0.5]
-                                  [--datapath-images 0]
+                                  [--datapath-images 0] [--datapath-lr 0]
                                   [--input-bits 0] [--percentile 0]
 
 The paper (references.md §2) trains from scratch and reports near-software accuracy and 130x
@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--surrogate-epochs", type=int, default=0)
     parser.add_argument("--surrogate-ramp", type=float, default=0.5)
     parser.add_argument("--datapath-images", type=int, default=0)
+    parser.add_argument("--datapath-lr", type=float, default=0.0)
     parser.add_argument("--input-bits", type=int, default=0)
     parser.add_argument("--percentile", type=float, default=0.0)
     parser.add_argument("--lr", type=float, default=1e-2)
@@ -109,7 +110,8 @@ def main() -> None:
             TrainConfig(epochs=args.epochs, lr=args.lr, batch=args.batch, clip=args.clip,
                         surrogate_epochs=args.surrogate_epochs,
                         surrogate_ramp=args.surrogate_ramp,
-                        datapath_images=args.datapath_images),
+                        datapath_images=args.datapath_images,
+                        datapath_lr=args.datapath_lr),
             train_images=args.train, holdout=args.holdout, passes=pipeline)
         result = run_finetune(config, progress=True, log=lambda line: print("  " + line,
                                                                             flush=True))

@@ -178,7 +178,9 @@ def run_finetune(config: FinetuneConfig, progress: bool = False,
               "train_images": len(train_set.images), "holdout": len(held_out.images),
               "seed": seed, "epochs": config.train.epochs,
               "surrogate_epochs": config.train.surrogate_epochs,
-              "surrogate_ramp": config.train.surrogate_ramp, "backward": config.backward,
+              "surrogate_ramp": config.train.surrogate_ramp,
+              "datapath_images": config.train.datapath_images,
+              "datapath_lr": config.train.datapath_lr, "backward": config.backward,
               "normalisation": normalisation}
     output = Path(config.output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,8 @@ class TrainConfig:
     has, measured on calibration images before each epoch, its share rising over the first
     `surrogate_ramp` of these epochs (`surrogate_strength`); many times faster than the
     datapath; the `epochs` through the datapath follow, each stage with its own cosine schedule
-    from `lr`: `learning_rate_factor`), the
+    from its peak: `lr`, and for the datapath stage `datapath_lr` (0: `lr`); see
+    `learning_rate_factor`), the
     images each datapath epoch trains on (`datapath_images`: a fresh random subset of the
     training images per epoch, 0: all; a datapath step costs several hundred surrogate steps),
     whether to show a progress bar, to recompute the crossbar layers in the backward pass
@@ -58,16 +59,18 @@ class TrainConfig:
     surrogate_epochs: int = 0
     surrogate_ramp: float = 0.5
     datapath_images: int = 0
+    datapath_lr: float = 0.0
     progress: bool = False
     checkpoint: bool = False
     fuse: bool = True
 
     def __post_init__(self) -> None:
-        if min(self.epochs, self.surrogate_epochs, self.datapath_images) < 0 or self.batch < 1 \
+        if min(self.epochs, self.surrogate_epochs, self.datapath_images, self.datapath_lr) < 0 \
+                or self.batch < 1 or not math.isfinite(self.datapath_lr) \
                 or not self.lr > 0 or not math.isfinite(self.lr) or not self.clip >= 0 \
                 or not 0 <= self.surrogate_ramp <= 1:
             raise UserError("finetune: --epochs, --surrogate-epochs and --datapath-images must be "
-                            ">= 0, --batch >= 1 and --lr > 0",
+                            ">= 0, --batch >= 1, --lr > 0 and --datapath-lr >= 0",
                             hint="e.g. --epochs 2 --batch 32 --lr 1e-2 (--clip >= 0, "
                                  "--surrogate-ramp in [0, 1], --datapath-images >= 0)")
         if self.optimizer not in OPTIMIZERS:
@@ -122,13 +125,16 @@ def recalibrate_inputs(network: MappedNetwork, calibration: np.ndarray, batch: i
         layer.quantizer = replace(layer.quantizer, scale=scale if math.isfinite(scale) else 1.0)
 
 
-def learning_rate_factor(step: int, stages: tuple[int, ...]) -> float:
-    """Return the share of the peak learning rate at optimizer step `step`: a cosine from 1 to
-    0 over each stage's steps in turn (surrogate epochs, then datapath epochs: the datapath
-    stage restarts at the peak, since its steps correct what the surrogate got wrong)."""
-    for length in stages:
+def learning_rate_factor(step: int, stages: tuple[int, ...],
+                         peaks: tuple[float, ...] | None = None) -> float:
+    """Return the multiple of the base learning rate at optimizer step `step`: a cosine from
+    the stage's peak (default 1) to 0 over each stage's steps in turn (surrogate epochs, then
+    datapath epochs: the datapath stage restarts at its peak, since its steps correct what the
+    surrogate got wrong)."""
+    for index, length in enumerate(stages):
         if step < length:
-            return 0.5 * (1.0 + math.cos(math.pi * step / length))
+            peak = 1.0 if peaks is None else peaks[index]
+            return peak * 0.5 * (1.0 + math.cos(math.pi * step / length))
         step -= length
     return 0.0
 
@@ -178,8 +184,9 @@ def train(network: MappedNetwork, images: np.ndarray, labels: np.ndarray, config
     mapped_images = min(len(images), config.datapath_images or len(images))
     stages = (config.surrogate_epochs * math.ceil(len(images) / config.batch),
               config.epochs * math.ceil(mapped_images / config.batch))
+    peaks = (1.0, (config.datapath_lr or config.lr) / config.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: learning_rate_factor(step, stages))
+        optimizer, lambda step: learning_rate_factor(step, stages, peaks))
     try:
         return _epochs(network, optimizer, schedule, images, labels, config, calibration, where,
                        input_range)

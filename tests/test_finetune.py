@@ -185,7 +185,7 @@ def test_finetune_command_reports_the_simulation_of_the_exported_model(capsys,
 
 @pytest.mark.parametrize(("argv", "message"), [
     (("--epochs", "-1"), "error: finetune: --epochs, --surrogate-epochs and --datapath-images "
-                         "must be >= 0, --batch >= 1 and --lr > 0\n"),
+                         "must be >= 0, --batch >= 1, --lr > 0 and --datapath-lr >= 0\n"),
     (("--datapath-images", "-1"), "error: finetune: --epochs, --surrogate-epochs and "
                                   "--datapath-images must be >= 0"),
     (("--train", "300", "--holdout", "72"),
@@ -425,6 +425,8 @@ def test_each_stage_has_its_own_cosine_from_the_peak() -> None:
     assert learning_rate_factor(105, stages) == pytest.approx(0.5)
     assert learning_rate_factor(110, stages) == 0.0
     assert learning_rate_factor(0, (0, 10)) == 1.0  # no surrogate epochs
+    assert learning_rate_factor(100, stages, (1.0, 0.3)) == pytest.approx(0.3)  # --datapath-lr
+    assert learning_rate_factor(105, stages, (1.0, 0.3)) == pytest.approx(0.15)
 
 
 def test_surrogate_strength_ramps_over_the_first_half() -> None:
