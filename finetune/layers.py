@@ -91,6 +91,7 @@ class CrossbarLayer(nn.Module):
         # surrogate mode: the datapath's error per channel (mean, spread) relative to the RMS
         self.surrogate_error: tuple[torch.Tensor, torch.Tensor] | None = None
         self.surrogate_strength = 1.0  # the share of the measured error applied
+        self.measuring = False  # mapped mode: measure the error for the surrogate as it runs
         self.observed: list[np.ndarray] = []  # float mode: the inputs seen (recalibration)
 
     def normalisation(self) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
@@ -119,6 +120,8 @@ class CrossbarLayer(nn.Module):
                     bias.reshape(shape) + spread.reshape(shape) * torch.randn_like(acc))
         else:
             acc = self._product(codes.to(dtype), w_codes.to(dtype), float_op=False)
+            if self.measuring:
+                self._measure_error(codes, w_codes, acc)
         scales = (self.quantizer.scale * w_scales).to(torch.float32)
         return acc.to(torch.float32) * scales.reshape(self._channel_shape(acc)) + \
             self._bias_shape()
@@ -132,15 +135,15 @@ class CrossbarLayer(nn.Module):
         codes = torch.clamp(torch.round(ratio.detach()), low, high)
         return torch.clamp(ratio, low, high) + (codes - torch.clamp(ratio, low, high)).detach()
 
-    def measure_error(self, x: torch.Tensor) -> None:
-        """Measure the mapped datapath's error on inputs `x` for the surrogate forward: per
-        output channel, its mean and spread over positions and images, each relative to the
-        exact product's RMS (`_rms`)."""
+    def _measure_error(self, codes: torch.Tensor, w_codes: torch.Tensor,
+                       mapped: torch.Tensor) -> None:
+        """Record the mapped product's error against the exact one on these input codes for
+        the surrogate forward: per output channel, its mean and spread over positions and
+        images, each relative to the exact product's RMS (`_rms`)."""
         with torch.no_grad():
-            codes = self._input_codes(x)
-            w_codes = self.weight_codes()[0].to(torch.float32)
-            exact = self._product(codes, w_codes, float_op=True)
-            error = self._product(codes, w_codes, float_op=False) - exact
+            exact = self._product(codes.detach().to(torch.float32),
+                                  w_codes.detach().to(torch.float32), float_op=True)
+            error = mapped.detach().to(torch.float32) - exact
             rms = _rms(exact, self.op)
             dims = _positions(error, self.op)
             self.surrogate_error = ((error.mean(dim=dims) / rms.reshape(-1)),

@@ -41,12 +41,12 @@ class TrainConfig:
     `surrogate_ramp` of these epochs (`surrogate_strength`); many times faster than the
     datapath; the `epochs` through the datapath follow, each stage with its own cosine schedule
     from its peak: `lr`, and for the datapath stage `datapath_lr` (0: `lr`); see
-    `learning_rate_factor`), the
-    images each datapath epoch trains on (`datapath_images`: a fresh random subset of the
-    training images per epoch, 0: all; a datapath step costs several hundred surrogate steps),
-    whether to show a progress bar, to recompute the crossbar layers in the backward pass
-    instead of keeping their tensors (`checkpoint`: less memory, about 1.5x the time), and to
-    run MTJ conversions as one compiled kernel (`fuse`, datapath.py)."""
+    `learning_rate_factor`), the images each datapath epoch trains on (`datapath_images`: a
+    fresh random subset of the training images per epoch, 0: all; a datapath step costs
+    several hundred surrogate steps), whether to show a progress bar, to recompute the crossbar
+    layers in the backward pass instead of keeping their tensors (`checkpoint`: less memory,
+    about 1.5x the time), and to run MTJ conversions as one compiled kernel (`fuse`,
+    datapath.py)."""
 
     epochs: int = 1
     lr: float = 1e-2
@@ -151,15 +151,15 @@ def measure_datapath_error(network: MappedNetwork, images: np.ndarray) -> None:
     """Measure every crossbar layer's datapath error on these images (the mapped forward, each
     layer on the inputs the layers before it give), for the surrogate forward."""
     where = next(network.parameters()).device
-    handles = [layer.register_forward_hook(
-        lambda module, args, out: module.measure_error(args[0])) for layer in network.layers]
     network.set_mode("mapped")
+    for layer in network.layers:
+        layer.measuring = True
     try:
         with torch.no_grad():
             network(torch.from_numpy(images).to(where))
     finally:
-        for handle in handles:
-            handle.remove()
+        for layer in network.layers:
+            layer.measuring = False
 
 
 def train(network: MappedNetwork, images: np.ndarray, labels: np.ndarray, config: TrainConfig,

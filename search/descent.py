@@ -78,7 +78,7 @@ class DescentSampler(optuna.samplers.BaseSampler):
         if not movable:
             return dict(best.params)
         up = constraints(best)[-1] > 0  # below the accuracy floor: more precision
-        proposal = dict(best.params)
+        proposal: dict[str, Any] = {}
         for _ in range(ATTEMPTS):
             proposal = dict(best.params)
             count = min(len(movable), int(self._rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1])))
