@@ -186,20 +186,14 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _learned_normalisation(graph: Graph, model: str) -> Graph:
-    """Apply the MTJ normalisation a model learned in `imcc finetune` (its ONNX metadata) to
-    the layers the pipeline gave MTJ converters; it replaces the data-calibrated values."""
-    from imcc.finetune.export import apply_normalisation, learned_normalisation
+    """Apply the MTJ normalisation a model learned in `imcc finetune` and say so."""
+    from imcc.finetune.export import with_learned_normalisation
 
-    mapped = {n.name for n in graph.nodes if "ps_scale" in n.attributes}
-    if not mapped:  # no MTJ layers: do not read the model a second time
-        return graph
-    learned = learned_normalisation(model)
-    chosen = {name: values for name, values in learned.items() if name in mapped}
-    if not chosen:
-        return graph
-    print(f"note: {len(chosen)} MTJ layers take the normalisation learned in fine-tuning "
-          "(the model's imcc.finetune record)", file=sys.stderr)
-    return apply_normalisation(graph, chosen)
+    graph, layers = with_learned_normalisation(graph, model)
+    if layers:
+        print(f"note: {layers} MTJ layers take the normalisation learned in fine-tuning "
+              "(the model's imcc.finetune record)", file=sys.stderr)
+    return graph
 
 
 def _program_target(args: argparse.Namespace, graph: Graph) -> object:

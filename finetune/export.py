@@ -9,11 +9,12 @@ from the new weights on the same calibration data, as the fine-tuning forward di
 
 The learned per-column MTJ normalisation (ps_scale / ps_offset) cannot live in the weights: it
 is stored in the model's `metadata_props` under `imcc.finetune` (JSON: the pipeline, data
-split, seed, and per layer (ONNX node name) `ps_scale` / `ps_offset`). `apply_normalisation`
-puts it on a program compiled from the exported model; `imcc finetune` writes that program
-(OUT.imcir + OUT.npz) and measures it. A plain `imcc compile OUT.onnx --target T` applies it
-too (cli.py, after the pipeline: the learned values replace calibrate-mtj's data-derived ones
-on the layers that have MTJ converters).
+split, seed, and per layer (ONNX node name) `ps_scale` / `ps_offset`).
+`with_learned_normalisation` puts it on a program compiled from the exported model: `imcc
+finetune` writes that program (OUT.imcir + OUT.npz) and measures it, a plain `imcc compile
+OUT.onnx --target T` applies it (cli.py, after the pipeline: the learned values replace
+calibrate-mtj's data-derived ones on the layers that have MTJ converters), and `imcc finetune`
+of an exported model starts from it.
 """
 
 from __future__ import annotations
@@ -113,9 +114,12 @@ def _gemm_operands(node: Any, weight: np.ndarray, bias: np.ndarray | None
 
 
 def _set_input(graph: Any, node: Any, index: int, name: str, array: np.ndarray) -> None:
-    """Point input `index` of a node at a new initializer holding `array` (float32)."""
+    """Point input `index` of a node at a new initializer holding `array` (float32), replacing
+    the one of that name an earlier export wrote."""
     from onnx import numpy_helper
 
+    for initializer in [i for i in graph.initializer if i.name == name]:
+        graph.initializer.remove(initializer)
     graph.initializer.append(numpy_helper.from_array(array.astype(np.float32), name))
     while len(node.input) <= index:
         node.input.append("")
@@ -134,6 +138,18 @@ def learned_normalisation(model: str | Path) -> dict[str, tuple[list[float], lis
             return {name: (entry["ps_scale"], entry["ps_offset"])
                     for name, entry in layers.items()}
     return {}
+
+
+def with_learned_normalisation(program: Graph, model: str | Path) -> tuple[Graph, int]:
+    """Return the program with the MTJ normalisation the model learned in `imcc finetune` (its
+    metadata record) on the layers the pipeline gave MTJ converters, replacing the
+    data-calibrated values, and how many layers took it."""
+    mapped = {n.name for n in program.nodes if "ps_scale" in n.attributes}
+    if not mapped:  # no MTJ layers: do not read the model a second time
+        return program, 0
+    chosen = {name: values for name, values in learned_normalisation(model).items()
+              if name in mapped}
+    return (apply_normalisation(program, chosen), len(chosen)) if chosen else (program, 0)
 
 
 def apply_normalisation(program: Graph, normalisation: Mapping[str, tuple[Any, Any]]) -> Graph:

@@ -24,7 +24,7 @@ from imcc.backend.simulate import SimulationReport, simulate
 from imcc.driver import CALIBRATION_SAMPLES, calibration_data, default_pipeline
 from imcc.errors import UserError
 from imcc.examples import resolve_model
-from imcc.finetune.export import TrainedLayer, apply_normalisation, export_onnx
+from imcc.finetune.export import TrainedLayer, export_onnx, with_learned_normalisation
 from imcc.finetune.module import MappedNetwork
 from imcc.finetune.train import EpochRecord, InputRange, TrainConfig, train
 from imcc.frontend.datasets import Dataset, load_dataset
@@ -147,7 +147,8 @@ def run_finetune(config: FinetuneConfig, progress: bool = False,
     batch = simulation_batch(len(held_out.images), config.sim_batch)
     float_graph = PassManager(parse_pipeline(DEFAULT_PIPELINE)).run(
         import_onnx(str(model)), Context(seed=seed))
-    program = compile_model(model, target, config.target, pipeline, calibration, seed)
+    program, resumed = with_learned_normalisation(
+        compile_model(model, target, config.target, pipeline, calibration, seed), model)
     if any(node.op == "batch_norm" for node in program.nodes):
         raise UserError("finetune: the mapped program still has batch norms; the exported "
                         "model folds them into the crossbar layers' weights",
@@ -155,6 +156,9 @@ def run_finetune(config: FinetuneConfig, progress: bool = False,
                              f"({DEFAULT_PIPELINE}) or leave --passes out")
     log(f"finetune: {model.name} on {target.name}; {len(train_set.images)} images of "
         f"{config.data} fine-tune (the first), {len(held_out.images)} report (the last)")
+    if resumed:
+        log(f"finetune: {resumed} MTJ layers start from the normalisation {model.name} learned "
+            "in an earlier fine-tuning")
     before = simulate(program, target, held_out, float_graph=float_graph, batch=batch, seed=seed,
                       progress=progress)
     log(f"before: mapped accuracy {before.accuracy:.2%} (lossless {before.quantized_accuracy:.2%}"
@@ -185,9 +189,8 @@ def run_finetune(config: FinetuneConfig, progress: bool = False,
     output = Path(config.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(model, layers, record, output)
-    exported = compile_model(output, target, config.target, pipeline, calibration, seed)
-    exported = apply_normalisation(exported, {k: (v["ps_scale"], v["ps_offset"])
-                                              for k, v in normalisation.items()})
+    exported, _ = with_learned_normalisation(
+        compile_model(output, target, config.target, pipeline, calibration, seed), output)
     program_path = save_program(exported, output.with_suffix(".imcir"))
     holdout_path = output.with_name(output.stem + ".holdout.npz")
     np.savez_compressed(holdout_path, image=held_out.images, label=held_out.labels)

@@ -77,6 +77,13 @@ class TrainConfig:
             raise UserError(f"finetune: unknown optimizer '{self.optimizer}'",
                             hint=f"one of {', '.join(OPTIMIZERS)}")
 
+    def epoch_images(self, forward: str, available: int) -> int:
+        """Return how many of the `available` training images an epoch of this forward
+        (`surrogate` or `mapped`) trains on: all, or `datapath_images` through the datapath."""
+        if forward == "mapped" and self.datapath_images:
+            return min(available, self.datapath_images)
+        return available
+
 
 @dataclass(frozen=True)
 class InputRange:
@@ -181,9 +188,9 @@ def train(network: MappedNetwork, images: np.ndarray, labels: np.ndarray, config
             weight_decay=config.weight_decay)
     else:
         optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    mapped_images = min(len(images), config.datapath_images or len(images))
-    stages = (config.surrogate_epochs * math.ceil(len(images) / config.batch),
-              config.epochs * math.ceil(mapped_images / config.batch))
+    stages = tuple(epochs * math.ceil(config.epoch_images(forward, len(images)) / config.batch)
+                   for epochs, forward in ((config.surrogate_epochs, "surrogate"),
+                                           (config.epochs, "mapped")))
     peaks = (1.0, (config.datapath_lr or config.lr) / config.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(step, stages, peaks))
@@ -216,9 +223,7 @@ def _epochs(network: MappedNetwork, optimizer: torch.optim.Optimizer,
         network.set_mode(forward)
         network.train()
         started = time.perf_counter()
-        order = order_rng.permutation(len(images))
-        if forward == "mapped" and config.datapath_images:
-            order = order[:config.datapath_images]
+        order = order_rng.permutation(len(images))[:config.epoch_images(forward, len(images))]
         total_loss, correct = 0.0, 0
         batches = range(0, len(order), config.batch)
         bar = _progress(batches, config.progress, epoch, total, forward)

@@ -181,6 +181,16 @@ def test_finetune_command_reports_the_simulation_of_the_exported_model(capsys,
     for node in (n for n in plain.nodes if "ps_scale" in n.attributes):
         assert list(node.attr("ps_scale")) == learned[node.name][0]
         assert list(node.attr("ps_offset")) == learned[node.name][1]
+    # fine-tuning the exported model again starts from where the first run ended
+    code, stdout, err = imcc(capsys, "finetune", out, "--target", "sotmtj", "--data",
+                             "digits-cnn", "--epochs", "0", "--train", "96", "--holdout", "72",
+                             "--report", tmp_path / "again.json", "-o", tmp_path / "again.onnx")
+    assert code == 0, err
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["before"]["accuracy"] == report["accuracy_after"]
+    assert again["before"]["layers"] == report["after"]["layers"]
+    assert f"finetune: {len(mtj)} MTJ layers start from the normalisation ft.onnx learned" \
+        in stdout
 
 
 @pytest.mark.parametrize(("argv", "message"), [
