@@ -98,7 +98,7 @@ def models(names: list[str]) -> list[Model]:
                 continue
             found.append(Model(name, path, f"cifar10:{CIFAR10_IMAGES}"))
         elif name.startswith("vgg"):
-            from models.vgg_cifar import export
+            from imcc.models.vgg_cifar import export
             path = models_dir() / f"{name}_cifar.onnx"
             if not path.is_file():
                 export(name, path)

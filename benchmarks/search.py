@@ -217,7 +217,7 @@ def _row(label: str, metrics: Metrics, base: Metrics) -> str:
 
 def xpert(trials: int, workdir: Path) -> None:
     """Part (b): VGG-16 on xpert.hw, uniform baseline against the searched structure."""
-    from models.vgg_cifar import export
+    from imcc.models.vgg_cifar import export
 
     model = workdir / "vgg16.onnx"
     export("vgg16", model)

@@ -157,8 +157,10 @@ def load_split(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     images = sorted(folder.glob(f"{split}-images*idx3*"))
     labels = sorted(folder.glob(f"{split}-labels*idx1*"))
     if not images or not labels:
-        raise SystemExit(f"no {split} IDX files in {folder}: run scripts/fetch_test_models.sh "
-                         "or pass --data-dir")
+        from imcc.errors import UserError
+
+        raise UserError(f"no {split} IDX files in {folder}",
+                        hint="run scripts/fetch_test_models.sh, or give the IDX folder")
     x = torch.from_numpy(read_idx(images[0]).astype(np.float32)[:, None] / 255.0)
     return x, torch.from_numpy(read_idx(labels[0]).astype(np.int64))
 
@@ -253,8 +255,13 @@ def main() -> None:
     torch.backends.cudnn.deterministic = True
     device = torch.device(args.device)
     folder = data_dir(args.data, args.data_dir)
-    x_train, y_train = load_split(folder, "train")
-    x_test, y_test = load_split(folder, "t10k")
+    from imcc.errors import UserError
+
+    try:
+        x_train, y_train = load_split(folder, "train")
+        x_test, y_test = load_split(folder, "t10k")
+    except UserError as exc:
+        raise SystemExit(exc.render()) from None
     model = build(args.arch, args.width, args.widths).to(device)
     weights = sum(p.numel() for p in model.parameters())
     print(f"{args.arch} on {args.data} ({folder}), {weights} parameters, "

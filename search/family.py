@@ -106,18 +106,6 @@ class Candidate:
                 "seconds": self.seconds}
 
 
-def _fashion_cnn():
-    """Import models/fashion_cnn.py (a script beside the package, not a module of it)."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "models" / "fashion_cnn.py"
-    spec = importlib.util.spec_from_file_location("imcc_fashion_cnn", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def candidate(family: NetworkFamily, widths: tuple[int, int, int], budget: ProxyBudget,
               cache: Path, data_dir: Path | None = None) -> Candidate:
     """Return a trained candidate: from the cache when it holds the same record, else trained
@@ -132,7 +120,8 @@ def candidate(family: NetworkFamily, widths: tuple[int, int, int], budget: Proxy
             return Candidate(widths, onnx_path, record["accuracy"], record["parameters"], 0.0)
     import torch
 
-    fashion_cnn = _fashion_cnn()
+    from imcc.models import fashion_cnn
+
     torch.manual_seed(budget.seed)
     folder = fashion_cnn.data_dir(family.data, data_dir)
     with contextlib.redirect_stdout(io.StringIO()):  # the trainer's per-epoch lines

@@ -151,7 +151,7 @@ def test_lenet5_helper_graph_matches_the_torch_export():
     weights, path = lenet5_weights(), lenet5_onnx()
     if weights is None or path is None:
         missing_model("LeNet5")
-    from models.lenet5 import build_with_helper, load_state_dict
+    from tests.models.lenet5 import build_with_helper, load_state_dict
 
     fallback = build_with_helper(load_state_dict(weights))
     images = np.random.default_rng(1).random((2, 1, 28, 28), dtype=np.float32)
