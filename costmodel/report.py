@@ -10,17 +10,23 @@ Per layer the JSON also carries `recovery_conversions` (speculation's 1-bit re-r
 `conversions`) and `profile`: what profile-converters measured on calibration data
 (`samples`, `saturation_rate`, `speculation_failure_rate`, `recoveries_per_conversion`), or
 null when the layer has no profile.
+
+`estimate` refuses a report whose totals are not finite and positive or whose figures of merit
+are not finite (`check_report`): the `.hw` loader's ranges should make that unreachable, so it
+is a last resort against a target whose numbers are legal one by one but absurd together.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from imcc.costmodel.area import chip_area
 from imcc.costmodel.interpreter import CostInterpreter
 from imcc.costmodel.layer import LayerCost
+from imcc.errors import UserError
 from imcc.ir.graph import Graph
 from imcc.target import Target
 
@@ -137,7 +143,7 @@ def estimate(graph: Graph, target: Target) -> CostReport:
         for component, value in layer.energy_breakdown_j.items():
             energy[component] += value
     area = {k: v * 1e6 for k, v in chip_area(target, walk.areas).items()}
-    return CostReport(
+    report = CostReport(
         target=target.name,
         macs=sum(layer.macs for layer in walk.layers),
         energy_j=sum(energy.values()),
@@ -147,6 +153,43 @@ def estimate(graph: Graph, target: Target) -> CostReport:
         area_breakdown_mm2=area,
         layers=tuple(walk.layers),
     )
+    check_report(report, target)
+    return report
+
+
+def check_report(report: CostReport, target: Target) -> None:
+    """Raise a UserError when a total is not finite and positive or a figure of merit is not
+    finite, naming the figure and the layer or component that made it."""
+    hint = (f"the values of target `{target.name}`"
+            f"{f' ({target.source})' if target.source else ''} are the likely cause: check "
+            "its energies, latencies and areas")
+    layer_energy = [(f"layer `{layer.name}`, component `{part}`", value)
+                    for layer in report.layers
+                    for part, value in layer.energy_breakdown_j.items()]
+    totals = (
+        ("energy", report.energy_j, "J", layer_energy, "no layer spends any energy"),
+        ("latency", report.latency_s, "s",
+         [(f"layer `{layer.name}`", layer.latency_s) for layer in report.layers],
+         "no layer takes any time"),
+        ("area", report.area_mm2, "mm2",
+         [(f"component `{part}`", value) for part, value in report.area_breakdown_mm2.items()],
+         "no component has any area"),
+    )
+    for figure, total, unit, parts, nothing in totals:
+        if math.isfinite(total) and total > 0:
+            continue
+        culprit = next((name for name, value in parts if not math.isfinite(value)), None)
+        if culprit is None:
+            culprit = next((name for name, value in parts if value < 0), None)
+        where = (f" (from {culprit})" if culprit is not None
+                 else f": {nothing}" if total == 0 else "")
+        raise UserError(f"the cost report's total {figure} is {total:g} {unit}{where}", hint)
+    for figure, value in (("EDAP", report.edap), ("TOPS/W", report.tops_per_w),
+                          ("TOPS/mm2", report.tops_per_mm2)):
+        if not math.isfinite(value):
+            raise UserError(f"the cost report's {figure} is {value:g} (energy "
+                            f"{report.energy_j:g} J, latency {report.latency_s:g} s, area "
+                            f"{report.area_mm2:g} mm2)", hint)
 
 
 def _energy(joules: float) -> str:

@@ -11,13 +11,15 @@ target "isaac" {
     converter adc8 { kind = sar; bits = [8]; model = fixed; energy = 1.5625 pJ }
 }
 ```
-Keys are the Target fields without their unit suffix (hw_schema.py); `load_target` takes a path
+Keys are the Target fields without their unit suffix (hw_schema.py); every number is checked
+against its key's one legal range there (`LIMITS`) as it is read. `load_target` takes a path
 or the name of a built-in target (targets/).
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ from imcc.frontend.hw_schema import (
     DIMENSIONS,
     UNITS,
     FieldSpec,
+    Limits,
     SectionSpec,
     convert,
     default_of,
@@ -101,6 +104,8 @@ class _Builder:
     def __init__(self, text: str, filename: str) -> None:
         self.text = text
         self.filename = filename
+        # where each converter's keys were written, for the checks against the crossbar
+        self.converter_where: dict[str, dict[str, Value]] = {}
 
     def error(self, where: Entry | Section | Value, message: str,
               hint: str | None = None) -> ParseError:
@@ -205,18 +210,22 @@ class _Builder:
             raise self.error(section, f"`{spec.name}` takes no name",
                              f"write `{spec.name} {{ ... }}`")
         filled = self.fill(section, where, spec.keys, {})
-        self.check_positive(filled)
         values = filled.values
         if spec.name == "converter":
             return self.converter(section, filled)
         if spec.name == "crossbar":
             self.check_crossbar(filled)
+        for key in ("bits_per_cycle", "input_bits"):  # the mapping passes pick from them
+            if spec.name == "input_driver" and values.get(key) == ():
+                raise self.error(filled.where[key], f"`{key}` is empty",
+                                 f"list the legal widths, e.g. `{key} = [1, 2]`")
         if spec.labelled:
             values["name"] = section.label
         return spec.cls(**values)
 
     def converter(self, section: Section, filled: _Filled) -> Converter:
         values, where = filled.values, filled.where
+        self.converter_where[section.label or ""] = where
         kind: ConverterKind = values["kind"]
         name = f"converter `{section.label}`"
         if kind in (ConverterKind.MTJ, ConverterKind.SENSE_AMP):
@@ -247,54 +256,47 @@ class _Builder:
                                  f"no `{key}`", f"add `{key} = ...`")
         return Converter(name=section.label or "", **values)
 
-    def check_positive(self, filled: _Filled) -> None:
-        """Reject negative numbers and zero integers where a count must be at least one."""
-        zero_ok = {"parallel_rows", "tiles_per_chip", "count"}
-        for name, value in filled.values.items():
-            items = value if isinstance(value, tuple) else (value,)
-            for i, item in enumerate(items):
-                if isinstance(item, bool) or not isinstance(item, int | float):
-                    continue
-                at = filled.where[name]
-                at = at.value[i] if at.kind == "list" else at
-                if item < 0:
-                    raise self.error(at, f"`{name}` cannot be negative, got `{at.text}`")
-                if item == 0 and isinstance(item, int) and name not in zero_ok:
-                    raise self.error(at, f"`{name}` must be at least 1, got `{at.text}`")
-
     def check_crossbar(self, filled: _Filled) -> None:
         values, where = filled.values, filled.where
-        devices = values.get("devices_per_slice", 1)
-        if devices not in (1, 2):
-            raise self.error(where["devices_per_slice"],
-                             f"`devices_per_slice` must be 1 or 2, got `{devices}`",
-                             "1: one device per weight slice (offset encoding); "
-                             "2: a differential pair (2T2R)")
+        devices = values.get("devices_per_slice", 1)  # 1 or 2 (hw_schema.LIMITS)
         if values.get("signed_columns") and devices != 2:
             raise self.error(where["signed_columns"], "`signed_columns` needs "
                              "`devices_per_slice = 2`: the column subtracts a device pair")
         if values.get("parallel_rows", 0) > values["rows"]:
-            raise self.error(where["parallel_rows"], f"`parallel_rows` exceeds the "
-                             f"{values['rows']} rows of the crossbar")
+            at = where["parallel_rows"]
+            raise self.error(at, f"`parallel_rows` must be 0..{values['rows']} rows, got "
+                             f"`{at.text}`", f"it exceeds the {values['rows']} rows of the "
+                             "crossbar (0 drives all rows at once)")
 
     def check_column_sharing(self, target: Target, top: _Filled) -> None:
+        """Check that every sharing factor, the target's and each converter's, fits the columns
+        (a factor that does not divide them leaves a converter with a partial group)."""
         at = top.where.get("column_sharing")
         if not target.column_sharing:
             raise self.error(at or top.section, "`column_sharing` is empty",
                              "list the legal factors, e.g. `column_sharing = [1, 2, 4, 8]`")
-        for i, factor in enumerate(target.column_sharing):
-            if target.crossbar.columns % factor:
-                item = at.value[i] if at is not None and at.kind == "list" else at
-                raise self.error(item or top.section, f"column sharing {factor} does not "
-                                 f"divide the {target.crossbar.columns} crossbar columns")
+        self.check_factors(target.column_sharing, at or top.section, target.crossbar.columns,
+                           "column sharing")
         for converter in target.converters:
-            for factor in converter.column_sharing:
-                if target.crossbar.columns % factor:
-                    raise self.error(top.section, f"converter {converter.name}: column sharing "
-                                     f"{factor} does not divide the {target.crossbar.columns} "
-                                     "crossbar columns")
-        if target.weight_bits < 1:
-            raise self.error(top.where["weight_bits"], "`weight_bits` must be at least 1")
+            where = self.converter_where.get(converter.name, {}).get("column_sharing")
+            self.check_factors(converter.column_sharing, where or top.section,
+                               target.crossbar.columns,
+                               f"converter {converter.name}: column sharing")
+
+    def check_factors(self, factors: tuple[int, ...], at: Value | Section, columns: int,
+                      what: str) -> None:
+        for i, factor in enumerate(factors):
+            item = at.value[i] if isinstance(at, Value) and at.kind == "list" else at
+            if factor > columns:
+                raise self.error(item, f"{what} {factor} exceeds the {columns} crossbar columns",
+                                 f"a factor is the columns one converter serves: 1..{columns}")
+            if columns % factor:
+                divisors = [d for d in range(1, columns + 1) if columns % d == 0]
+                hint = None
+                if len(divisors) <= 24:  # a short list helps; thousands do not
+                    hint = f"the factors that divide {columns}: {', '.join(map(str, divisors))}"
+                raise self.error(item, f"{what} {factor} does not divide the {columns} "
+                                 "crossbar columns", hint)
 
     def value(self, spec: FieldSpec, value: Value) -> Any:
         """Check one value against what its key needs and return it in SI units."""
@@ -306,6 +308,7 @@ class _Builder:
                 raise self.error(value, got, "write the number with its unit")
             self.check_unit(spec, value, got)
             number = convert(spec, value.value, value.unit)
+            self.check_limits(spec, value, number)
             if spec.integer:
                 if abs(number - round(number)) > 1e-9 * max(1.0, abs(number)):
                     raise self.error(value, f"`{spec.key}` needs a whole number of bytes, "
@@ -320,6 +323,7 @@ class _Builder:
         if spec.kind == "float":
             if value.kind != "number" or value.unit is not None:
                 raise self.error(value, got)
+            self.check_limits(spec, value, value.value)
             return value.value
         if spec.kind == "bool":
             if value.kind != "word" or value.value not in ("true", "false"):
@@ -329,19 +333,35 @@ class _Builder:
             raise self.error(value, got)
         if spec.kind == "str":
             return value.value
-        if value.value not in spec.words:  # enum
-            close = difflib.get_close_matches(value.value, spec.words, n=1)
-            hint = f"did you mean `{close[0]}`?" if close else None
-            raise self.error(value, got, hint)
+        if value.value not in spec.words:  # enum: exact, a near miss is an error, not a guess
+            close = [w for w in spec.words if w.lower() == value.value.lower()]
+            close = close or difflib.get_close_matches(value.value, spec.words, n=1)
+            hint = f"did you mean `{close[0]}`? " if close else ""
+            raise self.error(value, got, f"{hint}legal values of `{spec.key}`: "
+                             f"{', '.join(spec.words)}")
         return spec.enum(value.value) if spec.enum is not None else value.value
 
     def integer(self, spec: FieldSpec, value: Value) -> int:
         what = "a list of integers" if spec.kind == "ints" else "an integer"
-        if value.kind != "number" or value.value != int(value.value):
+        if value.kind != "number":
+            raise self.error(value, f"`{spec.key}` needs {what}, got `{value.text}`")
+        if math.isfinite(value.value) and value.value != int(value.value):
             raise self.error(value, f"`{spec.key}` needs {what}, got `{value.text}`")
         if value.unit is not None:
             raise self.error(value, f"`{spec.key}` takes no unit, got `{value.text}`")
+        self.check_limits(spec, value, value.value)  # before int(): `1e999` is infinite
         return int(value.value)
+
+    def check_limits(self, spec: FieldSpec, value: Value, stored: float) -> None:
+        """Check a number (stored unit) against its key's one legal range (hw_schema.LIMITS)."""
+        limits: Limits | None = spec.limits
+        if limits is None or limits.contains(stored):
+            return
+        legal = limits.describe(value.unit, spec.stored_units())
+        hint = limits.why or None
+        if not math.isfinite(stored):
+            hint = f"`{value.text}` overflows to infinity; every number must be finite"
+        raise self.error(value, f"`{spec.key}` must be {legal}, got `{value.text}`", hint)
 
     def check_unit(self, spec: FieldSpec, value: Value, got: str) -> None:
         assert spec.dimension is not None and value.unit is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -97,10 +98,143 @@ WORDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("Target", "column_share_mode"): ("reactivate", "sample-hold"),
     ("Buffer", "level"): ("tile", "chip"),
     ("DigitalUnit", "level"): ("crossbar", "tile", "chip"),
+    # read as `== "full-scale"` by the simulator, so a typo would silently mean `saturate`
+    ("Converter", "range_rule"): ("full-scale", "saturate"),
 }
 
 _ENUMS: dict[str, type[enum.Enum]] = {"ConverterKind": ConverterKind,
                                       "ConverterModel": ConverterModel}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The legal range of a number, in the unit the field stores (SI; `node_nm` in nm).
+
+    Every number must also be finite. `unit` names what an integer counts, for messages; `why`
+    is the physical reason, shown as the hint.
+    """
+
+    low: float
+    high: float
+    low_open: bool = False  # `> low` rather than `>= low`
+    unit: str = ""
+    why: str = ""
+
+    def contains(self, stored: float) -> bool:
+        """Return whether a stored value is finite and within the range."""
+        above = stored > self.low if self.low_open else stored >= self.low
+        return math.isfinite(stored) and above and stored <= self.high
+
+    def scaled(self, scale: float) -> Limits:
+        """Return these limits, given in SI, in a field's stored unit (stored = SI * scale)."""
+        return Limits(self.low * scale, self.high * scale, self.low_open, self.unit, self.why)
+
+    def describe(self, unit: str | None = None, units: dict[str, float] | None = None) -> str:
+        """Return e.g. `1..8 bits`, `1 or 2`, or `> 0 GHz and <= 1000 GHz`: an integer count
+        without `unit`, else each bound in the unit that writes it shortest, `unit` (the one
+        the user wrote) on a tie; `units` gives the stored units per unit of a dimension."""
+        if unit is None or not units:
+            low, high = _shown(self.low), _shown(self.high)
+            if not self.low_open:
+                after = f" {self.unit}" if self.unit else ""
+                if self.high == self.low + 1:
+                    return f"{low} or {high}{after}"
+                return f"{low}..{high}{after}"
+        else:
+            low, high = _in_units(self.low, unit, units), _in_units(self.high, unit, units)
+        return f"{'>' if self.low_open else '>='} {low} and <= {high}"
+
+
+def _in_units(stored: float, unit: str, units: dict[str, float]) -> str:
+    """Return a stored value as written most briefly: `1 mJ` rather than `1e+09 pJ`."""
+    def brevity(written: tuple[float, str]) -> tuple[int, float]:
+        # the fewest digits, then the number nearest 1 (`1 B`, not `8 bit`)
+        number = written[0]
+        return len(_shown(number)), abs(math.log10(abs(number))) if number else 0.0
+
+    options = [(stored / per, name) for name, per in [(unit, units[unit]), *units.items()]]
+    number, name = min(options, key=brevity)  # min keeps the first of equals: the user's unit
+    return f"{_shown(number)} {name}"
+
+
+def _shown(number: float) -> str:
+    if float(number).is_integer() and abs(number) < 1e7:  # counts read best in full
+        return str(int(number))
+    return f"{number:.6g}"
+
+
+# SI ranges by dimension: generous bounds that no real circuit reaches, so that a typo in an
+# exponent or a unit is caught while every published design fits
+_DIMENSION_LIMITS: dict[str, Limits] = {
+    # per action (a cell read, a conversion, a byte or bit moved): zero means "not modelled"
+    "energy": Limits(0.0, 1e-3, why="energies are per action (fJ to nJ in practice); "
+                     "0 means not modelled"),
+    "time": Limits(0.0, 1.0, why="latencies are per action (ps to us in practice); "
+                   "0 means not modelled"),
+    "frequency": Limits(0.0, 1e12, low_open=True, why="a clock or sample rate must tick"),
+    # one component; 0 where the part is absent or booked under another part (the whole chip's
+    # area is checked again in the cost report); 0.1 m2 is above a 300 mm wafer
+    "area": Limits(0.0, 0.1, why="areas are per component; 0 means absent or booked elsewhere"),
+    "length": Limits(0.0, 1e-3, low_open=True, why="a layout pitch is a positive length"),
+    "size": Limits(1.0, 2.0**40, why="an on-chip buffer holds 1 B to 1 TiB"),
+    "voltage": Limits(0.0, 5.0, low_open=True, why="a supply voltage is above 0 and at most 5 V"),
+    # 0: unlimited bandwidth
+    "data_rate": Limits(0.0, 1e16, why="0 means unlimited bandwidth"),
+}
+
+_POSITIVE_AREA = Limits(0.0, 0.1, low_open=True,
+                        why="a part that is present has an area (0.1 m2 is above a wafer)")
+
+# per-key ranges by (class name, field name), in the field's stored unit; every integer key
+# and every key whose zero would be wrong or silently mean something else is listed
+LIMITS: dict[tuple[str, str], Limits] = {
+    ("Technology", "node_nm"): Limits(1.0, 1000.0, why="technology nodes span 1 nm to 1 um"),
+    ("Crossbar", "rows"): Limits(1, 65536, unit="rows"),
+    ("Crossbar", "columns"): Limits(1, 65536, unit="columns"),
+    ("Crossbar", "bits_per_cell"): Limits(
+        1, 8, unit="bits", why="a cell stores 1 to 8 bits (at most 256 conductance levels)"),
+    ("Crossbar", "devices_per_slice"): Limits(
+        1, 2, why="1: one device per weight slice (offset encoding); "
+        "2: a differential pair (2T2R)"),
+    ("Crossbar", "parallel_rows"): Limits(0, 65536, unit="rows",
+                                          why="0 drives all rows at once"),
+    # without cell pitches the array's area is rows x columns x cell_area: 0 would make it free
+    ("Crossbar", "cell_area_m2"): Limits(0.0, 1e-6, low_open=True,
+                                         why="a memory cell has an area (nm2 to um2)"),
+    ("InputDriver", "bits_per_cycle"): Limits(1, 16, unit="bits",
+                                              why="an input slice carries 1 to 16 bits"),
+    ("InputDriver", "input_bits"): Limits(1, 16, unit="bits",
+                                          why="activations have 1 to 16 bits"),
+    ("Converter", "bits"): Limits(1, 16, unit="bits", why="a converter resolves 1 to 16 bits"),
+    ("Converter", "samples"): Limits(1, 4096, unit="samples",
+                                     why="an MTJ converter takes 1 to 4096 samples"),
+    ("Converter", "column_sharing"): Limits(1, 65536, unit="columns",
+                                            why="a converter serves 1 or more columns"),
+    ("Converter", "area_m2"): _POSITIVE_AREA,
+    # 0 would silently mean the default (minimum transistors, one clock cycle): leave them out
+    ("Converter", "comparator_area_m2"): Limits(0.0, 0.1, low_open=True,
+                                                why="leave it out for the default"),
+    ("Converter", "unit_area_m2"): Limits(0.0, 0.1, low_open=True,
+                                          why="leave it out for the default"),
+    ("Converter", "step_latency_s"): Limits(0.0, 1.0, low_open=True,
+                                            why="leave it out for one clock cycle"),
+    ("Converter", "sensitivity"): Limits(
+        0.0, 1000.0, low_open=True, why="the MTJ switches with probability "
+        "sigmoid(sensitivity * x) for x in [-1, 1]"),
+    ("DigitalUnit", "count"): Limits(0, 1_000_000, unit="instances"),
+    ("Buffer", "area_m2"): _POSITIVE_AREA,
+    ("Hierarchy", "crossbars_per_tile"): Limits(1, 65536, unit="crossbars"),
+    ("Hierarchy", "tiles_per_chip"): Limits(0, 1_000_000, unit="tiles",
+                                            why="0: as many tiles as the mapping needs"),
+    ("Hierarchy", "pipeline_speedup"): Limits(0, 1024, unit="copies",
+                                              why="0 or 1: each layer once"),
+    ("Target", "column_sharing"): Limits(1, 65536, unit="columns",
+                                         why="a converter serves 1 or more columns"),
+    # quantize needs a sign bit and a magnitude bit, and at most 16 bits
+    ("Target", "weight_bits"): Limits(2, 16, unit="bits", why="weights have 2 to 16 bits"),
+    ("Target", "area_budget_m2"): Limits(0.0, 0.1, low_open=True,
+                                         why="a chip's area budget is a positive area"),
+}
 
 # fields written as section labels or filled in by the loader, never as keys
 _NOT_KEYS = {"name", "source"}
@@ -120,6 +254,13 @@ class FieldSpec:
     required: bool = False
     optional: bool = False  # `float | None`: absent means None
     integer: bool = False  # a quantity stored as an int (`size_bytes`)
+    limits: Limits | None = None  # the legal range of a number (every item of a list)
+
+    def stored_units(self) -> dict[str, float]:
+        """Return how many stored units one of each unit of the key's dimension is."""
+        if self.dimension is None:
+            return {}
+        return {name: si * self.scale for name, si in self.dimension.units.items()}
 
     def describe(self) -> str:
         """Return what the key needs, for messages: `a time (ps, ns, us, ms, s)`."""
@@ -143,6 +284,19 @@ class SectionSpec:
 
 
 def _field_spec(cls: type, f: dataclasses.Field) -> FieldSpec | None:
+    spec = _plain_spec(cls, f)
+    if spec is None or spec.kind not in ("int", "ints", "float", "quantity"):
+        return spec
+    limits = LIMITS.get((cls.__name__, f.name))
+    if limits is None and spec.dimension is not None:
+        name = next(k for k, d in DIMENSIONS.items() if d is spec.dimension)
+        limits = _DIMENSION_LIMITS[name].scaled(spec.scale)
+    # one place states each range: a number without one is a gap in the tables above
+    assert limits is not None, f"no legal range for {cls.__name__}.{f.name}"
+    return dataclasses.replace(spec, limits=limits)
+
+
+def _plain_spec(cls: type, f: dataclasses.Field) -> FieldSpec | None:
     type_ = str(f.type)
     required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     words = WORDS.get((cls.__name__, f.name), ())
