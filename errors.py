@@ -80,6 +80,27 @@ class MappingError(UserError):
 class VerificationError(ImccError):
     """The IR broke an invariant; names the node and the rule. A pass that causes it has a bug."""
 
+    def __init__(self, message: str, *, value: str | None = None) -> None:
+        super().__init__(message)
+        self.value = value  # a value the broken definition defines: finds its line in a file
+
+
+class ProgramError(SourceError, VerificationError):
+    """A user's program file breaks an IR rule: a user error at the line that defines the node.
+
+    Still a VerificationError (the message is the verifier's), but exits 2 with `file:line:col`,
+    because the fault is in the file, not in a pass.
+    """
+
+
+class WeightFileError(UserError):
+    """A program's `.npz` weight file cannot be read (missing, truncated, not an archive)."""
+
+
+class BlobError(SourceError):
+    """A `blob<"...">` reference that the weight file does not satisfy (absent, wrong type or
+    content, NaN/Inf), reported at the constant's line."""
+
 
 class InterpreterError(ImccError):
     """The reference interpreter cannot execute a graph (no rule for an op, missing weights)."""

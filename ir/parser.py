@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-import json
+import math
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -11,13 +13,13 @@ from typing import Any
 import lark
 import numpy as np
 
-from imcc.errors import ParseError
+from imcc.errors import BlobError, ParseError, SourceError
 from imcc.ir.attributes import coerce, struct_class, struct_field_kinds
 from imcc.ir.graph import GRAPH_ATTRIBUTES, Constant, Graph, Node, Value
 from imcc.ir.ops import ShapeError, all_ops, get_op
-from imcc.ir.printer import parse_dense
+from imcc.ir.printer import StringSyntaxError, element_problem, parse_dense, parse_string
 from imcc.ir.types import DType, TensorType
-from imcc.ir.weights import digest, frozen
+from imcc.ir.weights import blob_problem, frozen
 
 GRAMMAR = r"""
 start: graph
@@ -92,23 +94,67 @@ def _parser() -> lark.Lark:
     return lark.Lark(GRAMMAR, parser="lalr", propagate_positions=True, maybe_placeholders=True)
 
 
+INT64_MAX = 2**63 - 1
+"""Integers in the text (dimensions, attributes) must fit in 64 bits: numpy and the backends
+hold them as int64, where a larger one would wrap or raise far from the file."""
+
+MAX_NESTING = 32
+"""Deepest list nesting accepted in an attribute value (no attribute needs more than 2)."""
+
+
+@dataclasses.dataclass
+class SourceMap:
+    """Where each value of a parsed program is defined, to point errors found later at a line."""
+
+    text: str
+    filename: str
+    header: tuple[int, int] = (1, 1)
+    values: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+
+    def error(self, cls: type[SourceError], message: str, value: str | None,
+              hint: str | None = None) -> SourceError:
+        """Return a `cls` error at the definition of `value` (the graph header without one)."""
+        line, column = self.values.get(value, self.header) if value else self.header
+        return cls(message, filename=self.filename, line=line, column=column,
+                   source_line=_line(self.text, line), hint=hint)
+
+
 def parse_graph(
     text: str,
     filename: str = "<string>",
     weights: Mapping[str, np.ndarray] | None = None,
 ) -> Graph:
     """Parse the text of one graph; `weights` maps blob digests to tensors (may be partial)."""
+    return parse_graph_located(text, filename, weights)[0]
+
+
+def parse_graph_located(
+    text: str,
+    filename: str = "<string>",
+    weights: Mapping[str, np.ndarray] | None = None,
+    weight_file: str | None = None,
+) -> tuple[Graph, SourceMap]:
+    """Parse one graph and say where each value is defined.
+
+    With `weight_file` (the name of the file `weights` came from) every blob the text references
+    must be in `weights`: a weight file that lacks some is the wrong file or a damaged one.
+    """
     try:
         tree = _parser().parse(text)
     except lark.UnexpectedInput as exc:
         raise _syntax_error(exc, text, filename) from None
-    return _Builder(text, filename, weights or {}).graph(tree.children[0])
+    except RecursionError:  # lark builds its tree recursively: absurdly deep brackets
+        raise ParseError("the text nests brackets too deeply", filename=filename, line=1,
+                         column=1, source_line=_line(text, 1)) from None
+    builder = _Builder(text, filename, weights or {}, weight_file)
+    graph = builder.graph(tree.children[0])
+    return graph, builder.source_map
 
 
 def _syntax_error(exc: lark.UnexpectedInput, text: str, filename: str) -> ParseError:
     line, column = exc.line, exc.column
     if line is None or line < 1:  # unexpected end of input
-        lines = text.splitlines() or [""]
+        lines = text.split("\n")
         line, column = len(lines), len(lines[-1]) + 1
     if isinstance(exc, lark.UnexpectedToken):
         expected = sorted({_TOKEN_NAMES.get(t, t.lower()) for t in exc.expected})
@@ -130,18 +176,57 @@ def _syntax_error(exc: lark.UnexpectedInput, text: str, filename: str) -> ParseE
 
 
 def _line(text: str, line: int) -> str:
-    lines = text.splitlines()
-    return lines[line - 1] if 0 < line <= len(lines) else ""
+    """Return a source line to print under a message, control characters shown as spaces.
+
+    lark counts lines by "\n" only (str.splitlines() would also split at \r, \f, U+2028...);
+    a raw tab or CR printed as is would move the text away from the caret below it.
+    """
+    lines = text.split("\n")
+    source = lines[line - 1].rstrip("\r") if 0 < line <= len(lines) else ""
+    return _CONTROL.sub(" ", source)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _position(text: str, offset: int) -> tuple[int, int]:
+    """Return the 1-based line and column of a character offset."""
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
 
 
 class _Builder:
     """Turns a parse tree into a Graph, checking names, ops and attributes as it goes."""
 
-    def __init__(self, text: str, filename: str, weights: Mapping[str, np.ndarray]) -> None:
+    def __init__(self, text: str, filename: str, weights: Mapping[str, np.ndarray],
+                 weight_file: str | None = None) -> None:
         self.text = text
         self.filename = filename
         self.weights = weights
+        self.weight_file = weight_file
         self.types: dict[str, TensorType] = {}
+        self.source_map = SourceMap(text, filename)
+        self.missing: list[tuple[str, str]] = []  # (value, digest) of blobs not in the file
+
+    def at(self, offset: int, message: str, hint: str | None = None) -> ParseError:
+        line, column = _position(self.text, offset)
+        return ParseError(message, filename=self.filename, line=line, column=column,
+                          source_line=_line(self.text, line), hint=hint)
+
+    def string(self, token: lark.Token) -> str:
+        """Decode a quoted string (names, locations, string attributes) at its token."""
+        try:
+            return parse_string(str(token))
+        except StringSyntaxError as exc:
+            raise self.at((token.start_pos or 0) + exc.offset, str(exc), exc.hint) from None
+
+    def integer(self, token: lark.Token, what: str = "integer") -> int:
+        """Read an integer token that must fit in 64 bits (checked before int() parses it)."""
+        text = str(token)
+        if len(text.lstrip("-")) > 19 or not -INT64_MAX - 1 <= int(text) <= INT64_MAX:
+            raise self.error(token, f"{what} {text[:24]}{'...' if len(text) > 24 else ''} "
+                             "does not fit in 64 bits")
+        return int(text)
 
     def error(self, where: Any, message: str, hint: str | None = None) -> ParseError:
         meta = getattr(where, "meta", None)
@@ -154,13 +239,14 @@ class _Builder:
 
     def name(self, tree: lark.Tree) -> str:
         token = tree.children[0]
-        return json.loads(token) if token.type == "STRING" else str(token)
+        return self.string(token) if token.type == "STRING" else str(token)
 
     def define(self, tree: lark.Tree, type_: TensorType) -> str:
         name = self.name(tree)
         if name in self.types:
             raise self.error(tree, f"value %{name} is defined twice")
         self.types[name] = type_
+        self.source_map.values[name] = (tree.meta.line, tree.meta.column)
         return name
 
     def use(self, tree: lark.Tree) -> str:
@@ -173,9 +259,15 @@ class _Builder:
 
     def type(self, tree: lark.Tree) -> TensorType:
         dtype = DType(str(tree.children[0]))
-        dims = tuple(int(t) for t in tree.children[1:] if t is not None)
-        if any(d < 0 for d in dims):
-            raise self.error(tree, "tensor dimensions must be >= 0")
+        tokens = [t for t in tree.children[1:] if t is not None]
+        dims = tuple(self.integer(t, "dimension") for t in tokens)
+        for token, dim in zip(tokens, dims, strict=True):
+            if dim < 0:
+                raise self.error(token, f"negative dimension {dim} in a tensor type",
+                                 "dimensions are static sizes >= 0")
+        if math.prod(dims) > INT64_MAX:
+            raise self.error(tree, f"{dtype.value}[{','.join(map(str, dims))}] has more than "
+                             "2^63 elements")
         return TensorType(dims, dtype)
 
     def graph(self, tree: lark.Tree) -> Graph:
@@ -185,6 +277,7 @@ class _Builder:
         nodes: list[Node] = []
         outputs: tuple[str, ...] = ()
         attributes: dict[str, Any] = {}
+        self.source_map.header = (tree.meta.line, tree.meta.column)
         for child in rest:
             if child is None:
                 continue
@@ -200,6 +293,8 @@ class _Builder:
                 constants[constant.name] = constant
             else:
                 nodes.append(self.node(child.children[0], child.children[1]))
+        if self.missing:
+            raise self.missing_blobs()
         return Graph(self.name(name_tree), tuple(inputs), constants, tuple(nodes), outputs,
                      dict(self.types), attributes)
 
@@ -209,6 +304,8 @@ class _Builder:
             if attr is None:
                 continue
             key = str(attr.children[0])
+            if key in result:
+                raise self.error(attr, f"graph attribute '{key}' given twice")
             if key not in GRAPH_ATTRIBUTES:
                 raise self.error(attr, f"unknown graph attribute '{key}'",
                                  f"valid graph attributes: {', '.join(GRAPH_ATTRIBUTES)}")
@@ -225,23 +322,41 @@ class _Builder:
         type_ = self.type(type_tree)
         name = self.define(results.children[0], type_)
         if body.data == "dense":
-            elements = [str(t) for t in body.children if t is not None]
-            if len(elements) != type_.size:
-                raise self.error(
-                    body, f"dense constant of type {type_} needs {type_.size} elements, "
-                    f"got {len(elements)}")
-            try:
-                data = parse_dense(elements, type_.dtype, type_.shape)
-            except ValueError as exc:
-                raise self.error(body, f"bad element for {type_.dtype.value}: {exc}") from None
-            return Constant.of(name, data)
-        key = json.loads(body.children[0])
+            return Constant.of(name, self.dense(body, type_))
+        key = self.string(body.children[0])
         data = self.weights.get(key)
         if data is not None:
-            if TensorType.of(data) != type_ or digest(data) != key:
-                raise self.error(body, f"blob {key} in the weight file does not match {type_}")
+            problem = blob_problem(key, data, type_, from_file=self.weight_file is not None)
+            if problem is not None:
+                where = f" in {self.weight_file}" if self.weight_file else ""
+                raise self.source_map.error(
+                    BlobError, f"blob {key} of %{name}{where} {problem}", name,
+                    "the weight file does not belong to this program: recompile it, or "
+                    "pass --weights FILE.npz")
             data = frozen(data)
+        elif self.weight_file is not None:
+            self.missing.append((name, key))
         return Constant(name, type_, key, data)
+
+    def dense(self, body: lark.Tree, type_: TensorType) -> np.ndarray:
+        tokens = [t for t in body.children if t is not None]
+        if len(tokens) != type_.size:
+            raise self.error(
+                body, f"dense constant of type {type_} needs {type_.size} elements, "
+                f"got {len(tokens)}")
+        for token in tokens:  # each element must be a literal of the type, not just parse as one
+            problem = element_problem(str(token), type_.dtype)
+            if problem is not None:
+                raise self.error(token, problem)
+        return parse_dense([str(t) for t in tokens], type_.dtype, type_.shape)
+
+    def missing_blobs(self) -> BlobError:
+        name, key = self.missing[0]
+        more = f" ({len(self.missing)} blobs are missing)" if len(self.missing) > 1 else ""
+        return self.source_map.error(
+            BlobError, f"blob {key} of %{name} is not in the weight file {self.weight_file}{more}",
+            name, "the weight file belongs to another program or is damaged: recompile, or "
+            "pass --weights FILE.npz")
 
     def node(self, results: lark.Tree, tree: lark.Tree) -> Node:
         opname, *rest = tree.children
@@ -275,23 +390,28 @@ class _Builder:
         if len(names) != len(types):
             raise self.error(tree, f"{len(names)} results but {len(types)} result types")
         outputs = tuple(self.define(n, t) for n, t in zip(names, types, strict=True))
-        location = json.loads(loc.children[0]) if loc is not None else ""
+        location = self.string(loc.children[0]) if loc is not None else ""
         return Node(op, inputs, outputs, attrs, location)
 
-    def value(self, tree: Any) -> Any:
+    def value(self, tree: Any, depth: int = 0) -> Any:
         kind = tree.data
+        if depth > MAX_NESTING:
+            raise self.error(tree, f"attribute value nested more than {MAX_NESTING} deep")
         if kind == "int":
-            return int(tree.children[0])
+            return self.integer(tree.children[0])
         if kind == "float":
-            return float(tree.children[0])
+            number = float(tree.children[0])
+            if math.isinf(number) and "inf" not in tree.children[0]:  # 1e999 is no float64
+                raise self.error(tree.children[0], f"{tree.children[0]} is out of range")
+            return number
         if kind == "string":
-            return json.loads(tree.children[0])
+            return self.string(tree.children[0])
         if kind in ("true", "false"):
             return kind == "true"
         if kind == "dtype":
             return DType(str(tree.children[0]))
         if kind == "list":
-            return [self.value(c) for c in tree.children if c is not None]
+            return [self.value(c, depth + 1) for c in tree.children if c is not None]
         if kind == "struct":
             mnemonic, *fields = tree.children
             cls = struct_class(str(mnemonic))
@@ -303,11 +423,13 @@ class _Builder:
                 if field is None:
                     continue
                 key = str(field.children[0])
+                if key in values:
+                    raise self.error(field, f"field '{key}' of #{mnemonic} given twice")
                 if key not in kinds:
                     raise self.error(field, f"#{mnemonic} has no field '{key}'",
                                      f"valid fields: {', '.join(kinds)}")
                 try:
-                    values[key] = coerce(self.value(field.children[1]), kinds[key])
+                    values[key] = coerce(self.value(field.children[1], depth + 1), kinds[key])
                 except TypeError as exc:
                     raise self.error(field, f"field '{key}' of #{mnemonic}: {exc}") from None
             try:

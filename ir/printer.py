@@ -33,6 +33,54 @@ def format_name(name: str) -> str:
     return name if BARE_NAME.fullmatch(name) else json.dumps(name)
 
 
+class StringSyntaxError(ValueError):
+    """A quoted string that JSON (the spelling `json.dumps` writes) does not allow."""
+
+    def __init__(self, message: str, offset: int, hint: str) -> None:
+        super().__init__(message)
+        self.offset = offset  # of the offending character, from the opening quote
+        self.hint = hint
+
+
+_ESCAPES = '"\\/bfnrtu'
+_CONTROL_NAMES = {"\t": "a tab", "\r": "a carriage return", "\n": "a line break"}
+
+
+def parse_string(quoted: str) -> str:
+    """Read back a string `format_name` / `format_value` quoted, or raise StringSyntaxError.
+
+    Checked before `json.loads`, whose errors name neither the character nor a fix; raw control
+    characters (a tab, a CR) are refused because the printer never writes them.
+    """
+    i = 1
+    while i < len(quoted) - 1:
+        char = quoted[i]
+        if char == "\\":
+            escape = quoted[i + 1]
+            if escape not in _ESCAPES:
+                raise StringSyntaxError(f"bad escape '\\{escape}' in a string", i,
+                                        'valid escapes: \\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX')
+            if escape == "u":
+                hexits = quoted[i + 2 : i + 6]
+                if len(hexits) != 4 or any(c not in "0123456789abcdefABCDEF" for c in hexits):
+                    raise StringSyntaxError("bad escape '\\u' in a string", i,
+                                            "write \\u and four hex digits, e.g. \\u00e9")
+                i += 4
+            i += 2
+            continue
+        if ord(char) < 0x20:
+            what = _CONTROL_NAMES.get(char, f"control character U+{ord(char):04X}")
+            raise StringSyntaxError(f"{what} inside a quoted string", i,
+                                    f"write it as the escape {json.dumps(char)[1:-1]}")
+        i += 1
+    value = json.loads(quoted)
+    lone = next((c for c in value if 0xD800 <= ord(c) <= 0xDFFF), None)
+    if lone is not None:  # half a UTF-16 pair: it has no UTF-8 spelling, so it cannot be printed
+        raise StringSyntaxError(f"unpaired surrogate \\u{ord(lone):04x} in a string", 0,
+                                "escape a character outside the BMP as a \\ud8xx\\udcxx pair")
+    return value
+
+
 def format_element(value: object, dtype: DType) -> str:
     """Spell one element of a dense constant so that it reads back bit for bit."""
     if dtype is DType.BOOL:
@@ -47,8 +95,33 @@ def format_element(value: object, dtype: DType) -> str:
     return text if ("." in text or "e" in text) else text + ".0"
 
 
+def element_problem(text: str, dtype: DType) -> str | None:
+    """Say why `text` is not an element of `dtype` as `format_element` spells them, or None.
+
+    numpy alone would read `5` as a false bool, wrap `300` in an i8 or round `1e99` to an f16
+    inf: a silently different constant.
+    """
+    if dtype is DType.BOOL:
+        return None if text in ("true", "false") else f"bool element must be true or false, " \
+            f"not {text}"
+    if dtype.is_integer:
+        if not text.lstrip("-").isdigit():
+            return f"{dtype.value} element must be an integer, not {text}"
+        info = np.iinfo(dtype.numpy)
+        if len(text) > 24 or not info.min <= int(text) <= info.max:
+            return f"{text[:24]} is out of range for {dtype.value} ({info.min}..{info.max})"
+        return None
+    if text in ("true", "false"):
+        return f"{dtype.value} element must be a number, not {text}"
+    with np.errstate(over="ignore"):
+        finite = np.isfinite(np.array(text, dtype.numpy))
+    if not finite and "inf" not in text and "nan" not in text:
+        return f"{text} is out of range for {dtype.value}"
+    return None
+
+
 def parse_dense(elements: list[str], dtype: DType, shape: tuple[int, ...]) -> np.ndarray:
-    """Build the array of a dense constant from its element spellings."""
+    """Build the array of a dense constant from its element spellings (see element_problem)."""
     if dtype is DType.BOOL:
         array = np.array([e == "true" for e in elements], dtype=bool)
     elif dtype.is_integer:
