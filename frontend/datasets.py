@@ -12,11 +12,22 @@
 
 Images are float32 in [0, 1]; a model that expects another range either rescales at its input
 or is fed with a `,scale=S` suffix on the spec (`mnist:DIR,scale=255` multiplies by 255).
+
+Every data set passes one check when it is loaded (`_validated`): images are a numeric array
+of samples [N, ...] with N >= 1, finite after scaling; labels, when present, are 1-D integers
+>= 0, one per image. A limit takes the first N samples and must be at least 1; a limit above
+the data set's size takes all of it and the Dataset remembers what was asked (`limit`), so that
+reports can say so. Whether labels fit a model's classes is known only where the model is:
+`check_labels` (backend/simulate.py calls it).
 """
 
 from __future__ import annotations
 
 import gzip
+import math
+import struct
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,107 +38,260 @@ from imcc.examples import EXAMPLE_DATA, HERE
 
 KINDS = ("digits", "mnist:DIR", "fashion-mnist:DIR", "npz:FILE", "cifar10:FILE", *EXAMPLE_DATA)
 
+NPZ_HINT = "a data set .npz holds `image` [N,...] and `label` [N], e.g. " \
+    "numpy.savez(FILE, image=x, label=y)"
+CIFAR_HINT = "a CIFAR-10 .npz holds uint8 `images` [N,32,32,3] and integer `labels` [N]"
+
+# What np.load / zipfile / zlib raise on a damaged archive: truncated or corrupt zip members,
+# bad CRCs, broken .npy headers, unsupported or encrypted members, absurd header shapes.
+_DAMAGED = (OSError, EOFError, ValueError, KeyError, RuntimeError, NotImplementedError,
+            OverflowError, zipfile.BadZipFile, zlib.error, struct.error)
+
 
 @dataclass(frozen=True)
 class Dataset:
-    """Images (float32, NCHW) and labels (int64, or None) read from one spec."""
+    """Images (float32, NCHW) and labels (int64, or None) read from one spec; `limit` is the
+    sample count a caller asked for (None: all), which may exceed the samples there are."""
 
     name: str
     images: np.ndarray
     labels: np.ndarray | None
+    limit: int | None = None
 
     def take(self, limit: int | None) -> Dataset:
-        """Return the first `limit` samples (all when limit is None)."""
+        """Return the first `limit` samples (all when limit is None); limit must be >= 1."""
         if limit is None:
             return self
+        _check_limit(limit)
         labels = None if self.labels is None else self.labels[:limit]
-        return Dataset(self.name, self.images[:limit], labels)
+        return Dataset(self.name, self.images[:limit], labels, limit)
+
+
+@dataclass(frozen=True)
+class _Arrays:
+    """The arrays of a data set as its file stores them, before the one check."""
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    source: str  # the file or folder, for messages
+    layout: str = "samples"  # "samples" [N,...] as is; "idx" [N,H,W]; "nhwc" CIFAR [N,H,W,3]
+    divide: float = 1.0  # byte images are scaled to [0, 1]
 
 
 def load_dataset(spec: str, limit: int | None = None) -> Dataset:
-    """Read the data set a spec names (see the module docstring)."""
+    """Read the data set a spec names (see the module docstring); UserError on bad data."""
+    if limit is not None:
+        _check_limit(limit)
     base, _, option = spec.partition(",scale=")
-    if option:
-        try:
-            factor = float(option)
-        except ValueError:
-            raise UserError(f"bad scale in data set '{spec}'", hint="e.g. mnist:DIR,scale=255") \
-                from None
-        data = load_dataset(base, limit)
-        return Dataset(spec, data.images * np.float32(factor), data.labels)
+    factor = _scale(spec, option) if option else 1.0
+    return _validated(spec, _read(base), limit, factor)
+
+
+def _check_limit(limit: int) -> None:
+    # a negative limit would slice from the end and 0 would leave nothing: both are mistakes
+    if limit < 1:
+        raise UserError(f"the sample limit must be at least 1, not {limit}",
+                        hint="--limit N takes the first N samples of the data set")
+
+
+def _scale(spec: str, option: str) -> float:
+    try:
+        factor = float(option)
+    except ValueError:
+        factor = math.nan
+    if not (math.isfinite(factor) and factor > 0):  # nan/inf/0 would poison every image
+        raise UserError(f"bad scale in data set '{spec}': '{option}' is not a positive number",
+                        hint="e.g. mnist:DIR,scale=255")
+    return factor
+
+
+def _read(spec: str) -> _Arrays:
     kind, _, path = spec.partition(":")
     if spec in EXAMPLE_DATA:
-        return _npz(spec, HERE / EXAMPLE_DATA[spec]).take(limit)
+        return _npz(HERE / EXAMPLE_DATA[spec])
     if kind == "digits" and not path:
-        return _digits().take(limit)
+        return _digits()
     if kind in ("mnist", "fashion-mnist") and path:
-        return _idx_folder(spec, Path(path)).take(limit)
+        return _idx_folder(Path(path))
     if kind == "npz" and path:
-        return _npz(spec, Path(path)).take(limit)
+        return _npz(Path(path))
     if kind == "cifar10" and path:
-        return _cifar10(spec, Path(path)).take(limit)
+        return _cifar10(Path(path))
     raise UserError(f"unknown data set '{spec}'", hint=f"data sets: {', '.join(KINDS)}")
 
 
-def _digits() -> Dataset:
+def _validated(name: str, raw: _Arrays, limit: int | None, factor: float) -> Dataset:
+    """The one check every data set passes; returns float32 NCHW images and int64 labels."""
+    images, labels, where = raw.images, raw.labels, raw.source
+    if images.dtype.kind not in "biuf":  # strings, objects, complex numbers, dates
+        raise UserError(f"data set {where}: images are {images.dtype}, not numbers",
+                        hint="store the images as a float or integer array")
+    want = {"samples": "[N, ...] with one sample per row", "idx": "[N, rows, columns]",
+            "nhwc": "[N, 32, 32, 3]"}[raw.layout]
+    rank_ok = {"samples": images.ndim >= 2, "idx": images.ndim == 3,
+               "nhwc": images.ndim == 4 and images.shape[-1:] == (3,)}[raw.layout]
+    if not rank_ok:
+        raise UserError(f"data set {where}: images have shape {list(images.shape)}, not "
+                        f"{want}", hint=NPZ_HINT if raw.layout == "samples" else CIFAR_HINT
+                        if raw.layout == "nhwc" else "the IDX images file is not 3-D")
+    if len(images) == 0:
+        raise UserError(f"data set {where} holds no samples",
+                        hint="point at a data set with at least one image")
+    if labels is not None:
+        _check_label_array(labels, len(images), where)
+    if limit is not None:
+        images = images[:limit]
+        labels = None if labels is None else labels[:limit]
+    x = images.astype(np.float32)
+    if raw.layout == "idx":
+        x = x[:, None]
+    elif raw.layout == "nhwc":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
+        if raw.divide != 1.0:
+            x /= np.float32(raw.divide)
+        if factor != 1.0:
+            x *= np.float32(factor)
+    bad = ~np.isfinite(x)  # NaN/Inf in the file, or a scale that overflows float32
+    if bad.any():
+        first = int(np.argwhere(bad.reshape(len(x), -1).any(axis=1))[0, 0])
+        count = int(bad.sum())
+        scaled = f" after ,scale={factor:g}" if factor != 1.0 else ""
+        raise UserError(f"data set {where}: {count} image value{'s are' if count > 1 else ' is'}"
+                        f" NaN or infinite{scaled} (the first in sample {first})",
+                        hint="clean the data, or give a smaller ,scale=S" if factor != 1.0
+                        else "clean the data: every pixel must be a finite number")
+    return Dataset(name, x, None if labels is None else labels.astype(np.int64), limit)
+
+
+def _check_label_array(labels: np.ndarray, count: int, where: str) -> None:
+    """Labels are 1-D, one per image, non-negative integers (their upper bound is the model's
+    business: check_labels)."""
+    if labels.ndim != 1 or len(labels) != count:
+        raise UserError(f"data set {where}: labels have shape {list(labels.shape)}, the images "
+                        f"need one label each: [{count}]",
+                        hint="store the labels as a 1-D array of class numbers")
+    if labels.dtype.kind not in "iu":  # floats would be truncated, bools and strings guessed
+        raise UserError(f"data set {where}: labels are {labels.dtype}, not integers",
+                        hint="store class numbers, e.g. label.astype(numpy.int64)")
+    if count and (labels.min() < 0 or labels.max() > np.iinfo(np.int64).max):
+        raise UserError(f"data set {where}: labels must be class numbers >= 0, found "
+                        f"{labels.min()}", hint="store class numbers 0..C-1")
+
+
+def check_labels(data: Dataset, classes: int | None) -> None:
+    """Raise UserError unless the data set has one label per image, each in 0..classes-1
+    (a label a model cannot predict would silently lower its accuracy; None: no bound)."""
+    if data.labels is None:
+        raise UserError(f"data set {data.name} has no labels", hint="accuracy needs labels")
+    _check_label_array(data.labels, len(data.images), data.name)
+    if classes is not None and len(data.labels) and int(data.labels.max()) >= classes:
+        raise UserError(f"data set {data.name}: labels go up to {int(data.labels.max())}, but "
+                        f"the model has {classes} outputs (classes 0..{classes - 1})",
+                        hint="pick the data set the model was trained for")
+
+
+def _digits() -> _Arrays:
     try:
         from sklearn.datasets import load_digits
     except ImportError:
         raise UserError("the `digits` data set needs scikit-learn",
                         hint="pip install scikit-learn") from None
     digits = load_digits()
-    images = (digits.images / 16.0).astype(np.float32)[:, None]
-    return Dataset("digits", images, digits.target.astype(np.int64))
+    return _Arrays(digits.images[:, None], digits.target, "digits", divide=16.0)
 
 
-def _npz(name: str, path: Path) -> Dataset:
+def _read_npz(path: Path, keys: dict[str, tuple[str, ...]], hint: str
+              ) -> dict[str, np.ndarray | None]:
+    """The one place a data set archive is opened: return the first present name of every
+    role in `keys` (None when absent and optional, i.e. its tuple ends with ""). Missing,
+    empty, foreign or damaged files are UserErrors naming the file."""
+    if not path.exists():
+        raise UserError(f"cannot read data set {path}: no such file", hint=hint)
+    if path.is_dir():
+        raise UserError(f"cannot read data set {path}: it is a folder, not a .npz file",
+                        hint=hint)
     try:
+        with path.open("rb") as handle:
+            head = handle.read(6)
+        if not head:
+            raise UserError(f"cannot read data set {path}: the file is empty (0 bytes)",
+                            hint=hint)
+        if head.startswith(b"\x93NUMPY"):
+            raise UserError(f"cannot read data set {path}: it is a single .npy array, not a "
+                            ".npz archive", hint=hint)
+        if not head.startswith(b"PK"):  # np.load would try it as a pickle and say so
+            raise UserError(f"cannot read data set {path}: it is not a .npz (zip) archive",
+                            hint=hint)
         with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read data set {path}: {exc}") from None
-    images = arrays.get("image", arrays.get("x"))
-    if images is None:
-        raise UserError(f"{path} has no array 'image' (or 'x')",
-                        hint=f"arrays in the file: {', '.join(arrays)}")
-    labels = arrays.get("label", arrays.get("y"))
-    return Dataset(name, images.astype(np.float32),
-                   None if labels is None else labels.astype(np.int64))
+            found: dict[str, np.ndarray | None] = {}
+            for role, names in keys.items():
+                name = next((n for n in names if n and n in data.files), None)
+                if name is None and names[-1] != "":
+                    first, *others = (f"`{n}`" for n in names if n)
+                    wanted = first + (f" (or {', '.join(others)})" if others else "")
+                    listed = ", ".join(data.files) or "none"
+                    raise UserError(f"data set {path} has no array {wanted}",
+                                    hint=f"arrays in the file: {listed}; {hint}")
+                found[role] = None if name is None else data[name]
+            return found
+    except _DAMAGED as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        if "allow_pickle" in reason:  # object arrays: code, not data, and never loaded
+            raise UserError(f"cannot read data set {path}: it holds Python objects (pickled "
+                            "arrays), which imcc does not load", hint=hint) from None
+        raise UserError(f"cannot read data set {path}: the archive is damaged or truncated "
+                        f"({reason})", hint=f"write the file again; {hint}") from None
 
 
-def _cifar10(name: str, path: Path) -> Dataset:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            images, labels = data["images"], data["labels"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise UserError(f"cannot read CIFAR-10 images from {path}: {exc}",
-                        hint="an .npz with uint8 `images` [N,32,32,3] and `labels`") from None
-    x = images.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
-    return Dataset(name, np.ascontiguousarray(x), labels.astype(np.int64))
+def _npz(path: Path) -> _Arrays:
+    arrays = _read_npz(path, {"images": ("image", "x"), "labels": ("label", "y", "")},
+                       NPZ_HINT)
+    assert arrays["images"] is not None
+    return _Arrays(arrays["images"], arrays["labels"], str(path))
+
+
+def _cifar10(path: Path) -> _Arrays:
+    arrays = _read_npz(path, {"images": ("images",), "labels": ("labels",)}, CIFAR_HINT)
+    assert arrays["images"] is not None
+    return _Arrays(arrays["images"], arrays["labels"], str(path), layout="nhwc", divide=255.0)
 
 
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (optionally gzipped): magic, big-endian sizes, unsigned bytes."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        raw = handle.read()
+    hint = "MNIST IDX files: 0x00000803 images [N,28,28], 0x00000801 labels [N] (or .gz)"
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError, zlib.error) as exc:  # a folder, unreadable, broken gzip
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise UserError(f"cannot read {path}: {reason}", hint=hint) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise UserError(f"{path} is not an IDX file of unsigned bytes")
+        raise UserError(f"{path} is not an IDX file of unsigned bytes (magic "
+                        f"{raw[:4].hex() or 'missing'}, expected 000008xx)", hint=hint)
     dims = raw[3]
+    if len(raw) < 4 + 4 * dims:
+        raise UserError(f"{path} is truncated: its header names {dims} sizes, the file ends "
+                        "before them", hint=hint)
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
     data = np.frombuffer(raw, np.uint8, offset=4 + 4 * dims)
-    if data.size != int(np.prod(shape)):
-        raise UserError(f"{path}: header says {shape}, file holds {data.size} bytes")
+    if data.size != math.prod(shape):
+        raise UserError(f"{path}: header says {shape} ({math.prod(shape)} bytes), file holds "
+                        f"{data.size} bytes", hint="the file is truncated or damaged; " + hint)
     return data.reshape(shape)
 
 
-def _idx_folder(name: str, folder: Path) -> Dataset:
+def _idx_folder(folder: Path) -> _Arrays:
+    hint = "point at the folder that holds the MNIST/Fashion-MNIST IDX files"
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise UserError(f"data set folder {folder} {what}", hint=hint)
     for split in ("t10k", "train"):
         for suffix in ("", ".gz"):
             images = sorted(folder.glob(f"{split}-images*idx3*{suffix}"))
             labels = sorted(folder.glob(f"{split}-labels*idx1*{suffix}"))
             if images and labels:
-                x = read_idx(images[0]).astype(np.float32)[:, None] / 255.0
-                return Dataset(name, x, read_idx(labels[0]).astype(np.int64))
-    raise UserError(f"no IDX files (t10k-images-idx3-ubyte, ...) in {folder}",
-                    hint="point at the folder that holds the MNIST/Fashion-MNIST IDX files")
+                return _Arrays(read_idx(images[0]), read_idx(labels[0]), str(folder),
+                               layout="idx", divide=255.0)
+    raise UserError(f"no IDX files (t10k-images-idx3-ubyte, ...) in {folder}", hint=hint)

@@ -2,7 +2,9 @@
 
 `import_onnx` accepts the default domain at opsets 6 to 25. The import runs in four steps:
 
-1. load and check the model (`onnx.checker`), fix the batch dimension of the graph inputs;
+1. load the model (refusing corrupt bytes and external data outside the model's folder), check
+   it (`onnx.checker`, then what imcc needs of dims, weights and sizes), fix the batch dimension
+   of the graph inputs;
 2. fold every node whose inputs are all constant (initializers, `Constant` nodes, frozen inputs,
    earlier folded results; also `Shape`/`Size` of statically shaped values) with the ONNX
    reference evaluator, so weight generators such as `ConstantOfShape` need no IR op;
@@ -15,18 +17,28 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Iterator, Mapping
+from pathlib import Path, PureWindowsPath
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
-from onnx import numpy_helper
+import onnx.external_data_helper
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, Message
 
 from imcc.errors import FrontendError
 from imcc.frontend import onnx_ops, onnx_pool, onnx_shape_ops  # noqa: F401  (register converters)
 from imcc.frontend.onnx_context import CONVERTERS, Context, NodeError, Unsupported, dtype_of
-from imcc.frontend.onnx_fold import ShapeTable, fold_constants, infer_shapes, is_static
+from imcc.frontend.onnx_fold import (
+    ShapeTable,
+    check_finite_weights,
+    fold_constants,
+    frozen_inputs,
+    infer_shapes,
+    input_types,
+    is_static,
+    read_initializers,
+)
 from imcc.ir.graph import Graph, GraphBuilder
 from imcc.ir.types import TensorType
 from imcc.ir.verifier import verify
@@ -47,6 +59,8 @@ def import_onnx(
 
     `batch` replaces a symbolic leading dimension of the graph inputs; `freeze_inputs` binds
     graph inputs to constant arrays (as ONNX node tests pass weights and shapes as inputs).
+    Every problem of the model, however malformed, is a FrontendError that names the model
+    and the node, tensor or field at fault (`_load`, `_check_graph`).
     """
     proto, label = _load(model)
     # Ops ONNX itself does not know fail the checker; skip it so the unsupported-op report
@@ -58,10 +72,12 @@ def import_onnx(
     if batch < 1:
         raise FrontendError(f"{label}: batch must be at least 1, got {batch}")
     graph = proto.graph
+    _check_graph(graph, label)
     names = [n.name or f"{n.op_type}_{i}" for i, n in enumerate(graph.node)]
-    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    constants.update(_frozen(graph, constants, freeze_inputs or {}, label))
-    inputs = _input_types(graph, constants, batch, label)
+    constants = read_initializers(graph, label)
+    check_finite_weights(graph, names, constants, label)
+    constants.update(frozen_inputs(graph, constants, freeze_inputs or {}, label))
+    inputs = input_types(graph, constants, batch, label)
 
     table: ShapeTable = {}
     if not unknown and any(n.op_type in ("Shape", "Size") for n in graph.node):
@@ -82,9 +98,11 @@ def import_onnx(
     for node_name, node in remaining:
         _translate(ctx, node, node_name, table, label)
     try:
+        values = len(builder.types)
         outputs = [ctx.value(v.name) for v in graph.output]
+        ctx.check_results(values, len(builder.nodes))  # constants that are graph outputs
     except NodeError as exc:
-        raise FrontendError(f"{label}: graph output: {exc}") from None
+        raise FrontendError(f"{label}: graph output: {exc}", hint=NODE_HINT) from None
     result = builder.build(outputs)
     verify(result)
     return result
@@ -94,21 +112,128 @@ def _stem(model: object) -> str:
     return "" if isinstance(model, onnx.ModelProto) else Path(os.fspath(model)).stem
 
 
+NODE_HINT = ("the node is malformed or out of the range imcc compiles; fix it where the model is "
+             "exported (onnx.checker.check_model(model, full_check=True) may say more)")
+LOAD_HINT = "give an ONNX model file (.onnx) as written by onnx.save or torch.onnx.export"
+
+
 def _load(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
-    """Read and check a model; return it with the label that error messages start with."""
-    hint = "give an ONNX model file (.onnx) as written by onnx.save or torch.onnx.export"
+    """Read a model (its external data only from inside its folder); return it with the label
+    that error messages start with."""
     if isinstance(model, onnx.ModelProto):
-        proto, label = model, f"<model {model.graph.name or 'unnamed'}>"
-    else:
-        label = os.fspath(model)
-        if not Path(label).is_file():
-            why = "not a file" if Path(label).exists() else "no such file"
-            raise FrontendError(f"cannot read ONNX model {label}: {why}", hint=hint)
-        try:
-            proto = onnx.load(label)
-        except (DecodeError, OSError, ValueError, RuntimeError) as exc:
-            raise FrontendError(f"{label}: not a valid ONNX model ({exc})", hint=hint) from None
+        label = f"<model {model.graph.name if isinstance(model.graph.name, str) else ''}>"
+        _check_text(model, label)
+        for tensor_name, _ in _external_tensors(model.graph):
+            raise FrontendError(
+                f"{label}: tensor '{tensor_name}' keeps its data in an external file",
+                hint="give the model as a file path, or load it with onnx.load first",
+            )
+        return model, label
+    label = os.fspath(model)
+    path = Path(label)
+    if not path.is_file():
+        why = "a directory" if path.is_dir() else "not a file" if path.exists() else "no such file"
+        raise FrontendError(f"cannot read ONNX model {label}: {why}", hint=LOAD_HINT)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FrontendError(f"cannot read ONNX model {label}: {exc.strerror}") from None
+    if not data:
+        raise FrontendError(f"{label}: not a valid ONNX model (the file is empty)", hint=LOAD_HINT)
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except DecodeError:
+        raise FrontendError(f"{label}: not a valid ONNX model: its bytes do not decode as an "
+                            "ONNX protobuf (a truncated or damaged file?)",
+                            hint=LOAD_HINT) from None
+    if not proto.HasField("graph"):
+        raise FrontendError(f"{label}: not a valid ONNX model (it holds no graph)", hint=LOAD_HINT)
+    _check_text(proto, label)
+    _load_external_data(proto, path.parent, label)
     return proto, label
+
+
+def _check_text(message: Message, label: str, where: str = "model") -> None:
+    """Refuse string fields that are not UTF-8 (protobuf hands them over as bytes, which
+    breaks every name lookup and the printer): the mark of a damaged file."""
+    for field, value in message.ListFields():
+        if field.type not in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_MESSAGE):
+            continue  # numbers and raw bytes need no check (and may be large)
+        repeated = not isinstance(value, (str, bytes, Message))
+        items = list(value) if repeated else [value]
+        for i, item in enumerate(items):
+            at = f"{where}.{field.name}" + (f"[{i}]" if repeated else "")
+            if field.type == FieldDescriptor.TYPE_STRING and not isinstance(item, str):
+                raise FrontendError(f"{label}: {at} is not valid UTF-8 text",
+                                    hint="the file is damaged; export the model again")
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                _check_text(item, label, at)
+
+
+def _external_tensors(graph: onnx.GraphProto) -> Iterator[tuple[str, onnx.TensorProto]]:
+    """Yield the tensors of a graph and its subgraphs that keep their data in a file."""
+    tensors = list(graph.initializer) + [s.values for s in graph.sparse_initializer]
+    for node in graph.node:
+        for attr in node.attribute:
+            tensors += [attr.t, *attr.tensors]
+            for sub in [attr.g, *attr.graphs]:
+                yield from _external_tensors(sub)
+    for tensor in tensors:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            yield tensor.name, tensor
+
+
+def _load_external_data(proto: onnx.ModelProto, folder: Path, label: str) -> None:
+    """Read external tensor data, refusing locations outside the model's folder.
+
+    A model file must not make imcc read other files (`../../etc/passwd`, `/home/x/.ssh/..`,
+    a symbolic link leading out): a location must be relative and stay, resolved, inside the
+    folder, and the bytes it names must exist.
+    """
+    root = folder.resolve()
+    hint = "external data must be files beside the model (onnx.save(..., location=NAME))"
+    for name, tensor in _external_tensors(proto.graph):
+        what = f"{label}: tensor '{name}'"
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        location = info.get("location", "")
+        if not location:
+            raise FrontendError(f"{what} has external data without a location", hint=hint)
+        windows = PureWindowsPath(location)  # a drive (C:) or share names a root too
+        if Path(location).is_absolute() or windows.drive or location.startswith(("/", "\\")):
+            raise FrontendError(f"{what}: refusing the absolute external data location "
+                                f"'{location}'", hint=hint)
+        target = (root / location).resolve()
+        if not target.is_relative_to(root):
+            raise FrontendError(f"{what}: refusing external data location '{location}': it "
+                                f"points outside the model's folder {root}", hint=hint)
+        if not target.is_file():
+            raise FrontendError(f"{what}: its external data file '{location}' is missing",
+                                hint="copy the data file beside the model")
+        try:
+            offset, length = int(info.get("offset", 0)), int(info.get("length", -1))
+        except ValueError:
+            raise FrontendError(f"{what}: external data offset or length is not a number",
+                                hint=hint) from None
+        size = target.stat().st_size
+        if offset < 0 or offset > size or (length >= 0 and offset + length > size):
+            raise FrontendError(f"{what}: external data (offset {offset}, length {length}) lies "
+                                f"beyond the end of '{location}' ({size} bytes)", hint=hint)
+    try:
+        onnx.external_data_helper.load_external_data_for_model(proto, str(root))
+    except (OSError, ValueError, onnx.checker.ValidationError) as exc:
+        raise FrontendError(f"{label}: cannot read external data: {exc}", hint=hint) from None
+
+
+def _check_graph(graph: onnx.GraphProto, label: str) -> None:
+    """Refuse a graph with nothing to compile: no outputs or no nodes."""
+    if not graph.output:
+        raise FrontendError(f"{label}: the graph has no outputs, so there is nothing to compute",
+                            hint="export the model with its outputs")
+    if not graph.node:
+        raise FrontendError(f"{label}: the graph has no nodes, so there is nothing to compile",
+                            hint="its outputs are its inputs or initializers; export the "
+                            "model with the layers it should compute")
 
 
 def _check(proto: onnx.ModelProto, label: str) -> None:
@@ -116,9 +241,10 @@ def _check(proto: onnx.ModelProto, label: str) -> None:
     try:
         onnx.checker.check_model(proto)
     except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = reason if len(reason) <= 300 else reason[:297] + "..."
         raise FrontendError(
-            f"{label}: the ONNX checker rejects the model: {first}",
+            f"{label}: the ONNX checker rejects the model: {reason}",
             hint="the model must pass onnx.checker.check_model",
         ) from None
 
@@ -127,7 +253,8 @@ def _default_opset(proto: onnx.ModelProto, label: str) -> int:
     """Return the default-domain opset, rejecting other versions and nodes of other domains."""
     versions = [o.version for o in proto.opset_import if o.domain in DEFAULT_DOMAINS]
     if not versions:
-        raise FrontendError(f"{label}: the model imports no opset of the default ONNX domain")
+        raise FrontendError(f"{label}: the model imports no opset of the default ONNX domain",
+                            hint="the model's opset_import must list the default domain ('')")
     opset = max(versions)
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise FrontendError(
@@ -139,75 +266,10 @@ def _default_opset(proto: onnx.ModelProto, label: str) -> int:
     )
     if foreign:
         raise FrontendError(
-            f"{label}: ops of other domains are not supported: " + ", ".join(foreign)
+            f"{label}: ops of other domains are not supported: " + ", ".join(foreign),
+            hint="imcc translates ops of the default ONNX domain; export without custom ops",
         )
     return opset
-
-
-def _frozen(
-    graph: onnx.GraphProto,
-    constants: Mapping[str, np.ndarray],
-    freeze: Mapping[str, np.ndarray],
-    label: str,
-) -> dict[str, np.ndarray]:
-    """Check the arrays that bind graph inputs and return them by name."""
-    declared = {v.name: v for v in graph.input}
-    out = {}
-    for key, array in freeze.items():
-        if key not in declared:
-            valid = ", ".join(v for v in declared if v not in constants) or "none"
-            raise FrontendError(
-                f"{label}: cannot freeze '{key}': not a graph input (inputs: {valid})"
-            )
-        array = np.asarray(array)
-        tensor = declared[key].type.tensor_type
-        expected = dtype_of(tensor.elem_type, f"{label}: input '{key}'").numpy
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
-        if array.dtype != expected or (
-            tensor.HasField("shape")
-            and (
-                len(dims) != array.ndim
-                or any(d is not None and d != s for d, s in zip(dims, array.shape, strict=False))
-            )
-        ):
-            raise FrontendError(
-                f"{label}: frozen input '{key}' is {array.dtype}{list(array.shape)}"
-                f" but the model declares {expected}{dims}"
-            )
-        out[key] = array
-    return out
-
-
-def _input_types(
-    graph: onnx.GraphProto, constants: Mapping[str, np.ndarray], batch: int, label: str
-) -> dict[str, TensorType]:
-    """Return the static type of every graph input that is not a constant."""
-    out: dict[str, TensorType] = {}
-    for value in graph.input:
-        if value.name in constants:
-            continue
-        tensor = value.type.tensor_type
-        if not value.type.HasField("tensor_type") or not tensor.HasField("shape"):
-            raise FrontendError(
-                f"{label}: graph input '{value.name}' has no tensor shape",
-                hint="declare the input's shape in the model",
-            )
-        dims = []
-        for i, dim in enumerate(tensor.shape.dim):
-            if dim.HasField("dim_value"):
-                dims.append(dim.dim_value)
-            elif i == 0:
-                dims.append(batch)
-            else:
-                raise FrontendError(
-                    f"{label}: graph input '{value.name}' has an unknown dimension {i} "
-                    f"('{dim.dim_param}'); only the leading (batch) dimension may be symbolic",
-                    hint="fix it with onnx.tools.update_model_dims or freeze the input",
-                )
-        out[value.name] = TensorType(
-            tuple(dims), dtype_of(tensor.elem_type, f"{label}: input '{value.name}'")
-        )
-    return out
 
 
 def _reject_unsupported(remaining: list[tuple[str, onnx.NodeProto]], label: str) -> None:
@@ -276,8 +338,10 @@ def _translate(
     """Translate one node and check the result types against ONNX shape inference."""
     ctx.node, ctx.node_name = node, node_name
     where = f"{label}: {node.op_type} node '{node_name}'"
+    values, nodes = len(ctx.builder.types), len(ctx.builder.nodes)
     try:
         CONVERTERS[node.op_type](ctx)
+        ctx.check_results(values, nodes)
         for index, out in enumerate(node.output):
             if not ctx.has_output(index) or out not in table or not is_static(table, out):
                 continue
@@ -292,4 +356,4 @@ def _translate(
             f"{where}: {exc}", hint="rewrite this part of the model with supported features"
         ) from None
     except NodeError as exc:
-        raise FrontendError(f"{where}: {exc}") from None
+        raise FrontendError(f"{where}: {exc}", hint=NODE_HINT) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -42,8 +43,57 @@ def dtype_of(elem_type: int, what: str) -> DType:
         ) from None
 
 
+MAX_ELEMENTS = 2**31
+"""The most elements one tensor of an imported model may hold (8 GiB of float32). The reference
+interpreter, the calibration in `quantize` and the simulator hold whole tensors in memory, and
+no crossbar-mapped network comes near this (ResNet-50 at batch 64 peaks at 51 M); a larger
+tensor comes from a malformed dimension, a huge padding or a broadcast gone wrong, and refusing
+it at import names the node instead of failing in a pass with a MemoryError."""
+
+COMPUTING_OPS = frozenset({
+    "conv", "linear", "matmul", "batch_norm", "max_pool", "avg_pool", "global_avg_pool",
+    "global_max_pool", "lrn", "softmax", "log_softmax",
+})
+"""IR ops whose operands and results must not be empty. Crossbar layers are quantized and
+tiled (an empty weight has no scale, an empty input no range), and a reduction over nothing
+is NaN. Data movement and element-wise ops keep empty tensors empty, which is exact (the ONNX
+node tests reshape a [0,3,4] tensor), so an empty value is refused only where it is used."""
+
+
+def too_large(shape: Sequence[int]) -> str | None:
+    """Say why a tensor of this shape is too large to compile, else None."""
+    if math.prod(shape) > MAX_ELEMENTS:
+        return f"has {math.prod(shape):,} elements, more than imcc handles (2^31)"
+    return None
+
+
+def non_finite(array: np.ndarray) -> str | None:
+    """Describe the NaN and infinite entries of a float array, or return None if all finite."""
+    if array.dtype.kind not in "fc" or array.size == 0:
+        return None
+    finite = np.isfinite(array)
+    if finite.all():
+        return None
+    nans = int(np.isnan(array).sum())
+    return f"holds {nans} NaN and {int(array.size - finite.sum()) - nans} infinite values"
+
+
 class NodeError(Exception):
     """A converter's complaint about one node; the importer adds the node's name."""
+
+
+def scalar(array: np.ndarray, what: str, *, infinite: bool = False) -> float:
+    """Return the one number of a constant input (Clip's bounds, Pad's fill value); it must
+    hold one element and be a number (infinite only where `infinite` allows)."""
+    if array.size != 1:
+        raise NodeError(f"input '{what}' must hold one number, got shape {list(array.shape)}")
+    try:
+        value = float(array.reshape(-1)[0])
+    except (TypeError, ValueError):
+        raise NodeError(f"input '{what}' is not a number ({array.dtype})") from None
+    if math.isnan(value) or (math.isinf(value) and not infinite):
+        raise NodeError(f"input '{what}' is {value}; imcc needs a finite number")
+    return value
 
 
 class Unsupported(NodeError):
@@ -84,6 +134,7 @@ class Context:
                 raise NodeError(
                     f"constant '{name}' has unsupported element type {array.dtype}"
                 ) from None
+            self._check_constant(array, f"constant '{name}'")
             return self.builder.add_constant(array, name, exact=True)
         raise NodeError(f"value '{onnx_name}' is not defined before use")
 
@@ -129,14 +180,53 @@ class Context:
                 value = value.decode()
             elif isinstance(value, list) and value and isinstance(value[0], bytes):
                 value = [v.decode() for v in value]
+            self._check_float(attr.name, value)
             out[attr.name] = value
         return out
+
+    def _check_float(self, name: str, value: Any) -> None:
+        """Refuse NaN and infinite float attributes (an epsilon, an alpha): the IR keeps finite
+        numbers only. Clip's bounds of opset < 11 may be infinite: that means no bound."""
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if not isinstance(v, float) or math.isfinite(v):
+                continue
+            if self.node.op_type == "Clip" and name in ("min", "max") and not math.isnan(v):
+                continue
+            raise NodeError(f"attribute '{name}' is {v}; imcc needs a finite number")
 
     # --- emitting -------------------------------------------------------------------------
 
     def constant(self, array: np.ndarray, hint: str) -> str:
         """Add a new constant derived from the model and return its IR name."""
+        self._check_constant(array, f"constant '{hint}' (derived from the model)")
         return self.builder.add_constant(np.ascontiguousarray(array), hint)
+
+    @staticmethod
+    def _check_constant(array: np.ndarray, what: str) -> None:
+        """Refuse weights that are not finite: every later pass would silently compute NaN
+        (quantize's scales, the crossbar codes), so the number a user sees would be wrong."""
+        problem = non_finite(array)
+        if problem:
+            raise NodeError(f"{what} {problem}")
+
+    def check_results(self, values_from: int, nodes_from: int) -> None:
+        """Refuse what this node added to the IR: values larger than MAX_ELEMENTS, and empty
+        operands or results of the COMPUTING_OPS."""
+        types = self.builder.types
+        for ir_name in list(types)[values_from:]:
+            problem = too_large(types[ir_name].shape)
+            if problem:
+                raise NodeError(f"'{ir_name}' of type {types[ir_name]} {problem}")
+        for node in self.builder.nodes[nodes_from:]:
+            if node.op not in COMPUTING_OPS:
+                continue
+            for ir_name in (*node.inputs, *node.outputs):
+                if 0 in types[ir_name].shape:
+                    raise NodeError(
+                        f"'{ir_name}' of type {types[ir_name]} has no elements (a zero-size "
+                        f"dimension) and is an operand of '{node.op}', which needs data"
+                    )
 
     def emit(
         self,

@@ -11,8 +11,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import onnx
 
-from imcc.frontend.onnx_context import Context, NodeError, Unsupported, converter, dtype_of
+from imcc.frontend.onnx_context import (
+    ONNX_DTYPES,
+    Context,
+    NodeError,
+    Unsupported,
+    converter,
+    scalar,
+)
 from imcc.frontend.onnx_context import first_input as _x
 
 # --- dense products -------------------------------------------------------------------------
@@ -28,7 +36,8 @@ def _gemm_weight(ctx: Context, b: np.ndarray, transposed: bool, alpha: float) ->
         return ctx.value(ctx.node.input[1])
     weight = b.T if transposed else b
     if alpha != 1.0:
-        weight = (weight * np.asarray(alpha, dtype=weight.dtype)).astype(weight.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # ctx.constant refuses inf / NaN
+            weight = (weight * np.asarray(alpha, dtype=weight.dtype)).astype(weight.dtype)
     suffix = (".T" if transposed else "") + (".scaled" if alpha != 1.0 else "")
     return ctx.constant(weight, ctx.node.input[1] + suffix)
 
@@ -157,8 +166,8 @@ def clip(ctx: Context) -> None:
         low, high = attrs.get("min", -math.inf), attrs.get("max", math.inf)
     else:
         low_in, high_in = ctx.require_const(1, "min"), ctx.require_const(2, "max")
-        low = -math.inf if low_in is None else low_in.item()
-        high = math.inf if high_in is None else high_in.item()
+        low = -math.inf if low_in is None else scalar(low_in, "min", infinite=True)
+        high = math.inf if high_in is None else scalar(high_in, "max", infinite=True)
     ctx.emit("clip", [_x(ctx)], {"min": float(low), "max": float(high)}, output=0)
 
 
@@ -214,5 +223,9 @@ def sum_(ctx: Context) -> None:
 @converter("Cast")
 def cast(ctx: Context) -> None:
     """Cast to an IR element type."""
-    to = dtype_of(int(ctx.attrs()["to"]), f"Cast node '{ctx.node_name}'")
-    ctx.emit("cast", [_x(ctx)], {"to": to}, output=0)
+    code = int(ctx.attrs().get("to", 0))
+    if code not in ONNX_DTYPES:  # named by the importer, with the model (dtype_of would not)
+        name = onnx.TensorProto.DataType.Name(code) if code in onnx.TensorProto.DataType.values() \
+            else str(code)
+        raise Unsupported(f"cast to element type {name} is not supported")
+    ctx.emit("cast", [_x(ctx)], {"to": ONNX_DTYPES[code]}, output=0)

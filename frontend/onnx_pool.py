@@ -40,6 +40,34 @@ def explicit_pads(
     return tuple(begins + ends)
 
 
+def check_window_pads(
+    pads: tuple[int, ...],
+    sizes: tuple[int, ...],
+    kernel: tuple[int, ...],
+    dilations: tuple[int, ...],
+) -> None:
+    """Refuse a padding beyond both the axis it pads and the kernel's reach.
+
+    The bound on each side of spatial axis i is max(size_i, reach_i), reach = (k-1)*d: SAME
+    padding never adds more than the reach on one side, and no exporter pads more than the
+    data itself. A larger pad only adds windows that see nothing but padding, and its real
+    use is a corrupt or hostile model (pads=[10^6, ...]) whose result would not fit in memory.
+    """
+    spatial = len(sizes)
+    for i, size in enumerate(sizes):
+        reach = (kernel[i] - 1) * dilations[i]
+        for side, pad in (("begin", pads[i]), ("end", pads[spatial + i])):
+            if pad < 0:
+                raise NodeError(f"pads {list(pads)}: the {side} pad of spatial axis {i} is "
+                                "negative")
+            if pad > max(size, reach):
+                raise NodeError(
+                    f"pads {list(pads)}: the {side} pad {pad} of spatial axis {i} exceeds both "
+                    f"its size {size} and the kernel's reach {reach}; imcc accepts pads up to "
+                    "the larger of the two"
+                )
+
+
 def _window(ctx: Context, x: str, kernel: tuple[int, ...]) -> dict:
     attrs = ctx.attrs()
     spatial = ctx.type(x).rank - 2
@@ -57,6 +85,13 @@ def _window(ctx: Context, x: str, kernel: tuple[int, ...]) -> dict:
         strides,
         dilations,
     )
+    if len(strides) != spatial or len(dilations) != spatial:
+        raise NodeError(f"strides {list(strides)} or dilations {list(dilations)} do not fit "
+                        f"{spatial} spatial axes")
+    if any(k < 1 for k in kernel) or any(s < 1 for s in strides) or any(d < 1 for d in dilations):
+        raise NodeError(f"kernel {list(kernel)}, strides {list(strides)} and dilations "
+                        f"{list(dilations)} must be positive")
+    check_window_pads(pads, ctx.type(x).shape[2:], kernel, dilations)
     return {"strides": strides, "pads": pads, "dilations": dilations}
 
 
@@ -72,6 +107,9 @@ def conv(ctx: Context) -> None:
         raise NodeError(f"kernel_shape {list(given)} differs from the weights {ctx.type(w)}")
     attrs = _window(ctx, x, kernel)
     attrs["group"] = int(ctx.attrs().get("group", 1))
+    channels = ctx.type(x).shape[1]
+    if attrs["group"] < 1 or channels % attrs["group"]:
+        raise NodeError(f"group {attrs['group']} does not divide the {channels} input channels")
     ctx.emit("conv", [x, w] + ([b] if b else []), attrs, output=0)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from imcc.frontend.onnx_context import Context, NodeError, Unsupported, converter
+from imcc.frontend.onnx_context import Context, NodeError, Unsupported, converter, scalar
 from imcc.frontend.onnx_context import first_input as _x
 
 
@@ -143,7 +143,7 @@ def pad(ctx: Context) -> None:
             raise NodeError("the pads input is missing")
         pads = [int(p) for p in given.reshape(-1)]
         fill = ctx.require_const(2, "constant_value")
-        value = 0.0 if fill is None or fill.size == 0 else float(fill.reshape(-1)[0])
+        value = 0.0 if fill is None or fill.size == 0 else scalar(fill, "constant_value")
         axes = ctx.require_const(3, "axes")
         if axes is not None:
             axes_list = [int(a) + rank if a < 0 else int(a) for a in axes.reshape(-1)]
@@ -155,6 +155,12 @@ def pad(ctx: Context) -> None:
         raise Unsupported(f"Pad mode {mode!r} is not supported")
     if len(pads) != 2 * rank:
         raise NodeError(f"{len(pads)} pads do not fit {ctx.type(x)}")
+    # Each pad is bounded by the size of the axis it pads (reflect needs less): more only
+    # surrounds the data with filler, and pads=[10^6, ...] would not fit in memory.
+    for i, size in enumerate(ctx.type(x).shape):
+        if max(pads[i], pads[rank + i]) > size:
+            raise NodeError(f"pads {pads}: axis {i} of size {size} is padded by more than its "
+                            "size; imcc accepts pads up to the size of the axis")
     ctx.emit("pad", [x], {"pads": tuple(pads), "mode": mode, "value": value}, output=0)
 
 
