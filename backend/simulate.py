@@ -12,7 +12,7 @@ fraction that switched; for speculative layers (RAELLA) the wide reads that satu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,7 @@ import numpy as np
 from imcc.backend.reference import run_graph, sample_input
 from imcc.backend.simulator import CrossbarInterpreter
 from imcc.errors import UserError
-from imcc.frontend.datasets import Dataset
+from imcc.frontend.datasets import Dataset, check_labels
 from imcc.ir.graph import Graph
 from imcc.ir.io import require_weights
 from imcc.ir.rebatch import rebatch
@@ -55,6 +55,8 @@ class SimulationReport:
     agreement_quantized: float  # mapped vs lossless predictions
     agreement_float: float | None  # lossless vs float predictions
     layers: tuple[LayerAccuracy, ...]
+    limit: int | None = None  # the samples asked for, when the data set had fewer
+    predictions: tuple[int, ...] = field(default=(), repr=False)  # mapped, one per sample
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report with the design.md keys."""
@@ -64,18 +66,31 @@ class SimulationReport:
             "quantized_accuracy": self.quantized_accuracy,
             "agreement_quantized": self.agreement_quantized,
             "agreement_float": self.agreement_float,
-            "layers": [vars(layer) for layer in self.layers],
+            "layers": [vars(layer) for layer in self.layers], "limit": self.limit,
         }
 
 
 def simulate(program: Graph, target: Target, data: Dataset, *, float_graph: Graph | None = None,
              batch: int = 64, seed: int = 0, progress: bool = False) -> SimulationReport:
-    """Run a mapped program on a labelled data set; see the module docstring."""
+    """Run a mapped program on a labelled data set; see the module docstring.
+
+    Every sample of `data` is simulated: whole batches of `batch`, then one partial batch for
+    the rest. The MTJ draws come from one generator seeded with `seed` and consumed batch by
+    batch, so the first samples' results do not depend on how many samples follow them."""
+    if batch < 1:  # a batch of 0 never ends and a negative one slices from the end
+        raise UserError(f"the simulation batch must be at least 1, not {batch}",
+                        hint="--batch B (compile: --sim-batch B) simulates B samples at a "
+                        "time (default 64)")
     if data.labels is None:
         raise UserError(f"data set {data.name} has no labels", hint="accuracy needs labels")
+    total = len(data.images)
+    if total == 0:
+        raise UserError(f"data set {data.name} holds no samples",
+                        hint="point at a data set with at least one image")
     require_weights(program, "simulate")
-    batch = max(1, min(batch, len(data.images)))
+    batch = min(batch, total)
     mapped = _batched(program, data, batch)
+    check_labels(data, _classes(mapped))  # before an hour of simulation, not after
     ideal = _batched(float_graph, data, batch) if float_graph is not None else None
     layers = [n.outputs[0] for n in crossbar_layers(mapped)]
     names = (*layers, mapped.outputs[0])
@@ -85,9 +100,11 @@ def simulate(program: Graph, target: Target, data: Dataset, *, float_graph: Grap
     predictions: dict[str, list[np.ndarray]] = {"mapped": [], "lossless": [], "float": []}
     errors = {name: [0.0, 0.0] for name in layers}
     value = mapped.inputs[0].name
-    starts = range(0, len(data.images) - batch + 1, batch)  # whole batches; the rest is left
-    for start in _progress(starts, progress, data.name):
+    for start in _progress(range(0, total, batch), progress, data.name):
         images = data.images[start:start + batch]
+        if len(images) < batch:  # the last, partial batch: the same graphs at its size
+            mapped = rebatch(program, len(images))
+            ideal = rebatch(float_graph, len(images)) if float_graph is not None else None
         got = machine.run(mapped.replace(outputs=names), {value: images})
         ref = exact.run(mapped.replace(outputs=names), {value: images})
         for name in layers:
@@ -98,20 +115,18 @@ def simulate(program: Graph, target: Target, data: Dataset, *, float_graph: Grap
         if ideal is not None:
             out = run_graph(ideal, {ideal.inputs[0].name: images})[ideal.outputs[0]]
             predictions["float"].append(out.argmax(axis=-1))
-    if not predictions["mapped"]:
-        raise UserError(f"data set {data.name} has fewer samples than one batch of {batch}")
     mapped_pred = np.concatenate(predictions["mapped"])
     lossless_pred = np.concatenate(predictions["lossless"])
-    labels = data.labels[:len(mapped_pred)]
+    labels = data.labels
     float_pred = np.concatenate(predictions["float"]) if predictions["float"] else None
     records = []
     for node in crossbar_layers(mapped):
         stats = machine.layers[node.outputs[0]].stats
-        total, reference = errors[node.outputs[0]]
+        error, reference = errors[node.outputs[0]]
         records.append(LayerAccuracy(
             node.name or node.outputs[0], stats.conversions,
             stats.saturated / stats.conversions if stats.conversions else 0.0,
-            total / reference if reference else 0.0, stats.samples,
+            error / reference if reference else 0.0, stats.samples,
             stats.ones / stats.samples if stats.samples else None,
             stats.speculative_failures, stats.recoveries))
     return SimulationReport(
@@ -120,12 +135,20 @@ def simulate(program: Graph, target: Target, data: Dataset, *, float_graph: Grap
         float(np.mean(lossless_pred == labels)), float(np.mean(mapped_pred == labels)),
         float(np.mean(mapped_pred == lossless_pred)),
         None if float_pred is None else float(np.mean(float_pred == lossless_pred)),
-        tuple(records))
+        tuple(records), data.limit if data.limit is not None and data.limit > total else None,
+        tuple(int(p) for p in mapped_pred.reshape(-1)))
 
 
 def _batched(graph: Graph, data: Dataset, batch: int) -> Graph:
     sample_input(graph, data.images, "simulate")
     return rebatch(graph, batch)
+
+
+def _classes(graph: Graph) -> int | None:
+    """Return the number of classes a model predicts, the last axis of its [N, C] output (None
+    for an output of another rank, whose argmax is not one class per sample)."""
+    shape = graph.type_of(graph.outputs[0]).shape
+    return int(shape[-1]) if len(shape) == 2 else None
 
 
 def _progress(items, enabled: bool, label: str):
@@ -142,7 +165,9 @@ def format_simulation(report: SimulationReport) -> str:
         return "n/a" if value is None else f"{100 * value:.2f}%"
 
     lines = [
-        f"simulate: {report.samples} samples of {report.data}, seed {report.seed}",
+        f"simulate: {report.samples} samples of {report.data}"
+        + ("" if report.limit is None else f" (all of them; --limit asked for {report.limit})")
+        + f", seed {report.seed}",
         f"float accuracy       {percent(report.float_accuracy)}",
         f"quantized accuracy   {percent(report.quantized_accuracy)}   (lossless converters)",
         f"mapped accuracy      {percent(report.accuracy)}   (the program's converters)",

@@ -39,7 +39,15 @@ from imcc.search.outputs import (
     write_json,
 )
 from imcc.search.space import CALIBRATION_SAMPLES, SearchSpace, build_space
-from imcc.search.storage import HEARTBEAT, open_storage, open_study, redact, storage_url
+from imcc.search.storage import (
+    HEARTBEAT,
+    STORAGE_ERRORS,
+    open_storage,
+    open_study,
+    redact,
+    storage_failure,
+    storage_url,
+)
 from imcc.search.strategies import (
     STRATEGIES,
     Limits,
@@ -200,10 +208,13 @@ def run_search(config: SearchConfig, *, progress: bool = False,
                 "area_budget_mm2": budget, "max_accuracy_drop": config.max_accuracy_drop,
                 "search_samples": len(problem.search_data.images),
                 "calibration_samples": CALIBRATION_SAMPLES}
-    studies, run, seconds = _run_phases(phases, storage, space, evaluator, limits, identity,
-                                        config, progress, on_trial)
-    return _finish(config, problem, evaluator, space, studies, limits, budget, url, name,
-                   run, seconds)
+    try:
+        studies, run, seconds = _run_phases(phases, storage, space, evaluator, limits,
+                                            identity, config, progress, on_trial)
+        return _finish(config, problem, evaluator, space, studies, limits, budget, url, name,
+                       run, seconds)
+    except STORAGE_ERRORS as exc:  # the database failed under the search (damaged, gone)
+        raise storage_failure(url, exc) from None
 
 
 def _network(config: SearchConfig, progress: bool) -> Candidate:

@@ -9,22 +9,38 @@ finish together may overshoot it: a worker asks while fewer are finished, so the
 with at most one trial more per extra worker. A running trial's worker records a heartbeat in
 the storage every `heartbeat` seconds; a trial silent for three periods belongs to a killed
 worker (or a lost machine) and the next worker to look fails it, marked `interrupted`.
+
+A SQLite file is checked before a search writes to it (`PRAGMA quick_check`): a damaged or
+empty file is refused, never overwritten or re-initialised, and the message names the file,
+its backup and how to start anew. Once the check passes, the file is copied to
+`search.db.bak` (replacing the previous copy), so that a file damaged later can be restored
+to what it held when the last run started.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import sqlite3
 import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from imcc.errors import UserError
+
+STORAGE_ERRORS: tuple[type[BaseException], ...] = (
+    optuna.exceptions.StorageInternalError, SQLAlchemyError, sqlite3.Error)
+"""What a storage raises when its database fails under a running search (see
+`storage_failure`)."""
+
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite 3 database
 
 DATABASE = "search.db"
 """The SQLite file a search keeps its trials in when no `--storage` is given."""
@@ -33,6 +49,9 @@ PIPELINE = "pipeline"  # user attribute: the trial's full pipeline string, set w
 RESULT = "result"  # user attribute: costs, accuracy, constraints of an evaluated trial
 ILLEGAL = "illegal"  # user attribute: why the passes rejected the trial
 INTERRUPTED = "interrupted"  # user attribute: Ctrl-C stopped the trial, or its worker died
+
+BACKUP_SUFFIX = ".bak"
+"""The copy of a SQLite database made each run once it checked clean: `search.db.bak`."""
 
 HEARTBEAT = 10.0
 """Seconds between the heartbeats of a running trial; three missed ones make it stale."""
@@ -50,7 +69,7 @@ def open_storage(url: str, heartbeat: float = HEARTBEAT) -> optuna.storages.RDBS
     with trial heartbeats every `heartbeat` seconds; an unknown scheme, a missing driver or an
     unreachable server is a UserError."""
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     hint = "e.g. sqlite:///search.db or postgresql://user:password@host/database"
     try:
@@ -58,31 +77,153 @@ def open_storage(url: str, heartbeat: float = HEARTBEAT) -> optuna.storages.RDBS
         parsed.get_dialect()
     except (ArgumentError, NoSuchModuleError, ValueError):
         scheme = url.split(":", 1)[0] if ":" in url else url
+        if "://" in url and _known_scheme(scheme):  # a known scheme, the rest is malformed
+            raise UserError(f"--storage: malformed database URL {redact(url)}",
+                            hint=hint) from None
         raise UserError(f"--storage: unknown database URL scheme '{scheme}'", hint=hint) from None
     engine_kwargs = {}
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database:
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:":
+            check_sqlite(Path(parsed.database))
         engine_kwargs = {"connect_args": {"timeout": 60}}
     try:
         storage = _create(url, engine_kwargs, heartbeat)
         if parsed.get_backend_name() == "sqlite":
             _fast_sqlite(storage)
         return storage
-    except ModuleNotFoundError as exc:
+    except ImportError as exc:  # optuna re-raises the driver's ModuleNotFoundError as this
+        cause = exc if isinstance(exc, ModuleNotFoundError) else exc.__cause__
+        module = getattr(cause, "name", None) or _driver(parsed)
         raise UserError(f"--storage: the {parsed.get_backend_name()} driver is not installed "
-                        f"({exc.name})", hint=f"pip install the driver, e.g. {_driver(parsed)}"
+                        f"({module})", hint=f"pip install the driver, e.g. {_driver(parsed)}"
                         ) from None
-    except (SQLAlchemyError, OSError) as exc:
-        message = " ".join(str(exc).split())[:300]
+    except (SQLAlchemyError, OSError, RuntimeError) as exc:  # RuntimeError: optuna's schema
+        message = _scrub(" ".join(str(exc).split())[:300], url)
         raise UserError(f"--storage: cannot open {redact(url)}: {message}",
                         hint="check the URL, the server and the credentials") from None
 
 
+def _known_scheme(scheme: str) -> bool:
+    """Say whether SQLAlchemy knows a URL scheme (`postgresql`, `sqlite+pysqlite`, ...)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        make_url(f"{scheme}://").get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError):
+        return False
+    return True
+
+
+def check_sqlite(path: Path) -> None:
+    """Refuse a SQLite database file that is not a sound one, then back it up.
+
+    A missing file is fine (the search creates it); an empty one, a folder, a file SQLite
+    cannot read or one whose `PRAGMA quick_check` finds damage is a UserError naming the file
+    and saying how to recover. A sound file is copied to FILE.bak through SQLite's backup API
+    (consistent even with a live write-ahead log), written beside it and renamed, so a crash
+    mid-copy leaves the previous backup whole."""
+    backup = path.with_name(path.name + BACKUP_SUFFIX)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the folder of the search database {path}: "
+                        f"{exc.strerror}", hint="give another --out or --storage") from None
+    if path.is_dir():
+        raise UserError(f"the search database {path} is a folder",
+                        hint="give another --out or --storage sqlite:///FILE")
+    if not path.exists():
+        return
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise UserError(f"cannot read and write the search database {path}",
+                        hint="check its permissions, or give another --out or --storage")
+    wal = path.with_name(path.name + "-wal")
+    if path.stat().st_size == 0 and not (wal.exists() and wal.stat().st_size > 0):
+        # SQLite would silently make a new database of it: whatever it held is lost already,
+        # and overwriting it would hide that; the user decides
+        raise UserError(f"the search database {path} is empty (0 bytes): it holds no trials "
+                        "and is not a SQLite database", hint=_recovery(path, backup))
+    with path.open("rb") as handle:
+        header = handle.read(16)
+    if header and header != SQLITE_HEADER and not backup.exists():
+        # someone else's file, not a damaged search: never advise moving it
+        raise UserError(f"{path} is not a SQLite database, so it cannot hold a search",
+                        hint="give another --out, or --storage sqlite:///FILE for a new file")
+    try:
+        with _connect(path) as source:
+            rows = source.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.Error as exc:
+        raise UserError(f"the search database {path} is damaged: {exc}",
+                        hint=_recovery(path, backup)) from None
+    if rows != [("ok",)]:
+        problem = "; ".join(str(row[0]) for row in rows[:3])
+        raise UserError(f"the search database {path} is damaged: {problem}",
+                        hint=_recovery(path, backup))
+    _back_up(path, backup)
+
+
+def _back_up(path: Path, backup: Path) -> None:
+    """Copy a checked database to `backup` atomically (workers sharing the file each write
+    their own partial copy; the last rename wins, and every copy is whole)."""
+    partial = backup.with_name(f"{backup.name}.{os.getpid()}.partial")
+    try:
+        with _connect(path) as source, _connect(partial) as copy:
+            source.backup(copy)
+        os.replace(partial, backup)
+    except (sqlite3.Error, OSError) as exc:
+        partial.unlink(missing_ok=True)
+        raise UserError(f"cannot back up the search database {path} to {backup}: {exc}",
+                        hint="free some disk space, or give another --out") from None
+
+
+def _connect(path: Path) -> closing[sqlite3.Connection]:
+    """A sqlite3 connection closed on leaving the block (sqlite3's own `with` only commits)."""
+    return closing(sqlite3.connect(path, timeout=60))
+
+
+def _recovery(path: Path, backup: Path) -> str:
+    """Say how to get going again without losing the damaged file: move it (and the SQLite
+    log files beside it, which belong to it) aside, then restore the backup or start anew."""
+    companions = [p.name for p in (path.with_name(path.name + "-wal"),
+                                   path.with_name(path.name + "-shm")) if p.exists()]
+    aside = f"mv {path} {path}.damaged" + "".join(
+        f" && mv {path.parent / name} {path.parent / name}.damaged" for name in companions)
+    if backup.exists():
+        return (f"a copy from the start of the last run is in {backup}: `{aside} && cp "
+                f"{backup} {path}` resumes from it; `{aside}` alone starts a new search")
+    return f"`{aside}` keeps the old file and lets the next run start a new search"
+
+
+def storage_failure(url: str, exc: BaseException) -> UserError:
+    """Return the UserError for a storage that failed during a search (a SQLite file damaged
+    while the search ran, a server gone): what failed, where, and how to recover."""
+    from sqlalchemy.engine import make_url
+
+    message = _scrub(" ".join(str(exc).split())[:300], url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        path = Path(parsed.database)
+        return UserError(f"the search database {path} failed: {message}",
+                         hint=_recovery(path, path.with_name(path.name + BACKUP_SUFFIX)))
+    return UserError(f"--storage {redact(url)} failed during the search: {message}",
+                     hint="check the server; finished trials are kept, run again to resume")
+
+
+def _scrub(message: str, url: str) -> str:
+    """Hide the URL's password wherever a driver's message repeats it."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        password = make_url(url).password
+    except (ArgumentError, ValueError):
+        password = None
+    message = message.replace(url, redact(url))
+    return message.replace(str(password), "***") if password else message
+
+
 def _create(url: str, engine_kwargs: dict, heartbeat: float) -> optuna.storages.RDBStorage:
     """Open the storage; retry when another worker is creating the same tables right now."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     for attempt in range(4):
         try:
             with warnings.catch_warnings():
@@ -119,8 +260,11 @@ def _driver(parsed) -> str:
 
 
 def redact(url: str) -> str:
-    """Return a URL with its password hidden, for messages and pareto.json."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """Return a URL with its password hidden, for messages and pareto.json: the user info's
+    password (up to the last `@` of the authority, so an unescaped `@` in it is hidden too)
+    and a `password=` query parameter."""
+    url = re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 def open_study(storage: optuna.storages.RDBStorage, name: str, directions: list[str],
@@ -183,8 +327,6 @@ def heartbeat_period(study: optuna.Study) -> float:
 def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     """Record the trial's heartbeat now and then every heartbeat period until the block ends,
     so that other workers can tell this trial from a killed worker's."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     storage = study._storage  # optuna keeps the storage and trial ids private
     period = heartbeat_period(study)
     trial_id = trial._trial_id

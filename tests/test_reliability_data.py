@@ -1,0 +1,288 @@
+"""Hostile input to data sets, `simulate --limit` and the search database: one message (error
+and hint), exit 2, no traceback; `--limit N` simulates exactly N samples, reproducibly."""
+
+from __future__ import annotations
+
+import functools
+import gc
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from imcc.backend.simulate import format_simulation, simulate
+from imcc.cli import main
+from imcc.driver import default_pipeline
+from imcc.errors import UserError
+from imcc.examples import HERE, example_path
+from imcc.frontend.datasets import load_dataset
+from imcc.frontend.hw import load_target
+from imcc.frontend.onnx import import_onnx
+from imcc.passes.context import Context
+from imcc.passes.manager import PassManager
+from imcc.passes.pipeline import parse_pipeline
+from imcc.search.storage import open_storage, redact
+
+DIGITS = np.load(HERE / "digits_test.npz")
+IMAGES, LABELS = DIGITS["image"], DIGITS["label"]  # [360, 1, 8, 8] float32, [360] int64
+SEARCH = ["search", "digits-cnn", "--target", "xpert", "--data", "digits-cnn", "--trials", "3",
+          "--strategy", "random", "--limit", "32", "--probe", "16", "--check", "64"]
+"""tests/test_search.py's small search (FAST): it fails on the storage before any trial."""
+
+
+def one_message(capsys, argv: list[str]) -> str:
+    """Run `imcc ARGV`; check exit 2 with one error line, a hint and no traceback."""
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and "\nhint: " in err, err
+    assert "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
+    return err
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("program") / "p.imcir"
+    assert main(["compile", "digits-cnn", "--target", "isaac", "-o", str(path)]) == 0
+    return path
+
+
+@functools.cache
+def _mapped(target: str):
+    hardware = load_target(target)
+    ctx = Context(target=hardware, options={"calibration": IMAGES[:64]})
+    graph = PassManager(parse_pipeline(default_pipeline(hardware))).run(
+        import_onnx(example_path("digits-cnn")), ctx)
+    return graph, hardware
+
+
+# -- 1. data sets: every bad file is one message at load ------------------------------------
+
+
+def _idx(path: Path, magic: bytes, shape: tuple[int, ...], payload: int) -> None:
+    sizes = b"".join(n.to_bytes(4, "big") for n in shape)
+    path.write_bytes(magic + bytes([len(shape)]) + sizes + bytes(payload))
+
+
+def _bad_data(tmp: Path, case: str) -> str:
+    """Write the broken data set of a case; return its spec."""
+    npz = tmp / "data.npz"
+    good = (HERE / "digits_test.npz").read_bytes()
+    if case == "truncated":
+        npz.write_bytes(good[:len(good) // 2])
+    elif case == "not a zip":
+        npz.write_bytes(b"just some text, not an archive")
+    elif case == "corrupt":
+        damaged = bytearray(good)
+        damaged[len(good) // 2:len(good) // 2 + 64] = bytes(64)
+        npz.write_bytes(bytes(damaged))
+    elif case == "empty file":
+        npz.write_bytes(b"")
+    elif case == "wrong keys":
+        np.savez(npz, pixels=IMAGES, classes=LABELS)
+    elif case == "2-D labels":
+        np.savez(npz, image=IMAGES, label=LABELS[:, None])
+    elif case == "short labels":
+        np.savez(npz, image=IMAGES, label=LABELS[:10])
+    elif case == "negative labels":
+        np.savez(npz, image=IMAGES, label=LABELS - 1)
+    elif case == "float labels":
+        np.savez(npz, image=IMAGES, label=LABELS + 0.5)
+    elif case == "string images":
+        np.savez(npz, image=np.full(len(LABELS), "x"), label=LABELS)
+    elif case == "nan images":
+        np.savez(npz, image=np.where(IMAGES > 0.5, np.nan, IMAGES), label=LABELS)
+    elif case == "no samples":
+        np.savez(npz, image=IMAGES[:0], label=LABELS[:0])
+    elif case == "scalar images":
+        np.savez(npz, image=np.float32(1), label=LABELS)
+    elif case.startswith("idx"):
+        folder = tmp / "mnist"
+        folder.mkdir()
+        _idx(folder / "t10k-labels-idx1-ubyte", b"\0\0\x08", (10,), 10)
+        if case == "idx truncated":
+            _idx(folder / "t10k-images-idx3-ubyte", b"\0\0\x08", (10, 28, 28), 100)
+        elif case == "idx bad magic":
+            _idx(folder / "t10k-images-idx3-ubyte", b"\x12\x34\x56", (10, 28, 28), 7840)
+        else:
+            (folder / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b not gzip data")
+        return f"mnist:{folder}"
+    elif case == "no folder":
+        return f"fashion-mnist:{tmp / 'nowhere'}"
+    return f"npz:{npz}"
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("truncated", "data.npz: the archive is damaged or truncated"),
+    ("not a zip", "data.npz: it is not a .npz (zip) archive"),
+    ("corrupt", "data.npz: the archive is damaged or truncated"),
+    ("empty file", "data.npz: the file is empty (0 bytes)"),
+    ("wrong keys", "data.npz has no array `image` (or `x`)"),
+    ("2-D labels", "labels have shape [360, 1], the images need one label each: [360]"),
+    ("short labels", "labels have shape [10], the images need one label each: [360]"),
+    ("negative labels", "labels must be class numbers >= 0, found -1"),
+    ("float labels", "labels are float64, not integers"),
+    ("string images", "images are <U1, not numbers"),
+    ("nan images", "image values are NaN or infinite (the first in sample 0)"),
+    ("no samples", "holds no samples"),
+    ("scalar images", "images have shape [], not [N, ...]"),
+    ("idx truncated", "header says (10, 28, 28) (7840 bytes), file holds 100 bytes"),
+    ("idx bad magic", "is not an IDX file of unsigned bytes (magic 12345603"),
+    ("idx broken gzip", "cannot read"),
+    ("no folder", "nowhere does not exist"),
+])
+def test_bad_data_sets_are_one_message(tmp_path: Path, case: str, message: str) -> None:
+    spec = _bad_data(tmp_path, case)
+    with pytest.raises(UserError) as caught:
+        load_dataset(spec)
+    assert message in str(caught.value) and caught.value.hint
+    with pytest.raises(UserError):  # whatever the limit, the same check
+        load_dataset(spec, 8)
+
+
+def test_bad_data_on_the_command_line(capsys, tmp_path: Path, program: Path) -> None:
+    for case, message in [("corrupt", "the archive is damaged"),
+                          ("wrong keys", "arrays in the file: pixels, classes")]:
+        spec = _bad_data(tmp_path, case)
+        assert message in one_message(capsys, ["simulate", program, "--data", spec])
+    assert "'nan' is not a positive number" in one_message(
+        capsys, ["simulate", program, "--data", "digits-cnn,scale=nan"])
+
+
+def test_labels_beyond_the_models_classes_are_refused(capsys, tmp_path: Path,
+                                                      program: Path) -> None:
+    np.savez(tmp_path / "d.npz", image=IMAGES, label=LABELS + 5)  # up to 14, digits-cnn has 10
+    err = one_message(capsys, ["simulate", program, "--data", f"npz:{tmp_path / 'd.npz'}",
+                               "--limit", "16"])
+    assert "labels go up to 14, but the model has 10 outputs (classes 0..9)" in err
+
+
+def test_images_of_another_dtype_or_shape_are_one_message(capsys, tmp_path: Path,
+                                                          program: Path) -> None:
+    spec = f"npz:{tmp_path / 'd.npz'}"
+    np.savez(tmp_path / "d.npz", image=IMAGES.astype(np.complex64), label=LABELS)
+    err = one_message(capsys, ["simulate", program, "--data", spec])  # not cast silently
+    assert "images are complex64, not numbers" in err
+    np.savez(tmp_path / "d.npz", image=IMAGES.reshape(360, 64), label=LABELS)
+    err = one_message(capsys, ["simulate", program, "--data", spec])
+    assert "data samples are [64], the model's input %image takes [1, 8, 8]" in err
+
+
+# -- 2. simulate --limit: exactly N samples, the first ones unchanged ------------------------
+
+
+def test_limit_runs_exactly_n_samples_with_a_partial_last_batch() -> None:
+    program, hardware = _mapped("sotmtj")  # MTJ converters: the seeded draws matter
+    data = load_dataset("digits-cnn")
+    hundred = simulate(program, hardware, data.take(100), batch=64, seed=5)
+    first = simulate(program, hardware, data.take(64), batch=64, seed=5)
+    assert hundred.samples == 100 and len(hundred.predictions) == 100
+    assert hundred.predictions[:64] == first.predictions
+    assert hundred.layers[0].mtj_samples > first.layers[0].mtj_samples > 0
+    assert simulate(program, hardware, data.take(100), batch=64, seed=5) == hundred
+
+
+def test_limit_on_the_command_line(capsys, program: Path) -> None:
+    assert main(["simulate", str(program), "--data", "digits-cnn", "--limit", "100",
+                 "--batch", "64", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["samples"] == 100
+    assert main(["simulate", str(program), "--data", "digits-cnn", "--limit", "1000"]) == 0
+    out = capsys.readouterr().out  # the data set has 360: all are used, and said so
+    assert out.startswith("simulate: 360 samples of digits-cnn (all of them; --limit asked "
+                          "for 1000), seed 0\n")
+    for flag, value in [("--limit", "-5"), ("--limit", "0"), ("--batch", "0")]:
+        err = one_message(capsys, ["simulate", program, "--data", "digits-cnn", flag, value])
+        assert flag.strip("-") in err and value in err  # the CLI may check first, or we do
+
+
+def test_limit_and_batch_below_one_are_refused() -> None:
+    for limit in (-5, 0):
+        with pytest.raises(UserError, match=f"the sample limit must be at least 1, not {limit}"):
+            load_dataset("digits-cnn", limit)
+        with pytest.raises(UserError, match="the sample limit must be at least 1"):
+            load_dataset("digits-cnn").take(limit)
+    program, hardware = _mapped("isaac")
+    for batch in (0, -64):
+        with pytest.raises(UserError, match=f"the simulation batch must be at least 1, not "
+                                            f"{batch}"):
+            simulate(program, hardware, load_dataset("digits-cnn", 8), batch=batch)
+
+
+def test_limit_beyond_the_data_is_reported() -> None:
+    program, hardware = _mapped("isaac")
+    report = simulate(program, hardware, load_dataset("digits-cnn", 500), batch=128)
+    assert report.samples == 360 and report.limit == 500 and report.to_dict()["limit"] == 500
+    assert "(all of them; --limit asked for 500)" in format_simulation(report)
+
+
+# -- 3. the search database ------------------------------------------------------------------
+
+
+def _storage_with_trials(path: Path) -> None:
+    study = optuna.create_study(study_name="s", storage=open_storage(f"sqlite:///{path}"))
+    for value in range(3):
+        study.add_trial(optuna.trial.create_trial(value=float(value)))
+
+
+def test_damaged_database_is_refused_and_the_backup_named(capsys, tmp_path: Path) -> None:
+    database = tmp_path / "search.db"
+    _storage_with_trials(database)
+    open_storage(f"sqlite:///{database}")  # a second run: checked clean, so backed up
+    gc.collect()  # the storages above close their connections now, not while the test reads
+    backup = tmp_path / "search.db.bak"
+    assert len(optuna.load_study(study_name="s", storage=f"sqlite:///{backup}").trials) == 3
+    damaged = bytearray(database.read_bytes())
+    page = (len(damaged) // 4096 // 2) * 4096  # a whole page in the middle of the file
+    damaged[page:page + 4096] = b"\xde\xad\xbe\xef" * 1024
+    database.write_bytes(bytes(damaged))
+    err = one_message(capsys, [*SEARCH, "--out", tmp_path])
+    assert err.startswith(f"error: the search database {database} is damaged: ")
+    assert f"{backup}" in err and f"mv {database} {database}.damaged" in err
+    assert database.read_bytes() == bytes(damaged)  # neither repaired nor overwritten
+    with sqlite3.connect(backup) as connection:  # the backup is kept as it was
+        assert connection.execute("PRAGMA quick_check").fetchall() == [("ok",)]
+
+
+def test_empty_database_is_refused_not_reinitialised(capsys, tmp_path: Path) -> None:
+    (tmp_path / "search.db").write_bytes(b"")
+    err = one_message(capsys, [*SEARCH, "--out", tmp_path])
+    assert f"the search database {tmp_path / 'search.db'} is empty (0 bytes)" in err
+    assert (tmp_path / "search.db").stat().st_size == 0
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("postgresql://user:s3cret@host:notaport/db", "postgresql://user:***@host:notaport/db"),
+    ("postgresql://user:s3cret@127.0.0.1:1/db", "--storage: "),  # no driver, or no server
+    ("sqlite:///{tmp}/file/search.db", "cannot create the folder of the search database"),
+    ("sqlite:///{tmp}/file", "is not a SQLite database"),
+])
+def test_bad_storage_urls_are_one_message_without_the_password(
+        capsys, tmp_path: Path, url: str, message: str) -> None:
+    (tmp_path / "file").write_text("not a database\n")
+    err = one_message(capsys, [*SEARCH, "--out", tmp_path / "out",
+                               "--storage", url.format(tmp=tmp_path)])
+    assert message in err and "s3cret" not in err
+
+
+def test_redact_hides_passwords_with_at_signs_and_in_the_query() -> None:
+    assert redact("postgresql://u:pa@ss@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert redact("postgresql://u@h/db?password=x&ssl=1") == "postgresql://u@h/db?password=***&ssl=1"
+
+
+def test_database_failing_during_the_search_is_one_message(capsys, tmp_path: Path,
+                                                           monkeypatch) -> None:
+    import imcc.search.run as run
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise optuna.exceptions.StorageInternalError("database disk image is malformed")
+
+    monkeypatch.setattr(run, "_run_phases", broken)  # as if the file broke under the trials
+    err = one_message(capsys, [*SEARCH, "--out", tmp_path])
+    database = tmp_path / "search.db"
+    assert err.startswith(f"error: the search database {database} failed: database disk image "
+                          "is malformed\n")
+    assert f"mv {database} {database}.damaged" in err
