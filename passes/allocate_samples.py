@@ -140,16 +140,11 @@ class AllocateSamples(Pass):
     """
 
     name = "allocate-samples"
-    budget: float = option(4.0, "mean MTJ samples per conversion, weighted by conversions")
-    samples: int = option(8, "calibration inputs the sensitivity is measured on")
+    budget: float = option(4.0, "mean MTJ samples per conversion, weighted by conversions",
+                           minimum=1.0, maximum=4096.0)
+    samples: int = option(8, "calibration inputs the sensitivity is measured on", minimum=1)
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
-        if not self.budget > 0 or not math.isfinite(self.budget):
-            raise MappingError(f"allocate-samples: budget must be a positive number, not "
-                               f"{self.budget}", hint="e.g. allocate-samples{budget=4}")
-        if self.samples < 1:
-            raise MappingError("allocate-samples: samples must be at least 1",
-                               hint="e.g. allocate-samples{samples=8}")
         target = require_target(ctx, self.name)
         chosen = mtj_layers(graph)
         if not chosen:

@@ -85,13 +85,17 @@ class AssignInputPrecision(Pass):
     name = "assign-input-precision"
     per_layer_options = (PerLayerOption("bits", "per_layer_bits"),
                          PerLayerOption("slice", "per_layer_slice", supersedes=("slices",)))
-    bits: int = option(0, "input precision in bits (0: the target's widest)")
-    slice: int = option(0, "bits streamed per array cycle (0: the target's narrowest)")
+    bits: int = option(0, "input precision in bits (0: the target's widest)", minimum=0,
+                       maximum=32)
+    slice: int = option(0, "bits streamed per array cycle (0: the target's narrowest)",
+                        minimum=0, maximum=32)
     speculate: bool = option(False, "stream wide slices and re-run saturated columns bit-serially")
-    per_layer_bits: tuple[int, ...] = option((), "input bits per crossbar layer")
-    per_layer_slice: tuple[int, ...] = option((), "slice width per crossbar layer")
+    per_layer_bits: tuple[int, ...] = option((), "input bits per crossbar layer",
+                                           minimum=1, maximum=32)
+    per_layer_slice: tuple[int, ...] = option((), "slice width per crossbar layer",
+                                            minimum=1, maximum=32)
     slices: tuple[int, ...] = option((), "slice widths, MSB first, for every layer (overrides "
-                                     "slice; e.g. [3,3,2])")
+                                     "slice; e.g. [3,3,2])", minimum=1, maximum=32)
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         target = require_target(ctx, self.name)

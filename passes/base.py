@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 import re
 import typing
 from collections.abc import Callable
@@ -125,14 +126,70 @@ def _format_scalar(kind: OptionKind, value: Any) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Bounds:
+    """The legal values of an option (of each entry, for a list option), independent of the
+    graph and the target: an inclusive `minimum` / `maximum`, an exclusive lower bound `above`,
+    or a set of `choices`; a float option with bounds must also be finite. Checked when a
+    pipeline is parsed and when a pass is constructed; what depends on the target is checked
+    when the pass runs."""
+
+    minimum: float | None = None
+    maximum: float | None = None
+    above: float | None = None
+    choices: tuple[str, ...] | None = None
+
+    def describe(self) -> str:
+        """Spell the bounds for `imcc passes` and messages, e.g. `1..16` or `> 0`."""
+        if self.choices is not None:
+            return " | ".join(c or '""' for c in self.choices)
+        low = (f"> {_number(self.above)}" if self.above is not None
+               else f">= {_number(self.minimum)}" if self.minimum is not None else "")
+        if self.maximum is None:
+            return low
+        if self.minimum is not None and self.above is None:
+            return f"{_number(self.minimum)}..{_number(self.maximum)}"
+        return f"{low}, <= {_number(self.maximum)}" if low else f"<= {_number(self.maximum)}"
+
+    def violation(self, value: Any) -> str | None:
+        """Return why `value` is out of bounds, or None when it is legal."""
+        if self == Bounds():  # no bounds declared: any spelling the option's type reads
+            return None
+        if isinstance(value, float) and not math.isfinite(value):  # NaN compares false
+            return "must be finite"
+        if self.choices is not None:
+            return None if value in self.choices else f"must be one of {self.describe()}"
+        if isinstance(value, str | bool):
+            return None
+        outside = ((self.minimum is not None and value < self.minimum)
+                   or (self.maximum is not None and value > self.maximum)
+                   or (self.above is not None and value <= self.above))
+        return f"must be {self.describe()}" if outside else None
+
+
+def _number(value: float | None) -> str:
+    return str(int(value)) if value is not None and float(value).is_integer() else str(value)
+
+
+@dataclass(frozen=True, slots=True)
 class OptionSpec:
-    """One option of a pass: field name, kind, default (`required` when it has none), doc."""
+    """One option of a pass: field name, kind, default (`required` when it has none), doc and
+    the bounds of its values."""
 
     name: str
     kind: OptionKind
     default: Any
     required: bool
     doc: str
+    bounds: Bounds = Bounds()
+
+    def check(self, value: Any) -> str | None:
+        """Return why `value` (every entry of a list) is illegal for this option, or None."""
+        for item in value if self.kind in _LISTS else (value,):
+            why = self.bounds.violation(item)
+            if why is not None:
+                entry = f"entry {item!r}" if self.kind in _LISTS else f"{item!r}"
+                return f"option '{self.name}': {entry} {why}"
+        return None
 
     def format(self, value: Any) -> str:
         """Spell a value of this option canonically."""
@@ -154,9 +211,13 @@ class OptionSpec:
         return _parse_scalar(self.kind, text)
 
 
-def option(default: Any = dataclasses.MISSING, doc: str = "") -> Any:
-    """Declare a pass option field with a default and a one-line description."""
-    return dataclasses.field(default=default, metadata={"doc": doc})
+def option(default: Any = dataclasses.MISSING, doc: str = "", *, minimum: float | None = None,
+           maximum: float | None = None, above: float | None = None,
+           choices: tuple[str, ...] | None = None) -> Any:
+    """Declare a pass option field with a default, a one-line description and the bounds of its
+    values (of each entry, for a list): see `Bounds`."""
+    bounds = Bounds(minimum, maximum, above, choices)
+    return dataclasses.field(default=default, metadata={"doc": doc, "bounds": bounds})
 
 
 def _same(value: Any) -> Any:
@@ -197,6 +258,15 @@ class Pass:
     def run(self, graph: Graph, ctx: Context) -> Graph:
         """Return the transformed graph (never mutate `graph`)."""
         raise NotImplementedError(f"pass '{self.name}' does not implement run()")
+
+    def __post_init__(self) -> None:
+        """Refuse option values outside their bounds (passes built in code, e.g. by a search)."""
+        for spec in self.options():
+            why = spec.check(getattr(self, spec.name))
+            if why is not None:
+                from imcc.errors import OptionError
+
+                raise OptionError(f"pass '{self.name}': {why}")
 
     def search_space(self, graph: Graph, ctx: Context) -> dict[str, list[Any]]:
         """Return the legal values of each tunable option for this graph and target."""
@@ -255,5 +325,6 @@ def option_specs(cls: type[Pass]) -> tuple[OptionSpec, ...]:
             default, required = f.default_factory(), False
         else:
             default, required = None, True
-        specs.append(OptionSpec(f.name, kind, default, required, f.metadata.get("doc", "")))
+        specs.append(OptionSpec(f.name, kind, default, required, f.metadata.get("doc", ""),
+                                f.metadata.get("bounds", Bounds())))
     return tuple(specs)

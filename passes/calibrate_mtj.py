@@ -124,17 +124,13 @@ class CalibrateMtj(Pass):
     """
 
     name = "calibrate-mtj"
-    sigmas: float = option(2.0, "standard deviations of a column's sums mapped onto [-1, 1]")
-    samples: int = option(16, "calibration inputs measured")
-    positions: int = option(1024, "output positions kept per layer and group (subsampled)")
+    sigmas: float = option(2.0, "standard deviations of a column's sums mapped onto [-1, 1]",
+                           above=0.0)
+    samples: int = option(16, "calibration inputs measured", minimum=1)
+    positions: int = option(1024, "output positions kept per layer and group (subsampled)",
+                           minimum=1)
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
-        if not self.sigmas > 0 or not math.isfinite(self.sigmas):
-            raise MappingError(f"calibrate-mtj: sigmas must be a positive number, not "
-                               f"{self.sigmas}", hint="e.g. calibrate-mtj{sigmas=2}")
-        if self.samples < 1 or self.positions < 1:
-            raise MappingError("calibrate-mtj: samples and positions must be at least 1",
-                               hint="e.g. calibrate-mtj{samples=16 positions=1024}")
         target = require_target(ctx, self.name)
         layers = crossbar_layers(graph)
         for index, node in enumerate(layers):

@@ -125,10 +125,13 @@ class EncodeWeights(Pass):
 
     name = "encode-weights"
     per_layer_options = (PerLayerOption("scheme", "per_layer_scheme"),)
-    scheme: str = option("", "offset, differential or center-offset (empty: the target's best)")
-    per_layer_scheme: tuple[str, ...] = option((), "encoding per crossbar layer")
-    samples: int = option(16, "calibration inputs the centers are chosen on")
-    positions: int = option(2048, "output positions per layer and group (seeded subsample)")
+    scheme: str = option("", "offset, differential or center-offset (empty: the target's best)",
+                         choices=("", *ENCODINGS))
+    per_layer_scheme: tuple[str, ...] = option((), "encoding per crossbar layer",
+                                              choices=ENCODINGS)
+    samples: int = option(16, "calibration inputs the centers are chosen on", minimum=1)
+    positions: int = option(2048, "output positions per layer and group (seeded subsample)",
+                           minimum=1)
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         target = require_target(ctx, self.name)
@@ -140,9 +143,6 @@ class EncodeWeights(Pass):
         schemes = per_layer(self.per_layer_scheme, self.scheme or supported[-1], len(layers),
                             "per_layer_scheme")
         for index, scheme in enumerate(schemes):
-            if scheme not in ENCODINGS:
-                raise MappingError(f"encode-weights: unknown weight encoding '{scheme}'",
-                                   hint=f"encodings: {', '.join(ENCODINGS)}")
             if scheme not in supported:
                 needs = ("a center_offset unit" if scheme == "center-offset" and
                          target.crossbar.devices_per_slice == 2 else "two devices per slice")

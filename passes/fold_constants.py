@@ -40,7 +40,8 @@ class FoldConstants(Pass):
     """
 
     name = "fold-constants"
-    max_elements: int = option(1 << 20, "fold only results with at most this many elements")
+    max_elements: int = option(1 << 20, "fold only results with at most this many elements",
+                               minimum=0)
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         from imcc.backend.reference import evaluate

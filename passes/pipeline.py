@@ -166,6 +166,10 @@ class _Parser:
                 raise self.error(
                     f"option '{key}' of pass '{cls.name}' expects {spec.kind.expected}, "
                     f"got '{raw}'", value_pos) from None
+            why = spec.check(values[key])
+            if why is not None:
+                raise self.error(f"pass '{cls.name}': {why}", value_pos,
+                                 f"{key}: {spec.doc}" if spec.doc else None)
             if self.peek() not in ("", "}") and not self.peek().isspace():
                 hint = "separate options with spaces: {a=1 b=2}" if self.peek() == "," else None
                 raise self.error(f"unexpected {self.describe()} after option '{key}'", self.pos,

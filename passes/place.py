@@ -56,7 +56,8 @@ class Place(Pass):
     name = "place"
     replicate: bool = option(True, "fill spare tiles with copies of the slowest layers")
     speedup: int = option(0, "NeuroSim's pipeline duplication degree (speedUpDegree); "
-                          "0: the target's hierarchy pipeline_speedup, 1: none")
+                          "0: the target's hierarchy pipeline_speedup, 1: none", minimum=0,
+                          maximum=1 << 16)
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         target = require_target(ctx, self.name)
@@ -71,9 +72,6 @@ class Place(Pass):
             tiles.append(math.ceil(tiling.crossbars / per_tile))
             positions.append(matrix_shape(node, graph).positions)
             cycles.append(positions[-1] * len(streaming.slices))
-        if self.speedup < 0:
-            raise MappingError(f"place: speedup={self.speedup} is negative",
-                               hint="use 0 for the target's default, 1 for no duplication")
         speedup = self.speedup or target.hierarchy.pipeline_speedup
         replicas = pipeline_copies(positions, speedup)
         chip = target.hierarchy.tiles_per_chip

@@ -112,16 +112,13 @@ class ProfileConverters(Pass):
     """
 
     name = "profile-converters"
-    samples: int = option(16, "calibration inputs simulated (the first N)")
+    samples: int = option(16, "calibration inputs simulated (the first N)", minimum=1)
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         target = require_target(ctx, self.name)
         layers = crossbar_layers(graph)
         if not layers:
             return graph
-        if self.samples < 1:
-            raise MappingError(f"{self.name}: samples={self.samples} simulates nothing",
-                               hint="give samples=1 or more")
         for index, node in enumerate(layers):
             _check_mapped(node, index, self.name)
         require_weights(graph, self.name)

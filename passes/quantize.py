@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,11 @@ from imcc.target import Target
 
 MIN_INPUT_BITS, MAX_INPUT_BITS = 2, 16
 """The precisions the quantize pass gives codes of (a 1-bit code has no signed level)."""
+
+MAX_LAYER_ELEMENTS = 2**31
+"""The most elements a layer's padded input may hold per calibration batch (8 GiB of float32,
+the ONNX import's bound): calibration materialises it, and a program beyond it comes from a
+malformed dimension or padding (the import refuses such models; a textual program may not)."""
 
 DEFAULT_SAMPLES = 4
 """Calibration samples drawn when no data is given: uniform in [0, 1), seeded from the context."""
@@ -90,15 +96,17 @@ class Quantize(Pass):
     """
 
     name = "quantize"
-    weight_bits: int = option(0, "weight precision (0: the target's, else 8)")
-    input_bits: int = option(8, "input precision of layers without an input attribute")
-    method: str = option("minmax", "input range: minmax or percentile")
-    percentile: float = option(99.99, "percentile of |x| that method=percentile covers")
-    samples: int = option(64, "calibration samples used at most")
+    weight_bits: int = option(0, "weight precision (0: the target's, else 8)", minimum=0,
+                              maximum=16)
+    input_bits: int = option(8, "input precision of layers without an input attribute",
+                             minimum=1, maximum=32)
+    method: str = option("minmax", "input range: minmax or percentile",
+                         choices=("minmax", "percentile"))
+    percentile: float = option(99.99, "percentile of |x| that method=percentile covers",
+                               above=0.0, maximum=100.0)
+    samples: int = option(64, "calibration samples used at most", minimum=1)
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
-        if self.method not in ("minmax", "percentile"):
-            raise MappingError(f"quantize method must be minmax or percentile, not {self.method}")
         require_weights(graph, "quantize")
         weight_bits = self.weight_bits or (
             ctx.target.weight_bits if isinstance(ctx.target, Target) else 8)
@@ -106,6 +114,8 @@ class Quantize(Pass):
                   if graph.types[n.inputs[0]].dtype.is_float]
         if not layers:
             return graph
+        for index, layer in enumerate(layers):
+            _check_layer_size(graph, layer, index)
         images = calibration_images(graph, ctx, self.samples)
         values = collect(graph, images, [n.inputs[0] for n in layers])
         builder = GraphBuilder.like(graph)
@@ -166,3 +176,23 @@ class Quantize(Pass):
         builder.add_node("dequantize", operands, {"axis": 1 if node.op == "conv" else rank - 1},
                          name=node.name, outputs=[out])
         return scale, signed, bits
+
+
+def _check_layer_size(graph: Graph, node: Node, index: int) -> None:
+    """Refuse a layer with an empty operand (no scale or range to calibrate) or a padded input
+    too large to materialise, naming it, before calibration fails inside a kernel."""
+    for value in (*node.inputs, *node.outputs):
+        if 0 in graph.types[value].shape:
+            raise MappingError(f"{layer_label(node, index)}: %{value} is {graph.types[value]}, "
+                               "a tensor with no elements; quantize needs data",
+                               hint="fix the dimension in the model or the program")
+    shape = list(graph.types[node.inputs[0]].shape)
+    if node.op == "conv":
+        pads = node.attributes.get("pads", ())
+        spatial = len(pads) // 2
+        for i in range(spatial):
+            shape[2 + i] += pads[i] + pads[spatial + i]
+    if math.prod(shape) > MAX_LAYER_ELEMENTS:
+        raise MappingError(f"{layer_label(node, index)}: its padded input {shape} has "
+                           f"{math.prod(shape):,} elements, more than quantize handles (2^31)",
+                           hint="the padding or a dimension is malformed; fix it in the model")

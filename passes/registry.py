@@ -78,5 +78,7 @@ def describe_passes() -> str:
         for spec in cls.options():
             head = f"{spec.name}: {spec.kind.value}"
             head += " (required)" if spec.required else f" = {spec.format(spec.default)}"
-            lines.append(f"    {head:<32} {spec.doc}".rstrip())
+            bounds = spec.bounds.describe()
+            doc = f"{spec.doc} [{bounds}]" if bounds else spec.doc
+            lines.append(f"    {head:<32} {doc}".rstrip())
     return "\n".join(lines) + "\n"

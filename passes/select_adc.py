@@ -46,12 +46,17 @@ class SelectAdc(Pass):
                          PerLayerOption("bits", "per_layer_bits"),
                          PerLayerOption("samples", "per_layer_samples"))
     converter: str = option("", "a converter of the target (empty: its first)")
-    type: str = option("", "kind of converter: sar, flash, sense-amp, mtj (empty: any)")
-    bits: int = option(0, "converter precision (0: the converter's widest)")
-    samples: int = option(0, "samples per conversion of an MTJ converter (0: its fewest)")
+    type: str = option("", "kind of converter: sar, flash, sense-amp, mtj (empty: any)",
+                       choices=("", *(kind.value for kind in ConverterKind)))
+    bits: int = option(0, "converter precision (0: the converter's widest)", minimum=0,
+                       maximum=32)
+    samples: int = option(0, "samples per conversion of an MTJ converter (0: its fewest)",
+                          minimum=0)
     per_layer_converter: tuple[str, ...] = option((), "converter name per crossbar layer")
-    per_layer_bits: tuple[int, ...] = option((), "converter precision per crossbar layer")
-    per_layer_samples: tuple[int, ...] = option((), "MTJ samples per crossbar layer")
+    per_layer_bits: tuple[int, ...] = option((), "converter precision per crossbar layer",
+                                           minimum=0, maximum=32)
+    per_layer_samples: tuple[int, ...] = option((), "MTJ samples per crossbar layer",
+                                              minimum=0)
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         target = require_target(ctx, self.name)
@@ -84,10 +89,6 @@ class SelectAdc(Pass):
         """Return the converter a layer gets by default: the first (of kind `type`)."""
         if not self.type:
             return target.converters[0].name
-        kinds = [k.value for k in ConverterKind]
-        if self.type not in kinds:
-            raise MappingError(f"select-adc: unknown converter type '{self.type}'",
-                               hint=f"type is one of {', '.join(kinds)}")
         named = [c for c in target.converters if c.name == self.converter]
         if named and named[0].kind.value != self.type:
             raise MappingError(f"select-adc: converter {self.converter} is not of type "

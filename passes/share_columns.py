@@ -38,8 +38,9 @@ class ShareColumns(Pass):
 
     name = "share-columns"
     per_layer_options = (PerLayerOption("factor", "per_layer"),)
-    factor: int = option(0, "columns per converter (0: the first legal factor)")
-    per_layer: tuple[int, ...] = option((), "columns per converter, one per crossbar layer")
+    factor: int = option(0, "columns per converter (0: the first legal factor)", minimum=0)
+    per_layer: tuple[int, ...] = option((), "columns per converter, one per crossbar layer",
+                                      minimum=1)
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         target = require_target(ctx, self.name)

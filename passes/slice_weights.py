@@ -125,14 +125,18 @@ class SliceWeights(Pass):
     name = "slice-weights"
     per_layer_options = (PerLayerOption("slices", "per_layer_slices", format_slices,
                                         supersedes=("adaptive", "error_budget", "max_failures")),)
-    slices: tuple[int, ...] = option((), "weight slice widths for every layer, MSB first")
+    slices: tuple[int, ...] = option((), "weight slice widths for every layer, MSB first",
+                                    minimum=1, maximum=16)
     per_layer_slices: tuple[str, ...] = option((), "slices per crossbar layer: 4-2-2 or auto")
     adaptive: bool = option(False, "fewest slices within error_budget, per layer")
-    error_budget: float = option(0.09, "largest relative RMS layer error of adaptive slicing")
-    max_failures: float = option(1.0, "largest failing share of speculative conversions")
+    error_budget: float = option(0.09, "largest relative RMS layer error of adaptive slicing",
+                                 minimum=0.0)
+    max_failures: float = option(1.0, "largest failing share of speculative conversions",
+                                 minimum=0.0, maximum=1.0)
     last_bitwise: bool = option(False, "1-bit slices for the last crossbar layer")
-    samples: int = option(8, "calibration inputs adaptive slicing measures on")
-    positions: int = option(1024, "output positions per layer and group (seeded subsample)")
+    samples: int = option(8, "calibration inputs adaptive slicing measures on", minimum=1)
+    positions: int = option(1024, "output positions per layer and group (seeded subsample)",
+                           minimum=1)
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         target = require_target(ctx, self.name)
@@ -176,12 +180,6 @@ class SliceWeights(Pass):
             raise MappingError("slice-weights: give slices or adaptive=true, not both",
                                hint="slice-weights{slices=[4,2,2]} or "
                                "slice-weights{adaptive=true error_budget=0.09}")
-        if not 0 <= self.error_budget < float("inf"):
-            raise MappingError(f"slice-weights: error_budget {self.error_budget} is not a "
-                               "relative error >= 0", hint="e.g. error_budget=0.09")
-        if not 0 <= self.max_failures <= 1:
-            raise MappingError(f"slice-weights: max_failures {self.max_failures} is not a "
-                               "share in [0, 1]", hint="e.g. max_failures=0.1")
         if self.samples < 1 or self.positions < 1:
             raise MappingError("slice-weights: samples and positions must be at least 1",
                                hint="e.g. slice-weights{samples=8 positions=1024}")

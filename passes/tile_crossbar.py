@@ -78,11 +78,12 @@ class TileCrossbar(Pass):
     """
 
     name = "tile-crossbar"
-    rows: int = option(0, "crossbar rows used (0: the target's)")
-    columns: int = option(0, "crossbar columns used (0: the target's)")
-    slices: tuple[int, ...] = option((), "weight slice widths, MSB first (empty: whole cells)")
+    rows: int = option(0, "crossbar rows used (0: the target's)", minimum=0)
+    columns: int = option(0, "crossbar columns used (0: the target's)", minimum=0)
+    slices: tuple[int, ...] = option((), "weight slice widths, MSB first (empty: whole cells)",
+                                    minimum=1, maximum=16)
     encoding: str = option("", "offset or differential (empty: from devices); center-offset "
-                           "comes from encode-weights")
+                           "comes from encode-weights", choices=("", *ENCODINGS))
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         target = require_target(ctx, self.name)
@@ -93,9 +94,6 @@ class TileCrossbar(Pass):
                                f"{crossbar.rows}x{crossbar.columns} crossbars")
         devices = crossbar.devices_per_slice
         encoding = self.encoding or ("offset" if devices == 1 else "differential")
-        if encoding not in ENCODINGS:
-            raise MappingError(f"unknown weight encoding '{encoding}'",
-                               hint=f"encodings: {', '.join(ENCODINGS)}")
         if encoding == "center-offset":  # the datapath cannot run it without centers
             raise MappingError("tile-crossbar cannot choose center-offset weights: their "
                                "per-filter centers come from calibration data",

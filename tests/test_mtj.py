@@ -111,14 +111,9 @@ def test_select_adc_by_type_takes_the_targets_mtj():
 
 @pytest.mark.parametrize(("passes", "message", "hint"), [
     ("select-adc{type=flash}", "target sotmtj has no flash converter", "mtj (mtj), adc8 (sar)"),
-    ("select-adc{type=adc}", "unknown converter type 'adc'", "sense-amp"),
     ("select-adc{converter=adc8 type=mtj}", "converter adc8 is not of type mtj",
      "not both"),
     ("calibrate-mtj", "has no converter", "run select-adc before calibrate-mtj"),
-    ("select-adc{type=mtj},calibrate-mtj{sigmas=0}", "sigmas must be a positive number",
-     "calibrate-mtj{sigmas=2}"),
-    ("select-adc{type=mtj samples=4},allocate-samples{budget=0.5}",
-     "budget 0.5 is below the fewest samples", "budget >= 1"),
 ])
 def test_bad_options_are_mapping_errors_with_a_hint(passes, message, hint):
     with pytest.raises(MappingError) as info:

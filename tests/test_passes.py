@@ -29,7 +29,7 @@ from imcc.passes import (
     register_pass,
     registered_passes,
 )
-from imcc.passes.base import OptionKind
+from imcc.passes.base import Bounds, OptionKind, OptionSpec
 from imcc.passes.instruments import DumpIR, PrintIR, TimePasses
 from imcc.passes.registry import describe_passes, unregister_pass
 
@@ -155,13 +155,34 @@ _VALUES = {
     OptionKind.STRS: st.lists(st.sampled_from(["sar", "flash", "mtj", "a b", "x-1"]),
                               max_size=4).map(tuple),
 }
+_ELEMENT = {OptionKind.INTS: OptionKind.INT, OptionKind.FLOATS: OptionKind.FLOAT,
+            OptionKind.STRS: OptionKind.STR}
+
+
+def _legal(spec: OptionSpec) -> st.SearchStrategy:
+    """Values of an option within its declared bounds (every value, where it declares none)."""
+    bounds = spec.bounds
+    if bounds == Bounds():
+        return _VALUES[spec.kind]
+    kind = _ELEMENT.get(spec.kind, spec.kind)
+    if bounds.choices is not None:
+        element = st.sampled_from(bounds.choices)
+    elif kind is OptionKind.INT:
+        element = st.integers(int(bounds.minimum if bounds.minimum is not None else -(2**40)),
+                              int(bounds.maximum if bounds.maximum is not None else 2**40))
+    else:
+        low = bounds.above if bounds.above is not None else bounds.minimum
+        element = st.floats(low, bounds.maximum, exclude_min=bounds.above is not None,
+                            allow_nan=False, allow_infinity=False)
+    if spec.kind in _ELEMENT:
+        return st.lists(element, max_size=5).map(tuple)
+    return element
 
 
 @st.composite
 def passes(draw: st.DrawFn) -> Pass:
     cls = load_pass(draw(st.sampled_from(registered_passes())))
-    values = {spec.name: draw(_VALUES[spec.kind]) for spec in cls.options()
-              if draw(st.booleans())}
+    values = {spec.name: draw(_legal(spec)) for spec in cls.options() if draw(st.booleans())}
     return cls(**values)
 
 
@@ -274,7 +295,8 @@ def test_imcc_passes_listing_is_derived_from_the_code() -> None:
     assert (
         "fold-constants\n"
         "    Replace nodes whose operands are all constants by their results, computed once.\n"
-        "    max_elements: int = 1048576      fold only results with at most this many elements\n"
+        "    max_elements: int = 1048576      fold only results with at most this many elements"
+        " [>= 0]\n"
     ) in text
     assert "    slices: tuple[int, ...] = [4,2,2]\n" in text
 
