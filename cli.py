@@ -16,9 +16,11 @@ from imcc import __version__
 from imcc.driver import calibration_data, default_pipeline
 from imcc.errors import ImccError, OptionError, UserError
 from imcc.examples import resolve_model
+from imcc.files import check_output, check_output_dir, write_bytes, write_file, write_text
 from imcc.ir.graph import Graph
-from imcc.ir.io import load_program, save_program
+from imcc.ir.io import load_program, read_program_text, save_program
 from imcc.ir.printer import print_graph
+from imcc.passes.base import Pass
 from imcc.passes.context import Context, Decisions
 from imcc.passes.instruments import DumpIR, PassInstrument, PrintIR, TimePasses
 from imcc.passes.manager import PassManager
@@ -37,6 +39,32 @@ class _Parser(argparse.ArgumentParser):
         message = re.sub(r"\(choose from (.*)\)",
                          lambda m: f"(choose from {m.group(1).replace(chr(39), '')})", message)
         raise UserError(message, hint=f"`{self.prog} --help` shows the usage")
+
+
+def _seed(text: str) -> int:
+    """Read a `--seed`: numpy's and torch's generators take integers in [0, 2**63)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..2**63-1, got {value}")
+    return value
+
+
+def _check_outputs(args: argparse.Namespace, files: Sequence[str], folders: Sequence[str] = ()
+                   ) -> None:
+    """Refuse unwritable output paths before a command starts its work."""
+    for name in files:
+        if getattr(args, name, None):
+            check_output(getattr(args, name), _flag(name))
+    for name in folders:
+        if getattr(args, name, None):
+            check_output_dir(getattr(args, name), _flag(name))
+
+
+def _flag(name: str) -> str:
+    return "-o" if name == "output" else "--" + name.replace("_", "-")
 
 
 def resolve_target(spec: str | None) -> Target | None:
@@ -73,10 +101,11 @@ def _instruments(args: argparse.Namespace) -> list[PassInstrument]:
     return instruments
 
 
-def _run_pipeline(graph: Graph, pipeline: str, args: argparse.Namespace, source: str,
-                  target: object | None = None, calibration: np.ndarray | None = None,
+def _run_pipeline(graph: Graph, pipeline: str | list[Pass], args: argparse.Namespace,
+                  source: str, target: object | None = None,
+                  calibration: np.ndarray | None = None,
                   decisions: Decisions | None = None) -> Graph:
-    passes = parse_pipeline(pipeline, source)
+    passes = parse_pipeline(pipeline, source) if isinstance(pipeline, str) else pipeline
     manager = PassManager(passes, _instruments(args), verify_each=not args.no_verify,
                           reproducer=args.reproducer)
     options = {} if calibration is None else {"calibration": calibration}
@@ -131,7 +160,7 @@ def _report(graph: Graph, target: object, json_path: str | None, as_json: bool,
             "accuracy", "float_accuracy", "quantized_accuracy", "samples")})
         record["simulation"] = simulation
     if json_path:
-        Path(json_path).write_text(json.dumps(record, indent=2) + "\n")
+        write_text(json_path, json.dumps(record, indent=2) + "\n", "--report")
     if as_json:
         print(json.dumps(record, indent=2))
     else:
@@ -155,6 +184,7 @@ def _import_onnx(path: str, batch: int | None) -> Graph:
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
+    _check_outputs(args, ["output", "report", "reproducer"], ["dump_ir_dir"])
     args.model = str(resolve_model(args.model))
     target = resolve_target(args.target)
     graph = _with_target(_import_onnx(args.model, args.batch), args.target)
@@ -162,11 +192,12 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         graph = graph.replace(attributes={**graph.attributes,
                                           "source": str(Path(args.model).resolve())})
     pipeline = args.passes if args.passes is not None else default_pipeline(target)
+    passes = parse_pipeline(pipeline, "--passes")  # before the data: a typo costs nothing
     calibration, calibrated = (None, "none")
     if target is not None or args.calib is not None:
         calibration, calibrated = calibration_data(args.calib, args.model)
     decisions = Decisions()
-    graph = _run_pipeline(graph, pipeline, args, "--passes", target, calibration, decisions)
+    graph = _run_pipeline(graph, passes, args, "--passes", target, calibration, decisions)
     if target is not None:
         graph = _learned_normalisation(graph, args.model)
     if target is None:
@@ -198,15 +229,31 @@ def _learned_normalisation(graph: Graph, model: str) -> Graph:
 
 def _program_target(args: argparse.Namespace, graph: Graph) -> object:
     """Return the target of a mapped program: `--target`, else the one the program records."""
-    spec = args.target or graph.attributes.get("target")
+    recorded = graph.attributes.get("target")
+    spec = args.target or recorded
     if spec is None:
         raise UserError(f"{args.program} does not say which target it is mapped for",
                         hint="give --target T (compile with --target records it)")
-    return resolve_target(spec)
+    target = resolve_target(spec)
+    if args.target and recorded and args.target != recorded:
+        try:
+            mapped_for = resolve_target(recorded)
+        except UserError:  # the recorded .hw file moved: --target says where it is now
+            mapped_for = target
+        if mapped_for != target:
+            raise UserError(f"{args.program} is mapped for target '{recorded}', not "
+                            f"'{args.target}'",
+                            hint=f"compile the model again with --target {args.target}, or "
+                            "drop --target")
+    return target
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    graph = load_program(args.program, args.weights)
+    if args.model_source and not Path(args.model_source).is_file():
+        raise UserError(f"--model {args.model_source}: no such file",
+                        hint="the float ONNX model the program was compiled from; or drop "
+                        "--model to use the one the program records")
+    graph = load_program(args.program, args.weights, command=args.command)
     record = _simulation(graph, _program_target(args, graph), args.data, args)
     if args.json:
         import json
@@ -216,24 +263,23 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_cost(args: argparse.Namespace) -> int:
-    graph = load_program(args.program, args.weights)
+    _check_outputs(args, ["report"])
+    graph = load_program(args.program, args.weights, command=args.command)
     _report(graph, _program_target(args, graph), args.report, args.json,
             "as recorded in the program")
     return 0
 
 
 def _cmd_opt(args: argparse.Namespace) -> int:
+    _check_outputs(args, ["output", "reproducer"], ["dump_ir_dir"])
     pipeline, source = args.passes or "", "--passes"
     if args.run_reproducer:
         if args.passes is not None:
             raise UserError("--run-reproducer takes the pipeline from the file",
                             hint="drop --passes, or drop --run-reproducer")
-        try:
-            text = Path(args.input).read_text()
-        except OSError as exc:
-            raise UserError(f"cannot read {args.input}: {exc.strerror}") from None
+        text = read_program_text(args.input)
         pipeline, source = read_reproducer_pipeline(text, args.input), args.input
-    graph = load_program(args.input, args.weights)
+    graph = load_program(args.input, args.weights, command=args.command)
     spec = args.target or graph.attributes.get("target")
     target = resolve_target(spec) if pipeline.strip() and spec else None
     calibration = calibration_data(args.calib, args.input)[0] if args.calib else None
@@ -244,21 +290,19 @@ def _cmd_opt(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_qdq(args: argparse.Namespace) -> int:
-    import onnx
-
     from imcc.backend.qdq import export_qdq
 
-    model = export_qdq(load_program(args.program, args.weights))
-    try:
-        onnx.save(model, args.output)
-    except OSError as exc:
-        raise UserError(f"cannot write {args.output}: {exc.strerror}") from None
+    check_output(args.output, "-o")
+    model = export_qdq(load_program(args.program, args.weights, command=args.command))
+    write_bytes(args.output, model.SerializeToString(), "-o")
     return 0
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from imcc.search import SearchConfig, run_search
     from imcc.search.storage import redact, storage_url
+
+    _check_outputs(args, [], ["out"])
 
     config = SearchConfig(
         model=args.model, target=args.target, data=args.data, trials=args.trials,
@@ -286,6 +330,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from imcc.finetune.session import FinetuneConfig, run_finetune
     from imcc.finetune.train import TrainConfig
 
+    _check_outputs(args, ["output", "report"])
     config = FinetuneConfig(
         model=args.model, target=args.target, data=args.data, output=args.output,
         train=TrainConfig(epochs=args.epochs, lr=args.lr, batch=args.batch, seed=args.seed,
@@ -301,7 +346,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
                           log=(lambda line: None) if args.json else print)
     record = result.to_dict()
     if args.report:
-        Path(args.report).write_text(json.dumps(record, indent=2) + "\n")
+        write_text(args.report, json.dumps(record, indent=2) + "\n", "--report")
     if args.json:
         print(json.dumps(record, indent=2))
     else:
@@ -387,30 +432,76 @@ def _summary(name: str, array: np.ndarray) -> list[str]:
 
 
 def _ort_runner(model: str, graph: Graph):
-    """Return a function running the ONNX model in onnxruntime, outputs keyed like `graph`'s."""
-    import onnxruntime
+    """Return a function running the ONNX model in onnxruntime, outputs keyed like `graph`'s.
 
-    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    onnxruntime refusing the model (an op or element type it does not implement, a graph it
+    considers invalid) or failing on the inputs is a UserError with its reason in one line:
+    the model is the user's, and imcc's own result does not depend on onnxruntime.
+    """
+    import onnxruntime
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    # onnxruntime's exceptions derive from Exception directly, one class per status code.
+    errors = (RuntimeError, ValueError, TypeError, *(
+        kind for kind in vars(state).values()
+        if isinstance(kind, type) and issubclass(kind, Exception)))
+    hint = "drop --check-ort; the outputs above are imcc's own and do not depend on onnxruntime"
+
+    def reason(exc: Exception) -> str:  # the first line, without the status-code prefix
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : ", "", text)
+        return text if len(text) <= 300 else text[:297] + "..."
+
+    try:
+        session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    except errors as exc:
+        raise UserError(f"--check-ort: onnxruntime cannot load {model}: {reason(exc)}",
+                        hint=hint) from None
     ort_inputs = [meta.name for meta in session.get_inputs()]
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         by_position = [feeds[v.name] for v in graph.inputs]
         ort_feeds = {name: feeds.get(name, by_position[i] if i < len(by_position) else None)
                      for i, name in enumerate(ort_inputs)}
-        results = session.run(None, ort_feeds)
+        try:
+            results = session.run(None, ort_feeds)
+        except errors as exc:
+            raise UserError(f"--check-ort: onnxruntime cannot run {model}: {reason(exc)}",
+                            hint=hint) from None
         return dict(zip(graph.outputs, results, strict=False))
 
     return run
 
 
-def _relative_errors(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> list[str]:
-    lines = []
+def _relative_errors(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]
+                     ) -> tuple[list[str], list[str]]:
+    """Compare our outputs with onnxruntime's: one line per output, and the failures.
+
+    The error is max|ours - theirs| / max|theirs|. It means something only between finite
+    arrays of the same shape, so an output that holds NaN or infinite values (ours or
+    onnxruntime's, even at the same places: a NaN error shows no agreement) or whose shape
+    differs is a failure; `_cmd_run` prints every line, writes `-o`, and then exits with
+    status 2 naming the failing outputs. A finite error is only reported, never judged.
+    """
+    lines, failures = [], []
     for name, expected in theirs.items():
         expected = np.asarray(expected, dtype=np.float64)
+        actual = np.asarray(ours[name], dtype=np.float64)
+        if actual.shape != expected.shape:
+            why = f"shape {list(actual.shape)} differs from onnxruntime's {list(expected.shape)}"
+        else:
+            counts = [(who, int(np.size(a) - np.isfinite(a).sum()))
+                      for who, a in (("ours", actual), ("onnxruntime's", expected))]
+            bad = ", ".join(f"{who} has {n} NaN or infinite values" for who, n in counts if n)
+            why = f"not finite: {bad}" if bad else ""
+        if why:
+            lines.append(f"onnxruntime: %{name} {why}")
+            failures.append(f"%{name} is {why}" if why.startswith("not") else f"%{name}: {why}")
+            continue
         scale = max(float(np.abs(expected).max(initial=0.0)), float(np.finfo(np.float32).tiny))
-        error = float(np.abs(ours[name].astype(np.float64) - expected).max(initial=0.0)) / scale
+        error = float(np.abs(actual - expected).max(initial=0.0)) / scale
         lines.append(f"onnxruntime: %{name} max relative error {error:.3g}")
-    return lines
+    return lines, failures
 
 
 def _samples(graph: Graph, feeds: dict[str, np.ndarray]) -> int:
@@ -446,7 +537,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         graph = _import_onnx(args.model, batch)
         graph = _run_pipeline(graph, DEFAULT_PIPELINE, args, "--passes")
     else:
-        graph = load_program(args.model, args.weights)
+        graph = load_program(args.model, args.weights, command=args.command)
     feeds = _read_feeds(args.input, graph)
     samples = _samples(graph, feeds)
     if samples > 1:
@@ -459,11 +550,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if labels is not None and first.ndim == 2 and labels.shape == first.shape[:1]:
         accuracy = float(np.mean(first.argmax(axis=1) == labels))
         print(f"accuracy (argmax of %{graph.outputs[0]} against 'label'): {accuracy:.2%}")
+    failures: list[str] = []
     if args.check_ort:
         expected = _per_sample(_ort_runner(args.model, graph), feeds, samples)
-        print("\n".join(_relative_errors(outputs, expected)))
+        lines, failures = _relative_errors(outputs, expected)
+        print("\n".join(lines))
     if args.output:
-        np.savez(args.output, **outputs)
+        write_file(args.output, lambda stream: np.savez(stream, **outputs), "-o")
+    if failures:  # after -o, so that the outputs can be inspected
+        raise UserError("--check-ort: cannot compare with onnxruntime: " + "; ".join(failures),
+                        hint="a NaN or infinity comes from the inputs or the model (a division "
+                        "by zero, an overflow); the relative error would be meaningless")
     return 0
 
 
@@ -518,7 +615,7 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser, *, passes: bool = True)
                        help="do not verify the IR after every pass")
     group.add_argument("--reproducer", metavar="PATH",
                        help="where a failing pass writes its reproducer (default: a temp dir)")
-    group.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    group.add_argument("--seed", type=_seed, default=0, help="seed of every random choice")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -588,7 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--limit", type=int, metavar="N", help="simulate the first N samples")
     simulate.add_argument("--batch", dest="sim_batch", type=int, default=64, metavar="B",
                           help="samples simulated at once (default 64)")
-    simulate.add_argument("--seed", type=int, default=0, help="seed of the converters' draws")
+    simulate.add_argument("--seed", type=_seed, default=0, help="seed of the converters' draws")
     simulate.add_argument("--target", metavar="T", help="default: the one the program records")
     simulate.add_argument("--model", dest="model_source", metavar="MODEL.onnx",
                           help="the float model (default: the one the program records)")
@@ -627,7 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="SQLAlchemy URL of the trial database (default: sqlite in --out)")
     search.add_argument("--study", metavar="NAME",
                         help="study name (default: model-target-strategy-objective)")
-    search.add_argument("--seed", type=int, default=0, help="seed of the sampler")
+    search.add_argument("--seed", type=_seed, default=0, help="seed of the sampler")
     search.add_argument("--out", default="search-out", metavar="DIR",
                         help="output folder: pareto.json, pareto.png, best.imcir, search.db")
     search.add_argument("--limit", type=int, default=96, metavar="N",
@@ -696,7 +793,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--sim-batch", type=int, default=64, metavar="B",
                           help="simulation batch limit (default 64; the largest divisor of "
                           "--holdout up to it)")
-    finetune.add_argument("--seed", type=int, default=0,
+    finetune.add_argument("--seed", type=_seed, default=0,
                           help="seed of training, MTJ draws and simulation")
     finetune.add_argument("--clip", type=float, default=5.0, metavar="NORM",
                           help="largest gradient norm of a step (default 5; 0: unclipped)")

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from imcc.errors import UserError
+from imcc.files import write_bytes
 from imcc.ir.graph import Graph
 from imcc.passes.layers import crossbar_layers, replace_nodes, with_attributes
 
@@ -92,10 +93,7 @@ def export_onnx(source: str | Path, layers: list[TrainedLayer], record: Mapping[
             model.metadata_props.remove(prop)
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(dict(record))
-    try:
-        onnx.save(model, str(output))
-    except OSError as exc:
-        raise UserError(f"cannot write {output}: {exc.strerror}") from None
+    write_bytes(output, model.SerializeToString(), "-o")
 
 
 def _gemm_operands(node: Any, weight: np.ndarray, bias: np.ndarray | None

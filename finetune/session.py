@@ -24,6 +24,7 @@ from imcc.backend.simulate import SimulationReport, simulate
 from imcc.driver import CALIBRATION_SAMPLES, calibration_data, default_pipeline
 from imcc.errors import UserError
 from imcc.examples import resolve_model
+from imcc.files import write_file
 from imcc.finetune.export import TrainedLayer, export_onnx, with_learned_normalisation
 from imcc.finetune.module import MappedNetwork
 from imcc.finetune.train import EpochRecord, InputRange, TrainConfig, train
@@ -193,7 +194,8 @@ def run_finetune(config: FinetuneConfig, progress: bool = False,
         compile_model(output, target, config.target, pipeline, calibration, seed), output)
     program_path = save_program(exported, output.with_suffix(".imcir"))
     holdout_path = output.with_name(output.stem + ".holdout.npz")
-    np.savez_compressed(holdout_path, image=held_out.images, label=held_out.labels)
+    write_file(holdout_path, lambda stream: np.savez_compressed(
+        stream, image=held_out.images, label=held_out.labels))
     after = simulate(exported, target, held_out, float_graph=float_graph, batch=batch, seed=seed,
                      progress=progress)
     log(f"after:  mapped accuracy {after.accuracy:.2%} (lossless {after.quantized_accuracy:.2%}) "

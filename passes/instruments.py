@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from imcc.files import write_text
 from imcc.ir.graph import Graph
 from imcc.ir.io import blob_arrays
 from imcc.ir.printer import print_graph
@@ -128,7 +129,7 @@ class DumpIR(PassInstrument):
             save_weights(self.directory / "weights.npz", fresh)
             self.written.update(digest(a) for a in fresh)
         path = self.directory / f"{number:0{self.width}d}-{label}.imcir"
-        path.write_text(header + print_graph(graph))
+        write_text(path, header + print_graph(graph), "--dump-ir-dir")
 
 
 class TimePasses(PassInstrument):

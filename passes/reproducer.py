@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from imcc.errors import UserError
+from imcc.files import write_text
 from imcc.ir.graph import Graph
 from imcc.ir.io import blob_arrays
 from imcc.ir.printer import print_graph
@@ -32,7 +33,7 @@ def write_reproducer(graph: Graph, pipeline: str, path: str | os.PathLike[str]) 
     arrays = blob_arrays(graph)
     if arrays:
         save_weights(weights_path_for(path), arrays)
-    path.write_text(MARKER + json.dumps(pipeline) + "\n" + print_graph(graph))
+    write_text(path, MARKER + json.dumps(pipeline) + "\n" + print_graph(graph))
     return path
 
 

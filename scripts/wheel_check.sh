@@ -14,6 +14,7 @@ trap 'rm -rf "$work"' EXIT
 pip=("$work/venv/bin/python" -m pip install -q)
 "${pip[@]}" --upgrade pip
 "${pip[@]}" torch==2.13.0  # the CPU build on local disk (an open range pulls a CUDA build)
+rm -rf "$root/build"  # stale modules in setuptools' build/lib would enter the wheel
 "$work/venv/bin/python" -m pip wheel -q --no-deps -w "$work/dist" "$root"
 "${pip[@]}" "$work"/dist/imcc-*.whl
 

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from imcc.errors import UserError
+from imcc.files import write_text
 
 ARCHITECTURES = ("vgg", "resnet20")
 DATA_SETS = ("fashion-mnist", "mnist")
@@ -137,6 +138,6 @@ def candidate(family: NetworkFamily, widths: tuple[int, int, int], budget: Proxy
                                     y_test[:budget.test_images], torch.device("cpu"))
     parameters = sum(p.numel() for p in model.parameters())
     fashion_cnn.export(model, onnx_path)
-    record_path.write_text(json.dumps({"identity": identity, "accuracy": accuracy,
-                                       "parameters": parameters, "seconds": seconds}, indent=1))
+    write_text(record_path, json.dumps({"identity": identity, "accuracy": accuracy,
+                                        "parameters": parameters, "seconds": seconds}, indent=1))
     return Candidate(widths, onnx_path, accuracy, parameters, seconds)

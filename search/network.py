@@ -22,6 +22,7 @@ from typing import Any
 import optuna
 
 from imcc.errors import UserError
+from imcc.files import write_text
 from imcc.search.evaluate import Evaluator, Problem
 from imcc.search.family import Candidate, NetworkFamily, ProxyBudget, candidate
 from imcc.search.space import build_space
@@ -111,6 +112,6 @@ def choose_network(family: NetworkFamily, budget: ProxyBudget, *, target: Target
               "phase1_trials_per_candidate": per_candidate,
               "chosen": best.candidate.label,
               "candidates": [c.to_dict() for c in choices]}
-    (out / NETWORK_JSON).write_text(json.dumps(record, indent=1))
+    write_text(out / NETWORK_JSON, json.dumps(record, indent=1))
     return best.candidate, choices
 

@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from imcc.files import write_file, write_text
 from imcc.search.evaluate import OBJECTIVES, Metrics
 from imcc.search.storage import ILLEGAL, INTERRUPTED, PIPELINE, RESULT
 
@@ -128,7 +129,7 @@ def checked(point: Point, accuracy: float, floor: float) -> Point:
 
 def write_json(path: Path, record: dict[str, Any]) -> None:
     """Write pareto.json."""
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_text(path, json.dumps(record, indent=2) + "\n")
 
 
 def plot(path: Path, objective: str, points: Sequence[Point], front: Sequence[Point],
@@ -170,7 +171,7 @@ def plot(path: Path, objective: str, points: Sequence[Point], front: Sequence[Po
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
-    figure.savefig(path)
+    write_file(path, lambda stream: figure.savefig(stream, format=path.suffix[1:] or "png"))
     plt.close(figure)
 
 

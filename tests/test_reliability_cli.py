@@ -1,0 +1,159 @@
+"""The exit-2 contract at the command line: output paths, flag values, pass options, targets.
+
+Each case is a user error that once ended in a traceback, a pass crash (exit 1) or a silent
+wrong answer; each must now print one message (`error: ...`, `hint: ...`) and exit 2.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from imcc.cli import main
+from imcc.errors import OptionError, PipelineError, UserError
+from imcc.files import write_file, write_text
+from imcc.passes.pipeline import parse_pipeline
+from imcc.passes.registry import load_pass
+
+
+def _fails(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str) -> str:
+    """Run imcc, assert exit 2 with one message containing `needles` and no traceback."""
+    status = main(argv)
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert "Traceback" not in err and err.startswith(("error: ", "--passes:")), err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("program") / "digits.imcir"
+    assert main(["compile", "digits-cnn", "--target", "isaac", "-o", str(path)]) == 0
+    return path
+
+
+# --- output paths are checked before the work starts, and written whole or not at all ---------
+
+def test_an_output_onto_a_directory_is_refused_and_leaves_no_stray_weight_file(capsys, tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    _fails(capsys, ["compile", "digits-cnn", "--target", "isaac", "-o", str(folder)],
+           f"cannot write -o {folder}: it is a directory")
+    assert not (tmp_path / "out.npz").exists()
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [
+    ["compile", "digits-cnn", "--target", "isaac", "--report", "{file}/r.json"],
+    ["compile", "digits-cnn", "-o", "{file}/p.imcir"],
+    ["cost", "{program}", "--report", "{file}/r.json"],
+    ["export-qdq", "{program}", "-o", "{file}/q.onnx"],
+    ["opt", "{program}", "-o", "{file}/p.imcir"],
+    ["compile", "digits-cnn", "--target", "isaac", "--dump-ir-dir", "{file}"],
+])
+def test_an_output_under_a_file_is_refused_before_any_work(capsys, tmp_path, program, argv):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    argv = [a.format(file=blocker, program=program) for a in argv]
+    err = _fails(capsys, argv, "cannot write", str(blocker))
+    assert "calibration" not in err
+    assert blocker.read_text() == "not a folder\n"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("argv", [
+    ["compile", "digits-cnn", "--target", "isaac", "--report", "/dev/full"],
+    ["export-qdq", "{program}", "-o", "/dev/full"],
+    ["cost", "{program}", "--report", "/dev/full"],
+])
+def test_a_full_disk_is_one_message(capsys, program, argv):
+    argv = [a.format(program=program) for a in argv]
+    _fails(capsys, argv, "cannot write", "/dev/full", os.strerror(errno.ENOSPC))
+
+
+def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path):
+    report = tmp_path / "r.json"
+    report.write_text("old\n")
+
+    def broken(stream) -> None:
+        stream.write(b"half a rep")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(UserError, match="No space left on device"):
+        write_file(report, broken, "--report")
+    assert report.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+    write_text(tmp_path / "new" / "r.json", "fresh\n")  # missing folders are made
+    assert (tmp_path / "new" / "r.json").read_text() == "fresh\n"
+
+
+# --- flag values (counts and rates are checked by the functions the commands call) ----------
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["compile", "digits-cnn", "--target", "isaac", "--seed", "-1"],
+     "argument --seed: must be an integer in 0..2**63-1, got -1"),
+    (["simulate", "{program}", "--data", "digits", "--seed", "-1"], "argument --seed"),
+    (["search", "digits-cnn", "--target", "isaac", "--data", "digits", "--seed", "2e3"],
+     "argument --seed: expected an integer, got '2e3'"),
+])
+def test_a_negative_seed_is_a_usage_error(capsys, program, argv, message):
+    _fails(capsys, [a.format(program=program) for a in argv], message, "--help")
+
+
+def test_simulate_refuses_a_model_that_does_not_exist(capsys, program):
+    _fails(capsys, ["simulate", str(program), "--data", "digits", "--model", "missing.onnx"],
+           "--model missing.onnx: no such file")
+
+
+@pytest.mark.parametrize("command", ["simulate", "cost"])
+def test_a_program_is_not_run_on_another_target(capsys, program, command):
+    argv = [command, str(program), "--target", "raella"]
+    argv += ["--data", "digits", "--limit", "8"] if command == "simulate" else []
+    _fails(capsys, argv, "is mapped for target 'isaac', not 'raella'")
+
+
+def test_naming_the_recorded_target_by_its_file_is_accepted(capsys, program):
+    from imcc.frontend.hw import builtin_path
+
+    assert main(["cost", str(program), "--target", str(builtin_path("isaac"))]) == 0
+    assert "energy" in capsys.readouterr().out
+
+
+# --- pass options are checked when the pipeline is parsed ----------------------------------------
+
+@pytest.mark.parametrize(("pipeline", "message"), [
+    ("quantize{percentile=200}", "option 'percentile': 200.0 must be > 0, <= 100"),
+    ("quantize{method=median}", "option 'method': 'median' must be one of minmax | percentile"),
+    ("quantize{samples=0}", "option 'samples': 0 must be >= 1"),
+    ("calibrate-mtj{sigmas=0}", "option 'sigmas': 0.0 must be > 0"),
+    ("calibrate-mtj{sigmas=nan}", "option 'sigmas': nan must be finite"),
+    ("allocate-samples{budget=0.5}", "option 'budget': 0.5 must be 1..4096"),
+    ("encode-weights{scheme=zigzag}", "option 'scheme': 'zigzag' must be one of"),
+    ("encode-weights{per_layer_scheme=[offset,zigzag]}", "entry 'zigzag' must be one of"),
+    ("slice-weights{error_budget=-1}", "option 'error_budget': -1.0 must be >= 0"),
+    ("slice-weights{max_failures=2}", "option 'max_failures': 2.0 must be 0..1"),
+    ("slice-weights{slices=[4,0,4]}", "entry 0 must be 1..16"),
+    ("select-adc{type=adc}", "option 'type': 'adc' must be one of"),
+    ("share-columns{per_layer=[8,0,8]}", "entry 0 must be >= 1"),
+    ("fold-constants{max_elements=-1}", "option 'max_elements': -1 must be >= 0"),
+    ("place{speedup=-1}", "option 'speedup': -1 must be 0..65536"),
+])
+def test_out_of_range_pass_options_are_refused_at_parse_time(capsys, pipeline, message):
+    with pytest.raises(PipelineError) as info:
+        parse_pipeline(pipeline, "--passes")
+    assert message in str(info.value)
+    value = pipeline[pipeline.index("=") + 1:]
+    assert info.value.column == pipeline.index(value) + 1  # the caret points at the value
+    _fails(capsys, ["compile", "digits-cnn", "--target", "isaac", "--passes",
+                    f"canonicalize,{pipeline}"], message)
+
+
+def test_passes_built_in_code_are_checked_too():
+    with pytest.raises(OptionError, match=r"option 'percentile': -3\.0 must be > 0"):
+        load_pass("quantize")(percentile=-3.0)
+    assert load_pass("quantize")(percentile=100.0).percentile == 100.0
