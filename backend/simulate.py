@@ -90,7 +90,7 @@ def simulate(program: Graph, target: Target, data: Dataset, *, float_graph: Grap
     require_weights(program, "simulate")
     batch = min(batch, total)
     mapped = _batched(program, data, batch)
-    check_labels(data, _classes(mapped))  # before an hour of simulation, not after
+    check_labels(data, classes_of(mapped))  # before an hour of simulation, not after
     ideal = _batched(float_graph, data, batch) if float_graph is not None else None
     layers = [n.outputs[0] for n in crossbar_layers(mapped)]
     names = (*layers, mapped.outputs[0])
@@ -144,7 +144,7 @@ def _batched(graph: Graph, data: Dataset, batch: int) -> Graph:
     return rebatch(graph, batch)
 
 
-def _classes(graph: Graph) -> int | None:
+def classes_of(graph: Graph) -> int | None:
     """Return the number of classes a model predicts, the last axis of its [N, C] output (None
     for an output of another rank, whose argmax is not one class per sample)."""
     shape = graph.type_of(graph.outputs[0]).shape

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from imcc.backend.reference import run_graph
-from imcc.backend.simulate import SimulationReport, simulate
+from imcc.backend.simulate import SimulationReport, classes_of, simulate
 from imcc.costmodel import CostReport, estimate
 from imcc.driver import calibration_data
 from imcc.errors import MappingError, UserError
-from imcc.frontend.datasets import Dataset, load_dataset
+from imcc.frontend.datasets import Dataset, check_labels, load_dataset
 from imcc.frontend.onnx import import_onnx
 from imcc.ir.graph import Graph
 from imcc.ir.rebatch import rebatch
@@ -110,13 +110,10 @@ class Problem:
         graph = PassManager(parse_pipeline(DEFAULT_PIPELINE)).run(import_onnx(str(model)), ctx)
         calibration, calibrated = calibration_data(data, model)
         full = load_dataset(data, max(search_samples, check_samples))
-        if full.labels is None:
-            raise UserError(f"data set {data} has no labels", hint="accuracy needs labels")
+        check_labels(full, classes_of(graph))  # not every trial found illegal, one by one
         probe = max(1, min(probe_samples, search_samples, len(full.images)))
         search = max(probe, min(search_samples, len(full.images)) // probe * probe)
         check = min(check_samples, len(full.images))
-        if check > SIMULATION_BATCH:  # whole batches only: simulate leaves a partial one out
-            check -= check % SIMULATION_BATCH
         return cls(model, target, data, graph, calibration, calibrated,
                    full.take(search), full.take(check), probe)
 

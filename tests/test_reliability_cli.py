@@ -10,6 +10,7 @@ import errno
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from imcc.cli import main
@@ -157,3 +158,14 @@ def test_passes_built_in_code_are_checked_too():
     with pytest.raises(OptionError, match=r"option 'percentile': -3\.0 must be > 0"):
         load_pass("quantize")(percentile=-3.0)
     assert load_pass("quantize")(percentile=100.0).percentile == 100.0
+
+
+def test_search_refuses_labels_the_model_cannot_predict(capsys, tmp_path):
+    data = np.load(Path(__file__).parent.parent / "examples" / "digits_test.npz")
+    labels = data["label"].copy()
+    labels[3] = 15  # the digits CNN has 10 outputs: every trial would be found illegal
+    np.savez(tmp_path / "d.npz", image=data["image"], label=labels)
+    _fails(capsys, ["search", "digits-cnn", "--target", "isaac", "--data", f"npz:{tmp_path}/d.npz",
+                    "--trials", "2", "--limit", "16", "--probe", "8", "--check", "16",
+                    "--random-trials", "0", "--out", str(tmp_path / "s")],
+           "labels go up to 15, but the model has 10 outputs")
