@@ -23,8 +23,11 @@ demo: setup
 	$(BIN)/imcc run out/digits_cnn.imcir --input examples/digits_test.npz
 	$(BIN)/imcc run digits-cnn --input examples/digits_test.npz --check-ort
 
-test: setup
+lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest -q -n 2
 
 bench: setup
