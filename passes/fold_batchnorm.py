@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imcc.errors import MissingWeightsError
+from imcc.errors import MappingError, MissingWeightsError
 from imcc.ir.graph import Graph, GraphBuilder, Node
 from imcc.passes.base import Pass
 from imcc.passes.context import Context
@@ -110,4 +110,11 @@ def _fold(producer: Node, norm: Node, graph: Graph) -> tuple[np.ndarray, np.ndar
     else:
         folded = weights * factor[np.newaxis, :]
     dtype = graph.types[producer.inputs[1]].dtype.numpy
-    return folded.astype(dtype), ((bias - mean) * factor + shift).astype(dtype)
+    folded_bias = (bias - mean) * factor + shift
+    limit = np.finfo(dtype).max if np.issubdtype(dtype, np.floating) else np.inf
+    if not (np.all(np.abs(folded) <= limit) and np.all(np.abs(folded_bias) <= limit)):
+        raise MappingError(f"folding {norm.name or norm.op} into "
+                           f"{producer.name or producer.op} gives weights beyond "
+                           f"{np.dtype(dtype).name} (a variance near zero or a huge scale)",
+                           hint="check the batch norm's parameters in the model")
+    return folded.astype(dtype), folded_bias.astype(dtype)

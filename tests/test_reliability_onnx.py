@@ -298,3 +298,13 @@ def test_check_ort_does_not_pass_non_finite_outputs(capsys, tmp_path: Path) -> N
     assert "error: --check-ort: cannot compare with onnxruntime: %y is not finite" in err
     assert "hint: " in err
     assert set(np.load(tmp_path / "out.npz").files) == {"y", "z"}
+
+
+def test_a_batch_norm_that_folds_beyond_float32_is_refused(capsys, tmp_path: Path) -> None:
+    model = onnx.load(str(Path(__file__).parent.parent / "examples" / "digits_cnn.onnx"))
+    scale = next(t for t in model.graph.initializer if t.name == "features.1.weight")
+    values = np.full(numpy_helper.to_array(scale).shape, 3e38, np.float32)  # finite, but the
+    scale.CopyFrom(numpy_helper.from_array(values, scale.name))  # folded weights are not
+    err = refused(capsys, "compile", save(model, tmp_path / "bn.onnx"))
+    assert "folding /features/features.1/BatchNormalization into /features/features.0/Conv " \
+        "gives weights beyond float32" in err, err
