@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from imcc import __version__
+from imcc.arrays import Unreadable, read_arrays
 from imcc.driver import calibration_data, default_pipeline
 from imcc.errors import ImccError, OptionError, UserError
 from imcc.examples import resolve_model
@@ -25,6 +26,7 @@ from imcc.passes.context import Context, Decisions
 from imcc.passes.instruments import DumpIR, PassInstrument, PrintIR, TimePasses
 from imcc.passes.manager import PassManager
 from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline
+from imcc.passes.program_target import check_program_target
 from imcc.passes.registry import close_matches, describe_passes, registered_passes
 from imcc.passes.reproducer import read_reproducer_pipeline
 from imcc.target import Target
@@ -245,6 +247,7 @@ def _program_target(args: argparse.Namespace, graph: Graph) -> object:
                             f"'{args.target}'",
                             hint=f"compile the model again with --target {args.target}, or "
                             "drop --target")
+    check_program_target(graph, target)  # a program edited by hand may not fit it any more
     return target
 
 
@@ -576,13 +579,9 @@ def _labels(specs: Sequence[str]) -> np.ndarray | None:
 def _load_arrays(path: str) -> np.ndarray | dict[str, np.ndarray]:
     """Read an `.npy` (one array) or an `.npz` (arrays by name)."""
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.ndarray):
-            return loaded
-        with loaded:
-            return {key: loaded[key] for key in loaded.files}
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read input {path}: {exc}",
+        return read_arrays(path)
+    except Unreadable as exc:
+        raise UserError(f"cannot read input {path}: it {exc}",
                         hint="inputs are .npy files or .npz archives") from None
 
 

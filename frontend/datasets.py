@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import gzip
 import math
-import struct
-import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from imcc.arrays import Unreadable, read_npz
 from imcc.errors import UserError
 from imcc.examples import EXAMPLE_DATA, HERE
 
@@ -42,10 +41,6 @@ NPZ_HINT = "a data set .npz holds `image` [N,...] and `label` [N], e.g. " \
     "numpy.savez(FILE, image=x, label=y)"
 CIFAR_HINT = "a CIFAR-10 .npz holds uint8 `images` [N,32,32,3] and integer `labels` [N]"
 
-# What np.load / zipfile / zlib raise on a damaged archive: truncated or corrupt zip members,
-# bad CRCs, broken .npy headers, unsupported or encrypted members, absurd header shapes.
-_DAMAGED = (OSError, EOFError, ValueError, KeyError, RuntimeError, NotImplementedError,
-            OverflowError, zipfile.BadZipFile, zlib.error, struct.error)
 
 
 @dataclass(frozen=True)
@@ -203,45 +198,23 @@ def _digits() -> _Arrays:
 
 def _read_npz(path: Path, keys: dict[str, tuple[str, ...]], hint: str
               ) -> dict[str, np.ndarray | None]:
-    """The one place a data set archive is opened: return the first present name of every
-    role in `keys` (None when absent and optional, i.e. its tuple ends with ""). Missing,
-    empty, foreign or damaged files are UserErrors naming the file."""
-    if not path.exists():
-        raise UserError(f"cannot read data set {path}: no such file", hint=hint)
-    if path.is_dir():
-        raise UserError(f"cannot read data set {path}: it is a folder, not a .npz file",
-                        hint=hint)
+    """Return the first present name of every role in `keys` (None when absent and optional,
+    i.e. its tuple ends with ""); a file that is no readable archive is a UserError naming it."""
     try:
-        with path.open("rb") as handle:
-            head = handle.read(6)
-        if not head:
-            raise UserError(f"cannot read data set {path}: the file is empty (0 bytes)",
-                            hint=hint)
-        if head.startswith(b"\x93NUMPY"):
-            raise UserError(f"cannot read data set {path}: it is a single .npy array, not a "
-                            ".npz archive", hint=hint)
-        if not head.startswith(b"PK"):  # np.load would try it as a pickle and say so
-            raise UserError(f"cannot read data set {path}: it is not a .npz (zip) archive",
-                            hint=hint)
-        with np.load(path, allow_pickle=False) as data:
-            found: dict[str, np.ndarray | None] = {}
-            for role, names in keys.items():
-                name = next((n for n in names if n and n in data.files), None)
-                if name is None and names[-1] != "":
-                    first, *others = (f"`{n}`" for n in names if n)
-                    wanted = first + (f" (or {', '.join(others)})" if others else "")
-                    listed = ", ".join(data.files) or "none"
-                    raise UserError(f"data set {path} has no array {wanted}",
-                                    hint=f"arrays in the file: {listed}; {hint}")
-                found[role] = None if name is None else data[name]
-            return found
-    except _DAMAGED as exc:
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        if "allow_pickle" in reason:  # object arrays: code, not data, and never loaded
-            raise UserError(f"cannot read data set {path}: it holds Python objects (pickled "
-                            "arrays), which imcc does not load", hint=hint) from None
-        raise UserError(f"cannot read data set {path}: the archive is damaged or truncated "
-                        f"({reason})", hint=f"write the file again; {hint}") from None
+        data = read_npz(path)
+    except Unreadable as exc:
+        raise UserError(f"data set {path} {exc}", hint=hint) from None
+    found: dict[str, np.ndarray | None] = {}
+    for role, names in keys.items():
+        name = next((n for n in names if n and n in data), None)
+        if name is None and names[-1] != "":
+            first, *others = (f"`{n}`" for n in names if n)
+            wanted = first + (f" (or {', '.join(others)})" if others else "")
+            listed = ", ".join(data) or "none"
+            raise UserError(f"data set {path} has no array {wanted}",
+                            hint=f"arrays in the file: {listed}; {hint}")
+        found[role] = None if name is None else data[name]
+    return found
 
 
 def _npz(path: Path) -> _Arrays:

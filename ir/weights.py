@@ -9,14 +9,13 @@ for whether an array may stand for a `blob<"...">` reference.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 
+from imcc.arrays import Unreadable, read_npz
 from imcc.errors import WeightFileError
 from imcc.files import write_file
 from imcc.ir.types import DType, TensorType
@@ -56,8 +55,8 @@ def save_weights(path: str | os.PathLike[str], arrays: Iterable[np.ndarray]) -> 
     blobs: dict[str, np.ndarray] = {}
     if path.exists():
         try:
-            blobs = _read_npz(path)
-        except _Unreadable as exc:  # never overwrite a file we cannot read: it may be data
+            blobs = {key: frozen(array) for key, array in read_npz(path).items()}
+        except Unreadable as exc:  # never overwrite a file we cannot read: it may be data
             raise WeightFileError(f"cannot add weights to {path}: it {exc}",
                                   hint="move the file aside, or write the program elsewhere"
                                   ) from None
@@ -69,58 +68,9 @@ def save_weights(path: str | os.PathLike[str], arrays: Iterable[np.ndarray]) -> 
 def load_weights(path: str | os.PathLike[str]) -> Mapping[str, np.ndarray]:
     """Read an `.npz` weight file into a digest -> tensor mapping, or raise WeightFileError."""
     try:
-        return _read_npz(Path(path))
-    except _Unreadable as exc:
+        return {key: frozen(array) for key, array in read_npz(path).items()}
+    except Unreadable as exc:
         raise WeightFileError(f"weight file {path} {exc}", hint=_HINT) from None
-
-
-class _Unreadable(Exception):
-    """Why a file is no readable `.npz`, worded to follow its name (`... is damaged: ...`)."""
-
-
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    try:
-        archive = zipfile.ZipFile(path)
-    except OSError as exc:
-        raise _Unreadable(f"cannot be read: {exc.strerror or exc}") from None
-    except Exception as exc:  # BadZipFile, or ValueError/EOFError from a damaged directory
-        raise _Unreadable(f"is not an .npz archive ({_reason(exc)})") from None
-    blobs: dict[str, np.ndarray] = {}
-    with archive:
-        for info in archive.infolist():
-            key = info.filename.removesuffix(".npy")
-            try:
-                blobs[key] = frozen(_read_member(archive, info))
-            except Exception as exc:  # zlib.error, bad CRC, EOFError, a bad .npy header, ...
-                raise _Unreadable(f"is damaged: array '{key}' cannot be read "
-                                  f"({_reason(exc)})") from None
-    return blobs
-
-
-def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
-    """Read one `.npy` member, checking its header before allocating anything."""
-    with archive.open(info) as member:
-        version = np.lib.format.read_magic(member)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-        else:
-            raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported")
-    if dtype.hasobject:
-        raise ValueError("it holds Python objects (pickled data), which are never loaded")
-    # A header may declare any shape: refuse one the member's bytes cannot hold, so that a
-    # damaged or hostile file cannot make us allocate terabytes.
-    if math.prod(shape) * dtype.itemsize > info.file_size:
-        raise ValueError(f"its header declares {dtype}{list(shape)}, more than the "
-                         f"{info.file_size} bytes stored")
-    with archive.open(info) as member:
-        return np.lib.format.read_array(member, allow_pickle=False)
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def blob_problem(key: str, data: np.ndarray, declared: TensorType, *, from_file: bool = True
