@@ -25,6 +25,7 @@ from imcc.ir.graph import Graph
 from imcc.ir.io import require_weights
 from imcc.ir.rebatch import rebatch
 from imcc.passes.layers import crossbar_layers
+from imcc.passes.program_target import check_program_target
 from imcc.target import Target
 
 
@@ -88,6 +89,7 @@ def simulate(program: Graph, target: Target, data: Dataset, *, float_graph: Grap
         raise UserError(f"data set {data.name} holds no samples",
                         hint="point at a data set with at least one image")
     require_weights(program, "simulate")
+    check_program_target(program, target)  # a mapping for another target runs as nonsense
     batch = min(batch, total)
     mapped = _batched(program, data, batch)
     check_labels(data, classes_of(mapped))  # before an hour of simulation, not after

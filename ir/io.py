@@ -90,8 +90,8 @@ def _parse_and_verify(text: str, filename: str, weights: Mapping[str, np.ndarray
     except VerificationError as exc:
         # The text is the user's, so its failing a rule is a user error at the node's line.
         raise where.error(ProgramError, str(exc), exc.value,
-                          "`imcc ops` lists each op's operands, attributes and result "
-                          "types") from None
+                          exc.hint or "`imcc ops` lists each op's operands, attributes and "
+                          "result types") from None
     return graph, where
 
 

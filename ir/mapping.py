@@ -21,15 +21,57 @@ these optional attributes (each pass sets its own):
 - `placement` (place): `#placement<first_tile = 0, tiles = 3, replicas = 1>`
 
 Slices are listed most significant first; their bits add up to the operand's precision.
+
+Validity lives here, in one place per rule, so that every program that verifies is one the
+cost model and the simulator can price and run. A structured attribute checks its own fields
+when it is built (`__post_init__`: ranges, slices that add up, kinds), so the parser reports a
+bad field at its caret. What needs the layer (its K x N product, its other attributes) is a
+rule per attribute in `LAYER_RULES`, and what needs the graph (which quantize feeds a layer,
+how the placements share the chip) are `check_input_codes` and `check_placements`; the
+verifier calls them. None of them knows the target: `imcc.passes.program_target` checks that a
+mapping fits the hardware it names.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from imcc.ir.attributes import AttrKind, AttrSpec, structured_attribute
+from imcc.target import ConverterKind
 
 ENCODINGS = ("offset", "differential", "center-offset")
+CONVERTER_KINDS = tuple(kind.value for kind in ConverterKind)
+ONE_BIT_KINDS = (ConverterKind.SENSE_AMP.value, ConverterKind.MTJ.value)
+
+# Bounds a target can never exceed (the .hw loader's limits, frontend/hw_schema.py): beyond
+# them a field is nonsense on every target, and the simulator's tables (2**bits entries) and
+# the area model's loops (one per tile) would not finish.
+MAX_CROSSBAR_SIDE = 65536  # crossbar rows / columns
+MAX_BITS_PER_CELL = 8  # one weight slice lives in one cell
+MAX_STORED_BITS = 32  # all weight slices together: the datapath's int64 arithmetic stays exact
+MAX_INPUT_BITS = 16  # activations (and the quantize op) have at most 16 bits
+MAX_CONVERTER_BITS = 16
+MAX_SAMPLES = 4096  # MTJ samples per conversion
+MAX_CENTER = 2**16  # |center| of a weight of at most 16 bits
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:  # the parser reports it as `bad #name: message` at the attribute
+        raise ValueError(message)
+
+
+def _in_range(name: str, value: int, low: int, high: int | None = None) -> None:
+    if high is None:
+        _require(value >= low, f"{name} = {value} must be >= {low}")
+    else:
+        _require(low <= value <= high, f"{name} = {value} must be in {low}..{high}")
+
+
+def _share(name: str, value: float) -> None:  # a measured fraction (nan fails it too)
+    _require(0.0 <= value <= 1.0, f"{name} = {value} must be a fraction in [0, 1]")
 
 
 @structured_attribute("weights")
@@ -42,10 +84,19 @@ class WeightMapping:
     devices: int
 
     def __post_init__(self) -> None:
-        if self.encoding not in ENCODINGS:
-            raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}")
-        if not self.slices or any(s < 1 for s in self.slices) or self.devices not in (1, 2):
-            raise ValueError("slices must be >= 1 bit each and devices 1 or 2")
+        _require(self.encoding in ENCODINGS,
+                 f"encoding {self.encoding!r} must be one of {', '.join(ENCODINGS)}")
+        _require(bool(self.slices) and all(1 <= s <= MAX_BITS_PER_CELL for s in self.slices),
+                 f"slices {list(self.slices)} must be 1..{MAX_BITS_PER_CELL} bits each (one "
+                 "cell per slice), at least one")
+        _require(sum(self.slices) <= MAX_STORED_BITS,
+                 f"slices {list(self.slices)} hold {sum(self.slices)} bits, more than "
+                 f"{MAX_STORED_BITS}")
+        _require(self.devices in (1, 2), f"devices = {self.devices} must be 1 or 2")
+        # a signed weight split over a positive and a negative device needs the pair
+        _require(self.encoding == "offset" or self.devices == 2,
+                 f"{self.encoding} encoding stores each slice on a device pair: devices "
+                 f"must be 2, not {self.devices}")
 
 
 @structured_attribute("tiling")
@@ -58,6 +109,12 @@ class Tiling:
     row_tiles: int
     column_tiles: int
     groups: int
+
+    def __post_init__(self) -> None:
+        _in_range("rows", self.rows, 1, MAX_CROSSBAR_SIDE)
+        _in_range("columns", self.columns, 1, MAX_CROSSBAR_SIDE)
+        for name in ("row_tiles", "column_tiles", "groups"):
+            _in_range(name, getattr(self, name), 1)
 
     @property
     def crossbars(self) -> int:
@@ -76,8 +133,10 @@ class InputStreaming:
     speculate: bool
 
     def __post_init__(self) -> None:
+        _in_range("bits", self.bits, 1, MAX_INPUT_BITS)
         if sum(self.slices) != self.bits or any(s < 1 for s in self.slices):
-            raise ValueError(f"input slices {list(self.slices)} must add up to {self.bits} bits")
+            raise ValueError(f"input slices {list(self.slices)} must add up to {self.bits} "
+                             "bits, each at least 1")
 
 
 @structured_attribute("converter")
@@ -90,6 +149,19 @@ class ConverterChoice:
     bits: int
     samples: int
 
+    def __post_init__(self) -> None:
+        _require(bool(self.name), "name must name one of the target's converters")
+        _require(self.kind in CONVERTER_KINDS,
+                 f"kind {self.kind!r} must be one of {', '.join(CONVERTER_KINDS)}")
+        _in_range("bits", self.bits, 1, MAX_CONVERTER_BITS)
+        # the .hw loader's rule: sense amplifiers and MTJs resolve one bit
+        _require(self.kind not in ONE_BIT_KINDS or self.bits == 1,
+                 f"a {self.kind} converter resolves 1 bit, not bits = {self.bits}")
+        _in_range("samples", self.samples, 1, MAX_SAMPLES)
+        _require(self.kind == ConverterKind.MTJ.value or self.samples == 1,
+                 f"only an mtj converter takes several samples, not a {self.kind} "
+                 f"(samples = {self.samples})")
+
 
 @structured_attribute("placement")
 @dataclass(frozen=True, slots=True)
@@ -99,6 +171,11 @@ class Placement:
     first_tile: int
     tiles: int
     replicas: int
+
+    def __post_init__(self) -> None:
+        _in_range("first_tile", self.first_tile, 0)
+        _in_range("tiles", self.tiles, 1)
+        _in_range("replicas", self.replicas, 1)
 
 
 @structured_attribute("activation_stats")
@@ -110,6 +187,15 @@ class ActivationStats:
     bit_density: tuple[float, ...]
     zero_fraction: float
     samples: int
+
+    def __post_init__(self) -> None:
+        _require(len(self.bit_density) <= MAX_INPUT_BITS,
+                 f"bit_density has {len(self.bit_density)} entries, more than the "
+                 f"{MAX_INPUT_BITS} bits of any code")
+        for density in self.bit_density:
+            _share("a bit_density entry", density)
+        _share("zero_fraction", self.zero_fraction)
+        _in_range("samples", self.samples, 1)
 
 
 @structured_attribute("profile")
@@ -123,6 +209,15 @@ class ConverterProfile:
     saturation: float
     speculation_failures: float
     recoveries: float
+
+    def __post_init__(self) -> None:
+        _in_range("samples", self.samples, 1)
+        _share("saturation", self.saturation)
+        _share("speculation_failures", self.speculation_failures)
+        # a failed slice re-runs as one 1-bit conversion per bit it carried
+        _require(0.0 <= self.recoveries <= MAX_INPUT_BITS,
+                 f"recoveries = {self.recoveries} must be in [0, {MAX_INPUT_BITS}] (1-bit "
+                 "conversions per speculative conversion)")
 
 
 MAPPING_ATTRIBUTES = (
@@ -140,3 +235,188 @@ MAPPING_ATTRIBUTES = (
 """The optional mapping attributes every crossbar op (conv, linear) accepts, in print order."""
 
 CROSSBAR_OPS = ("conv", "linear")
+
+FLOAT_MAPPING = ("input",)
+"""The mapping attributes a layer may carry before it is quantized (assign-input-precision runs
+before quantize); every other one describes integer codes on crossbars."""
+
+
+@dataclass(frozen=True, slots=True)
+class LayerShape:
+    """The product a crossbar op computes: K rows and N columns per group, G groups, at P
+    output positions (batch included)."""
+
+    rows: int
+    columns: int
+    groups: int
+    positions: int
+
+    @property
+    def filters(self) -> int:
+        """Return the output channels of all groups."""
+        return self.columns * self.groups
+
+    @classmethod
+    def of(cls, op: str, weight: Sequence[int], out: Sequence[int], group: int) -> LayerShape:
+        """Return the product of a conv (w [M, C/G, *kernel]) or linear (w [K, N]) op."""
+        if op == "conv":
+            return cls(math.prod(weight[1:]), weight[0] // group, group,
+                       out[0] * math.prod(out[2:]))
+        return cls(weight[0], weight[1], 1, math.prod(out[:-1]))
+
+
+class MappingRuleError(ValueError):
+    """A mapping attribute breaks a rule; `value` names the value whose definition is at fault
+    (so that a program file's error points at its line)."""
+
+    def __init__(self, message: str, value: str | None = None) -> None:
+        super().__init__(message)
+        self.value = value
+
+
+LayerRule = Callable[[Any, Mapping[str, Any], LayerShape], None]
+
+
+def _centers(centers: tuple[int, ...], attrs: Mapping[str, Any], shape: LayerShape) -> None:
+    mapping = attrs.get("weights")
+    # encode-weights drops them with any other encoding; the datapath reads them only there
+    _require(isinstance(mapping, WeightMapping) and mapping.encoding == "center-offset",
+             "centers belong to a center-offset encoding: the layer's weights attribute must "
+             "say encoding = \"center-offset\"")
+    _require(len(centers) == shape.filters,
+             f"{len(centers)} centers for {shape.filters} filters: one per filter")
+    _require(all(abs(c) <= MAX_CENTER for c in centers),
+             f"centers must be within +-{MAX_CENTER} (the center of a weight of at most 16 bits)")
+
+
+def _tiling(tiling: Tiling, attrs: Mapping[str, Any], shape: LayerShape) -> None:
+    _require(tiling.groups == shape.groups,
+             f"groups = {tiling.groups} must be the layer's {shape.groups} channel groups")
+    row_tiles = -(-shape.rows // tiling.rows)
+    # the cost model reads one partial sum per row tile; the simulator sums every K row
+    _require(tiling.row_tiles == row_tiles,
+             f"row_tiles = {tiling.row_tiles} must be ceil(K / rows) = ceil({shape.rows} / "
+             f"{tiling.rows}) = {row_tiles}: the row tiles hold the layer's K = {shape.rows} "
+             "rows")
+    mapping = attrs.get("weights")
+    _require(isinstance(mapping, WeightMapping),
+             "a tiling needs the layer's weights attribute (its slices and devices say how "
+             "many columns a weight takes)")
+    # one crossbar column per slice, two for a pair unless the target subtracts it in analog
+    fewest = -(-shape.columns * len(mapping.slices) // tiling.columns)
+    most = -(-shape.columns * len(mapping.slices) * mapping.devices // tiling.columns)
+    span = f"{fewest}" if fewest == most else f"{fewest}..{most}"
+    _require(fewest <= tiling.column_tiles <= most,
+             f"column_tiles = {tiling.column_tiles} must be {span}: N = {shape.columns} "
+             f"columns x {len(mapping.slices)} slices"
+             + (f" (x {mapping.devices} devices)" if mapping.devices > 1 else "")
+             + f" on {tiling.columns} crossbar columns")
+
+
+def _column_share(share: int, attrs: Mapping[str, Any], shape: LayerShape) -> None:
+    tiling = attrs.get("tiling")
+    _require(isinstance(tiling, Tiling), "column sharing needs the layer's tiling")
+    # one converter serves `share` columns in turn: a whole number of converters per crossbar
+    _require(share >= 1 and tiling.columns % share == 0,
+             f"column_share = {share} must be >= 1 and divide the tiling's {tiling.columns} "
+             "columns")
+
+
+def _ps(name: str) -> LayerRule:
+    def rule(values: tuple[float, ...], attrs: Mapping[str, Any], shape: LayerShape) -> None:
+        other = "ps_offset" if name == "ps_scale" else "ps_scale"
+        partner = attrs.get(other)
+        _require(partner is not None and len(partner) == len(values),
+                 f"{name} has {len(values)} entries and needs {other} with as many (one of "
+                 "each per column)")
+        if name == "ps_scale":  # x = a * PS + b: a must be a positive finite gain
+            _require(all(math.isfinite(v) and v > 0 for v in values),
+                     "ps_scale entries must be finite and > 0")
+        else:
+            _require(all(math.isfinite(v) for v in values), "ps_offset entries must be finite")
+        # [weight slice][device][filter]: a whole number of filter rows
+        _require(bool(values) and len(values) % shape.filters == 0,
+                 f"{name} has {len(values)} entries, not a multiple of the layer's "
+                 f"{shape.filters} filters")
+        mapping = attrs.get("weights")
+        if isinstance(mapping, WeightMapping):
+            rows = len(values) // shape.filters
+            legal = sorted({len(mapping.slices), len(mapping.slices) * mapping.devices})
+            _require(rows in legal,
+                     f"{name} has {rows} columns per filter; the weights' "
+                     f"{len(mapping.slices)} slices x devices give "
+                     f"{' or '.join(map(str, legal))}")
+    return rule
+
+
+def _placement(placement: Placement, attrs: Mapping[str, Any], shape: LayerShape) -> None:
+    tiling = attrs.get("tiling")
+    _require(isinstance(tiling, Tiling), "a placement needs the layer's tiling")
+    _require(placement.tiles <= tiling.crossbars,
+             f"tiles = {placement.tiles} must not exceed the layer's {tiling.crossbars} "
+             "crossbars: each tile holds at least one")
+    streaming = attrs.get("input")
+    slices = len(streaming.slices) if isinstance(streaming, InputStreaming) else MAX_INPUT_BITS
+    cycles = shape.positions * slices
+    # place stops copying a layer when every copy has one array cycle left
+    _require(placement.replicas <= cycles,
+             f"replicas = {placement.replicas} must not exceed the layer's {cycles} array "
+             f"cycles ({shape.positions} positions x {slices} input slices)")
+
+
+LAYER_RULES: dict[str, LayerRule] = {
+    "centers": _centers,
+    "tiling": _tiling,
+    "column_share": _column_share,
+    "ps_scale": _ps("ps_scale"),
+    "ps_offset": _ps("ps_offset"),
+    "placement": _placement,
+}
+"""The rule of each mapping attribute that needs the layer's product or its other attributes
+(the fields of a structured one check themselves when it is built)."""
+
+
+def check_layer(attrs: Mapping[str, Any], shape: LayerShape, integer: bool) -> None:
+    """Raise MappingRuleError naming the first mapping attribute of a crossbar op that breaks
+    its rule; `integer` says whether the op computes on integer codes."""
+    for spec in MAPPING_ATTRIBUTES:
+        if spec.name not in attrs:
+            continue
+        if not integer and spec.name not in FLOAT_MAPPING:
+            raise MappingRuleError(f"attribute '{spec.name}': a float layer has no crossbar "
+                                   "mapping (run quantize before the mapping passes)")
+        rule = LAYER_RULES.get(spec.name)
+        try:
+            if rule is not None:
+                rule(attrs[spec.name], attrs, shape)
+        except ValueError as exc:
+            raise MappingRuleError(f"attribute '{spec.name}': {exc}") from None
+
+
+def check_input_codes(streaming: InputStreaming, bits: int, signed: bool, source: str) -> None:
+    """Raise MappingRuleError unless a layer streams its input codes as the quantize op that
+    makes them (`bits`, `signed`, named `source`) wrote them: the datapath slices the codes'
+    bit pattern by `streaming`, so another width or sign would silently read other numbers."""
+    def spell(b: int, s: bool) -> str:
+        return f"{b}-bit {'signed' if s else 'unsigned'}"
+
+    if (streaming.bits, streaming.signed) != (bits, signed):
+        raise MappingRuleError(
+            f"attribute 'input': streams {spell(streaming.bits, streaming.signed)} codes but "
+            f"its operand holds the {spell(bits, signed)} codes of quantize {source}")
+
+
+def check_placements(placed: Sequence[tuple[str, Placement]]) -> None:
+    """Raise MappingRuleError unless the placed layers (result name, placement) tile the chip
+    from tile 0 without gaps or overlaps, as `place` lays them out: each copy owns its tiles,
+    and the area model builds every tile up to the last one used."""
+    end = 0
+    for value, placement in sorted(placed, key=lambda item: item[1].first_tile):
+        if placement.first_tile != end:
+            problem = "overlaps the tiles of another layer" if placement.first_tile < end \
+                else f"leaves tiles {end}..{placement.first_tile - 1} unused"
+            raise MappingRuleError(
+                f"attribute 'placement': first_tile = {placement.first_tile} {problem}: the "
+                f"layers' placements must follow each other from tile 0 (this one should "
+                f"start at tile {end})", value)
+        end += placement.tiles * placement.replicas

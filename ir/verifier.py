@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from imcc.errors import VerificationError
 from imcc.ir.attributes import coerce
 from imcc.ir.graph import GRAPH_ATTRIBUTES, Graph, Node
+from imcc.ir.mapping import (
+    CROSSBAR_OPS,
+    InputStreaming,
+    LayerShape,
+    MappingRuleError,
+    Placement,
+    check_input_codes,
+    check_layer,
+    check_placements,
+)
 from imcc.ir.ops import ShapeError, get_op
 from imcc.ir.types import TensorType
 
+CODE_PRESERVING = ("reshape", "transpose", "slice")
+"""Ops whose integer result holds exactly the codes of their operand: a crossbar layer behind
+them still reads the codes of the quantize before them."""
+
+
+MAPPING_HINT = ("mapping attributes are what `imcc compile --target T` decided: compile the model "
+                "again rather than edit them")
 
 def _where(node: Node, index: int) -> str:
     label = f" ({node.name})" if node.name else ""
@@ -40,6 +59,7 @@ def verify(graph: Graph) -> None:
             if TensorType.of(constant.data) != constant.type:
                 raise VerificationError(f"constant %{name}: data is {TensorType.of(constant.data)}"
                                         f" but the constant says {constant.type}", value=name)
+            _check_finite(graph, name, constant.data)
     for index, node in enumerate(graph.nodes):
         where = _where(node, index)
         located = node.outputs[0] if node.outputs else None  # finds the node's line in a file
@@ -96,6 +116,20 @@ def verify(graph: Graph) -> None:
                     f"{where}: result %{out} is declared {graph.types[out]} but the op "
                     f"yields {expected}", value=out
                 )
+        if node.op in CROSSBAR_OPS:
+            try:
+                _check_mapping(graph, node)
+            except MappingRuleError as exc:
+                raise VerificationError(f"{where}: {exc}", value=located,
+                                        hint=MAPPING_HINT) from None
+    placed = [(n.outputs[0], n.attributes["placement"]) for n in graph.nodes
+              if isinstance(n.attributes.get("placement"), Placement)]
+    try:
+        check_placements(placed)
+    except MappingRuleError as exc:
+        index = next(i for i, n in enumerate(graph.nodes) if n.outputs[:1] == (exc.value,))
+        raise VerificationError(f"{_where(graph.nodes[index], index)}: {exc}",
+                                value=exc.value, hint=MAPPING_HINT) from None
     for key, value in graph.attributes.items():
         if key not in GRAPH_ATTRIBUTES or not isinstance(value, str):
             raise VerificationError(f"graph attribute '{key}' is unknown or not a string")
@@ -104,3 +138,35 @@ def verify(graph: Graph) -> None:
     for name in graph.outputs:
         if name not in defined:
             raise VerificationError(f"graph output %{name} is not defined", value=name)
+
+
+def _check_finite(graph: Graph, name: str, data: np.ndarray) -> None:
+    """Refuse NaN in a constant, and infinities unless only `clip` reads it (an infinite bound
+    means no bound): anywhere else they turn every result downstream into noise."""
+    if data.dtype.kind != "f" or np.isfinite(data).all():
+        return
+    if not np.isnan(data).any() and all(user.op == "clip" for user in graph.users.get(name, ())):
+        return
+    bad = tuple(int(i) for i in np.argwhere(~np.isfinite(data))[0])
+    raise VerificationError(f"constant %{name}: holds {data[bad]} at index {list(bad)}; "
+                            "constants must be finite (infinite only as a clip bound)",
+                            value=name)
+
+
+def _check_mapping(graph: Graph, node: Node) -> None:
+    """Check the mapping attributes of a crossbar op against its product and its input's codes
+    (the rules live in ir/mapping.py)."""
+    x, w, out = (graph.types[node.inputs[0]], graph.types[node.inputs[1]],
+                 graph.types[node.outputs[0]])
+    group = node.attributes.get("group", 1)
+    check_layer(node.attributes, LayerShape.of(node.op, w.shape, out.shape, group),
+                x.dtype.is_integer)
+    streaming = node.attributes.get("input")
+    if not isinstance(streaming, InputStreaming):
+        return
+    producer = graph.producers.get(node.inputs[0])
+    while producer is not None and producer.op in CODE_PRESERVING:
+        producer = graph.producers.get(producer.inputs[0])
+    if producer is not None and producer.op == "quantize":
+        check_input_codes(streaming, producer.attributes["bits"], producer.attributes["signed"],
+                          f"%{producer.outputs[0]}")

@@ -24,12 +24,19 @@ for _name, _summary in [
 ]:
     define_op(_name, _summary, ["x"])(_same)
 
-define_op(
+
+@define_op(
     "leaky_relu",
     "x if x >= 0 else alpha * x",
     ["x"],
     [AttrSpec("alpha", AttrKind.FLOAT, 0.01)],
-)(_same)
+)
+def _leaky_relu(types, attrs, consts):
+    if not math.isfinite(attrs["alpha"]):  # an infinite slope makes inf and nan (inf * 0)
+        raise ShapeError(f"leaky_relu alpha must be finite, got {attrs['alpha']}")
+    return [types[0]]
+
+
 define_op(
     "clip",
     "min(max(x, min), max)",

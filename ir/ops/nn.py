@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from imcc.ir.attributes import AttrKind, AttrSpec
 from imcc.ir.mapping import MAPPING_ATTRIBUTES
 from imcc.ir.ops import ShapeError, define_op
@@ -129,6 +131,8 @@ def _batch_norm(types, attrs, consts):
     x = types[0]
     if x.rank < 2:
         raise ShapeError(f"batch_norm needs x of rank >= 2, got {x}")
+    if not 0.0 <= attrs["epsilon"] < math.inf:  # sqrt(var + epsilon) of a zero variance
+        raise ShapeError(f"batch_norm epsilon must be finite and >= 0, got {attrs['epsilon']}")
     for t in types[1:]:
         if t.shape != (x.shape[1],):
             raise ShapeError(f"batch_norm parameters must be [{x.shape[1]}], got {t}")
@@ -194,6 +198,11 @@ define_op("global_max_pool", "maximum over all spatial positions", ["x"])(_globa
 def _lrn(types, attrs, consts):
     if types[0].rank < 3:
         raise ShapeError(f"lrn needs x of rank >= 3, got {types[0]}")
+    if attrs["size"] < 1:  # the window of channels summed: at least the channel itself
+        raise ShapeError(f"lrn size must be >= 1, got {attrs['size']}")
+    for key in ("alpha", "beta", "bias"):
+        if not math.isfinite(attrs[key]):
+            raise ShapeError(f"lrn {key} must be finite, got {attrs[key]}")
     return [types[0]]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from imcc.ir.attributes import AttrKind, AttrSpec
 from imcc.ir.mapping import ActivationStats
 from imcc.ir.ops import ShapeError, define_op
@@ -25,8 +27,17 @@ def _quantize(types, attrs, consts):
     x = types[0]
     if not x.dtype.is_float:
         raise ShapeError(f"quantize takes a float tensor, got {x}")
-    if not 1 <= attrs["bits"] <= 16 or not attrs["scale"] > 0:
-        raise ShapeError("quantize needs 1 <= bits <= 16 and scale > 0")
+    bits, signed = attrs["bits"], attrs["signed"]
+    if not 1 <= bits <= 16 or not 0 < attrs["scale"] < math.inf:
+        raise ShapeError("quantize needs 1 <= bits <= 16 and a finite scale > 0")
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    if not low <= attrs["zero_point"] <= high:  # else every code clamps to one end
+        raise ShapeError(f"quantize zero_point {attrs['zero_point']} is outside the "
+                         f"{bits}-bit {'signed' if signed else 'unsigned'} codes {low}..{high}")
+    stats = attrs.get("stats")
+    if isinstance(stats, ActivationStats) and len(stats.bit_density) != bits:
+        raise ShapeError(f"quantize stats: bit_density has {len(stats.bit_density)} entries, "
+                         f"one per bit of the {bits}-bit codes expected")
     return [TensorType(x.shape, DType.I32)]
 
 
