@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import random
 import re
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -341,3 +342,16 @@ def test_parser_raises_only_user_errors_on_mutated_programs(mapped):
             parse_program(mutated, "m.imcir")
         except UserError as exc:
             assert exc.exit_code == 2 and exc.render()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_non_finite_inline_constant_is_refused_at_its_line(capsys, tmp_path, mapped, value):
+    text = mapped.read_text()
+    match = re.search(r"dense<\[([-0-9.e]+)", text)
+    assert match is not None
+    path = copy_program(mapped, tmp_path, text[: match.start(1)] + value + text[match.end(1):])
+    shutil.copy(mapped.with_suffix(".npz"), path.with_suffix(".npz"))
+    line = text.count("\n", 0, match.start()) + 1
+    code, out, err = imcc(capsys, "cost", path)
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert err.startswith(f"{path}:{line}:") and "constants must be finite" in err, err
