@@ -205,7 +205,9 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.nda
         if array.dtype != value.type.dtype.numpy:
             if not np.can_cast(array.dtype, value.type.dtype.numpy, casting="same_kind"):
                 raise UserError(f"input %{value.name} is {array.dtype}, expected "
-                                f"{value.type.dtype.value}")
+                                f"{value.type.dtype.value}",
+                                hint=f"save the array as {value.type.dtype.numpy.name}, or "
+                                "one that converts to it without loss of kind")
             array = array.astype(value.type.dtype.numpy)
         checked[value.name] = array
     outputs = ReferenceInterpreter().run(graph, checked)

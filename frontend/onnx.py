@@ -70,7 +70,8 @@ def import_onnx(
         _check(proto, label)
     opset = _default_opset(proto, label)
     if batch < 1:
-        raise FrontendError(f"{label}: batch must be at least 1, got {batch}")
+        raise FrontendError(f"{label}: batch must be at least 1, got {batch}",
+                            hint="--batch N, or inputs whose first dimension holds samples")
     graph = proto.graph
     _check_graph(graph, label)
     names = [n.name or f"{n.op_type}_{i}" for i, n in enumerate(graph.node)]

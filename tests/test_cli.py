@@ -53,7 +53,7 @@ def program(tmp_path: Path) -> Path:
     ((), "error: the following arguments are required: COMMAND\n"
          "hint: `imcc --help` shows the usage\n"),
     (("frobnicate",), "error: argument COMMAND: invalid choice: 'frobnicate' (choose from "
-                      "compile, opt, run, cost, simulate, export-qdq, search, finetune, passes, "
+                      "compile, opt, cost, simulate, export-qdq, run, search, finetune, passes, "
                       "ops, targets)\n"
                       "hint: `imcc --help` shows the usage\n"),
     (("opt",), "error: the following arguments are required: IN.imcir\n"

@@ -169,3 +169,28 @@ def test_search_refuses_labels_the_model_cannot_predict(capsys, tmp_path):
                     "--trials", "2", "--limit", "16", "--probe", "8", "--check", "16",
                     "--random-trials", "0", "--out", str(tmp_path / "s")],
            "labels go up to 15, but the model has 10 outputs")
+
+
+# --- run: its inputs --------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("arrays", "flags", "message"), [
+    ({"e.npy": None}, ["--input", "e.npy"], "cannot read input e.npy: it is empty (0 bytes)"),
+    ({"z.npy": np.zeros((0, 1, 8, 8), np.float32)}, ["--input", "z.npy"],
+     "graph input 'image' holds no values (shape [0, 1, 8, 8])"),
+    ({"a.npy": np.zeros((4, 1, 8, 8), np.float32), "b.npy": np.zeros((1, 1, 8, 8), np.float32)},
+     ["--input", "image=a.npy", "--input", "image=b.npy"], "graph input 'image' is given twice"),
+    ({"a.npy": np.zeros((4, 1, 8, 8), np.float32)}, ["--input", "=a.npy"],
+     "--input =a.npy: give NAME=FILE or FILE"),
+    ({"a.npy": np.zeros((4, 1, 8, 8), np.float32)}, ["--input", "a.npy", "--batch", "0"],
+     "--batch sets the batch an ONNX model is imported with"),
+    ({"n.npy": np.full((2, 1, 8, 8), np.nan, np.float32)}, ["--input", "n.npy"],
+     "graph input 'image' holds NaN or infinite values"),
+])
+def test_run_refuses_bad_inputs(capsys, tmp_path, monkeypatch, program, arrays, flags, message):
+    monkeypatch.chdir(tmp_path)
+    for name, array in arrays.items():
+        if array is None:
+            Path(name).write_bytes(b"")
+        else:
+            np.save(name, array)
+    _fails(capsys, ["run", str(program), *flags], message)
