@@ -48,4 +48,11 @@ def read_reproducer_pipeline(text: str, filename: str) -> str:
             hint="reproducers are written when a pass fails; drop --run-reproducer to run "
             "--passes on an ordinary program",
         )
-    return json.loads(found.group(1))
+    try:
+        pipeline = json.loads(found.group(1))
+    except json.JSONDecodeError as exc:  # e.g. `\x`, which the line's pattern lets through
+        raise UserError(f"{filename}:1:{len(MARKER) + exc.pos + 1}: the recorded pipeline is "
+                        f"not a JSON string ({exc.msg})",
+                        hint="reproducers are written by imcc when a pass fails; write the "
+                        "pipeline as a JSON string, or pass --passes to `imcc opt`") from None
+    return pipeline

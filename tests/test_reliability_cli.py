@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -194,3 +195,11 @@ def test_run_refuses_bad_inputs(capsys, tmp_path, monkeypatch, program, arrays, 
         else:
             np.save(name, array)
     _fails(capsys, ["run", str(program), *flags], message)
+
+
+def test_a_reproducer_line_that_is_not_json_is_one_message(capsys, tmp_path, program):
+    path = tmp_path / "r.imcir"
+    path.write_text('// imcc-reproducer: --passes "canon\\xicalize"\n' + program.read_text())
+    shutil.copy(program.with_suffix(".npz"), path.with_suffix(".npz"))
+    _fails(capsys, ["opt", str(path), "--run-reproducer"],
+           "r.imcir:1:36: the recorded pipeline is not a JSON string (Invalid \\escape)")
