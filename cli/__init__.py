@@ -11,16 +11,19 @@ from imcc.cli import listings, program, run, search
 from imcc.cli.common import Parser, resolve_target
 from imcc.errors import ImccError
 
-DESCRIPTION = "imcc: compile ONNX models for crossbar in-memory-computing accelerators, price " \
+DESCRIPTION = (
+    "imcc: compile ONNX models for crossbar in-memory-computing accelerators, price "
     "and simulate them, search their mappings and fine-tune them."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of `imcc` and its subcommands."""
     parser = Parser(prog="imcc", description=DESCRIPTION, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"imcc {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
-                                parser_class=Parser)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=Parser
+    )
     for group in (program, run, search, listings):
         group.register(sub)
     parser.set_defaults(commands=sub.choices)

@@ -32,12 +32,15 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         # Python 3.12 stopped quoting the choices; spell them one way on every version.
-        message = re.sub(r"\(choose from (.*)\)",
-                         lambda m: f"(choose from {m.group(1).replace(chr(39), '')})", message)
+        message = re.sub(
+            r"\(choose from (.*)\)",
+            lambda m: f"(choose from {m.group(1).replace(chr(39), '')})",
+            message,
+        )
         raise UserError(message, hint=f"`{self.prog} --help` shows the usage")
 
 
-def seed(text: str) -> int:
+def seed_argument(text: str) -> int:
     """Read a `--seed`: numpy's and torch's generators take integers in [0, 2**63)."""
     try:
         value = int(text)
@@ -48,18 +51,19 @@ def seed(text: str) -> int:
     return value
 
 
-def check_outputs(args: argparse.Namespace, files: Sequence[str], folders: Sequence[str] = ()
-                   ) -> None:
+def check_outputs(
+    args: argparse.Namespace, files: Sequence[str], folders: Sequence[str] = ()
+) -> None:
     """Refuse unwritable output paths before a command starts its work."""
     for name in files:
         if getattr(args, name, None):
-            check_output(getattr(args, name), flag(name))
+            check_output(getattr(args, name), flag_of(name))
     for name in folders:
         if getattr(args, name, None):
-            check_output_dir(getattr(args, name), flag(name))
+            check_output_dir(getattr(args, name), flag_of(name))
 
 
-def flag(name: str) -> str:
+def flag_of(name: str) -> str:
     return "-o" if name == "output" else "--" + name.replace("_", "-")
 
 
@@ -88,8 +92,14 @@ def instruments(args: argparse.Namespace) -> list[PassInstrument]:
     before = pass_names("--print-ir-before", args.print_ir_before)
     after = pass_names("--print-ir-after", args.print_ir_after)
     if before or after or args.print_ir_after_all or args.print_ir_after_change:
-        instruments.append(PrintIR(before, after, after_all=args.print_ir_after_all,
-                                   after_change=args.print_ir_after_change))
+        instruments.append(
+            PrintIR(
+                before,
+                after,
+                after_all=args.print_ir_after_all,
+                after_change=args.print_ir_after_change,
+            )
+        )
     if args.dump_ir_dir:
         instruments.append(DumpIR(args.dump_ir_dir))
     if args.time_passes:
@@ -97,16 +107,27 @@ def instruments(args: argparse.Namespace) -> list[PassInstrument]:
     return instruments
 
 
-def run_pipeline(graph: Graph, pipeline: str | list[Pass], args: argparse.Namespace,
-                  source: str, target: object | None = None,
-                  calibration: np.ndarray | None = None,
-                  decisions: Decisions | None = None) -> Graph:
+def run_pipeline(
+    graph: Graph,
+    pipeline: str | list[Pass],
+    args: argparse.Namespace,
+    source: str,
+    target: object | None = None,
+    calibration: np.ndarray | None = None,
+    decisions: Decisions | None = None,
+) -> Graph:
     passes = parse_pipeline(pipeline, source) if isinstance(pipeline, str) else pipeline
-    manager = PassManager(passes, instruments(args), verify_each=not args.no_verify,
-                          reproducer=args.reproducer)
+    manager = PassManager(
+        passes, instruments(args), verify_each=not args.no_verify, reproducer=args.reproducer
+    )
     options = {} if calibration is None else {"calibration": calibration}
-    ctx = Context(target=target, seed=args.seed, options=options,
-                  logger=logging.getLogger("imcc"), decisions=decisions or Decisions())
+    ctx = Context(
+        target=target,
+        seed=args.seed,
+        options=options,
+        logger=logging.getLogger("imcc"),
+        decisions=decisions or Decisions(),
+    )
     graph = manager.run(graph, ctx)
     if getattr(args, "stats", False) and ctx.decisions.tables:
         print(ctx.decisions.format(), file=sys.stderr)
@@ -141,20 +162,32 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, *, passes: bool = True) 
     group = parser.add_argument_group("pipeline run and instruments")
     group.add_argument("--print-ir-before", metavar="NAMES", help="print IR before these passes")
     group.add_argument("--print-ir-after", metavar="NAMES", help="print IR after these passes")
-    group.add_argument("--print-ir-after-all", action="store_true",
-                       help="print IR after every pass")
-    group.add_argument("--print-ir-after-change", action="store_true",
-                       help="print IR after a pass only when it changed it")
-    group.add_argument("--dump-ir-dir", metavar="DIR",
-                       help="write the IR after every pass to DIR/NN-pass.imcir")
+    group.add_argument(
+        "--print-ir-after-all", action="store_true", help="print IR after every pass"
+    )
+    group.add_argument(
+        "--print-ir-after-change",
+        action="store_true",
+        help="print IR after a pass only when it changed it",
+    )
+    group.add_argument(
+        "--dump-ir-dir", metavar="DIR", help="write the IR after every pass to DIR/NN-pass.imcir"
+    )
     group.add_argument("--time-passes", action="store_true", help="print wall time per pass")
-    group.add_argument("--stats", action="store_true",
-                       help="print per-layer tables of what the passes decided (stderr)")
-    group.add_argument("--no-verify", action="store_true",
-                       help="do not verify the IR after every pass")
-    group.add_argument("--reproducer", metavar="PATH",
-                       help="where a failing pass writes its reproducer (default: a temp dir)")
-    group.add_argument("--seed", type=seed, default=0, help="seed of every random choice")
+    group.add_argument(
+        "--stats",
+        action="store_true",
+        help="print per-layer tables of what the passes decided (stderr)",
+    )
+    group.add_argument(
+        "--no-verify", action="store_true", help="do not verify the IR after every pass"
+    )
+    group.add_argument(
+        "--reproducer",
+        metavar="PATH",
+        help="where a failing pass writes its reproducer (default: a temp dir)",
+    )
+    group.add_argument("--seed", type=seed_argument, default=0, help="seed of every random choice")
 
 
 def program_target(args: argparse.Namespace, graph: Graph) -> object:
@@ -162,8 +195,10 @@ def program_target(args: argparse.Namespace, graph: Graph) -> object:
     recorded = graph.attributes.get("target")
     spec = args.target or recorded
     if spec is None:
-        raise UserError(f"{args.program} does not say which target it is mapped for",
-                        hint="give --target T (compile with --target records it)")
+        raise UserError(
+            f"{args.program} does not say which target it is mapped for",
+            hint="give --target T (compile with --target records it)",
+        )
     target = resolve_target(spec)
     if args.target and recorded and args.target != recorded:
         try:
@@ -171,26 +206,36 @@ def program_target(args: argparse.Namespace, graph: Graph) -> object:
         except UserError:  # the recorded .hw file moved: --target says where it is now
             mapped_for = target
         if mapped_for != target:
-            raise UserError(f"{args.program} is mapped for target '{recorded}', not "
-                            f"'{args.target}'",
-                            hint=f"compile the model again with --target {args.target}, or "
-                            "drop --target")
+            raise UserError(
+                f"{args.program} is mapped for target '{recorded}', not '{args.target}'",
+                hint=f"compile the model again with --target {args.target}, or drop --target",
+            )
     check_program_target(graph, target)  # a program edited by hand may not fit it any more
     return target
 
 
-def simulation(graph: Graph, target: object, spec: str, args: argparse.Namespace
-                ) -> dict | None:
+def run_simulation(
+    graph: Graph, target: object, spec: str, args: argparse.Namespace
+) -> dict | None:
     """Simulate a mapped program on a data set and print the summary; return its record."""
     from imcc.backend.simulate import format_simulation, simulate
     from imcc.frontend.datasets import load_dataset
+
     source = args.model_source or graph.attributes.get("source")
     float_graph = None
     if source and Path(source).is_file():  # the float reference: the source, cleaned up
         float_graph = PassManager(parse_pipeline(DEFAULT_PIPELINE)).run(
-            import_model(source, None), Context(seed=args.seed))
-    report = simulate(graph, target, load_dataset(spec, args.limit), float_graph=float_graph,
-                      batch=args.sim_batch, seed=args.seed, progress=sys.stderr.isatty())
+            import_model(source, None), Context(seed=args.seed)
+        )
+    report = simulate(
+        graph,
+        target,
+        load_dataset(spec, args.limit),
+        float_graph=float_graph,
+        batch=args.sim_batch,
+        seed=args.seed,
+        progress=sys.stderr.isatty(),
+    )
     if not args.json:
         print(format_simulation(report))
         if float_graph is None:
@@ -198,9 +243,15 @@ def simulation(graph: Graph, target: object, spec: str, args: argparse.Namespace
     return report.to_dict()
 
 
-def report(graph: Graph, target: object, json_path: str | None, as_json: bool,
-            calibrated: str, simulation: dict | None = None,
-            decisions: Decisions | None = None) -> None:
+def print_report(
+    graph: Graph,
+    target: object,
+    json_path: str | None,
+    as_json: bool,
+    calibrated: str,
+    simulation: dict | None = None,
+    decisions: Decisions | None = None,
+) -> None:
     """Print the cost report of a mapped program (a table, or JSON) and write `--report`."""
     import json
 
@@ -211,8 +262,12 @@ def report(graph: Graph, target: object, json_path: str | None, as_json: bool,
     if decisions is not None:
         record["decisions"] = decisions.tables
     if simulation is not None:
-        record.update({key: simulation[key] for key in (
-            "accuracy", "float_accuracy", "quantized_accuracy", "samples")})
+        record.update(
+            {
+                key: simulation[key]
+                for key in ("accuracy", "float_accuracy", "quantized_accuracy", "samples")
+            }
+        )
         record["simulation"] = simulation
     if json_path:
         write_text(json_path, json.dumps(record, indent=2) + "\n", "--report")
@@ -221,4 +276,3 @@ def report(graph: Graph, target: object, json_path: str | None, as_json: bool,
     else:
         print(format_table(report))
         print(f"calibration: {calibrated}")
-

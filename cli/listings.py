@@ -31,7 +31,6 @@ def _cmd_targets(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def register(sub: argparse._SubParsersAction) -> None:
     """Add passes, ops and targets to the subcommands."""
     for name, handler, text in [

@@ -33,8 +33,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.check_ort and not is_onnx:
         raise UserError("--check-ort needs an .onnx model", hint="drop --check-ort")
     if args.batch is not None and not is_onnx:
-        raise UserError("--batch sets the batch an ONNX model is imported with; a program's "
-                        "batch is fixed", hint="drop --batch")
+        raise UserError(
+            "--batch sets the batch an ONNX model is imported with; a program's batch is fixed",
+            hint="drop --batch",
+        )
     check_outputs(args, ["output"])
     inputs = _Inputs.read(args.input)
     if is_onnx:
@@ -65,9 +67,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.output:
         write_file(args.output, lambda stream: np.savez(stream, **outputs), "-o")
     if failures:  # after -o, so that the outputs can be inspected
-        raise UserError("--check-ort: cannot compare with onnxruntime: " + "; ".join(failures),
-                        hint="a NaN or infinity comes from the inputs or the model (a division "
-                        "by zero, an overflow); the relative error would be meaningless")
+        raise UserError(
+            "--check-ort: cannot compare with onnxruntime: " + "; ".join(failures),
+            hint="a NaN or infinity comes from the inputs or the model (a division "
+            "by zero, an overflow); the relative error would be meaningless",
+        )
     return 0
 
 
@@ -85,13 +89,17 @@ class _Inputs:
             if not sep:
                 name, path = "", spec
             elif not name or not path:
-                raise UserError(f"--input {spec}: give NAME=FILE or FILE",
-                                hint="e.g. --input image=x.npy, or --input x.npz")
+                raise UserError(
+                    f"--input {spec}: give NAME=FILE or FILE",
+                    hint="e.g. --input image=x.npy, or --input x.npz",
+                )
             try:
                 files.append((name, read_arrays(path)))
             except Unreadable as exc:
-                raise UserError(f"cannot read input {path}: it {exc}",
-                                hint="inputs are .npy files or .npz archives") from None
+                raise UserError(
+                    f"cannot read input {path}: it {exc}",
+                    hint="inputs are .npy files or .npz archives",
+                ) from None
         return cls(tuple(files))
 
     def first_dimension(self) -> int | None:
@@ -118,8 +126,9 @@ class _Inputs:
 
         def bind(name: str, array: np.ndarray) -> None:
             if name in feeds:
-                raise UserError(f"--input: graph input '{name}' is given twice",
-                                hint="give each input once")
+                raise UserError(
+                    f"--input: graph input '{name}' is given twice", hint="give each input once"
+                )
             feeds[name] = array
 
         for name, loaded in self.files:
@@ -135,19 +144,26 @@ class _Inputs:
         unknown = [n for n in feeds if n not in names]
         if unknown or len(positional) > len(names):
             what = f"'{unknown[0]}'" if unknown else "more arrays than inputs"
-            raise UserError(f"--input: the graph has no input {what}",
-                            hint=f"graph inputs: {', '.join(names)}")
+            raise UserError(
+                f"--input: the graph has no input {what}", hint=f"graph inputs: {', '.join(names)}"
+            )
         missing = [n for n in names if n not in feeds]
         if missing:
-            raise UserError(f"no --input for graph input '{missing[0]}'",
-                            hint=f"pass --input {missing[0]}=FILE.npy")
+            raise UserError(
+                f"no --input for graph input '{missing[0]}'",
+                hint=f"pass --input {missing[0]}=FILE.npy",
+            )
         for name, array in feeds.items():
             if array.size == 0:
-                raise UserError(f"--input: graph input '{name}' holds no values "
-                                f"(shape {list(array.shape)})", hint="give at least one sample")
+                raise UserError(
+                    f"--input: graph input '{name}' holds no values (shape {list(array.shape)})",
+                    hint="give at least one sample",
+                )
             if array.dtype.kind in "fc" and not np.isfinite(array).all():
-                raise UserError(f"--input: graph input '{name}' holds NaN or infinite values",
-                                hint="give finite numbers")
+                raise UserError(
+                    f"--input: graph input '{name}' holds NaN or infinite values",
+                    hint="give finite numbers",
+                )
         return feeds
 
 
@@ -159,16 +175,16 @@ def _summary(name: str, array: np.ndarray) -> list[str]:
     if array.size == 0:
         return lines
     numeric = array.astype(np.float64)
-    lines[0] += (f"  min {numeric.min():.6g}  max {numeric.max():.6g}"
-                 f"  mean {numeric.mean():.6g}")
+    lines[0] += f"  min {numeric.min():.6g}  max {numeric.max():.6g}  mean {numeric.mean():.6g}"
     if array.ndim >= 1 and array.dtype.kind in "fiu":
         rows = numeric.reshape(-1, array.shape[-1])
         argmax = rows.argmax(axis=-1)
         shown = ", ".join(str(int(i)) for i in argmax[:16])
         lines.append(f"  argmax: [{shown}{', ...' if len(argmax) > 16 else ''}]")
         top = np.argsort(-rows[0], kind="stable")[:5]
-        lines.append("  top values (sample 0): "
-                     + ", ".join(f"{int(i)}: {rows[0][i]:.6g}" for i in top))
+        lines.append(
+            "  top values (sample 0): " + ", ".join(f"{int(i)}: {rows[0][i]:.6g}" for i in top)
+        )
     return lines
 
 
@@ -183,9 +199,16 @@ def _ort_runner(model: str, graph: Graph):
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 
     # onnxruntime's exceptions derive from Exception directly, one class per status code.
-    errors = (RuntimeError, ValueError, TypeError, *(
-        kind for kind in vars(state).values()
-        if isinstance(kind, type) and issubclass(kind, Exception)))
+    errors = (
+        RuntimeError,
+        ValueError,
+        TypeError,
+        *(
+            kind
+            for kind in vars(state).values()
+            if isinstance(kind, type) and issubclass(kind, Exception)
+        ),
+    )
     hint = "drop --check-ort; the outputs above are imcc's own and do not depend on onnxruntime"
 
     def reason(exc: Exception) -> str:  # the first line, without the status-code prefix
@@ -196,26 +219,31 @@ def _ort_runner(model: str, graph: Graph):
     try:
         session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
     except errors as exc:
-        raise UserError(f"--check-ort: onnxruntime cannot load {model}: {reason(exc)}",
-                        hint=hint) from None
+        raise UserError(
+            f"--check-ort: onnxruntime cannot load {model}: {reason(exc)}", hint=hint
+        ) from None
     ort_inputs = [meta.name for meta in session.get_inputs()]
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         by_position = [feeds[v.name] for v in graph.inputs]
-        ort_feeds = {name: feeds.get(name, by_position[i] if i < len(by_position) else None)
-                     for i, name in enumerate(ort_inputs)}
+        ort_feeds = {
+            name: feeds.get(name, by_position[i] if i < len(by_position) else None)
+            for i, name in enumerate(ort_inputs)
+        }
         try:
             results = session.run(None, ort_feeds)
         except errors as exc:
-            raise UserError(f"--check-ort: onnxruntime cannot run {model}: {reason(exc)}",
-                            hint=hint) from None
+            raise UserError(
+                f"--check-ort: onnxruntime cannot run {model}: {reason(exc)}", hint=hint
+            ) from None
         return dict(zip(graph.outputs, results, strict=False))
 
     return run
 
 
-def _relative_errors(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]
-                     ) -> tuple[list[str], list[str]]:
+def _relative_errors(
+    ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]
+) -> tuple[list[str], list[str]]:
     """Compare our outputs with onnxruntime's: one line per output, and the failures.
 
     The error is max|ours - theirs| / max|theirs|. It means something only between finite
@@ -231,8 +259,10 @@ def _relative_errors(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]
         if actual.shape != expected.shape:
             why = f"shape {list(actual.shape)} differs from onnxruntime's {list(expected.shape)}"
         else:
-            counts = [(who, int(np.size(a) - np.isfinite(a).sum()))
-                      for who, a in (("ours", actual), ("onnxruntime's", expected))]
+            counts = [
+                (who, int(np.size(a) - np.isfinite(a).sum()))
+                for who, a in (("ours", actual), ("onnxruntime's", expected))
+            ]
             bad = ", ".join(f"{who} has {n} NaN or infinite values" for who, n in counts if n)
             why = f"not finite: {bad}" if bad else ""
         if why:
@@ -266,16 +296,29 @@ def _per_sample(run, feeds: dict[str, np.ndarray], samples: int) -> dict[str, np
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add run to the subcommands."""
-    run = sub.add_parser("run", help="run a model or program on inputs with the reference backend",
-                         allow_abbrev=False)
+    run = sub.add_parser(
+        "run",
+        help="run a model or program on inputs with the reference backend",
+        allow_abbrev=False,
+    )
     run.add_argument("model", metavar="MODEL", help="an .onnx model or an .imcir program")
-    run.add_argument("--input", action="append", default=[], metavar="[NAME=]X.npy|X.npz",
-                     help="input arrays (repeatable)")
+    run.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="[NAME=]X.npy|X.npz",
+        help="input arrays (repeatable)",
+    )
     run.add_argument("-o", "--output", metavar="OUT.npz", help="write the outputs here")
     run.add_argument("--weights", metavar="W.npz", help="weights of an .imcir program")
-    run.add_argument("--batch", type=int, metavar="N",
-                     help="batch size to import an ONNX model with (default: the inputs')")
-    run.add_argument("--check-ort", action="store_true",
-                     help="compare with onnxruntime (ONNX models only)")
+    run.add_argument(
+        "--batch",
+        type=int,
+        metavar="N",
+        help="batch size to import an ONNX model with (default: the inputs')",
+    )
+    run.add_argument(
+        "--check-ort", action="store_true", help="compare with onnxruntime (ONNX models only)"
+    )
     add_pipeline_flags(run, passes=False)
     run.set_defaults(handler=_cmd_run)
