@@ -32,7 +32,8 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def _refuse(path: Path, flag: str, why: str, hint: str) -> UserError:
-    where = f"{flag} {path}" if flag else str(path)
+    shown = "''" if not os.fspath(path) or (path == Path() and why.startswith("the path")) else path
+    where = f"{flag} {shown}" if flag else str(shown)
     return UserError(f"cannot write {where}: {why}", hint=hint)
 
 
@@ -42,12 +43,11 @@ def check_output(path: str | os.PathLike[str], flag: str = "") -> Path:
     Legal: an existing regular file (replaced), a device or pipe (written in place), or a new
     name whose nearest existing ancestor is a writable directory (missing folders are made).
     """
+    if not os.fspath(path):
+        raise _refuse("", flag, "the path is empty", "give a file name")
     path = Path(path)
-    if not str(path):
-        raise _refuse(path, flag, "the path is empty", "give a file name")
     if path.is_dir():
-        raise _refuse(path, flag, "it is a directory",
-                      f"give a file name, e.g. {path / 'out'}")
+        raise _refuse(path, flag, "it is a directory", f"give a file name, e.g. {path / 'out'}")
     if path.exists():
         return _check_writable(path, path, flag)
     return _check_parent(path, flag)
@@ -55,12 +55,16 @@ def check_output(path: str | os.PathLike[str], flag: str = "") -> Path:
 
 def check_output_dir(path: str | os.PathLike[str], flag: str = "") -> Path:
     """Return `path` as a Path if a folder can be written there (existing or made), else raise."""
+    if not os.fspath(path):
+        raise _refuse("", flag, "the path is empty", "give a folder name")
     path = Path(path)
-    if not str(path):
-        raise _refuse(path, flag, "the path is empty", "give a folder name")
     if path.exists() and not path.is_dir():
-        raise _refuse(path, flag, "it exists and is not a folder",
-                      "give a folder name, or move the file aside")
+        raise _refuse(
+            path,
+            flag,
+            "it exists and is not a folder",
+            "give a folder name, or move the file aside",
+        )
     if path.is_dir():
         return _check_writable(path, path, flag)
     return _check_parent(path, flag)
@@ -76,13 +80,18 @@ def _check_parent(path: Path, flag: str) -> Path:
 def _check_writable(path: Path, where: Path, flag: str) -> Path:
     if not os.access(where, os.W_OK):
         what = "folder" if where.is_dir() else "file"
-        raise _refuse(path, flag, f"the {what} {where} is not writable",
-                      "choose another path, or change its permissions")
+        raise _refuse(
+            path,
+            flag,
+            f"the {what} {where} is not writable",
+            "choose another path, or change its permissions",
+        )
     return path
 
 
-def write_file(path: str | os.PathLike[str], write: Callable[[BinaryIO], object],
-               flag: str = "") -> Path:
+def write_file(
+    path: str | os.PathLike[str], write: Callable[[BinaryIO], object], flag: str = ""
+) -> Path:
     """Write a file through `write(stream)`, whole or not at all; return its path.
 
     Missing parent folders are made. An OSError (full disk, permissions, a folder in the way)
@@ -95,8 +104,9 @@ def write_file(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]
                 write(stream)
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                             dir=path.parent)
+        handle, temporary = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
+        )
         try:
             with os.fdopen(handle, "wb") as stream:
                 write(stream)
@@ -109,8 +119,12 @@ def write_file(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
     except OSError as exc:
-        raise _refuse(path, flag, exc.strerror or str(exc),
-                      "check the disk space and the folder's permissions") from None
+        raise _refuse(
+            path,
+            flag,
+            exc.strerror or str(exc),
+            "check the disk space and the folder's permissions",
+        ) from None
     return path
 
 

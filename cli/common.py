@@ -17,6 +17,7 @@ from imcc.files import check_output, check_output_dir, write_text
 from imcc.ir.graph import Graph
 from imcc.ir.io import save_program
 from imcc.ir.printer import print_graph
+from imcc.ir.weights import find_weights, weights_path_for
 from imcc.passes.base import Pass
 from imcc.passes.context import Context, Decisions
 from imcc.passes.instruments import DumpIR, PassInstrument, PrintIR, TimePasses
@@ -52,15 +53,55 @@ def seed_argument(text: str) -> int:
 
 
 def check_outputs(
-    args: argparse.Namespace, files: Sequence[str], folders: Sequence[str] = ()
+    args: argparse.Namespace,
+    files: Sequence[str],
+    folders: Sequence[str] = (),
+    inputs: Sequence[str | None] = (),
+    program: str | None = None,
 ) -> None:
-    """Refuse unwritable output paths before a command starts its work."""
+    """Refuse unwritable output paths before a command starts its work, and outputs that name
+    the same file as each other or as an input (the output named `program` is a program, which
+    also writes its weights beside it: `x.imcir` -> `x.npz`)."""
+    written: dict[Path, str] = {}
+
+    def claim(path: Path, flag: str) -> None:
+        key = path.resolve()
+        if key in written:
+            raise UserError(
+                f"{flag} {path} and {written[key]} name the same file",
+                hint="give each output its own path",
+            )
+        written[key] = f"{flag} {path}"
+
     for name in files:
-        if getattr(args, name, None):
-            check_output(getattr(args, name), flag_of(name))
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        path = check_output(value, flag_of(name))
+        claim(path, flag_of(name))
+        if name == program:
+            if weights_path_for(path).resolve() == path.resolve():
+                raise UserError(
+                    f"{flag_of(name)} {path}: a program's weights go beside it in "
+                    f"{weights_path_for(path)}, the same file",
+                    hint="give the program a name ending in .imcir",
+                )
+            claim(weights_path_for(path), f"the weights of {flag_of(name)} {path}")
     for name in folders:
-        if getattr(args, name, None):
+        if getattr(args, name, None) is not None:
             check_output_dir(getattr(args, name), flag_of(name))
+    for value in inputs:
+        if value and Path(value).resolve() in written:
+            raise UserError(
+                f"{written[Path(value).resolve()]} would overwrite the input {value}",
+                hint="write the output to another file",
+            )
+
+
+def program_inputs(program: str, weights: str | None) -> list[str | None]:
+    """Return the files a command reads for a program: its text and its weights."""
+    found = weights or find_weights(program)
+    return [program, None if found is None else str(found)]
 
 
 def flag_of(name: str) -> str:
@@ -148,12 +189,25 @@ def emit(graph: Graph, output: str | None) -> None:
         sys.stdout.write(print_graph(graph))
 
 
-def import_model(path: str, batch: int | None) -> Graph:
+def import_model(path: str, batch: int | None, *, explicit: bool = True) -> Graph:
+    """Import an ONNX model; `batch` replaces a symbolic batch dimension, and one the user gave
+    (`explicit`) must also match a fixed one, which it cannot change."""
     from imcc.frontend.onnx import import_onnx
 
-    if not Path(path).is_file():
-        raise UserError(f"cannot read {path}: no such file")
-    return import_onnx(path) if batch is None else import_onnx(path, batch=batch)
+    if not Path(path).exists():
+        raise UserError(
+            f"cannot read {path}: no such file",
+            hint="give an .onnx file or a built-in example name (digits-cnn)",
+        )
+    graph = import_onnx(path) if batch is None else import_onnx(path, batch=batch)
+    fixed = {value.type.shape[0] for value in graph.inputs if value.type.shape}
+    if explicit and batch is not None and fixed != {batch}:
+        raise UserError(
+            f"{path} has a fixed batch of {', '.join(map(str, sorted(fixed)))}: --batch {batch} "
+            "cannot change it",
+            hint="drop --batch, or export the model with a symbolic batch dimension",
+        )
+    return graph
 
 
 def add_pipeline_flags(parser: argparse.ArgumentParser, *, passes: bool = True) -> None:

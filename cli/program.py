@@ -12,6 +12,7 @@ from imcc.cli.common import (
     emit,
     import_model,
     print_report,
+    program_inputs,
     program_target,
     resolve_target,
     run_pipeline,
@@ -22,17 +23,20 @@ from imcc.cli.common import (
 from imcc.driver import calibration_data, default_pipeline
 from imcc.errors import UserError
 from imcc.examples import resolve_model
-from imcc.files import check_output, write_bytes
+from imcc.files import write_bytes
 from imcc.ir.graph import Graph
 from imcc.ir.io import load_program, read_program_text
 from imcc.passes.context import Decisions
 from imcc.passes.pipeline import parse_pipeline
+from imcc.passes.program_target import check_program_target
 from imcc.passes.reproducer import read_reproducer_pipeline
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
-    check_outputs(args, ["output", "report", "reproducer"], ["dump_ir_dir"])
     args.model = str(resolve_model(args.model))
+    check_outputs(
+        args, ["output", "report", "reproducer"], ["dump_ir_dir"], [args.model], program="output"
+    )
     target = resolve_target(args.target)
     graph = with_target(import_model(args.model, args.batch), args.target)
     if target is not None:
@@ -56,13 +60,19 @@ def _cmd_compile(args: argparse.Namespace) -> int:
             )
         emit(graph, args.output)
         return 0
-    if args.output:
-        emit(graph, args.output)
+    check_program_target(
+        graph,
+        target,
+        hint="the pipeline's choices do not fit the target: "
+        "give --passes options the target offers",
+    )
     simulation = None
     if args.simulate:
         args.json, args.model_source = False, None
         simulation = run_simulation(graph, target, args.simulate, args)
     print_report(graph, target, args.report, False, calibrated, simulation, decisions)
+    if args.output:  # last: a command that fails leaves an earlier program as it was
+        emit(graph, args.output)
     return 0
 
 
@@ -97,7 +107,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_cost(args: argparse.Namespace) -> int:
-    check_outputs(args, ["report"])
+    check_outputs(args, ["report"], inputs=program_inputs(args.program, args.weights))
     graph = load_program(args.program, args.weights, command=args.command)
     print_report(
         graph, program_target(args, graph), args.report, args.json, "as recorded in the program"
@@ -106,7 +116,13 @@ def _cmd_cost(args: argparse.Namespace) -> int:
 
 
 def _cmd_opt(args: argparse.Namespace) -> int:
-    check_outputs(args, ["output", "reproducer"], ["dump_ir_dir"])
+    check_outputs(
+        args,
+        ["output", "reproducer"],
+        ["dump_ir_dir"],
+        program_inputs(args.input, args.weights),
+        program="output",
+    )
     pipeline, source = args.passes or "", "--passes"
     if args.run_reproducer:
         if args.passes is not None:
@@ -130,7 +146,7 @@ def _cmd_opt(args: argparse.Namespace) -> int:
 def _cmd_export_qdq(args: argparse.Namespace) -> int:
     from imcc.backend.qdq import export_qdq
 
-    check_output(args.output, "-o")
+    check_outputs(args, ["output"], inputs=program_inputs(args.program, args.weights))
     model = export_qdq(load_program(args.program, args.weights, command=args.command))
     write_bytes(args.output, model.SerializeToString(), "-o")
     return 0

@@ -37,13 +37,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
             "--batch sets the batch an ONNX model is imported with; a program's batch is fixed",
             hint="drop --batch",
         )
-    check_outputs(args, ["output"])
+    check_outputs(
+        args,
+        ["output"],
+        inputs=[args.model, args.weights, *(i.rpartition("=")[2] for i in args.input)],
+    )
     inputs = _Inputs.read(args.input)
     if is_onnx:
         batch = args.batch
         if batch is None:  # the batch of the data, where the model's batch is symbolic
             batch = inputs.first_dimension()
-        graph = import_model(args.model, batch)
+        graph = import_model(args.model, batch, explicit=args.batch is not None)
         graph = run_pipeline(graph, DEFAULT_PIPELINE, args, "--passes")
     else:
         graph = load_program(args.model, args.weights, command=args.command)

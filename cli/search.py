@@ -61,7 +61,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from imcc.finetune.session import FinetuneConfig, run_finetune
     from imcc.finetune.train import TrainConfig
 
-    check_outputs(args, ["output", "report"])
+    check_outputs(args, ["output", "report"], inputs=[args.model])
     config = FinetuneConfig(
         model=args.model,
         target=args.target,

@@ -24,6 +24,10 @@ def example_path(name: str) -> Path | None:
 
 def resolve_model(argument: str) -> Path:
     """Return the model path for a CLI argument: an existing file, else a built-in example."""
+    if not argument:
+        from imcc.errors import UserError
+
+        raise UserError("no model given", hint="give an .onnx file or a built-in example name")
     path = Path(argument)
     if path.exists():
         return path

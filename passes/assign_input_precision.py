@@ -83,31 +83,46 @@ class AssignInputPrecision(Pass):
     """
 
     name = "assign-input-precision"
-    per_layer_options = (PerLayerOption("bits", "per_layer_bits"),
-                         PerLayerOption("slice", "per_layer_slice", supersedes=("slices",)))
-    bits: int = option(0, "input precision in bits (0: the target's widest)", minimum=0,
-                       maximum=32)
-    slice: int = option(0, "bits streamed per array cycle (0: the target's narrowest)",
-                        minimum=0, maximum=32)
+    per_layer_options = (
+        PerLayerOption("bits", "per_layer_bits"),
+        PerLayerOption("slice", "per_layer_slice", supersedes=("slices",)),
+    )
+    bits: int = option(0, "input precision in bits (0: the target's widest)", minimum=0, maximum=32)
+    slice: int = option(
+        0, "bits streamed per array cycle (0: the target's narrowest)", minimum=0, maximum=32
+    )
     speculate: bool = option(False, "stream wide slices and re-run saturated columns bit-serially")
-    per_layer_bits: tuple[int, ...] = option((), "input bits per crossbar layer",
-                                           minimum=1, maximum=32)
-    per_layer_slice: tuple[int, ...] = option((), "slice width per crossbar layer",
-                                            minimum=1, maximum=32)
-    slices: tuple[int, ...] = option((), "slice widths, MSB first, for every layer (overrides "
-                                     "slice; e.g. [3,3,2])", minimum=1, maximum=32)
+    per_layer_bits: tuple[int, ...] = option(
+        (), "input bits per crossbar layer", minimum=1, maximum=32
+    )
+    per_layer_slice: tuple[int, ...] = option(
+        (), "slice width per crossbar layer", minimum=1, maximum=32
+    )
+    slices: tuple[int, ...] = option(
+        (),
+        "slice widths, MSB first, for every layer (overrides slice; e.g. [3,3,2])",
+        minimum=1,
+        maximum=32,
+    )
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         target = require_target(ctx, self.name)
         driver = target.input_driver
         layers = crossbar_layers(graph)
-        bits = per_layer(self.per_layer_bits, self.bits or max(driver.input_bits), len(layers),
-                         "per_layer_bits")
-        widths = per_layer(self.per_layer_slice, self.slice or min(driver.bits_per_cycle),
-                           len(layers), "per_layer_slice")
+        bits = per_layer(
+            self.per_layer_bits, self.bits or max(driver.input_bits), len(layers), "per_layer_bits"
+        )
+        widths = per_layer(
+            self.per_layer_slice,
+            self.slice or min(driver.bits_per_cycle),
+            len(layers),
+            "per_layer_slice",
+        )
         if self.speculate and target.speculation is None:
-            raise MappingError(f"target {target.name} has no speculation unit",
-                               hint="drop speculate=true or use a target that offers it")
+            raise MappingError(
+                f"target {target.name} has no speculation unit",
+                hint="drop speculate=true or use a target that offers it",
+            )
         decided = {}
         for index, node in enumerate(layers):
             where = layer_label(node, index)
@@ -119,22 +134,33 @@ class AssignInputPrecision(Pass):
                 if sum(cut) != bits[index]:
                     raise MappingError(
                         f"{where}: input slices {list(cut)} add up to {sum(cut)} bits, not the "
-                        f"layer's {bits[index]}", hint="give slices whose widths add up to bits")
+                        f"layer's {bits[index]}",
+                        hint="give slices whose widths add up to bits",
+                    )
             else:
                 check_choice(widths[index], driver.bits_per_cycle, "input slice width", where)
                 cut = split_bits(bits[index], widths[index])
+                for width in cut:  # the last slice takes the remainder: offered too?
+                    check_choice(width, driver.bits_per_cycle, "input slice width", where)
             signed = False
             producer = graph.producers.get(node.inputs[0])
             if producer is not None and producer.op == "quantize":  # quantized already
                 if producer.attr("bits") != bits[index]:
                     raise MappingError(
                         f"{where}: its input is quantized to {producer.attr('bits')} bits, not "
-                        f"{bits[index]}", hint="run assign-input-precision before quantize")
+                        f"{bits[index]}",
+                        hint="run assign-input-precision before quantize",
+                    )
                 signed = producer.attr("signed")
             streaming = InputStreaming(bits[index], cut, signed, self.speculate)
             decided[node.outputs[0]] = with_attributes(node, input=streaming)
-            ctx.decisions.record(self.name, where, bits=streaming.bits,
-                                 slices=list(streaming.slices), speculate=streaming.speculate)
+            ctx.decisions.record(
+                self.name,
+                where,
+                bits=streaming.bits,
+                slices=list(streaming.slices),
+                speculate=streaming.speculate,
+            )
         return replace_nodes(graph, decided)
 
     def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:
@@ -145,12 +171,16 @@ class AssignInputPrecision(Pass):
         design of a deep network is not almost always illegal."""
         target = require_target(ctx, self.name)
         driver = target.input_driver
-        space: dict[str, list] = {"bits": [b for b in driver.input_bits
-                                           if MIN_INPUT_BITS <= b <= MAX_INPUT_BITS],
-                                  "slice": list(driver.bits_per_cycle)}
+        space: dict[str, list] = {
+            "bits": [b for b in driver.input_bits if MIN_INPUT_BITS <= b <= MAX_INPUT_BITS],
+            "slice": list(driver.bits_per_cycle),
+        }
         if target.speculation is not None:
-            cuts = [cut for bits in space["bits"]
-                    for cut in wide_slicings(bits, driver.bits_per_cycle, MAX_SEARCH_SLICES)]
+            cuts = [
+                cut
+                for bits in space["bits"]
+                for cut in wide_slicings(bits, driver.bits_per_cycle, MAX_SEARCH_SLICES)
+            ]
             space["speculate"] = [False, True]
             space["slices"] = [(), *dict.fromkeys(cuts)]
         return space

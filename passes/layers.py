@@ -43,15 +43,17 @@ def matrix_shape(node: Node, graph: Graph) -> MatrixShape:
     out = graph.types[node.outputs[0]].shape
     if node.op == "conv":
         group = node.attr("group")
-        return MatrixShape(math.prod(weight[1:]), weight[0] // group, group,
-                           out[0] * math.prod(out[2:]))
+        return MatrixShape(
+            math.prod(weight[1:]), weight[0] // group, group, out[0] * math.prod(out[2:])
+        )
     return MatrixShape(weight[0], weight[1], 1, math.prod(out[:-1]))
 
 
 def with_attributes(node: Node, **attributes: Any) -> Node:
     """Return the node with attributes set, kept in the op's declaration order."""
-    return node.replace(attributes=get_op(node.op).complete_attributes(
-        {**node.attributes, **attributes}))
+    return node.replace(
+        attributes=get_op(node.op).complete_attributes({**node.attributes, **attributes})
+    )
 
 
 def replace_nodes(graph: Graph, changed: dict[str, Node]) -> Graph:
@@ -64,11 +66,20 @@ def layer_label(node: Node, index: int) -> str:
     return f"layer {index} ({node.name or node.outputs[0]})"
 
 
+def require_quantized(node: Node, graph: Graph, where: str, pass_name: str) -> None:
+    """Raise MappingError unless the layer computes on integer codes (a mapping decision on a
+    float layer is one the crossbars cannot carry out)."""
+    if graph.types[node.inputs[0]].dtype.is_float:
+        raise MappingError(f"{where} is not quantized", hint=f"run quantize before {pass_name}")
+
+
 def require_target(ctx: Context, pass_name: str) -> Target:
     """Return the context's target or raise MappingError naming the pass."""
     if not isinstance(ctx.target, Target):
-        raise MappingError(f"{pass_name} needs a hardware target",
-                           hint="give --target (e.g. --target isaac; `imcc targets` lists them)")
+        raise MappingError(
+            f"{pass_name} needs a hardware target",
+            hint="give --target (e.g. --target isaac; `imcc targets` lists them)",
+        )
     return ctx.target
 
 
@@ -77,13 +88,17 @@ def per_layer(values: Sequence[T], uniform: T, count: int, option: str) -> list[
     if not values:
         return [uniform] * count
     if len(values) != count:
-        raise MappingError(f"option {option} has {len(values)} entries but the model has "
-                           f"{count} crossbar layers", hint="give one entry per crossbar layer")
+        raise MappingError(
+            f"option {option} has {len(values)} entries but the model has {count} crossbar layers",
+            hint="give one entry per crossbar layer",
+        )
     return list(values)
 
 
 def check_choice(value: Any, legal: Sequence[Any], what: str, where: str) -> None:
     """Raise MappingError unless `value` is among the target's legal values."""
     if value not in legal:
-        raise MappingError(f"{where}: {what} {value} is not offered by the target",
-                           hint=f"legal values: {', '.join(str(v) for v in legal)}")
+        raise MappingError(
+            f"{where}: {what} {value} is not offered by the target",
+            hint=f"legal values: {', '.join(str(v) for v in legal)}",
+        )

@@ -43,22 +43,27 @@ from imcc.passes.tile_crossbar import magnitude_bits, tile_layer
 from imcc.target import Target
 
 
-def check_program_target(graph: Graph, target: Target) -> None:
-    """Raise MappingError naming the first crossbar layer whose mapping the target cannot run."""
+def check_program_target(graph: Graph, target: Target, hint: str | None = None) -> None:
+    """Raise MappingError naming the first crossbar layer whose mapping the target cannot run;
+    `hint` says what to do (default: compile the model again for the target)."""
     for index, node in enumerate(crossbar_layers(graph)):
         where = layer_label(node, index)
         try:
             _check_layer(node, graph, target, where)
         except MappingError as exc:
-            hint = (f"compile the model again for target {target.name} (imcc compile MODEL "
-                    f"--target {target.name})")
-            raise MappingError(str(exc), hint=f"{exc.hint}; or {hint}" if exc.hint else hint
-                               ) from None
+            hint = hint or (
+                f"compile the model again for target {target.name} (imcc compile MODEL "
+                f"--target {target.name})"
+            )
+            raise MappingError(
+                str(exc), hint=f"{exc.hint}; or {hint}" if exc.hint else hint
+            ) from None
 
 
 def _refuse(where: str, what: str, legal: object = None) -> MappingError:
-    return MappingError(f"{where}: {what}",
-                        hint=None if legal is None else f"legal values: {legal}")
+    return MappingError(
+        f"{where}: {what}", hint=None if legal is None else f"legal values: {legal}"
+    )
 
 
 def _spell(values: tuple[int, ...]) -> str:
@@ -86,30 +91,44 @@ def _check_layer(node: Node, graph: Graph, target: Target, where: str) -> None:
         pair = 1 if mapping.encoding == "offset" or target.crossbar.signed_columns else 2
         columns = len(mapping.slices) * pair * shape.columns * shape.groups
         if len(scale) != columns:
-            raise _refuse(where, f"ps_scale and ps_offset have {len(scale)} entries, but on "
-                          f"target {target.name} the layer has {columns} physical columns "
-                          f"({len(mapping.slices)} slices x {pair} x "
-                          f"{shape.columns * shape.groups} filters)")
+            raise _refuse(
+                where,
+                f"ps_scale and ps_offset have {len(scale)} entries, but on "
+                f"target {target.name} the layer has {columns} physical columns "
+                f"({len(mapping.slices)} slices x {pair} x "
+                f"{shape.columns * shape.groups} filters)",
+            )
     placement = a.get("placement")
     if isinstance(placement, Placement) and isinstance(tiling, Tiling):
         per_tile = target.hierarchy.crossbars_per_tile
         needed = math.ceil(tiling.crossbars / per_tile)
         if placement.tiles < needed:
-            raise _refuse(where, f"placement tiles = {placement.tiles} cannot hold its "
-                          f"{tiling.crossbars} crossbars: target {target.name} has "
-                          f"{per_tile} crossbars per tile, so it needs {needed} tiles")
+            raise _refuse(
+                where,
+                f"placement tiles = {placement.tiles} cannot hold its "
+                f"{tiling.crossbars} crossbars: target {target.name} has "
+                f"{per_tile} crossbars per tile, so it needs {needed} tiles",
+            )
 
 
-def _check_weights(node: Node, graph: Graph, target: Target, mapping: WeightMapping,
-                   where: str) -> None:
+def _check_weights(
+    node: Node, graph: Graph, target: Target, mapping: WeightMapping, where: str
+) -> None:
     schemes = supported_schemes(target)
     if mapping.encoding not in schemes:
-        raise _refuse(where, f"target {target.name} cannot store {mapping.encoding} weights",
-                      ", ".join(schemes))
+        raise _refuse(
+            where,
+            f"target {target.name} cannot store {mapping.encoding} weights",
+            ", ".join(schemes),
+        )
     devices = target.crossbar.devices_per_slice
     if mapping.devices != devices:
-        raise _refuse(where, f"weights on {mapping.devices} device(s) per slice, but target "
-                      f"{target.name}'s crossbar has {devices}", devices)
+        raise _refuse(
+            where,
+            f"weights on {mapping.devices} device(s) per slice, but target "
+            f"{target.name}'s crossbar has {devices}",
+            devices,
+        )
     data = graph.constant_data(node.inputs[1])
     if data is None:  # no weight file loaded (imcc opt): nothing to range-check
         return
@@ -117,8 +136,11 @@ def _check_weights(node: Node, graph: Graph, target: Target, mapping: WeightMapp
     w = np.asarray(data, np.int64)
     low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     if w.size and (int(w.min()) < low or int(w.max()) > high):
-        raise _refuse(where, f"weight codes {int(w.min())}..{int(w.max())} exceed target "
-                      f"{target.name}'s {bits}-bit weights ({low}..{high})")
+        raise _refuse(
+            where,
+            f"weight codes {int(w.min())}..{int(w.max())} exceed target "
+            f"{target.name}'s {bits}-bit weights ({low}..{high})",
+        )
     centers = node.attributes.get("centers")
     if mapping.encoding == "center-offset" and centers is not None and w.size:
         axis = 0 if node.op == "conv" else 1
@@ -128,57 +150,93 @@ def _check_weights(node: Node, graph: Graph, target: Target, mapping: WeightMapp
         # encode-weights clips each center so that every |w - c| fits the magnitude bits
         limit = 2 ** magnitude_bits(mapping.encoding, bits) - 1
         if int(offsets.max()) > limit:
-            raise _refuse(where, f"an offset |w - c| of {int(offsets.max())} exceeds the "
-                          f"{limit} a {bits}-bit differential weight can store: the centers do "
-                          "not belong to these weights")
+            raise _refuse(
+                where,
+                f"an offset |w - c| of {int(offsets.max())} exceeds the "
+                f"{limit} a {bits}-bit differential weight can store: the centers do "
+                "not belong to these weights",
+            )
 
 
-def _check_tiling(target: Target, mapping: WeightMapping, tiling: Tiling, shape: MatrixShape,
-                  where: str) -> None:
+def _check_tiling(
+    target: Target, mapping: WeightMapping, tiling: Tiling, shape: MatrixShape, where: str
+) -> None:
     crossbar = target.crossbar
     if tiling.rows > crossbar.rows or tiling.columns > crossbar.columns:
-        raise _refuse(where, f"tiles of {tiling.rows}x{tiling.columns} are larger than target "
-                      f"{target.name}'s {crossbar.rows}x{crossbar.columns} crossbars")
+        raise _refuse(
+            where,
+            f"tiles of {tiling.rows}x{tiling.columns} are larger than target "
+            f"{target.name}'s {crossbar.rows}x{crossbar.columns} crossbars",
+        )
     # the slices must fit the target's cells and cover its weights (tile_layer's rule), and
     # the column tiles follow from them on this target (a subtracting pair takes one column)
     expected = tile_layer(mapping, shape, target, tiling.rows, tiling.columns, where)
     if tiling.column_tiles != expected.column_tiles:
-        raise _refuse(where, f"tiling column_tiles = {tiling.column_tiles}, but on target "
-                      f"{target.name} the {shape.columns} columns x {len(mapping.slices)} "
-                      f"weight slices take {expected.column_tiles}")
+        raise _refuse(
+            where,
+            f"tiling column_tiles = {tiling.column_tiles}, but on target "
+            f"{target.name} the {shape.columns} columns x {len(mapping.slices)} "
+            f"weight slices take {expected.column_tiles}",
+        )
 
 
 def _check_input(target: Target, streaming: InputStreaming, where: str) -> None:
     driver = target.input_driver
     if streaming.bits not in driver.input_bits:
-        raise _refuse(where, f"input precision {streaming.bits} is not offered by target "
-                      f"{target.name}", _spell(driver.input_bits))
+        raise _refuse(
+            where,
+            f"input precision {streaming.bits} is not offered by target {target.name}",
+            _spell(driver.input_bits),
+        )
     for width in streaming.slices:
         if width not in driver.bits_per_cycle:
-            raise _refuse(where, f"input slice width {width} is not one target "
-                          f"{target.name}'s drivers stream", _spell(driver.bits_per_cycle))
+            raise _refuse(
+                where,
+                f"input slice width {width} is not one target {target.name}'s drivers stream",
+                _spell(driver.bits_per_cycle),
+            )
     if streaming.speculate and target.speculation is None:
-        raise _refuse(where, f"input speculation needs a speculation unit, which target "
-                      f"{target.name} does not have")
+        raise _refuse(
+            where,
+            f"input speculation needs a speculation unit, which target {target.name} does not have",
+        )
 
 
-def _check_converter(target: Target, choice: ConverterChoice, share: int | None,
-                     where: str) -> None:
+def _check_converter(
+    target: Target, choice: ConverterChoice, share: int | None, where: str
+) -> None:
     try:
         spec = target.converter(choice.name)
     except KeyError:
-        raise _refuse(where, f"target {target.name} has no converter '{choice.name}'",
-                      ", ".join(c.name for c in target.converters)) from None
+        raise _refuse(
+            where,
+            f"target {target.name} has no converter '{choice.name}'",
+            ", ".join(c.name for c in target.converters),
+        ) from None
     if choice.kind != spec.kind.value:
-        raise _refuse(where, f"converter {spec.name} of target {target.name} is a "
-                      f"{spec.kind.value}, not a {choice.kind}", spec.kind.value)
+        raise _refuse(
+            where,
+            f"converter {spec.name} of target {target.name} is a "
+            f"{spec.kind.value}, not a {choice.kind}",
+            spec.kind.value,
+        )
     if choice.bits not in spec.bits:
-        raise _refuse(where, f"{spec.name} precision {choice.bits} is not offered by target "
-                      f"{target.name}", _spell(spec.bits))
+        raise _refuse(
+            where,
+            f"{spec.name} precision {choice.bits} is not offered by target {target.name}",
+            _spell(spec.bits),
+        )
     if choice.samples not in spec.samples:
-        raise _refuse(where, f"{spec.name} sample count {choice.samples} is not offered by "
-                      f"target {target.name}", _spell(spec.samples))
+        raise _refuse(
+            where,
+            f"{spec.name} sample count {choice.samples} is not offered by target {target.name}",
+            _spell(spec.samples),
+        )
     legal = target.column_sharing_for(spec)
     if share is not None and share not in legal:
-        raise _refuse(where, f"column sharing {share} is not offered with converter "
-                      f"{spec.name} on target {target.name}", _spell(legal))
+        raise _refuse(
+            where,
+            f"column sharing {share} is not offered with converter "
+            f"{spec.name} on target {target.name}",
+            _spell(legal),
+        )

@@ -15,6 +15,7 @@ from imcc.passes.layers import (
     layer_label,
     per_layer,
     replace_nodes,
+    require_quantized,
     require_target,
     with_attributes,
 )
@@ -42,35 +43,42 @@ class SelectAdc(Pass):
     """
 
     name = "select-adc"
-    per_layer_options = (PerLayerOption("converter", "per_layer_converter"),
-                         PerLayerOption("bits", "per_layer_bits"),
-                         PerLayerOption("samples", "per_layer_samples"))
+    per_layer_options = (
+        PerLayerOption("converter", "per_layer_converter"),
+        PerLayerOption("bits", "per_layer_bits"),
+        PerLayerOption("samples", "per_layer_samples"),
+    )
     converter: str = option("", "a converter of the target (empty: its first)")
-    type: str = option("", "kind of converter: sar, flash, sense-amp, mtj (empty: any)",
-                       choices=("", *(kind.value for kind in ConverterKind)))
-    bits: int = option(0, "converter precision (0: the converter's widest)", minimum=0,
-                       maximum=32)
-    samples: int = option(0, "samples per conversion of an MTJ converter (0: its fewest)",
-                          minimum=0)
+    type: str = option(
+        "",
+        "kind of converter: sar, flash, sense-amp, mtj (empty: any)",
+        choices=("", *(kind.value for kind in ConverterKind)),
+    )
+    bits: int = option(0, "converter precision (0: the converter's widest)", minimum=0, maximum=32)
+    samples: int = option(
+        0, "samples per conversion of an MTJ converter (0: its fewest)", minimum=0
+    )
     per_layer_converter: tuple[str, ...] = option((), "converter name per crossbar layer")
-    per_layer_bits: tuple[int, ...] = option((), "converter precision per crossbar layer",
-                                           minimum=0, maximum=32)
-    per_layer_samples: tuple[int, ...] = option((), "MTJ samples per crossbar layer",
-                                              minimum=0)
+    per_layer_bits: tuple[int, ...] = option(
+        (), "converter precision per crossbar layer", minimum=0, maximum=32
+    )
+    per_layer_samples: tuple[int, ...] = option((), "MTJ samples per crossbar layer", minimum=0)
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         target = require_target(ctx, self.name)
         layers = crossbar_layers(graph)
         count = len(layers)
         default = self._default(target)
-        names = per_layer(self.per_layer_converter, self.converter or default, count,
-                          "per_layer_converter")
+        names = per_layer(
+            self.per_layer_converter, self.converter or default, count, "per_layer_converter"
+        )
         bits = per_layer(self.per_layer_bits, self.bits, count, "per_layer_bits")
         samples = per_layer(self.per_layer_samples, self.samples, count, "per_layer_samples")
         offered = [c.name for c in target.converters]
         changed = {}
         for index, node in enumerate(layers):
             where = layer_label(node, index)
+            require_quantized(node, graph, where, self.name)
             check_choice(names[index], offered, "converter", where)
             converter = target.converter(names[index])
             width = bits[index] or max(converter.bits)
@@ -81,8 +89,14 @@ class SelectAdc(Pass):
                 raise MappingError(f"{where}: only MTJ converters take several samples")
             choice = ConverterChoice(converter.name, converter.kind.value, width, count_)
             changed[node.outputs[0]] = with_attributes(node, converter=choice)
-            ctx.decisions.record(self.name, where, converter=choice.name, kind=choice.kind,
-                                 bits=choice.bits, samples=choice.samples)
+            ctx.decisions.record(
+                self.name,
+                where,
+                converter=choice.name,
+                kind=choice.kind,
+                bits=choice.bits,
+                samples=choice.samples,
+            )
         return replace_nodes(graph, changed)
 
     def _default(self, target: Target) -> str:
@@ -91,14 +105,18 @@ class SelectAdc(Pass):
             return target.converters[0].name
         named = [c for c in target.converters if c.name == self.converter]
         if named and named[0].kind.value != self.type:
-            raise MappingError(f"select-adc: converter {self.converter} is not of type "
-                               f"{self.type}", hint="give converter or type, not both")
+            raise MappingError(
+                f"select-adc: converter {self.converter} is not of type {self.type}",
+                hint="give converter or type, not both",
+            )
         for converter in target.converters:
             if converter.kind.value == self.type:
                 return converter.name
         offered = ", ".join(f"{c.name} ({c.kind.value})" for c in target.converters)
-        raise MappingError(f"select-adc: target {target.name} has no {self.type} converter",
-                           hint=f"its converters: {offered}")
+        raise MappingError(
+            f"select-adc: target {target.name} has no {self.type} converter",
+            hint=f"its converters: {offered}",
+        )
 
     def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:
         target = require_target(ctx, self.name)

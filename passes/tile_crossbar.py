@@ -16,6 +16,7 @@ from imcc.passes.layers import (
     layer_label,
     matrix_shape,
     replace_nodes,
+    require_quantized,
     require_target,
     with_attributes,
 )
@@ -36,8 +37,9 @@ def magnitude_bits(encoding: str, weight_bits: int) -> int:
     return weight_bits if encoding == "offset" else weight_bits - 1
 
 
-def tile_layer(mapping: WeightMapping, shape: MatrixShape, target: Target, rows: int,
-               columns: int, where: str) -> Tiling:
+def tile_layer(
+    mapping: WeightMapping, shape: MatrixShape, target: Target, rows: int, columns: int, where: str
+) -> Tiling:
     """Return the crossbar tiles of one layer's product under a weight mapping; raise
     MappingError when the slices do not fit the target's cells or cover the weights."""
     crossbar = target.crossbar
@@ -46,11 +48,18 @@ def tile_layer(mapping: WeightMapping, shape: MatrixShape, target: Target, rows:
         raise MappingError(
             f"{where}: weight slices {list(mapping.slices)} must cover {needed} bits with at "
             f"most {crossbar.bits_per_cell} bits per cell",
-            hint=f"e.g. slices {list(default_slices(needed, crossbar.bits_per_cell))}")
+            hint=f"e.g. slices {list(default_slices(needed, crossbar.bits_per_cell))}",
+        )
     per_weight = len(mapping.slices) * (
-        1 if crossbar.signed_columns or mapping.devices == 1 else mapping.devices)
-    return Tiling(rows, columns, math.ceil(shape.rows / rows),
-                  math.ceil(shape.columns * per_weight / columns), shape.groups)
+        1 if crossbar.signed_columns or mapping.devices == 1 else mapping.devices
+    )
+    return Tiling(
+        rows,
+        columns,
+        math.ceil(shape.rows / rows),
+        math.ceil(shape.columns * per_weight / columns),
+        shape.groups,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,44 +89,59 @@ class TileCrossbar(Pass):
     name = "tile-crossbar"
     rows: int = option(0, "crossbar rows used (0: the target's)", minimum=0)
     columns: int = option(0, "crossbar columns used (0: the target's)", minimum=0)
-    slices: tuple[int, ...] = option((), "weight slice widths, MSB first (empty: whole cells)",
-                                    minimum=1, maximum=16)
-    encoding: str = option("", "offset or differential (empty: from devices); center-offset "
-                           "comes from encode-weights", choices=("", *ENCODINGS))
+    slices: tuple[int, ...] = option(
+        (), "weight slice widths, MSB first (empty: whole cells)", minimum=1, maximum=16
+    )
+    encoding: str = option(
+        "",
+        "offset or differential (empty: from devices); center-offset comes from encode-weights",
+        choices=("", *ENCODINGS),
+    )
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         target = require_target(ctx, self.name)
         crossbar = target.crossbar
         rows, columns = self.rows or crossbar.rows, self.columns or crossbar.columns
         if not (0 < rows <= crossbar.rows and 0 < columns <= crossbar.columns):
-            raise MappingError(f"tile-crossbar: {rows}x{columns} does not fit the target's "
-                               f"{crossbar.rows}x{crossbar.columns} crossbars")
+            raise MappingError(
+                f"tile-crossbar: {rows}x{columns} does not fit the target's "
+                f"{crossbar.rows}x{crossbar.columns} crossbars"
+            )
         devices = crossbar.devices_per_slice
         encoding = self.encoding or ("offset" if devices == 1 else "differential")
         if encoding == "center-offset":  # the datapath cannot run it without centers
-            raise MappingError("tile-crossbar cannot choose center-offset weights: their "
-                               "per-filter centers come from calibration data",
-                               hint="tile with offset or differential, then run "
-                               "encode-weights{scheme=center-offset}")
+            raise MappingError(
+                "tile-crossbar cannot choose center-offset weights: their "
+                "per-filter centers come from calibration data",
+                hint="tile with offset or differential, then run "
+                "encode-weights{scheme=center-offset}",
+            )
         if encoding != "offset" and devices != 2:
-            raise MappingError(f"{encoding} encoding needs two devices per slice; the target's "
-                               "crossbar has one", hint="use encoding=offset")
+            raise MappingError(
+                f"{encoding} encoding needs two devices per slice; the target's crossbar has one",
+                hint="use encoding=offset",
+            )
         changed = {}
         for index, node in enumerate(crossbar_layers(graph)):
             where = layer_label(node, index)
-            if graph.types[node.inputs[0]].dtype.is_float:
-                raise MappingError(f"{where} is not quantized", hint="run quantize first")
+            require_quantized(node, graph, where, self.name)
             mapping = node.attributes.get("weights")
             if not isinstance(mapping, WeightMapping):
-                slices = self.slices or default_slices(target.weight_bits,
-                                                       crossbar.bits_per_cell)
+                slices = self.slices or default_slices(target.weight_bits, crossbar.bits_per_cell)
                 mapping = WeightMapping(encoding, tuple(slices), devices)
             shape = matrix_shape(node, graph)
             tiling = tile_layer(mapping, shape, target, rows, columns, where)
             changed[node.outputs[0]] = with_attributes(node, weights=mapping, tiling=tiling)
-            ctx.decisions.record(self.name, where, K=shape.rows, N=shape.columns,
-                                 groups=shape.groups, encoding=mapping.encoding,
-                                 slices=list(mapping.slices), crossbars=tiling.crossbars)
+            ctx.decisions.record(
+                self.name,
+                where,
+                K=shape.rows,
+                N=shape.columns,
+                groups=shape.groups,
+                encoding=mapping.encoding,
+                slices=list(mapping.slices),
+                crossbars=tiling.crossbars,
+            )
         return replace_nodes(graph, changed)
 
     def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:
