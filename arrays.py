@@ -48,8 +48,9 @@ def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
                 with archive.open(info) as member:
                     arrays[key] = _read_array(member, info.file_size)
             except Exception as exc:  # zlib.error, bad CRC, EOFError, a bad .npy header, ...
-                raise Unreadable(f"is damaged: array '{key}' cannot be read "
-                                 f"({_reason(exc)})") from None
+                raise Unreadable(
+                    f"is damaged: array '{key}' cannot be read ({_reason(exc)})"
+                ) from None
     return arrays
 
 
@@ -97,8 +98,9 @@ def _read_array(stream: BinaryIO, stored: int) -> np.ndarray:
     # A header may declare any shape: refuse one the stored bytes cannot hold, so that a
     # damaged or hostile file cannot make us allocate terabytes.
     if math.prod(shape) * dtype.itemsize > stored:
-        raise ValueError(f"its header declares {dtype}{list(shape)}, more than the {stored} "
-                         "bytes stored")
+        raise ValueError(
+            f"its header declares {dtype}{list(shape)}, more than the {stored} bytes stored"
+        )
     count = math.prod(shape)
     data = stream.read(count * dtype.itemsize)
     if len(data) != count * dtype.itemsize:

@@ -25,8 +25,9 @@ def default_pipeline(target: Target | None) -> str:
     return f"{DEFAULT_PIPELINE},{target.pipeline or MAPPING_PIPELINE}"
 
 
-def calibration_data(spec: str | None, model: str | Path,
-                     samples: int = CALIBRATION_SAMPLES) -> tuple[np.ndarray | None, str]:
+def calibration_data(
+    spec: str | None, model: str | Path, samples: int = CALIBRATION_SAMPLES
+) -> tuple[np.ndarray | None, str]:
     """Return the calibration images for a compile and a phrase saying where they came from.
 
     `spec` is a data set (`--calib`, see frontend/datasets.py). Without one, a built-in example

@@ -80,8 +80,7 @@ class MappingError(UserError):
 class VerificationError(ImccError):
     """The IR broke an invariant; names the node and the rule. A pass that causes it has a bug."""
 
-    def __init__(self, message: str, *, value: str | None = None, hint: str | None = None
-                 ) -> None:
+    def __init__(self, message: str, *, value: str | None = None, hint: str | None = None) -> None:
         super().__init__(message)
         self.value = value  # a value the broken definition defines: finds its line in a file
         self.hint = hint  # what to do about it, when the file is a user's

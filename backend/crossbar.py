@@ -53,19 +53,21 @@ BLOCK_ELEMENTS = 1 << 22
 
 def slice_shifts(widths: tuple[int, ...]) -> list[int]:
     """Return the bit offset of each slice, most significant slice first ([3, 3, 2] -> 5, 2, 0)."""
-    return [sum(widths[i + 1:]) for i in range(len(widths))]
+    return [sum(widths[i + 1 :]) for i in range(len(widths))]
 
 
-def input_planes(x: np.ndarray, streaming: InputStreaming, dtype: type = np.float32
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def input_planes(
+    x: np.ndarray, streaming: InputStreaming, dtype: type = np.float32
+) -> tuple[np.ndarray, np.ndarray]:
     """Return the input slices [J, ...] (values streamed per array cycle, as `dtype`) and their
     weights."""
     codes = np.arange(2**streaming.bits)  # every bit pattern, to build one table per slice
     pattern = x & (2**streaming.bits - 1)
     planes = np.empty((len(streaming.slices), *x.shape), dtype)
     significance = []
-    for j, (width, shift) in enumerate(zip(streaming.slices, slice_shifts(streaming.slices),
-                                           strict=True)):
+    for j, (width, shift) in enumerate(
+        zip(streaming.slices, slice_shifts(streaming.slices), strict=True)
+    ):
         table = (codes >> shift) & (2**width - 1)
         if streaming.signed and j == 0:  # the top slice carries the sign: read it signed
             table = table - ((table >> (width - 1)) << width)
@@ -85,8 +87,13 @@ class WeightPlanes:
     input_sum_factor: np.ndarray | float
 
 
-def weight_planes(w: np.ndarray, mapping: WeightMapping, weight_bits: int,
-                  signed_columns: bool, centers: np.ndarray | None = None) -> WeightPlanes:
+def weight_planes(
+    w: np.ndarray,
+    mapping: WeightMapping,
+    weight_bits: int,
+    signed_columns: bool,
+    centers: np.ndarray | None = None,
+) -> WeightPlanes:
     """Encode integer weights [K, N] (with per-column `centers` for center-offset) and split
     them into slices (MSB first)."""
     shifts = slice_shifts(mapping.slices)
@@ -96,9 +103,11 @@ def weight_planes(w: np.ndarray, mapping: WeightMapping, weight_bits: int,
 
     def split(stored: np.ndarray) -> np.ndarray:
         if stored.size and int(stored.max()) > capacity:
-            raise MappingError(f"a stored weight value {int(stored.max())} does not fit the "
-                               f"{sum(mapping.slices)} bits of slices {list(mapping.slices)}",
-                               hint="use wider slices or centers that keep |w - c| small")
+            raise MappingError(
+                f"a stored weight value {int(stored.max())} does not fit the "
+                f"{sum(mapping.slices)} bits of slices {list(mapping.slices)}",
+                hint="use wider slices or centers that keep |w - c| small",
+            )
         return np.stack([(stored >> s) & m for s, m in zip(shifts, masks, strict=True)])
 
     significance = np.array([2.0**s for s in shifts])
@@ -108,16 +117,18 @@ def weight_planes(w: np.ndarray, mapping: WeightMapping, weight_bits: int,
     factor: np.ndarray | float = 0.0
     if mapping.encoding == "center-offset":
         if centers is None:
-            raise MappingError("center-offset weights need their per-filter centers",
-                               hint="run encode-weights{scheme=center-offset}, which sets them")
+            raise MappingError(
+                "center-offset weights need their per-filter centers",
+                hint="run encode-weights{scheme=center-offset}, which sets them",
+            )
         w = w - np.asarray(centers, np.int64)[None, :]
         factor = np.asarray(centers, np.float64)
     positive, negative = split(np.maximum(w, 0)), split(np.maximum(-w, 0))
     if signed_columns:  # the pair subtracts in analog: one signed sum per slice
-        return WeightPlanes((positive - negative)[:, None], significance, np.array([1.0]),
-                            factor)
-    return WeightPlanes(np.stack([positive, negative], axis=1), significance,
-                        np.array([1.0, -1.0]), factor)
+        return WeightPlanes((positive - negative)[:, None], significance, np.array([1.0]), factor)
+    return WeightPlanes(
+        np.stack([positive, negative], axis=1), significance, np.array([1.0, -1.0]), factor
+    )
 
 
 @dataclass(frozen=True)
@@ -144,18 +155,21 @@ class Converter:
         if any(not a > 0 for a in self.ps_scale):  # also rejects nan
             raise ValueError("ps_scale entries must be positive")
 
-    def normalisation(self, low: float, high: float, columns: int
-                      ) -> tuple[np.ndarray, np.ndarray]:
+    def normalisation(self, low: float, high: float, columns: int) -> tuple[np.ndarray, np.ndarray]:
         """Return an MTJ's scale and offset per column (float32 [columns]) for sums that can
         range over [low, high]: the calibrated ones, else the read's full range."""
         if not self.ps_scale:
             middle, radius = (high + low) / 2, max((high - low) / 2, 1.0)
-            return (np.full(columns, 1 / radius, np.float32),
-                    np.full(columns, -middle / radius, np.float32))
+            return (
+                np.full(columns, 1 / radius, np.float32),
+                np.full(columns, -middle / radius, np.float32),
+            )
         if len(self.ps_scale) != columns:
-            raise MappingError(f"the MTJ normalisation has {len(self.ps_scale)} columns but the "
-                               f"product has {columns}", hint="rerun calibrate-mtj after the "
-                               "weight slicing and encoding passes")
+            raise MappingError(
+                f"the MTJ normalisation has {len(self.ps_scale)} columns but the "
+                f"product has {columns}",
+                hint="rerun calibrate-mtj after the weight slicing and encoding passes",
+            )
         return np.asarray(self.ps_scale, np.float32), np.asarray(self.ps_offset, np.float32)
 
 
@@ -188,8 +202,9 @@ def adc_levels(converter: Converter, low: float, high: float) -> tuple[int, int,
     """Return an ADC's lowest and highest code and its step for sums in [low, high]."""
     bits = 1 if converter.kind is ConverterKind.SENSE_AMP else converter.bits
     signed = low < 0
-    levels_low, levels_high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (
-        0, 2**bits - 1)
+    levels_low, levels_high = (
+        (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    )
     step = 1.0
     if converter.range_rule == "full-scale":
         span = max(abs(low), abs(high))
@@ -198,8 +213,14 @@ def adc_levels(converter: Converter, low: float, high: float) -> tuple[int, int,
     return levels_low, levels_high, step
 
 
-def convert(sums: np.ndarray, low: float, high: float, converter: Converter,
-            rng: np.random.Generator, stats: Statistics) -> np.ndarray:
+def convert(
+    sums: np.ndarray,
+    low: float,
+    high: float,
+    converter: Converter,
+    rng: np.random.Generator,
+    stats: Statistics,
+) -> np.ndarray:
     """Apply a converter to partial sums that can range over [low, high]; return the values the
     digital side reconstructs (in partial-sum units). ADCs work in place on float32 sums
     (integers below 2**24, power-of-two steps: exact)."""
@@ -235,8 +256,14 @@ def mtj_decoder(samples: int, sensitivity: float) -> np.ndarray:
     return np.clip(x, -1.0, 1.0).astype(np.float32)
 
 
-def _mtj(sums: np.ndarray, low: float, high: float, converter: Converter,
-         rng: np.random.Generator, stats: Statistics) -> np.ndarray:
+def _mtj(
+    sums: np.ndarray,
+    low: float,
+    high: float,
+    converter: Converter,
+    rng: np.random.Generator,
+    stats: Statistics,
+) -> np.ndarray:
     """Convert partial sums (float32, columns on the last axis) through stochastic MTJs."""
     scale, offset = converter.normalisation(low, high, sums.shape[-1])
     x = np.multiply(sums, scale, out=sums)
@@ -269,8 +296,9 @@ def lossless(converter: Converter, low: float, high: float) -> bool:
     return high <= 2**bits - 1
 
 
-def partial_sum_range(streaming: InputStreaming, mapping: WeightMapping, rows_per_sum: int,
-                      signed_columns: bool) -> tuple[float, float]:
+def partial_sum_range(
+    streaming: InputStreaming, mapping: WeightMapping, rows_per_sum: int, signed_columns: bool
+) -> tuple[float, float]:
     """Return the smallest and largest partial sum one read of `rows_per_sum` rows can
     produce: the converter's full scale is set for it (a property of the mapped layer and the
     hardware, not of the data)."""
@@ -297,12 +325,12 @@ class _Reader:
     rng: np.random.Generator
     stats: Statistics
 
-    def __call__(self, x: np.ndarray, streaming: InputStreaming,
-                 stats: Statistics | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, x: np.ndarray, streaming: InputStreaming, stats: Statistics | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         part, input_weight = input_planes(x, streaming)  # [J, p, K]
         if self.pad:
-            part = np.concatenate([part, np.zeros((*part.shape[:2], self.pad), np.float32)],
-                                  axis=2)
+            part = np.concatenate([part, np.zeros((*part.shape[:2], self.pad), np.float32)], axis=2)
         planes, p = part.shape[:2]
         part = part.reshape(planes, p, self.chunks, self.rows_per_sum).transpose(2, 0, 1, 3)
         part = part.reshape(self.chunks, planes * p, self.rows_per_sum)
@@ -313,8 +341,14 @@ class _Reader:
         return values.reshape(self.chunks, planes, p, self.b.shape[2]), input_weight
 
 
-def _recover(values: np.ndarray, read: _Reader, x: np.ndarray, streaming: InputStreaming,
-             bitwise: InputStreaming, stats: Statistics) -> np.ndarray:
+def _recover(
+    values: np.ndarray,
+    read: _Reader,
+    x: np.ndarray,
+    streaming: InputStreaming,
+    bitwise: InputStreaming,
+    stats: Statistics,
+) -> np.ndarray:
     """RAELLA's speculation: a wide-slice conversion that hit the lowest or highest code is
     discarded and its input bits re-run as 1-bit slices; only those columns are converted."""
     levels_low, levels_high, step = adc_levels(read.converter, read.low, read.high)
@@ -367,17 +401,19 @@ def crossbar_matmul(
     chunks = math.ceil(rows / rows_per_sum)
     pad = chunks * rows_per_sum - rows
     if max(abs(low), abs(high)) >= MAX_EXACT:
-        raise MappingError(f"partial sums up to {max(abs(low), abs(high)):.0f} exceed the "
-                           "2**24 the simulator keeps exact", hint="use fewer rows per sum or "
-                           "narrower slices")
+        raise MappingError(
+            f"partial sums up to {max(abs(low), abs(high)):.0f} exceed the "
+            "2**24 the simulator keeps exact",
+            hint="use fewer rows per sum or narrower slices",
+        )
     correction: np.ndarray | float = 0.0
     if np.any(stored.input_sum_factor):  # the digital input-sum term of offset encodings
-        correction = np.asarray(stored.input_sum_factor, np.float64) * x.astype(
-            np.float64).sum(axis=1, keepdims=True)
+        correction = np.asarray(stored.input_sum_factor, np.float64) * x.astype(np.float64).sum(
+            axis=1, keepdims=True
+        )
     if fast and lossless(converter, low, high):
         # fast path: every partial sum converts exactly, so the shift-and-add is the product
-        stats.conversions += chunks * len(streaming.slices) * slices * devices * positions * \
-            columns
+        stats.conversions += chunks * len(streaming.slices) * slices * devices * positions * columns
         stats.gemms.append((1, positions, rows, columns))
         return np.rint(x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
     b = stored.planes.astype(np.float32)
@@ -395,12 +431,14 @@ def crossbar_matmul(
     per_position = chunks * len(streaming.slices) * max(slices * devices * columns, rows_per_sum)
     block = max(1, BLOCK_ELEMENTS // per_position)
     if streaming.speculate and converter.kind is ConverterKind.MTJ:
-        raise MappingError("speculation needs an ADC that flags saturated codes, not an MTJ",
-                           hint="select an ADC for speculative layers")
+        raise MappingError(
+            "speculation needs an ADC that flags saturated codes, not an MTJ",
+            hint="select an ADC for speculative layers",
+        )
     bitwise = InputStreaming(streaming.bits, (1,) * streaming.bits, streaming.signed, False)
     read = _Reader(b, chunks, rows_per_sum, pad, low, high, converter, rng, stats)
     for start in range(0, positions, block):
-        block_x = x[start:start + block]
+        block_x = x[start : start + block]
         values, input_weight = read(block_x, streaming)  # [C, J, p, I*D, N]
         if streaming.speculate:
             values = _recover(values, read, block_x, streaming, bitwise, stats)
@@ -408,6 +446,6 @@ def crossbar_matmul(
         values = values.astype(stage, copy=False).reshape(-1, slices * devices, columns)
         merged = np.matmul(weights, values)  # [C*J*p, N]: shift-and-add over weight slices
         merged = merged.reshape(chunks, len(streaming.slices), p, columns).astype(np.float64)
-        out[start:start + p] = np.einsum("cjpn,j->pn", merged, input_weight)
+        out[start : start + p] = np.einsum("cjpn,j->pn", merged, input_weight)
     out += correction if np.ndim(correction) else 0.0
     return np.rint(out).astype(np.int64)

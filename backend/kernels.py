@@ -72,8 +72,10 @@ def im2col(
     per_group = c // group
     cols = np.empty((n, *out, group, taps, per_group), x.dtype)
     for t, offsets in enumerate(itertools.product(*(range(k) for k in kernel))):
-        window = tuple(slice(o * d, o * d + (size - 1) * st + 1, st) for o, d, size, st in
-                       zip(offsets, dilations, out, strides, strict=True))
+        window = tuple(
+            slice(o * d, o * d + (size - 1) * st + 1, st)
+            for o, d, size, st in zip(offsets, dilations, out, strides, strict=True)
+        )
         cols[..., t, :] = last[(slice(None), *window)].reshape(n, *out, group, per_group)
     positions = n * math.prod(out)
     patches = cols.reshape(positions, group, taps * per_group).transpose(1, 0, 2)
@@ -116,10 +118,14 @@ def _pool_geometry(x, kernel, strides, pads, dilations, ceil_mode):
     spatial = x.ndim - 2
     out = window_output_shape(x.shape[2:], kernel, strides, pads, dilations, ceil_mode)
     # ceil mode may need more than the explicit end padding for the last window
-    needed = tuple((o - 1) * s + d * (k - 1) + 1
-                   for o, s, d, k in zip(out, strides, dilations, kernel, strict=True))
-    extra = tuple(max(0, need - (x.shape[2 + i] + pads[i] + pads[spatial + i]))
-                  for i, need in enumerate(needed))
+    needed = tuple(
+        (o - 1) * s + d * (k - 1) + 1
+        for o, s, d, k in zip(out, strides, dilations, kernel, strict=True)
+    )
+    extra = tuple(
+        max(0, need - (x.shape[2 + i] + pads[i] + pads[spatial + i]))
+        for i, need in enumerate(needed)
+    )
     return spatial, out, extra
 
 

@@ -58,11 +58,26 @@ OPSET = 21
 """The default-domain opset of exported models: per-channel DequantizeLinear, 16-bit codes."""
 
 _SIMPLE = {
-    "relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "exp": "Exp", "neg": "Neg",
-    "abs": "Abs", "sqrt": "Sqrt", "add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div",
-    "matmul": "MatMul", "global_avg_pool": "GlobalAveragePool",
-    "global_max_pool": "GlobalMaxPool", "batch_norm": "BatchNormalization", "concat": "Concat",
-    "transpose": "Transpose", "softmax": "Softmax", "log_softmax": "LogSoftmax", "lrn": "LRN",
+    "relu": "Relu",
+    "sigmoid": "Sigmoid",
+    "tanh": "Tanh",
+    "exp": "Exp",
+    "neg": "Neg",
+    "abs": "Abs",
+    "sqrt": "Sqrt",
+    "add": "Add",
+    "sub": "Sub",
+    "mul": "Mul",
+    "div": "Div",
+    "matmul": "MatMul",
+    "global_avg_pool": "GlobalAveragePool",
+    "global_max_pool": "GlobalMaxPool",
+    "batch_norm": "BatchNormalization",
+    "concat": "Concat",
+    "transpose": "Transpose",
+    "softmax": "Softmax",
+    "log_softmax": "LogSoftmax",
+    "lrn": "LRN",
     "leaky_relu": "LeakyRelu",
 }
 """IR ops that are one ONNX op with the same operands, and the attributes they carry over."""
@@ -76,8 +91,9 @@ def _tensor_type(dtype: np.dtype) -> int:
 def _code_dtype(bits: int, signed: bool) -> np.dtype:
     """Return the ONNX code type of a `bits`-wide quantizer: 8-bit up to 8 bits, else 16-bit."""
     wide = bits > 8
-    return np.dtype((np.int16 if wide else np.int8) if signed else
-                    (np.uint16 if wide else np.uint8))
+    return np.dtype(
+        (np.int16 if wide else np.int8) if signed else (np.uint16 if wide else np.uint8)
+    )
 
 
 def weight_scales(scales: np.ndarray, input_scale: np.float32) -> np.ndarray:
@@ -152,8 +168,9 @@ class _Exporter:
         dtype = _code_dtype(bits, signed)
         info = np.iinfo(dtype)
         if not info.min <= zero <= info.max:
-            raise UserError(f"quantize %{node.outputs[0]}: zero point {zero} does not fit "
-                            f"{dtype.name} codes")
+            raise UserError(
+                f"quantize %{node.outputs[0]}: zero point {zero} does not fit {dtype.name} codes"
+            )
         low, high = code_range(bits, signed)
         out = node.outputs[0]
         s = self.constant(scale, f"{out}.s_x")
@@ -162,15 +179,28 @@ class _Exporter:
         codes = out if full else self.fresh(f"{out}.saturated")
         self.emit("QuantizeLinear", [self.operand(node.inputs[0]), s, zp], [codes])
         if not full and dtype.itemsize == 1:
-            self.emit("Clip", [codes, self.constant(np.array(low, dtype), f"{out}.low"),
-                               self.constant(np.array(high, dtype), f"{out}.high")], [out])
+            self.emit(
+                "Clip",
+                [
+                    codes,
+                    self.constant(np.array(low, dtype), f"{out}.low"),
+                    self.constant(np.array(high, dtype), f"{out}.high"),
+                ],
+                [out],
+            )
         elif not full:  # onnxruntime's Clip has no 16-bit kernel
             wide = self.fresh(f"{out}.i32")
             clipped = self.fresh(f"{out}.clipped")
             self.emit("Cast", [codes], [wide], to=TensorProto.INT32)
-            self.emit("Clip", [wide, self.constant(np.array(low, np.int32), f"{out}.low"),
-                               self.constant(np.array(high, np.int32), f"{out}.high")],
-                      [clipped])
+            self.emit(
+                "Clip",
+                [
+                    wide,
+                    self.constant(np.array(low, np.int32), f"{out}.low"),
+                    self.constant(np.array(high, np.int32), f"{out}.high"),
+                ],
+                [clipped],
+            )
             self.emit("Cast", [clipped], [out], to=_tensor_type(dtype))
         dequantized = self.fresh(f"{out}.dq")
         self.emit("DequantizeLinear", [out, s, zp], [dequantized])
@@ -181,13 +211,16 @@ class _Exporter:
         out = node.outputs[0]
         users = self.graph.users.get(out, [])
         if len(users) != 1 or users[0].op != "dequantize" or out in self.graph.outputs:
-            raise UserError(f"{node.op} %{out} on integer codes is not followed by exactly one "
-                            "dequantize", hint="export the program as the quantize pass "
-                            "leaves it")
+            raise UserError(
+                f"{node.op} %{out} on integer codes is not followed by exactly one dequantize",
+                hint="export the program as the quantize pass leaves it",
+            )
         codes = self.graph.constant_data(node.inputs[1])
         if codes is None or len(node.inputs) > 2:
-            raise UserError(f"{node.op} %{out}: the weight codes must be a constant and the "
-                            "bias must sit on the dequantize")
+            raise UserError(
+                f"{node.op} %{out}: the weight codes must be a constant and the "
+                "bias must sit on the dequantize"
+            )
         scales = self.graph.constant_data(users[0].inputs[1])
         if scales is None:
             raise UserError(f"dequantize of %{out}: the scales must be a constant")
@@ -195,8 +228,9 @@ class _Exporter:
         top = int(np.abs(codes).max(initial=0))
         wtype = np.int8 if top <= 127 else np.int16
         w = self.constant(codes.astype(wtype), f"{node.inputs[1]}.codes")
-        s_w = self.constant(weight_scales(scales, self.scale_of[node.inputs[0]]),
-                            f"{node.inputs[1]}.s_w")
+        s_w = self.constant(
+            weight_scales(scales, self.scale_of[node.inputs[0]]), f"{node.inputs[1]}.s_w"
+        )
         zp = self.constant(np.zeros(codes.shape[axis], wtype), f"{node.inputs[1]}.zp")
         weights = self.fresh(f"{node.inputs[1]}.dq")
         self.emit("DequantizeLinear", [w, s_w, zp], [weights], axis=axis)
@@ -210,10 +244,15 @@ class _Exporter:
 
     def dequantize(self, node: Node) -> None:
         acc, out = node.inputs[0], node.outputs[0]
-        if acc not in self.float_of or self.graph.producers.get(acc) is None \
-                or self.graph.producers[acc].op not in ("conv", "linear"):
-            raise UserError(f"dequantize %{out} does not follow a quantized conv or linear",
-                            hint="export the program as the quantize pass leaves it")
+        if (
+            acc not in self.float_of
+            or self.graph.producers.get(acc) is None
+            or self.graph.producers[acc].op not in ("conv", "linear")
+        ):
+            raise UserError(
+                f"dequantize %{out} does not follow a quantized conv or linear",
+                hint="export the program as the quantize pass leaves it",
+            )
         if len(node.inputs) < 3:
             self.emit("Identity", [self.float_of[acc]], [out])
             return
@@ -241,15 +280,22 @@ class _Exporter:
                 self.emit("MatMul", inputs[:2], [product])
                 self.emit("Add", [product, inputs[2]], outputs)
         elif op in ("max_pool", "avg_pool"):
-            attrs = {**_window(node), "kernel_shape": list(node.attr("kernel")),
-                     "ceil_mode": int(node.attr("ceil_mode"))}
+            attrs = {
+                **_window(node),
+                "kernel_shape": list(node.attr("kernel")),
+                "ceil_mode": int(node.attr("ceil_mode")),
+            }
             if op == "avg_pool":
                 attrs["count_include_pad"] = int(node.attr("count_include_pad"))
             self.emit("MaxPool" if op == "max_pool" else "AveragePool", inputs, outputs, **attrs)
         elif op == "reshape":
             shape = np.asarray(node.attr("shape"), np.int64)
-            self.emit("Reshape", [inputs[0], self.constant(shape, f"{outputs[0]}.shape")],
-                      outputs, allowzero=int(0 in shape))
+            self.emit(
+                "Reshape",
+                [inputs[0], self.constant(shape, f"{outputs[0]}.shape")],
+                outputs,
+                allowzero=int(0 in shape),
+            )
         elif op == "pad":
             dtype = self.graph.types[node.inputs[0]].dtype.numpy
             pads = self.constant(np.asarray(node.attr("pads"), np.int64), f"{outputs[0]}.pads")
@@ -257,9 +303,10 @@ class _Exporter:
             self.emit("Pad", [inputs[0], pads, *extra], outputs, mode=node.attr("mode"))
         elif op == "clip":
             dtype = self.graph.types[node.inputs[0]].dtype.numpy
-            bounds = [("" if math.isinf(v) else
-                       self.constant(np.array(v, dtype), f"{outputs[0]}.{k}"))
-                      for k, v in (("min", node.attr("min")), ("max", node.attr("max")))]
+            bounds = [
+                ("" if math.isinf(v) else self.constant(np.array(v, dtype), f"{outputs[0]}.{k}"))
+                for k, v in (("min", node.attr("min")), ("max", node.attr("max")))
+            ]
             self.emit("Clip", [inputs[0], *bounds], outputs)
         elif op == "cast":
             self.emit("Cast", inputs, outputs, to=_tensor_type(node.attr("to").numpy))
@@ -268,8 +315,11 @@ class _Exporter:
 
 
 def _window(node: Node) -> dict[str, list[int]]:
-    return {"strides": list(node.attr("strides")), "pads": list(node.attr("pads")),
-            "dilations": list(node.attr("dilations"))}
+    return {
+        "strides": list(node.attr("strides")),
+        "pads": list(node.attr("pads")),
+        "dilations": list(node.attr("dilations")),
+    }
 
 
 def export_qdq(graph: Graph, extra_outputs: Sequence[str] = ()) -> onnx.ModelProto:
@@ -298,13 +348,17 @@ def export_qdq(graph: Graph, extra_outputs: Sequence[str] = ()) -> onnx.ModelPro
             elem = TensorProto.FLOAT
         return helper.make_tensor_value_info(onnx_name, elem, list(graph.types[name].shape))
 
-    inputs = [helper.make_tensor_value_info(v.name, _tensor_type(v.type.dtype.numpy),
-                                            list(v.type.shape)) for v in graph.inputs]
+    inputs = [
+        helper.make_tensor_value_info(v.name, _tensor_type(v.type.dtype.numpy), list(v.type.shape))
+        for v in graph.inputs
+    ]
     outputs = [info(name) for name in dict.fromkeys([*graph.outputs, *extra_outputs])]
-    body = helper.make_graph(exporter.nodes, graph.name, inputs, outputs,
-                             list(exporter.initializers.values()))
-    model = helper.make_model(body, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="imcc export-qdq")
+    body = helper.make_graph(
+        exporter.nodes, graph.name, inputs, outputs, list(exporter.initializers.values())
+    )
+    model = helper.make_model(
+        body, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="imcc export-qdq"
+    )
     model.ir_version = 10
     onnx.checker.check_model(model)
     return model

@@ -60,8 +60,17 @@ def _log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
 
 def _conv(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
     x, w, *b = args
-    return [kernels.conv(x, w, b[0] if b else None, node.attr("strides"), node.attr("pads"),
-                         node.attr("dilations"), node.attr("group"))]
+    return [
+        kernels.conv(
+            x,
+            w,
+            b[0] if b else None,
+            node.attr("strides"),
+            node.attr("pads"),
+            node.attr("dilations"),
+            node.attr("group"),
+        )
+    ]
 
 
 def _linear(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
@@ -93,13 +102,18 @@ def _pad(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
     rank = x.ndim
     begins, ends = pads[:rank], pads[rank:]
     # negative pads crop
-    crop = tuple(slice(max(0, -b), x.shape[i] - max(0, -e)) for i, (b, e) in
-                 enumerate(zip(begins, ends, strict=True)))
+    crop = tuple(
+        slice(max(0, -b), x.shape[i] - max(0, -e))
+        for i, (b, e) in enumerate(zip(begins, ends, strict=True))
+    )
     x = x[crop]
     widths = [(max(0, b), max(0, e)) for b, e in zip(begins, ends, strict=True)]
     if mode == "constant":
-        return [np.pad(x, widths, mode="constant", constant_values=node.attr("value"))
-                .astype(x.dtype, copy=False)]
+        return [
+            np.pad(x, widths, mode="constant", constant_values=node.attr("value")).astype(
+                x.dtype, copy=False
+            )
+        ]
     return [np.pad(x, widths, mode="reflect" if mode == "reflect" else "edge")]
 
 
@@ -137,7 +151,8 @@ RULES: dict[str, Rule] = {
     "abs": _unary(np.abs),
     "sqrt": _unary(np.sqrt),
     "leaky_relu": lambda n, a: _unary(
-        lambda x: np.where(x >= 0, x, x * np.asarray(n.attr("alpha"), x.dtype)))(n, a),
+        lambda x: np.where(x >= 0, x, x * np.asarray(n.attr("alpha"), x.dtype))
+    )(n, a),
     "clip": _clip,
     "add": _binary(np.add),
     "sub": _binary(np.subtract),
@@ -147,24 +162,49 @@ RULES: dict[str, Rule] = {
     "linear": _linear,
     "matmul": _binary(np.matmul),
     "batch_norm": _batch_norm,
-    "max_pool": lambda n, a: [kernels.max_pool(
-        a[0], n.attr("kernel"), n.attr("strides"), n.attr("pads"), n.attr("dilations"),
-        n.attr("ceil_mode"))],
-    "avg_pool": lambda n, a: [kernels.avg_pool(
-        a[0], n.attr("kernel"), n.attr("strides"), n.attr("pads"), n.attr("dilations"),
-        n.attr("ceil_mode"), n.attr("count_include_pad"))],
+    "max_pool": lambda n, a: [
+        kernels.max_pool(
+            a[0],
+            n.attr("kernel"),
+            n.attr("strides"),
+            n.attr("pads"),
+            n.attr("dilations"),
+            n.attr("ceil_mode"),
+        )
+    ],
+    "avg_pool": lambda n, a: [
+        kernels.avg_pool(
+            a[0],
+            n.attr("kernel"),
+            n.attr("strides"),
+            n.attr("pads"),
+            n.attr("dilations"),
+            n.attr("ceil_mode"),
+            n.attr("count_include_pad"),
+        )
+    ],
     "global_avg_pool": _global(np.mean),
     "global_max_pool": _global(np.max),
-    "lrn": lambda n, a: [kernels.lrn(a[0], n.attr("size"), n.attr("alpha"), n.attr("beta"),
-                                     n.attr("bias"))],
+    "lrn": lambda n, a: [
+        kernels.lrn(a[0], n.attr("size"), n.attr("alpha"), n.attr("beta"), n.attr("bias"))
+    ],
     "reshape": lambda n, a: [a[0].reshape(n.attr("shape"))],
     "transpose": lambda n, a: [np.ascontiguousarray(a[0].transpose(n.attr("perm")))],
     "concat": lambda n, a: [np.concatenate(a, axis=n.attr("axis"))],
     "pad": _pad,
     "cast": lambda n, a: [a[0].astype(n.attr("to").numpy)],
-    "slice": lambda n, a: [np.ascontiguousarray(a[0][tuple(
-        slice(s, e, k) for s, e, k in zip(n.attr("starts"), n.attr("ends"), n.attr("steps"),
-                                          strict=True))])],
+    "slice": lambda n, a: [
+        np.ascontiguousarray(
+            a[0][
+                tuple(
+                    slice(s, e, k)
+                    for s, e, k in zip(
+                        n.attr("starts"), n.attr("ends"), n.attr("steps"), strict=True
+                    )
+                )
+            ]
+        )
+    ],
 }
 RULES["softmax"] = lambda n, a: [_softmax(a[0], n.attr("axis")).astype(a[0].dtype, copy=False)]
 RULES["log_softmax"] = lambda n, a: [
@@ -204,32 +244,38 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.nda
             )
         if array.dtype != value.type.dtype.numpy:
             if not np.can_cast(array.dtype, value.type.dtype.numpy, casting="same_kind"):
-                raise UserError(f"input %{value.name} is {array.dtype}, expected "
-                                f"{value.type.dtype.value}",
-                                hint=f"save the array as {value.type.dtype.numpy.name}, or "
-                                "one that converts to it without loss of kind")
+                raise UserError(
+                    f"input %{value.name} is {array.dtype}, expected {value.type.dtype.value}",
+                    hint=f"save the array as {value.type.dtype.numpy.name}, or "
+                    "one that converts to it without loss of kind",
+                )
             array = array.astype(value.type.dtype.numpy)
         checked[value.name] = array
     outputs = ReferenceInterpreter().run(graph, checked)
     for name, array in outputs.items():
         expected = graph.types[name]
         if TensorType.of(np.asarray(array)) != expected:
-            raise InterpreterError(f"output %{name} came out {TensorType.of(array)}, "
-                                   f"declared {expected}")
+            raise InterpreterError(
+                f"output %{name} came out {TensorType.of(array)}, declared {expected}"
+            )
     return outputs
 
 
 def sample_input(graph: Graph, images: np.ndarray, purpose: str) -> Value:
     """Return the single input a data set feeds, checking that its samples fit it."""
     if len(graph.inputs) != 1:
-        raise UserError(f"graph @{graph.name} has {len(graph.inputs)} inputs; {purpose} "
-                        "feeds one", hint=f"use {purpose} with a single-input model")
+        raise UserError(
+            f"graph @{graph.name} has {len(graph.inputs)} inputs; {purpose} feeds one",
+            hint=f"use {purpose} with a single-input model",
+        )
     value = graph.inputs[0]
     sample_shape = value.type.shape[1:]
     if tuple(images.shape[1:]) != sample_shape:
-        raise UserError(f"data samples are {list(images.shape[1:])}, the model's input "
-                        f"%{value.name} takes {list(sample_shape)} per sample",
-                        hint="pick a data set of the model's input shape")
+        raise UserError(
+            f"data samples are {list(images.shape[1:])}, the model's input "
+            f"%{value.name} takes {list(sample_shape)} per sample",
+            hint="pick a data set of the model's input shape",
+        )
     return value
 
 
@@ -245,7 +291,7 @@ def collect(graph: Graph, images: np.ndarray, names: list[str]) -> dict[str, np.
     probe = graph.replace(outputs=tuple(dict.fromkeys(names)))
     parts: dict[str, list[np.ndarray]] = {name: [] for name in probe.outputs}
     for i in range(chunks):
-        out = run_graph(probe, {value.name: images[i * batch:(i + 1) * batch]})
+        out = run_graph(probe, {value.name: images[i * batch : (i + 1) * batch]})
         for name in probe.outputs:
             parts[name].append(out[name])
     return {name: np.concatenate(arrays) for name, arrays in parts.items()}

@@ -62,32 +62,47 @@ class SimulationReport:
     def to_dict(self) -> dict[str, Any]:
         """Return the report with the design.md keys."""
         return {
-            "data": self.data, "samples": self.samples, "seed": self.seed,
-            "accuracy": self.accuracy, "float_accuracy": self.float_accuracy,
+            "data": self.data,
+            "samples": self.samples,
+            "seed": self.seed,
+            "accuracy": self.accuracy,
+            "float_accuracy": self.float_accuracy,
             "quantized_accuracy": self.quantized_accuracy,
             "agreement_quantized": self.agreement_quantized,
             "agreement_float": self.agreement_float,
-            "layers": [vars(layer) for layer in self.layers], "limit": self.limit,
+            "layers": [vars(layer) for layer in self.layers],
+            "limit": self.limit,
         }
 
 
-def simulate(program: Graph, target: Target, data: Dataset, *, float_graph: Graph | None = None,
-             batch: int = 64, seed: int = 0, progress: bool = False) -> SimulationReport:
+def simulate(
+    program: Graph,
+    target: Target,
+    data: Dataset,
+    *,
+    float_graph: Graph | None = None,
+    batch: int = 64,
+    seed: int = 0,
+    progress: bool = False,
+) -> SimulationReport:
     """Run a mapped program on a labelled data set; see the module docstring.
 
     Every sample of `data` is simulated: whole batches of `batch`, then one partial batch for
     the rest. The MTJ draws come from one generator seeded with `seed` and consumed batch by
     batch, so the first samples' results do not depend on how many samples follow them."""
     if batch < 1:  # a batch of 0 never ends and a negative one slices from the end
-        raise UserError(f"the simulation batch must be at least 1, not {batch}",
-                        hint="--batch B (compile: --sim-batch B) simulates B samples at a "
-                        "time (default 64)")
+        raise UserError(
+            f"the simulation batch must be at least 1, not {batch}",
+            hint="--batch B (compile: --sim-batch B) simulates B samples at a time (default 64)",
+        )
     if data.labels is None:
         raise UserError(f"data set {data.name} has no labels", hint="accuracy needs labels")
     total = len(data.images)
     if total == 0:
-        raise UserError(f"data set {data.name} holds no samples",
-                        hint="point at a data set with at least one image")
+        raise UserError(
+            f"data set {data.name} holds no samples",
+            hint="point at a data set with at least one image",
+        )
     require_weights(program, "simulate")
     check_program_target(program, target)  # a mapping for another target runs as nonsense
     batch = min(batch, total)
@@ -103,7 +118,7 @@ def simulate(program: Graph, target: Target, data: Dataset, *, float_graph: Grap
     errors = {name: [0.0, 0.0] for name in layers}
     value = mapped.inputs[0].name
     for start in _progress(range(0, total, batch), progress, data.name):
-        images = data.images[start:start + batch]
+        images = data.images[start : start + batch]
         if len(images) < batch:  # the last, partial batch: the same graphs at its size
             mapped = rebatch(program, len(images))
             ideal = rebatch(float_graph, len(images)) if float_graph is not None else None
@@ -125,20 +140,31 @@ def simulate(program: Graph, target: Target, data: Dataset, *, float_graph: Grap
     for node in crossbar_layers(mapped):
         stats = machine.layers[node.outputs[0]].stats
         error, reference = errors[node.outputs[0]]
-        records.append(LayerAccuracy(
-            node.name or node.outputs[0], stats.conversions,
-            stats.saturated / stats.conversions if stats.conversions else 0.0,
-            error / reference if reference else 0.0, stats.samples,
-            stats.ones / stats.samples if stats.samples else None,
-            stats.speculative_failures, stats.recoveries))
+        records.append(
+            LayerAccuracy(
+                node.name or node.outputs[0],
+                stats.conversions,
+                stats.saturated / stats.conversions if stats.conversions else 0.0,
+                error / reference if reference else 0.0,
+                stats.samples,
+                stats.ones / stats.samples if stats.samples else None,
+                stats.speculative_failures,
+                stats.recoveries,
+            )
+        )
     return SimulationReport(
-        data.name, len(mapped_pred), seed,
+        data.name,
+        len(mapped_pred),
+        seed,
         None if float_pred is None else float(np.mean(float_pred == labels)),
-        float(np.mean(lossless_pred == labels)), float(np.mean(mapped_pred == labels)),
+        float(np.mean(lossless_pred == labels)),
+        float(np.mean(mapped_pred == labels)),
         float(np.mean(mapped_pred == lossless_pred)),
         None if float_pred is None else float(np.mean(float_pred == lossless_pred)),
-        tuple(records), data.limit if data.limit is not None and data.limit > total else None,
-        tuple(int(p) for p in mapped_pred.reshape(-1)))
+        tuple(records),
+        data.limit if data.limit is not None and data.limit > total else None,
+        tuple(int(p) for p in mapped_pred.reshape(-1)),
+    )
 
 
 def _batched(graph: Graph, data: Dataset, batch: int) -> Graph:
@@ -163,6 +189,7 @@ def _progress(items, enabled: bool, label: str):
 
 def format_simulation(report: SimulationReport) -> str:
     """Return a readable summary: accuracies, then one line per crossbar layer."""
+
     def percent(value: float | None) -> str:
         return "n/a" if value is None else f"{100 * value:.2f}%"
 
@@ -180,6 +207,8 @@ def format_simulation(report: SimulationReport) -> str:
     ]
     for layer in report.layers:
         switch = "" if layer.mtj_switch_rate is None else f"{layer.mtj_switch_rate:.3f}"
-        lines.append(f"{layer.name[:32]:32} {layer.conversions:>14,} "
-                     f"{100 * layer.saturation_rate:>9.2f}% {layer.rel_error:>10.4f} {switch:>11}")
+        lines.append(
+            f"{layer.name[:32]:32} {layer.conversions:>14,} "
+            f"{100 * layer.saturation_rate:>9.2f}% {layer.rel_error:>10.4f} {switch:>11}"
+        )
     return "\n".join(lines)

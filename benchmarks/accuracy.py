@@ -40,8 +40,10 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="samples per model (all)")
     args = parser.parse_args()
     available = models()
-    print(f"{'model':11} {'target':19} {'samples':>7} {'float':>7} {'quant':>7} {'mapped':>7} "
-          f"{'max sat':>8} {'seconds':>8}")
+    print(
+        f"{'model':11} {'target':19} {'samples':>7} {'float':>7} {'quant':>7} {'mapped':>7} "
+        f"{'max sat':>8} {'seconds':>8}"
+    )
     for name in args.models.split(","):
         if name not in available:
             print(f"{name:11} not available (run scripts/fetch_test_models.sh)")
@@ -53,9 +55,11 @@ def main() -> None:
             start = time.perf_counter()
             report = run(model, spec, target, samples, batch=250)
             worst = max(layer.saturation_rate for layer in report.layers)
-            print(f"{name:11} {target:19} {report.samples:7d} {100 * report.float_accuracy:6.2f}%"
-                  f" {100 * report.quantized_accuracy:6.2f}% {100 * report.accuracy:6.2f}%"
-                  f" {100 * worst:7.2f}% {time.perf_counter() - start:8.1f}")
+            print(
+                f"{name:11} {target:19} {report.samples:7d} {100 * report.float_accuracy:6.2f}%"
+                f" {100 * report.quantized_accuracy:6.2f}% {100 * report.accuracy:6.2f}%"
+                f" {100 * worst:7.2f}% {time.perf_counter() - start:8.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -47,17 +47,22 @@ MAPPING = "assign-input-precision,quantize,tile-crossbar,select-adc,share-column
 def fallback_isaac() -> Target:
     """An ISAAC-like target (references.md §4) for when the built-in is not available."""
     return Target(
-        name="isaac-bench", description="ISAAC-like",
+        name="isaac-bench",
+        description="ISAAC-like",
         technology=Technology(32, 1.28e9),
-        crossbar=Crossbar(128, 128, "rram", 2, cell_read_energy_j=2e-15,
-                          read_latency_s=100e-9, cell_area_m2=1e-14),
+        crossbar=Crossbar(
+            128, 128, "rram", 2, cell_read_energy_j=2e-15, read_latency_s=100e-9, cell_area_m2=1e-14
+        ),
         input_driver=InputDriver((1,), energy_per_row_j=4e-15, input_bits=(8,)),
         converters=(Converter("sar", ConverterKind.SAR, bits=(8,), sample_rate_hz=1.28e9),),
-        column_sharing=(128,), column_share_mode="sample-hold",
-        shift_add=DigitalUnit(0.2e-12, 1e-9, 60e-12), accumulator=DigitalUnit(0.1e-12, 1e-9),
+        column_sharing=(128,),
+        column_share_mode="sample-hold",
+        shift_add=DigitalUnit(0.2e-12, 1e-9, 60e-12),
+        accumulator=DigitalUnit(0.1e-12, 1e-9),
         digital=DigitalUnit(0.5e-12, 1e-9, 0.05e-6, count=64),
         buffers=(Buffer("edram", 64 * 1024, 1e-12, 0.08e-6),),
-        hierarchy=Hierarchy(8), interconnect=Interconnect(0.1e-12),
+        hierarchy=Hierarchy(8),
+        interconnect=Interconnect(0.1e-12),
     )
 
 
@@ -107,17 +112,23 @@ def main() -> None:
         runs += 1
     baseline = base_elapsed / runs
 
-    print(f"model: {args.model}  target: {target.name}  ({len(layers)} crossbar layers, "
-          f"{len(mapped.nodes)} nodes; mapping took {map_time:.2f} s)")
+    print(
+        f"model: {args.model}  target: {target.name}  ({len(layers)} crossbar layers, "
+        f"{len(mapped.nodes)} nodes; mapping took {map_time:.2f} s)"
+    )
     print(f"first estimate (cold weight-statistics cache): {cold * 1e3:.1f} ms")
     print(f"estimate: {per_call * 1e3:.3f} ms per call over {calls} calls")
-    print(f"crossbar layer evaluations per second: {len(layers) / per_call:,.0f} "
-          f"(peer anchor ~1,000/s)")
+    print(
+        f"crossbar layer evaluations per second: {len(layers) / per_call:,.0f} "
+        f"(peer anchor ~1,000/s)"
+    )
     print(f"node evaluations per second: {len(mapped.nodes) / per_call:,.0f}")
     print(f"baseline, one numpy pass over the crossbar weights: {baseline * 1e3:.3f} ms")
     print(f"ratio estimate / baseline: {per_call / baseline:.2f}")
-    print(f"energy {report.energy_j:.4e} J, latency {report.latency_s:.4e} s, "
-          f"area {report.area_mm2:.2f} mm2, TOPS/W {report.tops_per_w:.3f}")
+    print(
+        f"energy {report.energy_j:.4e} J, latency {report.latency_s:.4e} s, "
+        f"area {report.area_mm2:.2f} mm2, TOPS/W {report.tops_per_w:.3f}"
+    )
 
 
 if __name__ == "__main__":

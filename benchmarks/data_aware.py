@@ -47,18 +47,29 @@ from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline  # noqa: E402
 from tests.onnx_models import CIFAR10_IMAGES, cifar_resnet, models_dir  # noqa: E402
 
 RAELLA_STEPS = {
-    "isaac": ("isaac", "assign-input-precision,quantize,tile-crossbar,select-adc,share-columns,"
-                       "place"),
-    "c+o": ("raella", "assign-input-precision{slice=1},quantize,tile-crossbar{slices=2,2,2,2},"
-                      "encode-weights{scheme=center-offset},select-adc,share-columns,place"),
-    "+adaptive": ("raella", "assign-input-precision{slice=1},quantize,tile-crossbar,"
-                            "encode-weights{scheme=center-offset},select-adc,"
-                            "slice-weights{adaptive=true error_budget=0.09 last_bitwise=true},"
-                            "share-columns,place"),
-    "+spec": ("raella", "assign-input-precision{speculate=true slices=3,3,2},quantize,"
-                        "tile-crossbar,encode-weights{scheme=center-offset},select-adc,"
-                        "slice-weights{adaptive=true error_budget=0.09 max_failures=0.1 "
-                        "last_bitwise=true},profile-converters,share-columns,place"),
+    "isaac": (
+        "isaac",
+        "assign-input-precision,quantize,tile-crossbar,select-adc,share-columns,place",
+    ),
+    "c+o": (
+        "raella",
+        "assign-input-precision{slice=1},quantize,tile-crossbar{slices=2,2,2,2},"
+        "encode-weights{scheme=center-offset},select-adc,share-columns,place",
+    ),
+    "+adaptive": (
+        "raella",
+        "assign-input-precision{slice=1},quantize,tile-crossbar,"
+        "encode-weights{scheme=center-offset},select-adc,"
+        "slice-weights{adaptive=true error_budget=0.09 last_bitwise=true},"
+        "share-columns,place",
+    ),
+    "+spec": (
+        "raella",
+        "assign-input-precision{speculate=true slices=3,3,2},quantize,"
+        "tile-crossbar,encode-weights{scheme=center-offset},select-adc,"
+        "slice-weights{adaptive=true error_budget=0.09 max_failures=0.1 "
+        "last_bitwise=true},profile-converters,share-columns,place",
+    ),
 }
 """RAELLA's ablation chain: step -> (target, mapping pipeline after the clean-up passes)."""
 
@@ -68,11 +79,16 @@ def stox_steps(samples: int) -> dict[str, tuple[str, str]]:
     head = "assign-input-precision,quantize,tile-crossbar"
     return {
         "adc8": ("sotmtj", f"{head},select-adc{{converter=adc8}},share-columns,place"),
-        f"mtj x{samples}": ("sotmtj", f"{head},select-adc{{type=mtj samples={samples}}},"
-                                      "calibrate-mtj,share-columns,place"),
-        f"mtj alloc {samples}": ("sotmtj", f"{head},select-adc{{type=mtj samples={samples}}},"
-                                           f"calibrate-mtj,allocate-samples{{budget={samples}}},"
-                                           "share-columns,place"),
+        f"mtj x{samples}": (
+            "sotmtj",
+            f"{head},select-adc{{type=mtj samples={samples}}},calibrate-mtj,share-columns,place",
+        ),
+        f"mtj alloc {samples}": (
+            "sotmtj",
+            f"{head},select-adc{{type=mtj samples={samples}}},"
+            f"calibrate-mtj,allocate-samples{{budget={samples}}},"
+            "share-columns,place",
+        ),
     }
 
 
@@ -99,6 +115,7 @@ def models(names: list[str]) -> list[Model]:
             found.append(Model(name, path, f"cifar10:{CIFAR10_IMAGES}"))
         elif name.startswith("vgg"):
             from imcc.models.vgg_cifar import export
+
             path = models_dir() / f"{name}_cifar.onnx"
             if not path.is_file():
                 export(name, path)
@@ -127,8 +144,9 @@ def run(model: Model, target_name: str, mapping: str, calib: int, limit: int) ->
         data = load_dataset(model.data, calib + limit)
         calibration = data.images[:calib]
         test = Dataset(data.name, data.images[calib:], data.labels[calib:])
-    ctx = Context(target=target, options={} if calibration is None else {
-        "calibration": calibration})
+    ctx = Context(
+        target=target, options={} if calibration is None else {"calibration": calibration}
+    )
     program = PassManager(parse_pipeline(f"{DEFAULT_PIPELINE},{mapping}")).run(graph, ctx)
     report = estimate(program, target)
     draws = partial_sums = 0.0
@@ -143,8 +161,13 @@ def run(model: Model, target_name: str, mapping: str, calib: int, limit: int) ->
     if test is not None and limit:
         simulation = simulate(program, target, test, batch=min(limit, 100))
         accuracy, quantized = simulation.accuracy, simulation.quantized_accuracy
-    return Outcome(report, draws / partial_sums if partial_sums else 0.0, accuracy, quantized,
-                   time.perf_counter() - start)
+    return Outcome(
+        report,
+        draws / partial_sums if partial_sums else 0.0,
+        accuracy,
+        quantized,
+        time.perf_counter() - start,
+    )
 
 
 def per_mac(report, *components: str) -> float:
@@ -161,10 +184,12 @@ def percent(value: float | None) -> str:
 def raella(chosen: list[Model], calib: int, limit: int) -> None:
     """Print RAELLA's ablation chain for each model and the geomean gains of the last step."""
     print("RAELLA ablation (energy per MAC in fJ; ratios vs the isaac step)")
-    print(f"{'model':9} {'step':10} {'conv/MAC':>8} {'fJ/MAC':>8} {'ADC':>7} {'cells':>7} "
-          f"{'DAC':>7} {'other':>7} {'TOPS':>7} {'eff x':>6} {'thru x':>6} {'/mm2 x':>6} "
-          f"{'quant':>7} "
-          f"{'acc':>7} {'s':>5}")
+    print(
+        f"{'model':9} {'step':10} {'conv/MAC':>8} {'fJ/MAC':>8} {'ADC':>7} {'cells':>7} "
+        f"{'DAC':>7} {'other':>7} {'TOPS':>7} {'eff x':>6} {'thru x':>6} {'/mm2 x':>6} "
+        f"{'quant':>7} "
+        f"{'acc':>7} {'s':>5}"
+    )
     gains: dict[str, list[tuple[float, float]]] = {}
     for model in chosen:
         base = None
@@ -178,25 +203,33 @@ def raella(chosen: list[Model], calib: int, limit: int) -> None:
             throughput = r.tops / base.tops
             density = r.tops_per_mm2 / base.tops_per_mm2
             gains.setdefault(step, []).append((efficiency, throughput))
-            print(f"{model.name:9} {step:10} {r.converts_per_mac:8.4f} {total:8.1f} {adc:7.1f} "
-                  f"{cells:7.1f} {dac:7.1f} {total - adc - cells - dac:7.1f} {r.tops:7.3f} "
-                  f"{efficiency:6.2f} {throughput:6.2f} {density:6.2f} {percent(out.quantized)} "
-                  f"{percent(out.accuracy)} {out.seconds:5.0f}", flush=True)
+            print(
+                f"{model.name:9} {step:10} {r.converts_per_mac:8.4f} {total:8.1f} {adc:7.1f} "
+                f"{cells:7.1f} {dac:7.1f} {total - adc - cells - dac:7.1f} {r.tops:7.3f} "
+                f"{efficiency:6.2f} {throughput:6.2f} {density:6.2f} {percent(out.quantized)} "
+                f"{percent(out.accuracy)} {out.seconds:5.0f}",
+                flush=True,
+            )
     for step, values in gains.items():
         eff = math.prod(v[0] for v in values) ** (1 / len(values))
         thru = math.prod(v[1] for v in values) ** (1 / len(values))
-        print(f"geomean {step:10} energy efficiency {eff:5.2f}x, throughput {thru:5.2f}x "
-              "vs isaac")
-    print("paper: converts/MAC 0.25 -> 0.0625 -> 0.047 -> ~0.02; 3.9x geomean efficiency, "
-          "2.0x throughput with speculation (2.8x / 2.7x without)")
+        print(f"geomean {step:10} energy efficiency {eff:5.2f}x, throughput {thru:5.2f}x vs isaac")
+    print(
+        "paper: converts/MAC 0.25 -> 0.0625 -> 0.047 -> ~0.02; 3.9x geomean efficiency, "
+        "2.0x throughput with speculation (2.8x / 2.7x without)"
+    )
 
 
 def stox(chosen: list[Model], calib: int, limit: int, samples: int) -> None:
     """Print StoX-Net's comparison for each model: ADC design vs uniform vs allocated MTJ."""
-    print(f"\nStoX-Net on sotmtj (ratios vs the 8-bit ADC design; {samples} samples per "
-          "conversion on average for both MTJ rows)")
-    print(f"{'model':9} {'design':13} {'samples/conv':>12} {'energy':>10} {'latency':>10} "
-          f"{'EDP x':>7} {'E x':>6} {'L x':>6} {'quant':>7} {'acc':>7} {'s':>5}")
+    print(
+        f"\nStoX-Net on sotmtj (ratios vs the 8-bit ADC design; {samples} samples per "
+        "conversion on average for both MTJ rows)"
+    )
+    print(
+        f"{'model':9} {'design':13} {'samples/conv':>12} {'energy':>10} {'latency':>10} "
+        f"{'EDP x':>7} {'E x':>6} {'L x':>6} {'quant':>7} {'acc':>7} {'s':>5}"
+    )
     for model in chosen:
         base = None
         for design, (target, mapping) in stox_steps(samples).items():
@@ -204,13 +237,18 @@ def stox(chosen: list[Model], calib: int, limit: int, samples: int) -> None:
             r = out.report
             base = base or r
             edp = (base.energy_j * base.latency_s) / (r.energy_j * r.latency_s)
-            print(f"{model.name:9} {design:13} {out.samples_per_conversion:12.2f} "
-                  f"{r.energy_j * 1e6:8.2f}uJ {r.latency_s * 1e6:8.1f}us {edp:7.2f} "
-                  f"{base.energy_j / r.energy_j:6.2f} "
-                  f"{base.latency_s / r.latency_s:6.2f} {percent(out.quantized)} "
-                  f"{percent(out.accuracy)} {out.seconds:5.0f}", flush=True)
-    print("paper: up to 16x energy, 8x latency, 130x EDP vs a full-precision ADC, "
-          "near-software accuracy after PS-quantization-aware training (not applied here)")
+            print(
+                f"{model.name:9} {design:13} {out.samples_per_conversion:12.2f} "
+                f"{r.energy_j * 1e6:8.2f}uJ {r.latency_s * 1e6:8.1f}us {edp:7.2f} "
+                f"{base.energy_j / r.energy_j:6.2f} "
+                f"{base.latency_s / r.latency_s:6.2f} {percent(out.quantized)} "
+                f"{percent(out.accuracy)} {out.seconds:5.0f}",
+                flush=True,
+            )
+    print(
+        "paper: up to 16x energy, 8x latency, 130x EDP vs a full-precision ADC, "
+        "near-software accuracy after PS-quantization-aware training (not applied here)"
+    )
 
 
 def main() -> None:

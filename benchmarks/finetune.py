@@ -46,17 +46,22 @@ def stox_pipeline(samples: int, input_bits: int = 0, percentile: float = 0.0) ->
     """Return the StoX-Net mapping after the clean-up (batch norms folded, as the exported
     model has them): MTJ converters of `samples` samples, calibrated; `input_bits` (0: the
     target's widest) quantized over the `percentile` of |x| (0: the maximum)."""
-    quantize = f"quantize{{method=percentile percentile={percentile}}}" if percentile else \
-        "quantize"
-    return (f"{DEFAULT_PIPELINE},assign-input-precision{{bits={input_bits}}},{quantize},"
-            f"tile-crossbar,select-adc{{type=mtj samples={samples}}},calibrate-mtj,"
-            "share-columns,place")
+    quantize = (
+        f"quantize{{method=percentile percentile={percentile}}}" if percentile else "quantize"
+    )
+    return (
+        f"{DEFAULT_PIPELINE},assign-input-precision{{bits={input_bits}}},{quantize},"
+        f"tile-crossbar,select-adc{{type=mtj samples={samples}}},calibrate-mtj,"
+        "share-columns,place"
+    )
 
 
 MODELS = {
     "resnet20": (ROOT / "models" / "resnet20_cifar10.onnx", f"cifar10:{CIFAR10_IMAGES}"),
-    "fashion-resnet20": (ROOT / "models" / "fashion_resnet20.onnx",
-                         f"fashion-mnist:{models_dir() / 'fashion-mnist'}"),
+    "fashion-resnet20": (
+        ROOT / "models" / "fashion_resnet20.onnx",
+        f"fashion-mnist:{models_dir() / 'fashion-mnist'}",
+    ),
 }
 """Benchmark networks: ONNX file and labelled data."""
 
@@ -67,12 +72,16 @@ def edp_against_isaac(model: Path, data: str, pipeline: str) -> tuple[float, flo
     reports = []
     for spec, mapping in (("isaac", None), ("sotmtj", pipeline)):
         target = load_target(spec)
-        program = compile_model(model, target, spec, mapping or default_pipeline(target),
-                                calibration, 0)
+        program = compile_model(
+            model, target, spec, mapping or default_pipeline(target), calibration, 0
+        )
         reports.append(estimate(program, target))
     base, mtj = reports
-    return (base.energy_j / mtj.energy_j, base.latency_s / mtj.latency_s,
-            (base.energy_j * base.latency_s) / (mtj.energy_j * mtj.latency_s))
+    return (
+        base.energy_j / mtj.energy_j,
+        base.latency_s / mtj.latency_s,
+        (base.energy_j * base.latency_s) / (mtj.energy_j * mtj.latency_s),
+    )
 
 
 def main() -> None:
@@ -96,34 +105,51 @@ def main() -> None:
     args = parser.parse_args()
     pipeline = stox_pipeline(args.samples, args.input_bits, args.percentile)
     print(f"StoX-Net fine-tuning on sotmtj: {pipeline}")
-    print(f"{args.surrogate_epochs} surrogate epoch(s) (error ramp {args.surrogate_ramp}), "
-          f"then {args.epochs} through the datapath"
-          f"{f' ({args.datapath_images} images each)' if args.datapath_images else ''}, "
-          f"over the first {args.train} images, SGD lr {args.lr}, "
-          f"gradient norm clipped at {args.clip}, batch {args.batch}; accuracies by "
-          f"bit-accurate simulation of the last {args.holdout}")
+    print(
+        f"{args.surrogate_epochs} surrogate epoch(s) (error ramp {args.surrogate_ramp}), "
+        f"then {args.epochs} through the datapath"
+        f"{f' ({args.datapath_images} images each)' if args.datapath_images else ''}, "
+        f"over the first {args.train} images, SGD lr {args.lr}, "
+        f"gradient norm clipped at {args.clip}, batch {args.batch}; accuracies by "
+        f"bit-accurate simulation of the last {args.holdout}"
+    )
     for name in args.models.split(","):
         model, data = MODELS[name]
         start = time.perf_counter()
         config = FinetuneConfig(
-            str(model), "sotmtj", data, str(Path(args.out) / f"{name}.onnx"),
-            TrainConfig(epochs=args.epochs, lr=args.lr, batch=args.batch, clip=args.clip,
-                        surrogate_epochs=args.surrogate_epochs,
-                        surrogate_ramp=args.surrogate_ramp,
-                        datapath_images=args.datapath_images,
-                        datapath_lr=args.datapath_lr),
-            train_images=args.train, holdout=args.holdout, passes=pipeline)
-        result = run_finetune(config, progress=True, log=lambda line: print("  " + line,
-                                                                            flush=True))
+            str(model),
+            "sotmtj",
+            data,
+            str(Path(args.out) / f"{name}.onnx"),
+            TrainConfig(
+                epochs=args.epochs,
+                lr=args.lr,
+                batch=args.batch,
+                clip=args.clip,
+                surrogate_epochs=args.surrogate_epochs,
+                surrogate_ramp=args.surrogate_ramp,
+                datapath_images=args.datapath_images,
+                datapath_lr=args.datapath_lr,
+            ),
+            train_images=args.train,
+            holdout=args.holdout,
+            passes=pipeline,
+        )
+        result = run_finetune(
+            config, progress=True, log=lambda line: print("  " + line, flush=True)
+        )
         before, after = result.before, result.after
         lost = before.quantized_accuracy - before.accuracy
         recovered = (after.accuracy - before.accuracy) / lost if lost > 0 else float("nan")
         energy, latency, edp = edp_against_isaac(model, data, pipeline)
-        print(f"{name}: float {before.float_accuracy:.2%}, lossless {before.quantized_accuracy:.2%}"
-              f", MTJ before {before.accuracy:.2%}, after {after.accuracy:.2%} "
-              f"(recovers {recovered:.0%} of the loss); vs 8-bit-ADC ISAAC: energy "
-              f"{energy:.2f}x, latency {latency:.2f}x, EDP {edp:.1f}x lower; "
-              f"{time.perf_counter() - start:.0f} s", flush=True)
+        print(
+            f"{name}: float {before.float_accuracy:.2%}, lossless {before.quantized_accuracy:.2%}"
+            f", MTJ before {before.accuracy:.2%}, after {after.accuracy:.2%} "
+            f"(recovers {recovered:.0%} of the loss); vs 8-bit-ADC ISAAC: energy "
+            f"{energy:.2f}x, latency {latency:.2f}x, EDP {edp:.1f}x lower; "
+            f"{time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

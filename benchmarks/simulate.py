@@ -37,8 +37,9 @@ def models() -> list[tuple[str, Path, str]]:
     """Return (label, model, data spec) of the benchmarked models that are available."""
     found = []
     if mnist_conv_dir() and mnist_dir():
-        found.append(("mnist-conv", mnist_conv_dir() / "model.onnx",
-                      f"mnist:{mnist_dir()},scale=255"))
+        found.append(
+            ("mnist-conv", mnist_conv_dir() / "model.onnx", f"mnist:{mnist_dir()},scale=255")
+        )
     else:
         found.append(("digits-cnn", example_path("digits-cnn"), "digits-cnn"))
     if cifar_resnet(20) and CIFAR10_IMAGES.is_file():
@@ -74,17 +75,19 @@ def main() -> None:
         program = PassManager(parse_pipeline(default_pipeline(target))).run(graph, ctx)
         program = rebatch(program, args.batch)
         machine = CrossbarInterpreter(target, np.random.default_rng(0))
-        images = data.images[64:64 + args.images]
+        images = data.images[64 : 64 + args.images]
         start = time.perf_counter()
         for i in range(0, len(images) - args.batch + 1, args.batch):
-            machine.run(program, {program.inputs[0].name: images[i:i + args.batch]})
+            machine.run(program, {program.inputs[0].name: images[i : i + args.batch]})
         seconds = time.perf_counter() - start
         gemms = [g for record in machine.layers.values() for g in record.stats.gemms]
         floor = floor_seconds(gemms)
         done = len(images) - len(images) % args.batch
-        print(f"{label:12s} {done / seconds:8.1f} images/s   simulation {seconds:7.2f} s   "
-              f"GEMM floor {floor:6.2f} s   ratio {seconds / floor:5.2f}x   "
-              f"({len(gemms)} GEMMs)")
+        print(
+            f"{label:12s} {done / seconds:8.1f} images/s   simulation {seconds:7.2f} s   "
+            f"GEMM floor {floor:6.2f} s   ratio {seconds / floor:5.2f}x   "
+            f"({len(gemms)} GEMMs)"
+        )
 
 
 if __name__ == "__main__":

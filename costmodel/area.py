@@ -36,8 +36,17 @@ from imcc.costmodel.layer import CrossbarArea
 from imcc.target import DigitalUnit, Target
 
 COMPONENTS = (
-    "array", "input_drivers", "converters", "counters", "shift_add", "accumulators", "buffers",
-    "interconnect", "digital", "center_offset", "speculation",
+    "array",
+    "input_drivers",
+    "converters",
+    "counters",
+    "shift_add",
+    "accumulators",
+    "buffers",
+    "interconnect",
+    "digital",
+    "center_offset",
+    "speculation",
 )
 
 
@@ -80,9 +89,7 @@ def chip_area(target: Target, needs: Sequence[CrossbarArea]) -> dict[str, float]
     area["accumulators"] = (
         instances(target.accumulator, crossbars, tiles) * target.accumulator.area_m2
     )
-    area["buffers"] = sum(
-        b.area_m2 * (tiles if b.level == "tile" else 1) for b in target.buffers
-    )
+    area["buffers"] = sum(b.area_m2 * (tiles if b.level == "tile" else 1) for b in target.buffers)
     area["interconnect"] = tiles * target.interconnect.area_per_tile_m2
     area["digital"] = instances(target.digital, crossbars, tiles) * target.digital.area_m2
     for name in ("center_offset", "speculation"):
@@ -99,8 +106,13 @@ def _bounding_boxes(
     the converters, counters, drivers and crossbar-level units booked under their own names."""
     xbar, per_tile = target.crossbar, target.hierarchy.crossbars_per_tile
     row_side = xbar.rows * target.input_driver.area_per_row_m2
-    units = [target.shift_add, target.accumulator, target.digital, target.center_offset,
-             target.speculation]
+    units = [
+        target.shift_add,
+        target.accumulator,
+        target.digital,
+        target.center_offset,
+        target.speculation,
+    ]
     digital = sum(u.count * u.area_m2 for u in units if u is not None and u.level == "crossbar")
     idle = (max(converter_need.values(), default=0.0), max(counter_need.values(), default=0.0))
     total = 0.0

@@ -52,8 +52,12 @@ def _centers(weights: np.ndarray, filter_axis: int) -> np.ndarray:
     return np.rint(np.median(moved, axis=1)).astype(np.int64)
 
 
-def stored_magnitudes(weights: np.ndarray, mapping: WeightMapping, filter_axis: int,
-                      centers: tuple[int, ...] | None = None) -> np.ndarray:
+def stored_magnitudes(
+    weights: np.ndarray,
+    mapping: WeightMapping,
+    filter_axis: int,
+    centers: tuple[int, ...] | None = None,
+) -> np.ndarray:
     """Return the unsigned integer each weight stores (before slicing) under an encoding;
     `centers` (one per filter) are a center-offset encoding's (default: rounded medians)."""
     bits = sum(mapping.slices)
@@ -66,8 +70,10 @@ def stored_magnitudes(weights: np.ndarray, mapping: WeightMapping, filter_axis: 
         if centers is None:
             chosen = _centers(w, filter_axis)
         elif len(centers) != w.shape[filter_axis]:
-            raise MappingError(f"{len(centers)} centers for {w.shape[filter_axis]} filters",
-                               hint="give one center per filter (encode-weights sets them)")
+            raise MappingError(
+                f"{len(centers)} centers for {w.shape[filter_axis]} filters",
+                hint="give one center per filter (encode-weights sets them)",
+            )
         else:
             chosen = np.asarray(centers, np.int64)
         w = w - chosen.reshape(shape)
@@ -102,14 +108,19 @@ def conductance_sums(
         return ConductanceSums(DEFAULT_LEVEL * cells, cells)
     if mapping.encoding != "center-offset":
         centers = None  # other encodings ignore centers: share their cache entry
-    key = (digest, mapping.encoding, mapping.slices, mapping.devices, filter_axis,
-           None if centers is None else tuple(centers))
+    key = (
+        digest,
+        mapping.encoding,
+        mapping.slices,
+        mapping.devices,
+        filter_axis,
+        None if centers is None else tuple(centers),
+    )
     cached = _cache.get(key) if digest is not None else None
     if cached is not None:
         return cached
     result = ConductanceSums(
-        level_sum(stored_magnitudes(weights, mapping, filter_axis, centers), mapping.slices),
-        cells
+        level_sum(stored_magnitudes(weights, mapping, filter_axis, centers), mapping.slices), cells
     )
     if digest is not None:
         if len(_cache) >= _CACHE_LIMIT:

@@ -69,8 +69,10 @@ class ConverterCost:
 def survey_adc_energy_pj(bits: float, node_nm: float, rate_hz: float) -> float:
     """Return the survey-regression energy of one conversion in pJ (references.md §4)."""
     if bits < 4:
-        raise MappingError(f"the ADC survey regression needs >= 4 bits, got {bits}",
-                           hint="price low-resolution converters with model neurosim or fixed")
+        raise MappingError(
+            f"the ADC survey regression needs >= 4 bits, got {bits}",
+            hint="price low-resolution converters with model neurosim or fixed",
+        )
     sndr = 6.0206 * bits + 1.7609
     fom = min(213.7807 - 2.8719 * math.log(rate_hz), 128.3068 + 3.2205 * math.ceil(bits))
     numerator = math.exp(26.0496 + 1.8800 * math.log(node_nm) - 2.8291 * math.log(bits) - 1.4702)
@@ -81,7 +83,9 @@ def survey_adc_area_um2(bits: float, node_nm: float, rate_hz: float) -> float:
     """Return the survey-regression area of one ADC in um² (references.md §4)."""
     energy = survey_adc_energy_pj(bits, node_nm, rate_hz)
     return math.exp(
-        1.3462 + 0.99328 * math.log(node_nm) + 0.18072 * math.log(rate_hz)
+        1.3462
+        + 0.99328 * math.log(node_nm)
+        + 0.18072 * math.log(rate_hz)
         + 0.29912 * math.log(energy)
     )
 
@@ -112,9 +116,7 @@ def _neurosim(converter: Converter, bits: int, technology: Technology) -> Conver
 
 
 @lru_cache(maxsize=1024)
-def converter_cost(
-    converter: Converter, bits: int, technology: Technology
-) -> ConverterCost:
+def converter_cost(converter: Converter, bits: int, technology: Technology) -> ConverterCost:
     """Return the per-conversion (per-sample for MTJ) energy, latency and area of a converter."""
     if converter.kind is ConverterKind.MTJ:
         return ConverterCost(

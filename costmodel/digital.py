@@ -25,10 +25,30 @@ FLOAT_BITS = 16
 """Bits per element of a float (dequantized) tensor moved between digital units."""
 
 DATA_MOVEMENT = frozenset({"reshape", "transpose", "concat", "pad", "slice"})
-PER_OUTPUT = frozenset({
-    "relu", "sigmoid", "tanh", "exp", "neg", "abs", "sqrt", "leaky_relu", "clip", "add", "sub",
-    "mul", "div", "quantize", "dequantize", "batch_norm", "lrn", "softmax", "log_softmax", "cast",
-})
+PER_OUTPUT = frozenset(
+    {
+        "relu",
+        "sigmoid",
+        "tanh",
+        "exp",
+        "neg",
+        "abs",
+        "sqrt",
+        "leaky_relu",
+        "clip",
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "quantize",
+        "dequantize",
+        "batch_norm",
+        "lrn",
+        "softmax",
+        "log_softmax",
+        "cast",
+    }
+)
 WINDOWED = frozenset({"max_pool", "avg_pool"})
 GLOBAL_POOLS = frozenset({"global_avg_pool", "global_max_pool"})
 DIGITAL_OPS = PER_OUTPUT | WINDOWED | GLOBAL_POOLS | {"matmul"}
@@ -40,7 +60,10 @@ def _buffer(target: Target):
 
 
 def digital_layer(
-    node: Node, target: Target, in_types: list[TensorType], out_type: TensorType,
+    node: Node,
+    target: Target,
+    in_types: list[TensorType],
+    out_type: TensorType,
     units: int = 1,
 ) -> LayerCost:
     """Return the cost of a digital op: one unit operation per output (or window) element."""

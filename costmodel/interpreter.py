@@ -40,8 +40,11 @@ KEEPS_CODES = DATA_MOVEMENT | {"max_pool", "global_max_pool", "relu"}
 
 def _tiles_used(graph: Graph) -> int:
     """Return the tiles the placed crossbar layers of a graph occupy (0 when unplaced)."""
-    ends = [p.first_tile + p.tiles * p.replicas for n in graph.nodes
-            if isinstance(p := n.attributes.get("placement"), Placement)]
+    ends = [
+        p.first_tile + p.tiles * p.replicas
+        for n in graph.nodes
+        if isinstance(p := n.attributes.get("placement"), Placement)
+    ]
     return max(ends, default=0)
 
 
@@ -99,8 +102,9 @@ class CostInterpreter(Interpreter[Carried]):
 
     def _digital(self, node: Node, operands: list[Carried]) -> list[Carried]:
         out = self._out(node)
-        self.layers.append(digital_layer(node, self.target, [o.type for o in operands], out,
-                                         self.digital_units))
+        self.layers.append(
+            digital_layer(node, self.target, [o.type for o in operands], out, self.digital_units)
+        )
         first = operands[0] if operands else None
         if first is not None and node.op in KEEPS_CODES and not out.dtype.is_float:
             return self._results(node, Carried(out, stats=first.stats, bits=first.bits))
@@ -115,23 +119,29 @@ class CostInterpreter(Interpreter[Carried]):
 
     def _quantize(self, node: Node, operands: list[Carried]) -> list[Carried]:
         out = self._out(node)
-        self.layers.append(digital_layer(node, self.target, [o.type for o in operands], out,
-                                         self.digital_units))
+        self.layers.append(
+            digital_layer(node, self.target, [o.type for o in operands], out, self.digital_units)
+        )
         stats = node.attributes.get("stats")
         return self._results(node, Carried(out, stats=stats, bits=node.attributes["bits"]))
 
     def _check_integer(self, node: Node, x: Carried) -> None:
         if x.type.dtype.is_float:
             raise MappingError(
-                f"crossbar op '{node.op}' (node {node.name or node.outputs[0]}) has float "
-                f"operands", hint="run the quantize pass before pricing it"
+                f"crossbar op '{node.op}' (node {node.name or node.outputs[0]}) has float operands",
+                hint="run the quantize pass before pricing it",
             )
 
     def _crossbar(self, node: Node, operands: list[Carried], **shape: Any) -> list[Carried]:
         w = operands[1]
         record, need = crossbar_layer(
-            node, self.target, weights=w.data, weights_digest=w.digest,
-            weights_size=w.type.size, stats=operands[0].stats, **shape,
+            node,
+            self.target,
+            weights=w.data,
+            weights_digest=w.digest,
+            weights_size=w.type.size,
+            stats=operands[0].stats,
+            **shape,
         )
         self.layers.append(record)
         self.areas.append(need)
@@ -143,7 +153,8 @@ class CostInterpreter(Interpreter[Carried]):
         out = self._out(node)
         groups = node.attributes["group"]
         return self._crossbar(
-            node, operands,
+            node,
+            operands,
             positions=out.shape[0] * math.prod(out.shape[2:]),
             rows=w.type.shape[1] * math.prod(w.type.shape[2:]),
             columns=w.type.shape[0] // groups,
@@ -155,7 +166,8 @@ class CostInterpreter(Interpreter[Carried]):
         x, w = operands[0], operands[1]
         self._check_integer(node, x)
         return self._crossbar(
-            node, operands,
+            node,
+            operands,
             positions=math.prod(x.type.shape[:-1]),
             rows=w.type.shape[0],
             columns=w.type.shape[1],

@@ -126,9 +126,7 @@ class CrossbarArea:
 
 
 @lru_cache(maxsize=4096)
-def slice_activities(
-    streaming: InputStreaming, stats: ActivationStats | None
-) -> tuple[float, ...]:
+def slice_activities(streaming: InputStreaming, stats: ActivationStats | None) -> tuple[float, ...]:
     """Return the row activity of each input slice (MSB first) from the bit densities."""
     if stats is None or not stats.bit_density:
         return (DEFAULT_ACTIVITY,) * len(streaming.slices)
@@ -160,29 +158,39 @@ def check_mapped(node: Node) -> None:
         label = node.name or node.outputs[0]
         raise MappingError(
             f"crossbar op '{node.op}' (node {label}) has no "
-            + ", ".join(f"'{a}'" for a, _ in missing) + " attribute",
-            hint="run the mapping pass" + ("es " if len(passes) > 1 else " ")
-            + ", ".join(passes) + " before pricing it",
+            + ", ".join(f"'{a}'" for a, _ in missing)
+            + " attribute",
+            hint="run the mapping pass"
+            + ("es " if len(passes) > 1 else " ")
+            + ", ".join(passes)
+            + " before pricing it",
         )
 
 
-def _check_speculation(label: str, target: Target, kind: ConverterKind,
-                       profile: ConverterProfile | None) -> None:
+def _check_speculation(
+    label: str, target: Target, kind: ConverterKind, profile: ConverterProfile | None
+) -> None:
     """Raise MappingError unless a speculative layer can be priced: a speculation unit, an ADC
     and the measured recoveries."""
     if target.speculation is None:
-        raise MappingError(f"node {label}: input speculation needs a speculation unit, "
-                           f"which target {target.name} does not have")
+        raise MappingError(
+            f"node {label}: input speculation needs a speculation unit, "
+            f"which target {target.name} does not have"
+        )
     if kind is ConverterKind.MTJ:
-        raise MappingError(f"node {label}: speculation needs an ADC that flags saturated codes, "
-                           "not an MTJ", hint="select an ADC for speculative layers")
+        raise MappingError(
+            f"node {label}: speculation needs an ADC that flags saturated codes, not an MTJ",
+            hint="select an ADC for speculative layers",
+        )
     if profile is None:
-        raise MappingError(f"node {label}: speculative input slicing is priced from the "
-                           "recoveries measured on calibration data, and this layer has no "
-                           "'profile' attribute",
-                           hint="run profile-converters after the last pass that changes the "
-                           "mapping (select-adc, share-columns, encode-weights, slice-weights); "
-                           "imcc compile --calib DATA profiles on real data")
+        raise MappingError(
+            f"node {label}: speculative input slicing is priced from the "
+            "recoveries measured on calibration data, and this layer has no "
+            "'profile' attribute",
+            hint="run profile-converters after the last pass that changes the "
+            "mapping (select-adc, share-columns, encode-weights, slice-weights); "
+            "imcc compile --calib DATA profiles on real data",
+        )
 
 
 def crossbar_layer(
@@ -210,11 +218,15 @@ def crossbar_layer(
         converter = target.converter(choice.name)
     except KeyError:
         offered = ", ".join(c.name for c in target.converters)
-        raise MappingError(f"node {label}: target {target.name} has no converter "
-                           f"'{choice.name}'", hint=f"converters: {offered}") from None
+        raise MappingError(
+            f"node {label}: target {target.name} has no converter '{choice.name}'",
+            hint=f"converters: {offered}",
+        ) from None
     if mapping.encoding == "center-offset" and target.center_offset is None:
-        raise MappingError(f"node {label}: center-offset encoding needs a center_offset unit, "
-                           f"which target {target.name} does not have")
+        raise MappingError(
+            f"node {label}: center-offset encoding needs a center_offset unit, "
+            f"which target {target.name} does not have"
+        )
     profile: ConverterProfile | None = a.get("profile")
     if streaming.speculate:
         _check_speculation(label, target, converter.kind, profile)
@@ -247,8 +259,9 @@ def crossbar_layer(
     first = positions * len(activities) * s_w * columns * groups * partials * pair * samples
     recoveries = first * profile.recoveries if streaming.speculate else 0.0
     conversions = first + recoveries
-    sums = conductance_sums(weights, weights_digest, mapping, filter_axis, weights_size,
-                            a.get("centers"))
+    sums = conductance_sums(
+        weights, weights_digest, mapping, filter_axis, weights_size, a.get("centers")
+    )
     cell_energy = xbar.cell_read_energy_j * sums.level_sum + xbar.cell_base_energy_j * sums.cells
     row_reads = share if reactivate else 1
     driven = rows * tiling.column_tiles * groups
@@ -256,7 +269,10 @@ def crossbar_layer(
 
     energy = {
         "array": positions * activity_sum * cell_energy,
-        "input_drivers": positions * row_reads * driven * driver_weight
+        "input_drivers": positions
+        * row_reads
+        * driven
+        * driver_weight
         * target.input_driver.energy_per_row_j,
         "converters": conversions * cost.energy_j,
         "shift_add": conversions * target.shift_add.energy_j,

@@ -31,8 +31,18 @@ from imcc.ir.graph import Graph
 from imcc.target import Target
 
 ENERGY_COMPONENTS = (
-    "array", "input_drivers", "converters", "shift_add", "accumulators", "buffers",
-    "interconnect", "digital", "center_offset", "speculation", "mtj_reset", "counters",
+    "array",
+    "input_drivers",
+    "converters",
+    "shift_add",
+    "accumulators",
+    "buffers",
+    "interconnect",
+    "digital",
+    "center_offset",
+    "speculation",
+    "mtj_reset",
+    "counters",
 )
 
 
@@ -160,20 +170,32 @@ def estimate(graph: Graph, target: Target) -> CostReport:
 def check_report(report: CostReport, target: Target) -> None:
     """Raise a UserError when a total is not finite and positive or a figure of merit is not
     finite, naming the figure and the layer or component that made it."""
-    hint = (f"the values of target `{target.name}`"
-            f"{f' ({target.source})' if target.source else ''} are the likely cause: check "
-            "its energies, latencies and areas")
-    layer_energy = [(f"layer `{layer.name}`, component `{part}`", value)
-                    for layer in report.layers
-                    for part, value in layer.energy_breakdown_j.items()]
+    hint = (
+        f"the values of target `{target.name}`"
+        f"{f' ({target.source})' if target.source else ''} are the likely cause: check "
+        "its energies, latencies and areas"
+    )
+    layer_energy = [
+        (f"layer `{layer.name}`, component `{part}`", value)
+        for layer in report.layers
+        for part, value in layer.energy_breakdown_j.items()
+    ]
     totals = (
         ("energy", report.energy_j, "J", layer_energy, "no layer spends any energy"),
-        ("latency", report.latency_s, "s",
-         [(f"layer `{layer.name}`", layer.latency_s) for layer in report.layers],
-         "no layer takes any time"),
-        ("area", report.area_mm2, "mm2",
-         [(f"component `{part}`", value) for part, value in report.area_breakdown_mm2.items()],
-         "no component has any area"),
+        (
+            "latency",
+            report.latency_s,
+            "s",
+            [(f"layer `{layer.name}`", layer.latency_s) for layer in report.layers],
+            "no layer takes any time",
+        ),
+        (
+            "area",
+            report.area_mm2,
+            "mm2",
+            [(f"component `{part}`", value) for part, value in report.area_breakdown_mm2.items()],
+            "no component has any area",
+        ),
     )
     for figure, total, unit, parts, nothing in totals:
         if math.isfinite(total) and total > 0:
@@ -181,15 +203,22 @@ def check_report(report: CostReport, target: Target) -> None:
         culprit = next((name for name, value in parts if not math.isfinite(value)), None)
         if culprit is None:
             culprit = next((name for name, value in parts if value < 0), None)
-        where = (f" (from {culprit})" if culprit is not None
-                 else f": {nothing}" if total == 0 else "")
+        where = (
+            f" (from {culprit})" if culprit is not None else f": {nothing}" if total == 0 else ""
+        )
         raise UserError(f"the cost report's total {figure} is {total:g} {unit}{where}", hint)
-    for figure, value in (("EDAP", report.edap), ("TOPS/W", report.tops_per_w),
-                          ("TOPS/mm2", report.tops_per_mm2)):
+    for figure, value in (
+        ("EDAP", report.edap),
+        ("TOPS/W", report.tops_per_w),
+        ("TOPS/mm2", report.tops_per_mm2),
+    ):
         if not math.isfinite(value):
-            raise UserError(f"the cost report's {figure} is {value:g} (energy "
-                            f"{report.energy_j:g} J, latency {report.latency_s:g} s, area "
-                            f"{report.area_mm2:g} mm2)", hint)
+            raise UserError(
+                f"the cost report's {figure} is {value:g} (energy "
+                f"{report.energy_j:g} J, latency {report.latency_s:g} s, area "
+                f"{report.area_mm2:g} mm2)",
+                hint,
+            )
 
 
 def _energy(joules: float) -> str:
@@ -210,8 +239,10 @@ def format_table(report: CostReport) -> str:
     """Return a terminal table: one row per layer, then the totals and the breakdowns."""
     name_width = max([len("layer"), *(len(layer.name) for layer in report.layers)])
     name_width = min(name_width, 32)
-    head = (f"{'layer':<{name_width}}  {'op':<16} {'MACs':>12} {'energy':>11} "
-            f"{'latency':>11} {'xbars':>6} {'conv/MAC':>9}")
+    head = (
+        f"{'layer':<{name_width}}  {'op':<16} {'MACs':>12} {'energy':>11} "
+        f"{'latency':>11} {'xbars':>6} {'conv/MAC':>9}"
+    )
     lines = [f"cost report: target {report.target}", head, "-" * len(head)]
     for layer in report.layers:
         cpm = f"{layer.converts_per_mac:9.4f}" if layer.conversions else f"{'':9}"
@@ -240,6 +271,7 @@ def format_table(report: CostReport) -> str:
             continue
         e_share = energy / report.energy_j if report.energy_j else 0.0
         a_share = area / report.area_mm2 if report.area_mm2 else 0.0
-        lines.append(f"{component:<16} {_energy(energy):>11} {e_share:7.1%}   "
-                     f"{area:12.4f} {a_share:7.1%}")
+        lines.append(
+            f"{component:<16} {_energy(energy):>11} {e_share:7.1%}   {area:12.4f} {a_share:7.1%}"
+        )
     return "\n".join(lines) + "\n"

@@ -70,8 +70,10 @@ def import_onnx(
         _check(proto, label)
     opset = _default_opset(proto, label)
     if batch < 1:
-        raise FrontendError(f"{label}: batch must be at least 1, got {batch}",
-                            hint="--batch N, or inputs whose first dimension holds samples")
+        raise FrontendError(
+            f"{label}: batch must be at least 1, got {batch}",
+            hint="--batch N, or inputs whose first dimension holds samples",
+        )
     graph = proto.graph
     _check_graph(graph, label)
     names = [n.name or f"{n.op_type}_{i}" for i, n in enumerate(graph.node)]
@@ -113,8 +115,10 @@ def _stem(model: object) -> str:
     return "" if isinstance(model, onnx.ModelProto) else Path(os.fspath(model)).stem
 
 
-NODE_HINT = ("the node is malformed or out of the range imcc compiles; fix it where the model is "
-             "exported (onnx.checker.check_model(model, full_check=True) may say more)")
+NODE_HINT = (
+    "the node is malformed or out of the range imcc compiles; fix it where the model is "
+    "exported (onnx.checker.check_model(model, full_check=True) may say more)"
+)
 LOAD_HINT = "give an ONNX model file (.onnx) as written by onnx.save or torch.onnx.export"
 
 
@@ -145,9 +149,11 @@ def _load(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[onnx.ModelPr
     try:
         proto.ParseFromString(data)
     except DecodeError:
-        raise FrontendError(f"{label}: not a valid ONNX model: its bytes do not decode as an "
-                            "ONNX protobuf (a truncated or damaged file?)",
-                            hint=LOAD_HINT) from None
+        raise FrontendError(
+            f"{label}: not a valid ONNX model: its bytes do not decode as an "
+            "ONNX protobuf (a truncated or damaged file?)",
+            hint=LOAD_HINT,
+        ) from None
     if not proto.HasField("graph"):
         raise FrontendError(f"{label}: not a valid ONNX model (it holds no graph)", hint=LOAD_HINT)
     _check_text(proto, label)
@@ -166,8 +172,10 @@ def _check_text(message: Message, label: str, where: str = "model") -> None:
         for i, item in enumerate(items):
             at = f"{where}.{field.name}" + (f"[{i}]" if repeated else "")
             if field.type == FieldDescriptor.TYPE_STRING and not isinstance(item, str):
-                raise FrontendError(f"{label}: {at} is not valid UTF-8 text",
-                                    hint="the file is damaged; export the model again")
+                raise FrontendError(
+                    f"{label}: {at} is not valid UTF-8 text",
+                    hint="the file is damaged; export the model again",
+                )
             if field.type == FieldDescriptor.TYPE_MESSAGE:
                 _check_text(item, label, at)
 
@@ -202,24 +210,34 @@ def _load_external_data(proto: onnx.ModelProto, folder: Path, label: str) -> Non
             raise FrontendError(f"{what} has external data without a location", hint=hint)
         windows = PureWindowsPath(location)  # a drive (C:) or share names a root too
         if Path(location).is_absolute() or windows.drive or location.startswith(("/", "\\")):
-            raise FrontendError(f"{what}: refusing the absolute external data location "
-                                f"'{location}'", hint=hint)
+            raise FrontendError(
+                f"{what}: refusing the absolute external data location '{location}'", hint=hint
+            )
         target = (root / location).resolve()
         if not target.is_relative_to(root):
-            raise FrontendError(f"{what}: refusing external data location '{location}': it "
-                                f"points outside the model's folder {root}", hint=hint)
+            raise FrontendError(
+                f"{what}: refusing external data location '{location}': it "
+                f"points outside the model's folder {root}",
+                hint=hint,
+            )
         if not target.is_file():
-            raise FrontendError(f"{what}: its external data file '{location}' is missing",
-                                hint="copy the data file beside the model")
+            raise FrontendError(
+                f"{what}: its external data file '{location}' is missing",
+                hint="copy the data file beside the model",
+            )
         try:
             offset, length = int(info.get("offset", 0)), int(info.get("length", -1))
         except ValueError:
-            raise FrontendError(f"{what}: external data offset or length is not a number",
-                                hint=hint) from None
+            raise FrontendError(
+                f"{what}: external data offset or length is not a number", hint=hint
+            ) from None
         size = target.stat().st_size
         if offset < 0 or offset > size or (length >= 0 and offset + length > size):
-            raise FrontendError(f"{what}: external data (offset {offset}, length {length}) lies "
-                                f"beyond the end of '{location}' ({size} bytes)", hint=hint)
+            raise FrontendError(
+                f"{what}: external data (offset {offset}, length {length}) lies "
+                f"beyond the end of '{location}' ({size} bytes)",
+                hint=hint,
+            )
     try:
         onnx.external_data_helper.load_external_data_for_model(proto, str(root))
     except (OSError, ValueError, onnx.checker.ValidationError) as exc:
@@ -229,12 +247,16 @@ def _load_external_data(proto: onnx.ModelProto, folder: Path, label: str) -> Non
 def _check_graph(graph: onnx.GraphProto, label: str) -> None:
     """Refuse a graph with nothing to compile: no outputs or no nodes."""
     if not graph.output:
-        raise FrontendError(f"{label}: the graph has no outputs, so there is nothing to compute",
-                            hint="export the model with its outputs")
+        raise FrontendError(
+            f"{label}: the graph has no outputs, so there is nothing to compute",
+            hint="export the model with its outputs",
+        )
     if not graph.node:
-        raise FrontendError(f"{label}: the graph has no nodes, so there is nothing to compile",
-                            hint="its outputs are its inputs or initializers; export the "
-                            "model with the layers it should compute")
+        raise FrontendError(
+            f"{label}: the graph has no nodes, so there is nothing to compile",
+            hint="its outputs are its inputs or initializers; export the "
+            "model with the layers it should compute",
+        )
 
 
 def _check(proto: onnx.ModelProto, label: str) -> None:
@@ -254,8 +276,10 @@ def _default_opset(proto: onnx.ModelProto, label: str) -> int:
     """Return the default-domain opset, rejecting other versions and nodes of other domains."""
     versions = [o.version for o in proto.opset_import if o.domain in DEFAULT_DOMAINS]
     if not versions:
-        raise FrontendError(f"{label}: the model imports no opset of the default ONNX domain",
-                            hint="the model's opset_import must list the default domain ('')")
+        raise FrontendError(
+            f"{label}: the model imports no opset of the default ONNX domain",
+            hint="the model's opset_import must list the default domain ('')",
+        )
     opset = max(versions)
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise FrontendError(

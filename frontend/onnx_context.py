@@ -50,10 +50,21 @@ no crossbar-mapped network comes near this (ResNet-50 at batch 64 peaks at 51 M)
 tensor comes from a malformed dimension, a huge padding or a broadcast gone wrong, and refusing
 it at import names the node instead of failing in a pass with a MemoryError."""
 
-COMPUTING_OPS = frozenset({
-    "conv", "linear", "matmul", "batch_norm", "max_pool", "avg_pool", "global_avg_pool",
-    "global_max_pool", "lrn", "softmax", "log_softmax",
-})
+COMPUTING_OPS = frozenset(
+    {
+        "conv",
+        "linear",
+        "matmul",
+        "batch_norm",
+        "max_pool",
+        "avg_pool",
+        "global_avg_pool",
+        "global_max_pool",
+        "lrn",
+        "softmax",
+        "log_softmax",
+    }
+)
 """IR ops whose operands and results must not be empty. Crossbar layers are quantized and
 tiled (an empty weight has no scale, an empty input no range), and a reduction over nothing
 is NaN. Data movement and element-wise ops keep empty tensors empty, which is exact (the ONNX

@@ -47,8 +47,11 @@ def read_initializers(graph: onnx.GraphProto, label: str) -> dict[str, np.ndarra
         if any(d < 0 for d in dims):
             raise FrontendError(f"{what} has a negative dimension {dims}", hint=CORRUPT_HINT)
         if math.prod(dims) > MAX_ELEMENTS:
-            raise FrontendError(f"{what} declares {math.prod(dims):,} elements {dims}, more "
-                                "than imcc handles (2^31)", hint=CORRUPT_HINT)
+            raise FrontendError(
+                f"{what} declares {math.prod(dims):,} elements {dims}, more "
+                "than imcc handles (2^31)",
+                hint=CORRUPT_HINT,
+            )
         try:
             array = numpy_helper.to_array(tensor)
         # The decoder of untrusted bytes: a data field that does not fit the dims (ValueError),
@@ -72,8 +75,9 @@ def check_finite_weights(
             if name in constants and name not in readers:
                 readers[name] = f"{node.op_type} node '{node_name}'"
     readers.update({o.name: "a graph output" for o in graph.output if o.name in constants})
-    bounds = {n.input[i] for n in graph.node if n.op_type == "Clip" for i in (1, 2)
-              if i < len(n.input)}
+    bounds = {
+        n.input[i] for n in graph.node if n.op_type == "Clip" for i in (1, 2) if i < len(n.input)
+    }
     for tensor in graph.initializer:
         array = constants.get(tensor.name)
         if tensor.name not in readers or array is None:
@@ -83,8 +87,7 @@ def check_finite_weights(
         problem = non_finite(array)
         if problem:
             raise FrontendError(
-                f"{label}: initializer '{tensor.name}' (read by {readers[tensor.name]}) "
-                f"{problem}",
+                f"{label}: initializer '{tensor.name}' (read by {readers[tensor.name]}) {problem}",
                 hint="imcc compiles finite weights only; the model was exported from a "
                 "diverged training run or its weights are damaged",
             )
@@ -177,14 +180,17 @@ def fold_constants(
         where = f"{label}: constant {node.op_type} node '{node_name}'"
         size = _result_size(node.op_type, [constants[i] for i in args])
         if size is not None and size > MAX_ELEMENTS:
-            raise FrontendError(f"{where} would make {size:,} elements, more than imcc handles "
-                                "(2^31)", hint=FOLD_HINT)
+            raise FrontendError(
+                f"{where} would make {size:,} elements, more than imcc handles (2^31)",
+                hint=FOLD_HINT,
+            )
         try:
             results = evaluate_node(node, {i: constants[i] for i in args}, opset)
         except Exception as exc:  # the reference evaluator raises anything
             raise FrontendError(
                 f"{label}: cannot evaluate constant {node.op_type} node '{node_name}': "
-                f"{type(exc).__name__}: {_one_line(str(exc))}", hint=FOLD_HINT
+                f"{type(exc).__name__}: {_one_line(str(exc))}",
+                hint=FOLD_HINT,
             ) from None
         for out, value in zip(node.output, results, strict=False):
             if out and value is not None:

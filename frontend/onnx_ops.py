@@ -225,7 +225,10 @@ def cast(ctx: Context) -> None:
     """Cast to an IR element type."""
     code = int(ctx.attrs().get("to", 0))
     if code not in ONNX_DTYPES:  # named by the importer, with the model (dtype_of would not)
-        name = onnx.TensorProto.DataType.Name(code) if code in onnx.TensorProto.DataType.values() \
+        name = (
+            onnx.TensorProto.DataType.Name(code)
+            if code in onnx.TensorProto.DataType.values()
             else str(code)
+        )
         raise Unsupported(f"cast to element type {name} is not supported")
     ctx.emit("cast", [_x(ctx)], {"to": ONNX_DTYPES[code]}, output=0)

@@ -58,8 +58,9 @@ def check_window_pads(
         reach = (kernel[i] - 1) * dilations[i]
         for side, pad in (("begin", pads[i]), ("end", pads[spatial + i])):
             if pad < 0:
-                raise NodeError(f"pads {list(pads)}: the {side} pad of spatial axis {i} is "
-                                "negative")
+                raise NodeError(
+                    f"pads {list(pads)}: the {side} pad of spatial axis {i} is negative"
+                )
             if pad > max(size, reach):
                 raise NodeError(
                     f"pads {list(pads)}: the {side} pad {pad} of spatial axis {i} exceeds both "
@@ -86,11 +87,15 @@ def _window(ctx: Context, x: str, kernel: tuple[int, ...]) -> dict:
         dilations,
     )
     if len(strides) != spatial or len(dilations) != spatial:
-        raise NodeError(f"strides {list(strides)} or dilations {list(dilations)} do not fit "
-                        f"{spatial} spatial axes")
+        raise NodeError(
+            f"strides {list(strides)} or dilations {list(dilations)} do not fit "
+            f"{spatial} spatial axes"
+        )
     if any(k < 1 for k in kernel) or any(s < 1 for s in strides) or any(d < 1 for d in dilations):
-        raise NodeError(f"kernel {list(kernel)}, strides {list(strides)} and dilations "
-                        f"{list(dilations)} must be positive")
+        raise NodeError(
+            f"kernel {list(kernel)}, strides {list(strides)} and dilations "
+            f"{list(dilations)} must be positive"
+        )
     check_window_pads(pads, ctx.type(x).shape[2:], kernel, dilations)
     return {"strides": strides, "pads": pads, "dilations": dilations}
 

@@ -159,8 +159,10 @@ def pad(ctx: Context) -> None:
     # surrounds the data with filler, and pads=[10^6, ...] would not fit in memory.
     for i, size in enumerate(ctx.type(x).shape):
         if max(pads[i], pads[rank + i]) > size:
-            raise NodeError(f"pads {pads}: axis {i} of size {size} is padded by more than its "
-                            "size; imcc accepts pads up to the size of the axis")
+            raise NodeError(
+                f"pads {pads}: axis {i} of size {size} is padded by more than its "
+                "size; imcc accepts pads up to the size of the axis"
+            )
     ctx.emit("pad", [x], {"pads": tuple(pads), "mode": mode, "value": value}, output=0)
 
 
@@ -220,5 +222,6 @@ def slice_(ctx: Context) -> None:
         begin[axis] = min(max(start, 0), size)
         end[axis] = max(min(stop, size), begin[axis])
         step[axis] = stride
-    ctx.emit("slice", [x], {"starts": tuple(begin), "ends": tuple(end), "steps": tuple(step)},
-             output=0)
+    ctx.emit(
+        "slice", [x], {"starts": tuple(begin), "ends": tuple(end), "steps": tuple(step)}, output=0
+    )

@@ -223,5 +223,12 @@ class GraphBuilder:
         live = {v.name for v in self.inputs} | set(constants)
         live |= {o for node in self.nodes for o in node.outputs}
         types = {k: t for k, t in self.types.items() if k in live}
-        return Graph(self.name, tuple(self.inputs), constants, tuple(self.nodes), outs, types,
-                     dict(self.attributes))
+        return Graph(
+            self.name,
+            tuple(self.inputs),
+            constants,
+            tuple(self.nodes),
+            outs,
+            types,
+            dict(self.attributes),
+        )

@@ -41,8 +41,10 @@ WEIGHTS_REQUIRED: dict[str, bool] = {
 }
 """Per command: must the program's weights be loaded? The one table of that rule."""
 
-_WEIGHTS_HINT = ("keep the .npz that `imcc compile -o x.imcir` wrote beside the program "
-                 "(x.npz or weights.npz), or pass --weights FILE.npz")
+_WEIGHTS_HINT = (
+    "keep the .npz that `imcc compile -o x.imcir` wrote beside the program "
+    "(x.npz or weights.npz), or pass --weights FILE.npz"
+)
 
 
 def weights_required(command: str | None) -> bool:
@@ -69,8 +71,7 @@ def require_weights(graph: Graph, where: str) -> None:
     missing = missing_blobs(graph)
     if missing:
         raise MissingWeightsError(
-            f"{where}: weights of {len(missing)} constant(s) are not loaded "
-            f"(first: %{missing[0]})",
+            f"{where}: weights of {len(missing)} constant(s) are not loaded (first: %{missing[0]})",
             hint=_WEIGHTS_HINT,
         )
 
@@ -82,16 +83,20 @@ def parse_program(
     return _parse_and_verify(text, filename, weights, None)[0]
 
 
-def _parse_and_verify(text: str, filename: str, weights: Mapping[str, np.ndarray] | None,
-                      weight_file: str | None) -> tuple[Graph, SourceMap]:
+def _parse_and_verify(
+    text: str, filename: str, weights: Mapping[str, np.ndarray] | None, weight_file: str | None
+) -> tuple[Graph, SourceMap]:
     graph, where = parse_graph_located(text, filename, weights, weight_file)
     try:
         verify(graph)
     except VerificationError as exc:
         # The text is the user's, so its failing a rule is a user error at the node's line.
-        raise where.error(ProgramError, str(exc), exc.value,
-                          exc.hint or "`imcc ops` lists each op's operands, attributes and "
-                          "result types") from None
+        raise where.error(
+            ProgramError,
+            str(exc),
+            exc.value,
+            exc.hint or "`imcc ops` lists each op's operands, attributes and result types",
+        ) from None
     return graph, where
 
 
@@ -103,9 +108,10 @@ def read_program_text(path: str | os.PathLike[str]) -> str:
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
     if _looks_like_onnx(data):
-        raise UserError(f"{path} looks like an ONNX model, not an .imcir program",
-                        hint=f"compile it to a program first: `imcc compile {path} --target T "
-                        "-o model.imcir`")
+        raise UserError(
+            f"{path} looks like an ONNX model, not an .imcir program",
+            hint=f"compile it to a program first: `imcc compile {path} --target T -o model.imcir`",
+        )
     data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark some editors write
     try:
         return data.decode("utf-8")
@@ -117,9 +123,12 @@ def read_program_text(path: str | os.PathLike[str]) -> str:
         column = len(data[start : exc.start].decode("utf-8", "replace")) + 1
         raise ParseError(
             f"not UTF-8 text: byte 0x{data[exc.start]:02x} cannot be decoded",
-            filename=str(path), line=line, column=column,
+            filename=str(path),
+            line=line,
+            column=column,
             source_line="".join(" " if ord(c) < 0x20 else c for c in source.rstrip("\r")),
-            hint=".imcir programs are UTF-8 text; is this the right file?") from None
+            hint=".imcir programs are UTF-8 text; is this the right file?",
+        ) from None
 
 
 def _looks_like_onnx(data: bytes) -> bool:
@@ -128,12 +137,20 @@ def _looks_like_onnx(data: bytes) -> bool:
     Exporters write field 1 (`ir_version`, a small varint: bytes 08 NN) first, then another
     ModelProto field (producer_name 0x12, ..., graph 0x3a, opset_import 0x42); no text starts so.
     """
-    return (len(data) >= 3 and data[0] == 0x08 and data[1] < 0x80
-            and data[2] in (0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42))
+    return (
+        len(data) >= 3
+        and data[0] == 0x08
+        and data[1] < 0x80
+        and data[2] in (0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42)
+    )
 
 
-def load_program(path: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None,
-                 *, command: str | None = None) -> Graph:
+def load_program(
+    path: str | os.PathLike[str],
+    weights: str | os.PathLike[str] | None = None,
+    *,
+    command: str | None = None,
+) -> Graph:
     """Read a program file and the weights beside it (or from `weights`), then verify it.
 
     `command` names the imcc command loading it, whose entry in WEIGHTS_REQUIRED says whether a
@@ -145,19 +162,23 @@ def load_program(path: str | os.PathLike[str], weights: str | os.PathLike[str] |
     store: Mapping[str, np.ndarray] = {}
     if weight_file is not None:
         store = load_weights(weight_file)
-    graph, _ = _parse_and_verify(text, str(path), store,
-                                 str(weight_file) if weight_file is not None else None)
+    graph, _ = _parse_and_verify(
+        text, str(path), store, str(weight_file) if weight_file is not None else None
+    )
     missing = missing_blobs(graph)
     if missing and weights_required(command):
         raise MissingWeightsError(
             f"imcc {command} needs the weights of {path}, but there is no weight file beside "
             f"it ({weights_path_for(path).name} or weights.npz; {len(missing)} blob(s), first "
-            f"%{missing[0]})", hint=_WEIGHTS_HINT)
+            f"%{missing[0]})",
+            hint=_WEIGHTS_HINT,
+        )
     return graph
 
 
-def save_program(graph: Graph, path: str | os.PathLike[str],
-                 weights: str | os.PathLike[str] | None = None) -> Path:
+def save_program(
+    graph: Graph, path: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None
+) -> Path:
     """Write the text to `path` and its blobs to `weights` (default: beside it, `.npz`)."""
     path = check_output(path)
     weight_file = Path(weights) if weights is not None else weights_path_for(path)

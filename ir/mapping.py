@@ -84,19 +84,26 @@ class WeightMapping:
     devices: int
 
     def __post_init__(self) -> None:
-        _require(self.encoding in ENCODINGS,
-                 f"encoding {self.encoding!r} must be one of {', '.join(ENCODINGS)}")
-        _require(bool(self.slices) and all(1 <= s <= MAX_BITS_PER_CELL for s in self.slices),
-                 f"slices {list(self.slices)} must be 1..{MAX_BITS_PER_CELL} bits each (one "
-                 "cell per slice), at least one")
-        _require(sum(self.slices) <= MAX_STORED_BITS,
-                 f"slices {list(self.slices)} hold {sum(self.slices)} bits, more than "
-                 f"{MAX_STORED_BITS}")
+        _require(
+            self.encoding in ENCODINGS,
+            f"encoding {self.encoding!r} must be one of {', '.join(ENCODINGS)}",
+        )
+        _require(
+            bool(self.slices) and all(1 <= s <= MAX_BITS_PER_CELL for s in self.slices),
+            f"slices {list(self.slices)} must be 1..{MAX_BITS_PER_CELL} bits each (one "
+            "cell per slice), at least one",
+        )
+        _require(
+            sum(self.slices) <= MAX_STORED_BITS,
+            f"slices {list(self.slices)} hold {sum(self.slices)} bits, more than {MAX_STORED_BITS}",
+        )
         _require(self.devices in (1, 2), f"devices = {self.devices} must be 1 or 2")
         # a signed weight split over a positive and a negative device needs the pair
-        _require(self.encoding == "offset" or self.devices == 2,
-                 f"{self.encoding} encoding stores each slice on a device pair: devices "
-                 f"must be 2, not {self.devices}")
+        _require(
+            self.encoding == "offset" or self.devices == 2,
+            f"{self.encoding} encoding stores each slice on a device pair: devices "
+            f"must be 2, not {self.devices}",
+        )
 
 
 @structured_attribute("tiling")
@@ -135,8 +142,9 @@ class InputStreaming:
     def __post_init__(self) -> None:
         _in_range("bits", self.bits, 1, MAX_INPUT_BITS)
         if sum(self.slices) != self.bits or any(s < 1 for s in self.slices):
-            raise ValueError(f"input slices {list(self.slices)} must add up to {self.bits} "
-                             "bits, each at least 1")
+            raise ValueError(
+                f"input slices {list(self.slices)} must add up to {self.bits} bits, each at least 1"
+            )
 
 
 @structured_attribute("converter")
@@ -151,16 +159,22 @@ class ConverterChoice:
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "name must name one of the target's converters")
-        _require(self.kind in CONVERTER_KINDS,
-                 f"kind {self.kind!r} must be one of {', '.join(CONVERTER_KINDS)}")
+        _require(
+            self.kind in CONVERTER_KINDS,
+            f"kind {self.kind!r} must be one of {', '.join(CONVERTER_KINDS)}",
+        )
         _in_range("bits", self.bits, 1, MAX_CONVERTER_BITS)
         # the .hw loader's rule: sense amplifiers and MTJs resolve one bit
-        _require(self.kind not in ONE_BIT_KINDS or self.bits == 1,
-                 f"a {self.kind} converter resolves 1 bit, not bits = {self.bits}")
+        _require(
+            self.kind not in ONE_BIT_KINDS or self.bits == 1,
+            f"a {self.kind} converter resolves 1 bit, not bits = {self.bits}",
+        )
         _in_range("samples", self.samples, 1, MAX_SAMPLES)
-        _require(self.kind == ConverterKind.MTJ.value or self.samples == 1,
-                 f"only an mtj converter takes several samples, not a {self.kind} "
-                 f"(samples = {self.samples})")
+        _require(
+            self.kind == ConverterKind.MTJ.value or self.samples == 1,
+            f"only an mtj converter takes several samples, not a {self.kind} "
+            f"(samples = {self.samples})",
+        )
 
 
 @structured_attribute("placement")
@@ -189,9 +203,11 @@ class ActivationStats:
     samples: int
 
     def __post_init__(self) -> None:
-        _require(len(self.bit_density) <= MAX_INPUT_BITS,
-                 f"bit_density has {len(self.bit_density)} entries, more than the "
-                 f"{MAX_INPUT_BITS} bits of any code")
+        _require(
+            len(self.bit_density) <= MAX_INPUT_BITS,
+            f"bit_density has {len(self.bit_density)} entries, more than the "
+            f"{MAX_INPUT_BITS} bits of any code",
+        )
         for density in self.bit_density:
             _share("a bit_density entry", density)
         _share("zero_fraction", self.zero_fraction)
@@ -215,9 +231,11 @@ class ConverterProfile:
         _share("saturation", self.saturation)
         _share("speculation_failures", self.speculation_failures)
         # a failed slice re-runs as one 1-bit conversion per bit it carried
-        _require(0.0 <= self.recoveries <= MAX_INPUT_BITS,
-                 f"recoveries = {self.recoveries} must be in [0, {MAX_INPUT_BITS}] (1-bit "
-                 "conversions per speculative conversion)")
+        _require(
+            0.0 <= self.recoveries <= MAX_INPUT_BITS,
+            f"recoveries = {self.recoveries} must be in [0, {MAX_INPUT_BITS}] (1-bit "
+            "conversions per speculative conversion)",
+        )
 
 
 MAPPING_ATTRIBUTES = (
@@ -260,8 +278,9 @@ class LayerShape:
     def of(cls, op: str, weight: Sequence[int], out: Sequence[int], group: int) -> LayerShape:
         """Return the product of a conv (w [M, C/G, *kernel]) or linear (w [K, N]) op."""
         if op == "conv":
-            return cls(math.prod(weight[1:]), weight[0] // group, group,
-                       out[0] * math.prod(out[2:]))
+            return cls(
+                math.prod(weight[1:]), weight[0] // group, group, out[0] * math.prod(out[2:])
+            )
         return cls(weight[0], weight[1], 1, math.prod(out[:-1]))
 
 
@@ -280,88 +299,116 @@ LayerRule = Callable[[Any, Mapping[str, Any], LayerShape], None]
 def _centers(centers: tuple[int, ...], attrs: Mapping[str, Any], shape: LayerShape) -> None:
     mapping = attrs.get("weights")
     # encode-weights drops them with any other encoding; the datapath reads them only there
-    _require(isinstance(mapping, WeightMapping) and mapping.encoding == "center-offset",
-             "centers belong to a center-offset encoding: the layer's weights attribute must "
-             "say encoding = \"center-offset\"")
-    _require(len(centers) == shape.filters,
-             f"{len(centers)} centers for {shape.filters} filters: one per filter")
-    _require(all(abs(c) <= MAX_CENTER for c in centers),
-             f"centers must be within +-{MAX_CENTER} (the center of a weight of at most 16 bits)")
+    _require(
+        isinstance(mapping, WeightMapping) and mapping.encoding == "center-offset",
+        "centers belong to a center-offset encoding: the layer's weights attribute must "
+        'say encoding = "center-offset"',
+    )
+    _require(
+        len(centers) == shape.filters,
+        f"{len(centers)} centers for {shape.filters} filters: one per filter",
+    )
+    _require(
+        all(abs(c) <= MAX_CENTER for c in centers),
+        f"centers must be within +-{MAX_CENTER} (the center of a weight of at most 16 bits)",
+    )
 
 
 def _tiling(tiling: Tiling, attrs: Mapping[str, Any], shape: LayerShape) -> None:
-    _require(tiling.groups == shape.groups,
-             f"groups = {tiling.groups} must be the layer's {shape.groups} channel groups")
+    _require(
+        tiling.groups == shape.groups,
+        f"groups = {tiling.groups} must be the layer's {shape.groups} channel groups",
+    )
     row_tiles = -(-shape.rows // tiling.rows)
     # the cost model reads one partial sum per row tile; the simulator sums every K row
-    _require(tiling.row_tiles == row_tiles,
-             f"row_tiles = {tiling.row_tiles} must be ceil(K / rows) = ceil({shape.rows} / "
-             f"{tiling.rows}) = {row_tiles}: the row tiles hold the layer's K = {shape.rows} "
-             "rows")
+    _require(
+        tiling.row_tiles == row_tiles,
+        f"row_tiles = {tiling.row_tiles} must be ceil(K / rows) = ceil({shape.rows} / "
+        f"{tiling.rows}) = {row_tiles}: the row tiles hold the layer's K = {shape.rows} "
+        "rows",
+    )
     mapping = attrs.get("weights")
-    _require(isinstance(mapping, WeightMapping),
-             "a tiling needs the layer's weights attribute (its slices and devices say how "
-             "many columns a weight takes)")
+    _require(
+        isinstance(mapping, WeightMapping),
+        "a tiling needs the layer's weights attribute (its slices and devices say how "
+        "many columns a weight takes)",
+    )
     # one crossbar column per slice, two for a pair unless the target subtracts it in analog
     fewest = -(-shape.columns * len(mapping.slices) // tiling.columns)
     most = -(-shape.columns * len(mapping.slices) * mapping.devices // tiling.columns)
     span = f"{fewest}" if fewest == most else f"{fewest}..{most}"
-    _require(fewest <= tiling.column_tiles <= most,
-             f"column_tiles = {tiling.column_tiles} must be {span}: N = {shape.columns} "
-             f"columns x {len(mapping.slices)} slices"
-             + (f" (x {mapping.devices} devices)" if mapping.devices > 1 else "")
-             + f" on {tiling.columns} crossbar columns")
+    _require(
+        fewest <= tiling.column_tiles <= most,
+        f"column_tiles = {tiling.column_tiles} must be {span}: N = {shape.columns} "
+        f"columns x {len(mapping.slices)} slices"
+        + (f" (x {mapping.devices} devices)" if mapping.devices > 1 else "")
+        + f" on {tiling.columns} crossbar columns",
+    )
 
 
 def _column_share(share: int, attrs: Mapping[str, Any], shape: LayerShape) -> None:
     tiling = attrs.get("tiling")
     _require(isinstance(tiling, Tiling), "column sharing needs the layer's tiling")
     # one converter serves `share` columns in turn: a whole number of converters per crossbar
-    _require(share >= 1 and tiling.columns % share == 0,
-             f"column_share = {share} must be >= 1 and divide the tiling's {tiling.columns} "
-             "columns")
+    _require(
+        share >= 1 and tiling.columns % share == 0,
+        f"column_share = {share} must be >= 1 and divide the tiling's {tiling.columns} columns",
+    )
 
 
 def _ps(name: str) -> LayerRule:
     def rule(values: tuple[float, ...], attrs: Mapping[str, Any], shape: LayerShape) -> None:
         other = "ps_offset" if name == "ps_scale" else "ps_scale"
         partner = attrs.get(other)
-        _require(partner is not None and len(partner) == len(values),
-                 f"{name} has {len(values)} entries and needs {other} with as many (one of "
-                 "each per column)")
+        _require(
+            partner is not None and len(partner) == len(values),
+            f"{name} has {len(values)} entries and needs {other} with as many (one of "
+            "each per column)",
+        )
         if name == "ps_scale":  # x = a * PS + b: a must be a positive finite gain
-            _require(all(math.isfinite(v) and v > 0 for v in values),
-                     "ps_scale entries must be finite and > 0")
+            _require(
+                all(math.isfinite(v) and v > 0 for v in values),
+                "ps_scale entries must be finite and > 0",
+            )
         else:
             _require(all(math.isfinite(v) for v in values), "ps_offset entries must be finite")
         # [weight slice][device][filter]: a whole number of filter rows
-        _require(bool(values) and len(values) % shape.filters == 0,
-                 f"{name} has {len(values)} entries, not a multiple of the layer's "
-                 f"{shape.filters} filters")
+        _require(
+            bool(values) and len(values) % shape.filters == 0,
+            f"{name} has {len(values)} entries, not a multiple of the layer's "
+            f"{shape.filters} filters",
+        )
         mapping = attrs.get("weights")
         if isinstance(mapping, WeightMapping):
             rows = len(values) // shape.filters
             legal = sorted({len(mapping.slices), len(mapping.slices) * mapping.devices})
-            _require(rows in legal,
-                     f"{name} has {rows} columns per filter; the weights' "
-                     f"{len(mapping.slices)} slices x devices give "
-                     f"{' or '.join(map(str, legal))}")
+            _require(
+                rows in legal,
+                f"{name} has {rows} columns per filter; the weights' "
+                f"{len(mapping.slices)} slices x devices give "
+                f"{' or '.join(map(str, legal))}",
+            )
+
     return rule
 
 
 def _placement(placement: Placement, attrs: Mapping[str, Any], shape: LayerShape) -> None:
     tiling = attrs.get("tiling")
     _require(isinstance(tiling, Tiling), "a placement needs the layer's tiling")
-    _require(placement.tiles <= tiling.crossbars,
-             f"tiles = {placement.tiles} must not exceed the layer's {tiling.crossbars} "
-             "crossbars: each tile holds at least one")
+    _require(
+        placement.tiles <= tiling.crossbars,
+        f"tiles = {placement.tiles} must not exceed the layer's {tiling.crossbars} "
+        "crossbars: each tile holds at least one",
+    )
     streaming = attrs.get("input")
     slices = len(streaming.slices) if isinstance(streaming, InputStreaming) else MAX_INPUT_BITS
     cycles = shape.positions * slices
     # place stops copying a layer when every copy has one array cycle left
-    _require(placement.replicas <= cycles,
-             f"replicas = {placement.replicas} must not exceed the layer's {cycles} array "
-             f"cycles ({shape.positions} positions x {slices} input slices)")
+    _require(
+        placement.replicas <= cycles,
+        f"replicas = {placement.replicas} must not exceed the layer's {cycles} array "
+        f"cycles ({shape.positions} positions x {slices} input slices)",
+    )
 
 
 LAYER_RULES: dict[str, LayerRule] = {
@@ -383,8 +430,10 @@ def check_layer(attrs: Mapping[str, Any], shape: LayerShape, integer: bool) -> N
         if spec.name not in attrs:
             continue
         if not integer and spec.name not in FLOAT_MAPPING:
-            raise MappingRuleError(f"attribute '{spec.name}': a float layer has no crossbar "
-                                   "mapping (run quantize before the mapping passes)")
+            raise MappingRuleError(
+                f"attribute '{spec.name}': a float layer has no crossbar "
+                "mapping (run quantize before the mapping passes)"
+            )
         rule = LAYER_RULES.get(spec.name)
         try:
             if rule is not None:
@@ -397,13 +446,15 @@ def check_input_codes(streaming: InputStreaming, bits: int, signed: bool, source
     """Raise MappingRuleError unless a layer streams its input codes as the quantize op that
     makes them (`bits`, `signed`, named `source`) wrote them: the datapath slices the codes'
     bit pattern by `streaming`, so another width or sign would silently read other numbers."""
+
     def spell(b: int, s: bool) -> str:
         return f"{b}-bit {'signed' if s else 'unsigned'}"
 
     if (streaming.bits, streaming.signed) != (bits, signed):
         raise MappingRuleError(
             f"attribute 'input': streams {spell(streaming.bits, streaming.signed)} codes but "
-            f"its operand holds the {spell(bits, signed)} codes of quantize {source}")
+            f"its operand holds the {spell(bits, signed)} codes of quantize {source}"
+        )
 
 
 def check_placements(placed: Sequence[tuple[str, Placement]]) -> None:
@@ -413,10 +464,15 @@ def check_placements(placed: Sequence[tuple[str, Placement]]) -> None:
     end = 0
     for value, placement in sorted(placed, key=lambda item: item[1].first_tile):
         if placement.first_tile != end:
-            problem = "overlaps the tiles of another layer" if placement.first_tile < end \
+            problem = (
+                "overlaps the tiles of another layer"
+                if placement.first_tile < end
                 else f"leaves tiles {end}..{placement.first_tile - 1} unused"
+            )
             raise MappingRuleError(
                 f"attribute 'placement': first_tile = {placement.first_tile} {problem}: the "
                 f"layers' placements must follow each other from tile 0 (this one should "
-                f"start at tile {end})", value)
+                f"start at tile {end})",
+                value,
+            )
         end += placement.tiles * placement.replicas

@@ -111,12 +111,19 @@ class SourceMap:
     header: tuple[int, int] = (1, 1)
     values: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
 
-    def error(self, cls: type[SourceError], message: str, value: str | None,
-              hint: str | None = None) -> SourceError:
+    def error(
+        self, cls: type[SourceError], message: str, value: str | None, hint: str | None = None
+    ) -> SourceError:
         """Return a `cls` error at the definition of `value` (the graph header without one)."""
         line, column = self.values.get(value, self.header) if value else self.header
-        return cls(message, filename=self.filename, line=line, column=column,
-                   source_line=_line(self.text, line), hint=hint)
+        return cls(
+            message,
+            filename=self.filename,
+            line=line,
+            column=column,
+            source_line=_line(self.text, line),
+            hint=hint,
+        )
 
 
 def parse_graph(
@@ -144,8 +151,13 @@ def parse_graph_located(
     except lark.UnexpectedInput as exc:
         raise _syntax_error(exc, text, filename) from None
     except RecursionError:  # lark builds its tree recursively: absurdly deep brackets
-        raise ParseError("the text nests brackets too deeply", filename=filename, line=1,
-                         column=1, source_line=_line(text, 1)) from None
+        raise ParseError(
+            "the text nests brackets too deeply",
+            filename=filename,
+            line=1,
+            column=1,
+            source_line=_line(text, 1),
+        ) from None
     builder = _Builder(text, filename, weights or {}, weight_file)
     graph = builder.graph(tree.children[0])
     return graph, builder.source_map
@@ -170,8 +182,12 @@ def _syntax_error(exc: lark.UnexpectedInput, text: str, filename: str) -> ParseE
     else:
         message, hint = "unexpected end of input", "the graph is not closed with '}'"
     return ParseError(
-        message, filename=filename, line=line, column=column,
-        source_line=_line(text, line), hint=hint,
+        message,
+        filename=filename,
+        line=line,
+        column=column,
+        source_line=_line(text, line),
+        hint=hint,
     )
 
 
@@ -198,8 +214,13 @@ def _position(text: str, offset: int) -> tuple[int, int]:
 class _Builder:
     """Turns a parse tree into a Graph, checking names, ops and attributes as it goes."""
 
-    def __init__(self, text: str, filename: str, weights: Mapping[str, np.ndarray],
-                 weight_file: str | None = None) -> None:
+    def __init__(
+        self,
+        text: str,
+        filename: str,
+        weights: Mapping[str, np.ndarray],
+        weight_file: str | None = None,
+    ) -> None:
         self.text = text
         self.filename = filename
         self.weights = weights
@@ -210,8 +231,14 @@ class _Builder:
 
     def at(self, offset: int, message: str, hint: str | None = None) -> ParseError:
         line, column = _position(self.text, offset)
-        return ParseError(message, filename=self.filename, line=line, column=column,
-                          source_line=_line(self.text, line), hint=hint)
+        return ParseError(
+            message,
+            filename=self.filename,
+            line=line,
+            column=column,
+            source_line=_line(self.text, line),
+            hint=hint,
+        )
 
     def string(self, token: lark.Token) -> str:
         """Decode a quoted string (names, locations, string attributes) at its token."""
@@ -224,8 +251,10 @@ class _Builder:
         """Read an integer token that must fit in 64 bits (checked before int() parses it)."""
         text = str(token)
         if len(text.lstrip("-")) > 19 or not -INT64_MAX - 1 <= int(text) <= INT64_MAX:
-            raise self.error(token, f"{what} {text[:24]}{'...' if len(text) > 24 else ''} "
-                             "does not fit in 64 bits")
+            raise self.error(
+                token,
+                f"{what} {text[:24]}{'...' if len(text) > 24 else ''} does not fit in 64 bits",
+            )
         return int(text)
 
     def error(self, where: Any, message: str, hint: str | None = None) -> ParseError:
@@ -233,8 +262,12 @@ class _Builder:
         line = getattr(where, "line", None) or getattr(meta, "line", 1)
         column = getattr(where, "column", None) or getattr(meta, "column", 1)
         return ParseError(
-            message, filename=self.filename, line=line, column=column,
-            source_line=_line(self.text, line), hint=hint,
+            message,
+            filename=self.filename,
+            line=line,
+            column=column,
+            source_line=_line(self.text, line),
+            hint=hint,
         )
 
     def name(self, tree: lark.Tree) -> str:
@@ -263,11 +296,15 @@ class _Builder:
         dims = tuple(self.integer(t, "dimension") for t in tokens)
         for token, dim in zip(tokens, dims, strict=True):
             if dim < 0:
-                raise self.error(token, f"negative dimension {dim} in a tensor type",
-                                 "dimensions are static sizes >= 0")
+                raise self.error(
+                    token,
+                    f"negative dimension {dim} in a tensor type",
+                    "dimensions are static sizes >= 0",
+                )
         if math.prod(dims) > INT64_MAX:
-            raise self.error(tree, f"{dtype.value}[{','.join(map(str, dims))}] has more than "
-                             "2^63 elements")
+            raise self.error(
+                tree, f"{dtype.value}[{','.join(map(str, dims))}] has more than 2^63 elements"
+            )
         return TensorType(dims, dtype)
 
     def graph(self, tree: lark.Tree) -> Graph:
@@ -295,8 +332,15 @@ class _Builder:
                 nodes.append(self.node(child.children[0], child.children[1]))
         if self.missing:
             raise self.missing_blobs()
-        return Graph(self.name(name_tree), tuple(inputs), constants, tuple(nodes), outputs,
-                     dict(self.types), attributes)
+        return Graph(
+            self.name(name_tree),
+            tuple(inputs),
+            constants,
+            tuple(nodes),
+            outputs,
+            dict(self.types),
+            attributes,
+        )
 
     def graph_attributes(self, tree: lark.Tree) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -307,8 +351,11 @@ class _Builder:
             if key in result:
                 raise self.error(attr, f"graph attribute '{key}' given twice")
             if key not in GRAPH_ATTRIBUTES:
-                raise self.error(attr, f"unknown graph attribute '{key}'",
-                                 f"valid graph attributes: {', '.join(GRAPH_ATTRIBUTES)}")
+                raise self.error(
+                    attr,
+                    f"unknown graph attribute '{key}'",
+                    f"valid graph attributes: {', '.join(GRAPH_ATTRIBUTES)}",
+                )
             value = self.value(attr.children[1])
             if not isinstance(value, str):
                 raise self.error(attr, f"graph attribute '{key}' must be a string")
@@ -330,9 +377,12 @@ class _Builder:
             if problem is not None:
                 where = f" in {self.weight_file}" if self.weight_file else ""
                 raise self.source_map.error(
-                    BlobError, f"blob {key} of %{name}{where} {problem}", name,
+                    BlobError,
+                    f"blob {key} of %{name}{where} {problem}",
+                    name,
                     "the weight file does not belong to this program: recompile it, or "
-                    "pass --weights FILE.npz")
+                    "pass --weights FILE.npz",
+                )
             data = frozen(data)
         elif self.weight_file is not None:
             self.missing.append((name, key))
@@ -342,8 +392,9 @@ class _Builder:
         tokens = [t for t in body.children if t is not None]
         if len(tokens) != type_.size:
             raise self.error(
-                body, f"dense constant of type {type_} needs {type_.size} elements, "
-                f"got {len(tokens)}")
+                body,
+                f"dense constant of type {type_} needs {type_.size} elements, got {len(tokens)}",
+            )
         for token in tokens:  # each element must be a literal of the type, not just parse as one
             problem = element_problem(str(token), type_.dtype)
             if problem is not None:
@@ -354,15 +405,19 @@ class _Builder:
         name, key = self.missing[0]
         more = f" ({len(self.missing)} blobs are missing)" if len(self.missing) > 1 else ""
         return self.source_map.error(
-            BlobError, f"blob {key} of %{name} is not in the weight file {self.weight_file}{more}",
-            name, "the weight file belongs to another program or is damaged: recompile, or "
-            "pass --weights FILE.npz")
+            BlobError,
+            f"blob {key} of %{name} is not in the weight file {self.weight_file}{more}",
+            name,
+            "the weight file belongs to another program or is damaged: recompile, or "
+            "pass --weights FILE.npz",
+        )
 
     def node(self, results: lark.Tree, tree: lark.Tree) -> Node:
         opname, *rest = tree.children
         operands = [c for c in rest if isinstance(c, lark.Tree) and c.data == "operand"]
-        attr_tree = next((c for c in rest if isinstance(c, lark.Tree) and c.data == "attrdict"),
-                         None)
+        attr_tree = next(
+            (c for c in rest if isinstance(c, lark.Tree) and c.data == "attrdict"), None
+        )
         types = [self.type(c) for c in rest if isinstance(c, lark.Tree) and c.data == "type"]
         loc = next((c for c in rest if isinstance(c, lark.Tree) and c.data == "loc"), None)
         op = str(opname)
@@ -426,8 +481,11 @@ class _Builder:
                 if key in values:
                     raise self.error(field, f"field '{key}' of #{mnemonic} given twice")
                 if key not in kinds:
-                    raise self.error(field, f"#{mnemonic} has no field '{key}'",
-                                     f"valid fields: {', '.join(kinds)}")
+                    raise self.error(
+                        field,
+                        f"#{mnemonic} has no field '{key}'",
+                        f"valid fields: {', '.join(kinds)}",
+                    )
                 try:
                     values[key] = coerce(self.value(field.children[1], depth + 1), kinds[key])
                 except TypeError as exc:

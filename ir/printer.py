@@ -58,26 +58,38 @@ def parse_string(quoted: str) -> str:
         if char == "\\":
             escape = quoted[i + 1]
             if escape not in _ESCAPES:
-                raise StringSyntaxError(f"bad escape '\\{escape}' in a string", i,
-                                        'valid escapes: \\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX')
+                raise StringSyntaxError(
+                    f"bad escape '\\{escape}' in a string",
+                    i,
+                    'valid escapes: \\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX',
+                )
             if escape == "u":
                 hexits = quoted[i + 2 : i + 6]
                 if len(hexits) != 4 or any(c not in "0123456789abcdefABCDEF" for c in hexits):
-                    raise StringSyntaxError("bad escape '\\u' in a string", i,
-                                            "write \\u and four hex digits, e.g. \\u00e9")
+                    raise StringSyntaxError(
+                        "bad escape '\\u' in a string",
+                        i,
+                        "write \\u and four hex digits, e.g. \\u00e9",
+                    )
                 i += 4
             i += 2
             continue
         if ord(char) < 0x20:
             what = _CONTROL_NAMES.get(char, f"control character U+{ord(char):04X}")
-            raise StringSyntaxError(f"{what} inside a quoted string", i,
-                                    f"write it as the escape {json.dumps(char)[1:-1]}")
+            raise StringSyntaxError(
+                f"{what} inside a quoted string",
+                i,
+                f"write it as the escape {json.dumps(char)[1:-1]}",
+            )
         i += 1
     value = json.loads(quoted)
     lone = next((c for c in value if 0xD800 <= ord(c) <= 0xDFFF), None)
     if lone is not None:  # half a UTF-16 pair: it has no UTF-8 spelling, so it cannot be printed
-        raise StringSyntaxError(f"unpaired surrogate \\u{ord(lone):04x} in a string", 0,
-                                "escape a character outside the BMP as a \\ud8xx\\udcxx pair")
+        raise StringSyntaxError(
+            f"unpaired surrogate \\u{ord(lone):04x} in a string",
+            0,
+            "escape a character outside the BMP as a \\ud8xx\\udcxx pair",
+        )
     return value
 
 
@@ -102,8 +114,9 @@ def element_problem(text: str, dtype: DType) -> str | None:
     inf: a silently different constant.
     """
     if dtype is DType.BOOL:
-        return None if text in ("true", "false") else f"bool element must be true or false, " \
-            f"not {text}"
+        return (
+            None if text in ("true", "false") else f"bool element must be true or false, not {text}"
+        )
     if dtype.is_integer:
         if not text.lstrip("-").isdigit():
             return f"{dtype.value} element must be an integer, not {text}"

@@ -23,8 +23,7 @@ def rebatch(graph: Graph, batch: int) -> Graph:
     builder = GraphBuilder(graph.name, graph.value_names())
     builder.attributes = dict(graph.attributes)
     for value in graph.inputs:
-        builder.add_input(value.name, TensorType((batch, *value.type.shape[1:]),
-                                                 value.type.dtype))
+        builder.add_input(value.name, TensorType((batch, *value.type.shape[1:]), value.type.dtype))
     for constant in graph.constants.values():
         builder.keep_constant(constant)
     try:
@@ -32,16 +31,22 @@ def rebatch(graph: Graph, batch: int) -> Graph:
             attributes = dict(node.attributes)
             if node.op == "reshape" and attributes["shape"][:1] == (before,):
                 attributes["shape"] = (batch, *attributes["shape"][1:])
-            if node.op == "slice" and (attributes["starts"][0], attributes["ends"][0],
-                                       attributes["steps"][0]) == (0, before, 1):
+            if node.op == "slice" and (
+                attributes["starts"][0],
+                attributes["ends"][0],
+                attributes["steps"][0],
+            ) == (0, before, 1):
                 attributes["ends"] = (batch, *attributes["ends"][1:])
-            builder.add_node(node.op, node.inputs, attributes, name=node.name,
-                             outputs=node.outputs)
+            builder.add_node(node.op, node.inputs, attributes, name=node.name, outputs=node.outputs)
             for out in node.outputs:
                 if graph.types[out].shape[:1] != (before,) or builder.types[out].shape != (
-                        batch, *graph.types[out].shape[1:]):
+                    batch,
+                    *graph.types[out].shape[1:],
+                ):
                     raise ShapeError(f"%{out} does not keep the batch on its leading axis")
     except ShapeError as exc:
-        raise UserError(f"cannot change the batch of graph @{graph.name}: {exc}",
-                        hint="run it with its own batch size") from None
+        raise UserError(
+            f"cannot change the batch of graph @{graph.name}: {exc}",
+            hint="run it with its own batch size",
+        ) from None
     return builder.build(graph.outputs)

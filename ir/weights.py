@@ -57,9 +57,10 @@ def save_weights(path: str | os.PathLike[str], arrays: Iterable[np.ndarray]) -> 
         try:
             blobs = {key: frozen(array) for key, array in read_npz(path).items()}
         except Unreadable as exc:  # never overwrite a file we cannot read: it may be data
-            raise WeightFileError(f"cannot add weights to {path}: it {exc}",
-                                  hint="move the file aside, or write the program elsewhere"
-                                  ) from None
+            raise WeightFileError(
+                f"cannot add weights to {path}: it {exc}",
+                hint="move the file aside, or write the program elsewhere",
+            ) from None
     for array in arrays:
         blobs.setdefault(digest(array), np.ascontiguousarray(array))
     return write_file(path, lambda stream: np.savez(stream, **blobs))
@@ -73,8 +74,9 @@ def load_weights(path: str | os.PathLike[str]) -> Mapping[str, np.ndarray]:
         raise WeightFileError(f"weight file {path} {exc}", hint=_HINT) from None
 
 
-def blob_problem(key: str, data: np.ndarray, declared: TensorType, *, from_file: bool = True
-                 ) -> str | None:
+def blob_problem(
+    key: str, data: np.ndarray, declared: TensorType, *, from_file: bool = True
+) -> str | None:
     """Say why `data` cannot be the blob `key` of a constant declared `declared`, or None.
 
     The digest covers element type, shape and bytes, so a file edited or swapped after the

@@ -79,17 +79,26 @@ def load(name: str, weights: str | Path) -> CifarResNet:
     state = {k.removeprefix("module."): v for k, v in saved.get("state_dict", saved).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or set(missing) - {"mean", "std"}:
-        raise ValueError(f"state dict does not fit {name}: missing {missing}, unexpected "
-                         f"{unexpected}")
+        raise ValueError(
+            f"state dict does not fit {name}: missing {missing}, unexpected {unexpected}"
+        )
     return model.eval()
 
 
 def export(name: str, weights: str | Path, out: str | Path) -> Path:
     """Export the pretrained model to ONNX (opset 13, batch 1, BatchNormalization kept)."""
     model = load(name, weights)
-    torch.onnx.export(model, (torch.zeros(1, 3, 32, 32),), str(out), dynamo=False,
-                      opset_version=13, input_names=["image"], output_names=["logits"],
-                      do_constant_folding=False, training=torch.onnx.TrainingMode.EVAL)
+    torch.onnx.export(
+        model,
+        (torch.zeros(1, 3, 32, 32),),
+        str(out),
+        dynamo=False,
+        opset_version=13,
+        input_names=["image"],
+        output_names=["logits"],
+        do_constant_folding=False,
+        training=torch.onnx.TrainingMode.EVAL,
+    )
     return Path(out)
 
 

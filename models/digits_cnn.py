@@ -50,8 +50,9 @@ def load() -> tuple[np.ndarray, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "examples"
-                        / "digits_cnn.onnx")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parents[1] / "examples" / "digits_cnn.onnx"
+    )
     parser.add_argument("--epochs", type=int, default=40)
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -64,7 +65,7 @@ def main() -> None:
         model.train()
         order = torch.randperm(len(x_train))
         for start in range(0, len(order), 64):
-            batch = order[start:start + 64]
+            batch = order[start : start + 64]
             optimizer.zero_grad()
             loss = nn.functional.cross_entropy(model(x_train[batch]), y_train[batch])
             loss.backward()
@@ -73,11 +74,20 @@ def main() -> None:
     with torch.no_grad():
         accuracy = (model(x_test).argmax(1) == y_test).float().mean().item()
     # the TorchScript exporter keeps BatchNormalization as its own node
-    torch.onnx.export(model, (x_test[:1],), str(args.out), dynamo=False, opset_version=13,
-                      input_names=["image"], output_names=["logits"],
-                      do_constant_folding=False, training=torch.onnx.TrainingMode.EVAL)
-    np.savez_compressed(args.out.with_name("digits_test.npz"), image=images[-HELD_OUT:],
-                        label=labels[-HELD_OUT:])
+    torch.onnx.export(
+        model,
+        (x_test[:1],),
+        str(args.out),
+        dynamo=False,
+        opset_version=13,
+        input_names=["image"],
+        output_names=["logits"],
+        do_constant_folding=False,
+        training=torch.onnx.TrainingMode.EVAL,
+    )
+    np.savez_compressed(
+        args.out.with_name("digits_test.npz"), image=images[-HELD_OUT:], label=labels[-HELD_OUT:]
+    )
     print(f"float accuracy on the {HELD_OUT} held-out digits: {accuracy:.4f}; wrote {args.out}")
 
 

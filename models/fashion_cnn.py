@@ -65,8 +65,9 @@ def layer_widths(arch: str, width: float = 1.0, widths: list[int] | None = None)
         expanded = [w for w in widths for _ in range(per_stage)]
         return [widths[0], *expanded] if arch == "resnet20" else expanded
     if len(widths) != total or min(widths) < 1:
-        raise ValueError(f"{arch} takes 3 stage widths or {total} positive conv widths, "
-                         f"got {widths}")
+        raise ValueError(
+            f"{arch} takes 3 stage widths or {total} positive conv widths, got {widths}"
+        )
     return list(widths)
 
 
@@ -101,10 +102,14 @@ class BasicBlock(nn.Module):
 
     def __init__(self, cin: int, mid: int, cout: int, stride: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(*conv_bn(cin, mid, 3, stride), nn.ReLU(),
-                                  *conv_bn(mid, cout, 3, 1))
-        self.shortcut = (nn.Sequential(*conv_bn(cin, cout, 1, stride))
-                         if stride != 1 or cin != cout else nn.Identity())
+        self.body = nn.Sequential(
+            *conv_bn(cin, mid, 3, stride), nn.ReLU(), *conv_bn(mid, cout, 3, 1)
+        )
+        self.shortcut = (
+            nn.Sequential(*conv_bn(cin, cout, 1, stride))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
         self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -126,8 +131,9 @@ class ResNet20(nn.Module):
             blocks.append(BasicBlock(channels, mid, out, stride))
             channels = out
         self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(channels, classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the logits of a batch of 1x28x28 images."""
@@ -159,8 +165,10 @@ def load_split(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     if not images or not labels:
         from imcc.errors import UserError
 
-        raise UserError(f"no {split} IDX files in {folder}",
-                        hint="run scripts/fetch_test_models.sh, or give the IDX folder")
+        raise UserError(
+            f"no {split} IDX files in {folder}",
+            hint="run scripts/fetch_test_models.sh, or give the IDX folder",
+        )
     x = torch.from_numpy(read_idx(images[0]).astype(np.float32)[:, None] / 255.0)
     return x, torch.from_numpy(read_idx(labels[0]).astype(np.int64))
 
@@ -171,13 +179,23 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.d
     correct = 0
     with torch.no_grad():
         for start in range(0, len(x), 1000):
-            logits = model(x[start:start + 1000].to(device))
-            correct += int((logits.argmax(1).cpu() == y[start:start + 1000]).sum())
+            logits = model(x[start : start + 1000].to(device))
+            correct += int((logits.argmax(1).cpu() == y[start : start + 1000]).sum())
     return correct / len(x)
 
 
-def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, per_epoch: int,
-          batch: int, lr: float, seed: int, device: torch.device) -> list[float]:
+def train(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    per_epoch: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    device: torch.device,
+) -> list[float]:
     """Train with SGD + Nesterov momentum and a one-cycle schedule; return seconds per epoch.
 
     Each epoch draws `per_epoch` images (all when 0) in a seeded random order.
@@ -185,10 +203,12 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, pe
     generator = torch.Generator().manual_seed(seed)
     per_epoch = per_epoch or len(x)
     steps = -(-per_epoch // batch)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True,
-                                weight_decay=5e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps,
-                                                   pct_start=0.25)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4
+    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, lr, total_steps=epochs * steps, pct_start=0.25
+    )
     times = []
     for epoch in range(epochs):
         model.train()
@@ -196,7 +216,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, pe
         order = torch.randperm(len(x), generator=generator)[:per_epoch]
         total = 0.0
         for first in range(0, len(order), batch):
-            index = order[first:first + batch]
+            index = order[first : first + batch]
             optimizer.zero_grad(set_to_none=True)
             loss = nn.functional.cross_entropy(model(x[index].to(device)), y[index].to(device))
             loss.backward()
@@ -204,8 +224,10 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, pe
             schedule.step()
             total += float(loss.detach()) * len(index)
         times.append(time.perf_counter() - start)
-        print(f"epoch {epoch + 1}/{epochs}: loss {total / len(order):.4f}, "
-              f"{times[-1]:.1f} s", flush=True)
+        print(
+            f"epoch {epoch + 1}/{epochs}: loss {total / len(order):.4f}, {times[-1]:.1f} s",
+            flush=True,
+        )
     return times
 
 
@@ -215,9 +237,17 @@ def export(model: nn.Module, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(1, 1, 28, 28),), str(path), dynamo=False,
-                          opset_version=13, input_names=["image"], output_names=["logits"],
-                          do_constant_folding=False, training=torch.onnx.TrainingMode.EVAL)
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, 1, 28, 28),),
+            str(path),
+            dynamo=False,
+            opset_version=13,
+            input_names=["image"],
+            output_names=["logits"],
+            do_constant_folding=False,
+            training=torch.onnx.TrainingMode.EVAL,
+        )
     return path
 
 
@@ -237,14 +267,19 @@ def main() -> None:
     group.add_argument("--width", type=float, default=1.0, help="multiplier of every width")
     group.add_argument("--widths", type=parse_widths, help="3 stage widths or one per 3x3 conv")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--per-epoch", type=int, default=0,
-                        help="training images drawn per epoch (default: all 60,000)")
+    parser.add_argument(
+        "--per-epoch",
+        type=int,
+        default=0,
+        help="training images drawn per epoch (default: all 60,000)",
+    )
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads (default: torch's choice, one per core)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="CPU threads (default: torch's choice, one per core)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -264,20 +299,44 @@ def main() -> None:
         raise SystemExit(exc.render()) from None
     model = build(args.arch, args.width, args.widths).to(device)
     weights = sum(p.numel() for p in model.parameters())
-    print(f"{args.arch} on {args.data} ({folder}), {weights} parameters, "
-          f"widths {layer_widths(args.arch, args.width, args.widths)}, {device}", flush=True)
+    print(
+        f"{args.arch} on {args.data} ({folder}), {weights} parameters, "
+        f"widths {layer_widths(args.arch, args.width, args.widths)}, {device}",
+        flush=True,
+    )
     cpu_start = time.process_time()
-    times = train(model, x_train, y_train, epochs=args.epochs, per_epoch=args.per_epoch,
-                  batch=args.batch, lr=args.lr, seed=args.seed, device=device)
+    times = train(
+        model,
+        x_train,
+        y_train,
+        epochs=args.epochs,
+        per_epoch=args.per_epoch,
+        batch=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        device=device,
+    )
     cpu_s = time.process_time() - cpu_start
     acc = accuracy(model, x_test, y_test, device)
     export(model, args.out)
-    print(json.dumps({"model": str(args.out), "arch": args.arch, "data": args.data,
-                      "seed": args.seed, "epochs": args.epochs,
-                      "per_epoch": args.per_epoch or len(x_train), "parameters": weights,
-                      "train_s": round(sum(times), 1), "train_cpu_s": round(cpu_s, 1),
-                      "device": str(device),
-                      "threads": torch.get_num_threads(), "test_accuracy": round(acc, 4)}))
+    print(
+        json.dumps(
+            {
+                "model": str(args.out),
+                "arch": args.arch,
+                "data": args.data,
+                "seed": args.seed,
+                "epochs": args.epochs,
+                "per_epoch": args.per_epoch or len(x_train),
+                "parameters": weights,
+                "train_s": round(sum(times), 1),
+                "train_cpu_s": round(cpu_s, 1),
+                "device": str(device),
+                "threads": torch.get_num_threads(),
+                "test_accuracy": round(acc, 4),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

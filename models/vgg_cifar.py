@@ -23,10 +23,49 @@ POOL = "M"
 CONFIGS: dict[str, list[int | str]] = {
     "vgg8": [128, 128, POOL, 256, 256, POOL, 512, 512, POOL],
     "vgg11": [64, POOL, 128, POOL, 256, 256, POOL, 512, 512, POOL, 512, 512, POOL],
-    "vgg16": [64, 64, POOL, 128, 128, POOL, 256, 256, 256, POOL, 512, 512, 512, POOL,
-              512, 512, 512, POOL],
-    "vgg19": [64, 64, POOL, 128, 128, POOL, 256, 256, 256, 256, POOL, 512, 512, 512, 512, POOL,
-              512, 512, 512, 512, POOL],
+    "vgg16": [
+        64,
+        64,
+        POOL,
+        128,
+        128,
+        POOL,
+        256,
+        256,
+        256,
+        POOL,
+        512,
+        512,
+        512,
+        POOL,
+        512,
+        512,
+        512,
+        POOL,
+    ],
+    "vgg19": [
+        64,
+        64,
+        POOL,
+        128,
+        128,
+        POOL,
+        256,
+        256,
+        256,
+        256,
+        POOL,
+        512,
+        512,
+        512,
+        512,
+        POOL,
+        512,
+        512,
+        512,
+        512,
+        POOL,
+    ],
 }
 HIDDEN = {"vgg8": 1024}
 """Hidden linear layer before the classifier (VGG-8 as NeuroSim's benchmark has it)."""
@@ -45,8 +84,11 @@ class VggCifar(nn.Module):
                 size //= 2
                 continue
             out = max(1, round(int(item) * width))
-            layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out),
-                       nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(channels, out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+            ]
             channels = out
         self.features = nn.Sequential(*layers)
         flat = channels * size * size
@@ -77,8 +119,15 @@ def export(name: str, path: str | Path, width: float = 1.0, seed: int = 0) -> Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (torch.rand(1, 3, 32, 32),), str(path), input_names=["image"],
-                          output_names=["logits"], opset_version=17, dynamo=False)
+        torch.onnx.export(
+            model,
+            (torch.rand(1, 3, 32, 32),),
+            str(path),
+            input_names=["image"],
+            output_names=["logits"],
+            opset_version=17,
+            dynamo=False,
+        )
     return path
 
 

@@ -44,15 +44,22 @@ class LayerCost:
 def conversions(node: Node, graph: Graph, target: Target) -> int:
     """Return the converter conversions of one inference of a crossbar layer: positions x
     input slices x weight slices x converted devices x filters x row chunks."""
-    streaming, mapping, tiling, _ = mapped_layer(node, node.name or node.outputs[0],
-                                                 "allocate-samples")
+    streaming, mapping, tiling, _ = mapped_layer(
+        node, node.name or node.outputs[0], "allocate-samples"
+    )
     shape = matrix_shape(node, graph)
     per_sum = min(tiling.rows, target.crossbar.active_rows)
-    pair = 1 if target.crossbar.signed_columns or mapping.encoding == "offset" else \
-        mapping.devices
+    pair = 1 if target.crossbar.signed_columns or mapping.encoding == "offset" else mapping.devices
     chunks = math.ceil(shape.rows / min(per_sum, shape.rows))
-    return (shape.positions * len(streaming.slices) * len(mapping.slices) * pair *
-            shape.columns * shape.groups * chunks)
+    return (
+        shape.positions
+        * len(streaming.slices)
+        * len(mapping.slices)
+        * pair
+        * shape.columns
+        * shape.groups
+        * chunks
+    )
 
 
 def allocate(layers: list[LayerCost], budget: float) -> list[int]:
@@ -102,11 +109,13 @@ def _alone(graph: Graph, keep: str, samples: int) -> Graph:
     for node in crossbar_layers(graph):
         if node.outputs[0] == keep:
             choice = node.attr("converter")
-            changed[keep] = with_attributes(node, converter=ConverterChoice(
-                choice.name, choice.kind, choice.bits, samples))
+            changed[keep] = with_attributes(
+                node, converter=ConverterChoice(choice.name, choice.kind, choice.bits, samples)
+            )
         elif "converter" in node.attributes:
-            changed[node.outputs[0]] = node.replace(attributes={
-                k: v for k, v in node.attributes.items() if k != "converter"})
+            changed[node.outputs[0]] = node.replace(
+                attributes={k: v for k, v in node.attributes.items() if k != "converter"}
+            )
     return replace_nodes(graph, changed)
 
 
@@ -140,8 +149,9 @@ class AllocateSamples(Pass):
     """
 
     name = "allocate-samples"
-    budget: float = option(4.0, "mean MTJ samples per conversion, weighted by conversions",
-                           minimum=1.0, maximum=4096.0)
+    budget: float = option(
+        4.0, "mean MTJ samples per conversion, weighted by conversions", minimum=1.0, maximum=4096.0
+    )
     samples: int = option(8, "calibration inputs the sensitivity is measured on", minimum=1)
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
@@ -156,42 +166,58 @@ class AllocateSamples(Pass):
         fewest = sum(c * counts[0] for _, _, counts, c in layers)
         if fewest > self.budget * sum(c for *_, c in layers):
             least = fewest / sum(c for *_, c in layers)
-            raise MappingError(f"allocate-samples: budget {self.budget} is below the fewest "
-                               f"samples the MTJ layers can take ({least:.3g} per conversion)",
-                               hint=f"give budget >= {least:.3g}")
+            raise MappingError(
+                f"allocate-samples: budget {self.budget} is below the fewest "
+                f"samples the MTJ layers can take ({least:.3g} per conversion)",
+                hint=f"give budget >= {least:.3g}",
+            )
         sensitivity = self._sensitivities(graph, ctx, target, layers)
-        costs = [LayerCost(counts, c, s) for (_, _, counts, c), s in zip(
-            layers, sensitivity, strict=True)]
+        costs = [
+            LayerCost(counts, c, s)
+            for (_, _, counts, c), s in zip(layers, sensitivity, strict=True)
+        ]
         allocation = allocate(costs, self.budget)
         changed = {}
-        for (index, node, _, count), cost, samples in zip(layers, costs, allocation,
-                                                          strict=True):
+        for (index, node, _, count), cost, samples in zip(layers, costs, allocation, strict=True):
             choice = node.attr("converter")
-            changed[node.outputs[0]] = with_attributes(node, converter=ConverterChoice(
-                choice.name, choice.kind, choice.bits, samples))
-            ctx.decisions.record(self.name, layer_label(node, index),
-                                 sensitivity=cost.sensitivity, conversions=count,
-                                 samples=samples)
+            changed[node.outputs[0]] = with_attributes(
+                node, converter=ConverterChoice(choice.name, choice.kind, choice.bits, samples)
+            )
+            ctx.decisions.record(
+                self.name,
+                layer_label(node, index),
+                sensitivity=cost.sensitivity,
+                conversions=count,
+                samples=samples,
+            )
         return replace_nodes(graph, changed)
 
-    def _sensitivities(self, graph: Graph, ctx: Context, target: Target,
-                       layers: list[tuple[int, Node, tuple[int, ...], int]]) -> list[float]:
+    def _sensitivities(
+        self,
+        graph: Graph,
+        ctx: Context,
+        target: Target,
+        layers: list[tuple[int, Node, tuple[int, ...], int]],
+    ) -> list[float]:
         """Return each layer's S_l (see the class docstring)."""
         images = calibration_images(graph, ctx, self.samples)
         value = graph.inputs[0]
         batched = rebatch(graph, len(images))
         output = batched.outputs[0]
-        exact = CrossbarInterpreter(target, np.random.default_rng(0), lossless=True).run(
-            batched, {value.name: images})[output].astype(np.float64)
+        exact = (
+            CrossbarInterpreter(target, np.random.default_rng(0), lossless=True)
+            .run(batched, {value.name: images})[output]
+            .astype(np.float64)
+        )
         spread = max(float(exact.var()), 1e-30)
         out = []
         for _, node, counts, _ in layers:
             errors = []
             for samples in (counts[0], counts[-1]):
-                machine = CrossbarInterpreter(target, ctx.rng(self.name, node.outputs[0],
-                                                              samples))
-                got = machine.run(_alone(batched, node.outputs[0], samples),
-                                  {value.name: images})[output]
+                machine = CrossbarInterpreter(target, ctx.rng(self.name, node.outputs[0], samples))
+                got = machine.run(_alone(batched, node.outputs[0], samples), {value.name: images})[
+                    output
+                ]
                 errors.append(float(np.mean((got - exact) ** 2)) / spread)
             if counts[0] == counts[-1]:
                 out.append(max(errors[0] * counts[0], SENSITIVITY_FLOOR))
@@ -202,6 +228,11 @@ class AllocateSamples(Pass):
 
     def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:
         target = require_target(ctx, self.name)
-        counts = sorted({n for _, node in mtj_layers(graph)
-                         for n in target.converter(node.attr("converter").name).samples})
+        counts = sorted(
+            {
+                n
+                for _, node in mtj_layers(graph)
+                for n in target.converter(node.attr("converter").name).samples
+            }
+        )
         return {"budget": [float(n) for n in counts]} if counts else {}

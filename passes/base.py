@@ -142,8 +142,13 @@ class Bounds:
         """Spell the bounds for `imcc passes` and messages, e.g. `1..16` or `> 0`."""
         if self.choices is not None:
             return " | ".join(c or '""' for c in self.choices)
-        low = (f"> {_number(self.above)}" if self.above is not None
-               else f">= {_number(self.minimum)}" if self.minimum is not None else "")
+        low = (
+            f"> {_number(self.above)}"
+            if self.above is not None
+            else f">= {_number(self.minimum)}"
+            if self.minimum is not None
+            else ""
+        )
         if self.maximum is None:
             return low
         if self.minimum is not None and self.above is None:
@@ -160,9 +165,11 @@ class Bounds:
             return None if value in self.choices else f"must be one of {self.describe()}"
         if isinstance(value, str | bool):
             return None
-        outside = ((self.minimum is not None and value < self.minimum)
-                   or (self.maximum is not None and value > self.maximum)
-                   or (self.above is not None and value <= self.above))
+        outside = (
+            (self.minimum is not None and value < self.minimum)
+            or (self.maximum is not None and value > self.maximum)
+            or (self.above is not None and value <= self.above)
+        )
         return f"must be {self.describe()}" if outside else None
 
 
@@ -211,9 +218,15 @@ class OptionSpec:
         return _parse_scalar(self.kind, text)
 
 
-def option(default: Any = dataclasses.MISSING, doc: str = "", *, minimum: float | None = None,
-           maximum: float | None = None, above: float | None = None,
-           choices: tuple[str, ...] | None = None) -> Any:
+def option(
+    default: Any = dataclasses.MISSING,
+    doc: str = "",
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
     """Declare a pass option field with a default, a one-line description and the bounds of its
     values (of each entry, for a list): see `Bounds`."""
     bounds = Bounds(minimum, maximum, above, choices)
@@ -282,9 +295,13 @@ class Pass:
 
         space = self.search_space(graph, ctx)
         count = len(crossbar_layers(graph))
-        return {declared.per_layer: [[declared.entry(v) for v in space[declared.uniform]]
-                                     for _ in range(count)]
-                for declared in self.per_layer_options if declared.uniform in space}
+        return {
+            declared.per_layer: [
+                [declared.entry(v) for v in space[declared.uniform]] for _ in range(count)
+            ]
+            for declared in self.per_layer_options
+            if declared.uniform in space
+        }
 
     @classmethod
     def options(cls) -> tuple[OptionSpec, ...]:
@@ -325,6 +342,14 @@ def option_specs(cls: type[Pass]) -> tuple[OptionSpec, ...]:
             default, required = f.default_factory(), False
         else:
             default, required = None, True
-        specs.append(OptionSpec(f.name, kind, default, required, f.metadata.get("doc", ""),
-                                f.metadata.get("bounds", Bounds())))
+        specs.append(
+            OptionSpec(
+                f.name,
+                kind,
+                default,
+                required,
+                f.metadata.get("doc", ""),
+                f.metadata.get("bounds", Bounds()),
+            )
+        )
     return tuple(specs)

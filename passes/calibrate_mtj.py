@@ -39,20 +39,26 @@ class ColumnSums:
     filters: int
 
 
-def mapped_layer(node: Node, where: str, pass_name: str
-                 ) -> tuple[InputStreaming, WeightMapping, Tiling, ConverterChoice]:
+def mapped_layer(
+    node: Node, where: str, pass_name: str
+) -> tuple[InputStreaming, WeightMapping, Tiling, ConverterChoice]:
     """Return a crossbar layer's input streaming, weight mapping, tiling and converter, or
     raise MappingError naming the pass that must run first."""
     streaming, mapping = node.attributes.get("input"), node.attributes.get("weights")
     tiling, choice = node.attributes.get("tiling"), node.attributes.get("converter")
     if not isinstance(choice, ConverterChoice):
-        raise MappingError(f"{pass_name}: {where} has no converter",
-                           hint=f"run select-adc before {pass_name}")
-    if not (isinstance(streaming, InputStreaming) and isinstance(mapping, WeightMapping)
-            and isinstance(tiling, Tiling)):
-        raise MappingError(f"{pass_name}: {where} is not mapped onto crossbars",
-                           hint=f"run assign-input-precision and tile-crossbar before "
-                                f"{pass_name}")
+        raise MappingError(
+            f"{pass_name}: {where} has no converter", hint=f"run select-adc before {pass_name}"
+        )
+    if not (
+        isinstance(streaming, InputStreaming)
+        and isinstance(mapping, WeightMapping)
+        and isinstance(tiling, Tiling)
+    ):
+        raise MappingError(
+            f"{pass_name}: {where} is not mapped onto crossbars",
+            hint=f"run assign-input-precision and tile-crossbar before {pass_name}",
+        )
     return streaming, mapping, tiling, choice
 
 
@@ -69,8 +75,9 @@ def mtj_layers(graph: Graph) -> list[tuple[int, Node]]:
 def column_sums(node: Node, products: LayerProducts, target: Target) -> ColumnSums:
     """Return the partial sums every physical column of a layer produces on the calibration
     products, exactly as the datapath forms them (slices, encoding, row chunks)."""
-    streaming, mapping, tiling, _ = mapped_layer(node, node.name or node.outputs[0],
-                                                 "calibrate-mtj")
+    streaming, mapping, tiling, _ = mapped_layer(
+        node, node.name or node.outputs[0], "calibrate-mtj"
+    )
     signed = target.crossbar.signed_columns
     centers = node.attributes.get("centers")
     parts, weight = [], np.ones(len(streaming.slices))
@@ -79,7 +86,7 @@ def column_sums(node: Node, products: LayerProducts, target: Target) -> ColumnSu
         columns = w.shape[1]
         group_centers = None
         if centers is not None:
-            group_centers = np.asarray(centers[group * columns:(group + 1) * columns], np.int64)
+            group_centers = np.asarray(centers[group * columns : (group + 1) * columns], np.int64)
         stored = weight_planes(w, mapping, target.weight_bits, signed, group_centers)
         planes = stored.planes.astype(np.float32)  # [I, D, K, N]
         rows = x.shape[1]
@@ -89,8 +96,11 @@ def column_sums(node: Node, products: LayerProducts, target: Target) -> ColumnSu
         chunk_sums = []
         for chunk in range(chunks):
             rows_of = slice(chunk * per_sum, (chunk + 1) * per_sum)
-            b = planes[:, :, rows_of].transpose(2, 0, 1, 3).reshape(
-                planes[:, :, rows_of].shape[2], -1)  # [R, I*D*N]
+            b = (
+                planes[:, :, rows_of]
+                .transpose(2, 0, 1, 3)
+                .reshape(planes[:, :, rows_of].shape[2], -1)
+            )  # [R, I*D*N]
             chunk_sums.append(inputs[:, :, rows_of] @ b)  # [J, P, I*D*N], exact integers
         sums = np.stack(chunk_sums)
         slices, devices = planes.shape[:2]
@@ -124,11 +134,13 @@ class CalibrateMtj(Pass):
     """
 
     name = "calibrate-mtj"
-    sigmas: float = option(2.0, "standard deviations of a column's sums mapped onto [-1, 1]",
-                           above=0.0)
+    sigmas: float = option(
+        2.0, "standard deviations of a column's sums mapped onto [-1, 1]", above=0.0
+    )
     samples: int = option(16, "calibration inputs measured", minimum=1)
-    positions: int = option(1024, "output positions kept per layer and group (subsampled)",
-                           minimum=1)
+    positions: int = option(
+        1024, "output positions kept per layer and group (subsampled)", minimum=1
+    )
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         target = require_target(ctx, self.name)
@@ -138,8 +150,9 @@ class CalibrateMtj(Pass):
         chosen = mtj_layers(graph)
         if not chosen:
             return graph
-        products = layer_products(graph, ctx, [node for _, node in chosen],
-                                  samples=self.samples, positions=self.positions)
+        products = layer_products(
+            graph, ctx, [node for _, node in chosen], samples=self.samples, positions=self.positions
+        )
         changed = {}
         for index, node in chosen:
             measured = column_sums(node, products[node.outputs[0]], target)
@@ -151,9 +164,15 @@ class CalibrateMtj(Pass):
             x = sums * scale + offset
             clamped = float(np.mean(np.abs(x) > 1.0))
             changed[node.outputs[0]] = with_attributes(
-                node, ps_scale=tuple(scale.tolist()), ps_offset=tuple(offset.tolist()))
-            ctx.decisions.record(self.name, layer_label(node, index), columns=len(scale),
-                                 mean_scale=float(scale.mean()), clamped=clamped)
+                node, ps_scale=tuple(scale.tolist()), ps_offset=tuple(offset.tolist())
+            )
+            ctx.decisions.record(
+                self.name,
+                layer_label(node, index),
+                columns=len(scale),
+                mean_scale=float(scale.mean()),
+                clamped=clamped,
+            )
         return replace_nodes(graph, changed)
 
     def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:

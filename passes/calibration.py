@@ -48,16 +48,25 @@ class LayerProducts:
         return cache[group]
 
 
-def layer_products(graph: Graph, ctx: Context, layers: list[Node], *, samples: int = 16,
-                   positions: int = 2048, salt: str = "calibration") -> dict[str, LayerProducts]:
+def layer_products(
+    graph: Graph,
+    ctx: Context,
+    layers: list[Node],
+    *,
+    samples: int = 16,
+    positions: int = 2048,
+    salt: str = "calibration",
+) -> dict[str, LayerProducts]:
     """Return the integer products of quantized crossbar layers (keyed by first result) on at
     most `samples` calibration inputs, each group keeping at most `positions` output positions
     (a seeded subsample, the same for the same `salt`)."""
     require_weights(graph, "a data-aware mapping pass")
     for index, node in enumerate(layers):
         if graph.types[node.inputs[0]].dtype.is_float:
-            raise MappingError(f"{layer_label(node, index)} is not quantized",
-                               hint="run quantize before data-aware mapping passes")
+            raise MappingError(
+                f"{layer_label(node, index)} is not quantized",
+                hint="run quantize before data-aware mapping passes",
+            )
     if not layers:
         return {}
     images = calibration_images(graph, ctx, samples)
@@ -68,8 +77,14 @@ def layer_products(graph: Graph, ctx: Context, layers: list[Node], *, samples: i
         w = graph.constant_data(node.inputs[1]).astype(np.int64)
         if node.op == "conv":
             group = node.attr("group")
-            patches, _ = kernels.im2col(x, w.shape[2:], node.attr("strides"), node.attr("pads"),
-                                        node.attr("dilations"), group)
+            patches, _ = kernels.im2col(
+                x,
+                w.shape[2:],
+                node.attr("strides"),
+                node.attr("pads"),
+                node.attr("dilations"),
+                group,
+            )
             filters = kernels.conv_filters(w, group)
         else:
             patches, filters = x.reshape(1, -1, x.shape[-1]), w[None]
@@ -79,6 +94,7 @@ def layer_products(graph: Graph, ctx: Context, layers: list[Node], *, samples: i
             if len(part) > positions:
                 part = part[np.sort(rng.choice(len(part), positions, replace=False))]
             kept.append(np.ascontiguousarray(part, dtype=np.int64))
-        out[node.outputs[0]] = LayerProducts(tuple(kept), tuple(
-            np.ascontiguousarray(f, dtype=np.int64) for f in filters))
+        out[node.outputs[0]] = LayerProducts(
+            tuple(kept), tuple(np.ascontiguousarray(f, dtype=np.int64) for f in filters)
+        )
     return out

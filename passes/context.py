@@ -33,10 +33,13 @@ class Decisions:
             columns = list(dict.fromkeys(key for row in rows for key in row))
             cells = [[_cell(row.get(c, "")) for c in columns] for row in rows]
             widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-            lines = [f"{name}:", "  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths,
-                                                                             strict=True))]
-            lines += ["  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True))
-                      for r in cells]
+            lines = [
+                f"{name}:",
+                "  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)),
+            ]
+            lines += [
+                "  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells
+            ]
             blocks.append("\n".join(line.rstrip() for line in lines))
         return "\n\n".join(blocks)
 

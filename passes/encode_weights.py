@@ -56,8 +56,9 @@ def mean_abs_partial_sum(sums: np.ndarray, inputs: np.ndarray, centers: np.ndarr
     return np.abs(sums - inputs[:, None] * centers[None, :]).mean(axis=0)
 
 
-def best_centers(sums: np.ndarray, inputs: np.ndarray, w: np.ndarray, weight_bits: int
-                 ) -> np.ndarray:
+def best_centers(
+    sums: np.ndarray, inputs: np.ndarray, w: np.ndarray, weight_bits: int
+) -> np.ndarray:
     """Return per filter the integer center minimising the mean |column partial sum|.
 
     With center c the partial sum of a row chunk is `A - c X` (A the chunk's product, X its
@@ -76,18 +77,19 @@ def best_centers(sums: np.ndarray, inputs: np.ndarray, w: np.ndarray, weight_bit
     total = weights.sum()
     if total == 0:
         return np.clip(np.rint(np.median(w, axis=0)), low, high).astype(np.int64)
-    ratios = np.where(informative[:, None], sums, 0.0) / np.where(informative, inputs, 1.0)[
-        :, None]
+    ratios = np.where(informative[:, None], sums, 0.0) / np.where(informative, inputs, 1.0)[:, None]
     order = np.argsort(ratios, axis=0, kind="stable")
     cumulative = np.cumsum(weights[order], axis=0)
     index = np.argmax(cumulative >= total / 2, axis=0)  # first ratio past half the weight
     median = np.take_along_axis(ratios, order, axis=0)[index, np.arange(w.shape[1])]
-    candidates = np.stack([np.clip(np.floor(median), low, high),
-                           np.clip(np.ceil(median), low, high)])
+    candidates = np.stack(
+        [np.clip(np.floor(median), low, high), np.clip(np.ceil(median), low, high)]
+    )
     costs = np.stack([mean_abs_partial_sum(sums, inputs, c) for c in candidates])
     nearer = np.abs(candidates[0]) <= np.abs(candidates[1])
-    pick = np.where(np.isclose(costs[0], costs[1]), np.where(nearer, 0, 1),
-                    np.argmin(costs, axis=0))
+    pick = np.where(
+        np.isclose(costs[0], costs[1]), np.where(nearer, 0, 1), np.argmin(costs, axis=0)
+    )
     return candidates[pick, np.arange(w.shape[1])].astype(np.int64)
 
 
@@ -125,69 +127,93 @@ class EncodeWeights(Pass):
 
     name = "encode-weights"
     per_layer_options = (PerLayerOption("scheme", "per_layer_scheme"),)
-    scheme: str = option("", "offset, differential or center-offset (empty: the target's best)",
-                         choices=("", *ENCODINGS))
-    per_layer_scheme: tuple[str, ...] = option((), "encoding per crossbar layer",
-                                              choices=ENCODINGS)
+    scheme: str = option(
+        "",
+        "offset, differential or center-offset (empty: the target's best)",
+        choices=("", *ENCODINGS),
+    )
+    per_layer_scheme: tuple[str, ...] = option((), "encoding per crossbar layer", choices=ENCODINGS)
     samples: int = option(16, "calibration inputs the centers are chosen on", minimum=1)
-    positions: int = option(2048, "output positions per layer and group (seeded subsample)",
-                           minimum=1)
+    positions: int = option(
+        2048, "output positions per layer and group (seeded subsample)", minimum=1
+    )
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         target = require_target(ctx, self.name)
         supported = supported_schemes(target)
         if self.samples < 1 or self.positions < 1:
-            raise MappingError("encode-weights: samples and positions must be at least 1",
-                               hint="e.g. encode-weights{samples=16 positions=2048}")
+            raise MappingError(
+                "encode-weights: samples and positions must be at least 1",
+                hint="e.g. encode-weights{samples=16 positions=2048}",
+            )
         layers = crossbar_layers(graph)
-        schemes = per_layer(self.per_layer_scheme, self.scheme or supported[-1], len(layers),
-                            "per_layer_scheme")
+        schemes = per_layer(
+            self.per_layer_scheme, self.scheme or supported[-1], len(layers), "per_layer_scheme"
+        )
         for index, scheme in enumerate(schemes):
             if scheme not in supported:
-                needs = ("a center_offset unit" if scheme == "center-offset" and
-                         target.crossbar.devices_per_slice == 2 else "two devices per slice")
+                needs = (
+                    "a center_offset unit"
+                    if scheme == "center-offset" and target.crossbar.devices_per_slice == 2
+                    else "two devices per slice"
+                )
                 raise MappingError(
                     f"{layer_label(layers[index], index)}: {scheme} encoding needs {needs}, "
                     f"which target {target.name} does not have",
-                    hint=f"schemes of {target.name}: {', '.join(supported)}")
+                    hint=f"schemes of {target.name}: {', '.join(supported)}",
+                )
         centered = [n for n, s in zip(layers, schemes, strict=True) if s == "center-offset"]
-        products = layer_products(graph, ctx, centered, samples=self.samples,
-                                  positions=self.positions, salt=self.name)
+        products = layer_products(
+            graph, ctx, centered, samples=self.samples, positions=self.positions, salt=self.name
+        )
         changed = {}
         for index, (node, scheme) in enumerate(zip(layers, schemes, strict=True)):
             where = layer_label(node, index)
             tiling, mapping = node.attributes.get("tiling"), node.attributes.get("weights")
             if not (isinstance(tiling, Tiling) and isinstance(mapping, WeightMapping)):
-                raise MappingError(f"{where} has no crossbar tiling",
-                                   hint="run tile-crossbar before encode-weights")
+                raise MappingError(
+                    f"{where} has no crossbar tiling",
+                    hint="run tile-crossbar before encode-weights",
+                )
             slices = mapping.slices
             if sum(slices) < magnitude_bits(scheme, target.weight_bits):
                 slices = default_slices(target.weight_bits, target.crossbar.bits_per_cell)
             mapping = WeightMapping(scheme, slices, target.crossbar.devices_per_slice)
-            tiling = tile_layer(mapping, matrix_shape(node, graph), target, tiling.rows,
-                                tiling.columns, where)
+            tiling = tile_layer(
+                mapping, matrix_shape(node, graph), target, tiling.rows, tiling.columns, where
+            )
             if scheme != "center-offset":
-                changed[node.outputs[0]] = with_attributes(_without_centers(node),
-                                                           weights=mapping, tiling=tiling)
+                changed[node.outputs[0]] = with_attributes(
+                    _without_centers(node), weights=mapping, tiling=tiling
+                )
                 ctx.decisions.record(self.name, where, scheme=scheme, slices=list(slices))
                 continue
             rows_per_sum = min(tiling.rows, target.crossbar.active_rows)
-            centers, before, after = _centers(products[node.outputs[0]], rows_per_sum,
-                                              target.weight_bits)
-            changed[node.outputs[0]] = with_attributes(node, weights=mapping, tiling=tiling,
-                                                       centers=tuple(int(c) for c in centers))
+            centers, before, after = _centers(
+                products[node.outputs[0]], rows_per_sum, target.weight_bits
+            )
+            changed[node.outputs[0]] = with_attributes(
+                node, weights=mapping, tiling=tiling, centers=tuple(int(c) for c in centers)
+            )
             ctx.decisions.record(
-                self.name, where, scheme=scheme, slices=list(slices), mean_ps_before=before,
-                mean_ps_after=after, reduction=before / after if after else float("inf"),
-                centers=[int(centers.min()), int(centers.max())])
+                self.name,
+                where,
+                scheme=scheme,
+                slices=list(slices),
+                mean_ps_before=before,
+                mean_ps_after=after,
+                reduction=before / after if after else float("inf"),
+                centers=[int(centers.min()), int(centers.max())],
+            )
         return replace_nodes(graph, changed)
 
     def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:
         return {"scheme": supported_schemes(require_target(ctx, self.name))}
 
 
-def _centers(products: LayerProducts, rows_per_sum: int, weight_bits: int
-             ) -> tuple[np.ndarray, float, float]:
+def _centers(
+    products: LayerProducts, rows_per_sum: int, weight_bits: int
+) -> tuple[np.ndarray, float, float]:
     """Return a layer's centers (all groups, in filter order) and its mean |partial sum| over
     row chunks, positions and filters with c = 0 and with the centers."""
     centers, before, after, count = [], 0.0, 0.0, 0

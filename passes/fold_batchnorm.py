@@ -43,9 +43,7 @@ class FoldBatchNorm(Pass):
     name = "fold-batchnorm"
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
-        folds = {
-            node.inputs[0]: node for node in graph.nodes if self._foldable(node, graph)
-        }
+        folds = {node.inputs[0]: node for node in graph.nodes if self._foldable(node, graph)}
         builder = GraphBuilder.like(graph)
         for constant in graph.constants.values():
             builder.keep_constant(constant)
@@ -113,8 +111,10 @@ def _fold(producer: Node, norm: Node, graph: Graph) -> tuple[np.ndarray, np.ndar
     folded_bias = (bias - mean) * factor + shift
     limit = np.finfo(dtype).max if np.issubdtype(dtype, np.floating) else np.inf
     if not (np.all(np.abs(folded) <= limit) and np.all(np.abs(folded_bias) <= limit)):
-        raise MappingError(f"folding {norm.name or norm.op} into "
-                           f"{producer.name or producer.op} gives weights beyond "
-                           f"{np.dtype(dtype).name} (a variance near zero or a huge scale)",
-                           hint="check the batch norm's parameters in the model")
+        raise MappingError(
+            f"folding {norm.name or norm.op} into "
+            f"{producer.name or producer.op} gives weights beyond "
+            f"{np.dtype(dtype).name} (a variance near zero or a huge scale)",
+            hint="check the batch norm's parameters in the model",
+        )
     return folded.astype(dtype), folded_bias.astype(dtype)

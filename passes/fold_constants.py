@@ -40,8 +40,9 @@ class FoldConstants(Pass):
     """
 
     name = "fold-constants"
-    max_elements: int = option(1 << 20, "fold only results with at most this many elements",
-                               minimum=0)
+    max_elements: int = option(
+        1 << 20, "fold only results with at most this many elements", minimum=0
+    )
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         from imcc.backend.reference import evaluate

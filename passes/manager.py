@@ -63,8 +63,10 @@ class PassManager:
                 raise
             except Exception as exc:
                 where = traceback.extract_tb(exc.__traceback__)[-1]
-                reason = (f"raised {type(exc).__name__}: {exc}\n"
-                          f"  raised at: {where.filename}:{where.lineno} in {where.name}")
+                reason = (
+                    f"raised {type(exc).__name__}: {exc}\n"
+                    f"  raised at: {where.filename}:{where.lineno} in {where.name}"
+                )
                 raise self._failure(index, graph, reason) from exc
             seconds = time.perf_counter() - start
             if not isinstance(result, Graph):
@@ -101,5 +103,9 @@ class PassManager:
         if path is not None:
             lines.append(f"  reproducer: {path}")
             lines.append(f"  replay with: imcc opt {path} --run-reproducer")
-        return PassFailure("\n".join(lines), pass_spec=spec, previous=previous,
-                           reproducer=str(path) if path is not None else None)
+        return PassFailure(
+            "\n".join(lines),
+            pass_spec=spec,
+            previous=previous,
+            reproducer=str(path) if path is not None else None,
+        )

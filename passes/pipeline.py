@@ -55,8 +55,14 @@ class _Parser:
         start = self.text.rfind("\n", 0, pos) + 1
         end = self.text.find("\n", pos)
         source_line = self.text[start : end if end >= 0 else len(self.text)]
-        return PipelineError(message, filename=self.source, line=line, column=pos - start + 1,
-                             source_line=source_line, hint=hint)
+        return PipelineError(
+            message,
+            filename=self.source,
+            line=line,
+            column=pos - start + 1,
+            source_line=source_line,
+            hint=hint,
+        )
 
     def skip_space(self) -> None:
         while self.pos < len(self.text) and self.text[self.pos].isspace():
@@ -87,8 +93,11 @@ class _Parser:
             if not self.peek():
                 return passes
             if self.peek() != ",":
-                raise self.error(f"unexpected {self.describe()} after pass '{passes[-1].name}'",
-                                 self.pos, "separate passes with ','")
+                raise self.error(
+                    f"unexpected {self.describe()} after pass '{passes[-1].name}'",
+                    self.pos,
+                    "separate passes with ','",
+                )
             self.pos += 1
             self.skip_space()
 
@@ -109,8 +118,11 @@ class _Parser:
             self.options(cls, values)
         missing = [s.name for s in cls.options() if s.required and s.name not in values]
         if missing:
-            raise self.error(f"pass '{name}' needs option '{missing[0]}'", start,
-                             f"write {name}{{{missing[0]}=...}}")
+            raise self.error(
+                f"pass '{name}' needs option '{missing[0]}'",
+                start,
+                f"write {name}{{{missing[0]}=...}}",
+            )
         try:
             return cls(**values)
         except (ValueError, OptionError) as exc:
@@ -127,13 +139,17 @@ class _Parser:
                 self.pos += 1
                 return
             if not char:
-                raise self.error(f"unclosed '{{' of pass '{cls.name}'", brace,
-                                 "close the options with '}'")
+                raise self.error(
+                    f"unclosed '{{' of pass '{cls.name}'", brace, "close the options with '}'"
+                )
             key_pos = self.pos
             key = self.match(_KEY)
             if key is None:
-                raise self.error(f"expected an option name or '}}', found {self.describe()}",
-                                 self.pos, "options are written {key=value key2=value2}")
+                raise self.error(
+                    f"expected an option name or '}}', found {self.describe()}",
+                    self.pos,
+                    "options are written {key=value key2=value2}",
+                )
             if key not in specs:
                 valid = ", ".join(specs) if specs else "it takes no options"
                 hint = f"valid options: {valid}" if specs else valid
@@ -141,14 +157,16 @@ class _Parser:
             if key in values:
                 raise self.error(f"option '{key}' of pass '{cls.name}' is given twice", key_pos)
             if self.peek() != "=":
-                raise self.error(f"expected '=' after option '{key}', found {self.describe()}",
-                                 self.pos)
+                raise self.error(
+                    f"expected '=' after option '{key}', found {self.describe()}", self.pos
+                )
             self.pos += 1
             value_pos = self.pos
             raw = self.value()
             if raw is None:
-                raise self.error(f"expected a value for option '{key}', found {self.describe()}",
-                                 self.pos)
+                raise self.error(
+                    f"expected a value for option '{key}', found {self.describe()}", self.pos
+                )
             spec = specs[key]
             if is_list_kind(spec.kind) and not raw.startswith("["):
                 parts = [raw]  # a bare list inside braces: {slices=4,2,2}
@@ -156,8 +174,10 @@ class _Parser:
                     self.pos += 1
                     part = self.match(_BARE_VALUE)
                     if part is None:
-                        raise self.error(f"expected a list element for option '{key}', found "
-                                         f"{self.describe()}", self.pos)
+                        raise self.error(
+                            f"expected a list element for option '{key}', found {self.describe()}",
+                            self.pos,
+                        )
                     parts.append(part)
                 raw = "[" + ",".join(parts) + "]"
             try:
@@ -165,15 +185,21 @@ class _Parser:
             except ValueError:
                 raise self.error(
                     f"option '{key}' of pass '{cls.name}' expects {spec.kind.expected}, "
-                    f"got '{raw}'", value_pos) from None
+                    f"got '{raw}'",
+                    value_pos,
+                ) from None
             why = spec.check(values[key])
             if why is not None:
-                raise self.error(f"pass '{cls.name}': {why}", value_pos,
-                                 f"{key}: {spec.doc}" if spec.doc else None)
+                raise self.error(
+                    f"pass '{cls.name}': {why}",
+                    value_pos,
+                    f"{key}: {spec.doc}" if spec.doc else None,
+                )
             if self.peek() not in ("", "}") and not self.peek().isspace():
                 hint = "separate options with spaces: {a=1 b=2}" if self.peek() == "," else None
-                raise self.error(f"unexpected {self.describe()} after option '{key}'", self.pos,
-                                 hint)
+                raise self.error(
+                    f"unexpected {self.describe()} after option '{key}'", self.pos, hint
+                )
 
     def value(self) -> str | None:
         char = self.peek()

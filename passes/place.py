@@ -55,9 +55,13 @@ class Place(Pass):
 
     name = "place"
     replicate: bool = option(True, "fill spare tiles with copies of the slowest layers")
-    speedup: int = option(0, "NeuroSim's pipeline duplication degree (speedUpDegree); "
-                          "0: the target's hierarchy pipeline_speedup, 1: none", minimum=0,
-                          maximum=1 << 16)
+    speedup: int = option(
+        0,
+        "NeuroSim's pipeline duplication degree (speedUpDegree); "
+        "0: the target's hierarchy pipeline_speedup, 1: none",
+        minimum=0,
+        maximum=1 << 16,
+    )
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         target = require_target(ctx, self.name)
@@ -67,8 +71,10 @@ class Place(Pass):
         for index, node in enumerate(layers):
             tiling, streaming = node.attributes.get("tiling"), node.attributes.get("input")
             if not isinstance(tiling, Tiling) or not isinstance(streaming, InputStreaming):
-                raise MappingError(f"{layer_label(node, index)} has no tiling or input slicing",
-                                   hint="run assign-input-precision and tile-crossbar first")
+                raise MappingError(
+                    f"{layer_label(node, index)} has no tiling or input slicing",
+                    hint="run assign-input-precision and tile-crossbar first",
+                )
             tiles.append(math.ceil(tiling.crossbars / per_tile))
             positions.append(matrix_shape(node, graph).positions)
             cycles.append(positions[-1] * len(streaming.slices))
@@ -91,12 +97,13 @@ class Place(Pass):
                 replicas[i] += 1
                 heapq.heappush(queue, (-cycles[i] / replicas[i], i))
         changed, first = {}, 0
-        for index, (node, count, copies) in enumerate(zip(layers, tiles, replicas,
-                                                          strict=True)):
+        for index, (node, count, copies) in enumerate(zip(layers, tiles, replicas, strict=True)):
             changed[node.outputs[0]] = with_attributes(
-                node, placement=Placement(first, count, copies))
-            ctx.decisions.record(self.name, layer_label(node, index), first_tile=first,
-                                 tiles=count, replicas=copies)
+                node, placement=Placement(first, count, copies)
+            )
+            ctx.decisions.record(
+                self.name, layer_label(node, index), first_tile=first, tiles=count, replicas=copies
+            )
             first += count * copies
         ctx.logger.debug("place: %d of %s tiles", first, chip or "unbounded")
         return replace_nodes(graph, changed)

@@ -26,8 +26,12 @@ from imcc.passes.layers import (
 from imcc.passes.quantize import calibration_images
 from imcc.target import Target
 
-NEEDED = (("weights", "tile-crossbar"), ("tiling", "tile-crossbar"),
-          ("input", "assign-input-precision"), ("converter", "select-adc"))
+NEEDED = (
+    ("weights", "tile-crossbar"),
+    ("tiling", "tile-crossbar"),
+    ("input", "assign-input-precision"),
+    ("converter", "select-adc"),
+)
 """The mapping attributes the simulator needs on a crossbar layer, with the pass that sets each."""
 
 DIGITS = 6
@@ -40,13 +44,17 @@ def converter_profile(stats: Statistics, samples: int) -> ConverterProfile:
     total = stats.conversions
     if not total:
         return ConverterProfile(samples, 0.0, 0.0, 0.0)
-    return ConverterProfile(samples, round(stats.saturated / total, DIGITS),
-                            round(stats.speculative_failures / total, DIGITS),
-                            round(stats.recoveries / total, DIGITS))
+    return ConverterProfile(
+        samples,
+        round(stats.saturated / total, DIGITS),
+        round(stats.speculative_failures / total, DIGITS),
+        round(stats.recoveries / total, DIGITS),
+    )
 
 
-def simulate_layers(graph: Graph, target: Target, images: np.ndarray,
-                    rng: np.random.Generator) -> tuple[dict[str, Statistics], int]:
+def simulate_layers(
+    graph: Graph, target: Target, images: np.ndarray, rng: np.random.Generator
+) -> tuple[dict[str, Statistics], int]:
     """Run the mapped graph on `images` through the bit-accurate crossbar simulator and return
     each crossbar layer's converter counts (keyed by its result) and the inputs simulated.
 
@@ -59,10 +67,12 @@ def simulate_layers(graph: Graph, target: Target, images: np.ndarray,
         runs = [(rebatch(graph, len(images)), images)]
     except UserError:
         batch = value.type.shape[0] if value.type.rank else 1
-        runs = [(graph, images[i:i + batch]) for i in range(0, len(images) - batch + 1, batch)]
+        runs = [(graph, images[i : i + batch]) for i in range(0, len(images) - batch + 1, batch)]
     if not runs:
-        raise MappingError(f"{len(images)} calibration samples do not fill one batch",
-                           hint="give more calibration samples (--calib) or a larger samples=")
+        raise MappingError(
+            f"{len(images)} calibration samples do not fill one batch",
+            hint="give more calibration samples (--calib) or a larger samples=",
+        )
     for probe, part in runs:
         machine.run(probe.replace(outputs=layers), {value.name: part})
     counts = {name: machine.layers[name].stats for name in layers if name in machine.layers}
@@ -73,9 +83,12 @@ def _check_mapped(node: Node, index: int, pass_name: str) -> None:
     missing = [(a, p) for a, p in NEEDED if a not in node.attributes]
     if missing:
         passes = ", ".join(dict.fromkeys(p for _, p in missing))
-        raise MappingError(f"{layer_label(node, index)} has no "
-                           + ", ".join(f"'{a}'" for a, _ in missing) + " attribute",
-                           hint=f"run {passes} (and quantize) before {pass_name}")
+        raise MappingError(
+            f"{layer_label(node, index)} has no "
+            + ", ".join(f"'{a}'" for a, _ in missing)
+            + " attribute",
+            hint=f"run {passes} (and quantize) before {pass_name}",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +135,7 @@ class ProfileConverters(Pass):
         for index, node in enumerate(layers):
             _check_mapped(node, index, self.name)
         require_weights(graph, self.name)
-        images = calibration_images(graph, ctx, self.samples)[:self.samples]
+        images = calibration_images(graph, ctx, self.samples)[: self.samples]
         counts, simulated = simulate_layers(graph, target, images, ctx.rng(self.name))
         changed = {}
         for index, node in enumerate(layers):
@@ -130,8 +143,11 @@ class ProfileConverters(Pass):
             profile = converter_profile(stats, simulated)
             changed[node.outputs[0]] = with_attributes(node, profile=profile)
             ctx.decisions.record(
-                self.name, layer_label(node, index), conversions=stats.conversions,
+                self.name,
+                layer_label(node, index),
+                conversions=stats.conversions,
                 saturation_pct=round(100 * profile.saturation, 3),
                 failure_pct=round(100 * profile.speculation_failures, 3),
-                recoveries=profile.recoveries)
+                recoveries=profile.recoveries,
+            )
         return replace_nodes(graph, changed)

@@ -42,8 +42,9 @@ def calibration_images(graph: Graph, ctx: Context, samples: int) -> np.ndarray:
     return ctx.rng("quantize", "calibration").random(shape, dtype=np.float32)
 
 
-def input_scale(values: np.ndarray, bits: int, method: str, percentile: float
-                ) -> tuple[float, bool]:
+def input_scale(
+    values: np.ndarray, bits: int, method: str, percentile: float
+) -> tuple[float, bool]:
     """Return the per-tensor scale and signedness that cover `values` with `bits`-bit codes."""
     signed = bool(values.min() < 0)
     magnitude = np.abs(values) if signed else values
@@ -96,22 +97,26 @@ class Quantize(Pass):
     """
 
     name = "quantize"
-    weight_bits: int = option(0, "weight precision (0: the target's, else 8)", minimum=0,
-                              maximum=16)
-    input_bits: int = option(8, "input precision of layers without an input attribute",
-                             minimum=1, maximum=32)
-    method: str = option("minmax", "input range: minmax or percentile",
-                         choices=("minmax", "percentile"))
-    percentile: float = option(99.99, "percentile of |x| that method=percentile covers",
-                               above=0.0, maximum=100.0)
+    weight_bits: int = option(
+        0, "weight precision (0: the target's, else 8)", minimum=0, maximum=16
+    )
+    input_bits: int = option(
+        8, "input precision of layers without an input attribute", minimum=1, maximum=32
+    )
+    method: str = option(
+        "minmax", "input range: minmax or percentile", choices=("minmax", "percentile")
+    )
+    percentile: float = option(
+        99.99, "percentile of |x| that method=percentile covers", above=0.0, maximum=100.0
+    )
     samples: int = option(64, "calibration samples used at most", minimum=1)
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         require_weights(graph, "quantize")
         weight_bits = self.weight_bits or (
-            ctx.target.weight_bits if isinstance(ctx.target, Target) else 8)
-        layers = [n for n in crossbar_layers(graph)
-                  if graph.types[n.inputs[0]].dtype.is_float]
+            ctx.target.weight_bits if isinstance(ctx.target, Target) else 8
+        )
+        layers = [n for n in crossbar_layers(graph) if graph.types[n.inputs[0]].dtype.is_float]
         if not layers:
             return graph
         for index, layer in enumerate(layers):
@@ -125,46 +130,73 @@ class Quantize(Pass):
         for node in graph.nodes:
             if node.outputs[0] in todo:
                 index, layer = todo[node.outputs[0]]
-                scale, signed, bits = self._rewrite(builder, graph, layer, index,
-                                                    values[layer.inputs[0]], weight_bits)
-                ctx.decisions.record(self.name, layer_label(layer, index), input_bits=bits,
-                                     input_scale=scale, signed=signed, weight_bits=weight_bits)
+                scale, signed, bits = self._rewrite(
+                    builder, graph, layer, index, values[layer.inputs[0]], weight_bits
+                )
+                ctx.decisions.record(
+                    self.name,
+                    layer_label(layer, index),
+                    input_bits=bits,
+                    input_scale=scale,
+                    signed=signed,
+                    weight_bits=weight_bits,
+                )
             else:
                 builder.keep_node(node, graph.types)
-        ctx.logger.debug("quantize: %d layers from %d calibration samples", len(layers),
-                         len(images))
+        ctx.logger.debug(
+            "quantize: %d layers from %d calibration samples", len(layers), len(images)
+        )
         return builder.build(graph.outputs)
 
-    def _rewrite(self, builder: GraphBuilder, graph: Graph, node: Node, index: int,
-                 x: np.ndarray, weight_bits: int) -> tuple[float, bool, int]:
+    def _rewrite(
+        self,
+        builder: GraphBuilder,
+        graph: Graph,
+        node: Node,
+        index: int,
+        x: np.ndarray,
+        weight_bits: int,
+    ) -> tuple[float, bool, int]:
         """Replace one layer by quantize, the integer op and dequantize; return its input
         scale, signedness and bits."""
         streaming = node.attributes.get("input")
         bits = streaming.bits if isinstance(streaming, InputStreaming) else self.input_bits
         if not all(MIN_INPUT_BITS <= b <= MAX_INPUT_BITS for b in (bits, weight_bits)):
-            raise MappingError(f"{layer_label(node, index)}: precisions must be "
-                               f"{MIN_INPUT_BITS}..{MAX_INPUT_BITS} bits, not {bits} (input) "
-                               f"and {weight_bits} (weights)",
-                               hint="a 1-bit code has no signed level; choose 2 bits or more")
+            raise MappingError(
+                f"{layer_label(node, index)}: precisions must be "
+                f"{MIN_INPUT_BITS}..{MAX_INPUT_BITS} bits, not {bits} (input) "
+                f"and {weight_bits} (weights)",
+                hint="a 1-bit code has no signed level; choose 2 bits or more",
+            )
         scale, signed = input_scale(x, bits, self.method, self.percentile)
         low, high = code_range(bits, signed)
         codes = np.clip(np.rint(x.astype(np.float32) / np.float32(scale)), low, high)
         out = node.outputs[0]
         (xq,) = builder.add_node(
-            "quantize", [node.inputs[0]],
-            {"scale": scale, "zero_point": 0, "bits": bits, "signed": signed,
-             "stats": activation_stats(codes, bits)},
-            name=node.name, hint=f"{out}.q")
+            "quantize",
+            [node.inputs[0]],
+            {
+                "scale": scale,
+                "zero_point": 0,
+                "bits": bits,
+                "signed": signed,
+                "stats": activation_stats(codes, bits),
+            },
+            name=node.name,
+            hint=f"{out}.q",
+        )
         weights = graph.constant_data(node.inputs[1])
         axis = 0 if node.op == "conv" else 1
         wq, w_scales = quantize_weights(weights, axis, weight_bits)
         wq_name = builder.add_constant(wq, f"{node.inputs[1]}.q")
         attributes = dict(node.attributes)
         if isinstance(streaming, InputStreaming):
-            attributes["input"] = InputStreaming(bits, streaming.slices, signed,
-                                                 streaming.speculate)
-        (acc,) = builder.add_node(node.op, [xq, wq_name], attributes, name=node.name,
-                                  hint=f"{out}.acc")
+            attributes["input"] = InputStreaming(
+                bits, streaming.slices, signed, streaming.speculate
+            )
+        (acc,) = builder.add_node(
+            node.op, [xq, wq_name], attributes, name=node.name, hint=f"{out}.acc"
+        )
         scales = builder.add_constant((scale * w_scales).astype(np.float32), f"{out}.scale")
         operands = [acc, scales]
         if len(node.inputs) > 2:
@@ -173,8 +205,13 @@ class Quantize(Pass):
                 raise MappingError(f"{layer_label(node, index)}: the bias must be a constant")
             operands.append(builder.add_constant(bias.astype(np.float32), f"{out}.bias"))
         rank = graph.types[out].rank
-        builder.add_node("dequantize", operands, {"axis": 1 if node.op == "conv" else rank - 1},
-                         name=node.name, outputs=[out])
+        builder.add_node(
+            "dequantize",
+            operands,
+            {"axis": 1 if node.op == "conv" else rank - 1},
+            name=node.name,
+            outputs=[out],
+        )
         return scale, signed, bits
 
 
@@ -183,9 +220,11 @@ def _check_layer_size(graph: Graph, node: Node, index: int) -> None:
     too large to materialise, naming it, before calibration fails inside a kernel."""
     for value in (*node.inputs, *node.outputs):
         if 0 in graph.types[value].shape:
-            raise MappingError(f"{layer_label(node, index)}: %{value} is {graph.types[value]}, "
-                               "a tensor with no elements; quantize needs data",
-                               hint="fix the dimension in the model or the program")
+            raise MappingError(
+                f"{layer_label(node, index)}: %{value} is {graph.types[value]}, "
+                "a tensor with no elements; quantize needs data",
+                hint="fix the dimension in the model or the program",
+            )
     shape = list(graph.types[node.inputs[0]].shape)
     if node.op == "conv":
         pads = node.attributes.get("pads", ())
@@ -193,6 +232,8 @@ def _check_layer_size(graph: Graph, node: Node, index: int) -> None:
         for i in range(spatial):
             shape[2 + i] += pads[i] + pads[spatial + i]
     if math.prod(shape) > MAX_LAYER_ELEMENTS:
-        raise MappingError(f"{layer_label(node, index)}: its padded input {shape} has "
-                           f"{math.prod(shape):,} elements, more than quantize handles (2^31)",
-                           hint="the padding or a dimension is malformed; fix it in the model")
+        raise MappingError(
+            f"{layer_label(node, index)}: its padded input {shape} has "
+            f"{math.prod(shape):,} elements, more than quantize handles (2^31)",
+            hint="the padding or a dimension is malformed; fix it in the model",
+        )

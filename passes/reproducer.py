@@ -43,16 +43,17 @@ def read_reproducer_pipeline(text: str, filename: str) -> str:
     found = _LINE.fullmatch(first)
     if not found:
         raise UserError(
-            f"{filename} is not a reproducer: its first line is not "
-            f'`{MARKER}"PIPELINE"`',
+            f'{filename} is not a reproducer: its first line is not `{MARKER}"PIPELINE"`',
             hint="reproducers are written when a pass fails; drop --run-reproducer to run "
             "--passes on an ordinary program",
         )
     try:
         pipeline = json.loads(found.group(1))
     except json.JSONDecodeError as exc:  # e.g. `\x`, which the line's pattern lets through
-        raise UserError(f"{filename}:1:{len(MARKER) + exc.pos + 1}: the recorded pipeline is "
-                        f"not a JSON string ({exc.msg})",
-                        hint="reproducers are written by imcc when a pass fails; write the "
-                        "pipeline as a JSON string, or pass --passes to `imcc opt`") from None
+        raise UserError(
+            f"{filename}:1:{len(MARKER) + exc.pos + 1}: the recorded pipeline is "
+            f"not a JSON string ({exc.msg})",
+            hint="reproducers are written by imcc when a pass fails; write the "
+            "pipeline as a JSON string, or pass --passes to `imcc opt`",
+        ) from None
     return pipeline

@@ -39,8 +39,9 @@ class ShareColumns(Pass):
     name = "share-columns"
     per_layer_options = (PerLayerOption("factor", "per_layer"),)
     factor: int = option(0, "columns per converter (0: the first legal factor)", minimum=0)
-    per_layer: tuple[int, ...] = option((), "columns per converter, one per crossbar layer",
-                                      minimum=1)
+    per_layer: tuple[int, ...] = option(
+        (), "columns per converter, one per crossbar layer", minimum=1
+    )
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         target = require_target(ctx, self.name)
@@ -51,20 +52,30 @@ class ShareColumns(Pass):
             where = layer_label(node, index)
             tiling, choice = node.attributes.get("tiling"), node.attributes.get("converter")
             if not isinstance(tiling, Tiling) or not isinstance(choice, ConverterChoice):
-                raise MappingError(f"{where} has no tiling or converter",
-                                   hint="run tile-crossbar and select-adc first")
+                raise MappingError(
+                    f"{where} has no tiling or converter",
+                    hint="run tile-crossbar and select-adc first",
+                )
             legal = target.column_sharing_for(target.converter(choice.name))
             factor = factor or legal[0]
             if factor not in legal:
-                raise MappingError(f"{where}: column sharing {factor} is not offered with "
-                                   f"converter {choice.name}",
-                                   hint=f"legal values: {', '.join(map(str, legal))}")
+                raise MappingError(
+                    f"{where}: column sharing {factor} is not offered with converter {choice.name}",
+                    hint=f"legal values: {', '.join(map(str, legal))}",
+                )
             if tiling.columns % factor:
-                raise MappingError(f"{where}: {factor} columns per converter do not divide "
-                                   f"the {tiling.columns} crossbar columns")
+                raise MappingError(
+                    f"{where}: {factor} columns per converter do not divide "
+                    f"the {tiling.columns} crossbar columns"
+                )
             changed[node.outputs[0]] = with_attributes(node, column_share=factor)
-            ctx.decisions.record(self.name, where, converter=choice.name, column_share=factor,
-                                 converters_per_crossbar=tiling.columns // factor)
+            ctx.decisions.record(
+                self.name,
+                where,
+                converter=choice.name,
+                column_share=factor,
+                converters_per_crossbar=tiling.columns // factor,
+            )
         return replace_nodes(graph, changed)
 
     def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:

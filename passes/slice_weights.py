@@ -53,8 +53,10 @@ def parse_slices(text: str, where: str) -> tuple[int, ...]:
     except ValueError:
         slices = ()
     if not slices or any(s < 1 for s in slices):
-        raise MappingError(f"{where}: weight slices '{text}' are not widths like 4-2-2",
-                           hint=f"give slice widths joined by '-' (MSB first), or '{ADAPTIVE}'")
+        raise MappingError(
+            f"{where}: weight slices '{text}' are not widths like 4-2-2",
+            hint=f"give slice widths joined by '-' (MSB first), or '{ADAPTIVE}'",
+        )
     return slices
 
 
@@ -63,27 +65,46 @@ def layer_converter(node: Node, target: Target, where: str) -> Converter:
     builds it from the layer's `converter` and the target's converter spec)."""
     choice = node.attributes.get("converter")
     if not isinstance(choice, ConverterChoice):
-        raise MappingError(f"{where} has no converter",
-                           hint="run select-adc before adaptive slice-weights")
+        raise MappingError(
+            f"{where} has no converter", hint="run select-adc before adaptive slice-weights"
+        )
     return simulator.layer_converter(choice, target)
 
 
-def relative_error(node: Node, products: LayerProducts, mapping: WeightMapping, target: Target,
-                   converter: Converter, rows_per_sum: int, rng: np.random.Generator,
-                   stats: Statistics | None = None) -> float:
+def relative_error(
+    node: Node,
+    products: LayerProducts,
+    mapping: WeightMapping,
+    target: Target,
+    converter: Converter,
+    rows_per_sum: int,
+    rng: np.random.Generator,
+    stats: Statistics | None = None,
+) -> float:
     """Return a layer's relative RMS output error `||y - y_exact||_2 / ||y_exact||_2` under a
     weight mapping: y the datapath's product on the calibration patches (all groups), y_exact
     the lossless integer product; `stats` collects what the converters did."""
     streaming = node.attributes.get("input")
     if not isinstance(streaming, InputStreaming):
-        raise MappingError(f"{node.name or node.outputs[0]} has no input streaming",
-                           hint="run assign-input-precision before adaptive slice-weights")
+        raise MappingError(
+            f"{node.name or node.outputs[0]} has no input streaming",
+            hint="run assign-input-precision before adaptive slice-weights",
+        )
     error, norm = 0.0, 0.0
     for group, (x, w) in enumerate(zip(products.patches, products.filters, strict=True)):
-        y = crossbar_matmul(x, w, streaming, mapping, target.weight_bits, rows_per_sum,
-                            target.crossbar.signed_columns, converter, rng,
-                            Statistics() if stats is None else stats,
-                            centers=simulator.group_centers(node, group, w.shape[1]))
+        y = crossbar_matmul(
+            x,
+            w,
+            streaming,
+            mapping,
+            target.weight_bits,
+            rows_per_sum,
+            target.crossbar.signed_columns,
+            converter,
+            rng,
+            Statistics() if stats is None else stats,
+            centers=simulator.group_centers(node, group, w.shape[1]),
+        )
         exact = products.exact(group)
         error += float(np.square((y - exact).astype(np.float64)).sum())
         norm += float(np.square(exact.astype(np.float64)).sum())
@@ -123,20 +144,30 @@ class SliceWeights(Pass):
     """
 
     name = "slice-weights"
-    per_layer_options = (PerLayerOption("slices", "per_layer_slices", format_slices,
-                                        supersedes=("adaptive", "error_budget", "max_failures")),)
-    slices: tuple[int, ...] = option((), "weight slice widths for every layer, MSB first",
-                                    minimum=1, maximum=16)
+    per_layer_options = (
+        PerLayerOption(
+            "slices",
+            "per_layer_slices",
+            format_slices,
+            supersedes=("adaptive", "error_budget", "max_failures"),
+        ),
+    )
+    slices: tuple[int, ...] = option(
+        (), "weight slice widths for every layer, MSB first", minimum=1, maximum=16
+    )
     per_layer_slices: tuple[str, ...] = option((), "slices per crossbar layer: 4-2-2 or auto")
     adaptive: bool = option(False, "fewest slices within error_budget, per layer")
-    error_budget: float = option(0.09, "largest relative RMS layer error of adaptive slicing",
-                                 minimum=0.0)
-    max_failures: float = option(1.0, "largest failing share of speculative conversions",
-                                 minimum=0.0, maximum=1.0)
+    error_budget: float = option(
+        0.09, "largest relative RMS layer error of adaptive slicing", minimum=0.0
+    )
+    max_failures: float = option(
+        1.0, "largest failing share of speculative conversions", minimum=0.0, maximum=1.0
+    )
     last_bitwise: bool = option(False, "1-bit slices for the last crossbar layer")
     samples: int = option(8, "calibration inputs adaptive slicing measures on", minimum=1)
-    positions: int = option(1024, "output positions per layer and group (seeded subsample)",
-                           minimum=1)
+    positions: int = option(
+        1024, "output positions per layer and group (seeded subsample)", minimum=1
+    )
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         target = require_target(ctx, self.name)
@@ -147,15 +178,18 @@ class SliceWeights(Pass):
         if self.last_bitwise and layers:
             plans[-1] = "bitwise"
         adaptive = [n for n, plan in zip(layers, plans, strict=True) if plan == ADAPTIVE]
-        products = layer_products(graph, ctx, adaptive, samples=self.samples,
-                                  positions=self.positions, salt=self.name)
+        products = layer_products(
+            graph, ctx, adaptive, samples=self.samples, positions=self.positions, salt=self.name
+        )
         changed = {}
         for index, (node, plan) in enumerate(zip(layers, plans, strict=True)):
             where = layer_label(node, index)
             tiling, mapping = node.attributes.get("tiling"), node.attributes.get("weights")
             if not (isinstance(tiling, Tiling) and isinstance(mapping, WeightMapping)):
-                raise MappingError(f"{where} has no crossbar tiling",
-                                   hint="run tile-crossbar (and encode-weights) first")
+                raise MappingError(
+                    f"{where} has no crossbar tiling",
+                    hint="run tile-crossbar (and encode-weights) first",
+                )
             needed = magnitude_bits(mapping.encoding, target.weight_bits)
             record: dict[str, object] = {}
             if not plan:
@@ -163,30 +197,44 @@ class SliceWeights(Pass):
             if plan == "bitwise":
                 slices = (1,) * needed
             elif plan == ADAPTIVE:
-                slices, record = self._adapt(node, products[node.outputs[0]], mapping, tiling,
-                                             target, ctx, where)
+                slices, record = self._adapt(
+                    node, products[node.outputs[0]], mapping, tiling, target, ctx, where
+                )
             else:
                 slices = parse_slices(plan, where)
             mapping = WeightMapping(mapping.encoding, slices, mapping.devices)
-            tiling = tile_layer(mapping, matrix_shape(node, graph), target, tiling.rows,
-                                tiling.columns, where)
+            tiling = tile_layer(
+                mapping, matrix_shape(node, graph), target, tiling.rows, tiling.columns, where
+            )
             changed[node.outputs[0]] = with_attributes(node, weights=mapping, tiling=tiling)
-            ctx.decisions.record(self.name, where, slices=list(slices),
-                                 crossbars=tiling.crossbars, **record)
+            ctx.decisions.record(
+                self.name, where, slices=list(slices), crossbars=tiling.crossbars, **record
+            )
         return replace_nodes(graph, changed)
 
     def _check_options(self) -> None:
         if self.adaptive and self.slices:
-            raise MappingError("slice-weights: give slices or adaptive=true, not both",
-                               hint="slice-weights{slices=[4,2,2]} or "
-                               "slice-weights{adaptive=true error_budget=0.09}")
+            raise MappingError(
+                "slice-weights: give slices or adaptive=true, not both",
+                hint="slice-weights{slices=[4,2,2]} or "
+                "slice-weights{adaptive=true error_budget=0.09}",
+            )
         if self.samples < 1 or self.positions < 1:
-            raise MappingError("slice-weights: samples and positions must be at least 1",
-                               hint="e.g. slice-weights{samples=8 positions=1024}")
+            raise MappingError(
+                "slice-weights: samples and positions must be at least 1",
+                hint="e.g. slice-weights{samples=8 positions=1024}",
+            )
 
-    def _adapt(self, node: Node, products: LayerProducts, mapping: WeightMapping,
-               tiling: Tiling, target: Target, ctx: Context, where: str
-               ) -> tuple[tuple[int, ...], dict[str, object]]:
+    def _adapt(
+        self,
+        node: Node,
+        products: LayerProducts,
+        mapping: WeightMapping,
+        tiling: Tiling,
+        target: Target,
+        ctx: Context,
+        where: str,
+    ) -> tuple[tuple[int, ...], dict[str, object]]:
         """Return the fewest-slice slicing within the error budget and what the search saw."""
         converter = layer_converter(node, target, where)
         rows_per_sum = min(tiling.rows, target.crossbar.active_rows)
@@ -202,8 +250,9 @@ class SliceWeights(Pass):
                 candidate = WeightMapping(mapping.encoding, slices, mapping.devices)
                 rng = ctx.rng(self.name, node.outputs[0])  # same draws for every candidate
                 stats = Statistics()
-                error = relative_error(node, products, candidate, target, converter,
-                                       rows_per_sum, rng, stats)
+                error = relative_error(
+                    node, products, candidate, target, converter, rows_per_sum, rng, stats
+                )
                 failures = stats.speculative_failures / max(stats.conversions, 1)
                 # over either bound: ranked by how far over, so the fallback is the closest
                 excess = max(error - self.error_budget, 0.0) + max(failures - limit, 0.0)
@@ -213,19 +262,36 @@ class SliceWeights(Pass):
             if best is None or (excess, error) < best[:2]:
                 best = (excess, error, failures, slices)
             if excess == 0.0:
-                return slices, {"error": error, "failures": failures, "within_budget": True,
-                                "tried": tried}
+                return slices, {
+                    "error": error,
+                    "failures": failures,
+                    "within_budget": True,
+                    "tried": tried,
+                }
         assert best is not None
-        ctx.logger.warning("%s: no weight slicing keeps the layer error within %g (and "
-                           "speculation failures within %g); kept %s (error %.4g)", where,
-                           self.error_budget, limit, list(best[3]), best[1])
-        return best[3], {"error": best[1], "failures": best[2], "within_budget": False,
-                         "tried": tried}
+        ctx.logger.warning(
+            "%s: no weight slicing keeps the layer error within %g (and "
+            "speculation failures within %g); kept %s (error %.4g)",
+            where,
+            self.error_budget,
+            limit,
+            list(best[3]),
+            best[1],
+        )
+        return best[3], {
+            "error": best[1],
+            "failures": best[2],
+            "within_budget": False,
+            "tried": tried,
+        }
 
     def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:
         target = require_target(ctx, self.name)
-        encodings = {n.attributes["weights"].encoding for n in crossbar_layers(graph)
-                     if isinstance(n.attributes.get("weights"), WeightMapping)} or {"offset"}
+        encodings = {
+            n.attributes["weights"].encoding
+            for n in crossbar_layers(graph)
+            if isinstance(n.attributes.get("weights"), WeightMapping)
+        } or {"offset"}
         needed = max(magnitude_bits(e, target.weight_bits) for e in encodings)
         widest = target.crossbar.bits_per_cell
         counts = range(-(-needed // widest), needed + 1)

@@ -29,8 +29,18 @@ LIGHT_DIR = ONNX_DATA / "light"
 PYTORCH_CONVERTED_DIR = ONNX_DATA / "pytorch-converted"
 LIGHT_MODELS = sorted(p.stem for p in LIGHT_DIR.glob("light_*.onnx"))
 PYTORCH_PREFIXES = (
-    "Conv", "BatchNorm", "AvgPool", "MaxPool", "Linear", "ReLU", "ZeroPad2d", "ConstantPad2d",
-    "Softmax", "Sigmoid", "Tanh", "LeakyReLU",
+    "Conv",
+    "BatchNorm",
+    "AvgPool",
+    "MaxPool",
+    "Linear",
+    "ReLU",
+    "ZeroPad2d",
+    "ConstantPad2d",
+    "Softmax",
+    "Sigmoid",
+    "Tanh",
+    "LeakyReLU",
 )
 FETCH_HINT = "run scripts/fetch_test_models.sh (or set IMCC_TEST_MODELS)"
 

@@ -25,8 +25,18 @@ from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline
 from imcc.targets import BUILTIN_TARGETS
 from tests.onnx_models import LIGHT_DIR, LIGHT_MODELS, lenet5_onnx, missing_model, mnist_conv_dir
 
-REPORT_KEYS = {"energy_j", "latency_s", "area_mm2", "edap", "tops_per_w", "tops_per_mm2", "macs",
-               "energy_breakdown_j", "area_breakdown_mm2", "layers"}
+REPORT_KEYS = {
+    "energy_j",
+    "latency_s",
+    "area_mm2",
+    "edap",
+    "tops_per_w",
+    "tops_per_mm2",
+    "macs",
+    "energy_breakdown_j",
+    "area_breakdown_mm2",
+    "layers",
+}
 AFTER_QUANTIZE = MAPPING_PIPELINE.replace("quantize,", "")
 
 
@@ -35,23 +45,26 @@ def quantized(model: str):
     """Import, clean up and quantize a light model once (one seeded calibration sample)."""
     graph = import_onnx(LIGHT_DIR / f"{model}.onnx")
     ctx = Context(seed=0)
-    pipeline = f"{DEFAULT_PIPELINE},quantize{{weight_bits=8 input_bits=8 method=minmax " \
-               f"percentile=99.99 samples=1}}"
-    images = np.random.default_rng(0).random((1, *graph.inputs[0].type.shape[1:]),
-                                             dtype=np.float32)
+    pipeline = (
+        f"{DEFAULT_PIPELINE},quantize{{weight_bits=8 input_bits=8 method=minmax "
+        f"percentile=99.99 samples=1}}"
+    )
+    images = np.random.default_rng(0).random((1, *graph.inputs[0].type.shape[1:]), dtype=np.float32)
     ctx = Context(options={"calibration": images})
     return PassManager(parse_pipeline(pipeline)).run(graph, ctx)
 
 
 def check_report(record: dict) -> None:
     assert REPORT_KEYS <= set(record)
-    assert math.isclose(sum(record["energy_breakdown_j"].values()), record["energy_j"],
-                        rel_tol=1e-9)
-    assert math.isclose(sum(record["area_breakdown_mm2"].values()), record["area_mm2"],
-                        rel_tol=1e-9)
-    assert math.isclose(record["edap"],
-                        record["energy_j"] * record["latency_s"] * record["area_mm2"],
-                        rel_tol=1e-9)
+    assert math.isclose(
+        sum(record["energy_breakdown_j"].values()), record["energy_j"], rel_tol=1e-9
+    )
+    assert math.isclose(
+        sum(record["area_breakdown_mm2"].values()), record["area_mm2"], rel_tol=1e-9
+    )
+    assert math.isclose(
+        record["edap"], record["energy_j"] * record["latency_s"] * record["area_mm2"], rel_tol=1e-9
+    )
     assert record["macs"] == sum(layer["macs"] for layer in record["layers"]) > 0
     assert record["energy_j"] > 0 and record["latency_s"] > 0 and record["area_mm2"] > 0
 
@@ -80,8 +93,18 @@ def test_cli_compile_writes_the_report(name, path, target, tmp_path, capsys):
     if path is None:
         missing_model(name)
     report = tmp_path / "r.json"
-    code = main(["compile", path, "--target", target, "--report", str(report),
-                 "-o", str(tmp_path / "p.imcir")])
+    code = main(
+        [
+            "compile",
+            path,
+            "--target",
+            target,
+            "--report",
+            str(report),
+            "-o",
+            str(tmp_path / "p.imcir"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert out.startswith(f"cost report: target {target}")

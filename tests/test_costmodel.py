@@ -44,13 +44,23 @@ from imcc.target import (
 def isaac() -> Target:
     """ISAAC (ISCA 2016, references.md §4): 128x128, 2-bit cells, 1-bit inputs, 8-bit ADC."""
     return Target(
-        name="isaac-py", description="ISAAC-like",
+        name="isaac-py",
+        description="ISAAC-like",
         technology=Technology(32, 1.28e9),
-        crossbar=Crossbar(128, 128, "rram", 2, cell_read_energy_j=2e-15,
-                          cell_base_energy_j=2e-16, read_latency_s=100e-9, cell_area_m2=1e-14),
+        crossbar=Crossbar(
+            128,
+            128,
+            "rram",
+            2,
+            cell_read_energy_j=2e-15,
+            cell_base_energy_j=2e-16,
+            read_latency_s=100e-9,
+            cell_area_m2=1e-14,
+        ),
         input_driver=InputDriver((1,), energy_per_row_j=4e-15, area_per_row_m2=1e-12),
         converters=(Converter("adc8", ConverterKind.SAR, bits=(8,), sample_rate_hz=1.28e9),),
-        column_sharing=(128,), column_share_mode="sample-hold",
+        column_sharing=(128,),
+        column_share_mode="sample-hold",
         shift_add=DigitalUnit(0.2e-12, 1e-9, 60e-12, count=1),
         accumulator=DigitalUnit(0.1e-12, 1e-9, 30e-12, count=1),
         digital=DigitalUnit(0.5e-12, 1e-9, 0.05e-6, count=64),
@@ -63,13 +73,24 @@ def isaac() -> Target:
 def raella() -> Target:
     """RAELLA (ISCA 2023, §3): 512x512 2T2R, signed 7-bit ADCs, center+offset, speculation."""
     return dataclasses.replace(
-        isaac(), name="raella-py",
-        crossbar=Crossbar(512, 512, "rram", 4, devices_per_slice=2, signed_columns=True,
-                          cell_read_energy_j=2e-15, cell_base_energy_j=1e-16,
-                          read_latency_s=100e-9, cell_area_m2=1e-14),
+        isaac(),
+        name="raella-py",
+        crossbar=Crossbar(
+            512,
+            512,
+            "rram",
+            4,
+            devices_per_slice=2,
+            signed_columns=True,
+            cell_read_energy_j=2e-15,
+            cell_base_energy_j=1e-16,
+            read_latency_s=100e-9,
+            cell_area_m2=1e-14,
+        ),
         input_driver=InputDriver((1, 2, 3, 4), kind="pulse-train", energy_per_row_j=4e-15),
-        converters=(Converter("adc7", ConverterKind.SAR, bits=(7,), signed=True,
-                              sample_rate_hz=1.28e9),),
+        converters=(
+            Converter("adc7", ConverterKind.SAR, bits=(7,), signed=True, sample_rate_hz=1.28e9),
+        ),
         column_sharing=(128,),
         center_offset=DigitalUnit(0.05e-12, 1e-9, 1e-9, 1),
         speculation=DigitalUnit(0.01e-12, 1e-9, 1e-9, 1),
@@ -83,18 +104,31 @@ def xpert(kind: ConverterKind = ConverterKind.SAR) -> Target:
     32 nm, a little longer than the ~1 ns ADC step.
     """
     return dataclasses.replace(
-        isaac(), name="xpert-py",
+        isaac(),
+        name="xpert-py",
         technology=Technology(32, 1e9),
-        crossbar=Crossbar(128, 128, "rram", 4, cell_read_energy_j=2e-15,
-                          read_latency_s=1.2e-9, cell_area_m2=1e-14),
-        converters=(
-            Converter("sar", ConverterKind.SAR, bits=(4, 5, 6), model=ConverterModel.NEUROSIM,
-                      comparator_energy_j=20e-15),
-            Converter("flash", ConverterKind.FLASH, bits=(4, 5, 6),
-                      model=ConverterModel.NEUROSIM, comparator_energy_j=20e-15,
-                      comparator_area_m2=4e-12),
+        crossbar=Crossbar(
+            128, 128, "rram", 4, cell_read_energy_j=2e-15, read_latency_s=1.2e-9, cell_area_m2=1e-14
         ),
-        column_sharing=(2, 4, 8, 16, 32), column_share_mode="reactivate",
+        converters=(
+            Converter(
+                "sar",
+                ConverterKind.SAR,
+                bits=(4, 5, 6),
+                model=ConverterModel.NEUROSIM,
+                comparator_energy_j=20e-15,
+            ),
+            Converter(
+                "flash",
+                ConverterKind.FLASH,
+                bits=(4, 5, 6),
+                model=ConverterModel.NEUROSIM,
+                comparator_energy_j=20e-15,
+                comparator_area_m2=4e-12,
+            ),
+        ),
+        column_sharing=(2, 4, 8, 16, 32),
+        column_share_mode="reactivate",
         shift_add=DigitalUnit(0.2e-12, 0.5e-9, 60e-12, count=1),
     )
 
@@ -103,10 +137,22 @@ def xpert(kind: ConverterKind = ConverterKind.SAR) -> Target:
 
 
 def mapped_linear(
-    target: Target, *, k: int, n: int, positions: int = 4, weight_slices=(2, 2, 2, 2),
-    encoding: str = "offset", devices: int = 1, input_slices=(1,) * 8, share: int = 128,
-    converter: str = "adc8", adc_bits: int = 8, samples: int = 1, speculate: bool = False,
-    stats: ActivationStats | None = None, weights: np.ndarray | None = None,
+    target: Target,
+    *,
+    k: int,
+    n: int,
+    positions: int = 4,
+    weight_slices=(2, 2, 2, 2),
+    encoding: str = "offset",
+    devices: int = 1,
+    input_slices=(1,) * 8,
+    share: int = 128,
+    converter: str = "adc8",
+    adc_bits: int = 8,
+    samples: int = 1,
+    speculate: bool = False,
+    stats: ActivationStats | None = None,
+    weights: np.ndarray | None = None,
     placement: Placement | None = None,
 ):
     """quantize -> linear (with every mapping attribute) -> dequantize."""
@@ -126,8 +172,9 @@ def mapped_linear(
         "tiling": Tiling(rows, cols, math.ceil(k / rows), math.ceil(physical / cols), 1),
         "input": InputStreaming(8, tuple(input_slices), False, speculate),
         "column_share": share,
-        "converter": ConverterChoice(converter, target.converter(converter).kind.value,
-                                     adc_bits, samples),
+        "converter": ConverterChoice(
+            converter, target.converter(converter).kind.value, adc_bits, samples
+        ),
     }
     if placement is not None:
         mapping["placement"] = placement
@@ -146,9 +193,18 @@ def layer(report, op: str = "linear"):
 
 @pytest.mark.parametrize(
     ("bits", "node", "rate", "pj"),
-    [(7, 32, 1.28e9, 1.31), (7, 32, 100e6, 1.31), (8, 32, 100e6, 1.71), (8, 32, 1.28e9, 1.93),
-     (10, 32, 1.28e9, 16.4), (7, 65, 1.28e9, 4.97), (7, 45, 1.28e9, 2.49),
-     (7, 22, 1.28e9, 0.65), (7, 14, 1.28e9, 0.28), (7, 7, 1.28e9, 0.075)],
+    [
+        (7, 32, 1.28e9, 1.31),
+        (7, 32, 100e6, 1.31),
+        (8, 32, 100e6, 1.71),
+        (8, 32, 1.28e9, 1.93),
+        (10, 32, 1.28e9, 16.4),
+        (7, 65, 1.28e9, 4.97),
+        (7, 45, 1.28e9, 2.49),
+        (7, 22, 1.28e9, 0.65),
+        (7, 14, 1.28e9, 0.28),
+        (7, 7, 1.28e9, 0.075),
+    ],
 )
 def test_survey_energy_matches_references(bits, node, rate, pj):
     assert survey_adc_energy_pj(bits, node, rate) == pytest.approx(pj, rel=0.01)
@@ -193,10 +249,24 @@ def test_neurosim_rule_sar_and_flash():
 
 
 def test_mtj_converter_books_reset_and_counter_per_sample():
-    target = dataclasses.replace(isaac(), converters=(
-        Converter("mtj", ConverterKind.MTJ, bits=(1,), samples=(1, 4, 16), energy_j=30e-15,
-                  latency_s=2e-9, area_m2=1e-12, reset_energy_j=20e-15, reset_latency_s=1e-9,
-                  counter_energy_j=5e-15, counter_area_m2=3e-12),))
+    target = dataclasses.replace(
+        isaac(),
+        converters=(
+            Converter(
+                "mtj",
+                ConverterKind.MTJ,
+                bits=(1,),
+                samples=(1, 4, 16),
+                energy_j=30e-15,
+                latency_s=2e-9,
+                area_m2=1e-12,
+                reset_energy_j=20e-15,
+                reset_latency_s=1e-9,
+                counter_energy_j=5e-15,
+                counter_area_m2=3e-12,
+            ),
+        ),
+    )
     g = mapped_linear(target, k=128, n=32, converter="mtj", adc_bits=1, samples=16, share=1)
     rec = layer(estimate(g, target))
     assert rec.conversions == 4 * 8 * 4 * 32 * 16
@@ -218,8 +288,16 @@ def test_isaac_converts_per_mac_is_a_quarter(k):
 @pytest.mark.parametrize("k", [512, 1024])
 def test_raella_converts_per_mac_with_three_weight_slices(k):
     target = raella()
-    g = mapped_linear(target, k=k, n=64, weight_slices=(4, 2, 2), encoding="center-offset",
-                      devices=2, converter="adc7", adc_bits=7)
+    g = mapped_linear(
+        target,
+        k=k,
+        n=64,
+        weight_slices=(4, 2, 2),
+        encoding="center-offset",
+        devices=2,
+        converter="adc7",
+        adc_bits=7,
+    )
     rec = layer(estimate(g, target))
     assert rec.converts_per_mac == 8 * 3 / 512
 
@@ -232,8 +310,15 @@ def test_raella_speculation_cuts_conversions_to_the_observed_share():
     from imcc.passes.layers import replace_nodes, with_attributes
 
     target = raella()
-    common = dict(k=512, n=64, weight_slices=(4, 2, 2), encoding="center-offset", devices=2,
-                  converter="adc7", adc_bits=7)
+    common = dict(
+        k=512,
+        n=64,
+        weight_slices=(4, 2, 2),
+        encoding="center-offset",
+        devices=2,
+        converter="adc7",
+        adc_bits=7,
+    )
     plain = layer(estimate(mapped_linear(target, **common), target))
     graph = mapped_linear(target, input_slices=(3, 3, 2), speculate=True, **common)
     with pytest.raises(MappingError, match="no 'profile' attribute"):
@@ -254,17 +339,20 @@ def test_center_offset_and_sparse_inputs_lower_array_energy():
     target = raella()
     rng = np.random.default_rng(1)
     weights = np.clip(rng.normal(100, 3, (512, 64)), -128, 127).astype(np.int32)
-    common = dict(k=512, n=64, weight_slices=(4, 4), devices=2, converter="adc7",
-                  adc_bits=7, weights=weights)
+    common = dict(
+        k=512, n=64, weight_slices=(4, 4), devices=2, converter="adc7", adc_bits=7, weights=weights
+    )
     diff = layer(estimate(mapped_linear(target, encoding="differential", **common), target))
     center = layer(estimate(mapped_linear(target, encoding="center-offset", **common), target))
     assert center.energy_breakdown_j["array"] < 0.5 * diff.energy_breakdown_j["array"]
     dense = ActivationStats((0.5,) * 8, 0.0, 64)
     sparse = ActivationStats((0.1,) * 8, 0.8, 64)
-    e_dense = layer(estimate(mapped_linear(target, encoding="center-offset", stats=dense,
-                                           **common), target))
-    e_sparse = layer(estimate(mapped_linear(target, encoding="center-offset", stats=sparse,
-                                            **common), target))
+    e_dense = layer(
+        estimate(mapped_linear(target, encoding="center-offset", stats=dense, **common), target)
+    )
+    e_sparse = layer(
+        estimate(mapped_linear(target, encoding="center-offset", stats=sparse, **common), target)
+    )
     ratio = e_sparse.energy_breakdown_j["array"] / e_dense.energy_breakdown_j["array"]
     assert ratio == pytest.approx(0.2)
 
@@ -275,8 +363,7 @@ def test_center_offset_and_sparse_inputs_lower_array_energy():
 def test_higher_column_share_lowers_converter_area_and_raises_latency():
     target = xpert()
     reports = [
-        estimate(mapped_linear(target, k=256, n=64, share=m, converter="sar", adc_bits=4),
-                 target)
+        estimate(mapped_linear(target, k=256, n=64, share=m, converter="sar", adc_bits=4), target)
         for m in (2, 4, 8, 16, 32)
     ]
     areas = [r.area_breakdown_mm2["converters"] for r in reports]
@@ -293,13 +380,13 @@ def test_sar_is_slower_than_flash_by_the_published_ratio():
     target = xpert()
     net = {}
     for kind in ("sar", "flash"):
-        g = mapped_linear(target, k=1152, n=128, positions=64, share=8, converter=kind,
-                          adc_bits=4)
+        g = mapped_linear(target, k=1152, n=128, positions=64, share=8, converter=kind, adc_bits=4)
         net[kind] = estimate(g, target)
     ratio = layer(net["sar"]).latency_s / layer(net["flash"]).latency_s
     assert 3.6 <= ratio <= 4.4  # XPert / NeuroSim: Flash crossbar layers about 3.6-4.4x faster
-    assert net["flash"].area_breakdown_mm2["converters"] > net["sar"].area_breakdown_mm2[
-        "converters"]
+    assert (
+        net["flash"].area_breakdown_mm2["converters"] > net["sar"].area_breakdown_mm2["converters"]
+    )
 
 
 # --- report contract --------------------------------------------------------------------------
@@ -307,15 +394,25 @@ def test_sar_is_slower_than_flash_by_the_published_ratio():
 
 def test_breakdowns_sum_to_totals_and_json_has_design_keys():
     target = isaac()
-    report = estimate(mapped_linear(target, k=300, n=200, placement=Placement(0, 2, 2)),
-                      target)
+    report = estimate(mapped_linear(target, k=300, n=200, placement=Placement(0, 2, 2)), target)
     assert sum(report.energy_breakdown_j.values()) == pytest.approx(report.energy_j, rel=1e-12)
     assert sum(report.area_breakdown_mm2.values()) == pytest.approx(report.area_mm2, rel=1e-12)
     assert sum(r.energy_j for r in report.layers) == pytest.approx(report.energy_j, rel=1e-12)
     data = json.loads(report.to_json())
-    for key in ("energy_j", "latency_s", "area_mm2", "edap", "tops_per_w", "tops_per_mm2",
-                "macs", "energy_breakdown_j", "area_breakdown_mm2", "layers", "target",
-                "converts_per_mac"):
+    for key in (
+        "energy_j",
+        "latency_s",
+        "area_mm2",
+        "edap",
+        "tops_per_w",
+        "tops_per_mm2",
+        "macs",
+        "energy_breakdown_j",
+        "area_breakdown_mm2",
+        "layers",
+        "target",
+        "converts_per_mac",
+    ):
         assert key in data
     assert data["edap"] == pytest.approx(report.energy_j * report.latency_s * report.area_mm2)
     assert data["tops_per_w"] == pytest.approx(2 * report.macs / report.energy_j / 1e12)
@@ -358,14 +455,18 @@ def vgg8_onnx():
     nodes, inits, channels, name = [], [], 3, "x"
     for i, width in enumerate([128, 128, "M", 256, 256, "M", 512, 512, "M"]):
         if width == "M":
-            nodes.append(helper.make_node("MaxPool", [name], [f"p{i}"], kernel_shape=[2, 2],
-                                          strides=[2, 2]))
+            nodes.append(
+                helper.make_node("MaxPool", [name], [f"p{i}"], kernel_shape=[2, 2], strides=[2, 2])
+            )
             name = f"p{i}"
             continue
         w = rng.normal(0, math.sqrt(2 / (9 * channels)), (width, channels, 3, 3))
         inits.append(numpy_helper.from_array(w.astype(np.float32), f"w{i}"))
-        nodes.append(helper.make_node("Conv", [name, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1],
-                                      kernel_shape=[3, 3]))
+        nodes.append(
+            helper.make_node(
+                "Conv", [name, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]
+            )
+        )
         nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"]))
         name, channels = f"r{i}", width
     nodes.append(helper.make_node("Flatten", [name], ["flat"]))
@@ -374,13 +475,20 @@ def vgg8_onnx():
         inits.append(numpy_helper.from_array(w, f"fc{j}"))
         inits.append(numpy_helper.from_array(np.zeros(n, np.float32), f"fb{j}"))
         out = "logits" if j else "h"
-        nodes.append(helper.make_node("Gemm", ["flat" if j == 0 else "hr", f"fc{j}", f"fb{j}"],
-                                      [out], transB=1))
+        nodes.append(
+            helper.make_node(
+                "Gemm", ["flat" if j == 0 else "hr", f"fc{j}", f"fb{j}"], [out], transB=1
+            )
+        )
         if j == 0:
             nodes.append(helper.make_node("Relu", ["h"], ["hr"]))
     graph = helper.make_graph(
-        nodes, "vgg8", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
+        nodes,
+        "vgg8",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+        inits,
+    )
     return onnx.helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
@@ -389,8 +497,14 @@ def _have_pipeline() -> bool:
         return False
     from imcc.passes.registry import registered_passes
 
-    needed = {"quantize", "tile-crossbar", "share-columns", "assign-input-precision",
-              "select-adc", "place"}
+    needed = {
+        "quantize",
+        "tile-crossbar",
+        "share-columns",
+        "assign-input-precision",
+        "select-adc",
+        "place",
+    }
     return needed <= set(registered_passes())
 
 
@@ -412,8 +526,10 @@ def neurosim_vgg8(parallel_rows: int):
     # targets say so (hierarchy { pipeline_speedup = 8 }), which `place` (speedup=0) follows
     assert target.hierarchy.pipeline_speedup == 8
     ctx = Context(target=target, options={"calibration": images})
-    pipeline = (f"{DEFAULT_PIPELINE},assign-input-precision,quantize,tile-crossbar,"
-                "select-adc,share-columns,place")
+    pipeline = (
+        f"{DEFAULT_PIPELINE},assign-input-precision,quantize,tile-crossbar,"
+        "select-adc,share-columns,place"
+    )
     mapped = PassManager(parse_pipeline(pipeline)).run(graph, ctx)
     return estimate(mapped, target)
 

@@ -44,8 +44,7 @@ def test_lossless_datapath_is_the_integer_product(data):
     positions, rows, columns = (data.draw(st.integers(1, n)) for n in (9, 300, 12))
     rows_per_sum = data.draw(st.sampled_from([1, 7, 32, 128, 512]))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    low, high = (-(2 ** (input_bits - 1)), 2 ** (input_bits - 1)) if signed else (
-        0, 2**input_bits)
+    low, high = (-(2 ** (input_bits - 1)), 2 ** (input_bits - 1)) if signed else (0, 2**input_bits)
     x = rng.integers(low, high, size=(positions, rows))
     limit = 2 ** (weight_bits - 1) - 1
     w = rng.integers(-limit, limit + 1, size=(rows, columns))
@@ -56,19 +55,36 @@ def test_lossless_datapath_is_the_integer_product(data):
     streaming = InputStreaming(input_bits, input_slices, signed, False)
     mapping = WeightMapping(encoding, weight_slices, 2 if encoding != "offset" else 1)
     stats = Statistics()
-    got = crossbar_matmul(x, w, streaming, mapping, weight_bits, rows_per_sum, signed_columns,
-                          EXACT, rng, stats, fast=False, centers=centers)
+    got = crossbar_matmul(
+        x,
+        w,
+        streaming,
+        mapping,
+        weight_bits,
+        rows_per_sum,
+        signed_columns,
+        EXACT,
+        rng,
+        stats,
+        fast=False,
+        centers=centers,
+    )
     np.testing.assert_array_equal(got, x @ w)
     assert stats.lossless and stats.saturated == 0
     chunks = -(-rows // rows_per_sum)
     devices = 1 if encoding == "offset" or signed_columns else 2
-    assert stats.conversions == (chunks * len(input_slices) * len(weight_slices) * devices
-                                 * positions * columns)
+    assert stats.conversions == (
+        chunks * len(input_slices) * len(weight_slices) * devices * positions * columns
+    )
 
 
 @settings(max_examples=60, deadline=None)
-@given(bits=st.integers(2, 9), slices=st.lists(st.integers(1, 4), min_size=1, max_size=4),
-       signed=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    bits=st.integers(2, 9),
+    slices=st.lists(st.integers(1, 4), min_size=1, max_size=4),
+    signed=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_input_slices_recompose_the_input(bits, slices, signed, seed):
     total = sum(slices)
     streaming = InputStreaming(total, tuple(slices), signed, False)
@@ -107,8 +123,9 @@ def test_mtj_conversion_is_seeded_and_converges_with_samples():
     def run(samples, seed):
         stats = Statistics()
         mtj = Converter(ConverterKind.MTJ, 1, samples=samples, sensitivity=4.0)
-        out = crossbar_matmul(x, w, streaming, mapping, 8, 128, True, mtj,
-                              np.random.default_rng(seed), stats)
+        out = crossbar_matmul(
+            x, w, streaming, mapping, 8, 128, True, mtj, np.random.default_rng(seed), stats
+        )
         return out, stats
 
     first, stats = run(4, 7)

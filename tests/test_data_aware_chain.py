@@ -29,8 +29,9 @@ CALIBRATION = 16
 
 @functools.cache
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("data_aware", ROOT / "benchmarks" /
-                                                  "data_aware.py")
+    spec = importlib.util.spec_from_file_location(
+        "data_aware", ROOT / "benchmarks" / "data_aware.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault(spec.name, module)  # its dataclasses look their module up
     spec.loader.exec_module(module)
@@ -44,8 +45,10 @@ def _images() -> Dataset:
     return load_dataset(f"cifar10:{CIFAR10_IMAGES}", CALIBRATION + 48)
 
 
-SUBSET = {"slice-weights{": "slice-weights{samples=2 positions=256 ",
-          "allocate-samples{": "allocate-samples{samples=2 "}
+SUBSET = {
+    "slice-weights{": "slice-weights{samples=2 positions=256 ",
+    "allocate-samples{": "allocate-samples{samples=2 ",
+}
 """The data-aware passes measure on fewer calibration inputs here than in the benchmark."""
 
 
@@ -56,7 +59,8 @@ def compiled(target: str, mapping: str):
     hardware = load_target(target)
     ctx = Context(target=hardware, options={"calibration": _images().images[:CALIBRATION]})
     program = PassManager(parse_pipeline(f"{DEFAULT_PIPELINE},{mapping}")).run(
-        import_onnx(RESNET20), ctx)
+        import_onnx(RESNET20), ctx
+    )
     return program, estimate(program, hardware), ctx
 
 

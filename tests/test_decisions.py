@@ -12,12 +12,33 @@ from imcc.passes.layers import crossbar_layers
 
 def test_stats_and_report_decisions_match_the_program(tmp_path, capsys):
     program, report = tmp_path / "d.imcir", tmp_path / "r.json"
-    assert main(["compile", "digits-cnn", "--target", "raella", "--stats", "-o", str(program),
-                 "--report", str(report)]) == 0
+    assert (
+        main(
+            [
+                "compile",
+                "digits-cnn",
+                "--target",
+                "raella",
+                "--stats",
+                "-o",
+                str(program),
+                "--report",
+                str(report),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     decisions = json.loads(report.read_text())["decisions"]
-    passes = ["assign-input-precision", "quantize", "tile-crossbar", "encode-weights",
-              "select-adc", "share-columns", "place"]
+    passes = [
+        "assign-input-precision",
+        "quantize",
+        "tile-crossbar",
+        "encode-weights",
+        "select-adc",
+        "share-columns",
+        "place",
+    ]
     assert list(decisions) == passes
     for name in passes:
         assert f"{name}:\n  layer " in err  # one aligned table per pass on stderr
@@ -28,4 +49,7 @@ def test_stats_and_report_decisions_match_the_program(tmp_path, capsys):
     for node, row in zip(layers, decisions["place"], strict=True):
         placement = node.attr("placement")
         assert (placement.first_tile, placement.tiles, placement.replicas) == (
-            row["first_tile"], row["tiles"], row["replicas"])
+            row["first_tile"],
+            row["tiles"],
+            row["replicas"],
+        )

@@ -19,7 +19,7 @@ HERE = Path(__file__).parent / "filecheck"
 FILES = sorted(HERE.glob("*.imcir"))
 RUN = re.compile(r"^//\s*RUN:\s*(.*)$")
 TOOL = re.compile(r"(^|\|\s*|\bnot\s+)(imcc|filecheck)\b")
-NOT = "not() { if \"$@\"; then return 1; fi; }; "
+NOT = 'not() { if "$@"; then return 1; fi; }; '
 
 
 def run_lines(path: Path) -> list[str]:
@@ -42,8 +42,13 @@ def test_there_are_filecheck_tests() -> None:
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
 def test_filecheck(path: Path) -> None:
     for command in run_lines(path):
-        done = subprocess.run(["bash", "-o", "pipefail", "-c", NOT + command], capture_output=True,
-                              text=True, cwd=HERE, timeout=120)
+        done = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", NOT + command],
+            capture_output=True,
+            text=True,
+            cwd=HERE,
+            timeout=120,
+        )
         assert done.returncode == 0, (
             f"RUN: {command}\nexit {done.returncode}\n"
             f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"

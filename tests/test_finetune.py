@@ -45,20 +45,33 @@ MAPPINGS = [  # (encoding, weight slices, devices, signed columns, signed inputs
     ("offset", (4, 4), 1, False, True, (4, 4)),
     ("center-offset", (2, 2, 2, 2), 2, True, False, (2, 2, 2, 2)),
 ]
-CONVERTERS = [Converter(ConverterKind.SAR, 4),
-              Converter(ConverterKind.FLASH, 3, range_rule="saturate"),
-              Converter(ConverterKind.SENSE_AMP, 1),
-              Converter(ConverterKind.SAR, 24, range_rule="saturate")]
+CONVERTERS = [
+    Converter(ConverterKind.SAR, 4),
+    Converter(ConverterKind.FLASH, 3, range_rule="saturate"),
+    Converter(ConverterKind.SENSE_AMP, 1),
+    Converter(ConverterKind.SAR, 24, range_rule="saturate"),
+]
 
 
-def _path(mapping: tuple, converter: Converter, rows: int, centers: np.ndarray | None
-          ) -> tuple[Datapath, InputStreaming, WeightMapping]:
+def _path(
+    mapping: tuple, converter: Converter, rows: int, centers: np.ndarray | None
+) -> tuple[Datapath, InputStreaming, WeightMapping]:
     encoding, slices, devices, signed_columns, signed_inputs, input_slices = mapping
     streaming = InputStreaming(8, input_slices, signed_inputs, False)
     weights = WeightMapping(encoding, slices, devices)
-    return (Datapath(streaming, weights, 8, rows, signed_columns, converter,
-                     None if centers is None else tuple(int(c) for c in centers)),
-            streaming, weights)
+    return (
+        Datapath(
+            streaming,
+            weights,
+            8,
+            rows,
+            signed_columns,
+            converter,
+            None if centers is None else tuple(int(c) for c in centers),
+        ),
+        streaming,
+        weights,
+    )
 
 
 @pytest.mark.parametrize("mapping", MAPPINGS)
@@ -70,25 +83,65 @@ def test_torch_datapath_equals_numpy_datapath(mapping: tuple, converter: Convert
     centers = rng.integers(-4, 5, 6) if mapping[0] == "center-offset" else None
     path, streaming, weights = _path(mapping, converter, 48, centers)
     x, w = rng.integers(low, high + 1, (19, 130)), rng.integers(-127, 128, (130, 6))
-    expected = crossbar_matmul(x, w, streaming, weights, 8, 48, mapping[3], converter,
-                               np.random.default_rng(0), Statistics(), fast=False,
-                               centers=centers)
-    got = crossbar_linear(torch.tensor(x, dtype=torch.float64),
-                          torch.tensor(w, dtype=torch.float64), path, None, None, None)
+    expected = crossbar_matmul(
+        x,
+        w,
+        streaming,
+        weights,
+        8,
+        48,
+        mapping[3],
+        converter,
+        np.random.default_rng(0),
+        Statistics(),
+        fast=False,
+        centers=centers,
+    )
+    got = crossbar_linear(
+        torch.tensor(x, dtype=torch.float64),
+        torch.tensor(w, dtype=torch.float64),
+        path,
+        None,
+        None,
+        None,
+    )
     assert np.array_equal(got.numpy(), expected)
     xc, wc = rng.integers(low, high + 1, (2, 7, 6, 5)), rng.integers(-127, 128, (6, 7, 3, 3))
     patches, out = kernels.im2col(xc, (3, 3), (2, 1), (1, 0, 1, 2), (1, 2), 1)
-    expected = kernels.col2im(crossbar_matmul(
-        patches[0], kernels.conv_filters(wc, 1)[0], streaming, weights, 8, 48, mapping[3],
-        converter, np.random.default_rng(0), Statistics(), fast=False, centers=centers)[None],
-        2, out)
-    got = crossbar_conv(torch.tensor(xc, dtype=torch.float64),
-                        torch.tensor(wc, dtype=torch.float64), path, (2, 1), (1, 0, 1, 2),
-                        (1, 2), None, None, None)
+    expected = kernels.col2im(
+        crossbar_matmul(
+            patches[0],
+            kernels.conv_filters(wc, 1)[0],
+            streaming,
+            weights,
+            8,
+            48,
+            mapping[3],
+            converter,
+            np.random.default_rng(0),
+            Statistics(),
+            fast=False,
+            centers=centers,
+        )[None],
+        2,
+        out,
+    )
+    got = crossbar_conv(
+        torch.tensor(xc, dtype=torch.float64),
+        torch.tensor(wc, dtype=torch.float64),
+        path,
+        (2, 1),
+        (1, 0, 1, 2),
+        (1, 2),
+        None,
+        None,
+        None,
+    )
     assert np.array_equal(got.numpy(), expected)
     if converter.bits == 24:  # lossless: the integer product, and the STE is the identity
-        assert np.array_equal(got.numpy(), kernels.conv(xc, wc, None, (2, 1), (1, 0, 1, 2),
-                                                        (1, 2), 1))
+        assert np.array_equal(
+            got.numpy(), kernels.conv(xc, wc, None, (2, 1), (1, 0, 1, 2), (1, 2), 1)
+        )
         xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
         wt = torch.tensor(w, dtype=torch.float64, requires_grad=True)
         grad = torch.tensor(rng.standard_normal((19, 6)))
@@ -112,7 +165,8 @@ def test_module_with_lossless_converters_equals_simulator(digits_program) -> Non
     data = load_dataset("digits-cnn", 48)
     batched = rebatch(program, 48)
     expected = CrossbarInterpreter(target, np.random.default_rng(0), lossless=True).run(
-        batched, {batched.inputs[0].name: data.images})[batched.outputs[0]]
+        batched, {batched.inputs[0].name: data.images}
+    )[batched.outputs[0]]
     network = MappedNetwork(program, target, lossless=True)
     for layer in network.layers:
         layer.exact = True
@@ -122,14 +176,16 @@ def test_module_with_lossless_converters_equals_simulator(digits_program) -> Non
 
 
 @pytest.mark.parametrize("backward", ["clamp", "tanh"])
-def test_gradients_reach_weights_and_normalisation_through_mtj(digits_program,
-                                                              backward: str) -> None:
+def test_gradients_reach_weights_and_normalisation_through_mtj(
+    digits_program, backward: str
+) -> None:
     program, target = digits_program
     data = load_dataset("digits-cnn", 32)
     network = MappedNetwork(program, target, backward=backward)
     torch.manual_seed(0)
-    loss = torch.nn.functional.cross_entropy(network(torch.from_numpy(data.images)),
-                                             torch.from_numpy(data.labels))
+    loss = torch.nn.functional.cross_entropy(
+        network(torch.from_numpy(data.images)), torch.from_numpy(data.labels)
+    )
     loss.backward()
     for layer in network.layers:
         assert layer.log_scale is not None and layer.offset is not None
@@ -144,12 +200,29 @@ def imcc(capsys, *argv: object) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_finetune_command_reports_the_simulation_of_the_exported_model(capsys,
-                                                                      tmp_path: Path) -> None:
+def test_finetune_command_reports_the_simulation_of_the_exported_model(
+    capsys, tmp_path: Path
+) -> None:
     out = tmp_path / "ft.onnx"
-    code, stdout, err = imcc(capsys, "finetune", "digits-cnn", "--target", "sotmtj", "--data",
-                             "digits-cnn", "--epochs", "1", "--train", "96", "--holdout", "72",
-                             "--report", tmp_path / "r.json", "-o", out)
+    code, stdout, err = imcc(
+        capsys,
+        "finetune",
+        "digits-cnn",
+        "--target",
+        "sotmtj",
+        "--data",
+        "digits-cnn",
+        "--epochs",
+        "1",
+        "--train",
+        "96",
+        "--holdout",
+        "72",
+        "--report",
+        tmp_path / "r.json",
+        "-o",
+        out,
+    )
     assert code == 0, err
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["holdout"] == 72 and report["after"]["samples"] == 72
@@ -165,15 +238,34 @@ def test_finetune_command_reports_the_simulation_of_the_exported_model(capsys,
     for node in mtj:
         assert list(node.attr("ps_scale")) == learned[node.name][0]
     # the accuracy reported is imcc simulate's on the held-out images of the exported program
-    code, stdout, err = imcc(capsys, "simulate", report["program"], "--data",
-                             f"npz:{report['holdout_data']}", "--batch", report["sim_batch"],
-                             "--json")
+    code, stdout, err = imcc(
+        capsys,
+        "simulate",
+        report["program"],
+        "--data",
+        f"npz:{report['holdout_data']}",
+        "--batch",
+        report["sim_batch"],
+        "--json",
+    )
     assert code == 0, err
     assert json.loads(stdout)["accuracy"] == report["accuracy_after"]
     # a plain compile of the exported model maps it with the learned normalisation
-    code, stdout, err = imcc(capsys, "compile", out, "--target", "sotmtj", "--calib",
-                             "digits-cnn", "--simulate", "digits-cnn", "--limit", "64",
-                             "-o", tmp_path / "plain.imcir")
+    code, stdout, err = imcc(
+        capsys,
+        "compile",
+        out,
+        "--target",
+        "sotmtj",
+        "--calib",
+        "digits-cnn",
+        "--simulate",
+        "digits-cnn",
+        "--limit",
+        "64",
+        "-o",
+        tmp_path / "plain.imcir",
+    )
     assert code == 0, err
     assert "mapped accuracy" in stdout
     assert f"note: {len(mtj)} MTJ layers take the normalisation learned" in err
@@ -182,32 +274,72 @@ def test_finetune_command_reports_the_simulation_of_the_exported_model(capsys,
         assert list(node.attr("ps_scale")) == learned[node.name][0]
         assert list(node.attr("ps_offset")) == learned[node.name][1]
     # fine-tuning the exported model again starts from where the first run ended
-    code, stdout, err = imcc(capsys, "finetune", out, "--target", "sotmtj", "--data",
-                             "digits-cnn", "--epochs", "0", "--train", "96", "--holdout", "72",
-                             "--report", tmp_path / "again.json", "-o", tmp_path / "again.onnx")
+    code, stdout, err = imcc(
+        capsys,
+        "finetune",
+        out,
+        "--target",
+        "sotmtj",
+        "--data",
+        "digits-cnn",
+        "--epochs",
+        "0",
+        "--train",
+        "96",
+        "--holdout",
+        "72",
+        "--report",
+        tmp_path / "again.json",
+        "-o",
+        tmp_path / "again.onnx",
+    )
     assert code == 0, err
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["before"]["accuracy"] == report["accuracy_after"]
     assert again["before"]["layers"] == report["after"]["layers"]
-    assert f"finetune: {len(mtj)} MTJ layers start from the normalisation ft.onnx learned" \
-        in stdout
+    assert f"finetune: {len(mtj)} MTJ layers start from the normalisation ft.onnx learned" in stdout
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (("--epochs", "-1"), "error: finetune: --epochs, --surrogate-epochs and --datapath-images "
-                         "must be >= 0, --batch >= 1, --lr > 0 and --datapath-lr >= 0\n"),
-    (("--datapath-images", "-1"), "error: finetune: --epochs, --surrogate-epochs and "
-                                  "--datapath-images must be >= 0"),
-    (("--train", "300", "--holdout", "72"),
-     "error: finetune: --train 300 and --holdout 72 do not fit the 360 images of digits-cnn\n"),
-    (("--train", "10"), "error: finetune: --train 10 does not cover the first 64 images "
-                        "calibration uses\n"),
-    (("--backward", "sign"), "error: argument --backward: invalid choice: 'sign' (choose from "
-                             "clamp, tanh)\n"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ("--epochs", "-1"),
+            "error: finetune: --epochs, --surrogate-epochs and --datapath-images "
+            "must be >= 0, --batch >= 1, --lr > 0 and --datapath-lr >= 0\n",
+        ),
+        (
+            ("--datapath-images", "-1"),
+            "error: finetune: --epochs, --surrogate-epochs and --datapath-images must be >= 0",
+        ),
+        (
+            ("--train", "300", "--holdout", "72"),
+            "error: finetune: --train 300 and --holdout 72 do not fit the 360 images of "
+            "digits-cnn\n",
+        ),
+        (
+            ("--train", "10"),
+            "error: finetune: --train 10 does not cover the first 64 images calibration uses\n",
+        ),
+        (
+            ("--backward", "sign"),
+            "error: argument --backward: invalid choice: 'sign' (choose from clamp, tanh)\n",
+        ),
+    ],
+)
 def test_finetune_bad_flags_exit_2(capsys, tmp_path: Path, argv: tuple, message: str) -> None:
-    code, _, err = imcc(capsys, "finetune", "digits-cnn", "--target", "sotmtj", "--data",
-                        "digits-cnn", "-o", tmp_path / "x.onnx", *argv)
+    code, _, err = imcc(
+        capsys,
+        "finetune",
+        "digits-cnn",
+        "--target",
+        "sotmtj",
+        "--data",
+        "digits-cnn",
+        "-o",
+        tmp_path / "x.onnx",
+        *argv,
+    )
     assert code == 2
     assert err.startswith(message)
     assert "Traceback" not in err
@@ -222,25 +354,36 @@ def test_finetune_refuses_unfolded_batch_norms(capsys, tmp_path: Path) -> None:
     if folder is None:
         pytest.skip("Fashion-MNIST not fetched")
     root = Path(__file__).resolve().parents[1]
-    code, _, err = imcc(capsys, "finetune", root / "models" / "fashion_vgg.onnx", "--target",
-                        "sotmtj", "--data", f"fashion-mnist:{folder}", "--passes",
-                        "assign-input-precision,quantize,tile-crossbar,select-adc,share-columns,"
-                        "place", "-o", tmp_path / "x.onnx")
+    code, _, err = imcc(
+        capsys,
+        "finetune",
+        root / "models" / "fashion_vgg.onnx",
+        "--target",
+        "sotmtj",
+        "--data",
+        f"fashion-mnist:{folder}",
+        "--passes",
+        "assign-input-precision,quantize,tile-crossbar,select-adc,share-columns,place",
+        "-o",
+        tmp_path / "x.onnx",
+    )
     assert code == 2 and "still has batch norms" in err and "fold-batchnorm" in err
     assert not (tmp_path / "x.onnx").exists()
 
 
 def test_finetune_needs_data(capsys, tmp_path: Path) -> None:
-    code, _, err = imcc(capsys, "finetune", "digits-cnn", "--target", "sotmtj", "-o",
-                        tmp_path / "x.onnx")
+    code, _, err = imcc(
+        capsys, "finetune", "digits-cnn", "--target", "sotmtj", "-o", tmp_path / "x.onnx"
+    )
     assert code == 2
     assert err.startswith("error: the following arguments are required: --data\n")
 
 
 @pytest.mark.parametrize("samples", [1, 4, 16])
 @pytest.mark.parametrize("backward", ["clamp", "tanh"])
-def test_mtj_conversion_gradients_equal_the_straight_through_expression(samples: int,
-                                                                       backward: str) -> None:
+def test_mtj_conversion_gradients_equal_the_straight_through_expression(
+    samples: int, backward: str
+) -> None:
     """The fused MTJ node's forward is the sampled decoding and its backward the derivative of
     `(ste(surrogate, x_hat) - b) / a` under autograd, for the same draws."""
     converter = Converter(ConverterKind.MTJ, 1, samples=samples)
@@ -259,8 +402,11 @@ def test_mtj_conversion_gradients_equal_the_straight_through_expression(samples:
     p = torch.sigmoid(converter.sensitivity * clamped.detach())
     counts = mtj_counts(p, samples, torch.Generator().manual_seed(7))
     x_hat = torch.from_numpy(mtj_decoder(samples, converter.sensitivity)).double()[counts.long()]
-    surrogate = clamped if backward == "clamp" else \
-        (2.0 / converter.sensitivity) * torch.tanh(converter.sensitivity * x / 2.0)
+    surrogate = (
+        clamped
+        if backward == "clamp"
+        else (2.0 / converter.sensitivity) * torch.tanh(converter.sensitivity * x / 2.0)
+    )
     expected = (ste(surrogate, x_hat) - b) / a
     (expected * grad).sum().backward()
     assert torch.allclose(out, expected)
@@ -277,8 +423,15 @@ def test_mtj_counts_are_binomial(samples: int) -> None:
     for p in (0.02, 0.3, 0.5, 0.9):
         counts = mtj_counts(torch.full((200_000,), p, dtype=torch.float32), samples, gen)
         observed = np.bincount(counts.numpy(), minlength=samples + 1)
-        expected = np.array([math.comb(samples, k) * p**k * (1 - p) ** (samples - k)
-                             for k in range(samples + 1)]) * counts.numel()
+        expected = (
+            np.array(
+                [
+                    math.comb(samples, k) * p**k * (1 - p) ** (samples - k)
+                    for k in range(samples + 1)
+                ]
+            )
+            * counts.numel()
+        )
         keep = expected > 5
         chi2 = float((((observed - expected) ** 2 / expected)[keep]).sum())
         freedom = max(1, int(keep.sum()) - 1)  # chi-square mean `freedom`, sd sqrt(2 freedom)
@@ -312,14 +465,18 @@ def test_fused_mtj_conversion_samples_the_binomial_and_keeps_the_ste(backward: s
     for column, value in enumerate(x.tolist()):
         p = 1.0 / (1.0 + math.exp(-s * max(-1.0, min(1.0, value))))
         observed = np.bincount(counts[:, column], minlength=samples + 1)
-        expected = np.array([math.comb(samples, k) * p**k * (1 - p) ** (samples - k)
-                             for k in range(samples + 1)]) * len(counts)
+        expected = np.array(
+            [math.comb(samples, k) * p**k * (1 - p) ** (samples - k) for k in range(samples + 1)]
+        ) * len(counts)
         keep = expected > 5
         chi2 = float((((observed - expected) ** 2 / expected)[keep]).sum())
         freedom = max(1, int(keep.sum()) - 1)
         assert chi2 < freedom + 6 * math.sqrt(2 * freedom), (value, observed, expected)
-    inside = ((x >= -1) & (x <= 1)).double() if backward == "clamp" else \
-        1 - torch.tanh(s * x.double() / 2) ** 2
+    inside = (
+        ((x >= -1) & (x <= 1)).double()
+        if backward == "clamp"
+        else 1 - torch.tanh(s * x.double() / 2) ** 2
+    )
     assert torch.allclose(sums.grad.double(), grad.double() * inside, atol=1e-6)
 
 
@@ -338,8 +495,9 @@ def test_recalibrated_input_scales_equal_the_quantize_pass(quantize: str) -> Non
     calibration, _ = calibration_data("digits-cnn", model)
     pipeline = default_pipeline(target).replace("quantize", quantize, 1)
     program = compile_model(model, target, "sotmtj", pipeline, calibration, 0)
-    float_graph = PassManager(parse_pipeline(DEFAULT_PIPELINE)).run(import_onnx(str(model)),
-                                                                    Context(seed=0))
+    float_graph = PassManager(parse_pipeline(DEFAULT_PIPELINE)).run(
+        import_onnx(str(model)), Context(seed=0)
+    )
     network = MappedNetwork(program, target, float_graph)
     expected = [layer.quantizer.scale for layer in network.layers]
     for layer in network.layers:  # forget them: recalibration must measure them again
@@ -350,7 +508,8 @@ def test_recalibrated_input_scales_equal_the_quantize_pass(quantize: str) -> Non
     if "percentile" in quantize:  # and the method matters: minmax gives other scales
         recalibrate_inputs(network, calibration)
         assert [layer.quantizer.scale for layer in network.layers] != pytest.approx(
-            expected, rel=1e-3)
+            expected, rel=1e-3
+        )
 
 
 @pytest.mark.parametrize("samples", [1, 4])
@@ -382,8 +541,9 @@ def test_surrogate_error_has_the_moments_of_the_datapath_error(samples: int) -> 
         dequantized = layer(x) - layer._bias_shape()
         scales = (layer.quantizer.scale * layer.weight_codes()[1]).to(torch.float32)
         error = dequantized / scales.reshape(1, -1, 1, 1) - exact
-    assert torch.allclose(error.mean(dim=(0, 2, 3)) / rms, bias, atol=0.02 + 0.05 * float(
-        spread.max()))
+    assert torch.allclose(
+        error.mean(dim=(0, 2, 3)) / rms, bias, atol=0.02 + 0.05 * float(spread.max())
+    )
     assert torch.allclose(error.std(dim=(0, 2, 3)) / rms, spread, rtol=0.1, atol=1e-3)
 
 
@@ -394,13 +554,18 @@ def test_surrogate_epochs_run_before_the_datapath_epochs(digits_program) -> None
     data = load_dataset("digits-cnn", 64)
     network = MappedNetwork(program, target)
     before = [layer.weight.detach().clone() for layer in network.layers]
-    records = train(network, data.images, data.labels,
-                    TrainConfig(epochs=1, surrogate_epochs=2, batch=32, fuse=False),
-                    data.images)
+    records = train(
+        network,
+        data.images,
+        data.labels,
+        TrainConfig(epochs=1, surrogate_epochs=2, batch=32, fuse=False),
+        data.images,
+    )
     assert [r.forward for r in records] == ["surrogate", "surrogate", "mapped"]
     assert all(layer.mode == "mapped" for layer in network.layers)
-    assert any(not torch.equal(b, layer.weight) for b, layer in
-               zip(before, network.layers, strict=True))
+    assert any(
+        not torch.equal(b, layer.weight) for b, layer in zip(before, network.layers, strict=True)
+    )
 
 
 def test_datapath_epochs_train_on_a_fresh_subset_of_datapath_images(digits_program) -> None:
@@ -412,10 +577,17 @@ def test_datapath_epochs_train_on_a_fresh_subset_of_datapath_images(digits_progr
     network = MappedNetwork(program, target)
     seen: list[torch.Tensor] = []
     network.layers[0].register_forward_hook(
-        lambda module, args, out: seen.append(args[0].detach().clone())
-        if module.mode == "mapped" else None)
-    records = train(network, data.images, data.labels,
-                    TrainConfig(epochs=2, batch=8, datapath_images=16, fuse=False), data.images)
+        lambda module, args, out: (
+            seen.append(args[0].detach().clone()) if module.mode == "mapped" else None
+        )
+    )
+    records = train(
+        network,
+        data.images,
+        data.labels,
+        TrainConfig(epochs=2, batch=8, datapath_images=16, fuse=False),
+        data.images,
+    )
     assert [r.forward for r in records] == ["mapped", "mapped"]
     assert sum(len(x) for x in seen) == 2 * 16  # 16 of the 64 images per epoch, 2 epochs
     first, second = torch.cat(seen[:2]), torch.cat(seen[2:])
@@ -444,6 +616,7 @@ def test_surrogate_strength_ramps_over_the_first_half() -> None:
 
     assert [surrogate_strength(e, 4) for e in range(4)] == [0.5, 1.0, 1.0, 1.0]
     assert [surrogate_strength(e, 6) for e in range(6)] == pytest.approx(
-        [1 / 3, 2 / 3, 1.0, 1.0, 1.0, 1.0])
+        [1 / 3, 2 / 3, 1.0, 1.0, 1.0, 1.0]
+    )
     assert surrogate_strength(0, 1) == 1.0
     assert [surrogate_strength(e, 4, ramp=0.0) for e in range(4)] == [1.0] * 4

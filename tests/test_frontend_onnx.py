@@ -74,9 +74,18 @@ def test_light_model_imports_and_round_trips(name):
 
 
 PYTORCH_OPS = {
-    "Conv": "conv", "BatchNorm": "batch_norm", "AvgPool": "avg_pool", "MaxPool": "max_pool",
-    "Linear": "linear", "ReLU": "relu", "ZeroPad2d": "pad", "ConstantPad2d": "pad",
-    "Softmax": "softmax", "Sigmoid": "sigmoid", "Tanh": "tanh", "LeakyReLU": "leaky_relu",
+    "Conv": "conv",
+    "BatchNorm": "batch_norm",
+    "AvgPool": "avg_pool",
+    "MaxPool": "max_pool",
+    "Linear": "linear",
+    "ReLU": "relu",
+    "ZeroPad2d": "pad",
+    "ConstantPad2d": "pad",
+    "Softmax": "softmax",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "LeakyReLU": "leaky_relu",
 }
 
 
@@ -93,8 +102,19 @@ def test_mnist_conv_imports():
     if folder is None:
         missing_model("mnist-conv")
     graph = imported(str(folder / "model.onnx"))
-    assert _ops(graph) == ["conv", "add", "relu", "max_pool", "conv", "add", "relu", "max_pool",
-                           "reshape", "linear", "add"]
+    assert _ops(graph) == [
+        "conv",
+        "add",
+        "relu",
+        "max_pool",
+        "conv",
+        "add",
+        "relu",
+        "max_pool",
+        "reshape",
+        "linear",
+        "add",
+    ]
     assert graph.inputs[0].type.shape == (1, 1, 28, 28)
 
 
@@ -103,8 +123,18 @@ def test_lenet5_imports_with_a_symbolic_batch():
     if path is None:
         missing_model("LeNet5")
     graph = imported(str(path), batch=4)
-    assert _ops(graph) == ["conv", "relu", "max_pool", "conv", "relu", "max_pool", "reshape",
-                           "linear", "relu", "linear"]
+    assert _ops(graph) == [
+        "conv",
+        "relu",
+        "max_pool",
+        "conv",
+        "relu",
+        "max_pool",
+        "reshape",
+        "linear",
+        "relu",
+        "linear",
+    ]
     assert graph.inputs[0].type.shape == (4, 1, 28, 28)
     assert graph.outputs == ("logits",)
     assert graph.types["logits"].shape == (4, 10)
@@ -132,8 +162,11 @@ def test_unsupported_ops_are_listed_once():
 def test_unsupported_known_ops_with_generated_names():
     nodes = [helper.make_node("Elu", ["x"], ["a"]), helper.make_node("Softplus", ["a"], ["y"])]
     model = _model(nodes, [_vi("x", [1, 4])], [_vi("y", [1, 4])])
-    with pytest.raises(FrontendError, match=r"^<model t>: unsupported ONNX ops: "
-                       r"Elu \(nodes: Elu_0\), Softplus \(nodes: Softplus_1\)$"):
+    with pytest.raises(
+        FrontendError,
+        match=r"^<model t>: unsupported ONNX ops: "
+        r"Elu \(nodes: Elu_0\), Softplus \(nodes: Softplus_1\)$",
+    ):
         import_onnx(model)
 
 
@@ -183,8 +216,9 @@ def test_mismatched_element_types():
 
 
 def test_dilated_average_pool_keeps_its_dilations():
-    pool = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[2, 2],
-                            pads=[1, 1, 1, 1])
+    pool = helper.make_node(
+        "AveragePool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[2, 2], pads=[1, 1, 1, 1]
+    )
     graph = import_onnx(_model([pool], [_vi("x", [1, 3, 5, 5])], [_vi("y", None)], opset=19))
     assert _ops(graph) == ["avg_pool"] and graph.nodes[0].attr("dilations") == (2, 2)
     assert graph.types[graph.outputs[0]].shape == (1, 3, 5, 5)
@@ -193,8 +227,13 @@ def test_dilated_average_pool_keeps_its_dilations():
 def test_training_features_are_rejected_naming_the_node():
     x, y = _vi("x", [1, 2, 3, 3]), _vi("y", [1, 2, 3, 3])
     params = [_init(n, np.ones(2, np.float32)) for n in "sbmv"]
-    bn = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y", "rm", "rv"],
-                          name="bn", training_mode=1)
+    bn = helper.make_node(
+        "BatchNormalization",
+        ["x", "s", "b", "m", "v"],
+        ["y", "rm", "rv"],
+        name="bn",
+        training_mode=1,
+    )
     with pytest.raises(FrontendError, match="BatchNormalization node 'bn': training"):
         import_onnx(_model([bn], [x], [y, _vi("rm", [2]), _vi("rv", [2])], params, opset=15))
     drop = helper.make_node("Dropout", ["x"], ["y", "mask"], name="drop")
@@ -210,8 +249,11 @@ def test_training_features_are_rejected_naming_the_node():
 
 @pytest.mark.parametrize(
     ("auto_pad", "pads", "shape"),
-    [("SAME_UPPER", (1, 1, 2, 2), (1, 4, 8, 8)), ("SAME_LOWER", (2, 2, 1, 1), (1, 4, 8, 8)),
-     ("VALID", (0, 0, 0, 0), (1, 4, 5, 5))],
+    [
+        ("SAME_UPPER", (1, 1, 2, 2), (1, 4, 8, 8)),
+        ("SAME_LOWER", (2, 2, 1, 1), (1, 4, 8, 8)),
+        ("VALID", (0, 0, 0, 0), (1, 4, 5, 5)),
+    ],
 )
 def test_conv_auto_pad(auto_pad, pads, shape):
     w = _init("w", np.zeros((4, 2, 4, 4), np.float32))
@@ -224,12 +266,14 @@ def test_conv_auto_pad(auto_pad, pads, shape):
 
 
 def test_max_pool_same_upper_and_ceil_mode():
-    pool = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3], strides=[2],
-                            auto_pad="SAME_UPPER")
+    pool = helper.make_node(
+        "MaxPool", ["x"], ["y"], kernel_shape=[3], strides=[2], auto_pad="SAME_UPPER"
+    )
     graph = import_onnx(_model([pool], [_vi("x", [1, 1, 6])], [_vi("y", None)]))
     assert graph.nodes[0].attr("pads") == (0, 1) and graph.types["y"].shape == (1, 1, 3)
-    pool = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2], strides=[2],
-                            ceil_mode=1, count_include_pad=1)
+    pool = helper.make_node(
+        "AveragePool", ["x"], ["y"], kernel_shape=[2], strides=[2], ceil_mode=1, count_include_pad=1
+    )
     graph = import_onnx(_model([pool], [_vi("x", [1, 1, 5])], [_vi("y", None)]))
     node = graph.nodes[0]
     assert node.attr("ceil_mode") and node.attr("count_include_pad")
@@ -240,8 +284,9 @@ def test_gemm_with_constant_b_becomes_linear():
     b = np.arange(12, dtype=np.float32).reshape(4, 3)  # transB: B is [N=4, K=3]
     c = np.arange(4, dtype=np.float32)
     gemm = helper.make_node("Gemm", ["x", "b", "c"], ["y"], transB=1, alpha=2.0, beta=0.5)
-    graph = import_onnx(_model([gemm], [_vi("x", [2, 3])], [_vi("y", [2, 4])],
-                               [_init("b", b), _init("c", c)]))
+    graph = import_onnx(
+        _model([gemm], [_vi("x", [2, 3])], [_vi("y", [2, 4])], [_init("b", b), _init("c", c)])
+    )
     (node,) = graph.nodes
     assert node.op == "linear" and node.outputs == ("y",)
     np.testing.assert_array_equal(graph.constant_data(node.inputs[1]), 2 * b.T)
@@ -251,8 +296,9 @@ def test_gemm_with_constant_b_becomes_linear():
 def test_gemm_with_runtime_b_and_full_c():
     gemm = helper.make_node("Gemm", ["x", "b", "c"], ["y"], transA=1, transB=1)
     c = _init("c", np.ones((2, 4), np.float32))  # (M, N): not a bias
-    graph = import_onnx(_model([gemm], [_vi("x", [3, 2]), _vi("b", [4, 3])],
-                               [_vi("y", [2, 4])], [c]))
+    graph = import_onnx(
+        _model([gemm], [_vi("x", [3, 2]), _vi("b", [4, 3])], [_vi("y", [2, 4])], [c])
+    )
     assert _ops(graph) == ["transpose", "transpose", "matmul", "add"]
     assert graph.outputs == ("y",)
 
@@ -277,16 +323,21 @@ def test_reshape_flatten_squeeze_unsqueeze_become_static_reshapes():
     shape = _init("s", np.array([0, -1], np.int64))
     axes = _init("axes", np.array([0], np.int64))
     nodes = [
-        helper.make_node("Reshape", ["x", "s"], ["r"]),        # [2,3,4] -> [2,12]
-        helper.make_node("Unsqueeze", ["r", "axes"], ["u"]),   # -> [1,2,12]
-        helper.make_node("Squeeze", ["u", "axes"], ["q"]),     # -> [2,12]
-        helper.make_node("Flatten", ["q"], ["y"], axis=0),     # -> [1,24]
+        helper.make_node("Reshape", ["x", "s"], ["r"]),  # [2,3,4] -> [2,12]
+        helper.make_node("Unsqueeze", ["r", "axes"], ["u"]),  # -> [1,2,12]
+        helper.make_node("Squeeze", ["u", "axes"], ["q"]),  # -> [2,12]
+        helper.make_node("Flatten", ["q"], ["y"], axis=0),  # -> [1,24]
     ]
     graph = import_onnx(_model(nodes, [_vi("x", [2, 3, 4])], [_vi("y", None)], [shape, axes]))
     assert [n.attr("shape") for n in graph.nodes] == [(2, 12), (1, 2, 12), (2, 12), (1, 24)]
     with pytest.raises(FrontendError, match=r"Reshape node 'Reshape_0'.*must be a constant"):
-        import_onnx(_model(nodes[:1], [_vi("x", [2, 3, 4]), _vi("s", [2], TensorProto.INT64)],
-                           [_vi("r", [2, 12])]))
+        import_onnx(
+            _model(
+                nodes[:1],
+                [_vi("x", [2, 3, 4]), _vi("s", [2], TensorProto.INT64)],
+                [_vi("r", [2, 12])],
+            )
+        )
 
 
 def test_softmax_coercion_before_opset_13():
@@ -301,15 +352,17 @@ def test_softmax_coercion_before_opset_13():
 def test_constant_subgraphs_are_folded():
     nodes = [
         helper.make_node("Constant", [], ["shape"], value=_init("v", np.array([2, 3], np.int64))),
-        helper.make_node("ConstantOfShape", ["shape"], ["w"],
-                         value=_init("f", np.array([0.5], np.float32))),
-        helper.make_node("Range", ["zero", "three", "one"], ["k"]),   # not an IR op: folded
+        helper.make_node(
+            "ConstantOfShape", ["shape"], ["w"], value=_init("f", np.array([0.5], np.float32))
+        ),
+        helper.make_node("Range", ["zero", "three", "one"], ["k"]),  # not an IR op: folded
         helper.make_node("Cast", ["k"], ["kf"], to=F),
         helper.make_node("MatMul", ["x", "w"], ["m"]),
         helper.make_node("Add", ["m", "kf"], ["y"]),
     ]
-    scalars = [_init(n, np.array(v, np.float32)) for n, v in [("zero", 0), ("three", 3),
-                                                              ("one", 1)]]
+    scalars = [
+        _init(n, np.array(v, np.float32)) for n, v in [("zero", 0), ("three", 3), ("one", 1)]
+    ]
     graph = import_onnx(_model(nodes, [_vi("x", [1, 2])], [_vi("y", None)], scalars))
     assert _ops(graph) == ["linear", "add"]
     np.testing.assert_array_equal(graph.constant_data("w"), np.full((2, 3), 0.5, np.float32))
@@ -360,8 +413,11 @@ def test_pad_clip_cast_concat_transpose():
         helper.make_node("Transpose", ["k"], ["t"]),
         helper.make_node("Cast", ["t"], ["y"], to=TensorProto.FLOAT16),
     ]
-    inits = [_init("pads", np.array([1, 2], np.int64)), _init("axes", np.array([-1], np.int64)),
-             _init("lo", np.array(0.0, np.float32))]
+    inits = [
+        _init("pads", np.array([1, 2], np.int64)),
+        _init("axes", np.array([-1], np.int64)),
+        _init("lo", np.array(0.0, np.float32)),
+    ]
     output = _vi("y", [12, 2], TensorProto.FLOAT16)
     graph = import_onnx(_model(nodes, [_vi("x", [2, 3])], [output], inits, opset=18))
     pad, clip, concat, transpose, cast = graph.nodes

@@ -41,10 +41,46 @@ ROOT = Path(__file__).resolve().parent.parent
 DIGITS_ONNX = ROOT / "examples" / "digits_cnn.onnx"
 MESSAGE = re.compile(r"^(error: |\S.*:\d+:\d+: error: )")
 NUMBER = re.compile(r"(?<![\w.])-?\d+(\.\d+)?([eE][-+]?\d+)?")
-ODD_NUMBERS = ["0", "-1", "-0.5", "1e999", "-1e999", "nan", "inf", "1e-300", "4294967296",
-               "1e12", "0.000001", "3", "1000000000"]
-ODD_TEXT = ["", " ", "\t", "\r", "\x00", "\\", '"', "{", "}", "[", "]", "=", ",", "%", "@",
-            "\u00e9", "\ufeff", "->", ":", "#", "0x1f", "-", "999999999999999999999"]
+ODD_NUMBERS = [
+    "0",
+    "-1",
+    "-0.5",
+    "1e999",
+    "-1e999",
+    "nan",
+    "inf",
+    "1e-300",
+    "4294967296",
+    "1e12",
+    "0.000001",
+    "3",
+    "1000000000",
+]
+ODD_TEXT = [
+    "",
+    " ",
+    "\t",
+    "\r",
+    "\x00",
+    "\\",
+    '"',
+    "{",
+    "}",
+    "[",
+    "]",
+    "=",
+    ",",
+    "%",
+    "@",
+    "\u00e9",
+    "\ufeff",
+    "->",
+    ":",
+    "#",
+    "0x1f",
+    "-",
+    "999999999999999999999",
+]
 
 
 @pytest.fixture
@@ -54,8 +90,12 @@ def fuzz(request: pytest.FixtureRequest) -> Callable:
     fixed = request.config.getoption("--fuzz-seed") != "random"
 
     def wrap(check: Callable) -> Callable:
-        check = settings(max_examples=examples, deadline=None, database=None,
-                         suppress_health_check=list(HealthCheck))(check)
+        check = settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )(check)
         return seed(zlib.crc32(request.node.name.encode()))(check) if fixed else check
 
     return wrap
@@ -99,19 +139,23 @@ def assert_sane_report(record: dict) -> None:
 
 # --- generic mutations ------------------------------------------------------------------------
 
+
 @st.composite
 def text_mutations(draw: st.DrawFn, text: str) -> str:
     """Apply one to three edits: a number swapped for an odd one, a line dropped, doubled or
     swapped, odd characters inserted, a word changed, or the text cut short."""
     for _ in range(draw(st.integers(1, 3))):
         lines = text.splitlines(keepends=True)
-        kind = draw(st.sampled_from(["number", "number", "drop", "double", "swap", "insert",
-                                     "word", "truncate"]))
+        kind = draw(
+            st.sampled_from(
+                ["number", "number", "drop", "double", "swap", "insert", "word", "truncate"]
+            )
+        )
         if kind == "number" and NUMBER.search(text):
             found = list(NUMBER.finditer(text))
             match = found[draw(st.integers(0, len(found) - 1))]
-            value = draw(st.sampled_from(ODD_NUMBERS) | st.integers(-10**6, 10**6).map(str))
-            text = text[: match.start()] + value + text[match.end():]
+            value = draw(st.sampled_from(ODD_NUMBERS) | st.integers(-(10**6), 10**6).map(str))
+            text = text[: match.start()] + value + text[match.end() :]
         elif kind in ("drop", "double", "swap") and lines:
             i = draw(st.integers(0, len(lines) - 1))
             j = draw(st.integers(0, len(lines) - 1))
@@ -129,10 +173,23 @@ def text_mutations(draw: st.DrawFn, text: str) -> str:
             words = list(re.finditer(r"[A-Za-z_][\w-]*", text))
             if words:
                 match = words[draw(st.integers(0, len(words) - 1))]
-                new = draw(st.sampled_from(["x", "", "sar", "mtj", "offset", "rows", "i8",
-                                            "conv", match.group()[:-1] or "y",
-                                            match.group() + "s"]))
-                text = text[: match.start()] + new + text[match.end():]
+                new = draw(
+                    st.sampled_from(
+                        [
+                            "x",
+                            "",
+                            "sar",
+                            "mtj",
+                            "offset",
+                            "rows",
+                            "i8",
+                            "conv",
+                            match.group()[:-1] or "y",
+                            match.group() + "s",
+                        ]
+                    )
+                )
+                text = text[: match.start()] + new + text[match.end() :]
         else:
             text = text[: draw(st.integers(0, len(text)))]
     return text
@@ -158,6 +215,7 @@ def byte_mutations(draw: st.DrawFn, data: bytes) -> bytes:
 
 
 # --- shared inputs ----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -187,8 +245,16 @@ def test_fuzz_hw_targets(fuzz):
     def check(text: str) -> None:
         with _workdir() as folder:
             (folder / "t.hw").write_text(text, encoding="utf-8")
-            status, _, _ = run_imcc(["compile", "digits-cnn", "--target", folder / "t.hw",
-                                     "--report", folder / "r.json"])
+            status, _, _ = run_imcc(
+                [
+                    "compile",
+                    "digits-cnn",
+                    "--target",
+                    folder / "t.hw",
+                    "--report",
+                    folder / "r.json",
+                ]
+            )
             if status == 0:
                 assert_sane_report(json.loads((folder / "r.json").read_text()))
 
@@ -196,6 +262,7 @@ def test_fuzz_hw_targets(fuzz):
 
 
 # --- .imcir programs --------------------------------------------------------------------------
+
 
 def test_fuzz_imcir_programs(fuzz, program):
     source = program.read_text()
@@ -206,8 +273,11 @@ def test_fuzz_imcir_programs(fuzz, program):
         with _workdir() as folder:
             path = _copy_program(program, folder)
             path.write_text(text, encoding="utf-8")
-            argv = {"cost": ["cost", path, "--json"], "opt": ["opt", path],
-                    "export-qdq": ["export-qdq", path, "-o", folder / "q.onnx"]}[command]
+            argv = {
+                "cost": ["cost", path, "--json"],
+                "opt": ["opt", path],
+                "export-qdq": ["export-qdq", path, "-o", folder / "q.onnx"],
+            }[command]
             status, out, _ = run_imcc(argv)
             if status == 0 and command == "cost":
                 assert_sane_report(json.loads(out))
@@ -233,14 +303,18 @@ def test_fuzz_imcir_bytes(fuzz, program):
 
 # --- .npz weight side files -------------------------------------------------------------------
 
+
 @st.composite
 def weight_mutations(draw: st.DrawFn, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Drop, add, rename, retype, reshape, empty or poison (NaN / inf) one or two arrays."""
     arrays = dict(arrays)
     for _ in range(draw(st.integers(1, 2))):
         key = draw(st.sampled_from(sorted(arrays))) if arrays else "w"
-        kind = draw(st.sampled_from(["drop", "add", "rename", "dtype", "reshape", "empty",
-                                     "nan", "inf", "scale"]))
+        kind = draw(
+            st.sampled_from(
+                ["drop", "add", "rename", "dtype", "reshape", "empty", "nan", "inf", "scale"]
+            )
+        )
         if kind == "drop":
             arrays.pop(key, None)
         elif kind == "add":
@@ -270,8 +344,10 @@ def test_fuzz_weight_files(fuzz, program):
     raw = program.with_suffix(".npz").read_bytes()
 
     @fuzz
-    @given(st.one_of(weight_mutations(arrays), byte_mutations(raw)),
-           st.sampled_from(["cost", "simulate", "opt"]))
+    @given(
+        st.one_of(weight_mutations(arrays), byte_mutations(raw)),
+        st.sampled_from(["cost", "simulate", "opt"]),
+    )
     def check(mutated: dict[str, np.ndarray] | bytes, command: str) -> None:
         with _workdir() as folder:
             path = _copy_program(program, folder)
@@ -280,9 +356,11 @@ def test_fuzz_weight_files(fuzz, program):
                 weights.write_bytes(mutated)
             else:
                 np.savez(weights, **mutated)
-            argv = {"cost": ["cost", path, "--json"], "opt": ["opt", path, "-o", folder / "o"],
-                    "simulate": ["simulate", path, "--data", "digits", "--limit", "8",
-                                 "--json"]}[command]
+            argv = {
+                "cost": ["cost", path, "--json"],
+                "opt": ["opt", path, "-o", folder / "o"],
+                "simulate": ["simulate", path, "--data", "digits", "--limit", "8", "--json"],
+            }[command]
             status, out, _ = run_imcc(argv)
             if status == 0 and command == "cost":
                 assert_sane_report(json.loads(out))
@@ -292,14 +370,27 @@ def test_fuzz_weight_files(fuzz, program):
 
 # --- ONNX models ------------------------------------------------------------------------------
 
+
 @st.composite
 def onnx_mutations(draw: st.DrawFn, model: onnx.ModelProto) -> bytes:
     """Change a model through its protobuf: dims, attributes, op types, nodes, initializers."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
     for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["dim", "attribute", "op", "drop-node", "drop-init",
-                                     "poison", "input-name", "opset"]))
+        kind = draw(
+            st.sampled_from(
+                [
+                    "dim",
+                    "attribute",
+                    "op",
+                    "drop-node",
+                    "drop-init",
+                    "poison",
+                    "input-name",
+                    "opset",
+                ]
+            )
+        )
         odd = draw(st.sampled_from([0, -1, 1, 2, 3, 7, 10**6, 2**40, -(2**40)]))
         if kind == "dim" and graph.input:
             dims = graph.input[0].type.tensor_type.shape.dim
@@ -317,8 +408,21 @@ def onnx_mutations(draw: st.DrawFn, model: onnx.ModelProto) -> bytes:
                     attribute.f = float(draw(st.sampled_from([0.0, -1.0, math.inf, math.nan])))
         elif kind == "op" and graph.node:
             node = graph.node[draw(st.integers(0, len(graph.node) - 1))]
-            node.op_type = draw(st.sampled_from(["Relu", "Conv", "Gemm", "MatMul", "Add",
-                                                 "Softmax", "Nope", "MaxPool", "Flatten"]))
+            node.op_type = draw(
+                st.sampled_from(
+                    [
+                        "Relu",
+                        "Conv",
+                        "Gemm",
+                        "MatMul",
+                        "Add",
+                        "Softmax",
+                        "Nope",
+                        "MaxPool",
+                        "Flatten",
+                    ]
+                )
+            )
         elif kind == "drop-node" and graph.node:
             del graph.node[draw(st.integers(0, len(graph.node) - 1))]
         elif kind == "drop-init" and graph.initializer:
@@ -357,20 +461,40 @@ def test_fuzz_onnx_models(fuzz):
 
 # --- data sets --------------------------------------------------------------------------------
 
+
 @st.composite
 def data_sets(draw: st.DrawFn) -> dict[str, np.ndarray]:
     """`.npz` data sets around the digits CNN's [N,1,8,8] images and [N] labels."""
     count = draw(st.sampled_from([0, 1, 3, 8]))
-    shape = draw(st.sampled_from([(count, 1, 8, 8), (count, 8, 8), (count, 1, 8, 9),
-                                  (count, 3, 8, 8), (count,), (count, 1, 8, 8, 1)]))
+    shape = draw(
+        st.sampled_from(
+            [
+                (count, 1, 8, 8),
+                (count, 8, 8),
+                (count, 1, 8, 9),
+                (count, 3, 8, 8),
+                (count,),
+                (count, 1, 8, 8, 1),
+            ]
+        )
+    )
     dtype = draw(st.sampled_from([np.float32, np.float64, np.uint8, np.int64, np.bool_]))
     images = np.random.default_rng(draw(st.integers(0, 9))).random(shape).astype(dtype)
     if dtype in (np.float32, np.float64) and images.size and draw(st.booleans()):
         images.reshape(-1)[0] = draw(st.sampled_from([math.nan, math.inf]))
-    labels = draw(st.sampled_from([
-        np.zeros(count, np.int64), np.full(count, 9, np.int64), np.full(count, 10, np.int64),
-        np.full(count, -1, np.int64), np.zeros((count, 1), np.int64),
-        np.zeros(max(count - 1, 0), np.int64), np.zeros(count, np.float32)]))
+    labels = draw(
+        st.sampled_from(
+            [
+                np.zeros(count, np.int64),
+                np.full(count, 9, np.int64),
+                np.full(count, 10, np.int64),
+                np.full(count, -1, np.int64),
+                np.zeros((count, 1), np.int64),
+                np.zeros(max(count - 1, 0), np.int64),
+                np.zeros(count, np.float32),
+            ]
+        )
+    )
     arrays = {draw(st.sampled_from(["image", "x", "images", "img"])): images}
     if draw(st.booleans()):
         arrays[draw(st.sampled_from(["label", "y", "labels"]))] = labels
@@ -401,27 +525,88 @@ def test_fuzz_data_sets(fuzz, program):
 
 # --- random command lines ---------------------------------------------------------------------
 
-VALUES = ["-1", "0", "1", "3", "", "x", "nan", "1e999", "/dev/full", "{dir}", "{dir}/o",
-          "{dir}/missing/o", "{program}", "digits", "digits-cnn", "isaac", "sotmtj", "nosuch",
-          "npz:{dir}/none.npz", "canonicalize", "quantize{bits=3}", "tile-crossbar{rows=-1}"]
+VALUES = [
+    "-1",
+    "0",
+    "1",
+    "3",
+    "",
+    "x",
+    "nan",
+    "1e999",
+    "/dev/full",
+    "{dir}",
+    "{dir}/o",
+    "{dir}/missing/o",
+    "{program}",
+    "digits",
+    "digits-cnn",
+    "isaac",
+    "sotmtj",
+    "nosuch",
+    "npz:{dir}/none.npz",
+    "canonicalize",
+    "quantize{bits=3}",
+    "tile-crossbar{rows=-1}",
+]
 FLAGS = {
-    "compile": ["--target", "-o", "--batch", "--calib", "--report", "--limit", "--sim-batch",
-                "--passes", "--seed", "--dump-ir-dir", "--print-ir-after", "--time-passes",
-                "--no-verify", "--stats", "--bogus"],
+    "compile": [
+        "--target",
+        "-o",
+        "--batch",
+        "--calib",
+        "--report",
+        "--limit",
+        "--sim-batch",
+        "--passes",
+        "--seed",
+        "--dump-ir-dir",
+        "--print-ir-after",
+        "--time-passes",
+        "--no-verify",
+        "--stats",
+        "--bogus",
+    ],
     "cost": ["--target", "--weights", "--json", "--report", "--bogus"],
-    "simulate": ["--data", "--limit", "--batch", "--seed", "--target", "--model", "--weights",
-                 "--json"],
-    "opt": ["--passes", "-o", "--weights", "--target", "--calib", "--run-reproducer",
-            "--print-ir-after-all"],
+    "simulate": [
+        "--data",
+        "--limit",
+        "--batch",
+        "--seed",
+        "--target",
+        "--model",
+        "--weights",
+        "--json",
+    ],
+    "opt": [
+        "--passes",
+        "-o",
+        "--weights",
+        "--target",
+        "--calib",
+        "--run-reproducer",
+        "--print-ir-after-all",
+    ],
     "run": ["--input", "-o", "--weights", "--batch", "--check-ort"],
     "export-qdq": ["-o", "--weights"],
 }
-POSITIONAL = {"compile": ["digits-cnn", "{program}", "", "nosuch.onnx", "{dir}"],
-              "cost": ["{program}", "{dir}", "nosuch.imcir", str(DIGITS_ONNX)],
-              "simulate": ["{program}", str(DIGITS_ONNX)], "opt": ["{program}", "{dir}"],
-              "run": ["digits-cnn", "{program}"], "export-qdq": ["{program}"]}
-SWITCHES = {"--json", "--time-passes", "--no-verify", "--stats", "--check-ort",
-            "--run-reproducer", "--print-ir-after-all"}
+POSITIONAL = {
+    "compile": ["digits-cnn", "{program}", "", "nosuch.onnx", "{dir}"],
+    "cost": ["{program}", "{dir}", "nosuch.imcir", str(DIGITS_ONNX)],
+    "simulate": ["{program}", str(DIGITS_ONNX)],
+    "opt": ["{program}", "{dir}"],
+    "run": ["digits-cnn", "{program}"],
+    "export-qdq": ["{program}"],
+}
+SWITCHES = {
+    "--json",
+    "--time-passes",
+    "--no-verify",
+    "--stats",
+    "--check-ort",
+    "--run-reproducer",
+    "--print-ir-after-all",
+}
 SLOW = {"--calib", "--data"}  # only with values that fail fast or a small data set
 
 
@@ -446,8 +631,7 @@ def test_fuzz_command_lines(fuzz, program):
     def check(argv: list[str]) -> None:
         with _workdir() as folder:
             path = _copy_program(program, folder)
-            argv = [a.replace("{dir}", str(folder)).replace("{program}", str(path))
-                    for a in argv]
+            argv = [a.replace("{dir}", str(folder)).replace("{program}", str(path)) for a in argv]
             status, out, _ = run_imcc(argv)
             if status == 0 and argv[0] == "cost" and "--json" in argv:
                 assert_sane_report(json.loads(out))

@@ -89,7 +89,10 @@ def test_isaac_numbers() -> None:
     assert adc.energy_j == pytest.approx(2e-3 / 1.28e9)  # ISAAC: 2 mW at 1.28 GS/s
     assert (adc.bits, adc.area_m2, adc.sample_rate_hz) == ((8,), 1200e-12, 1.28e9)
     assert (isaac.crossbar.rows, isaac.crossbar.columns, isaac.crossbar.bits_per_cell) == (
-        128, 128, 2)
+        128,
+        128,
+        2,
+    )
     assert isaac.column_sharing == (128,) and isaac.column_share_mode == "sample-hold"
     assert isaac.technology.node_nm == 32.0 and isaac.input_driver.bits_per_cycle == (1,)
 
@@ -115,10 +118,16 @@ def test_other_builtins_numbers() -> None:
 
 def test_bounding_box_keys() -> None:
     """The crossbar's layout keys: cell pitches as lengths, periphery per row and per column."""
-    target = parse_target(tiny("read_latency = 100 ns", "read_latency = 100 ns\n"
-                               "        cell_width = 264 nm\n        cell_height = 0.088 um\n"
-                               "        row_periphery_area = 20 um2\n"
-                               "        column_periphery_area = 10 um2"), "t.hw")
+    target = parse_target(
+        tiny(
+            "read_latency = 100 ns",
+            "read_latency = 100 ns\n"
+            "        cell_width = 264 nm\n        cell_height = 0.088 um\n"
+            "        row_periphery_area = 20 um2\n"
+            "        column_periphery_area = 10 um2",
+        ),
+        "t.hw",
+    )
     xbar = target.crossbar
     assert (xbar.cell_width_m, xbar.cell_height_m) == (264e-9, 0.088e-6)
     assert xbar.bounding_box
@@ -127,7 +136,8 @@ def test_bounding_box_keys() -> None:
     assert xbar.area_m2 == pytest.approx(width * height)
     # circuits given per crossbar widen (rows) and heighten (columns) the same box
     assert xbar.box_area_m2(128e-12, 256e-12) == pytest.approx(
-        (width + 128e-12 / (128 * 88e-9)) * (height + 256e-12 / (128 * 264e-9)))
+        (width + 128e-12 / (128 * 88e-9)) * (height + 256e-12 / (128 * 264e-9))
+    )
 
 
 def test_without_cell_sizes_the_area_rule_is_unchanged() -> None:
@@ -153,18 +163,24 @@ def test_units_convert_to_si() -> None:
     assert target.source == "t.hw"
 
 
-@pytest.mark.parametrize(("entry", "field", "expected"), [
-    ("size = 64 KiB", "size_bytes", 65536),
-    ("size = 512 bits", "size_bytes", 64),
-    ("energy_per_byte = 0.48 pJ", "energy_per_byte_j", 0.48e-12),
-    ("area = 0.173 mm2", "area_m2", 0.173e-6),
-    ("area = 1200 um2", "area_m2", 1200e-12),
-    ("bandwidth = 57.6 GB/s", "bandwidth_bytes_per_s", 57.6e9),
-    ("bandwidth = 8 Gbit/s", "bandwidth_bytes_per_s", 1e9),
-])
+@pytest.mark.parametrize(
+    ("entry", "field", "expected"),
+    [
+        ("size = 64 KiB", "size_bytes", 65536),
+        ("size = 512 bits", "size_bytes", 64),
+        ("energy_per_byte = 0.48 pJ", "energy_per_byte_j", 0.48e-12),
+        ("area = 0.173 mm2", "area_m2", 0.173e-6),
+        ("area = 1200 um2", "area_m2", 1200e-12),
+        ("bandwidth = 57.6 GB/s", "bandwidth_bytes_per_s", 57.6e9),
+        ("bandwidth = 8 Gbit/s", "bandwidth_bytes_per_s", 1e9),
+    ],
+)
 def test_buffer_units(entry: str, field: str, expected: float) -> None:
-    defaults = {"size": "size = 1 B", "energy_per_byte": "energy_per_byte = 1 fJ",
-                "area": "area = 1 um2"}
+    defaults = {
+        "size": "size = 1 B",
+        "energy_per_byte": "energy_per_byte = 1 fJ",
+        "area": "area = 1 um2",
+    }
     defaults[entry.split()[0]] = entry
     text = tiny("}\n}\n", "}\n    buffer b { " + "; ".join(defaults.values()) + " }\n}\n")
     (buffer,) = parse_target(text, "t.hw").buffers
@@ -182,7 +198,8 @@ def test_typo_in_a_key_lists_the_valid_keys() -> None:
         "hint: did you mean `read_latency`? valid keys of `crossbar`: rows, columns, cell, "
         "bits_per_cell, devices_per_slice, parallel_rows, cell_read_energy, cell_base_energy, "
         "read_latency, cell_area, peripheral_area, signed_columns, cell_width, cell_height, "
-        "row_periphery_area, column_periphery_area")
+        "row_periphery_area, column_periphery_area"
+    )
 
 
 def test_missing_unit() -> None:
@@ -190,7 +207,8 @@ def test_missing_unit() -> None:
         "t.hw:13:24: error: `read_latency` needs a time (ps, ns, us, ms, s), got `100`\n"
         "        read_latency = 100\n"
         "                       ^\n"
-        "hint: write the number with its unit")
+        "hint: write the number with its unit"
+    )
 
 
 def test_wrong_dimension() -> None:
@@ -198,13 +216,15 @@ def test_wrong_dimension() -> None:
         "t.hw:13:24: error: `read_latency` needs a time (ps, ns, us, ms, s), got `3 pJ`\n"
         "        read_latency = 3 pJ\n"
         "                       ^\n"
-        "hint: `pJ` is an energy")
+        "hint: `pJ` is an energy"
+    )
 
 
 def test_power_for_an_energy_says_how_to_convert() -> None:
     assert error(tiny("1.5625 pJ", "2 mW")).endswith(
         "hint: `mW` is a power: write the energy of one action, power / rate "
-        "(2 mW at 1.28 GHz is 1.5625 pJ)")
+        "(2 mW at 1.28 GHz is 1.5625 pJ)"
+    )
 
 
 def test_unknown_unit_suggests_the_right_case() -> None:
@@ -212,7 +232,8 @@ def test_unknown_unit_suggests_the_right_case() -> None:
         "t.hw:19:18: error: unknown unit `pj` in `1.5625 pj`\n"
         "        energy = 1.5625 pj\n"
         "                 ^\n"
-        "hint: did you mean `pJ`? `energy` needs an energy (fJ, pJ, nJ, uJ, mJ, J)")
+        "hint: did you mean `pJ`? `energy` needs an energy (fJ, pJ, nJ, uJ, mJ, J)"
+    )
 
 
 def test_unknown_section() -> None:
@@ -222,7 +243,8 @@ def test_unknown_section() -> None:
         "    ^\n"
         "hint: did you mean `crossbar`? valid sections of `target`: technology, crossbar, "
         "input_driver, converter, shift_add, accumulator, digital, center_offset, speculation, "
-        "buffer, hierarchy, interconnect")
+        "buffer, hierarchy, interconnect"
+    )
 
 
 def test_syntax_error() -> None:
@@ -230,7 +252,8 @@ def test_syntax_error() -> None:
         "t.hw:9:28: error: unexpected '='\n"
         "        rows = 128 columns = 64\n"
         "                           ^\n"
-        "hint: put each `key = value` on its own line (or separate them with `;`)")
+        "hint: put each `key = value` on its own line (or separate them with `;`)"
+    )
 
 
 def test_unclosed_brace() -> None:
@@ -238,31 +261,52 @@ def test_unclosed_brace() -> None:
         "t.hw:2:15: error: unexpected end of input\n"
         "    crossbar {\n"
         "              ^\n"
-        "hint: every `{` needs a matching `}`")
+        "hint: every `{` needs a matching `}`"
+    )
 
 
-@pytest.mark.parametrize(("old", "new", "message"), [
-    ("cell = rram", "cell = reram",
-     "t.hw:11:16: error: `cell` needs one of rram, sram, sot-mtj, stt-mram, pcm, fefet, "
-     "got `reram`"),
-    ("bits = [8]", "bits = []",
-     "t.hw:18:16: error: converter `adc` offers no precision: a sar ADC needs `bits`"),
-    ("column_sharing = [1, 8]", "column_sharing = [1, 3]",
-     "t.hw:3:26: error: column sharing 3 does not divide the 128 crossbar columns"),
-    ("bits_per_cell = 2", "bits_per_cell = 2\n        devices_per_slice = 3",
-     "t.hw:13:29: error: `devices_per_slice` must be 1 or 2, got `3`"),
-    ("rows = 128", "rows = 128\n        rows = 64",
-     "t.hw:10:9: error: `rows` is set twice in `crossbar`"),
-    ("        rows = 128\n", "",
-     "t.hw:8:5: error: `crossbar` is missing `rows`"),
-    ("rows = 128", "rows = 128.5", "t.hw:9:16: error: `rows` needs an integer, got `128.5`"),
-    ("rows = 128", "rows = 128 ns", "t.hw:9:16: error: `rows` takes no unit, got `128 ns`"),
-    ("converter adc {", "converter {", "t.hw:16:5: error: `converter` needs a name"),
-    ('target "tiny"', "target", "t.hw:2:1: error: the target needs a name"),
-    ("column_sharing = [1, 8]", 'column_sharing = [1, 8]\n    pipeline = "quantize,tile{x=1}"',
-     "t.hw:4:16: error: `pipeline` does not parse at character 10 of the string: unknown pass "
-     "'tile'"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "cell = rram",
+            "cell = reram",
+            "t.hw:11:16: error: `cell` needs one of rram, sram, sot-mtj, stt-mram, pcm, fefet, "
+            "got `reram`",
+        ),
+        (
+            "bits = [8]",
+            "bits = []",
+            "t.hw:18:16: error: converter `adc` offers no precision: a sar ADC needs `bits`",
+        ),
+        (
+            "column_sharing = [1, 8]",
+            "column_sharing = [1, 3]",
+            "t.hw:3:26: error: column sharing 3 does not divide the 128 crossbar columns",
+        ),
+        (
+            "bits_per_cell = 2",
+            "bits_per_cell = 2\n        devices_per_slice = 3",
+            "t.hw:13:29: error: `devices_per_slice` must be 1 or 2, got `3`",
+        ),
+        (
+            "rows = 128",
+            "rows = 128\n        rows = 64",
+            "t.hw:10:9: error: `rows` is set twice in `crossbar`",
+        ),
+        ("        rows = 128\n", "", "t.hw:8:5: error: `crossbar` is missing `rows`"),
+        ("rows = 128", "rows = 128.5", "t.hw:9:16: error: `rows` needs an integer, got `128.5`"),
+        ("rows = 128", "rows = 128 ns", "t.hw:9:16: error: `rows` takes no unit, got `128 ns`"),
+        ("converter adc {", "converter {", "t.hw:16:5: error: `converter` needs a name"),
+        ('target "tiny"', "target", "t.hw:2:1: error: the target needs a name"),
+        (
+            "column_sharing = [1, 8]",
+            'column_sharing = [1, 8]\n    pipeline = "quantize,tile{x=1}"',
+            "t.hw:4:16: error: `pipeline` does not parse at character 10 of the string: "
+            "unknown pass 'tile'",
+        ),
+    ],
+)
 def test_semantic_errors(old: str, new: str, message: str) -> None:
     assert error(tiny(old, new)).splitlines()[0] == message
 
@@ -273,7 +317,8 @@ def test_unknown_builtin_name() -> None:
     assert info.value.render() == (
         "error: no target named 'isaak'\n"
         "hint: built-in targets: isaac, xpert, raella, sotmtj, neurosim-rram22, "
-        "neurosim-rram22-32 (`imcc targets` lists them), or the path of a .hw file")
+        "neurosim-rram22-32 (`imcc targets` lists them), or the path of a .hw file"
+    )
 
 
 def test_a_path_loads_and_names_the_file(tmp_path: Path) -> None:
@@ -304,9 +349,12 @@ def test_compile_reports_a_bad_target_with_a_caret(capsys, tmp_path: Path) -> No
 
 def test_a_target_names_its_default_mapping_pipeline() -> None:
     from imcc.driver import MAPPING_PIPELINE, default_pipeline
+
     assert default_pipeline(load_target("isaac")).endswith(MAPPING_PIPELINE)
     assert "encode-weights{scheme=center-offset}" in default_pipeline(load_target("raella"))
     assert "calibrate-mtj" in default_pipeline(load_target("sotmtj"))
-    text = tiny("column_sharing = [1, 8]",
-                'column_sharing = [1, 8]\n    pipeline = "quantize,tile-crossbar"')
+    text = tiny(
+        "column_sharing = [1, 8]",
+        'column_sharing = [1, 8]\n    pipeline = "quantize,tile-crossbar"',
+    )
     assert default_pipeline(parse_target(text, "t.hw")).endswith(",quantize,tile-crossbar")

@@ -37,9 +37,12 @@ def build_small(seed: int = 0):
     x = b.add_input("x", TensorType((1, 1, 4, 4), DType.F32))
     w = b.add_constant(rng.standard_normal((2, 1, 3, 3)).astype(np.float32), "w")
     bias = b.add_constant(np.array([0.1, -2.5], np.float32), "b")
-    (c,) = b.add_node("conv", [x, w, bias],
-                      {"strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1]},
-                      name="Conv_0")
+    (c,) = b.add_node(
+        "conv",
+        [x, w, bias],
+        {"strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1]},
+        name="Conv_0",
+    )
     (r,) = b.add_node("relu", [c])
     (f,) = b.add_node("reshape", [r], {"shape": [1, 32]}, hint="flat/out")
     return b.build([f])
@@ -64,12 +67,14 @@ def test_file_round_trip_with_side_weights(tmp_path):
 @settings(max_examples=15, deadline=None)
 @given(data=st.data())
 def test_dense_and_blob_constants_round_trip_bit_for_bit(dtype, data):
-    array = data.draw(hnp.arrays(dtype.numpy, hnp.array_shapes(min_dims=0, max_dims=3,
-                                                               max_side=5)))
+    array = data.draw(hnp.arrays(dtype.numpy, hnp.array_shapes(min_dims=0, max_dims=3, max_side=5)))
     b = GraphBuilder("g")
     c = b.add_constant(array, "c")
-    (y,) = b.add_node("neg" if dtype is not DType.BOOL else "cast", [c],
-                      {} if dtype is not DType.BOOL else {"to": DType.BOOL})
+    (y,) = b.add_node(
+        "neg" if dtype is not DType.BOOL else "cast",
+        [c],
+        {} if dtype is not DType.BOOL else {"to": DType.BOOL},
+    )
     graph = b.build([y])
     text = print_graph(graph)
     store = {k.digest: k.data for k in graph.constants.values()}
@@ -103,8 +108,12 @@ def _value_tree(text: str):
 
     from imcc.ir.parser import GRAMMAR
 
-    parser = lark.Lark(GRAMMAR.replace("start: graph", "start: value"), parser="lalr",
-                       propagate_positions=True, maybe_placeholders=True)
+    parser = lark.Lark(
+        GRAMMAR.replace("start: graph", "start: value"),
+        parser="lalr",
+        propagate_positions=True,
+        maybe_placeholders=True,
+    )
     return parser.parse(text).children[0]
 
 
@@ -128,12 +137,10 @@ def _value_tree(text: str):
         ),
         (
             "graph @a(%x: f32[1]) {\n  %x = relu(%x) : f32[1]\n  return %x\n}\n",
-            "bad.imcir:2:4: error: value %x is defined twice\n  %x = relu(%x) : f32[1]\n"
-            "   ^",
+            "bad.imcir:2:4: error: value %x is defined twice\n  %x = relu(%x) : f32[1]\n   ^",
         ),
         (
-            "graph @a(%x: f32[1]) {\n  %y = leaky_relu(%x) {beta = 2} : f32[1]\n"
-            "  return %y\n}\n",
+            "graph @a(%x: f32[1]) {\n  %y = leaky_relu(%x) {beta = 2} : f32[1]\n  return %y\n}\n",
             "bad.imcir:2:23: error: 'leaky_relu' has no attribute 'beta' (valid attributes: "
             "alpha)\n  %y = leaky_relu(%x) {beta = 2} : f32[1]\n                      ^",
         ),
@@ -164,8 +171,9 @@ def test_verifier_names_node_and_rule():
 def test_verifier_rejects_non_canonical_attribute():
     graph = build_small()
     node = graph.nodes[0]
-    broken = graph.replace(nodes=(node.replace(attributes={**node.attributes, "group": 1.0}),
-                                  *graph.nodes[1:]))
+    broken = graph.replace(
+        nodes=(node.replace(attributes={**node.attributes, "group": 1.0}), *graph.nodes[1:])
+    )
     with pytest.raises(VerificationError, match="attribute 'group'"):
         verify(broken)
 
@@ -178,8 +186,10 @@ def test_verifier_rejects_use_before_definition():
 
 
 def test_graph_attributes_print_and_parse():
-    text = SMALL.replace("graph @net(%x: f32[1,1,4,4]) {",
-                         'graph @net(%x: f32[1,1,4,4]) attributes {target = "isaac"} {')
+    text = SMALL.replace(
+        "graph @net(%x: f32[1,1,4,4]) {",
+        'graph @net(%x: f32[1,1,4,4]) attributes {target = "isaac"} {',
+    )
     graph = parse_program(text, "t.imcir")
     assert graph.attributes == {"target": "isaac"}
     assert print_graph(graph) == text

@@ -34,11 +34,25 @@ def test_nine_light_models_are_shipped():
 
 @pytest.mark.parametrize("model", MODELS)
 def test_print_ir_after_all_is_parseable_and_opt_reprints_it(model, tmp_path, capsys):
-    assert main(["compile", str(LIGHT / f"{model}.onnx"), "--print-ir-after-all",
-                 "-o", str(tmp_path / "final.imcir")]) == 0
+    assert (
+        main(
+            [
+                "compile",
+                str(LIGHT / f"{model}.onnx"),
+                "--print-ir-after-all",
+                "-o",
+                str(tmp_path / "final.imcir"),
+            ]
+        )
+        == 0
+    )
     dumps = split_dumps(capsys.readouterr().err)
     assert [name for name, _ in dumps] == [
-        "canonicalize", "fold-constants{max_elements=1048576}", "fold-batchnorm", "canonicalize"]
+        "canonicalize",
+        "fold-constants{max_elements=1048576}",
+        "fold-batchnorm",
+        "canonicalize",
+    ]
     for index, (_, text) in enumerate(dumps):
         graph = parse_program(text, f"{model}-dump{index}")
         assert print_graph(graph) == text

@@ -32,12 +32,15 @@ MAPPING = "assign-input-precision,quantize,tile-crossbar,select-adc,share-column
 def small_target(tiles_per_chip: int = 0, **changes) -> Target:
     """An ISAAC-like target written in Python (the .hw files are tested elsewhere)."""
     fields = dict(
-        name="test", description="ISAAC-like test target",
+        name="test",
+        description="ISAAC-like test target",
         technology=Technology(32, 1.2e9),
         crossbar=Crossbar(rows=128, columns=128, cell="rram", bits_per_cell=2),
         input_driver=InputDriver(bits_per_cycle=(1, 2), input_bits=(4, 6, 8)),
-        converters=(Converter("sar", ConverterKind.SAR, bits=(6, 7, 8)),
-                    Converter("mtj", ConverterKind.MTJ, bits=(1,), samples=(1, 4, 16))),
+        converters=(
+            Converter("sar", ConverterKind.SAR, bits=(6, 7, 8)),
+            Converter("mtj", ConverterKind.MTJ, bits=(1,), samples=(1, 4, 16)),
+        ),
         column_sharing=(8, 16, 32, 128),
         hierarchy=Hierarchy(crossbars_per_tile=2, tiles_per_chip=tiles_per_chip),
     )
@@ -80,17 +83,22 @@ def test_mapping_attributes_follow_the_target(digits):
     assert all(n.attr("column_share") == 8 for n in layers)
     assert layers[2].attr("converter") == ConverterChoice("sar", "sar", 8, 1)
     assert [n.attr("placement") for n in layers] == [
-        Placement(0, 1, 1), Placement(1, 1, 1), Placement(2, 1, 1)]
+        Placement(0, 1, 1),
+        Placement(1, 1, 1),
+        Placement(2, 1, 1),
+    ]
 
 
 def test_per_layer_options_are_replayable(digits):
-    pipeline = ("assign-input-precision{bits=0 slice=0 speculate=false per_layer_bits=[8,6,4] "
-                "per_layer_slice=[1,2,2] slices=[]},quantize{weight_bits=0 input_bits=8 "
-                "method=minmax percentile=99.99 samples=64},tile-crossbar{rows=0 columns=0 "
-                "slices=[] encoding=\"\"},select-adc{"
-                "converter=\"\" type=\"\" bits=0 samples=0 per_layer_converter=[sar,mtj,sar] "
-                "per_layer_bits=[6,1,8] per_layer_samples=[1,16,1]},share-columns{factor=0 "
-                "per_layer=[16,32,128]},place{replicate=true speedup=0}")
+    pipeline = (
+        "assign-input-precision{bits=0 slice=0 speculate=false per_layer_bits=[8,6,4] "
+        "per_layer_slice=[1,2,2] slices=[]},quantize{weight_bits=0 input_bits=8 "
+        "method=minmax percentile=99.99 samples=64},tile-crossbar{rows=0 columns=0 "
+        'slices=[] encoding=""},select-adc{'
+        'converter="" type="" bits=0 samples=0 per_layer_converter=[sar,mtj,sar] '
+        "per_layer_bits=[6,1,8] per_layer_samples=[1,16,1]},share-columns{factor=0 "
+        "per_layer=[16,32,128]},place{replicate=true speedup=0}"
+    )
     assert print_pipeline(parse_pipeline(pipeline)) == pipeline
     layers = crossbar_layers(compile_digits(pipeline, small_target(), digits))
     assert [n.attr("input").slices for n in layers] == [(1,) * 8, (2, 2, 2), (2, 2)]
@@ -113,18 +121,26 @@ def test_place_replicates_the_slowest_layers_into_spare_tiles(digits):
 @pytest.mark.parametrize(
     ("pipeline", "target", "message"),
     [
-        ("assign-input-precision{bits=5 slice=0 speculate=false per_layer_bits=[] "
-         "per_layer_slice=[]}", small_target(),
-         "layer 0 (/features/features.0/Conv): input precision 5 is not offered by the target"),
-        ("assign-input-precision,quantize,tile-crossbar,select-adc,"
-         "share-columns{factor=3 per_layer=[]}",
-         small_target(),
-         "layer 0 (/features/features.0/Conv): column sharing 3 is not offered with converter sar"),
-        ("assign-input-precision,quantize,tile-crossbar,select-adc,"
-         "share-columns{factor=0 per_layer=[8]}",
-         small_target(), "option per_layer has 1 entries but the model has 3 crossbar layers"),
-        ("tile-crossbar", small_target(), "layer 0 (/features/features.0/Conv) is not "
-         "quantized"),
+        (
+            "assign-input-precision{bits=5 slice=0 speculate=false per_layer_bits=[] "
+            "per_layer_slice=[]}",
+            small_target(),
+            "layer 0 (/features/features.0/Conv): input precision 5 is not offered by the target",
+        ),
+        (
+            "assign-input-precision,quantize,tile-crossbar,select-adc,"
+            "share-columns{factor=3 per_layer=[]}",
+            small_target(),
+            "layer 0 (/features/features.0/Conv): column sharing 3 is not offered with "
+            "converter sar",
+        ),
+        (
+            "assign-input-precision,quantize,tile-crossbar,select-adc,"
+            "share-columns{factor=0 per_layer=[8]}",
+            small_target(),
+            "option per_layer has 1 entries but the model has 3 crossbar layers",
+        ),
+        ("tile-crossbar", small_target(), "layer 0 (/features/features.0/Conv) is not quantized"),
     ],
 )
 def test_illegal_mappings_are_rejected_with_a_reason(pipeline, target, message, digits):
@@ -150,8 +166,16 @@ def test_tunable_passes_declare_their_search_space(digits):
 
     graph = compile_digits("quantize", small_target(), digits)
     ctx = Context(target=small_target())
-    spaces = {name: load_pass(name)().search_space(graph, ctx) for name in (
-        "assign-input-precision", "tile-crossbar", "share-columns", "select-adc", "place")}
+    spaces = {
+        name: load_pass(name)().search_space(graph, ctx)
+        for name in (
+            "assign-input-precision",
+            "tile-crossbar",
+            "share-columns",
+            "select-adc",
+            "place",
+        )
+    }
     assert spaces == {
         "assign-input-precision": {"bits": [4, 6, 8], "slice": [1, 2]},
         "tile-crossbar": {"slices": [(1,) * 8, (2, 2, 2, 2)]},

@@ -32,7 +32,8 @@ FRONT = f"{DEFAULT_PIPELINE},assign-input-precision,quantize,tile-crossbar"
 def compiled(passes: str):
     ctx = Context(target=SOTMTJ, options={"calibration": DATA.images[:64]})
     graph = PassManager(parse_pipeline(f"{FRONT},{passes}")).run(
-        import_onnx(example_path("digits-cnn")), ctx)
+        import_onnx(example_path("digits-cnn")), ctx
+    )
     return graph, ctx.decisions.tables
 
 
@@ -49,15 +50,20 @@ def _layer(seed: int = 0):
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, size=(200, 128)) * (rng.random((200, 128)) < 0.3)  # sparse
     w = rng.integers(-20, 21, size=(128, 6))
-    return x, w, InputStreaming(8, (1,) * 8, False, False), WeightMapping(
-        "differential", (2, 2, 2, 2), 2)
+    return (
+        x,
+        w,
+        InputStreaming(8, (1,) * 8, False, False),
+        WeightMapping("differential", (2, 2, 2, 2), 2),
+    )
 
 
 def _run(converter: Converter, seed: int = 0) -> tuple[np.ndarray, Statistics]:
     x, w, streaming, mapping = _layer()
     stats = Statistics()
-    out = crossbar_matmul(x, w, streaming, mapping, 8, 128, True, converter,
-                          np.random.default_rng(seed), stats)
+    out = crossbar_matmul(
+        x, w, streaming, mapping, 8, 128, True, converter, np.random.default_rng(seed), stats
+    )
     return out, stats
 
 
@@ -70,8 +76,13 @@ def _calibrated(samples: int) -> Converter:
     inputs, _ = input_planes(x, streaming)  # [J, P, K]
     sums = np.einsum("jpk,idkn->jpidn", inputs, planes).reshape(-1, planes[..., 0, :].size)
     scale = 1 / (2 * np.maximum(sums.std(axis=0), 0.5))
-    return Converter(ConverterKind.MTJ, 1, samples, ps_scale=tuple(scale.tolist()),
-                     ps_offset=tuple((-sums.mean(axis=0) * scale).tolist()))
+    return Converter(
+        ConverterKind.MTJ,
+        1,
+        samples,
+        ps_scale=tuple(scale.tolist()),
+        ps_offset=tuple((-sums.mean(axis=0) * scale).tolist()),
+    )
 
 
 def test_per_column_normalisation_beats_the_full_range_rule():
@@ -103,18 +114,21 @@ def test_a_normalisation_of_the_wrong_width_is_a_mapping_error():
 
 def test_select_adc_by_type_takes_the_targets_mtj():
     graph, _ = compiled("select-adc{type=mtj samples=4}")
-    assert {(n.attr("converter").name, n.attr("converter").samples)
-            for n in crossbar_layers(graph)} == {("mtj", 4)}
+    assert {
+        (n.attr("converter").name, n.attr("converter").samples) for n in crossbar_layers(graph)
+    } == {("mtj", 4)}
     graph, _ = compiled("select-adc{type=sar}")
     assert {n.attr("converter").name for n in crossbar_layers(graph)} == {"adc8"}
 
 
-@pytest.mark.parametrize(("passes", "message", "hint"), [
-    ("select-adc{type=flash}", "target sotmtj has no flash converter", "mtj (mtj), adc8 (sar)"),
-    ("select-adc{converter=adc8 type=mtj}", "converter adc8 is not of type mtj",
-     "not both"),
-    ("calibrate-mtj", "has no converter", "run select-adc before calibrate-mtj"),
-])
+@pytest.mark.parametrize(
+    ("passes", "message", "hint"),
+    [
+        ("select-adc{type=flash}", "target sotmtj has no flash converter", "mtj (mtj), adc8 (sar)"),
+        ("select-adc{converter=adc8 type=mtj}", "converter adc8 is not of type mtj", "not both"),
+        ("calibrate-mtj", "has no converter", "run select-adc before calibrate-mtj"),
+    ],
+)
 def test_bad_options_are_mapping_errors_with_a_hint(passes, message, hint):
     with pytest.raises(MappingError) as info:
         compiled(passes)
@@ -129,8 +143,9 @@ def test_calibrate_mtj_lifts_digits_accuracy_on_sotmtj():
     assert plain.accuracy < 0.2  # the full-range rule: every sample is a coin flip
     assert calibrated.accuracy > 0.6
     # the first conv reads few rows (a small full range to start from): its gain is the least
-    assert all(a.rel_error < b.rel_error / 5 for a, b in zip(calibrated.layers, plain.layers,
-                                                             strict=True))
+    assert all(
+        a.rel_error < b.rel_error / 5 for a, b in zip(calibrated.layers, plain.layers, strict=True)
+    )
     rows = tables["calibrate-mtj"]
     assert len(rows) == 3 and all(0 <= row["clamped"] < 0.2 for row in rows)
     first = crossbar_layers(graph)[0]
@@ -148,8 +163,11 @@ def test_calibrate_mtj_leaves_adc_layers_alone():
 
 def test_allocate_honours_the_budget_and_favours_sensitive_layers():
     counts = (1, 2, 4, 8, 16)
-    layers = [LayerCost(counts, 1000, 1.0), LayerCost(counts, 1000, 20.0),
-              LayerCost(counts, 300, 5.0)]
+    layers = [
+        LayerCost(counts, 1000, 1.0),
+        LayerCost(counts, 1000, 20.0),
+        LayerCost(counts, 300, 5.0),
+    ]
     for budget in (1.0, 2.0, 4.0, 5.5, 16.0):
         chosen = allocate(layers, budget)
         spent = sum(layer.conversions * n for layer, n in zip(layers, chosen, strict=True))
@@ -163,7 +181,8 @@ def test_allocate_honours_the_budget_and_favours_sensitive_layers():
 
 def test_allocate_samples_on_digits_keeps_total_samples_within_uniform():
     graph, tables = compiled(
-        "select-adc{type=mtj samples=4},calibrate-mtj,allocate-samples{budget=4 samples=8}")
+        "select-adc{type=mtj samples=4},calibrate-mtj,allocate-samples{budget=4 samples=8}"
+    )
     rows = tables["allocate-samples"]
     samples = [n.attr("converter").samples for n in crossbar_layers(graph)]
     assert samples == [row["samples"] for row in rows]

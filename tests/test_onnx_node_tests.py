@@ -20,8 +20,17 @@ from imcc.errors import FrontendError
 from imcc.frontend.onnx import import_onnx
 
 OPS_IN_SCOPE = {
-    "Conv", "Gemm", "MatMul", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool",
-    "BatchNormalization", "Add", "Flatten", "Reshape",
+    "Conv",
+    "Gemm",
+    "MatMul",
+    "Relu",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "BatchNormalization",
+    "Add",
+    "Flatten",
+    "Reshape",
 }
 # Cases whose semantics the IR deliberately leaves out, with the reason the frontend gives.
 UNSUPPORTED = {
@@ -39,8 +48,11 @@ def _cases():
         from onnx.backend.test.case.node import collect_testcases
 
         cases = collect_testcases()
-    return [c for c in cases
-            if len(c.model.graph.node) == 1 and c.model.graph.node[0].op_type in OPS_IN_SCOPE]
+    return [
+        c
+        for c in cases
+        if len(c.model.graph.node) == 1 and c.model.graph.node[0].op_type in OPS_IN_SCOPE
+    ]
 
 
 CASES = _cases()
@@ -65,8 +77,11 @@ def test_case_count():
 def test_node_case(case):
     inputs, expected = case.data_sets[0]
     names = [i.name for i in case.model.graph.input]
-    frozen = {n: a for n, a in zip(names, inputs, strict=True)
-              if np.issubdtype(np.asarray(a).dtype, np.integer) and n != names[0]}
+    frozen = {
+        n: a
+        for n, a in zip(names, inputs, strict=True)
+        if np.issubdtype(np.asarray(a).dtype, np.integer) and n != names[0]
+    }
     if case.name in UNSUPPORTED:
         with pytest.raises(FrontendError, match=UNSUPPORTED[case.name]):
             import_onnx(case.model, freeze_inputs=frozen)
@@ -74,8 +89,9 @@ def test_node_case(case):
     graph = import_onnx(case.model, freeze_inputs=frozen)
     feeds = {n: a for n, a in zip(names, inputs, strict=True) if n not in frozen}
     outputs = run_graph(graph, feeds)
-    session = ort.InferenceSession(case.model.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        case.model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
     ort_outputs = session.run(None, dict(zip(names, inputs, strict=True)))
     for got, shipped, from_ort in zip(outputs.values(), expected, ort_outputs, strict=True):
         assert got.dtype == shipped.dtype

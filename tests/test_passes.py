@@ -115,20 +115,24 @@ def conv_bn(seed: int = 0) -> Graph:
     weights = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
     from imcc.ir.weights import digest
 
-    return parse_program(CONV_BN.replace('"W"', f'"{digest(weights)}"'), "conv_bn.imcir",
-                         {digest(weights): weights})
+    return parse_program(
+        CONV_BN.replace('"W"', f'"{digest(weights)}"'), "conv_bn.imcir", {digest(weights): weights}
+    )
 
 
 # -- pipeline text -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", [
-    "",
-    "canonicalize",
-    "canonicalize,fold-constants{max_elements=1048576},fold-batchnorm,canonicalize",
-    "test-knobs{rows=128 ratio=0.5 fast=false encoding=differential slices=[4,2,2] gains=[]}",
-    'test-knobs{rows=-3 ratio=1e-05 fast=true encoding="a b,c{}" slices=[] gains=[0.5,inf]}',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "canonicalize",
+        "canonicalize,fold-constants{max_elements=1048576},fold-batchnorm,canonicalize",
+        "test-knobs{rows=128 ratio=0.5 fast=false encoding=differential slices=[4,2,2] gains=[]}",
+        'test-knobs{rows=-3 ratio=1e-05 fast=true encoding="a b,c{}" slices=[] gains=[0.5,inf]}',
+    ],
+)
 def test_canonical_pipelines_round_trip(text: str) -> None:
     assert print_pipeline(parse_pipeline(text)) == text
 
@@ -142,7 +146,9 @@ def test_pipeline_spelling_is_lenient_and_defaults_fill_in() -> None:
     assert str(load_pass("canonicalize")()) == "canonicalize"
     # a list written bare inside the braces reads as the bracketed one
     assert parse_pipeline("test-knobs{slices=4,2,2 gains=0.5},canonicalize") == [
-        Knobs(slices=(4, 2, 2), gains=(0.5,)), load_pass("canonicalize")()]
+        Knobs(slices=(4, 2, 2), gains=(0.5,)),
+        load_pass("canonicalize")(),
+    ]
 
 
 _VALUES = {
@@ -152,11 +158,15 @@ _VALUES = {
     OptionKind.STR: st.text(max_size=12),
     OptionKind.INTS: st.lists(st.integers(-1000, 1000), max_size=5).map(tuple),
     OptionKind.FLOATS: st.lists(st.floats(allow_nan=False), max_size=5).map(tuple),
-    OptionKind.STRS: st.lists(st.sampled_from(["sar", "flash", "mtj", "a b", "x-1"]),
-                              max_size=4).map(tuple),
+    OptionKind.STRS: st.lists(
+        st.sampled_from(["sar", "flash", "mtj", "a b", "x-1"]), max_size=4
+    ).map(tuple),
 }
-_ELEMENT = {OptionKind.INTS: OptionKind.INT, OptionKind.FLOATS: OptionKind.FLOAT,
-            OptionKind.STRS: OptionKind.STR}
+_ELEMENT = {
+    OptionKind.INTS: OptionKind.INT,
+    OptionKind.FLOATS: OptionKind.FLOAT,
+    OptionKind.STRS: OptionKind.STR,
+}
 
 
 def _legal(spec: OptionSpec) -> st.SearchStrategy:
@@ -168,12 +178,19 @@ def _legal(spec: OptionSpec) -> st.SearchStrategy:
     if bounds.choices is not None:
         element = st.sampled_from(bounds.choices)
     elif kind is OptionKind.INT:
-        element = st.integers(int(bounds.minimum if bounds.minimum is not None else -(2**40)),
-                              int(bounds.maximum if bounds.maximum is not None else 2**40))
+        element = st.integers(
+            int(bounds.minimum if bounds.minimum is not None else -(2**40)),
+            int(bounds.maximum if bounds.maximum is not None else 2**40),
+        )
     else:
         low = bounds.above if bounds.above is not None else bounds.minimum
-        element = st.floats(low, bounds.maximum, exclude_min=bounds.above is not None,
-                            allow_nan=False, allow_infinity=False)
+        element = st.floats(
+            low,
+            bounds.maximum,
+            exclude_min=bounds.above is not None,
+            allow_nan=False,
+            allow_infinity=False,
+        )
     if spec.kind in _ELEMENT:
         return st.lists(element, max_size=5).map(tuple)
     return element
@@ -196,74 +213,119 @@ def test_every_registered_pass_round_trips(pipeline: list[Pass]) -> None:
     assert print_pipeline(parse_pipeline(text)) == text
 
 
-@pytest.mark.parametrize(("text", "rendered"), [
-    ("canonicalise", """\
+@pytest.mark.parametrize(
+    ("text", "rendered"),
+    [
+        (
+            "canonicalise",
+            """\
 --passes:1:1: error: unknown pass 'canonicalise'
 canonicalise
 ^
-hint: did you mean canonicalize?"""),
-    ("canonicalize,fold-batchnorn{}", """\
+hint: did you mean canonicalize?""",
+        ),
+        (
+            "canonicalize,fold-batchnorn{}",
+            """\
 --passes:1:14: error: unknown pass 'fold-batchnorn'
 canonicalize,fold-batchnorn{}
              ^
-hint: did you mean fold-batchnorm?"""),
-    ("frobnicate", """\
+hint: did you mean fold-batchnorm?""",
+        ),
+        (
+            "frobnicate",
+            """\
 --passes:1:1: error: unknown pass 'frobnicate'
 frobnicate
 ^
-hint: `imcc passes` lists them"""),
-    ("fold-constants{max=3}", """\
+hint: `imcc passes` lists them""",
+        ),
+        (
+            "fold-constants{max=3}",
+            """\
 --passes:1:16: error: pass 'fold-constants' has no option 'max'
 fold-constants{max=3}
                ^
-hint: valid options: max_elements"""),
-    ("canonicalize{x=1}", """\
+hint: valid options: max_elements""",
+        ),
+        (
+            "canonicalize{x=1}",
+            """\
 --passes:1:14: error: pass 'canonicalize' has no option 'x'
 canonicalize{x=1}
              ^
-hint: it takes no options"""),
-    ("fold-constants{max_elements=many}", """\
+hint: it takes no options""",
+        ),
+        (
+            "fold-constants{max_elements=many}",
+            """\
 --passes:1:29: error: option 'max_elements' of pass 'fold-constants' expects an integer, \
 got 'many'
 fold-constants{max_elements=many}
-                            ^"""),
-    ("test-knobs{slices=[4,x]}", """\
+                            ^""",
+        ),
+        (
+            "test-knobs{slices=[4,x]}",
+            """\
 --passes:1:19: error: option 'slices' of pass 'test-knobs' expects a list of integers like \
 [4,2,2], got '[4,x]'
 test-knobs{slices=[4,x]}
-                  ^"""),
-    ("test-knobs{fast=yes}", """\
+                  ^""",
+        ),
+        (
+            "test-knobs{fast=yes}",
+            """\
 --passes:1:17: error: option 'fast' of pass 'test-knobs' expects true or false, got 'yes'
 test-knobs{fast=yes}
-                ^"""),
-    ("test-knobs{rows=1,ratio=2}", """\
+                ^""",
+        ),
+        (
+            "test-knobs{rows=1,ratio=2}",
+            """\
 --passes:1:18: error: unexpected ',' after option 'rows'
 test-knobs{rows=1,ratio=2}
                  ^
-hint: separate options with spaces: {a=1 b=2}"""),
-    ("test-knobs{rows=1 rows=2}", """\
+hint: separate options with spaces: {a=1 b=2}""",
+        ),
+        (
+            "test-knobs{rows=1 rows=2}",
+            """\
 --passes:1:19: error: option 'rows' of pass 'test-knobs' is given twice
 test-knobs{rows=1 rows=2}
-                  ^"""),
-    ("test-knobs{rows 1}", """\
+                  ^""",
+        ),
+        (
+            "test-knobs{rows 1}",
+            """\
 --passes:1:16: error: expected '=' after option 'rows', found ' '
 test-knobs{rows 1}
-               ^"""),
-    ("test-knobs{rows=1", """\
+               ^""",
+        ),
+        (
+            "test-knobs{rows=1",
+            """\
 --passes:1:11: error: unclosed '{' of pass 'test-knobs'
 test-knobs{rows=1
           ^
-hint: close the options with '}'"""),
-    ("canonicalize fold-batchnorm", """\
+hint: close the options with '}'""",
+        ),
+        (
+            "canonicalize fold-batchnorm",
+            """\
 --passes:1:14: error: unexpected 'f' after pass 'canonicalize'
 canonicalize fold-batchnorm
              ^
-hint: separate passes with ','"""),
-    ("canonicalize,", """\
+hint: separate passes with ','""",
+        ),
+        (
+            "canonicalize,",
+            """\
 --passes:1:14: error: expected a pass name, found end of pipeline
 canonicalize,
-             ^"""),
-])
+             ^""",
+        ),
+    ],
+)
 def test_pipeline_errors_are_pinned(text: str, rendered: str) -> None:
     with pytest.raises(PipelineError) as info:
         parse_pipeline(text, "--passes")
@@ -276,10 +338,22 @@ def test_pipeline_errors_are_pinned(text: str, rendered: str) -> None:
 
 def test_registry_lists_the_passes_lazily() -> None:
     names = [n for n in registered_passes() if not n.startswith("test-")]
-    assert names == ["allocate-samples", "assign-input-precision", "calibrate-mtj",
-                     "canonicalize", "encode-weights", "fold-batchnorm", "fold-constants",
-                     "place", "profile-converters", "quantize", "select-adc", "share-columns",
-                     "slice-weights", "tile-crossbar"]
+    assert names == [
+        "allocate-samples",
+        "assign-input-precision",
+        "calibrate-mtj",
+        "canonicalize",
+        "encode-weights",
+        "fold-batchnorm",
+        "fold-constants",
+        "place",
+        "profile-converters",
+        "quantize",
+        "select-adc",
+        "share-columns",
+        "slice-weights",
+        "tile-crossbar",
+    ]
     for name in ["canonicalize", "fold-batchnorm", "fold-constants"]:
         cls = load_pass(name)
         assert cls.name == name and cls.summary()
@@ -312,8 +386,14 @@ def test_print_ir_after_all_is_a_stream_of_parseable_programs() -> None:
     PassManager(parse_pipeline(PIPELINE), [PrintIR(after_all=True, stream=stream)]).run(graph)
     chunks = re.split(r"(?m)^(?=// -----// IR Dump)", stream.getvalue())[1:]
     assert [c.splitlines()[0] for c in chunks] == [
-        f"// -----// IR Dump After {spec} //----- //" for spec in
-        ["canonicalize", "fold-constants{max_elements=1048576}", "fold-batchnorm", "canonicalize"]]
+        f"// -----// IR Dump After {spec} //----- //"
+        for spec in [
+            "canonicalize",
+            "fold-constants{max_elements=1048576}",
+            "fold-batchnorm",
+            "canonicalize",
+        ]
+    ]
     for chunk in chunks:
         parse_program(chunk)  # the header is a comment
 
@@ -332,8 +412,14 @@ def test_print_ir_after_change_and_before() -> None:
 def test_dump_ir_dir_writes_numbered_programs_and_one_weight_file(tmp_path: Path) -> None:
     PassManager(parse_pipeline(PIPELINE), [DumpIR(tmp_path)]).run(conv_bn())
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["00-input.imcir", "01-canonicalize.imcir", "02-fold-constants.imcir",
-                     "03-fold-batchnorm.imcir", "04-canonicalize.imcir", "weights.npz"]
+    assert names == [
+        "00-input.imcir",
+        "01-canonicalize.imcir",
+        "02-fold-constants.imcir",
+        "03-fold-batchnorm.imcir",
+        "04-canonicalize.imcir",
+        "weights.npz",
+    ]
     x = np.random.default_rng(1).standard_normal((1, 2, 5, 5)).astype(np.float32)
     first = run_graph(load_program(tmp_path / "00-input.imcir"), {"x": x})["r"]
     last = run_graph(load_program(tmp_path / "04-canonicalize.imcir"), {"x": x})["r"]
@@ -346,8 +432,13 @@ def test_time_passes_prints_a_row_per_pass() -> None:
     lines = stream.getvalue().splitlines()
     assert lines[0] == "===- pass timing (wall clock) -==="
     assert [line.split()[-1] for line in lines[2:]] == [
-        "canonicalize", "fold-constants{max_elements=1048576}", "fold-batchnorm", "canonicalize",
-        "(verifier)", "total"]
+        "canonicalize",
+        "fold-constants{max_elements=1048576}",
+        "fold-batchnorm",
+        "canonicalize",
+        "(verifier)",
+        "total",
+    ]
 
 
 # -- failures and reproducers --------------------------------------------------------------
@@ -375,8 +466,12 @@ def test_failing_pass_names_itself_and_writes_a_reproducer(tmp_path: Path, capsy
     assert text.splitlines()[0] == '// imcc-reproducer: --passes "test-explode,canonicalize"'
     assert load_program(repro).constants["w"].data is not None  # the weights came along
 
-    assert cli.main(["opt", str(repro), "--run-reproducer",
-                     "--reproducer", str(tmp_path / "again.imcir")]) == 1
+    assert (
+        cli.main(
+            ["opt", str(repro), "--run-reproducer", "--reproducer", str(tmp_path / "again.imcir")]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.startswith("error: pass 'test-explode' failed: raised ZeroDivisionError: boom\n")
     assert "  passes before it: none\n" in err
@@ -388,7 +483,8 @@ def test_verifier_after_each_pass_catches_broken_ir(tmp_path: Path) -> None:
     with pytest.raises(PassFailure) as info:
         PassManager(passes, reproducer=tmp_path / "r.imcir").run(conv_bn())
     assert str(info.value).splitlines()[0] == (
-        "pass 'test-break-ir' failed: produced invalid IR: graph output %nowhere is not defined")
+        "pass 'test-break-ir' failed: produced invalid IR: graph output %nowhere is not defined"
+    )
     assert info.value.previous == ("canonicalize",)
     unchecked = PassManager(passes, verify_each=False).run(conv_bn())
     assert unchecked.outputs == ("nowhere",)
@@ -400,7 +496,8 @@ def test_mapping_error_keeps_exit_code_two(tmp_path: Path, capsys) -> None:
     assert cli.main(["opt", str(path), "--passes", "canonicalize,test-unmappable"]) == 2
     assert capsys.readouterr().err == (
         "error: pass 'test-unmappable': layer %c needs 300 rows, the crossbar has 256\n"
-        "hint: tile it\n")
+        "hint: tile it\n"
+    )
 
 
 # -- the passes ----------------------------------------------------------------------------
@@ -411,8 +508,9 @@ def test_default_pipeline_folds_batchnorm_and_keeps_results() -> None:
     result = PassManager(parse_pipeline(PIPELINE)).run(graph)
     assert [n.op for n in result.nodes] == ["conv", "relu"]
     x = np.random.default_rng(4).standard_normal((1, 2, 5, 5)).astype(np.float32)
-    np.testing.assert_allclose(run_graph(result, {"x": x})["r"], run_graph(graph, {"x": x})["r"],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        run_graph(result, {"x": x})["r"], run_graph(graph, {"x": x})["r"], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_fold_batchnorm_linear_without_bias_matches_reference() -> None:
@@ -420,17 +518,24 @@ def test_fold_batchnorm_linear_without_bias_matches_reference() -> None:
     b = GraphBuilder("lin")
     x = b.add_input("x", TensorType((4, 6), DType.F32))
     w = b.add_constant(rng.standard_normal((6, 3)).astype(np.float32), "w")
-    params = [b.add_constant(a.astype(np.float32), n) for n, a in [
-        ("s", rng.standard_normal(3)), ("t", rng.standard_normal(3)),
-        ("m", rng.standard_normal(3)), ("v", rng.uniform(0.1, 2.0, 3))]]
+    params = [
+        b.add_constant(a.astype(np.float32), n)
+        for n, a in [
+            ("s", rng.standard_normal(3)),
+            ("t", rng.standard_normal(3)),
+            ("m", rng.standard_normal(3)),
+            ("v", rng.uniform(0.1, 2.0, 3)),
+        ]
+    ]
     (y,) = b.add_node("linear", [x, w])
     (z,) = b.add_node("batch_norm", [y, *params])
     graph = b.build([z])
     folded = PassManager(parse_pipeline("fold-batchnorm")).run(graph)
     assert [n.op for n in folded.nodes] == ["linear"] and folded.outputs == (z,)
     feed = {"x": rng.standard_normal((4, 6)).astype(np.float32)}
-    np.testing.assert_allclose(run_graph(folded, feed)[z], run_graph(graph, feed)[z],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        run_graph(folded, feed)[z], run_graph(graph, feed)[z], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_canonicalize_and_fold_constants_are_idempotent() -> None:
@@ -446,9 +551,12 @@ def test_fold_constants_needs_loaded_weights() -> None:
     graph = parse_program(
         'graph @g(%x: f32[4,4]) {\n  %w = const f32[4,4] blob<"0123456789abcdef">\n'
         "  %t = transpose(%w) {perm = [1, 0]} : f32[4,4]\n  %y = add(%x, %t) : f32[4,4]\n"
-        "  return %y\n}\n")
+        "  return %y\n}\n"
+    )
     with pytest.raises(Exception) as info:
         PassManager(parse_pipeline("fold-constants")).run(graph)
     assert info.value.exit_code == 2
-    assert str(info.value) == ("pass 'fold-constants{max_elements=1048576}': fold-constants needs "
-                               "the data of constant %w (read by transpose -> %t)")
+    assert str(info.value) == (
+        "pass 'fold-constants{max_elements=1048576}': fold-constants needs "
+        "the data of constant %w (read by transpose -> %t)"
+    )

@@ -97,10 +97,12 @@ class Agreement:
 
 def quantized(graph: Graph, calibration: np.ndarray) -> Graph:
     """Run the default pipeline and an 8-bit `quantize` calibrated on `calibration`."""
-    pipeline = f"{DEFAULT_PIPELINE},quantize{{weight_bits=8 input_bits=8 " \
-               f"samples={len(calibration)}}}"
+    pipeline = (
+        f"{DEFAULT_PIPELINE},quantize{{weight_bits=8 input_bits=8 samples={len(calibration)}}}"
+    )
     return PassManager(parse_pipeline(pipeline)).run(
-        graph, Context(options={"calibration": calibration}))
+        graph, Context(options={"calibration": calibration})
+    )
 
 
 def ort_session(model: bytes | str) -> ort.InferenceSession:
@@ -160,7 +162,7 @@ def check(agreement: Agreement) -> None:
 
 def mnist_images(start: int, count: int) -> np.ndarray:
     """Return real 8x8 digits scaled 3x and padded to 28x28 (MNIST layout), in [0, 1]."""
-    digits = load_dataset("digits").images[start:start + count]
+    digits = load_dataset("digits").images[start : start + count]
     large = np.kron(digits, np.ones((1, 1, 3, 3), np.float32))
     return np.pad(large, ((0, 0), (0, 0), (2, 2), (2, 2)))
 
@@ -168,7 +170,7 @@ def mnist_images(start: int, count: int) -> np.ndarray:
 def test_digits_cnn_matches_onnxruntime():
     data = load_dataset("digits-cnn")
     program = quantized(import_onnx(example_path("digits-cnn")), data.images[:64])
-    check(compare(program, [data.images[i:i + 1] for i in range(64, 128)]))
+    check(compare(program, [data.images[i : i + 1] for i in range(64, 128)]))
 
 
 @pytest.mark.parametrize("name", ["mnist-conv", "lenet5"])
@@ -212,8 +214,12 @@ def _tiny_program(bits: int, signed: bool) -> Graph:
     attrs = {"scale": 0.25, "bits": bits, "signed": signed}
     (xq,) = builder.add_node("quantize", [x], attrs, hint="x.q")
     w = builder.add_constant(rng.integers(-7, 8, (3, 2, 3, 3)).astype(np.int32), "w.q")
-    (acc,) = builder.add_node("conv", [xq, w], {"strides": [1, 1], "pads": [1, 1, 1, 1],
-                                                 "dilations": [1, 1]}, hint="y.acc")
+    (acc,) = builder.add_node(
+        "conv",
+        [xq, w],
+        {"strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1]},
+        hint="y.acc",
+    )
     scales = builder.add_constant(np.array([2**-3, 2**-4, 2**-2], np.float32) * 0.25, "y.scale")
     bias = builder.add_constant(np.array([0.5, -1.0, 0.25], np.float32), "y.bias")
     (y,) = builder.add_node("dequantize", [acc, scales, bias], {"axis": 1}, hint="y")
@@ -227,15 +233,17 @@ def _tiny_program(bits: int, signed: bool) -> Graph:
     return builder.build([z, y])
 
 
-@pytest.mark.parametrize(("bits", "signed"), [(8, False), (8, True), (4, False), (4, True),
-                                              (12, True), (16, False)])
+@pytest.mark.parametrize(
+    ("bits", "signed"), [(8, False), (8, True), (4, False), (4, True), (12, True), (16, False)]
+)
 def test_tiny_program_is_exact(bits, signed):
     program = _tiny_program(bits, signed)
     x = (np.random.default_rng(1).integers(-80, 80, (1, 2, 4, 4)) / 8).astype(np.float32)
     model = export_qdq(program, ["x.q", "flat.q"])
     session = ort_session(model.SerializeToString())
-    theirs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"x": x}),
-                      strict=True))
+    theirs = dict(
+        zip([o.name for o in session.get_outputs()], session.run(None, {"x": x}), strict=True)
+    )
     ours = run_graph(program.replace(outputs=("z", "y", "x.q", "flat.q")), {"x": x})
     for name in ("x.q", "flat.q"):
         np.testing.assert_array_equal(ours[name], theirs[name].astype(np.int32))

@@ -24,8 +24,9 @@ RESNET20 = Path(__file__).resolve().parents[1] / "models" / "resnet20_cifar10.on
 CALIBRATION = 64
 
 
-def run(model, data_spec: str, target: str, samples: int, pipeline: str | None = None,
-        batch: int = 100):
+def run(
+    model, data_spec: str, target: str, samples: int, pipeline: str | None = None, batch: int = 100
+):
     """Compile `model` for `target` (calibrated on the first 64 samples) and simulate the next
     `samples` ones."""
     data = load_dataset(data_spec, samples + CALIBRATION)
@@ -46,8 +47,10 @@ def cifar() -> str:
 
 def mnist_models() -> list[tuple[str, Path | None, str]]:
     conv = mnist_conv_dir()
-    return [("mnist-conv", conv / "model.onnx" if conv else None, ",scale=255"),
-            ("lenet5", lenet5_onnx(), "")]
+    return [
+        ("mnist-conv", conv / "model.onnx" if conv else None, ",scale=255"),
+        ("lenet5", lenet5_onnx(), ""),
+    ]
 
 
 def test_cifar10_resnet20_on_isaac_stays_within_one_point_of_float():

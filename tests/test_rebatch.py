@@ -17,10 +17,12 @@ def shortcut_graph():
     b = GraphBuilder("g")
     x = b.add_input("x", TensorType((1, 2, 4, 4), DType.F32))
     w = b.add_constant(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "w")
-    (c,) = b.add_node("conv", [x, w], {"strides": [2, 2], "pads": [1, 1, 1, 1],
-                                       "dilations": [1, 1]})
-    (s,) = b.add_node("slice", [x], {"starts": [0, 0, 0, 0], "ends": [1, 2, 4, 4],
-                                     "steps": [1, 1, 2, 2]})
+    (c,) = b.add_node(
+        "conv", [x, w], {"strides": [2, 2], "pads": [1, 1, 1, 1], "dilations": [1, 1]}
+    )
+    (s,) = b.add_node(
+        "slice", [x], {"starts": [0, 0, 0, 0], "ends": [1, 2, 4, 4], "steps": [1, 1, 2, 2]}
+    )
     (p,) = b.add_node("pad", [s], {"pads": [0, 1, 0, 0, 0, 1, 0, 0]})
     (a,) = b.add_node("add", [c, p])
     (f,) = b.add_node("reshape", [a], {"shape": [1, 16]})
@@ -32,8 +34,9 @@ def test_rebatch_follows_reshapes_and_slices():
     batched = rebatch(graph, 5)
     x = np.random.default_rng(1).standard_normal((5, 2, 4, 4)).astype(np.float32)
     together = run_graph(batched, {"x": x})[graph.outputs[0]]
-    one_by_one = np.concatenate([run_graph(graph, {"x": x[i:i + 1]})[graph.outputs[0]]
-                                 for i in range(5)])
+    one_by_one = np.concatenate(
+        [run_graph(graph, {"x": x[i : i + 1]})[graph.outputs[0]] for i in range(5)]
+    )
     np.testing.assert_allclose(together, one_by_one, rtol=1e-6)
 
 

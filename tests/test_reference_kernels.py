@@ -34,16 +34,24 @@ def test_conv_matches_torch(data):
     dilation = [data.draw(st.integers(1, 2)) for _ in range(spatial)]
     stride = [data.draw(st.integers(1, 3)) for _ in range(spatial)]
     pad = [data.draw(st.integers(0, 2)) for _ in range(spatial)]
-    size = [data.draw(st.integers(d * (k - 1) + 1, 7)) for k, d in zip(kernel, dilation,
-                                                                        strict=True)]
+    size = [
+        data.draw(st.integers(d * (k - 1) + 1, 7)) for k, d in zip(kernel, dilation, strict=True)
+    ]
     batch = data.draw(st.integers(1, 2))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
     x = rng.standard_normal((batch, group * per_group_in, *size)).astype(np.float32)
     w = rng.standard_normal((group * per_group_out, per_group_in, *kernel)).astype(np.float32)
     b = rng.standard_normal(group * per_group_out).astype(np.float32)
     ours = kernels.conv(x, w, b, tuple(stride), tuple(pad + pad), tuple(dilation), group)
-    theirs = TORCH_CONV[spatial](torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b),
-                                 stride=stride, padding=pad, dilation=dilation, groups=group)
+    theirs = TORCH_CONV[spatial](
+        torch.from_numpy(x),
+        torch.from_numpy(w),
+        torch.from_numpy(b),
+        stride=stride,
+        padding=pad,
+        dilation=dilation,
+        groups=group,
+    )
     close(ours, theirs)
 
 
@@ -55,14 +63,15 @@ def test_max_pool_matches_torch(data):
     dilation = [data.draw(st.integers(1, 2)) for _ in range(spatial)]
     stride = [data.draw(st.integers(1, 3)) for _ in range(spatial)]
     pad = [data.draw(st.integers(0, k // 2)) for k in kernel]
-    size = [data.draw(st.integers(d * (k - 1) + 1, 8)) for k, d in zip(kernel, dilation,
-                                                                        strict=True)]
+    size = [
+        data.draw(st.integers(d * (k - 1) + 1, 8)) for k, d in zip(kernel, dilation, strict=True)
+    ]
     ceil = data.draw(st.booleans())
     x = np.random.default_rng(0).standard_normal((2, 3, *size)).astype(np.float32)
-    ours = kernels.max_pool(x, tuple(kernel), tuple(stride), tuple(pad + pad), tuple(dilation),
-                            ceil)
-    theirs = TORCH_MAX[spatial](torch.from_numpy(x), kernel, stride, pad, dilation,
-                                ceil_mode=ceil)
+    ours = kernels.max_pool(
+        x, tuple(kernel), tuple(stride), tuple(pad + pad), tuple(dilation), ceil
+    )
+    theirs = TORCH_MAX[spatial](torch.from_numpy(x), kernel, stride, pad, dilation, ceil_mode=ceil)
     close(ours, theirs)
 
 
@@ -77,10 +86,12 @@ def test_avg_pool_matches_torch(data):
     ceil = data.draw(st.booleans())
     include = data.draw(st.booleans())
     x = np.random.default_rng(1).standard_normal((2, 3, *size)).astype(np.float32)
-    ours = kernels.avg_pool(x, tuple(kernel), tuple(stride), tuple(pad + pad), (1,) * spatial,
-                            ceil, include)
-    theirs = TORCH_AVG[spatial](torch.from_numpy(x), kernel, stride, pad, ceil_mode=ceil,
-                                count_include_pad=include)
+    ours = kernels.avg_pool(
+        x, tuple(kernel), tuple(stride), tuple(pad + pad), (1,) * spatial, ceil, include
+    )
+    theirs = TORCH_AVG[spatial](
+        torch.from_numpy(x), kernel, stride, pad, ceil_mode=ceil, count_include_pad=include
+    )
     close(ours, theirs)
 
 
@@ -103,12 +114,16 @@ def test_lrn_matches_onnxruntime(size):
 
     node = helper.make_node("LRN", ["x"], ["y"], size=size, alpha=1e-2, beta=0.75, bias=2.0)
     graph = helper.make_graph(
-        [node], "lrn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 7, 4, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 7, 4, 4])])
+        [node],
+        "lrn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 7, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 7, 4, 4])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     onnx.checker.check_model(model)
     x = np.random.default_rng(size).standard_normal((2, 7, 4, 4)).astype(np.float32)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     (expected,) = session.run(None, {"x": x})
-    np.testing.assert_allclose(kernels.lrn(x, size, 1e-2, 0.75, 2.0), expected, rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        kernels.lrn(x, size, 1e-2, 0.75, 2.0), expected, rtol=1e-5, atol=1e-6
+    )

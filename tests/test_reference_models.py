@@ -32,8 +32,11 @@ from tests.onnx_models import (
 )
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
-REFERENCE = {"fashion_vgg": "fashion-mnist", "fashion_resnet20": "fashion-mnist",
-             "mnist_vgg": "mnist"}
+REFERENCE = {
+    "fashion_vgg": "fashion-mnist",
+    "fashion_resnet20": "fashion-mnist",
+    "mnist_vgg": "mnist",
+}
 """Each committed model and the data set it was trained on."""
 TOLERANCE = 1e-4
 """Relative error of imcc's float interpreter against onnxruntime (as test_reference_vs_ort)."""
@@ -77,8 +80,17 @@ def test_model_is_small_and_has_the_documented_interface(name):
     assert [o.name for o in model.graph.output] == ["logits"]
     ops = {node.op_type for node in model.graph.node}
     assert {"Conv", "BatchNormalization", "Relu", "Gemm"} <= ops
-    assert ops <= {"Conv", "BatchNormalization", "Relu", "Add", "MaxPool", "GlobalAveragePool",
-                   "Flatten", "Gemm", "Identity"}
+    assert ops <= {
+        "Conv",
+        "BatchNormalization",
+        "Relu",
+        "Add",
+        "MaxPool",
+        "GlobalAveragePool",
+        "Flatten",
+        "Gemm",
+        "Identity",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE))
@@ -104,16 +116,26 @@ def test_float_accuracy_on_500_real_images_matches_the_recorded_figure(name):
     graph = rebatch(imported(model_path(name)), BATCH)  # the models are exported at batch 1
     correct = 0
     for start in range(0, len(labels), BATCH):
-        (logits,) = run_graph(graph, {"image": images[start:start + BATCH]}).values()
-        correct += int((np.argmax(logits, 1) == labels[start:start + BATCH]).sum())
+        (logits,) = run_graph(graph, {"image": images[start : start + BATCH]}).values()
+        correct += int((np.argmax(logits, 1) == labels[start : start + BATCH]).sum())
     assert abs(correct / len(labels) - recorded) <= 0.02, (correct / len(labels), recorded)
 
 
 @pytest.mark.parametrize("name", ["fashion_vgg", "fashion_resnet20"])
 def test_compiles_for_isaac_calibrated_on_fashion_mnist(name, tmp_path, capsys):
     output = tmp_path / f"{name}.imcir"
-    code = cli.main(["compile", model_path(name), "--target", "isaac",
-                     "--calib", data_spec(name), "-o", str(output)])
+    code = cli.main(
+        [
+            "compile",
+            model_path(name),
+            "--target",
+            "isaac",
+            "--calib",
+            data_spec(name),
+            "-o",
+            str(output),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     assert output.stat().st_size > 0

@@ -62,8 +62,9 @@ def _ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray], extra: list[str] 
         model.graph.output.extend(infos[name] for name in extra)
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     return session.run(None, feeds)
 
 
@@ -80,11 +81,15 @@ def test_light_model(name):
     graph = imported(str(path))
     feeds = light_input(model)
     produced = {o for node in model.graph.node for o in node.output}
-    extra = [o for node in graph.nodes for o in node.outputs
-             if o in produced and o not in graph.outputs]
+    extra = [
+        o for node in graph.nodes for o in node.outputs if o in produced and o not in graph.outputs
+    ]
     # softmax inputs are needed to judge the conditioning of the softmax (see above)
-    extra += [n.inputs[0] for n in graph.nodes
-              if n.op == "softmax" and n.inputs[0] not in extra and n.inputs[0] in produced]
+    extra += [
+        n.inputs[0]
+        for n in graph.nodes
+        if n.op == "softmax" and n.inputs[0] not in extra and n.inputs[0] in produced
+    ]
     ours = run_graph(graph.replace(outputs=graph.outputs + tuple(extra)), feeds)
     theirs = _ort(model, feeds, extra)
     names = list(graph.outputs) + extra

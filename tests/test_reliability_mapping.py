@@ -35,8 +35,12 @@ LOCATION = re.compile(r"^(?P<file>.+):(?P<line>\d+):(?P<col>\d+): error: ")
 
 def compile_program(folder: Path, target: str) -> Path:
     path = folder / f"{target}.imcir"
-    assert cli.main(["compile", str(EXAMPLES / "digits_cnn.onnx"), "--target", target,
-                     "-o", str(path)]) == 0
+    assert (
+        cli.main(
+            ["compile", str(EXAMPLES / "digits_cnn.onnx"), "--target", target, "-o", str(path)]
+        )
+        == 0
+    )
     return path
 
 
@@ -82,84 +86,210 @@ COLUMNS = FIRST_CONV_FILTERS * 4
 
 # (id, pattern, replacement, what the message says); the first match is edited
 VERIFIER_CASES = [
-    ("row-tiles-negative", r"row_tiles = 2", "row_tiles = -2",
-     "bad #tiling: row_tiles = -2 must be >= 1"),
-    ("rows-negative", r"#tiling<rows = 128", "#tiling<rows = -128",
-     "bad #tiling: rows = -128 must be in 1..65536"),
-    ("columns-zero", r"columns = 128, row_tiles", "columns = 0, row_tiles",
-     "bad #tiling: columns = 0 must be in 1..65536"),
-    ("row-tiles-cover-rows", r"row_tiles = 2", "row_tiles = 3",
-     "attribute 'tiling': row_tiles = 3 must be ceil(K / rows) = ceil(256 / 128) = 2"),
-    ("column-tiles-cover-columns", r"column_tiles = 1", "column_tiles = 5",
-     "attribute 'tiling': column_tiles = 5 must be 1: N = 8 columns x 4 slices"),
-    ("tiling-groups", r"column_tiles = 1, groups = 1", "column_tiles = 1, groups = 2",
-     "attribute 'tiling': groups = 2 must be the layer's 1 channel groups"),
-    ("column-share-divides", r"column_share = 128", "column_share = 48",
-     "attribute 'column_share': column_share = 48 must be >= 1 and divide the tiling's 128"),
-    ("column-share-zero", r"column_share = 128", "column_share = 0",
-     "attribute 'column_share': column_share = 0 must be >= 1"),
-    ("converter-bits", r"bits = 8, samples = 1>", "bits = 40, samples = 1>",
-     "bad #converter: bits = 40 must be in 1..16"),
-    ("converter-samples", r"bits = 8, samples = 1>", "bits = 8, samples = 2>",
-     "bad #converter: only an mtj converter takes several samples"),
-    ("converter-kind", r'kind = "sar"', 'kind = "adc"',
-     "bad #converter: kind 'adc' must be one of sar, flash, sense-amp, mtj"),
-    ("input-bits-range", r"#input<bits = 8, slices = \[1, 1, 1, 1, 1, 1, 1, 1\]",
-     "#input<bits = 40, slices = [8, 8, 8, 8, 8]", "bad #input: bits = 40 must be in 1..16"),
-    ("input-bits-of-quantize", r"#input<bits = 8, slices = \[1, 1, 1, 1, 1, 1, 1, 1\]",
-     "#input<bits = 4, slices = [1, 1, 1, 1]",
-     "attribute 'input': streams 4-bit unsigned codes but its operand holds the 8-bit "
-     "unsigned codes of quantize"),
-    ("input-sign-of-quantize", r"signed = false, speculate", "signed = true, speculate",
-     "attribute 'input': streams 8-bit signed codes but its operand holds the 8-bit "
-     "unsigned codes"),
-    ("weight-slice-wider-than-a-cell", r"slices = \[2, 2, 2, 2\]", "slices = [9]",
-     "bad #weights: slices [9] must be 1..8 bits each"),
-    ("weight-encoding-needs-a-pair", r'encoding = "offset"', 'encoding = "differential"',
-     "bad #weights: differential encoding stores each slice on a device pair"),
-    ("centers-without-center-offset", r"(devices = 1>), (tiling = )",
-     r"\1, centers = [" + ", ".join(["0"] * FIRST_CONV_FILTERS) + r"], \2",
-     "attribute 'centers': centers belong to a center-offset encoding"),
-    ("ps-scale-positive", r"(samples = 1>)(, placement)",
-     r"\1, ps_scale = [" + ", ".join(["-1.0"] * COLUMNS) + "], ps_offset = ["
-     + ", ".join(["0.0"] * COLUMNS) + r"]\2",
-     "attribute 'ps_scale': ps_scale entries must be finite and > 0"),
-    ("ps-scale-needs-offset", r"(samples = 1>)(, placement)",
-     r"\1, ps_scale = [" + ", ".join(["1.0"] * COLUMNS) + r"]\2",
-     "attribute 'ps_scale': ps_scale has 32 entries and needs ps_offset with as many"),
-    ("profile-shares", r"(samples = 1>)(, placement)",
-     r"\1, profile = #profile<samples = 16, saturation = 1.5, speculation_failures = 0.0, "
-     r"recoveries = 0.0>\2", "bad #profile: saturation = 1.5 must be a fraction in [0, 1]"),
-    ("placement-replicas", r"replicas = 83", "replicas = 8300",
-     "attribute 'placement': replicas = 8300 must not exceed the layer's 512 array cycles"),
-    ("placement-tiles", r"first_tile = 0, tiles = 1", "first_tile = 0, tiles = 5",
-     "attribute 'placement': tiles = 5 must not exceed the layer's 1 crossbars"),
-    ("placement-first-tile-negative", r"first_tile = 0,", "first_tile = -1,",
-     "bad #placement: first_tile = -1 must be >= 0"),
-    ("placement-gap", r"first_tile = 83", "first_tile = 84",
-     "attribute 'placement': first_tile = 84 leaves tiles 83..83 unused"),
-    ("placement-overlap", r"first_tile = 83", "first_tile = 0",
-     "attribute 'placement': first_tile = 0 overlaps the tiles of another layer"),
-    ("stats-zero-fraction", r"zero_fraction = [0-9.e-]+", "zero_fraction = 1.5",
-     "bad #activation_stats: zero_fraction = 1.5 must be a fraction in [0, 1]"),
-    ("stats-bit-density", r"bit_density = \[[0-9.e-]+", "bit_density = [2.0",
-     "bad #activation_stats: a bit_density entry = 2.0 must be a fraction in [0, 1]"),
-    ("stats-one-density-per-bit", r"bit_density = \[[0-9.e-]+, ", "bit_density = [",
-     "quantize stats: bit_density has 7 entries, one per bit of the 8-bit codes"),
-    ("stats-samples", r"samples = 64>", "samples = 0>",
-     "bad #activation_stats: samples = 0 must be >= 1"),
-    ("quantize-zero-point", r"zero_point = 0", "zero_point = 300",
-     "quantize zero_point 300 is outside the 8-bit unsigned codes 0..255"),
-    ("quantize-scale-finite", r"scale = [0-9.e-]+, zero_point", "scale = inf, zero_point",
-     "quantize needs 1 <= bits <= 16 and a finite scale > 0"),
+    (
+        "row-tiles-negative",
+        r"row_tiles = 2",
+        "row_tiles = -2",
+        "bad #tiling: row_tiles = -2 must be >= 1",
+    ),
+    (
+        "rows-negative",
+        r"#tiling<rows = 128",
+        "#tiling<rows = -128",
+        "bad #tiling: rows = -128 must be in 1..65536",
+    ),
+    (
+        "columns-zero",
+        r"columns = 128, row_tiles",
+        "columns = 0, row_tiles",
+        "bad #tiling: columns = 0 must be in 1..65536",
+    ),
+    (
+        "row-tiles-cover-rows",
+        r"row_tiles = 2",
+        "row_tiles = 3",
+        "attribute 'tiling': row_tiles = 3 must be ceil(K / rows) = ceil(256 / 128) = 2",
+    ),
+    (
+        "column-tiles-cover-columns",
+        r"column_tiles = 1",
+        "column_tiles = 5",
+        "attribute 'tiling': column_tiles = 5 must be 1: N = 8 columns x 4 slices",
+    ),
+    (
+        "tiling-groups",
+        r"column_tiles = 1, groups = 1",
+        "column_tiles = 1, groups = 2",
+        "attribute 'tiling': groups = 2 must be the layer's 1 channel groups",
+    ),
+    (
+        "column-share-divides",
+        r"column_share = 128",
+        "column_share = 48",
+        "attribute 'column_share': column_share = 48 must be >= 1 and divide the tiling's 128",
+    ),
+    (
+        "column-share-zero",
+        r"column_share = 128",
+        "column_share = 0",
+        "attribute 'column_share': column_share = 0 must be >= 1",
+    ),
+    (
+        "converter-bits",
+        r"bits = 8, samples = 1>",
+        "bits = 40, samples = 1>",
+        "bad #converter: bits = 40 must be in 1..16",
+    ),
+    (
+        "converter-samples",
+        r"bits = 8, samples = 1>",
+        "bits = 8, samples = 2>",
+        "bad #converter: only an mtj converter takes several samples",
+    ),
+    (
+        "converter-kind",
+        r'kind = "sar"',
+        'kind = "adc"',
+        "bad #converter: kind 'adc' must be one of sar, flash, sense-amp, mtj",
+    ),
+    (
+        "input-bits-range",
+        r"#input<bits = 8, slices = \[1, 1, 1, 1, 1, 1, 1, 1\]",
+        "#input<bits = 40, slices = [8, 8, 8, 8, 8]",
+        "bad #input: bits = 40 must be in 1..16",
+    ),
+    (
+        "input-bits-of-quantize",
+        r"#input<bits = 8, slices = \[1, 1, 1, 1, 1, 1, 1, 1\]",
+        "#input<bits = 4, slices = [1, 1, 1, 1]",
+        "attribute 'input': streams 4-bit unsigned codes but its operand holds the 8-bit "
+        "unsigned codes of quantize",
+    ),
+    (
+        "input-sign-of-quantize",
+        r"signed = false, speculate",
+        "signed = true, speculate",
+        "attribute 'input': streams 8-bit signed codes but its operand holds the 8-bit "
+        "unsigned codes",
+    ),
+    (
+        "weight-slice-wider-than-a-cell",
+        r"slices = \[2, 2, 2, 2\]",
+        "slices = [9]",
+        "bad #weights: slices [9] must be 1..8 bits each",
+    ),
+    (
+        "weight-encoding-needs-a-pair",
+        r'encoding = "offset"',
+        'encoding = "differential"',
+        "bad #weights: differential encoding stores each slice on a device pair",
+    ),
+    (
+        "centers-without-center-offset",
+        r"(devices = 1>), (tiling = )",
+        r"\1, centers = [" + ", ".join(["0"] * FIRST_CONV_FILTERS) + r"], \2",
+        "attribute 'centers': centers belong to a center-offset encoding",
+    ),
+    (
+        "ps-scale-positive",
+        r"(samples = 1>)(, placement)",
+        r"\1, ps_scale = ["
+        + ", ".join(["-1.0"] * COLUMNS)
+        + "], ps_offset = ["
+        + ", ".join(["0.0"] * COLUMNS)
+        + r"]\2",
+        "attribute 'ps_scale': ps_scale entries must be finite and > 0",
+    ),
+    (
+        "ps-scale-needs-offset",
+        r"(samples = 1>)(, placement)",
+        r"\1, ps_scale = [" + ", ".join(["1.0"] * COLUMNS) + r"]\2",
+        "attribute 'ps_scale': ps_scale has 32 entries and needs ps_offset with as many",
+    ),
+    (
+        "profile-shares",
+        r"(samples = 1>)(, placement)",
+        r"\1, profile = #profile<samples = 16, saturation = 1.5, speculation_failures = 0.0, "
+        r"recoveries = 0.0>\2",
+        "bad #profile: saturation = 1.5 must be a fraction in [0, 1]",
+    ),
+    (
+        "placement-replicas",
+        r"replicas = 83",
+        "replicas = 8300",
+        "attribute 'placement': replicas = 8300 must not exceed the layer's 512 array cycles",
+    ),
+    (
+        "placement-tiles",
+        r"first_tile = 0, tiles = 1",
+        "first_tile = 0, tiles = 5",
+        "attribute 'placement': tiles = 5 must not exceed the layer's 1 crossbars",
+    ),
+    (
+        "placement-first-tile-negative",
+        r"first_tile = 0,",
+        "first_tile = -1,",
+        "bad #placement: first_tile = -1 must be >= 0",
+    ),
+    (
+        "placement-gap",
+        r"first_tile = 83",
+        "first_tile = 84",
+        "attribute 'placement': first_tile = 84 leaves tiles 83..83 unused",
+    ),
+    (
+        "placement-overlap",
+        r"first_tile = 83",
+        "first_tile = 0",
+        "attribute 'placement': first_tile = 0 overlaps the tiles of another layer",
+    ),
+    (
+        "stats-zero-fraction",
+        r"zero_fraction = [0-9.e-]+",
+        "zero_fraction = 1.5",
+        "bad #activation_stats: zero_fraction = 1.5 must be a fraction in [0, 1]",
+    ),
+    (
+        "stats-bit-density",
+        r"bit_density = \[[0-9.e-]+",
+        "bit_density = [2.0",
+        "bad #activation_stats: a bit_density entry = 2.0 must be a fraction in [0, 1]",
+    ),
+    (
+        "stats-one-density-per-bit",
+        r"bit_density = \[[0-9.e-]+, ",
+        "bit_density = [",
+        "quantize stats: bit_density has 7 entries, one per bit of the 8-bit codes",
+    ),
+    (
+        "stats-samples",
+        r"samples = 64>",
+        "samples = 0>",
+        "bad #activation_stats: samples = 0 must be >= 1",
+    ),
+    (
+        "quantize-zero-point",
+        r"zero_point = 0",
+        "zero_point = 300",
+        "quantize zero_point 300 is outside the 8-bit unsigned codes 0..255",
+    ),
+    (
+        "quantize-scale-finite",
+        r"scale = [0-9.e-]+, zero_point",
+        "scale = inf, zero_point",
+        "quantize needs 1 <= bits <= 16 and a finite scale > 0",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("pattern", "replacement", "message"),
-                         [case[1:] for case in VERIFIER_CASES],
-                         ids=[case[0] for case in VERIFIER_CASES])
-def test_cost_refuses_a_broken_mapping_rule_at_its_line(isaac, tmp_path, capsys, pattern,
-                                                        replacement, message):
+@pytest.mark.parametrize(
+    ("pattern", "replacement", "message"),
+    [case[1:] for case in VERIFIER_CASES],
+    ids=[case[0] for case in VERIFIER_CASES],
+)
+def test_cost_refuses_a_broken_mapping_rule_at_its_line(
+    isaac, tmp_path, capsys, pattern, replacement, message
+):
     path = edited(isaac, tmp_path, pattern, replacement)
     err = refused(capsys, "cost", path)
     located(err, path)
@@ -170,19 +300,25 @@ OP_CASES = [
     ("lrn-size", "lrn(%x) {size = -3}", "lrn size must be >= 1, got -3"),
     ("lrn-beta", "lrn(%x) {size = 3, beta = inf}", "lrn beta must be finite"),
     ("leaky-relu-alpha", "leaky_relu(%x) {alpha = inf}", "leaky_relu alpha must be finite"),
-    ("batch-norm-epsilon", "batch_norm(%x, %s, %s, %s, %s) {epsilon = -1.0}",
-     "batch_norm epsilon must be finite and >= 0, got -1.0"),
+    (
+        "batch-norm-epsilon",
+        "batch_norm(%x, %s, %s, %s, %s) {epsilon = -1.0}",
+        "batch_norm epsilon must be finite and >= 0, got -1.0",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("node", "message"), [case[1:] for case in OP_CASES],
-                         ids=[case[0] for case in OP_CASES])
+@pytest.mark.parametrize(
+    ("node", "message"), [case[1:] for case in OP_CASES], ids=[case[0] for case in OP_CASES]
+)
 def test_op_attributes_out_of_range_are_refused(tmp_path, capsys, node, message):
     path = tmp_path / "op.imcir"
-    path.write_text("graph @g(%x: f32[1,4,2,2]) {\n"
-                    "  %s = const f32[4] dense<[1.0, 1.0, 1.0, 1.0]>\n"
-                    f"  %y = {node} : f32[1,4,2,2]\n"
-                    "  return %y\n}\n")
+    path.write_text(
+        "graph @g(%x: f32[1,4,2,2]) {\n"
+        "  %s = const f32[4] dense<[1.0, 1.0, 1.0, 1.0]>\n"
+        f"  %y = {node} : f32[1,4,2,2]\n"
+        "  return %y\n}\n"
+    )
     err = refused(capsys, "opt", path)
     located(err, path)
     assert message in err
@@ -197,7 +333,8 @@ def test_a_float_layer_carries_no_crossbar_mapping(tmp_path, capsys):
         "  %y = conv(%x, %w) {strides = [1, 1], pads = [0, 0, 0, 0], dilations = [1, 1], "
         'converter = #converter<name = "adc8", kind = "sar", bits = 8, samples = 1>} '
         ": f32[1,2,4,4]\n"
-        "  return %y\n}\n")
+        "  return %y\n}\n"
+    )
     err = refused(capsys, "opt", path)
     located(err, path)
     assert "attribute 'converter': a float layer has no crossbar mapping" in err
@@ -206,31 +343,66 @@ def test_a_float_layer_carries_no_crossbar_mapping(tmp_path, capsys):
 # --- does the mapping fit the target? (passes/program_target.py) ----------------------------
 
 TARGET_CASES = [
-    ("converter-precision", r"bits = 8, samples = 1>", "bits = 7, samples = 1>",
-     "adc8 precision 7 is not offered by target isaac", "legal values: 8"),
-    ("converter-kind", r'kind = "sar"', 'kind = "flash"',
-     "converter adc8 of target isaac is a sar, not a flash", "legal values: sar"),
-    ("column-sharing", r"column_share = 128", "column_share = 64",
-     "column sharing 64 is not offered with converter adc8 on target isaac",
-     "legal values: 128"),
-    ("tile-larger-than-crossbar", r"#tiling<rows = 128", "#tiling<rows = 256",
-     "tiles of 256x128 are larger than target isaac's 128x128 crossbars", "--target isaac"),
-    ("slices-wider-than-cells", r"slices = \[2, 2, 2, 2\]", "slices = [4, 4]",
-     "weight slices [4, 4] must cover 8 bits with at most 2 bits per cell",
-     "e.g. slices [2, 2, 2, 2]"),
-    ("input-slice-width", r"slices = \[1, 1, 1, 1, 1, 1, 1, 1\]", "slices = [2, 2, 2, 2]",
-     "input slice width 2 is not one target isaac's drivers stream", "legal values: 1"),
-    ("encoding", r'encoding = "offset", slices = \[2, 2, 2, 2\], devices = 1',
-     'encoding = "differential", slices = [2, 2, 2, 2], devices = 2',
-     "target isaac cannot store differential weights", "legal values: offset"),
+    (
+        "converter-precision",
+        r"bits = 8, samples = 1>",
+        "bits = 7, samples = 1>",
+        "adc8 precision 7 is not offered by target isaac",
+        "legal values: 8",
+    ),
+    (
+        "converter-kind",
+        r'kind = "sar"',
+        'kind = "flash"',
+        "converter adc8 of target isaac is a sar, not a flash",
+        "legal values: sar",
+    ),
+    (
+        "column-sharing",
+        r"column_share = 128",
+        "column_share = 64",
+        "column sharing 64 is not offered with converter adc8 on target isaac",
+        "legal values: 128",
+    ),
+    (
+        "tile-larger-than-crossbar",
+        r"#tiling<rows = 128",
+        "#tiling<rows = 256",
+        "tiles of 256x128 are larger than target isaac's 128x128 crossbars",
+        "--target isaac",
+    ),
+    (
+        "slices-wider-than-cells",
+        r"slices = \[2, 2, 2, 2\]",
+        "slices = [4, 4]",
+        "weight slices [4, 4] must cover 8 bits with at most 2 bits per cell",
+        "e.g. slices [2, 2, 2, 2]",
+    ),
+    (
+        "input-slice-width",
+        r"slices = \[1, 1, 1, 1, 1, 1, 1, 1\]",
+        "slices = [2, 2, 2, 2]",
+        "input slice width 2 is not one target isaac's drivers stream",
+        "legal values: 1",
+    ),
+    (
+        "encoding",
+        r'encoding = "offset", slices = \[2, 2, 2, 2\], devices = 1',
+        'encoding = "differential", slices = [2, 2, 2, 2], devices = 2',
+        "target isaac cannot store differential weights",
+        "legal values: offset",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("pattern", "replacement", "message", "hint"),
-                         [case[1:] for case in TARGET_CASES],
-                         ids=[case[0] for case in TARGET_CASES])
-def test_simulate_refuses_a_mapping_its_target_does_not_offer(isaac, tmp_path, capsys, pattern,
-                                                               replacement, message, hint):
+@pytest.mark.parametrize(
+    ("pattern", "replacement", "message", "hint"),
+    [case[1:] for case in TARGET_CASES],
+    ids=[case[0] for case in TARGET_CASES],
+)
+def test_simulate_refuses_a_mapping_its_target_does_not_offer(
+    isaac, tmp_path, capsys, pattern, replacement, message, hint
+):
     path = edited(isaac, tmp_path, pattern, replacement)
     err = refused(capsys, "simulate", path, "--data", "digits-cnn", "--limit", "1")
     first, *rest = err.splitlines()
@@ -256,11 +428,15 @@ def test_placement_needs_the_tiles_of_the_targets_crossbars(isaac):
     from imcc.passes.program_target import check_program_target
 
     target: Target = cli.resolve_target("isaac")
-    small = dataclasses.replace(target, hierarchy=dataclasses.replace(target.hierarchy,
-                                                                      crossbars_per_tile=1))
+    small = dataclasses.replace(
+        target, hierarchy=dataclasses.replace(target.hierarchy, crossbars_per_tile=1)
+    )
     # the linear layer takes 2 crossbars (row tiles), placed on one tile
-    with pytest.raises(MappingError, match=r"layer 2 \(/classifier/Gemm\): placement tiles = 1 "
-                       r"cannot hold its 2 crossbars"):
+    with pytest.raises(
+        MappingError,
+        match=r"layer 2 \(/classifier/Gemm\): placement tiles = 1 "
+        r"cannot hold its 2 crossbars",
+    ):
         check_program_target(load_program(isaac), small)
 
 
@@ -268,16 +444,36 @@ def test_placement_needs_the_tiles_of_the_targets_crossbars(isaac):
 
 STRUCT = re.compile(r"#\w+<[^>]*>")
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e-?\d+)?")
-ODD_NUMBERS = ["0", "-1", "1", "2", "3", "7", "127", "129", "256", "4097", "65537",
-               "1000000000000", "0.5", "-0.5", "1e308", "nan", "inf"]
+ODD_NUMBERS = [
+    "0",
+    "-1",
+    "1",
+    "2",
+    "3",
+    "7",
+    "127",
+    "129",
+    "256",
+    "4097",
+    "65537",
+    "1000000000000",
+    "0.5",
+    "-0.5",
+    "1e308",
+    "nan",
+    "inf",
+]
 
 
 @pytest.fixture(scope="module")
 def numbers(isaac) -> tuple[str, list[tuple[int, int]]]:
     """The program text and the spans of every number inside a `#name<...>` attribute."""
     text = isaac.read_text()
-    spans = [(s.start() + n.start(), s.start() + n.end())
-             for s in STRUCT.finditer(text) for n in NUMBER.finditer(s.group())]
+    spans = [
+        (s.start() + n.start(), s.start() + n.end())
+        for s in STRUCT.finditer(text)
+        for n in NUMBER.finditer(s.group())
+    ]
     assert len(spans) > 50
     return text, spans
 
@@ -290,20 +486,32 @@ def cost_json(path: Path) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-@settings(max_examples=120, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(edits=st.lists(st.tuples(st.integers(min_value=0),
-                                st.one_of(st.integers(-3, 300).map(str),
-                                          st.sampled_from(ODD_NUMBERS))),
-                      min_size=1, max_size=2))
+@settings(
+    max_examples=120,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    edits=st.lists(
+        st.tuples(
+            st.integers(min_value=0),
+            st.one_of(st.integers(-3, 300).map(str), st.sampled_from(ODD_NUMBERS)),
+        ),
+        min_size=1,
+        max_size=2,
+    )
+)
 @example(edits=[(-1, "1000")])  # converter bits: the survey regression divided by zero
 @example(edits=[(-2, "100")])  # a 100-bit weight slice overflowed int64 in the cost model
-def test_random_mapping_edits_price_sensibly_or_exit_2(isaac, numbers, tmp_path_factory,
-                                                       edits):
+def test_random_mapping_edits_price_sensibly_or_exit_2(isaac, numbers, tmp_path_factory, edits):
     text, spans = numbers
-    converter_bits = next(s for s in spans if text[s[0] - 7:s[0]] == "bits = "
-                          and "#converter<" in text[s[0] - 60:s[0]])
-    weight_slice = next(s for s in spans if text[s[0] - 10:s[0]] == "slices = [")
+    converter_bits = next(
+        s
+        for s in spans
+        if text[s[0] - 7 : s[0]] == "bits = " and "#converter<" in text[s[0] - 60 : s[0]]
+    )
+    weight_slice = next(s for s in spans if text[s[0] - 10 : s[0]] == "slices = [")
     chosen = {}
     for index, value in edits:  # the examples' -1 / -2 pick those two fields
         span = {-1: converter_bits, -2: weight_slice}.get(index) or spans[index % len(spans)]

@@ -141,10 +141,17 @@ def test_external_data_stays_in_the_model_folder(capsys, tmp_path: Path) -> None
     (tmp_path / "m").mkdir()
     cases = [
         ("missing.bin", None, "tensor 'w': its external data file 'missing.bin' is missing"),
-        ("../secret.bin", None, "tensor 'w': refusing external data location '../secret.bin': "
-         "it points outside the model's folder"),
-        (str(outside), None, f"tensor 'w': refusing the absolute external data location "
-         f"'{outside}'"),
+        (
+            "../secret.bin",
+            None,
+            "tensor 'w': refusing external data location '../secret.bin': "
+            "it points outside the model's folder",
+        ),
+        (
+            str(outside),
+            None,
+            f"tensor 'w': refusing the absolute external data location '{outside}'",
+        ),
     ]
     for location, data, message in cases:
         path = _external_model(tmp_path / "m", location, data)
@@ -162,22 +169,37 @@ def test_external_data_stays_in_the_model_folder(capsys, tmp_path: Path) -> None
 
 def test_empty_graphs_and_zero_size_values(capsys, tmp_path: Path) -> None:
     passthrough = helper.make_graph(
-        [], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])])
+        [],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+    )
     no_outputs = small_model([helper.make_node("Relu", ["x"], ["y"])])
     del no_outputs.graph.output[:]
     cases = [
-        (helper.make_model(passthrough, opset_imports=[helper.make_opsetid("", 17)]), (),
-         "the graph has no nodes, so there is nothing to compile"),
+        (
+            helper.make_model(passthrough, opset_imports=[helper.make_opsetid("", 17)]),
+            (),
+            "the graph has no nodes, so there is nothing to compile",
+        ),
         (no_outputs, (), "the graph has no outputs, so there is nothing to compute"),
-        (conv_model(weight=np.ones((0, 1, 3, 3), np.float32)), ("--target", "isaac"),
-         "Conv node 'conv0': 'w' of type f32[0,1,3,3] has no elements"),
-        (conv_model(x_shape=(0, 1, 8, 8)), (),
-         "Conv node 'conv0': 'x' of type f32[0,1,8,8] has no elements"),
+        (
+            conv_model(weight=np.ones((0, 1, 3, 3), np.float32)),
+            ("--target", "isaac"),
+            "Conv node 'conv0': 'w' of type f32[0,1,3,3] has no elements",
+        ),
+        (
+            conv_model(x_shape=(0, 1, 8, 8)),
+            (),
+            "Conv node 'conv0': 'x' of type f32[0,1,8,8] has no elements",
+        ),
         (conv_model(x_shape=(1, 1, -8, 8)), (), "graph input 'x' has a negative dimension 2 (-8)"),
-        (small_model([helper.make_node("Relu", ["x"], ["y"])], x_shape=[2**20, 2**20]), (),
-         "graph input 'x' [1048576, 1048576] has 1,099,511,627,776 elements, more than imcc "
-         "handles (2^31)"),
+        (
+            small_model([helper.make_node("Relu", ["x"], ["y"])], x_shape=[2**20, 2**20]),
+            (),
+            "graph input 'x' [1048576, 1048576] has 1,099,511,627,776 elements, more than imcc "
+            "handles (2^31)",
+        ),
     ]
     for i, (model, flags, message) in enumerate(cases):
         err = refused(capsys, "compile", save(model, tmp_path / f"m{i}.onnx"), *flags)
@@ -187,21 +209,25 @@ def test_empty_graphs_and_zero_size_values(capsys, tmp_path: Path) -> None:
 def test_huge_paddings(capsys, tmp_path: Path) -> None:
     pads = numpy_helper.from_array(np.array([0, 10**6, 0, 10**6], np.int64), "p")
     cases = [
-        (conv_model(pads=[10**6] * 4),
-         "Conv node 'conv0': pads [1000000, 1000000, 1000000, 1000000]: the begin pad 1000000 "
-         "of spatial axis 0 exceeds both its size 8 and the kernel's reach 2"),
+        (
+            conv_model(pads=[10**6] * 4),
+            "Conv node 'conv0': pads [1000000, 1000000, 1000000, 1000000]: the begin pad 1000000 "
+            "of spatial axis 0 exceeds both its size 8 and the kernel's reach 2",
+        ),
         (conv_model(pads=[0, 10**6, 0, 0]), "the begin pad 1000000 of spatial axis 1"),
-        (small_model([helper.make_node("Pad", ["x", "p"], ["y"], name="pad0")], (pads,)),
-         "Pad node 'pad0': pads [0, 1000000, 0, 1000000]: axis 1 of size 4 is padded by more "
-         "than its size"),
+        (
+            small_model([helper.make_node("Pad", ["x", "p"], ["y"], name="pad0")], (pads,)),
+            "Pad node 'pad0': pads [0, 1000000, 0, 1000000]: axis 1 of size 4 is padded by more "
+            "than its size",
+        ),
     ]
     for i, (model, message) in enumerate(cases):
-        err = refused(capsys, "compile", save(model, tmp_path / f"m{i}.onnx"),
-                      "--target", "isaac")
+        err = refused(capsys, "compile", save(model, tmp_path / f"m{i}.onnx"), "--target", "isaac")
         assert message in err, err
     # SAME-style padding of a 1x1 map by a 5x5 kernel stays legal (the kernel's reach is 4).
-    model = conv_model(x_shape=(1, 1, 1, 1), weight=np.ones((2, 1, 5, 5), np.float32),
-                       pads=[2, 2, 2, 2])
+    model = conv_model(
+        x_shape=(1, 1, 1, 1), weight=np.ones((2, 1, 5, 5), np.float32), pads=[2, 2, 2, 2]
+    )
     assert imcc(capsys, "compile", save(model, tmp_path / "same.onnx"))[0] == 0
 
 
@@ -215,8 +241,10 @@ def test_non_finite_weights(capsys, tmp_path: Path) -> None:
         weight[1, 0, 2, 2] = value
         path = save(conv_model(weight=weight), tmp_path / f"w{counts[0]}.onnx")
         err = refused(capsys, "compile", path, "--target", "isaac")
-        assert f"error: {path}: initializer 'w' (read by Conv node 'conv0') holds {counts} " \
-            "values" in err, err
+        assert (
+            f"error: {path}: initializer 'w' (read by Conv node 'conv0') holds {counts} "
+            "values" in err
+        ), err
     # A weight that only becomes infinite when Gemm's alpha scales it.
     big = numpy_helper.from_array(np.full((4, 4), 1e38, np.float32), "w")
     gemm = small_model([helper.make_node("Gemm", ["x", "w"], ["y"], alpha=1e3, name="fc")], (big,))
@@ -234,30 +262,56 @@ def test_malformed_graphs(capsys, tmp_path: Path) -> None:
     shape = numpy_helper.from_array(np.array([2**62, 2**62], np.int64), "s")
     cases = [
         (oversized, "initializer 'w' cannot be decoded"),
-        (small_model([helper.make_node("LeakyRelu", ["x"], ["y"], alpha=float("nan"),
-                                       name="lr")]),
-         "LeakyRelu node 'lr': attribute 'alpha' is nan; imcc needs a finite number"),
-        (conv_model(x_shape=(1, 3, 8, 8), group=0),
-         "Conv node 'conv0': group 0 does not divide the 3 input channels"),
+        (
+            small_model(
+                [helper.make_node("LeakyRelu", ["x"], ["y"], alpha=float("nan"), name="lr")]
+            ),
+            "LeakyRelu node 'lr': attribute 'alpha' is nan; imcc needs a finite number",
+        ),
+        (
+            conv_model(x_shape=(1, 3, 8, 8), group=0),
+            "Conv node 'conv0': group 0 does not divide the 3 input channels",
+        ),
         (evil, "ops of other domains are not supported: com.evil::Relu"),
-        (small_model([helper.make_node("ConstantOfShape", ["s"], ["c"], name="cos"),
-                      helper.make_node("Add", ["x", "c"], ["y"])], (shape,)),
-         "constant ConstantOfShape node 'cos' would make 21,267,647,932,558,653,966,460,912,"
-         "964,485,513,216 elements, more than imcc handles (2^31)"),
-        (small_model([helper.make_node("Add", ["x", "ghost"], ["y"], name="add0")]),
-         "input 'ghost' of node: name: add0 OpType: Add is not output of any previous nodes"),
-        (small_model([helper.make_node("Relu", ["z"], ["y"]), helper.make_node("Relu", ["y"],
-                                                                                ["z"])]),
-         "topologically sorted"),
-        (small_model([helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Relu", ["x"],
-                                                                                ["y"])]),
-         "'y' has been used as output names multiple times"),
-        (small_model([helper.make_node("Relu", ["x"], ["y"])], opset=3),
-         "ONNX opset 3 is not supported"),
-        (small_model([helper.make_node("LeakyRelu", ["x"], ["y"], alpha="big")]),
-         "Mismatched attribute type"),
-        (small_model([helper.make_node("Relu", ["x"], ["y"])], x_shape=["N", "C"]),
-         "graph input 'x' has an unknown dimension 1 ('C')"),
+        (
+            small_model(
+                [
+                    helper.make_node("ConstantOfShape", ["s"], ["c"], name="cos"),
+                    helper.make_node("Add", ["x", "c"], ["y"]),
+                ],
+                (shape,),
+            ),
+            "constant ConstantOfShape node 'cos' would make 21,267,647,932,558,653,966,460,912,"
+            "964,485,513,216 elements, more than imcc handles (2^31)",
+        ),
+        (
+            small_model([helper.make_node("Add", ["x", "ghost"], ["y"], name="add0")]),
+            "input 'ghost' of node: name: add0 OpType: Add is not output of any previous nodes",
+        ),
+        (
+            small_model(
+                [helper.make_node("Relu", ["z"], ["y"]), helper.make_node("Relu", ["y"], ["z"])]
+            ),
+            "topologically sorted",
+        ),
+        (
+            small_model(
+                [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Relu", ["x"], ["y"])]
+            ),
+            "'y' has been used as output names multiple times",
+        ),
+        (
+            small_model([helper.make_node("Relu", ["x"], ["y"])], opset=3),
+            "ONNX opset 3 is not supported",
+        ),
+        (
+            small_model([helper.make_node("LeakyRelu", ["x"], ["y"], alpha="big")]),
+            "Mismatched attribute type",
+        ),
+        (
+            small_model([helper.make_node("Relu", ["x"], ["y"])], x_shape=["N", "C"]),
+            "graph input 'x' has an unknown dimension 1 ('C')",
+        ),
     ]
     for i, (model, message) in enumerate(cases):
         path = save(model, tmp_path / f"m{i}.onnx")
@@ -268,32 +322,45 @@ def test_malformed_graphs(capsys, tmp_path: Path) -> None:
 
 def test_check_ort_refusal_is_one_message(capsys, tmp_path: Path) -> None:
     # imcc runs Relu on int16; onnxruntime has no kernel for it.
-    model = small_model([helper.make_node("Relu", ["x"], ["y"], name="relu0")],
-                        x_type=TensorProto.INT16)
+    model = small_model(
+        [helper.make_node("Relu", ["x"], ["y"], name="relu0")], x_type=TensorProto.INT16
+    )
     path = save(model, tmp_path / "relu16.onnx")
     np.save(tmp_path / "x.npy", np.array([[-1, 2, -3, 4]], np.int16))
     code, out, err = imcc(capsys, "run", path, "--input", tmp_path / "x.npy", "--check-ort")
     assert code == 2 and "Traceback" not in err
     assert "%y: i16[1,4]  min 0  max 4" in out  # imcc's own result comes first
-    assert err.startswith(f"error: --check-ort: onnxruntime cannot load {path}: "
-                          "NOT_IMPLEMENTED : Could not find an implementation for Relu"), err
+    assert err.startswith(
+        f"error: --check-ort: onnxruntime cannot load {path}: "
+        "NOT_IMPLEMENTED : Could not find an implementation for Relu"
+    ), err
     assert len(err.splitlines()) == 2 and err.splitlines()[1].startswith("hint: drop --check-ort")
 
 
 def test_check_ort_does_not_pass_non_finite_outputs(capsys, tmp_path: Path) -> None:
     """0 / 0 is NaN in both: a NaN error shows no agreement, so the check fails (exit 2) after
     printing every line and writing -o."""
-    model = small_model([helper.make_node("Div", ["x", "x"], ["y"]),
-                         helper.make_node("Relu", ["x"], ["z"])])
+    model = small_model(
+        [helper.make_node("Div", ["x", "x"], ["y"]), helper.make_node("Relu", ["x"], ["z"])]
+    )
     model.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
     path = save(model, tmp_path / "div.onnx")
     np.save(tmp_path / "x.npy", np.array([[0, 1, 2, 3]], np.float32))
     with np.errstate(all="ignore"):
-        code, out, err = imcc(capsys, "run", path, "--input", tmp_path / "x.npy", "--check-ort",
-                              "-o", tmp_path / "out.npz")
+        code, out, err = imcc(
+            capsys,
+            "run",
+            path,
+            "--input",
+            tmp_path / "x.npy",
+            "--check-ort",
+            "-o",
+            tmp_path / "out.npz",
+        )
     assert code == 2 and "Traceback" not in err
-    assert "onnxruntime: %y not finite: ours has 1 NaN or infinite values, onnxruntime's has 1" \
-        in out
+    assert (
+        "onnxruntime: %y not finite: ours has 1 NaN or infinite values, onnxruntime's has 1" in out
+    )
     assert "max relative error 0" in out  # the other output is compared as usual
     assert "error: --check-ort: cannot compare with onnxruntime: %y is not finite" in err
     assert "hint: " in err
@@ -306,5 +373,7 @@ def test_a_batch_norm_that_folds_beyond_float32_is_refused(capsys, tmp_path: Pat
     values = np.full(numpy_helper.to_array(scale).shape, 3e38, np.float32)  # finite, but the
     scale.CopyFrom(numpy_helper.from_array(values, scale.name))  # folded weights are not
     err = refused(capsys, "compile", save(model, tmp_path / "bn.onnx"))
-    assert "folding /features/features.1/BatchNormalization into /features/features.0/Conv " \
-        "gives weights beyond float32" in err, err
+    assert (
+        "folding /features/features.1/BatchNormalization into /features/features.0/Conv "
+        "gives weights beyond float32" in err
+    ), err

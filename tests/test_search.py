@@ -35,11 +35,29 @@ FAST = ["--limit", "32", "--probe", "16", "--check", "64"]
 COST_KEYS = ("energy_j", "latency_s", "area_mm2", "edap", "tops_per_w", "tops_per_mm2")
 
 
-def _search(tmp: Path, *flags: str, strategy: str = "random", trials: int = 6,
-            target: str = "xpert") -> dict:
-    code = main(["search", "digits-cnn", "--target", target, "--data", "digits-cnn",
-                 "--trials", str(trials), "--strategy", strategy, "--out", str(tmp),
-                 "--max-accuracy-drop", "60", *FAST, *flags])
+def _search(
+    tmp: Path, *flags: str, strategy: str = "random", trials: int = 6, target: str = "xpert"
+) -> dict:
+    code = main(
+        [
+            "search",
+            "digits-cnn",
+            "--target",
+            target,
+            "--data",
+            "digits-cnn",
+            "--trials",
+            str(trials),
+            "--strategy",
+            strategy,
+            "--out",
+            str(tmp),
+            "--max-accuracy-drop",
+            "60",
+            *FAST,
+            *flags,
+        ]
+    )
     assert code == 0
     return json.loads((tmp / "pareto.json").read_text())
 
@@ -50,8 +68,7 @@ def _study(record: dict, name: str | None = None) -> optuna.Study:
 
 def _cleaned(target: str):
     graph = import_onnx(str(resolve_model("digits-cnn")))
-    return PassManager(parse_pipeline(DEFAULT_PIPELINE)).run(graph, Context()), \
-        load_target(target)
+    return PassManager(parse_pipeline(DEFAULT_PIPELINE)).run(graph, Context()), load_target(target)
 
 
 def test_space_covers_every_tunable_pass_per_layer_on_xpert() -> None:
@@ -60,16 +77,21 @@ def test_space_covers_every_tunable_pass_per_layer_on_xpert() -> None:
     keys = {d.key for d in space.searched()}
     assert len(space.layers) == 3
     for layer in range(3):
-        for option in ("assign-input-precision.per_layer_bits", "select-adc.per_layer_converter",
-                       "select-adc.per_layer_bits", "slice-weights.per_layer_slices",
-                       "share-columns.per_layer"):
+        for option in (
+            "assign-input-precision.per_layer_bits",
+            "select-adc.per_layer_converter",
+            "select-adc.per_layer_bits",
+            "slice-weights.per_layer_slices",
+            "share-columns.per_layer",
+        ):
             assert f"{option}[{layer}]" in keys
     dims = {d.key: d for d in space.dimensions}
     assert dims["select-adc.per_layer_converter[0]"].choices == ("sar", "flash")
     assert dims["share-columns.per_layer[1]"].choices == ("1", "2", "4", "8", "16", "32")
     # xpert.hw offers 1..8 input bits; the quantize pass gives 2 bits or more
     assert dims["assign-input-precision.per_layer_bits[2]"].choices == tuple(
-        str(b) for b in range(2, 9))
+        str(b) for b in range(2, 9)
+    )
     # uniform options superseded by a per-layer list are not searched twice
     assert "assign-input-precision.bits" not in keys and "slice-weights.adaptive" not in keys
     choices = {d.key: d.choices[-1] for d in space.searched()}
@@ -94,12 +116,20 @@ def test_cached_quantized_prefix_compiles_what_a_full_compile_does() -> None:
     from imcc.ir.printer import print_graph
 
     target = load_target("xpert")
-    problem = Problem.load(resolve_model("digits-cnn"), target, "digits-cnn", search_samples=32,
-                           probe_samples=16, check_samples=32)
+    problem = Problem.load(
+        resolve_model("digits-cnn"),
+        target,
+        "digits-cnn",
+        search_samples=32,
+        probe_samples=16,
+        check_samples=32,
+    )
     cached, plain = Evaluator(problem, cached_prefixes=2), Evaluator(problem, cached_prefixes=0)
     for bits, sharing in [(8, 8), (6, 2), (8, 4), (4, 8), (6, 1), (8, 8)]:
-        pipeline = (f"assign-input-precision{{bits={bits}}},quantize,tile-crossbar,"
-                    f"select-adc,share-columns{{factor={sharing}}},place")
+        pipeline = (
+            f"assign-input-precision{{bits={bits}}},quantize,tile-crossbar,"
+            f"select-adc,share-columns{{factor={sharing}}},place"
+        )
         a, b = cached.compile(pipeline), plain.compile(pipeline)
         assert print_graph(a) == print_graph(b)
         for name in a.constants:
@@ -109,17 +139,23 @@ def test_cached_quantized_prefix_compiles_what_a_full_compile_does() -> None:
 
 def test_illegal_trial_is_a_reason_not_a_crash() -> None:
     target = load_target("xpert")
-    problem = Problem.load(resolve_model("digits-cnn"), target, "digits-cnn", search_samples=32,
-                           probe_samples=16, check_samples=64)
+    problem = Problem.load(
+        resolve_model("digits-cnn"),
+        target,
+        "digits-cnn",
+        search_samples=32,
+        probe_samples=16,
+        check_samples=64,
+    )
     evaluation = Evaluator(problem).evaluate(
         "assign-input-precision{per_layer_bits=[1,8,8]},quantize,tile-crossbar,select-adc,"
-        "share-columns,place")
+        "share-columns,place"
+    )
     assert evaluation.metrics is None
     assert evaluation.illegal is not None and evaluation.illegal.startswith("quantize: layer 0")
 
 
-def test_search_writes_outputs_counts_illegal_and_replays_exactly(tmp_path: Path,
-                                                                  capsys) -> None:
+def test_search_writes_outputs_counts_illegal_and_replays_exactly(tmp_path: Path, capsys) -> None:
     # xpert.hw with Flash ADCs of 4-6 bits only: a Flash ADC of 7 or 8 bits is illegal
     hw = (ROOT / "targets" / "xpert.hw").read_text()
     flash = hw.index("converter flash")
@@ -135,7 +171,8 @@ def test_search_writes_outputs_counts_illegal_and_replays_exactly(tmp_path: Path
     study = _study(record)
     illegal = [t for t in study.trials if ILLEGAL in t.user_attrs]
     assert record["trials"]["illegal"] == len(illegal) + sum(
-        ILLEGAL in t.user_attrs for t in _study(record, record["study"] + "/random").trials)
+        ILLEGAL in t.user_attrs for t in _study(record, record["study"] + "/random").trials
+    )
     assert illegal and all(t.state.name == "FAIL" for t in illegal)
     assert record["trials"]["illegal_by_pass"]["select-adc"] >= len(illegal)  # 7-8-bit Flash
     assert record["accuracy"]["reference"] == "float"
@@ -145,8 +182,23 @@ def test_search_writes_outputs_counts_illegal_and_replays_exactly(tmp_path: Path
     best = record["best"]
     assert best is not None and best["meets_floor"]
     report = tmp_path / "replay.json"
-    assert main(["compile", "digits-cnn", "--target", str(target), "--passes", best["pipeline"],
-                 "--calib", "digits-cnn", "--report", str(report)]) == 0
+    assert (
+        main(
+            [
+                "compile",
+                "digits-cnn",
+                "--target",
+                str(target),
+                "--passes",
+                best["pipeline"],
+                "--calib",
+                "digits-cnn",
+                "--report",
+                str(report),
+            ]
+        )
+        == 0
+    )
     replayed = json.loads(report.read_text())
     for key in COST_KEYS:
         assert replayed[key] == best[key], key
@@ -173,7 +225,8 @@ def _finished_in(database: Path) -> int:
     try:
         with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
             done = connection.execute(
-                "SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')").fetchone()
+                "SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')"
+            ).fetchone()
             illegal = connection.execute(
                 "SELECT COUNT(*) FROM trial_user_attributes WHERE key = ?", (ILLEGAL,)
             ).fetchone()
@@ -183,9 +236,26 @@ def _finished_in(database: Path) -> int:
 
 
 def _start(tmp: Path, trials: int) -> subprocess.Popen:
-    command = [sys.executable, "-m", "imcc", "search", "digits-cnn", "--target", "xpert",
-               "--data", "digits-cnn", "--trials", str(trials), "--strategy", "random",
-               "--out", str(tmp), "--max-accuracy-drop", "60", *FAST]
+    command = [
+        sys.executable,
+        "-m",
+        "imcc",
+        "search",
+        "digits-cnn",
+        "--target",
+        "xpert",
+        "--data",
+        "digits-cnn",
+        "--trials",
+        str(trials),
+        "--strategy",
+        "random",
+        "--out",
+        str(tmp),
+        "--max-accuracy-drop",
+        "60",
+        *FAST,
+    ]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -213,8 +283,11 @@ def test_killed_search_resumes_without_losing_trials(tmp_path: Path, sig: int) -
     assert kept >= 3
     storage = f"sqlite:///{database}"
     name = optuna.get_all_study_summaries(storage)[0].study_name
-    snapshot = {t.number: t.params for t in optuna.load_study(
-        study_name=name, storage=storage).trials if finished(t)}
+    snapshot = {
+        t.number: t.params
+        for t in optuna.load_study(study_name=name, storage=storage).trials
+        if finished(t)
+    }
     rerun = _start(tmp_path, kept + 2)
     _, err = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, err
@@ -225,17 +298,29 @@ def test_killed_search_resumes_without_losing_trials(tmp_path: Path, sig: int) -
 
 
 def test_xpert_runs_both_phases_within_the_area_budget(tmp_path: Path) -> None:
-    record = _search(tmp_path, "--area-budget", "3.0", "--random-trials", "0",
-                     strategy="xpert", trials=10)
+    record = _search(
+        tmp_path, "--area-budget", "3.0", "--random-trials", "0", strategy="xpert", trials=10
+    )
     phase1 = _study(record, record["study"] + "/phase1")
     phase2 = _study(record, record["study"] + "/phase2")
     assert sum(finished(t) for t in phase1.trials) == 5
     assert sum(finished(t) for t in phase2.trials) == 5
-    assert all(set(t.params) <= {"share-columns.per_layer[0]", "share-columns.per_layer[1]",
-                                 "share-columns.per_layer[2]", "place.replicate"} | {
-        f"select-adc.per_layer_converter[{i}]" for i in range(3)} for t in phase1.trials)
-    structure = [t for t in phase1.trials if t.state.name == "COMPLETE"
-                 and t.user_attrs["result"]["metrics"]["area_mm2"] <= 3.0]
+    assert all(
+        set(t.params)
+        <= {
+            "share-columns.per_layer[0]",
+            "share-columns.per_layer[1]",
+            "share-columns.per_layer[2]",
+            "place.replicate",
+        }
+        | {f"select-adc.per_layer_converter[{i}]" for i in range(3)}
+        for t in phase1.trials
+    )
+    structure = [
+        t
+        for t in phase1.trials
+        if t.state.name == "COMPLETE" and t.user_attrs["result"]["metrics"]["area_mm2"] <= 3.0
+    ]
     best1 = min(structure, key=lambda t: t.values[0])
     sharing = ",".join(str(best1.params[f"share-columns.per_layer[{i}]"]) for i in range(3))
     assert all(f"per_layer=[{sharing}]" in t.user_attrs[PIPELINE] for t in phase2.trials)
@@ -253,8 +338,11 @@ def test_widest_design_takes_the_widest_precisions_and_the_finest_slicing() -> N
     space = build_space(*_cleaned("xpert"))
     corner = widest_design(space.dimensions)
     by_key = {d.key: d for d in space.dimensions}
-    assert corner["select-adc.per_layer_bits[0]"] == max(
-        by_key["select-adc.per_layer_bits[0]"].choices, key=int) == "8"
+    assert (
+        corner["select-adc.per_layer_bits[0]"]
+        == max(by_key["select-adc.per_layer_bits[0]"].choices, key=int)
+        == "8"
+    )
     assert corner["assign-input-precision.per_layer_bits[2]"] == "8"
     assert corner["slice-weights.per_layer_slices[0]"] == "4-4"
     assert "select-adc.per_layer_converter[0]" not in corner  # no order: the sampler's
@@ -262,18 +350,36 @@ def test_widest_design_takes_the_widest_precisions_and_the_finest_slicing() -> N
     assert not {k for k in corner if k.startswith("share-columns")}  # structure: phase 1's
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--strategy", "grid"], "error: unknown strategy 'grid'"),
-    (["--objective", "speed"], "error: unknown objective 'speed'"),
-    (["--area-budget", "-1"], "error: --area-budget must be a positive area in mm2, not -1"),
-    (["--max-accuracy-drop", "-0.5"], "error: --max-accuracy-drop must be between 0 and 100"),
-    (["--trials", "0"], "error: --trials must be at least 1, not 0"),
-    (["--storage", "nosuchdb://x/y"], "error: --storage: unknown database URL scheme 'nosuchdb'"),
-])
-def test_bad_flags_exit_2_with_one_message(tmp_path: Path, capsys, flags: list[str],
-                                           message: str) -> None:
-    code = main(["search", "digits-cnn", "--target", "xpert", "--data", "digits-cnn",
-                 "--out", str(tmp_path), *flags])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--strategy", "grid"], "error: unknown strategy 'grid'"),
+        (["--objective", "speed"], "error: unknown objective 'speed'"),
+        (["--area-budget", "-1"], "error: --area-budget must be a positive area in mm2, not -1"),
+        (["--max-accuracy-drop", "-0.5"], "error: --max-accuracy-drop must be between 0 and 100"),
+        (["--trials", "0"], "error: --trials must be at least 1, not 0"),
+        (
+            ["--storage", "nosuchdb://x/y"],
+            "error: --storage: unknown database URL scheme 'nosuchdb'",
+        ),
+    ],
+)
+def test_bad_flags_exit_2_with_one_message(
+    tmp_path: Path, capsys, flags: list[str], message: str
+) -> None:
+    code = main(
+        [
+            "search",
+            "digits-cnn",
+            "--target",
+            "xpert",
+            "--data",
+            "digits-cnn",
+            "--out",
+            str(tmp_path),
+            *flags,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith(message) and "Traceback" not in err
@@ -281,27 +387,59 @@ def test_bad_flags_exit_2_with_one_message(tmp_path: Path, capsys, flags: list[s
 
 
 def test_resuming_with_other_flags_is_refused(tmp_path: Path) -> None:
-    run_search(SearchConfig("digits-cnn", "xpert", "digits-cnn", trials=1, strategy="random",
-                            study="s", out=tmp_path, search_samples=16, probe_samples=16,
-                            check_samples=16))
+    run_search(
+        SearchConfig(
+            "digits-cnn",
+            "xpert",
+            "digits-cnn",
+            trials=1,
+            strategy="random",
+            study="s",
+            out=tmp_path,
+            search_samples=16,
+            probe_samples=16,
+            check_samples=16,
+        )
+    )
     with pytest.raises(Exception, match="created for another search"):
-        run_search(SearchConfig("digits-cnn", "xpert", "digits-cnn", trials=2,
-                                strategy="random", study="s", objective="latency",
-                                out=tmp_path, search_samples=16, probe_samples=16,
-                                check_samples=16))
+        run_search(
+            SearchConfig(
+                "digits-cnn",
+                "xpert",
+                "digits-cnn",
+                trials=2,
+                strategy="random",
+                study="s",
+                objective="latency",
+                out=tmp_path,
+                search_samples=16,
+                probe_samples=16,
+                check_samples=16,
+            )
+        )
 
 
 def test_mtj_trials_are_calibrated_and_adc_only_targets_are_not() -> None:
     graph, target = _cleaned("sotmtj")
     space = build_space(graph, target)
     names = [step.name for step in space.steps]
-    assert names.index("select-adc") < names.index("slice-weights") < names.index(
-        "calibrate-mtj") < names.index("share-columns")
+    assert (
+        names.index("select-adc")
+        < names.index("slice-weights")
+        < names.index("calibrate-mtj")
+        < names.index("share-columns")
+    )
     converters = {d.key: d for d in space.dimensions}["select-adc.per_layer_converter[0]"]
     assert "mtj" in converters.choices
     choices = {f"select-adc.per_layer_converter[{i}]": "mtj" for i in range(3)}
-    problem = Problem.load(resolve_model("digits-cnn"), target, "digits-cnn", search_samples=16,
-                           probe_samples=16, check_samples=16)
+    problem = Problem.load(
+        resolve_model("digits-cnn"),
+        target,
+        "digits-cnn",
+        search_samples=16,
+        probe_samples=16,
+        check_samples=16,
+    )
     mapped = Evaluator(problem).compile(space.pipeline(choices))
     layers = [n for n in mapped.nodes if "converter" in n.attributes]
     assert len(layers) == 3

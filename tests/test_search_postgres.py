@@ -48,9 +48,10 @@ def _unavailable(what: str) -> None:
 
 def _postgres_bin() -> Path | None:
     """Return the folder of the newest installed PostgreSQL server's programs."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
-                   key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit()
-                   else 0)
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
     if found:
         return found[-1].parent
     initdb = shutil.which("initdb")
@@ -87,34 +88,78 @@ def postgres() -> Iterator[str]:
         assert done.returncode == 0, f"{command[0]} failed:\n{done.stdout}\n{done.stderr}"
 
     try:
-        run(str(programs / "initdb"), "-D", str(data), "-U", "imcc", "-A", "trust",
-            "--no-locale", "-E", "UTF8", "--no-sync")
+        run(
+            str(programs / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "imcc",
+            "-A",
+            "trust",
+            "--no-locale",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
         for attempt in range(3):  # another process may take the free port first
             port = _free_port()
             try:
-                run(str(programs / "pg_ctl"), "-D", str(data), "-l", str(home / "log"), "-w",
-                    "-t", "30", "-o", f"-p {port} -k {home} -c listen_addresses=127.0.0.1 "
-                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off", "start")
+                run(
+                    str(programs / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(home / "log"),
+                    "-w",
+                    "-t",
+                    "30",
+                    "-o",
+                    f"-p {port} -k {home} -c listen_addresses=127.0.0.1 "
+                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+                    "start",
+                )
                 break
             except AssertionError:
                 if attempt == 2:
                     raise
-        run(str(programs / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "imcc",
-            "search")
+        run(str(programs / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "imcc", "search")
         yield f"postgresql+psycopg2://imcc@127.0.0.1:{port}/search"
     finally:
         if (data / "postmaster.pid").exists():
-            subprocess.run([*as_user, str(programs / "pg_ctl"), "-D", str(data), "-m",
-                            "immediate", "stop"], capture_output=True, timeout=60)
+            subprocess.run(
+                [*as_user, str(programs / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                capture_output=True,
+                timeout=60,
+            )
         shutil.rmtree(home, ignore_errors=True)
 
 
 def _worker(url: str, study: str, out: Path, trials: int) -> subprocess.Popen:
     """Start one `imcc search` worker on the shared study (the same `--seed` as the others)."""
-    command = [sys.executable, "-m", "imcc", "search", "digits-cnn", "--target", "xpert",
-               "--data", "digits-cnn", "--trials", str(trials), "--strategy", "pareto",
-               "--random-trials", "0", "--study", study, "--storage", url, "--out", str(out),
-               *FAST]
+    command = [
+        sys.executable,
+        "-m",
+        "imcc",
+        "search",
+        "digits-cnn",
+        "--target",
+        "xpert",
+        "--data",
+        "digits-cnn",
+        "--trials",
+        str(trials),
+        "--strategy",
+        "pareto",
+        "--random-trials",
+        "0",
+        "--study",
+        study,
+        "--storage",
+        url,
+        "--out",
+        str(out),
+        *FAST,
+    ]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -143,7 +188,8 @@ def _trials_in(url: str, study: str) -> tuple[int, set[int]]:
                 "SELECT t.number, t.state, EXISTS (SELECT 1 FROM trial_user_attributes a "
                 "WHERE a.trial_id = t.trial_id AND a.key = %s) FROM trials t "
                 "JOIN studies s ON s.study_id = t.study_id WHERE s.study_name = %s",
-                (ILLEGAL, study))
+                (ILLEGAL, study),
+            )
             rows = cursor.fetchall()
     except psycopg2.Error:  # the tables do not exist yet
         return 0, set()
@@ -176,10 +222,23 @@ def _stop_mid_trial(worker: subprocess.Popen, url: str, study: str) -> int:
 def _search(url: str, study: str, out: Path, trials: int) -> dict:
     """Run a worker in this process (`imcc search` with the flags of `_worker`); return its
     pareto.json record."""
-    result = run_search(SearchConfig(
-        "digits-cnn", "xpert", "digits-cnn", trials=trials, strategy="pareto", random_trials=0,
-        study=study, storage=url, out=out, search_samples=32, probe_samples=16,
-        check_samples=64, max_accuracy_drop=60))
+    result = run_search(
+        SearchConfig(
+            "digits-cnn",
+            "xpert",
+            "digits-cnn",
+            trials=trials,
+            strategy="pareto",
+            random_trials=0,
+            study=study,
+            storage=url,
+            out=out,
+            search_samples=32,
+            probe_samples=16,
+            check_samples=64,
+            max_accuracy_drop=60,
+        )
+    )
     return result.record
 
 
@@ -202,7 +261,8 @@ def _check_study(trials: list[optuna.trial.FrozenTrial], record: dict) -> None:
 
 
 def test_two_workers_share_one_study_without_losing_or_repeating_trials(
-        postgres: str, tmp_path: Path) -> None:
+    postgres: str, tmp_path: Path
+) -> None:
     trials = 12
     workers = [_worker(postgres, "shared", tmp_path / name, trials) for name in ("a", "b")]
     records = []
@@ -226,7 +286,8 @@ def test_two_workers_share_one_study_without_losing_or_repeating_trials(
 
 
 def test_killed_worker_loses_no_finished_trial_and_its_running_one_goes_stale(
-        postgres: str, tmp_path: Path) -> None:
+    postgres: str, tmp_path: Path
+) -> None:
     trials = 12
     killed, other = (_worker(postgres, "killed", tmp_path / name, trials) for name in "ab")
     with _reaped([killed, other]):
@@ -234,8 +295,7 @@ def test_killed_worker_loses_no_finished_trial_and_its_running_one_goes_stale(
         os.kill(killed.pid, signal.SIGKILL)
         killed.communicate(timeout=30)
         study = optuna.load_study(study_name="killed", storage=postgres)
-        before = {t.number: (t.params, t.user_attrs, t.values)
-                  for t in study.trials if finished(t)}
+        before = {t.number: (t.params, t.user_attrs, t.values) for t in study.trials if finished(t)}
         assert len(before) >= 4
         # started again at once beside the other worker, with two more trials to run (the
         # other stops at 12 or 13); with the CLI's heartbeat period, 30 s of grace, the

@@ -30,8 +30,9 @@ SHARING = ("1", "2", "4", "8", "16")
 
 def _benchmark():
     """Import benchmarks/search.py (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("search_benchmark",
-                                                  ROOT / "benchmarks" / "search.py")
+    spec = importlib.util.spec_from_file_location(
+        "search_benchmark", ROOT / "benchmarks" / "search.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -41,8 +42,7 @@ def _benchmark():
 
 def _random_best(space, edaps: dict[str, float], budget: int, seed: int) -> float:
     """Return the best EDAP random sampling finds in `budget` draws over the priced designs."""
-    study = optuna.create_study(direction="minimize",
-                                sampler=make_sampler("random", seed, budget))
+    study = optuna.create_study(direction="minimize", sampler=make_sampler("random", seed, budget))
     best = math.inf
     for _ in range(budget):
         trial = study.ask()
@@ -54,28 +54,44 @@ def _random_best(space, edaps: dict[str, float], budget: int, seed: int) -> floa
 
 
 def test_search_finds_the_optimum_within_2_percent_with_10_percent_of_evaluations(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     scratch = Path("/dev/shm")  # the trials' SQLite storage: no fsync waits on tmpfs
     work = Path(tempfile.mkdtemp(dir=scratch)) if scratch.is_dir() else tmp_path
     bench = _benchmark()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     target = load_target("xpert")
-    problem = Problem.load(resolve_model("digits-cnn"), target, "digits-cnn",
-                           search_samples=16, probe_samples=16, check_samples=16)
-    space = bench.restrict(build_space(problem.graph, target),
-                           {bench.CONVERTER: None, bench.SHARING: SHARING})
+    problem = Problem.load(
+        resolve_model("digits-cnn"),
+        target,
+        "digits-cnn",
+        search_samples=16,
+        probe_samples=16,
+        check_samples=16,
+    )
+    space = bench.restrict(
+        build_space(problem.graph, target), {bench.CONVERTER: None, bench.SHARING: SHARING}
+    )
     assert space.size() == 1000
     edaps = bench.enumerate_space(space, Evaluator(problem))
     optimum = min(edaps.values())
     budget = space.size() // 10
-    found = bench.search(space, Evaluator(problem), sampler="tpe", seed=0,
-                         trials=budget, workdir=work, name="quality")
+    found = bench.search(
+        space,
+        Evaluator(problem),
+        sampler="tpe",
+        seed=0,
+        trials=budget,
+        workdir=work,
+        name="quality",
+    )
     if work != tmp_path:
         shutil.rmtree(work)
     assert found.trials == budget and found.distinct <= budget
     assert found.best == edaps[bench._mapping(found.best_pipeline)]  # the trial's own costs
     assert found.best <= 1.02 * optimum, (found.best / optimum, found.best_pipeline)
     assert found.best <= _random_best(space, edaps, budget, seed=0)
-    full = Evaluator(problem, cached_prefixes=0).evaluate(bench._mapping(found.best_pipeline),
-                                                         accuracy=False)
+    full = Evaluator(problem, cached_prefixes=0).evaluate(
+        bench._mapping(found.best_pipeline), accuracy=False
+    )
     assert full.metrics is not None and full.metrics.edap == found.best

@@ -65,16 +65,31 @@ def test_mtj_runs_are_seeded():
     other = simulate(program, hardware, DATA, batch=90, seed=4)
     assert first == again
     assert first.layers[0].mtj_samples > 0 and 0.3 < first.layers[0].mtj_switch_rate < 0.7
-    assert [layer.rel_error for layer in other.layers] != [layer.rel_error
-                                                          for layer in first.layers]
+    assert [layer.rel_error for layer in other.layers] != [
+        layer.rel_error for layer in first.layers
+    ]
 
 
 def test_cli_simulate_reports_accuracies(tmp_path, capsys):
     program = tmp_path / "p.imcir"
     assert main(["compile", "digits-cnn", "--target", "raella", "-o", str(program)]) == 0
     capsys.readouterr()
-    assert main(["simulate", str(program), "--data", "digits-cnn", "--limit", "120",
-                 "--batch", "60", "--json"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                str(program),
+                "--data",
+                "digits-cnn",
+                "--limit",
+                "120",
+                "--batch",
+                "60",
+                "--json",
+            ]
+        )
+        == 0
+    )
     record = json.loads(capsys.readouterr().out)
     assert record["samples"] == 120 and record["float_accuracy"] is not None
     assert {"accuracy", "quantized_accuracy", "layers"} <= set(record)
@@ -86,11 +101,27 @@ def test_cli_simulate_reports_accuracies(tmp_path, capsys):
 
 def test_cli_compile_simulate_adds_accuracy_to_the_report(tmp_path, capsys):
     report = tmp_path / "r.json"
-    assert main(["compile", "digits-cnn", "--target", "xpert", "--simulate", "digits-cnn",
-                 "--limit", "64", "--report", str(report)]) == 0
+    assert (
+        main(
+            [
+                "compile",
+                "digits-cnn",
+                "--target",
+                "xpert",
+                "--simulate",
+                "digits-cnn",
+                "--limit",
+                "64",
+                "--report",
+                str(report),
+            ]
+        )
+        == 0
+    )
     record = json.loads(report.read_text())
     assert {"energy_j", "accuracy", "float_accuracy", "quantized_accuracy", "samples"} <= set(
-        record)
+        record
+    )
     assert record["samples"] == 64
 
 
@@ -100,7 +131,8 @@ def test_simulate_needs_labels_and_a_target(tmp_path, capsys):
     capsys.readouterr()
     assert main(["simulate", str(program), "--data", "digits-cnn"]) == 2
     assert capsys.readouterr().err.startswith(
-        f"error: {program} does not say which target it is mapped for")
+        f"error: {program} does not say which target it is mapped for"
+    )
     np.savez(tmp_path / "x.npz", image=DATA.images[:8])
     mapped_file = tmp_path / "m.imcir"
     assert main(["compile", "digits-cnn", "--target", "isaac", "-o", str(mapped_file)]) == 0
@@ -122,8 +154,9 @@ def test_lossless_crossbars_match_onnxruntime_on_the_qdq_model():
     ours = machine.run(batched, {"image": images})["logits"]
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    session = ort.InferenceSession(export_qdq(batched).SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        export_qdq(batched).SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     (theirs,) = session.run(None, {"image": images})
     step = np.abs(ours).max() / 127  # one 8-bit output step
     assert np.abs(ours - theirs).max() <= step
@@ -133,7 +166,8 @@ def test_lossless_crossbars_match_onnxruntime_on_the_qdq_model():
 def test_an_encoding_the_datapath_cannot_run_is_a_clear_error(tmp_path, capsys):
     # tile-crossbar does not choose center-offset: its centers come from encode-weights
     pipeline = default_pipeline(load_target("raella")).replace(
-        "tile-crossbar", 'tile-crossbar{rows=0 columns=0 slices=[] encoding=center-offset}')
+        "tile-crossbar", "tile-crossbar{rows=0 columns=0 slices=[] encoding=center-offset}"
+    )
     assert main(["compile", "digits-cnn", "--target", "raella", "--passes", pipeline]) == 2
     err = capsys.readouterr().err
     assert "tile-crossbar cannot choose center-offset weights" in err
@@ -141,9 +175,23 @@ def test_an_encoding_the_datapath_cannot_run_is_a_clear_error(tmp_path, capsys):
     # a center-offset program that lost its centers is a clear error of the simulator
     program = tmp_path / "c.imcir"
     pipeline = default_pipeline(load_target("raella")).replace(
-        "tile-crossbar", "tile-crossbar,encode-weights")
-    assert main(["compile", "digits-cnn", "--target", "raella", "--passes", pipeline,
-                 "-o", str(program)]) == 0
+        "tile-crossbar", "tile-crossbar,encode-weights"
+    )
+    assert (
+        main(
+            [
+                "compile",
+                "digits-cnn",
+                "--target",
+                "raella",
+                "--passes",
+                pipeline,
+                "-o",
+                str(program),
+            ]
+        )
+        == 0
+    )
     text = program.read_text()
     assert "centers = [" in text
     program.write_text(re.sub(r"centers = \[[-0-9, ]*\], ", "", text))

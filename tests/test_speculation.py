@@ -81,15 +81,19 @@ def test_slices_option_sets_every_layer_and_prints_canonically():
 
 
 def test_per_layer_slice_overrides_slices():
-    graph, _ = compile_linear("assign-input-precision{slices=[3,3,2] per_layer_slice=[4]},"
-                              + MAPPING)
+    graph, _ = compile_linear(
+        "assign-input-precision{slices=[3,3,2] per_layer_slice=[4]}," + MAPPING
+    )
     assert the_layer(graph).attr("input").slices == (4, 4)
 
 
-@pytest.mark.parametrize(("slices", "message"), [
-    ("[3,3,3]", r"input slices \[3, 3, 3\] add up to 9 bits, not the layer's 8"),
-    ("[5,3]", "input slice width 5 is not offered by the target"),
-])
+@pytest.mark.parametrize(
+    ("slices", "message"),
+    [
+        ("[3,3,3]", r"input slices \[3, 3, 3\] add up to 9 bits, not the layer's 8"),
+        ("[5,3]", "input slice width 5 is not offered by the target"),
+    ],
+)
 def test_illegal_slices_are_mapping_errors(slices, message):
     with pytest.raises(MappingError, match=message):
         compile_linear(f"assign-input-precision{{slices={slices}}}")
@@ -114,8 +118,11 @@ def profiled(zeros: float = 0.8) -> tuple[Graph, Graph, Context]:
     """The speculative layer before and after profile-converters."""
     mapped, _ = compile_linear(f"{SPECULATIVE},{MAPPING}", zeros)
     ctx = Context(target=raella(), options={"calibration": activations(zeros)})
-    return mapped, PassManager(parse_pipeline("profile-converters{samples=16}")).run(
-        mapped, ctx), ctx
+    return (
+        mapped,
+        PassManager(parse_pipeline("profile-converters{samples=16}")).run(mapped, ctx),
+        ctx,
+    )
 
 
 def test_profile_matches_a_direct_simulation():
@@ -128,7 +135,8 @@ def test_profile_matches_a_direct_simulation():
     assert profile.samples == 16
     assert profile.saturation == pytest.approx(stats.saturated / stats.conversions, abs=1e-6)
     assert profile.speculation_failures == pytest.approx(
-        stats.speculative_failures / stats.conversions, abs=1e-6)
+        stats.speculative_failures / stats.conversions, abs=1e-6
+    )
     assert profile.recoveries == pytest.approx(stats.recoveries / stats.conversions, abs=1e-6)
     # RAELLA observes 4-10% of speculative conversions failing on real layers; so does this one
     assert 0.02 < profile.speculation_failures < 0.10
@@ -141,8 +149,9 @@ def test_profile_matches_a_direct_simulation():
 
 
 def test_profile_of_a_plain_layer_reports_saturation_only():
-    graph, _ = compile_linear(f"{BIT_SERIAL},{MAPPING},profile-converters{{samples=4}}", 0.5,
-                              sigma=0.04)
+    graph, _ = compile_linear(
+        f"{BIT_SERIAL},{MAPPING},profile-converters{{samples=4}}", 0.5, sigma=0.04
+    )
     profile = the_layer(graph).attr("profile")
     assert profile.samples == 4 and profile.saturation > 0
     assert profile.speculation_failures == profile.recoveries == 0.0
@@ -167,14 +176,17 @@ def test_recovery_conversions_are_the_profiled_rate_not_a_constant():
         assert speculative == 3 * 3 * N
         assert cost.recovery_conversions == pytest.approx(profile.recoveries * speculative)
         assert cost.energy_breakdown_j["speculation"] == pytest.approx(
-            speculative * raella().speculation.energy_j)
+            speculative * raella().speculation.energy_j
+        )
         costs[zeros] = (profile.recoveries, cost.recovery_conversions)
     # denser inputs fail more often, and the cost model follows the measurement
     assert costs[0.5][0] > costs[0.8][0] and costs[0.5][1] > costs[0.8][1]
     record = estimate(profiled()[1], raella()).to_dict()["layers"]
     (layer,) = [entry for entry in record if entry["conversions"]]
-    assert layer["profile"]["speculation_failure_rate"] == the_layer(
-        profiled()[1]).attr("profile").speculation_failures
+    assert (
+        layer["profile"]["speculation_failure_rate"]
+        == the_layer(profiled()[1]).attr("profile").speculation_failures
+    )
     assert layer["recovery_conversions"] > 0
 
 
@@ -195,8 +207,9 @@ def test_speculation_beats_bit_serial_converts_per_mac_when_failures_are_rare():
 def test_no_failures_measured_means_no_recovery_cycles():
     _, graph, _ = profiled()
     node = the_layer(graph)
-    clean = replace_nodes(graph, {node.outputs[0]: with_attributes(
-        node, profile=ConverterProfile(16, 0.0, 0.0, 0.0))})
+    clean = replace_nodes(
+        graph, {node.outputs[0]: with_attributes(node, profile=ConverterProfile(16, 0.0, 0.0, 0.0))}
+    )
     busy, quiet = crossbar_cost(graph), crossbar_cost(clean)
     assert quiet.recovery_conversions == 0
     assert quiet.latency_s == pytest.approx(busy.latency_s * 3 / 11)

@@ -40,8 +40,10 @@ from imcc.passes.slice_weights import (
     relative_error,
 )
 
-HEAD = "assign-input-precision{bits=8 slice=3 speculate=false per_layer_bits=[] " \
+HEAD = (
+    "assign-input-precision{bits=8 slice=3 speculate=false per_layer_bits=[] "
     "per_layer_slice=[]},quantize,tile-crossbar"
+)
 ISAAC_HEAD = "assign-input-precision,quantize,tile-crossbar"
 TAIL = "share-columns,place"
 
@@ -60,7 +62,8 @@ def compile_digits(mapping: str, target: str = "raella") -> tuple[object, Contex
     """Compile the digits CNN through `mapping` (after the clean-up); return graph and context."""
     ctx = Context(target=load_target(target), options={"calibration": digits().images[:64]})
     graph = PassManager(parse_pipeline(f"{DEFAULT_PIPELINE},{mapping}")).run(
-        import_onnx(example_path("digits-cnn")), ctx)
+        import_onnx(example_path("digits-cnn")), ctx
+    )
     return graph, ctx
 
 
@@ -81,10 +84,12 @@ def test_the_weighted_median_is_the_best_feasible_integer_center():
     chosen = best_centers(sums, inputs, w, weight_bits=8)
     for n in range(5):  # brute force over every feasible integer center
         feasible = np.arange(w[:, n].max() - 127, w[:, n].min() + 128)
-        costs = [mean_abs_partial_sum(sums[:, [n]], inputs, np.array([c], float))[0]
-                 for c in feasible]
-        assert mean_abs_partial_sum(sums[:, [n]], inputs, np.array([chosen[n]], float))[0] \
-            == pytest.approx(min(costs))
+        costs = [
+            mean_abs_partial_sum(sums[:, [n]], inputs, np.array([c], float))[0] for c in feasible
+        ]
+        assert mean_abs_partial_sum(sums[:, [n]], inputs, np.array([chosen[n]], float))[
+            0
+        ] == pytest.approx(min(costs))
         assert np.abs(w[:, n] - chosen[n]).max() <= 127
     zero = mean_abs_partial_sum(sums, inputs, np.zeros(5))
     after = mean_abs_partial_sum(sums, inputs, chosen.astype(float))
@@ -107,8 +112,9 @@ def test_centers_beat_c_zero_on_the_digits_cnn():
 def test_centers_are_deterministic():
     first, _ = centered()
     again, _ = compile_digits(f"{HEAD},encode-weights,select-adc")
-    assert [n.attr("centers") for n in crossbar_layers(first)] == \
-        [n.attr("centers") for n in crossbar_layers(again)]
+    assert [n.attr("centers") for n in crossbar_layers(first)] == [
+        n.attr("centers") for n in crossbar_layers(again)
+    ]
 
 
 def test_a_center_offset_program_is_exact_without_converter_loss():
@@ -121,16 +127,30 @@ def test_a_center_offset_program_is_exact_without_converter_loss():
         for group, (x, w) in enumerate(zip(got.patches, got.filters, strict=True)):
             columns = w.shape[1]
             # fast=False: the slices, the offsets w - c and the digital c * sum(x) all run
-            y = crossbar_matmul(x, w, node.attr("input"), node.attr("weights"),
-                                target.weight_bits, 512, True, LOSSLESS,
-                                np.random.default_rng(0), Statistics(), fast=False,
-                                centers=centers[group * columns:(group + 1) * columns])
+            y = crossbar_matmul(
+                x,
+                w,
+                node.attr("input"),
+                node.attr("weights"),
+                target.weight_bits,
+                512,
+                True,
+                LOSSLESS,
+                np.random.default_rng(0),
+                Statistics(),
+                fast=False,
+                centers=centers[group * columns : (group + 1) * columns],
+            )
             assert np.array_equal(y, got.exact(group))
     program = rebatch(PassManager(parse_pipeline(TAIL)).run(graph, ctx), 16)
     images = digits().images[:16]
     reference = collect(program, images, [program.outputs[0]])[program.outputs[0]]
-    mapped = run_mapped(program, target, {program.inputs[0].name: images},
-                        CrossbarInterpreter(target, np.random.default_rng(0), lossless=True))
+    mapped = run_mapped(
+        program,
+        target,
+        {program.inputs[0].name: images},
+        CrossbarInterpreter(target, np.random.default_rng(0), lossless=True),
+    )
     assert np.array_equal(mapped[program.outputs[0]], reference)
 
 
@@ -140,9 +160,11 @@ def test_offset_and_differential_drop_centers_and_retile():
         assert node.attr("weights") == WeightMapping("offset", (4, 4), 2)
         assert "centers" not in node.attributes
     assert EncodeWeights().search_space(graph, ctx) == {
-        "scheme": ["offset", "differential", "center-offset"]}
+        "scheme": ["offset", "differential", "center-offset"]
+    }
     assert EncodeWeights().search_space(graph, Context(target=load_target("isaac"))) == {
-        "scheme": ["offset"]}
+        "scheme": ["offset"]
+    }
 
 
 def test_the_cost_model_prices_the_centers_the_program_carries():
@@ -171,8 +193,9 @@ def test_compositions_are_msb_first_and_widest_first():
 def adaptive(budget: float, last_bitwise: bool = False) -> tuple[object, Context, list[dict]]:
     graph, ctx = centered()
     ctx = Context(target=ctx.target, options=ctx.options)
-    spec = SliceWeights(adaptive=True, error_budget=budget, last_bitwise=last_bitwise,
-                        samples=4, positions=512)
+    spec = SliceWeights(
+        adaptive=True, error_budget=budget, last_bitwise=last_bitwise, samples=4, positions=512
+    )
     return spec.run(graph, ctx), ctx, ctx.decisions.tables["slice-weights"]
 
 
@@ -194,9 +217,15 @@ def test_adaptive_slicing_keeps_its_budget_on_the_calibration_data(budget):
         assert sum(row["slices"]) == 7 and max(row["slices"]) <= 4
         if not row["within_budget"]:
             continue
-        error = relative_error(node, products[node.outputs[0]], node.attr("weights"), target,
-                               layer_converter(node, target, ""), 512,
-                               ctx.rng("slice-weights", node.outputs[0]))
+        error = relative_error(
+            node,
+            products[node.outputs[0]],
+            node.attr("weights"),
+            target,
+            layer_converter(node, target, ""),
+            512,
+            ctx.rng("slice-weights", node.outputs[0]),
+        )
         assert error == pytest.approx(row["error"]) and error <= budget
 
 
@@ -209,25 +238,43 @@ def test_last_bitwise_gives_the_last_layer_one_bit_slices():
 
 
 def test_uniform_and_per_layer_slices_retile():
-    graph, _ = compile_digits(f"{ISAAC_HEAD},select-adc,slice-weights{{slices=[2,2,2,2]}}",
-                              target="isaac")
+    graph, _ = compile_digits(
+        f"{ISAAC_HEAD},select-adc,slice-weights{{slices=[2,2,2,2]}}", target="isaac"
+    )
     assert {n.attr("weights").slices for n in crossbar_layers(graph)} == {(2, 2, 2, 2)}
-    graph, _ = compile_digits(f"{HEAD},select-adc,"
-                              "slice-weights{per_layer_slices=[4-4,4-2-2,auto]}")
+    graph, _ = compile_digits(
+        f"{HEAD},select-adc,slice-weights{{per_layer_slices=[4-4,4-2-2,auto]}}"
+    )
     assert [n.attr("weights").slices for n in crossbar_layers(graph)][:2] == [(4, 4), (4, 2, 2)]
 
 
 @pytest.mark.parametrize(
     ("passes", "target", "message", "hint"),
     [
-        ("encode-weights{scheme=center-offset}", "isaac",
-         "center-offset encoding needs two devices per slice", "schemes of isaac: offset"),
-        ("select-adc,slice-weights{slices=[4,4] adaptive=true}", "raella",
-         "give slices or adaptive=true, not both", "error_budget=0.09"),
-        ("select-adc,slice-weights{per_layer_slices=[4-4,x,4-4]}", "raella",
-         "weight slices 'x' are not widths like 4-2-2", "joined by '-'"),
-        ("select-adc,slice-weights{slices=[8]}", "raella",
-         "must cover 7 bits with at most 4 bits per cell", "[4, 3]"),
+        (
+            "encode-weights{scheme=center-offset}",
+            "isaac",
+            "center-offset encoding needs two devices per slice",
+            "schemes of isaac: offset",
+        ),
+        (
+            "select-adc,slice-weights{slices=[4,4] adaptive=true}",
+            "raella",
+            "give slices or adaptive=true, not both",
+            "error_budget=0.09",
+        ),
+        (
+            "select-adc,slice-weights{per_layer_slices=[4-4,x,4-4]}",
+            "raella",
+            "weight slices 'x' are not widths like 4-2-2",
+            "joined by '-'",
+        ),
+        (
+            "select-adc,slice-weights{slices=[8]}",
+            "raella",
+            "must cover 7 bits with at most 4 bits per cell",
+            "[4, 3]",
+        ),
         ("slice-weights{adaptive=true}", "raella", "has no converter", "select-adc"),
     ],
 )
@@ -245,10 +292,12 @@ def test_tile_crossbar_leaves_center_offset_to_encode_weights():
 
 # --- end to end -------------------------------------------------------------------------------
 
-PIPELINE = ("canonicalize,fold-constants,fold-batchnorm,canonicalize,"
-            "assign-input-precision,quantize,tile-crossbar,encode-weights,select-adc,"
-            "slice-weights{adaptive=true error_budget=0.09 last_bitwise=true},"
-            "share-columns,place")
+PIPELINE = (
+    "canonicalize,fold-constants,fold-batchnorm,canonicalize,"
+    "assign-input-precision,quantize,tile-crossbar,encode-weights,select-adc,"
+    "slice-weights{adaptive=true error_budget=0.09 last_bitwise=true},"
+    "share-columns,place"
+)
 
 
 def cli_accuracy(tmp_path, capsys, target: str, *passes: str) -> float:
@@ -256,14 +305,27 @@ def cli_accuracy(tmp_path, capsys, target: str, *passes: str) -> float:
     program = tmp_path / f"{target}.imcir"
     assert main(["compile", "digits-cnn", "--target", target, *passes, "-o", str(program)]) == 0
     capsys.readouterr()
-    assert main(["simulate", str(program), "--data", "digits-cnn", "--limit", "160",
-                 "--json"]) == 0
+    assert main(["simulate", str(program), "--data", "digits-cnn", "--limit", "160", "--json"]) == 0
     return json.loads(capsys.readouterr().out)["accuracy"]
 
 
 def test_the_cli_compiles_raella_with_both_passes_and_keeps_accuracy(tmp_path, capsys):
-    assert main(["compile", "digits-cnn", "--target", "raella", "--passes", PIPELINE,
-                 "--stats", "-o", str(tmp_path / "stats.imcir")]) == 0
+    assert (
+        main(
+            [
+                "compile",
+                "digits-cnn",
+                "--target",
+                "raella",
+                "--passes",
+                PIPELINE,
+                "--stats",
+                "-o",
+                str(tmp_path / "stats.imcir"),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "encode-weights:" in err and "slice-weights:" in err and "mean_ps_after" in err
     ours = cli_accuracy(tmp_path, capsys, "raella", "--passes", PIPELINE)
@@ -282,8 +344,10 @@ def test_bad_options_exit_2_from_the_cli_without_a_traceback(capsys):
 def test_speculating_layers_also_bound_their_failure_share():
     """With speculation the recovered error stays small whatever the slicing; max_failures
     makes adaptive slicing pay for the re-run conversions instead."""
-    head = ("assign-input-precision{speculate=true slices=3,3,2},quantize,tile-crossbar,"
-            "encode-weights{scheme=center-offset},select-adc")
+    head = (
+        "assign-input-precision{speculate=true slices=3,3,2},quantize,tile-crossbar,"
+        "encode-weights{scheme=center-offset},select-adc"
+    )
     graph, ctx = compile_digits(head)
     chosen = {}
     for limit in (1.0, 0.05):

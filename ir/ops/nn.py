@@ -56,8 +56,9 @@ def window_output_shape(
     then all ends)."""
     spatial = len(sizes)
     return tuple(
-        window_output_size(sizes[i], kernel[i], strides[i], pads[i], pads[spatial + i],
-                           dilations[i], ceil)
+        window_output_size(
+            sizes[i], kernel[i], strides[i], pads[i], pads[spatial + i], dilations[i], ceil
+        )
         for i in range(spatial)
     )
 
@@ -66,8 +67,11 @@ def window_output_shape(
     "conv",
     "N-d convolution (cross-correlation) with groups: x[N,C,*S] * w[M,C/group,*K] + b[M]",
     ["x", "w", "b?"],
-    [*_WINDOW, AttrSpec("group", AttrKind.INT, 1, doc="number of channel groups"),
-     *MAPPING_ATTRIBUTES],
+    [
+        *_WINDOW,
+        AttrSpec("group", AttrKind.INT, 1, doc="number of channel groups"),
+        *MAPPING_ATTRIBUTES,
+    ],
 )
 def _conv(types, attrs, consts):
     x, w = types[0], types[1]
@@ -83,13 +87,15 @@ def _conv(types, attrs, consts):
         raise ShapeError(f"conv bias must be [{filters}], got {types[2]}")
     if any(t.dtype != x.dtype for t in types):
         raise ShapeError("conv operands must share one element type")
-    out = window_output_shape(x.shape[2:], w.shape[2:], attrs["strides"], attrs["pads"],
-                              attrs["dilations"], False)
+    out = window_output_shape(
+        x.shape[2:], w.shape[2:], attrs["strides"], attrs["pads"], attrs["dilations"], False
+    )
     return [TensorType((x.shape[0], filters, *out), x.dtype)]
 
 
-@define_op("linear", "x[...,K] @ w[K,N] + b[N]: a dense layer", ["x", "w", "b?"],
-           MAPPING_ATTRIBUTES)
+@define_op(
+    "linear", "x[...,K] @ w[K,N] + b[N]: a dense layer", ["x", "w", "b?"], MAPPING_ATTRIBUTES
+)
 def _linear(types, attrs, consts):
     x, w = types[0], types[1]
     if x.rank < 1 or w.rank != 2 or x.shape[-1] != w.shape[0]:
@@ -148,18 +154,21 @@ def _pool(types, attrs, consts, op: str):
     if len(kernel) != spatial or any(k < 1 for k in kernel):
         raise ShapeError(f"{op} needs {spatial} kernel sizes >= 1, got {list(kernel)}")
     _check_window(spatial, attrs, op)
-    out = window_output_shape(x.shape[2:], kernel, attrs["strides"], attrs["pads"],
-                              attrs["dilations"], attrs["ceil_mode"])
+    out = window_output_shape(
+        x.shape[2:], kernel, attrs["strides"], attrs["pads"], attrs["dilations"], attrs["ceil_mode"]
+    )
     return [TensorType((*x.shape[:2], *out), x.dtype)]
 
 
 _KERNEL = AttrSpec("kernel", AttrKind.INTS, required=True, doc="window size per spatial axis")
 _CEIL = AttrSpec("ceil_mode", AttrKind.BOOL, False, doc="round the output size up")
 
-define_op("max_pool", "maximum over sliding windows (padding never wins)", ["x"],
-          [_KERNEL, *_WINDOW, _CEIL])(
-    lambda t, a, c: _pool(t, a, c, "max_pool")
-)
+define_op(
+    "max_pool",
+    "maximum over sliding windows (padding never wins)",
+    ["x"],
+    [_KERNEL, *_WINDOW, _CEIL],
+)(lambda t, a, c: _pool(t, a, c, "max_pool"))
 define_op(
     "avg_pool",
     "mean over sliding windows",

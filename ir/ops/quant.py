@@ -19,8 +19,13 @@ from imcc.ir.types import DType, TensorType
         AttrSpec("zero_point", AttrKind.INT, 0),
         AttrSpec("bits", AttrKind.INT, 8),
         AttrSpec("signed", AttrKind.BOOL, False),
-        AttrSpec("stats", AttrKind.STRUCT, optional=True, struct=ActivationStats,
-                 doc="calibration statistics of the codes"),
+        AttrSpec(
+            "stats",
+            AttrKind.STRUCT,
+            optional=True,
+            struct=ActivationStats,
+            doc="calibration statistics of the codes",
+        ),
     ],
 )
 def _quantize(types, attrs, consts):
@@ -32,12 +37,16 @@ def _quantize(types, attrs, consts):
         raise ShapeError("quantize needs 1 <= bits <= 16 and a finite scale > 0")
     low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
     if not low <= attrs["zero_point"] <= high:  # else every code clamps to one end
-        raise ShapeError(f"quantize zero_point {attrs['zero_point']} is outside the "
-                         f"{bits}-bit {'signed' if signed else 'unsigned'} codes {low}..{high}")
+        raise ShapeError(
+            f"quantize zero_point {attrs['zero_point']} is outside the "
+            f"{bits}-bit {'signed' if signed else 'unsigned'} codes {low}..{high}"
+        )
     stats = attrs.get("stats")
     if isinstance(stats, ActivationStats) and len(stats.bit_density) != bits:
-        raise ShapeError(f"quantize stats: bit_density has {len(stats.bit_density)} entries, "
-                         f"one per bit of the {bits}-bit codes expected")
+        raise ShapeError(
+            f"quantize stats: bit_density has {len(stats.bit_density)} entries, "
+            f"one per bit of the {bits}-bit codes expected"
+        )
     return [TensorType(x.shape, DType.I32)]
 
 

@@ -52,8 +52,11 @@ def _concat(types, attrs, consts):
         if (
             t.rank != first.rank
             or t.dtype != first.dtype
-            or any(a != b for i, (a, b) in enumerate(zip(t.shape, first.shape, strict=True))
-                   if i != axis)
+            or any(
+                a != b
+                for i, (a, b) in enumerate(zip(t.shape, first.shape, strict=True))
+                if i != axis
+            )
         ):
             raise ShapeError(f"concat operands {first} and {t} differ off axis {axis}")
     shape = list(first.shape)
