@@ -230,7 +230,11 @@ class _Builder:
         self.missing: list[tuple[str, str]] = []  # (value, digest) of blobs not in the file
 
     def at(self, offset: int, message: str, hint: str | None = None) -> ParseError:
-        line, column = _position(self.text, offset)
+        """Return a ParseError at a character offset of the text."""
+        return self.error_at(*_position(self.text, offset), message, hint)
+
+    def error_at(self, line: int, column: int, message: str, hint: str | None) -> ParseError:
+        """Return a ParseError at a line and column, with the source line for the caret."""
         return ParseError(
             message,
             filename=self.filename,
@@ -261,14 +265,7 @@ class _Builder:
         meta = getattr(where, "meta", None)
         line = getattr(where, "line", None) or getattr(meta, "line", 1)
         column = getattr(where, "column", None) or getattr(meta, "column", 1)
-        return ParseError(
-            message,
-            filename=self.filename,
-            line=line,
-            column=column,
-            source_line=_line(self.text, line),
-            hint=hint,
-        )
+        return self.error_at(line, column, message, hint)
 
     def name(self, tree: lark.Tree) -> str:
         token = tree.children[0]
