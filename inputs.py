@@ -1,4 +1,5 @@
-"""Reading `.npy` and `.npz` array files that users hand to imcc: weights, data sets, inputs.
+"""Reading the files users hand to imcc: `.npy` / `.npz` arrays (weights, data sets, inputs)
+and UTF-8 text (programs, targets).
 
 A user's array file may be missing, a folder, empty, truncated, not an archive at all, hold
 pickled Python objects, or carry a header that declares more data than it stores. This module
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+
+from imcc.errors import ParseError
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK"
@@ -113,3 +116,25 @@ def _read_array(stream: BinaryIO, stored: int) -> np.ndarray:
 def _reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split())[:200]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def decode_text(data: bytes, filename: str, hint: str) -> str:
+    """Return file bytes as text (a UTF-8 byte-order mark dropped), or raise a ParseError at the
+    line and column of the first byte that is not UTF-8."""
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark some editors write
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        start = data.rfind(b"\n", 0, exc.start) + 1
+        end = data.find(b"\n", exc.start)
+        source = data[start : end if end >= 0 else len(data)].decode("utf-8", "replace")
+        column = len(data[start : exc.start].decode("utf-8", "replace")) + 1
+        raise ParseError(
+            f"not UTF-8 text: byte 0x{data[exc.start]:02x} cannot be decoded",
+            filename=filename,
+            line=line,
+            column=column,
+            source_line="".join(" " if ord(c) < 0x20 else c for c in source.rstrip("\r")),
+            hint=hint,
+        ) from None
