@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imcc.arrays import Unreadable, read_arrays
 from imcc.cli.common import (
     add_pipeline_flags,
     check_outputs,
@@ -20,6 +19,7 @@ from imcc.cli.common import (
 from imcc.errors import UserError
 from imcc.examples import resolve_model
 from imcc.files import write_file
+from imcc.inputs import Unreadable, read_arrays
 from imcc.ir.graph import Graph
 from imcc.ir.io import load_program
 from imcc.passes.pipeline import DEFAULT_PIPELINE

@@ -37,6 +37,7 @@ from imcc.frontend.hw_schema import (
     default_of,
     target_schema,
 )
+from imcc.inputs import decode_text
 from imcc.target import Converter, ConverterKind, ConverterModel, Target
 from imcc.targets import BUILTIN_TARGETS, builtin_path
 
@@ -50,15 +51,17 @@ def load_target(path_or_name: str | os.PathLike[str]) -> Target:
         if builtin is None:
             if path.suffix == ".hw" and (path.parent != Path() or path.exists()):
                 raise UserError(f"cannot read {spec}: no such file")
-            raise UserError(f"no target named '{spec}'",
-                            hint=f"built-in targets: {', '.join(BUILTIN_TARGETS)} "
-                                 "(`imcc targets` lists them), or the path of a .hw file")
+            raise UserError(
+                f"no target named '{spec}'",
+                hint=f"built-in targets: {', '.join(BUILTIN_TARGETS)} "
+                "(`imcc targets` lists them), or the path of a .hw file",
+            )
         path, spec = builtin, str(builtin)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise UserError(f"cannot read {spec}: {reason}") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {spec}: {exc.strerror or exc}") from None
+    text = decode_text(data, spec, ".hw targets are UTF-8 text: save the file as UTF-8")
     return parse_target(text, spec)
 
 
@@ -107,28 +110,39 @@ class _Builder:
         # where each converter's keys were written, for the checks against the crossbar
         self.converter_where: dict[str, dict[str, Value]] = {}
 
-    def error(self, where: Entry | Section | Value, message: str,
-              hint: str | None = None) -> ParseError:
-        return ParseError(message, filename=self.filename, line=where.line,
-                          column=where.column, source_line=source_line(self.text, where.line),
-                          hint=hint)
+    def error(
+        self, where: Entry | Section | Value, message: str, hint: str | None = None
+    ) -> ParseError:
+        return ParseError(
+            message,
+            filename=self.filename,
+            line=where.line,
+            column=where.column,
+            source_line=source_line(self.text, where.line),
+            hint=hint,
+        )
 
     def target(self, root: Section) -> Target:
         if root.kind != "target":
-            raise self.error(root, f"a .hw file holds one `target \"NAME\" {{ ... }}` block, "
-                             f"not `{root.kind}`")
+            raise self.error(
+                root, f'a .hw file holds one `target "NAME" {{ ... }}` block, not `{root.kind}`'
+            )
         if not root.label:
             raise self.error(root, "the target needs a name", 'write `target "NAME" { ... }`')
         keys, sections = target_schema()
         top = self.fill(root, "target", keys, sections)
         values = {"description": "", **top.values}
-        built = {name: [self.section(s, sections[name]) for s in found]
-                 for name, found in top.sections.items()}  # in file order: errors come in order
+        built = {
+            name: [self.section(s, sections[name]) for s in found]
+            for name, found in top.sections.items()
+        }  # in file order: errors come in order
         for spec in sections.values():
             if spec.required and not built.get(spec.name):
-                raise self.error(root, f"target `{root.label}` has no `{spec.name}` section",
-                                 f"add `{spec.name}{' NAME' if spec.labelled else ''} "
-                                 "{ ... }`")
+                raise self.error(
+                    root,
+                    f"target `{root.label}` has no `{spec.name}` section",
+                    f"add `{spec.name}{' NAME' if spec.labelled else ''} {{ ... }}`",
+                )
             if spec.labelled:
                 values[spec.field] = tuple(built.get(spec.name, ()))
             elif spec.name in built:
@@ -147,11 +161,19 @@ class _Builder:
         try:
             parse_pipeline(target.pipeline, "pipeline")
         except PipelineError as exc:
-            raise self.error(top.where["pipeline"], f"`pipeline` does not parse at character "
-                             f"{exc.column} of the string: {exc.args[0]}", exc.hint) from None
+            raise self.error(
+                top.where["pipeline"],
+                f"`pipeline` does not parse at character {exc.column} of the string: {exc.args[0]}",
+                exc.hint,
+            ) from None
 
-    def fill(self, section: Section, where: str, keys: dict[str, FieldSpec],
-             sections: dict[str, SectionSpec]) -> _Filled:
+    def fill(
+        self,
+        section: Section,
+        where: str,
+        keys: dict[str, FieldSpec],
+        sections: dict[str, SectionSpec],
+    ) -> _Filled:
         """Read the entries of one section; collect its nested sections unbuilt."""
         filled = _Filled(section)
         seen: dict[str, Entry | Section] = {}
@@ -162,20 +184,32 @@ class _Builder:
                 spec = sections[item.kind]
                 name = f"{item.kind} {item.label}" if spec.labelled and item.label else item.kind
                 if name in seen:
-                    raise self.error(item, f"`{name}` is defined twice",
-                                     f"the first is at line {seen[name].line}")
+                    raise self.error(
+                        item,
+                        f"`{name}` is defined twice",
+                        f"the first is at line {seen[name].line}",
+                    )
                 seen[name] = item
                 filled.sections.setdefault(item.kind, []).append(item)
                 continue
             if item.key not in keys:
                 if item.key in sections:
-                    raise self.error(item, f"`{item.key}` is a section, not a key",
-                                     f"write `{item.key} {{ ... }}`")
-                raise self.error(item, f"unknown key `{item.key}` in `{where}`",
-                                 _valid(item.key, list(keys), "keys", where))
+                    raise self.error(
+                        item,
+                        f"`{item.key}` is a section, not a key",
+                        f"write `{item.key} {{ ... }}`",
+                    )
+                raise self.error(
+                    item,
+                    f"unknown key `{item.key}` in `{where}`",
+                    _valid(item.key, list(keys), "keys", where),
+                )
             if item.key in seen:
-                raise self.error(item, f"`{item.key}` is set twice in `{where}`",
-                                 f"the first is at line {seen[item.key].line}")
+                raise self.error(
+                    item,
+                    f"`{item.key}` is set twice in `{where}`",
+                    f"the first is at line {seen[item.key].line}",
+                )
             seen[item.key] = item
             spec = keys[item.key]
             filled.values[spec.field] = self.value(spec, item.value)
@@ -183,32 +217,49 @@ class _Builder:
         missing = [s.key for s in keys.values() if s.required and s.field not in filled.values]
         if missing:
             required = ", ".join(s.key for s in keys.values() if s.required)
-            raise self.error(section, f"`{where}` is missing `{missing[0]}`",
-                             f"required keys of `{section.kind}`: {required}")
+            raise self.error(
+                section,
+                f"`{where}` is missing `{missing[0]}`",
+                f"required keys of `{section.kind}`: {required}",
+            )
         return filled
 
-    def unknown_section(self, item: Section, where: str, keys: dict[str, FieldSpec],
-                        sections: dict[str, SectionSpec]) -> ParseError:
+    def unknown_section(
+        self,
+        item: Section,
+        where: str,
+        keys: dict[str, FieldSpec],
+        sections: dict[str, SectionSpec],
+    ) -> ParseError:
         if item.kind in keys:
-            return self.error(item, f"`{item.kind}` is a key, not a section",
-                              f"write `{item.kind} = ...`")
+            return self.error(
+                item, f"`{item.kind}` is a key, not a section", f"write `{item.kind} = ...`"
+            )
         if not sections:
-            return self.error(item, f"unknown section `{item.kind}` in `{where}`",
-                              f"`{where}` holds only keys: {', '.join(keys)}")
-        return self.error(item, f"unknown section `{item.kind}` in `{where}`",
-                          _valid(item.kind, list(sections), "sections", where))
+            return self.error(
+                item,
+                f"unknown section `{item.kind}` in `{where}`",
+                f"`{where}` holds only keys: {', '.join(keys)}",
+            )
+        return self.error(
+            item,
+            f"unknown section `{item.kind}` in `{where}`",
+            _valid(item.kind, list(sections), "sections", where),
+        )
 
     def section(self, section: Section, spec: SectionSpec) -> Any:
         """Build the dataclass of one nested section and check its rules."""
         where = spec.name
         if spec.labelled:
             if not section.label:
-                raise self.error(section, f"`{spec.name}` needs a name",
-                                 f"write `{spec.name} NAME {{ ... }}`")
+                raise self.error(
+                    section, f"`{spec.name}` needs a name", f"write `{spec.name} NAME {{ ... }}`"
+                )
             where = f"{spec.name} {section.label}"
         elif section.label:
-            raise self.error(section, f"`{spec.name}` takes no name",
-                             f"write `{spec.name} {{ ... }}`")
+            raise self.error(
+                section, f"`{spec.name}` takes no name", f"write `{spec.name} {{ ... }}`"
+            )
         filled = self.fill(section, where, spec.keys, {})
         values = filled.values
         if spec.name == "converter":
@@ -217,8 +268,11 @@ class _Builder:
             self.check_crossbar(filled)
         for key in ("bits_per_cycle", "input_bits"):  # the mapping passes pick from them
             if spec.name == "input_driver" and values.get(key) == ():
-                raise self.error(filled.where[key], f"`{key}` is empty",
-                                 f"list the legal widths, e.g. `{key} = [1, 2]`")
+                raise self.error(
+                    filled.where[key],
+                    f"`{key}` is empty",
+                    f"list the legal widths, e.g. `{key} = [1, 2]`",
+                )
         if spec.labelled:
             values["name"] = section.label
         return spec.cls(**values)
@@ -232,71 +286,105 @@ class _Builder:
             values.setdefault("bits", (1,))
             values.setdefault("model", ConverterModel.FIXED)
             if values["bits"] != (1,):
-                raise self.error(where["bits"], f"a {kind.value} converter resolves 1 bit",
-                                 "write `bits = [1]` or leave `bits` out")
+                raise self.error(
+                    where["bits"],
+                    f"a {kind.value} converter resolves 1 bit",
+                    "write `bits = [1]` or leave `bits` out",
+                )
             if values["model"] is not ConverterModel.FIXED:
-                raise self.error(where["model"], f"a {kind.value} converter is priced by the "
-                                 "`fixed` model", "write its `energy`, `latency` and `area`")
+                raise self.error(
+                    where["model"],
+                    f"a {kind.value} converter is priced by the `fixed` model",
+                    "write its `energy`, `latency` and `area`",
+                )
         elif not values.get("bits"):
             at = where.get("bits", section)
-            raise self.error(at, f"{name} offers no precision: a {kind.value} ADC needs `bits`",
-                             "list the legal precisions, e.g. `bits = [4, 5, 6, 7, 8]`")
+            raise self.error(
+                at,
+                f"{name} offers no precision: a {kind.value} ADC needs `bits`",
+                "list the legal precisions, e.g. `bits = [4, 5, 6, 7, 8]`",
+            )
         if kind is not ConverterKind.MTJ and "samples" in values and values["samples"] != (1,):
             raise self.error(where["samples"], "only an mtj converter takes several `samples`")
         if not values.get("samples", (1,)):
-            raise self.error(where["samples"], f"{name} offers no sample count",
-                             "list them, e.g. `samples = [1, 2, 4, 8, 16]`")
+            raise self.error(
+                where["samples"],
+                f"{name} offers no sample count",
+                "list them, e.g. `samples = [1, 2, 4, 8, 16]`",
+            )
         model = values.get("model", default_of(Converter, "model"))
-        needs = {ConverterModel.FIXED: ("energy",),
-                 ConverterModel.NEUROSIM: ("comparator_energy", "step_latency"),
-                 ConverterModel.SURVEY: ()}[model]
+        needs = {
+            ConverterModel.FIXED: ("energy",),
+            ConverterModel.NEUROSIM: ("comparator_energy", "step_latency"),
+            ConverterModel.SURVEY: (),
+        }[model]
         for key in needs:
             if _field_of(key) not in values:
-                raise self.error(section, f"{name} uses the `{model.value}` model but has "
-                                 f"no `{key}`", f"add `{key} = ...`")
+                raise self.error(
+                    section,
+                    f"{name} uses the `{model.value}` model but has no `{key}`",
+                    f"add `{key} = ...`",
+                )
         return Converter(name=section.label or "", **values)
 
     def check_crossbar(self, filled: _Filled) -> None:
         values, where = filled.values, filled.where
         devices = values.get("devices_per_slice", 1)  # 1 or 2 (hw_schema.LIMITS)
         if values.get("signed_columns") and devices != 2:
-            raise self.error(where["signed_columns"], "`signed_columns` needs "
-                             "`devices_per_slice = 2`: the column subtracts a device pair")
+            raise self.error(
+                where["signed_columns"],
+                "`signed_columns` needs "
+                "`devices_per_slice = 2`: the column subtracts a device pair",
+            )
         if values.get("parallel_rows", 0) > values["rows"]:
             at = where["parallel_rows"]
-            raise self.error(at, f"`parallel_rows` must be 0..{values['rows']} rows, got "
-                             f"`{at.text}`", f"it exceeds the {values['rows']} rows of the "
-                             "crossbar (0 drives all rows at once)")
+            raise self.error(
+                at,
+                f"`parallel_rows` must be 0..{values['rows']} rows, got `{at.text}`",
+                f"it exceeds the {values['rows']} rows of the crossbar (0 drives all rows at once)",
+            )
 
     def check_column_sharing(self, target: Target, top: _Filled) -> None:
         """Check that every sharing factor, the target's and each converter's, fits the columns
         (a factor that does not divide them leaves a converter with a partial group)."""
         at = top.where.get("column_sharing")
         if not target.column_sharing:
-            raise self.error(at or top.section, "`column_sharing` is empty",
-                             "list the legal factors, e.g. `column_sharing = [1, 2, 4, 8]`")
-        self.check_factors(target.column_sharing, at or top.section, target.crossbar.columns,
-                           "column sharing")
+            raise self.error(
+                at or top.section,
+                "`column_sharing` is empty",
+                "list the legal factors, e.g. `column_sharing = [1, 2, 4, 8]`",
+            )
+        self.check_factors(
+            target.column_sharing, at or top.section, target.crossbar.columns, "column sharing"
+        )
         for converter in target.converters:
             where = self.converter_where.get(converter.name, {}).get("column_sharing")
-            self.check_factors(converter.column_sharing, where or top.section,
-                               target.crossbar.columns,
-                               f"converter {converter.name}: column sharing")
+            self.check_factors(
+                converter.column_sharing,
+                where or top.section,
+                target.crossbar.columns,
+                f"converter {converter.name}: column sharing",
+            )
 
-    def check_factors(self, factors: tuple[int, ...], at: Value | Section, columns: int,
-                      what: str) -> None:
+    def check_factors(
+        self, factors: tuple[int, ...], at: Value | Section, columns: int, what: str
+    ) -> None:
         for i, factor in enumerate(factors):
             item = at.value[i] if isinstance(at, Value) and at.kind == "list" else at
             if factor > columns:
-                raise self.error(item, f"{what} {factor} exceeds the {columns} crossbar columns",
-                                 f"a factor is the columns one converter serves: 1..{columns}")
+                raise self.error(
+                    item,
+                    f"{what} {factor} exceeds the {columns} crossbar columns",
+                    f"a factor is the columns one converter serves: 1..{columns}",
+                )
             if columns % factor:
                 divisors = [d for d in range(1, columns + 1) if columns % d == 0]
                 hint = None
                 if len(divisors) <= 24:  # a short list helps; thousands do not
                     hint = f"the factors that divide {columns}: {', '.join(map(str, divisors))}"
-                raise self.error(item, f"{what} {factor} does not divide the {columns} "
-                                 "crossbar columns", hint)
+                raise self.error(
+                    item, f"{what} {factor} does not divide the {columns} crossbar columns", hint
+                )
 
     def value(self, spec: FieldSpec, value: Value) -> Any:
         """Check one value against what its key needs and return it in SI units."""
@@ -311,8 +399,9 @@ class _Builder:
             self.check_limits(spec, value, number)
             if spec.integer:
                 if abs(number - round(number)) > 1e-9 * max(1.0, abs(number)):
-                    raise self.error(value, f"`{spec.key}` needs a whole number of bytes, "
-                                     f"got `{value.text}`")
+                    raise self.error(
+                        value, f"`{spec.key}` needs a whole number of bytes, got `{value.text}`"
+                    )
                 return round(number)
             return number
         if spec.kind == "ints":
@@ -337,8 +426,9 @@ class _Builder:
             close = [w for w in spec.words if w.lower() == value.value.lower()]
             close = close or difflib.get_close_matches(value.value, spec.words, n=1)
             hint = f"did you mean `{close[0]}`? " if close else ""
-            raise self.error(value, got, f"{hint}legal values of `{spec.key}`: "
-                             f"{', '.join(spec.words)}")
+            raise self.error(
+                value, got, f"{hint}legal values of `{spec.key}`: {', '.join(spec.words)}"
+            )
         return spec.enum(value.value) if spec.enum is not None else value.value
 
     def integer(self, spec: FieldSpec, value: Value) -> int:
@@ -371,14 +461,18 @@ class _Builder:
             close = [u for u in units if u.lower() == unit.lower()]
             close = close or difflib.get_close_matches(unit, units, n=1)
             hint = f"did you mean `{close[0]}`? " if close else ""
-            raise self.error(value, f"unknown unit `{unit}` in `{value.text}`",
-                             f"{hint}`{spec.key}` needs {spec.dimension.describe()}")
+            raise self.error(
+                value,
+                f"unknown unit `{unit}` in `{value.text}`",
+                f"{hint}`{spec.key}` needs {spec.dimension.describe()}",
+            )
         if unit not in spec.dimension.units:
             dimension = DIMENSIONS[UNITS[unit]]
             hint = f"`{unit}` is {dimension.name}"
             if UNITS[unit] == "power" and spec.dimension is DIMENSIONS["energy"]:
-                hint += ": write the energy of one action, power / rate " \
-                        "(2 mW at 1.28 GHz is 1.5625 pJ)"
+                hint += (
+                    ": write the energy of one action, power / rate (2 mW at 1.28 GHz is 1.5625 pJ)"
+                )
             raise self.error(value, got, hint)
 
 

@@ -49,27 +49,61 @@ def _dimension(name: str, units: dict[str, float], shown: tuple[str, ...] = ()) 
 
 
 DIMENSIONS: dict[str, Dimension] = {
-    "energy": _dimension("an energy", {"fJ": 1e-15, "pJ": 1e-12, "nJ": 1e-9, "uJ": 1e-6,
-                                       "mJ": 1e-3, "J": 1.0}),
+    "energy": _dimension(
+        "an energy", {"fJ": 1e-15, "pJ": 1e-12, "nJ": 1e-9, "uJ": 1e-6, "mJ": 1e-3, "J": 1.0}
+    ),
     "time": _dimension("a time", {"ps": 1e-12, "ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}),
     "frequency": _dimension(
-        "a frequency", {"Hz": 1.0, "kHz": 1e3, "MHz": 1e6, "GHz": 1e9,
-                        "S/s": 1.0, "kS/s": 1e3, "MS/s": 1e6, "GS/s": 1e9},
-        ("Hz", "kHz", "MHz", "GHz", "MS/s", "GS/s")),
-    "area": _dimension("an area", {"nm2": 1e-18, "um2": 1e-12, "mm2": 1e-6, "m2": 1.0},
-                       ("um2", "mm2", "m2")),
+        "a frequency",
+        {
+            "Hz": 1.0,
+            "kHz": 1e3,
+            "MHz": 1e6,
+            "GHz": 1e9,
+            "S/s": 1.0,
+            "kS/s": 1e3,
+            "MS/s": 1e6,
+            "GS/s": 1e9,
+        },
+        ("Hz", "kHz", "MHz", "GHz", "MS/s", "GS/s"),
+    ),
+    "area": _dimension(
+        "an area", {"nm2": 1e-18, "um2": 1e-12, "mm2": 1e-6, "m2": 1.0}, ("um2", "mm2", "m2")
+    ),
     "length": _dimension("a length", {"nm": 1e-9, "um": 1e-6, "mm": 1e-3, "m": 1.0}),
     # sizes in bytes
-    "size": _dimension("a size", {"bit": 0.125, "bits": 0.125, "B": 1.0, "kB": 1e3,
-                                  "KiB": 1024.0, "MB": 1e6, "MiB": 1024.0**2, "GiB": 1024.0**3},
-                       ("bits", "B", "KiB", "MiB")),
+    "size": _dimension(
+        "a size",
+        {
+            "bit": 0.125,
+            "bits": 0.125,
+            "B": 1.0,
+            "kB": 1e3,
+            "KiB": 1024.0,
+            "MB": 1e6,
+            "MiB": 1024.0**2,
+            "GiB": 1024.0**3,
+        },
+        ("bits", "B", "KiB", "MiB"),
+    ),
     "voltage": _dimension("a voltage", {"mV": 1e-3, "V": 1.0}),
     # data rates in bits per second
     "data_rate": _dimension(
-        "a data rate", {"bit/s": 1.0, "kbit/s": 1e3, "Mbit/s": 1e6, "Gbit/s": 1e9,
-                        "Tbit/s": 1e12, "B/s": 8.0, "kB/s": 8e3, "MB/s": 8e6, "GB/s": 8e9,
-                        "TB/s": 8e12},
-        ("bit/s", "Gbit/s", "B/s", "GB/s")),
+        "a data rate",
+        {
+            "bit/s": 1.0,
+            "kbit/s": 1e3,
+            "Mbit/s": 1e6,
+            "Gbit/s": 1e9,
+            "Tbit/s": 1e12,
+            "B/s": 8.0,
+            "kB/s": 8e3,
+            "MB/s": 8e6,
+            "GB/s": 8e9,
+            "TB/s": 8e12,
+        },
+        ("bit/s", "Gbit/s", "B/s", "GB/s"),
+    ),
     # no key takes a power: write energies per action; the unit is known so the message is clear
     "power": _dimension("a power", {"nW": 1e-9, "uW": 1e-6, "mW": 1e-3, "W": 1.0}),
 }
@@ -102,8 +136,10 @@ WORDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("Converter", "range_rule"): ("full-scale", "saturate"),
 }
 
-_ENUMS: dict[str, type[enum.Enum]] = {"ConverterKind": ConverterKind,
-                                      "ConverterModel": ConverterModel}
+_ENUMS: dict[str, type[enum.Enum]] = {
+    "ConverterKind": ConverterKind,
+    "ConverterModel": ConverterModel,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +183,7 @@ class Limits:
 
 def _in_units(stored: float, unit: str, units: dict[str, float]) -> str:
     """Return a stored value as written most briefly: `1 mJ` rather than `1e+09 pJ`."""
+
     def brevity(written: tuple[float, str]) -> tuple[int, float]:
         # the fewest digits, then the number nearest 1 (`1 B`, not `8 bit`)
         number = written[0]
@@ -167,10 +204,12 @@ def _shown(number: float) -> str:
 # exponent or a unit is caught while every published design fits
 _DIMENSION_LIMITS: dict[str, Limits] = {
     # per action (a cell read, a conversion, a byte or bit moved): zero means "not modelled"
-    "energy": Limits(0.0, 1e-3, why="energies are per action (fJ to nJ in practice); "
-                     "0 means not modelled"),
-    "time": Limits(0.0, 1.0, why="latencies are per action (ps to us in practice); "
-                   "0 means not modelled"),
+    "energy": Limits(
+        0.0, 1e-3, why="energies are per action (fJ to nJ in practice); 0 means not modelled"
+    ),
+    "time": Limits(
+        0.0, 1.0, why="latencies are per action (ps to us in practice); 0 means not modelled"
+    ),
     "frequency": Limits(0.0, 1e12, low_open=True, why="a clock or sample rate must tick"),
     # one component; 0 where the part is absent or booked under another part (the whole chip's
     # area is checked again in the cost report); 0.1 m2 is above a 300 mm wafer
@@ -182,8 +221,9 @@ _DIMENSION_LIMITS: dict[str, Limits] = {
     "data_rate": Limits(0.0, 1e16, why="0 means unlimited bandwidth"),
 }
 
-_POSITIVE_AREA = Limits(0.0, 0.1, low_open=True,
-                        why="a part that is present has an area (0.1 m2 is above a wafer)")
+_POSITIVE_AREA = Limits(
+    0.0, 0.1, low_open=True, why="a part that is present has an area (0.1 m2 is above a wafer)"
+)
 
 # per-key ranges by (class name, field name), in the field's stored unit; every integer key
 # and every key whose zero would be wrong or silently mean something else is listed
@@ -192,48 +232,68 @@ LIMITS: dict[tuple[str, str], Limits] = {
     ("Crossbar", "rows"): Limits(1, 65536, unit="rows"),
     ("Crossbar", "columns"): Limits(1, 65536, unit="columns"),
     ("Crossbar", "bits_per_cell"): Limits(
-        1, 8, unit="bits", why="a cell stores 1 to 8 bits (at most 256 conductance levels)"),
+        1, 8, unit="bits", why="a cell stores 1 to 8 bits (at most 256 conductance levels)"
+    ),
     ("Crossbar", "devices_per_slice"): Limits(
-        1, 2, why="1: one device per weight slice (offset encoding); "
-        "2: a differential pair (2T2R)"),
-    ("Crossbar", "parallel_rows"): Limits(0, 65536, unit="rows",
-                                          why="0 drives all rows at once"),
+        1, 2, why="1: one device per weight slice (offset encoding); 2: a differential pair (2T2R)"
+    ),
+    ("Crossbar", "parallel_rows"): Limits(0, 65536, unit="rows", why="0 drives all rows at once"),
     # without cell pitches the array's area is rows x columns x cell_area: 0 would make it free
-    ("Crossbar", "cell_area_m2"): Limits(0.0, 1e-6, low_open=True,
-                                         why="a memory cell has an area (nm2 to um2)"),
-    ("InputDriver", "bits_per_cycle"): Limits(1, 16, unit="bits",
-                                              why="an input slice carries 1 to 16 bits"),
-    ("InputDriver", "input_bits"): Limits(1, 16, unit="bits",
-                                          why="activations have 1 to 16 bits"),
+    ("Crossbar", "cell_area_m2"): Limits(
+        0.0, 1e-6, low_open=True, why="a memory cell has an area (nm2 to um2)"
+    ),
+    ("InputDriver", "bits_per_cycle"): Limits(
+        1, 16, unit="bits", why="an input slice carries 1 to 16 bits"
+    ),
+    ("InputDriver", "input_bits"): Limits(1, 16, unit="bits", why="activations have 1 to 16 bits"),
     ("Converter", "bits"): Limits(1, 16, unit="bits", why="a converter resolves 1 to 16 bits"),
-    ("Converter", "samples"): Limits(1, 4096, unit="samples",
-                                     why="an MTJ converter takes 1 to 4096 samples"),
-    ("Converter", "column_sharing"): Limits(1, 65536, unit="columns",
-                                            why="a converter serves 1 or more columns"),
+    ("Converter", "samples"): Limits(
+        1, 4096, unit="samples", why="an MTJ converter takes 1 to 4096 samples"
+    ),
+    ("Converter", "column_sharing"): Limits(
+        1, 65536, unit="columns", why="a converter serves 1 or more columns"
+    ),
     ("Converter", "area_m2"): _POSITIVE_AREA,
     # 0 would silently mean the default (minimum transistors, one clock cycle): leave them out
-    ("Converter", "comparator_area_m2"): Limits(0.0, 0.1, low_open=True,
-                                                why="leave it out for the default"),
-    ("Converter", "unit_area_m2"): Limits(0.0, 0.1, low_open=True,
-                                          why="leave it out for the default"),
-    ("Converter", "step_latency_s"): Limits(0.0, 1.0, low_open=True,
-                                            why="leave it out for one clock cycle"),
+    ("Converter", "comparator_area_m2"): Limits(
+        0.0, 0.1, low_open=True, why="leave it out for the default"
+    ),
+    ("Converter", "unit_area_m2"): Limits(
+        0.0, 0.1, low_open=True, why="leave it out for the default"
+    ),
+    ("Converter", "step_latency_s"): Limits(
+        0.0, 1.0, low_open=True, why="leave it out for one clock cycle"
+    ),
     ("Converter", "sensitivity"): Limits(
-        0.0, 1000.0, low_open=True, why="the MTJ switches with probability "
-        "sigmoid(sensitivity * x) for x in [-1, 1]"),
-    ("DigitalUnit", "count"): Limits(0, 1_000_000, unit="instances"),
+        0.0,
+        1000.0,
+        low_open=True,
+        why="the MTJ switches with probability sigmoid(sensitivity * x) for x in [-1, 1]",
+    ),
+    # the cost model charges every operation to a unit: none would be free work on no area
+    ("DigitalUnit", "count"): Limits(
+        1,
+        1_000_000,
+        unit="instances",
+        why="a unit that does the work has 1 or more instances "
+        "(a target without center_offset or speculation leaves the section out)",
+    ),
     ("Buffer", "area_m2"): _POSITIVE_AREA,
     ("Hierarchy", "crossbars_per_tile"): Limits(1, 65536, unit="crossbars"),
-    ("Hierarchy", "tiles_per_chip"): Limits(0, 1_000_000, unit="tiles",
-                                            why="0: as many tiles as the mapping needs"),
-    ("Hierarchy", "pipeline_speedup"): Limits(0, 1024, unit="copies",
-                                              why="0 or 1: each layer once"),
-    ("Target", "column_sharing"): Limits(1, 65536, unit="columns",
-                                         why="a converter serves 1 or more columns"),
+    ("Hierarchy", "tiles_per_chip"): Limits(
+        0, 1_000_000, unit="tiles", why="0: as many tiles as the mapping needs"
+    ),
+    ("Hierarchy", "pipeline_speedup"): Limits(
+        0, 1024, unit="copies", why="0 or 1: each layer once"
+    ),
+    ("Target", "column_sharing"): Limits(
+        1, 65536, unit="columns", why="a converter serves 1 or more columns"
+    ),
     # quantize needs a sign bit and a magnitude bit, and at most 16 bits
     ("Target", "weight_bits"): Limits(2, 16, unit="bits", why="weights have 2 to 16 bits"),
-    ("Target", "area_budget_m2"): Limits(0.0, 0.1, low_open=True,
-                                         why="a chip's area budget is a positive area"),
+    ("Target", "area_budget_m2"): Limits(
+        0.0, 0.1, low_open=True, why="a chip's area budget is a positive area"
+    ),
 }
 
 # fields written as section labels or filled in by the loader, never as keys
@@ -266,9 +326,14 @@ class FieldSpec:
         """Return what the key needs, for messages: `a time (ps, ns, us, ms, s)`."""
         if self.dimension is not None:
             return self.dimension.describe()
-        return {"int": "an integer", "float": "a number", "bool": "true or false",
-                "str": "a string", "ints": "a list of integers",
-                "enum": "one of " + ", ".join(self.words)}[self.kind]
+        return {
+            "int": "an integer",
+            "float": "a number",
+            "bool": "true or false",
+            "str": "a string",
+            "ints": "a list of integers",
+            "enum": "one of " + ", ".join(self.words),
+        }[self.kind]
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,23 +367,36 @@ def _plain_spec(cls: type, f: dataclasses.Field) -> FieldSpec | None:
     words = WORDS.get((cls.__name__, f.name), ())
     if type_ in _ENUMS:
         members = tuple(m.value for m in _ENUMS[type_])
-        return FieldSpec(f.name, f.name, "enum", words=members, enum=_ENUMS[type_],
-                         required=required)
+        return FieldSpec(
+            f.name, f.name, "enum", words=members, enum=_ENUMS[type_], required=required
+        )
     if type_ == "int" and f.name.endswith("_bytes"):
-        return FieldSpec(f.name[: -len("_bytes")], f.name, "quantity", DIMENSIONS["size"],
-                         required=required, integer=True)
+        return FieldSpec(
+            f.name[: -len("_bytes")],
+            f.name,
+            "quantity",
+            DIMENSIONS["size"],
+            required=required,
+            integer=True,
+        )
     if type_ in ("int", "bool", "tuple[int, ...]"):
         kind = {"tuple[int, ...]": "ints"}.get(type_, type_)
         return FieldSpec(f.name, f.name, kind, required=required)
     if type_ == "str":
-        return FieldSpec(f.name, f.name, "enum" if words else "str", words=words,
-                         required=required)
+        return FieldSpec(f.name, f.name, "enum" if words else "str", words=words, required=required)
     if type_ in ("float", "float | None"):
         for suffix, dimension, scale in _SUFFIXES:
             if f.name.endswith(suffix):
                 key = f.name[: -len(suffix)]
-                return FieldSpec(key, f.name, "quantity", DIMENSIONS[dimension], scale,
-                                 required=required, optional=type_ == "float | None")
+                return FieldSpec(
+                    key,
+                    f.name,
+                    "quantity",
+                    DIMENSIONS[dimension],
+                    scale,
+                    required=required,
+                    optional=type_ == "float | None",
+                )
         return FieldSpec(f.name, f.name, "float", required=required)
     return None  # a nested section
 

@@ -18,12 +18,12 @@ import numpy as np
 
 from imcc.errors import (
     MissingWeightsError,
-    ParseError,
     ProgramError,
     UserError,
     VerificationError,
 )
 from imcc.files import check_output, write_text
+from imcc.inputs import decode_text
 from imcc.ir.graph import Graph
 from imcc.ir.parser import SourceMap, parse_graph_located
 from imcc.ir.printer import print_graph
@@ -112,23 +112,7 @@ def read_program_text(path: str | os.PathLike[str]) -> str:
             f"{path} looks like an ONNX model, not an .imcir program",
             hint=f"compile it to a program first: `imcc compile {path} --target T -o model.imcir`",
         )
-    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark some editors write
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        start = data.rfind(b"\n", 0, exc.start) + 1
-        end = data.find(b"\n", exc.start)
-        source = data[start : end if end >= 0 else len(data)].decode("utf-8", "replace")
-        column = len(data[start : exc.start].decode("utf-8", "replace")) + 1
-        raise ParseError(
-            f"not UTF-8 text: byte 0x{data[exc.start]:02x} cannot be decoded",
-            filename=str(path),
-            line=line,
-            column=column,
-            source_line="".join(" " if ord(c) < 0x20 else c for c in source.rstrip("\r")),
-            hint=".imcir programs are UTF-8 text; is this the right file?",
-        ) from None
+    return decode_text(data, str(path), ".imcir programs are UTF-8 text; is this the right file?")
 
 
 def _looks_like_onnx(data: bytes) -> bool:

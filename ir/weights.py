@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from imcc.arrays import Unreadable, read_npz
 from imcc.errors import WeightFileError
 from imcc.files import write_file
+from imcc.inputs import Unreadable, read_npz
 from imcc.ir.types import DType, TensorType
 
 DIGEST_LENGTH = 16
