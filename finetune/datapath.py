@@ -66,8 +66,9 @@ class Datapath:
 
     def sum_range(self) -> tuple[float, float]:
         """Return the smallest and largest partial sum one read can produce."""
-        return partial_sum_range(self.streaming, self.mapping, self.rows_per_sum,
-                                 self.signed_columns)
+        return partial_sum_range(
+            self.streaming, self.mapping, self.rows_per_sum, self.signed_columns
+        )
 
     def for_rows(self, rows: int) -> Datapath:
         """Return this datapath for a product of `rows` rows: one read drives at most that
@@ -86,14 +87,14 @@ def ste(value: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
     return value + (forward - value).detach()
 
 
-def input_planes(x: torch.Tensor, streaming: InputStreaming
-                 ) -> tuple[torch.Tensor, list[float]]:
+def input_planes(x: torch.Tensor, streaming: InputStreaming) -> tuple[torch.Tensor, list[float]]:
     """Return the input slices [J, *x.shape] of integer codes `x` (float, integer-valued) and
     their significance; slice j carries the gradient share width_j / bits / 2^shift_j."""
     pattern = torch.round(x.detach()).to(torch.int64) & (2**streaming.bits - 1)
     planes, significance = [], []
-    for j, (width, shift) in enumerate(zip(streaming.slices, slice_shifts(streaming.slices),
-                                           strict=True)):
+    for j, (width, shift) in enumerate(
+        zip(streaming.slices, slice_shifts(streaming.slices), strict=True)
+    ):
         part = (pattern >> shift) & (2**width - 1)
         if streaming.signed and j == 0:  # the top slice carries the sign: read it signed
             part = part - ((part >> (width - 1)) << width)
@@ -125,10 +126,13 @@ def weight_planes(w: torch.Tensor, path: Datapath, filter_axis: int) -> TorchWei
 
     def split(stored: torch.Tensor) -> list[torch.Tensor]:
         if stored.numel() and int(stored.max()) > capacity:
-            raise MappingError(f"a stored weight value {int(stored.max())} does not fit the "
-                               f"{total} bits of slices {list(mapping.slices)}")
-        return [(stored >> s) & (2**width - 1) for s, width in zip(shifts, mapping.slices,
-                                                                     strict=True)]
+            raise MappingError(
+                f"a stored weight value {int(stored.max())} does not fit the "
+                f"{total} bits of slices {list(mapping.slices)}"
+            )
+        return [
+            (stored >> s) & (2**width - 1) for s, width in zip(shifts, mapping.slices, strict=True)
+        ]
 
     factor: torch.Tensor | float = 0.0
     if mapping.encoding == "offset":
@@ -150,16 +154,28 @@ def weight_planes(w: torch.Tensor, path: Datapath, filter_axis: int) -> TorchWei
         else:
             devices, signs = [positive, negative], [1.0, -1.0]
     grad = w - w.detach()
-    planes = torch.stack([torch.stack([
-        device[i].to(w.dtype) + grad * (sign * width / total / 2**shift / len(devices))
-        for device, sign in zip(devices, signs, strict=True)])
-        for i, (width, shift) in enumerate(zip(mapping.slices, shifts, strict=True))])
+    planes = torch.stack(
+        [
+            torch.stack(
+                [
+                    device[i].to(w.dtype) + grad * (sign * width / total / 2**shift / len(devices))
+                    for device, sign in zip(devices, signs, strict=True)
+                ]
+            )
+            for i, (width, shift) in enumerate(zip(mapping.slices, shifts, strict=True))
+        ]
+    )
     return TorchWeightPlanes(planes, [float(2**s) for s in shifts], signs, factor)
 
 
-def convert(sums: torch.Tensor, path: Datapath, scale: torch.Tensor | None,
-            offset: torch.Tensor | None, generator: torch.Generator | None,
-            backward: str = "clamp") -> torch.Tensor:
+def convert(
+    sums: torch.Tensor,
+    path: Datapath,
+    scale: torch.Tensor | None,
+    offset: torch.Tensor | None,
+    generator: torch.Generator | None,
+    backward: str = "clamp",
+) -> torch.Tensor:
     """Apply the layer's converter to partial sums (columns on axis 1, ordered [weight slice]
     [device][filter]) in the forward pass, with the straight-through gradient of the module
     docstring; an MTJ normalises with the per-column `scale` / `offset` [columns]."""
@@ -175,8 +191,9 @@ def convert(sums: torch.Tensor, path: Datapath, scale: torch.Tensor | None,
     if backward not in BACKWARDS:
         raise ValueError(f"unknown MTJ backward {backward!r}; one of {', '.join(BACKWARDS)}")
     shape = [1, -1] + [1] * (sums.dim() - 2)
-    return MTJConversion.apply(sums, scale.reshape(shape), offset.reshape(shape), converter,
-                               generator, backward)
+    return MTJConversion.apply(
+        sums, scale.reshape(shape), offset.reshape(shape), converter, generator, backward
+    )
 
 
 def binomial_cdf(p: torch.Tensor, samples: int) -> Iterator[torch.Tensor]:
@@ -193,16 +210,14 @@ def binomial_cdf(p: torch.Tensor, samples: int) -> Iterator[torch.Tensor]:
             cdf = cdf + pmf
 
 
-def mtj_counts(p: torch.Tensor, samples: int, generator: torch.Generator | None
-               ) -> torch.Tensor:
+def mtj_counts(p: torch.Tensor, samples: int, generator: torch.Generator | None) -> torch.Tensor:
     """Draw Binomial(`samples`, p) counts (uint8): the sum of `samples` Bernoulli draws for
     few samples, one uniform through the binomial CDF for many (both far faster than
     `torch.binomial`, and exact in distribution)."""
     counts = torch.zeros(p.shape, dtype=torch.uint8, device=p.device)
     if samples <= 4:
         for _ in range(samples):
-            counts += torch.rand(p.shape, generator=generator, device=p.device,
-                                 dtype=p.dtype) < p
+            counts += torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype) < p
         return counts
     uniform = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype)
     for cdf in binomial_cdf(p, samples):  # counts = #{k < samples : u > P(K <= k)}
@@ -221,9 +236,15 @@ def fuse_converters(enabled: bool) -> None:
     _FUSED["on"] = enabled
 
 
-def _mtj_fusable(sums: torch.Tensor, a: torch.Tensor, b: torch.Tensor, table: torch.Tensor,
-                 s: float, samples: int, tanh: bool
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _mtj_fusable(
+    sums: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    table: torch.Tensor,
+    s: float,
+    samples: int,
+    tanh: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return (decoded sums, STE mask or `1 - tanh^2`, residual) of an MTJ conversion, the
     count drawn by inverting Binomial(samples, p)'s CDF at one uniform (see mtj_counts)."""
     x = sums * a + b
@@ -259,18 +280,29 @@ class MTJConversion(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, sums: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
-                converter: Converter, generator: torch.Generator | None,
-                backward: str) -> torch.Tensor:
+    def forward(
+        ctx,
+        sums: torch.Tensor,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        converter: Converter,
+        generator: torch.Generator | None,
+        backward: str,
+    ) -> torch.Tensor:
         s = converter.sensitivity
         table = torch.from_numpy(mtj_decoder(converter.samples, s)).to(sums.device, sums.dtype)
         if _FUSED["on"] and generator is None:
             try:
-                out, mask, residual = _fused_mtj()(sums, a, b, table, s, converter.samples,
-                                                   backward == "tanh")
+                out, mask, residual = _fused_mtj()(
+                    sums, a, b, table, s, converter.samples, backward == "tanh"
+                )
             except Exception as error:  # no working compiler here: the same node, eager
-                warnings.warn(f"finetune: MTJ conversions run eager ({error.__class__.__name__}"
-                              f": {str(error)[:200]})", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"finetune: MTJ conversions run eager ({error.__class__.__name__}"
+                    f": {str(error)[:200]})",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 _FUSED["on"] = False
             else:
                 ctx.save_for_backward(mask, residual, a)
@@ -308,28 +340,38 @@ class MTJConversion(torch.autograd.Function):
         return grad_sums, grad_a, grad_b, None, None, None
 
 
-def _shift_add(converted: torch.Tensor, significance: list[float], stored: TorchWeightPlanes,
-               batch: int) -> torch.Tensor:
+def _shift_add(
+    converted: torch.Tensor, significance: list[float], stored: TorchWeightPlanes, batch: int
+) -> torch.Tensor:
     """Rebuild the product from converted sums [C, J*B, I*D*N, *S] -> [B, N, *S]."""
     chunks, _, columns = converted.shape[:3]
     slices, devices = len(stored.significance), len(stored.device_signs)
     spatial = converted.shape[3:]
-    values = converted.reshape(chunks, len(significance), batch, slices, devices,
-                               columns // (slices * devices), *spatial)
+    values = converted.reshape(
+        chunks, len(significance), batch, slices, devices, columns // (slices * devices), *spatial
+    )
     dtype, device = converted.dtype, converted.device
     j = torch.tensor(significance, dtype=dtype, device=device)
     i = torch.tensor(stored.significance, dtype=dtype, device=device)
     d = torch.tensor(stored.device_signs, dtype=dtype, device=device)
     extra = [1] * len(spatial)
-    weights = (j.reshape(-1, 1, 1, 1, 1, *extra) * i.reshape(1, 1, -1, 1, 1, *extra)
-               * d.reshape(1, 1, 1, -1, 1, *extra))
+    weights = (
+        j.reshape(-1, 1, 1, 1, 1, *extra)
+        * i.reshape(1, 1, -1, 1, 1, *extra)
+        * d.reshape(1, 1, 1, -1, 1, *extra)
+    )
     return (values.sum(0) * weights).sum(dim=(0, 2, 3))
 
 
-def crossbar_linear(x: torch.Tensor, w: torch.Tensor, path: Datapath,
-                    scale: torch.Tensor | None, offset: torch.Tensor | None,
-                    generator: torch.Generator | None, backward: str = "clamp"
-                    ) -> torch.Tensor:
+def crossbar_linear(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    path: Datapath,
+    scale: torch.Tensor | None,
+    offset: torch.Tensor | None,
+    generator: torch.Generator | None,
+    backward: str = "clamp",
+) -> torch.Tensor:
     """Return x[B, K] @ w[K, N] for integer codes as the crossbar datapath computes it."""
     rows = x.shape[1]
     path = path.for_rows(rows)
@@ -339,8 +381,12 @@ def crossbar_linear(x: torch.Tensor, w: torch.Tensor, path: Datapath,
     stored = weight_planes(w, path, filter_axis=1)  # [I, D, K, N]
     columns = stored.planes.permute(2, 0, 1, 3).reshape(rows, -1)  # [K, I*D*N]
     flat = planes.reshape(-1, rows)
-    sums = torch.stack([flat[:, start:start + per_sum] @ columns[start:start + per_sum]
-                        for start in range(0, rows, per_sum)])  # [C, J*B, I*D*N]
+    sums = torch.stack(
+        [
+            flat[:, start : start + per_sum] @ columns[start : start + per_sum]
+            for start in range(0, rows, per_sum)
+        ]
+    )  # [C, J*B, I*D*N]
     converted = _convert_columns(sums, path, scale, offset, generator, backward)
     out = _shift_add(converted, significance, stored, x.shape[0])
     if isinstance(stored.input_sum_factor, torch.Tensor) or stored.input_sum_factor:
@@ -348,26 +394,42 @@ def crossbar_linear(x: torch.Tensor, w: torch.Tensor, path: Datapath,
     return out
 
 
-def _convert_columns(sums: torch.Tensor, path: Datapath, scale: torch.Tensor | None,
-                     offset: torch.Tensor | None, generator: torch.Generator | None,
-                     backward: str) -> torch.Tensor:
+def _convert_columns(
+    sums: torch.Tensor,
+    path: Datapath,
+    scale: torch.Tensor | None,
+    offset: torch.Tensor | None,
+    generator: torch.Generator | None,
+    backward: str,
+) -> torch.Tensor:
     """Convert sums [C, J*B, columns, *S] (columns on axis 2)."""
     chunks, rows = sums.shape[:2]
-    converted = convert(sums.reshape(chunks * rows, *sums.shape[2:]), path, scale, offset,
-                        generator, backward)
+    converted = convert(
+        sums.reshape(chunks * rows, *sums.shape[2:]), path, scale, offset, generator, backward
+    )
     return converted.reshape(sums.shape)
 
 
-def crossbar_conv(x: torch.Tensor, w: torch.Tensor, path: Datapath, strides: tuple[int, ...],
-                  pads: tuple[int, ...], dilations: tuple[int, ...],
-                  scale: torch.Tensor | None, offset: torch.Tensor | None,
-                  generator: torch.Generator | None, backward: str = "clamp") -> torch.Tensor:
+def crossbar_conv(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    path: Datapath,
+    strides: tuple[int, ...],
+    pads: tuple[int, ...],
+    dilations: tuple[int, ...],
+    scale: torch.Tensor | None,
+    offset: torch.Tensor | None,
+    generator: torch.Generator | None,
+    backward: str = "clamp",
+) -> torch.Tensor:
     """Return the 2-d convolution (one group) of integer codes x[B, C, H, W] with w[M, C, kh,
     kw] as the crossbar datapath computes it: rows ordered (kernel tap, channel) as
     backend/kernels.py's im2col orders them, summed in chunks of the active rows."""
     if x.dim() != 4:
-        raise MappingError("finetune maps 2-d convolutions only",
-                           hint="1-d and 3-d convolutions are not supported by finetune yet")
+        raise MappingError(
+            "finetune maps 2-d convolutions only",
+            hint="1-d and 3-d convolutions are not supported by finetune yet",
+        )
     batch, channels = x.shape[:2]
     kh, kw = w.shape[2:]
     path = path.for_rows(channels * kh * kw)
@@ -408,9 +470,11 @@ def crossbar_conv(x: torch.Tensor, w: torch.Tensor, path: Datapath, strides: tup
 def _check_exact(path: Datapath) -> None:
     low, high = path.sum_range()
     if max(abs(low), abs(high)) >= 2**24:
-        raise MappingError(f"partial sums up to {max(abs(low), abs(high)):.0f} exceed the "
-                           "2**24 float32 keeps exact", hint="use fewer rows per sum or "
-                           "narrower slices")
+        raise MappingError(
+            f"partial sums up to {max(abs(low), abs(high)):.0f} exceed the "
+            "2**24 float32 keeps exact",
+            hint="use fewer rows per sum or narrower slices",
+        )
 
 
 def initial_normalisation(path: Datapath, columns: int) -> tuple[np.ndarray, np.ndarray]:

@@ -49,8 +49,9 @@ class TrainedLayer:
     ps_offset: tuple[float, ...] | None = None
 
 
-def export_onnx(source: str | Path, layers: list[TrainedLayer], record: Mapping[str, Any],
-                output: str | Path) -> None:
+def export_onnx(
+    source: str | Path, layers: list[TrainedLayer], record: Mapping[str, Any], output: str | Path
+) -> None:
     """Write `source` with the layers' weights and the fine-tuning record to `output`."""
     import onnx
 
@@ -65,10 +66,11 @@ def export_onnx(source: str | Path, layers: list[TrainedLayer], record: Mapping[
     for layer in layers:
         node = nodes.get(layer.name)
         if node is None or node.op_type not in ("Conv", "Gemm"):
-            raise UserError(f"finetune cannot write back layer {layer.name}: no Conv or Gemm "
-                            "node of that name in the ONNX model",
-                            hint="finetune exports models whose crossbar layers are ONNX "
-                                 "Conv / Gemm nodes")
+            raise UserError(
+                f"finetune cannot write back layer {layer.name}: no Conv or Gemm "
+                "node of that name in the ONNX model",
+                hint="finetune exports models whose crossbar layers are ONNX Conv / Gemm nodes",
+            )
         weight, bias = layer.weight, layer.bias
         if node.op_type == "Gemm":
             weight, bias = _gemm_operands(node, weight, bias)
@@ -76,8 +78,7 @@ def export_onnx(source: str | Path, layers: list[TrainedLayer], record: Mapping[
         if bias is not None:
             _set_input(graph, node, 2, f"{layer.name}.finetuned.bias", bias)
         users = consumers.get(node.output[0], [])
-        if node.op_type == "Conv" and len(users) == 1 and \
-                users[0].op_type == "BatchNormalization":
+        if node.op_type == "Conv" and len(users) == 1 and users[0].op_type == "BatchNormalization":
             norm = users[0]  # folded into the layer's weights: drop it
             node.output[0] = norm.output[0]
             removed.append(norm)
@@ -85,8 +86,7 @@ def export_onnx(source: str | Path, layers: list[TrainedLayer], record: Mapping[
         graph.node.remove(norm)
     used = {name for node in graph.node for name in node.input}
     for initializer in list(graph.initializer):
-        if initializer.name not in used and initializer.name not in {
-                i.name for i in graph.input}:
+        if initializer.name not in used and initializer.name not in {i.name for i in graph.input}:
             graph.initializer.remove(initializer)
     for prop in list(model.metadata_props):
         if prop.key == METADATA_KEY:
@@ -96,16 +96,21 @@ def export_onnx(source: str | Path, layers: list[TrainedLayer], record: Mapping[
     write_bytes(output, model.SerializeToString(), "-o")
 
 
-def _gemm_operands(node: Any, weight: np.ndarray, bias: np.ndarray | None
-                   ) -> tuple[np.ndarray, np.ndarray | None]:
+def _gemm_operands(
+    node: Any, weight: np.ndarray, bias: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Return a Gemm's B and C for an IR linear's weight [K, N] and bias [N]."""
     attrs = {a.name: a for a in node.attribute}
     alpha = attrs["alpha"].f if "alpha" in attrs else 1.0
     beta = attrs["beta"].f if "beta" in attrs else 1.0
-    if ("transA" in attrs and attrs["transA"].i) or alpha != 1.0 or (bias is not None and
-                                                                       beta == 0.0):
-        raise UserError(f"finetune cannot write back Gemm {node.name} (transA, alpha != 1 or "
-                        "beta = 0)")
+    if (
+        ("transA" in attrs and attrs["transA"].i)
+        or alpha != 1.0
+        or (bias is not None and beta == 0.0)
+    ):
+        raise UserError(
+            f"finetune cannot write back Gemm {node.name} (transA, alpha != 1 or beta = 0)"
+        )
     trans_b = bool(attrs["transB"].i) if "transB" in attrs else False
     weight = weight.T if trans_b else weight
     return np.ascontiguousarray(weight), None if bias is None else bias / np.float32(beta)
@@ -133,8 +138,7 @@ def learned_normalisation(model: str | Path) -> dict[str, tuple[list[float], lis
     for prop in proto.metadata_props:
         if prop.key == METADATA_KEY:
             layers = json.loads(prop.value).get("normalisation", {})
-            return {name: (entry["ps_scale"], entry["ps_offset"])
-                    for name, entry in layers.items()}
+            return {name: (entry["ps_scale"], entry["ps_offset"]) for name, entry in layers.items()}
     return {}
 
 
@@ -145,8 +149,9 @@ def with_learned_normalisation(program: Graph, model: str | Path) -> tuple[Graph
     mapped = {n.name for n in program.nodes if "ps_scale" in n.attributes}
     if not mapped:  # no MTJ layers: do not read the model a second time
         return program, 0
-    chosen = {name: values for name, values in learned_normalisation(model).items()
-              if name in mapped}
+    chosen = {
+        name: values for name, values in learned_normalisation(model).items() if name in mapped
+    }
     return (apply_normalisation(program, chosen), len(chosen)) if chosen else (program, 0)
 
 
@@ -160,10 +165,12 @@ def apply_normalisation(program: Graph, normalisation: Mapping[str, tuple[Any, A
         scale, offset = normalisation[node.name]
         current = node.attributes.get("ps_scale")
         if current is None or len(current) != len(scale):
-            raise UserError(f"the learned normalisation of {node.name} has {len(scale)} "
-                            f"columns, the compiled layer {0 if current is None else len(current)}",
-                            hint="compile with the pipeline the model was fine-tuned for")
+            raise UserError(
+                f"the learned normalisation of {node.name} has {len(scale)} "
+                f"columns, the compiled layer {0 if current is None else len(current)}",
+                hint="compile with the pipeline the model was fine-tuned for",
+            )
         changed[node.outputs[0]] = with_attributes(
-            node, ps_scale=tuple(float(v) for v in scale),
-            ps_offset=tuple(float(v) for v in offset))
+            node, ps_scale=tuple(float(v) for v in scale), ps_offset=tuple(float(v) for v in offset)
+        )
     return replace_nodes(program, changed)

@@ -48,8 +48,9 @@ class ConvGeometry:
     dilations: tuple[int, ...]
 
 
-def quantize_weight_codes(w: torch.Tensor, axis: int, bits: int
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_weight_codes(
+    w: torch.Tensor, axis: int, bits: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Return float64 weight codes with the STE (gradient of `w / scale`) and the per-channel
     scales [channels] (float64, no gradient), as passes/quantize.py's `quantize_weights`."""
     w64 = w.to(torch.float64)
@@ -68,9 +69,17 @@ class CrossbarLayer(nn.Module):
     """One quantize / crossbar op / dequantize triple with trainable weights, bias and MTJ
     normalisation (see the module docstring)."""
 
-    def __init__(self, name: str, op: str, weight: np.ndarray, bias: np.ndarray | None,
-                 quantizer: InputQuantizer, path: Datapath, geometry: ConvGeometry | None,
-                 backward: str = "clamp") -> None:
+    def __init__(
+        self,
+        name: str,
+        op: str,
+        weight: np.ndarray,
+        bias: np.ndarray | None,
+        quantizer: InputQuantizer,
+        path: Datapath,
+        geometry: ConvGeometry | None,
+        backward: str = "clamp",
+    ) -> None:
         super().__init__()
         self.name, self.op, self.path, self.geometry = name, op, path, geometry
         self.quantizer, self.backward = quantizer, backward
@@ -117,14 +126,14 @@ class CrossbarLayer(nn.Module):
                 bias, spread = self.surrogate_error
                 shape = self._channel_shape(acc)
                 acc = acc + _rms(acc, self.op) * self.surrogate_strength * (
-                    bias.reshape(shape) + spread.reshape(shape) * torch.randn_like(acc))
+                    bias.reshape(shape) + spread.reshape(shape) * torch.randn_like(acc)
+                )
         else:
             acc = self._product(codes.to(dtype), w_codes.to(dtype), float_op=False)
             if self.measuring:
                 self._measure_error(codes, w_codes, acc)
         scales = (self.quantizer.scale * w_scales).to(torch.float32)
-        return acc.to(torch.float32) * scales.reshape(self._channel_shape(acc)) + \
-            self._bias_shape()
+        return acc.to(torch.float32) * scales.reshape(self._channel_shape(acc)) + self._bias_shape()
 
     def _input_codes(self, x: torch.Tensor) -> torch.Tensor:
         """Return the input codes (clamp STE) as the quantize op computes them."""
@@ -135,19 +144,23 @@ class CrossbarLayer(nn.Module):
         codes = torch.clamp(torch.round(ratio.detach()), low, high)
         return torch.clamp(ratio, low, high) + (codes - torch.clamp(ratio, low, high)).detach()
 
-    def _measure_error(self, codes: torch.Tensor, w_codes: torch.Tensor,
-                       mapped: torch.Tensor) -> None:
+    def _measure_error(
+        self, codes: torch.Tensor, w_codes: torch.Tensor, mapped: torch.Tensor
+    ) -> None:
         """Record the mapped product's error against the exact one on these input codes for
         the surrogate forward: per output channel, its mean and spread over positions and
         images, each relative to the exact product's RMS (`_rms`)."""
         with torch.no_grad():
-            exact = self._product(codes.detach().to(torch.float32),
-                                  w_codes.detach().to(torch.float32), float_op=True)
+            exact = self._product(
+                codes.detach().to(torch.float32), w_codes.detach().to(torch.float32), float_op=True
+            )
             error = mapped.detach().to(torch.float32) - exact
             rms = _rms(exact, self.op)
             dims = _positions(error, self.op)
-            self.surrogate_error = ((error.mean(dim=dims) / rms.reshape(-1)),
-                                    (error.std(dim=dims) / rms.reshape(-1)))
+            self.surrogate_error = (
+                (error.mean(dim=dims) / rms.reshape(-1)),
+                (error.std(dim=dims) / rms.reshape(-1)),
+            )
 
     def _channel_shape(self, acc: torch.Tensor) -> list[int]:
         return _channel_shape(acc, self.op)
@@ -175,19 +188,21 @@ class CrossbarLayer(nn.Module):
             if any(g.pads[i] != g.pads[spatial + i] for i in range(spatial)):
                 x = F.pad(x, _torch_pads(g.pads))
                 return F.conv2d(x, w, stride=g.strides, dilation=g.dilations)
-            return F.conv2d(x, w, stride=g.strides, padding=g.pads[:spatial],
-                            dilation=g.dilations)
+            return F.conv2d(x, w, stride=g.strides, padding=g.pads[:spatial], dilation=g.dilations)
         scale, offset = self.normalisation()
-        return crossbar_conv(x, w, self.path, g.strides, g.pads, g.dilations, scale, offset,
-                             None, self.backward)
+        return crossbar_conv(
+            x, w, self.path, g.strides, g.pads, g.dilations, scale, offset, None, self.backward
+        )
 
     def learned_normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
         """Return the MTJ's learned ps_scale / ps_offset as the IR attributes hold them."""
         scale, offset = self.normalisation()
         if scale is None or offset is None:
             return None
-        return (tuple(float(v) for v in scale.detach().cpu().double().numpy()),
-                tuple(float(v) for v in offset.detach().cpu().double().numpy()))
+        return (
+            tuple(float(v) for v in scale.detach().cpu().double().numpy()),
+            tuple(float(v) for v in offset.detach().cpu().double().numpy()),
+        )
 
     def float_weight(self) -> np.ndarray:
         """Return the trained float weights (the float graph's layout)."""

@@ -39,8 +39,10 @@ def _reshape(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
 
 def _slice(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
     x = args[0]
-    index = [slice(s, e, k) for s, e, k in zip(node.attr("starts"), node.attr("ends"),
-                                                node.attr("steps"), strict=True)]
+    index = [
+        slice(s, e, k)
+        for s, e, k in zip(node.attr("starts"), node.attr("ends"), node.attr("steps"), strict=True)
+    ]
     index[0] = slice(None)  # the batch axis: every sample (the program's batch is fixed)
     return x[tuple(index)]
 
@@ -50,7 +52,7 @@ def _pad(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
     rank = x.dim()
     if pads[0] or pads[rank]:
         raise UserError("finetune cannot pad the batch axis")
-    torch_pads = _torch_pads(tuple(pads[1:rank] + pads[rank + 1:]))
+    torch_pads = _torch_pads(tuple(pads[1:rank] + pads[rank + 1 :]))
     if mode == "constant":
         return F.pad(x, torch_pads, value=float(node.attr("value")))
     return F.pad(x, torch_pads, mode="reflect" if mode == "reflect" else "replicate")
@@ -64,14 +66,20 @@ def _pool(node: Node, args: list[torch.Tensor], kind: str) -> torch.Tensor:
         raise UserError(f"finetune supports 2-d {node.op} only")
     if kind == "max":
         x = F.pad(x, _torch_pads(pads), value=-float("inf")) if any(pads) else x
-        return F.max_pool2d(x, kernel, strides, dilation=node.attr("dilations"),
-                            ceil_mode=ceil)
+        return F.max_pool2d(x, kernel, strides, dilation=node.attr("dilations"), ceil_mode=ceil)
     spatial = len(kernel)
     if any(pads[i] != pads[spatial + i] for i in range(spatial)) or any(
-            d != 1 for d in node.attr("dilations")):
+        d != 1 for d in node.attr("dilations")
+    ):
         raise UserError("finetune supports avg_pool with symmetric pads and no dilation only")
-    return F.avg_pool2d(x, kernel, strides, pads[:spatial], ceil_mode=ceil,
-                        count_include_pad=bool(node.attr("count_include_pad")))
+    return F.avg_pool2d(
+        x,
+        kernel,
+        strides,
+        pads[:spatial],
+        ceil_mode=ceil,
+        count_include_pad=bool(node.attr("count_include_pad")),
+    )
 
 
 def _batch_norm(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
@@ -84,8 +92,15 @@ def _batch_norm(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
 def _float_conv(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
     x, w, *b = args
     x = F.pad(x, _torch_pads(node.attr("pads")))
-    return F.conv2d(x, w, b[0] if b else None, node.attr("strides"), 0, node.attr("dilations"),
-                    node.attr("group"))
+    return F.conv2d(
+        x,
+        w,
+        b[0] if b else None,
+        node.attr("strides"),
+        0,
+        node.attr("dilations"),
+        node.attr("group"),
+    )
 
 
 def _float_linear(node: Node, args: list[torch.Tensor]) -> torch.Tensor:
@@ -139,14 +154,22 @@ def layer_datapath(node: Node, target: Target, rows: int, lossless: bool = False
     streaming, mapping, tiling, choice = mapped_layer(node)
     converter = LOSSLESS
     if not lossless:
-        converter = layer_converter(choice, target,
-                                    tuple(node.attributes.get("ps_scale") or ()),
-                                    tuple(node.attributes.get("ps_offset") or ()))
+        converter = layer_converter(
+            choice,
+            target,
+            tuple(node.attributes.get("ps_scale") or ()),
+            tuple(node.attributes.get("ps_offset") or ()),
+        )
     centers = node.attributes.get("centers")
-    return Datapath(streaming, mapping, target.weight_bits,
-                    min(tiling.rows, target.crossbar.active_rows, rows),
-                    target.crossbar.signed_columns, converter,
-                    None if centers is None else tuple(int(c) for c in centers))
+    return Datapath(
+        streaming,
+        mapping,
+        target.weight_bits,
+        min(tiling.rows, target.crossbar.active_rows, rows),
+        target.crossbar.signed_columns,
+        converter,
+        None if centers is None else tuple(int(c) for c in centers),
+    )
 
 
 class MappedNetwork(nn.Module):
@@ -157,12 +180,19 @@ class MappedNetwork(nn.Module):
     `backward` picks the MTJ straight-through estimator (finetune/datapath.py).
     """
 
-    def __init__(self, program: Graph, target: Target, float_graph: Graph | None = None,
-                 lossless: bool = False, backward: str = "clamp") -> None:
+    def __init__(
+        self,
+        program: Graph,
+        target: Target,
+        float_graph: Graph | None = None,
+        lossless: bool = False,
+        backward: str = "clamp",
+    ) -> None:
         super().__init__()
         if len(program.inputs) != 1:
-            raise UserError(f"finetune needs a single-input model; @{program.name} has "
-                            f"{len(program.inputs)}")
+            raise UserError(
+                f"finetune needs a single-input model; @{program.name} has {len(program.inputs)}"
+            )
         self.program = program
         self.checkpointing = False  # recompute crossbar layers in the backward (train.py)
         self.layers = nn.ModuleList()
@@ -173,55 +203,83 @@ class MappedNetwork(nn.Module):
         producers = program.producers
         for node in program.nodes:
             if node.op in ("conv", "linear") and "converter" in node.attributes:
-                layer = self._crossbar_layer(node, users, producers, target, float_graph,
-                                             lossless, backward)
+                layer = self._crossbar_layer(
+                    node, users, producers, target, float_graph, lossless, backward
+                )
                 self._layer_of[node.outputs[0]] = len(self.layers)
                 self.layers.append(layer)
             elif node.op not in TORCH_RULES and node.op not in ("quantize", "dequantize"):
-                raise UserError(f"finetune has no torch rule for op '{node.op}' (node "
-                                f"{node.name or node.outputs[0]})",
-                                hint="finetune models built of conv, linear, pooling, "
-                                     "elementwise and shape ops")
+                raise UserError(
+                    f"finetune has no torch rule for op '{node.op}' (node "
+                    f"{node.name or node.outputs[0]})",
+                    hint="finetune models built of conv, linear, pooling, "
+                    "elementwise and shape ops",
+                )
         for node in program.nodes:
             if node.op in ("quantize", "dequantize") and node.outputs[0] not in self._skip:
-                raise UserError(f"finetune: {node.op} {node.outputs[0]} is not part of a "
-                                "crossbar layer", hint="finetune maps quantized crossbar layers")
+                raise UserError(
+                    f"finetune: {node.op} {node.outputs[0]} is not part of a crossbar layer",
+                    hint="finetune maps quantized crossbar layers",
+                )
             if node.outputs[0] in self._layer_of or node.outputs[0] in self._skip:
                 continue
             for name in node.inputs:
                 data = program.constant_data(name)
                 if data is not None and name not in self._constant_index:
                     self._constant_index[name] = len(self._constant_index)
-                    self.register_buffer(f"constant_{self._constant_index[name]}",
-                                         torch.from_numpy(np.array(data, copy=True)))
+                    self.register_buffer(
+                        f"constant_{self._constant_index[name]}",
+                        torch.from_numpy(np.array(data, copy=True)),
+                    )
 
-    def _crossbar_layer(self, node: Node, users: dict[str, list[Node]],
-                        producers: dict[str, Node], target: Target, float_graph: Graph | None,
-                        lossless: bool, backward: str) -> CrossbarLayer:
+    def _crossbar_layer(
+        self,
+        node: Node,
+        users: dict[str, list[Node]],
+        producers: dict[str, Node],
+        target: Target,
+        float_graph: Graph | None,
+        lossless: bool,
+        backward: str,
+    ) -> CrossbarLayer:
         where = node.name or node.outputs[0]
         quantize = producers.get(node.inputs[0])
         after = users.get(node.outputs[0], [])
-        if quantize is None or quantize.op != "quantize" or len(after) != 1 or \
-                after[0].op != "dequantize" or len(users.get(quantize.outputs[0], [])) != 1:
-            raise UserError(f"finetune: crossbar layer {where} is not a quantize / "
-                            f"{node.op} / dequantize chain", hint="map with the quantize pass")
+        if (
+            quantize is None
+            or quantize.op != "quantize"
+            or len(after) != 1
+            or after[0].op != "dequantize"
+            or len(users.get(quantize.outputs[0], [])) != 1
+        ):
+            raise UserError(
+                f"finetune: crossbar layer {where} is not a quantize / "
+                f"{node.op} / dequantize chain",
+                hint="map with the quantize pass",
+            )
         dequantize = after[0]
         if node.op == "conv" and node.attr("group") != 1:
             raise UserError(f"finetune: grouped convolution {where} is not supported yet")
         if node.op == "conv" and len(node.attr("strides")) != 2:
             raise UserError(f"finetune: {where} is not a 2-d convolution")
         self._skip.update({quantize.outputs[0], dequantize.outputs[0]})
-        quantizer = InputQuantizer(float(quantize.attr("scale")), int(quantize.attr("zero_point")),
-                                   int(quantize.attr("bits")), bool(quantize.attr("signed")))
+        quantizer = InputQuantizer(
+            float(quantize.attr("scale")),
+            int(quantize.attr("zero_point")),
+            int(quantize.attr("bits")),
+            bool(quantize.attr("signed")),
+        )
         codes = program_constant(self.program, node.inputs[1], where)
         scales = program_constant(self.program, dequantize.inputs[1], where)
-        bias = self.program.constant_data(dequantize.inputs[2]) if len(
-            dequantize.inputs) > 2 else None
+        bias = (
+            self.program.constant_data(dequantize.inputs[2]) if len(dequantize.inputs) > 2 else None
+        )
         weight = _float_weights(node, codes, scales, quantizer.scale, float_graph)
         geometry = None
         if node.op == "conv":
-            geometry = ConvGeometry(tuple(node.attr("strides")), tuple(node.attr("pads")),
-                                    tuple(node.attr("dilations")))
+            geometry = ConvGeometry(
+                tuple(node.attr("strides")), tuple(node.attr("pads")), tuple(node.attr("dilations"))
+            )
         path = layer_datapath(node, target, _product_rows(node, codes), lossless)
         layer = CrossbarLayer(where, node.op, weight, bias, quantizer, path, geometry, backward)
         layer.result = dequantize.outputs[0]  # type: ignore[attr-defined]
@@ -271,8 +329,9 @@ def program_constant(graph: Graph, name: str, where: str) -> np.ndarray:
     return data
 
 
-def _float_weights(node: Node, codes: np.ndarray, scales: np.ndarray, input_scale: float,
-                   float_graph: Graph | None) -> np.ndarray:
+def _float_weights(
+    node: Node, codes: np.ndarray, scales: np.ndarray, input_scale: float, float_graph: Graph | None
+) -> np.ndarray:
     """Return a layer's starting float weights: the float source's constant the quantize pass
     made the codes from (`NAME.q` <- `NAME`), else the dequantized codes."""
     if float_graph is not None:

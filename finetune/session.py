@@ -53,6 +53,27 @@ class FinetuneConfig:
     backward: str = "clamp"
     sim_batch: int = 64
 
+    def __post_init__(self) -> None:
+        for flag, value, hint in [
+            (
+                "--train",
+                self.train_images,
+                "--train N fine-tunes on the data set's first N images, e.g. --train 1024",
+            ),
+            (
+                "--holdout",
+                self.holdout,
+                "--holdout N reports on the data set's last N images, e.g. --holdout 256",
+            ),
+            (
+                "--sim-batch",
+                self.sim_batch,
+                "--sim-batch N simulates N held-out images at a time, e.g. --sim-batch 64",
+            ),
+        ]:
+            if value is not None and value < 1:
+                raise UserError(f"finetune: {flag} must be at least 1, not {value}", hint=hint)
+
 
 @dataclass(frozen=True)
 class FinetuneResult:
@@ -70,15 +91,22 @@ class FinetuneResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as one JSON-ready object."""
-        return {"before": self.before.to_dict(), "after": self.after.to_dict(),
-                "accuracy_before": self.before.accuracy, "accuracy_after": self.after.accuracy,
-                "epochs": [asdict(e) for e in self.epochs], "train_images": self.train_images,
-                "holdout": self.holdout, "sim_batch": self.sim_batch, "pipeline": self.pipeline,
-                "program": str(self.program), "holdout_data": str(self.holdout_data)}
+        return {
+            "before": self.before.to_dict(),
+            "after": self.after.to_dict(),
+            "accuracy_before": self.before.accuracy,
+            "accuracy_after": self.after.accuracy,
+            "epochs": [asdict(e) for e in self.epochs],
+            "train_images": self.train_images,
+            "holdout": self.holdout,
+            "sim_batch": self.sim_batch,
+            "pipeline": self.pipeline,
+            "program": str(self.program),
+            "holdout_data": str(self.holdout_data),
+        }
 
 
-def split(data: Dataset, train_images: int | None, holdout: int | None
-          ) -> tuple[Dataset, Dataset]:
+def split(data: Dataset, train_images: int | None, holdout: int | None) -> tuple[Dataset, Dataset]:
     """Return (first `train_images`, last `holdout`) of a labelled data set."""
     total = len(data.images)
     if data.labels is None:
@@ -86,28 +114,44 @@ def split(data: Dataset, train_images: int | None, holdout: int | None
     holdout = total // 5 if holdout is None else holdout
     train_images = total - holdout if train_images is None else train_images
     if holdout < 1 or train_images < 1 or train_images + holdout > total:
-        raise UserError(f"finetune: --train {train_images} and --holdout {holdout} do not fit "
-                        f"the {total} images of {data.name}",
-                        hint="the first --train images fine-tune, the last --holdout report; "
-                             "together at most all of them")
+        raise UserError(
+            f"finetune: --train {train_images} and --holdout {holdout} do not fit "
+            f"the {total} images of {data.name}",
+            hint="the first --train images fine-tune, the last --holdout report; "
+            "together at most all of them",
+        )
     if train_images < min(CALIBRATION_SAMPLES, total - holdout):
-        raise UserError(f"finetune: --train {train_images} does not cover the first "
-                        f"{CALIBRATION_SAMPLES} images calibration uses",
-                        hint=f"give --train {CALIBRATION_SAMPLES} or more")
+        raise UserError(
+            f"finetune: --train {train_images} does not cover the first "
+            f"{CALIBRATION_SAMPLES} images calibration uses",
+            hint=f"give --train {CALIBRATION_SAMPLES} or more",
+        )
     assert data.labels is not None
-    return (Dataset(data.name, data.images[:train_images], data.labels[:train_images]),
-            Dataset(f"{data.name}[-{holdout}:]", data.images[total - holdout:],
-                    data.labels[total - holdout:]))
+    return (
+        Dataset(data.name, data.images[:train_images], data.labels[:train_images]),
+        Dataset(
+            f"{data.name}[-{holdout}:]",
+            data.images[total - holdout :],
+            data.labels[total - holdout :],
+        ),
+    )
 
 
-def compile_model(model: str | Path, target: Target, target_spec: str, pipeline: str,
-                  calibration: np.ndarray | None, seed: int) -> Graph:
+def compile_model(
+    model: str | Path,
+    target: Target,
+    target_spec: str,
+    pipeline: str,
+    calibration: np.ndarray | None,
+    seed: int,
+) -> Graph:
     """Import and map a model as `imcc compile --target T --calib DATA` does."""
     from imcc.frontend.onnx import import_onnx
 
     graph = import_onnx(str(model))
-    graph = graph.replace(attributes={**graph.attributes, "target": target_spec,
-                                      "source": str(Path(model).resolve())})
+    graph = graph.replace(
+        attributes={**graph.attributes, "target": target_spec, "source": str(Path(model).resolve())}
+    )
     options = {} if calibration is None else {"calibration": calibration}
     ctx = Context(target=target, seed=seed, options=options, logger=logging.getLogger("imcc"))
     return PassManager(parse_pipeline(pipeline, "--passes")).run(graph, ctx)
@@ -131,8 +175,9 @@ def simulation_batch(holdout: int, limit: int) -> int:
     return best if best >= min(16, holdout) else min(limit, holdout)
 
 
-def run_finetune(config: FinetuneConfig, progress: bool = False,
-                 log: Any = print) -> FinetuneResult:
+def run_finetune(
+    config: FinetuneConfig, progress: bool = False, log: Any = print
+) -> FinetuneResult:
     """Run `imcc finetune` (see the module docstring); `log` receives progress lines."""
     from imcc.frontend.hw import load_target
     from imcc.frontend.onnx import import_onnx
@@ -147,58 +192,119 @@ def run_finetune(config: FinetuneConfig, progress: bool = False,
     calibration, _ = calibration_data(config.data, model)
     batch = simulation_batch(len(held_out.images), config.sim_batch)
     float_graph = PassManager(parse_pipeline(DEFAULT_PIPELINE)).run(
-        import_onnx(str(model)), Context(seed=seed))
+        import_onnx(str(model)), Context(seed=seed)
+    )
     program, resumed = with_learned_normalisation(
-        compile_model(model, target, config.target, pipeline, calibration, seed), model)
+        compile_model(model, target, config.target, pipeline, calibration, seed), model
+    )
     if any(node.op == "batch_norm" for node in program.nodes):
-        raise UserError("finetune: the mapped program still has batch norms; the exported "
-                        "model folds them into the crossbar layers' weights",
-                        hint="start --passes with the clean-up "
-                             f"({DEFAULT_PIPELINE}) or leave --passes out")
-    log(f"finetune: {model.name} on {target.name}; {len(train_set.images)} images of "
-        f"{config.data} fine-tune (the first), {len(held_out.images)} report (the last)")
+        raise UserError(
+            "finetune: the mapped program still has batch norms; the exported "
+            "model folds them into the crossbar layers' weights",
+            hint=f"start --passes with the clean-up ({DEFAULT_PIPELINE}) or leave --passes out",
+        )
+    log(
+        f"finetune: {model.name} on {target.name}; {len(train_set.images)} images of "
+        f"{config.data} fine-tune (the first), {len(held_out.images)} report (the last)"
+    )
     if resumed:
-        log(f"finetune: {resumed} MTJ layers start from the normalisation {model.name} learned "
-            "in an earlier fine-tuning")
-    before = simulate(program, target, held_out, float_graph=float_graph, batch=batch, seed=seed,
-                      progress=progress)
-    log(f"before: mapped accuracy {before.accuracy:.2%} (lossless {before.quantized_accuracy:.2%}"
-        f") on {before.samples} held-out images, bit-accurate simulation")
+        log(
+            f"finetune: {resumed} MTJ layers start from the normalisation {model.name} learned "
+            "in an earlier fine-tuning"
+        )
+    before = simulate(
+        program,
+        target,
+        held_out,
+        float_graph=float_graph,
+        batch=batch,
+        seed=seed,
+        progress=progress,
+    )
+    log(
+        f"before: mapped accuracy {before.accuracy:.2%} (lossless {before.quantized_accuracy:.2%}"
+        f") on {before.samples} held-out images, bit-accurate simulation"
+    )
     network = MappedNetwork(program, target, float_graph, backward=config.backward)
     assert train_set.labels is not None and calibration is not None
-    epochs = train(network, train_set.images, train_set.labels,
-                   TrainConfig(**{**asdict(config.train), "progress": progress}), calibration,
-                   input_range(pipeline))
+    epochs = train(
+        network,
+        train_set.images,
+        train_set.labels,
+        TrainConfig(**{**asdict(config.train), "progress": progress}),
+        calibration,
+        input_range(pipeline),
+    )
     for record in epochs:
-        log(f"epoch {record.epoch} ({record.forward}): loss {record.loss:.4f}, train accuracy "
-            f"{record.train_accuracy:.2%}, {record.seconds:.1f} s")
+        log(
+            f"epoch {record.epoch} ({record.forward}): loss {record.loss:.4f}, train accuracy "
+            f"{record.train_accuracy:.2%}, {record.seconds:.1f} s"
+        )
     layers = []
     for layer in network.layers:
         learned = layer.learned_normalisation()
-        layers.append(TrainedLayer(layer.name, layer.op, layer.float_weight(), layer.float_bias(),
-                                   *(learned or (None, None))))
-    normalisation = {t.name: {"ps_scale": list(t.ps_scale), "ps_offset": list(t.ps_offset)}
-                     for t in layers if t.ps_scale is not None and t.ps_offset is not None}
-    record = {"target": config.target, "pipeline": pipeline, "data": config.data,
-              "train_images": len(train_set.images), "holdout": len(held_out.images),
-              "seed": seed, "epochs": config.train.epochs,
-              "surrogate_epochs": config.train.surrogate_epochs,
-              "surrogate_ramp": config.train.surrogate_ramp,
-              "datapath_images": config.train.datapath_images,
-              "datapath_lr": config.train.datapath_lr, "backward": config.backward,
-              "normalisation": normalisation}
+        layers.append(
+            TrainedLayer(
+                layer.name,
+                layer.op,
+                layer.float_weight(),
+                layer.float_bias(),
+                *(learned or (None, None)),
+            )
+        )
+    normalisation = {
+        t.name: {"ps_scale": list(t.ps_scale), "ps_offset": list(t.ps_offset)}
+        for t in layers
+        if t.ps_scale is not None and t.ps_offset is not None
+    }
+    record = {
+        "target": config.target,
+        "pipeline": pipeline,
+        "data": config.data,
+        "train_images": len(train_set.images),
+        "holdout": len(held_out.images),
+        "seed": seed,
+        "epochs": config.train.epochs,
+        "surrogate_epochs": config.train.surrogate_epochs,
+        "surrogate_ramp": config.train.surrogate_ramp,
+        "datapath_images": config.train.datapath_images,
+        "datapath_lr": config.train.datapath_lr,
+        "backward": config.backward,
+        "normalisation": normalisation,
+    }
     output = Path(config.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(model, layers, record, output)
     exported, _ = with_learned_normalisation(
-        compile_model(output, target, config.target, pipeline, calibration, seed), output)
+        compile_model(output, target, config.target, pipeline, calibration, seed), output
+    )
     program_path = save_program(exported, output.with_suffix(".imcir"))
     holdout_path = output.with_name(output.stem + ".holdout.npz")
-    write_file(holdout_path, lambda stream: np.savez_compressed(
-        stream, image=held_out.images, label=held_out.labels))
-    after = simulate(exported, target, held_out, float_graph=float_graph, batch=batch, seed=seed,
-                     progress=progress)
-    log(f"after:  mapped accuracy {after.accuracy:.2%} (lossless {after.quantized_accuracy:.2%}) "
-        f"on {after.samples} held-out images, bit-accurate simulation of {program_path}")
-    return FinetuneResult(before, after, tuple(epochs), len(train_set.images),
-                          len(held_out.images), batch, pipeline, Path(program_path), holdout_path)
+    write_file(
+        holdout_path,
+        lambda stream: np.savez_compressed(stream, image=held_out.images, label=held_out.labels),
+    )
+    after = simulate(
+        exported,
+        target,
+        held_out,
+        float_graph=float_graph,
+        batch=batch,
+        seed=seed,
+        progress=progress,
+    )
+    log(
+        f"after:  mapped accuracy {after.accuracy:.2%} (lossless {after.quantized_accuracy:.2%}) "
+        f"on {after.samples} held-out images, bit-accurate simulation of {program_path}"
+    )
+    return FinetuneResult(
+        before,
+        after,
+        tuple(epochs),
+        len(train_set.images),
+        len(held_out.images),
+        batch,
+        pipeline,
+        Path(program_path),
+        holdout_path,
+    )

@@ -65,17 +65,51 @@ class TrainConfig:
     fuse: bool = True
 
     def __post_init__(self) -> None:
-        if min(self.epochs, self.surrogate_epochs, self.datapath_images, self.datapath_lr) < 0 \
-                or self.batch < 1 or not math.isfinite(self.datapath_lr) \
-                or not self.lr > 0 or not math.isfinite(self.lr) or not self.clip >= 0 \
-                or not 0 <= self.surrogate_ramp <= 1:
-            raise UserError("finetune: --epochs, --surrogate-epochs and --datapath-images must be "
-                            ">= 0, --batch >= 1, --lr > 0 and --datapath-lr >= 0",
-                            hint="e.g. --epochs 2 --batch 32 --lr 1e-2 (--clip >= 0, "
-                                 "--surrogate-ramp in [0, 1], --datapath-images >= 0)")
+        checks = [  # flag, value, whether it is acceptable, what it must be, an example
+            ("--epochs", self.epochs, self.epochs >= 0, ">= 0", "--epochs 2"),
+            ("--lr", self.lr, self.lr > 0 and math.isfinite(self.lr), "> 0", "--lr 1e-2"),
+            ("--batch", self.batch, self.batch >= 1, ">= 1", "--batch 32"),
+            ("--clip", self.clip, self.clip >= 0, ">= 0 (0: unclipped)", "--clip 5"),
+            (
+                "--surrogate-epochs",
+                self.surrogate_epochs,
+                self.surrogate_epochs >= 0,
+                ">= 0",
+                "--surrogate-epochs 4",
+            ),
+            (
+                "--surrogate-ramp",
+                self.surrogate_ramp,
+                0 <= self.surrogate_ramp <= 1,
+                "between 0 and 1 (a share of the surrogate epochs)",
+                "--surrogate-ramp 0.5",
+            ),
+            (
+                "--datapath-images",
+                self.datapath_images,
+                self.datapath_images >= 0,
+                ">= 0 (0: all)",
+                "--datapath-images 512",
+            ),
+            (
+                "--datapath-lr",
+                self.datapath_lr,
+                self.datapath_lr >= 0 and math.isfinite(self.datapath_lr),
+                ">= 0 (0: --lr)",
+                "--datapath-lr 1e-3",
+            ),
+        ]
+        for flag, value, ok, must, example in checks:
+            if not ok:  # `not ok`: a NaN fails every comparison, so it is refused too
+                raise UserError(
+                    f"finetune: {flag} must be {must}, not {value:g}",
+                    hint=f"e.g. {example}",
+                )
         if self.optimizer not in OPTIMIZERS:
-            raise UserError(f"finetune: unknown optimizer '{self.optimizer}'",
-                            hint=f"one of {', '.join(OPTIMIZERS)}")
+            raise UserError(
+                f"finetune: unknown optimizer '{self.optimizer}'",
+                hint=f"one of {', '.join(OPTIMIZERS)}",
+            )
 
     def epoch_images(self, forward: str, available: int) -> int:
         """Return how many of the `available` training images an epoch of this forward
@@ -110,8 +144,12 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def recalibrate_inputs(network: MappedNetwork, calibration: np.ndarray, batch: int = 64,
-                       input_range: InputRange = InputRange()) -> None:
+def recalibrate_inputs(
+    network: MappedNetwork,
+    calibration: np.ndarray,
+    batch: int = 64,
+    input_range: InputRange = InputRange(),
+) -> None:
     """Set every crossbar layer's input scale to what the quantize pass (`input_range`'s
     method) would measure on these calibration images with the current float weights."""
     where = next(network.parameters()).device
@@ -121,19 +159,23 @@ def recalibrate_inputs(network: MappedNetwork, calibration: np.ndarray, batch: i
     try:
         with torch.no_grad():
             for start in range(0, len(calibration), batch):
-                network(torch.from_numpy(calibration[start:start + batch]).to(where))
+                network(torch.from_numpy(calibration[start : start + batch]).to(where))
     finally:
         network.set_mode("mapped")
     for layer in network.layers:
         values = np.concatenate(layer.observed)
         layer.observed = []
-        scale = input_scale(values, layer.quantizer.bits, input_range.method,
-                            input_range.percentile)[0] if values.size else 1.0
+        scale = (
+            input_scale(values, layer.quantizer.bits, input_range.method, input_range.percentile)[0]
+            if values.size
+            else 1.0
+        )
         layer.quantizer = replace(layer.quantizer, scale=scale if math.isfinite(scale) else 1.0)
 
 
-def learning_rate_factor(step: int, stages: tuple[int, ...],
-                         peaks: tuple[float, ...] | None = None) -> float:
+def learning_rate_factor(
+    step: int, stages: tuple[int, ...], peaks: tuple[float, ...] | None = None
+) -> float:
     """Return the multiple of the base learning rate at optimizer step `step`: a cosine from
     the stage's peak (default 1) to 0 over each stage's steps in turn (surrogate epochs, then
     datapath epochs: the datapath stage restarts at its peak, since its steps correct what the
@@ -169,8 +211,14 @@ def measure_datapath_error(network: MappedNetwork, images: np.ndarray) -> None:
             layer.measuring = False
 
 
-def train(network: MappedNetwork, images: np.ndarray, labels: np.ndarray, config: TrainConfig,
-          calibration: np.ndarray, input_range: InputRange = InputRange()) -> list[EpochRecord]:
+def train(
+    network: MappedNetwork,
+    images: np.ndarray,
+    labels: np.ndarray,
+    config: TrainConfig,
+    calibration: np.ndarray,
+    input_range: InputRange = InputRange(),
+) -> list[EpochRecord]:
     """Fine-tune the network on labelled images; return one record per epoch (input scales
     re-measured after each as the pipeline's quantize pass measures them: `input_range`)."""
     torch.manual_seed(config.seed)
@@ -184,19 +232,22 @@ def train(network: MappedNetwork, images: np.ndarray, labels: np.ndarray, config
     parameters = [p for p in network.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(
-            parameters, lr=config.lr, momentum=config.momentum,
-            weight_decay=config.weight_decay)
+            parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
     else:
         optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    stages = tuple(epochs * math.ceil(config.epoch_images(forward, len(images)) / config.batch)
-                   for epochs, forward in ((config.surrogate_epochs, "surrogate"),
-                                           (config.epochs, "mapped")))
+    stages = tuple(
+        epochs * math.ceil(config.epoch_images(forward, len(images)) / config.batch)
+        for epochs, forward in ((config.surrogate_epochs, "surrogate"), (config.epochs, "mapped"))
+    )
     peaks = (1.0, (config.datapath_lr or config.lr) / config.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: learning_rate_factor(step, stages, peaks))
+        optimizer, lambda step: learning_rate_factor(step, stages, peaks)
+    )
     try:
-        return _epochs(network, optimizer, schedule, images, labels, config, calibration, where,
-                       input_range)
+        return _epochs(
+            network, optimizer, schedule, images, labels, config, calibration, where, input_range
+        )
     finally:
         fuse_converters(False)
         network.eval()
@@ -204,10 +255,17 @@ def train(network: MappedNetwork, images: np.ndarray, labels: np.ndarray, config
         network.to(torch.device("cpu"))
 
 
-def _epochs(network: MappedNetwork, optimizer: torch.optim.Optimizer,
-            schedule: torch.optim.lr_scheduler.LRScheduler, images: np.ndarray,
-            labels: np.ndarray, config: TrainConfig, calibration: np.ndarray,
-            where: torch.device, input_range: InputRange) -> list[EpochRecord]:
+def _epochs(
+    network: MappedNetwork,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    images: np.ndarray,
+    labels: np.ndarray,
+    config: TrainConfig,
+    calibration: np.ndarray,
+    where: torch.device,
+    input_range: InputRange,
+) -> list[EpochRecord]:
     """Run the epochs of `train`; return one record per epoch."""
     order_rng = np.random.default_rng(config.seed)
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
@@ -218,17 +276,18 @@ def _epochs(network: MappedNetwork, optimizer: torch.optim.Optimizer,
         if forward == "surrogate":
             measure_datapath_error(network, calibration[:SURROGATE_IMAGES])
             for layer in network.layers:
-                layer.surrogate_strength = surrogate_strength(epoch, config.surrogate_epochs,
-                                                              config.surrogate_ramp)
+                layer.surrogate_strength = surrogate_strength(
+                    epoch, config.surrogate_epochs, config.surrogate_ramp
+                )
         network.set_mode(forward)
         network.train()
         started = time.perf_counter()
-        order = order_rng.permutation(len(images))[:config.epoch_images(forward, len(images))]
+        order = order_rng.permutation(len(images))[: config.epoch_images(forward, len(images))]
         total_loss, correct = 0.0, 0
         batches = range(0, len(order), config.batch)
         bar = _progress(batches, config.progress, epoch, total, forward)
         for start in bar:
-            index = torch.from_numpy(order[start:start + config.batch])
+            index = torch.from_numpy(order[start : start + config.batch])
             x, y = x_all[index].to(where), y_all[index].to(where)
             logits = network(x)
             loss = F.cross_entropy(logits, y)
@@ -243,8 +302,15 @@ def _epochs(network: MappedNetwork, optimizer: torch.optim.Optimizer,
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
         recalibrate_inputs(network, calibration, input_range=input_range)
-        records.append(EpochRecord(epoch + 1, forward, total_loss / len(order),
-                                   correct / len(order), time.perf_counter() - started))
+        records.append(
+            EpochRecord(
+                epoch + 1,
+                forward,
+                total_loss / len(order),
+                correct / len(order),
+                time.perf_counter() - started,
+            )
+        )
     return records
 
 
@@ -253,5 +319,6 @@ def _progress(items: range, enabled: bool, epoch: int, epochs: int, forward: str
         return items
     from tqdm import tqdm
 
-    return tqdm(items, desc=f"finetune epoch {epoch + 1}/{epochs} ({forward})", unit="batch",
-                leave=False)
+    return tqdm(
+        items, desc=f"finetune epoch {epoch + 1}/{epochs} ({forward})", unit="batch", leave=False
+    )

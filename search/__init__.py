@@ -11,5 +11,12 @@ from imcc.search.outputs import Point
 from imcc.search.run import SearchConfig, SearchResult, run_search
 from imcc.search.space import Dimension, SearchSpace, build_space
 
-__all__ = ["Dimension", "Point", "SearchConfig", "SearchResult", "SearchSpace", "build_space",
-           "run_search"]
+__all__ = [
+    "Dimension",
+    "Point",
+    "SearchConfig",
+    "SearchResult",
+    "SearchSpace",
+    "build_space",
+    "run_search",
+]

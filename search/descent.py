@@ -46,25 +46,35 @@ class DescentSampler(optuna.samplers.BaseSampler):
         self._random = optuna.samplers.RandomSampler(seed=seed)
         self._proposal: tuple[int, dict[str, Any]] | None = None
 
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial
-                                    ) -> dict[str, BaseDistribution]:
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
         """Return no joint space: parameters come one at a time from the trial's proposal."""
         return {}
 
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
         """Return nothing (see infer_relative_search_space)."""
         return {}
 
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
         """Return the trial's proposed value of a parameter (a uniform draw when the proposal
         has none: no feasible trial yet, or a parameter the best trial did not have)."""
         if self._proposal is None or self._proposal[0] != trial.number:
             self._proposal = (trial.number, self._propose(study))
         proposal = self._proposal[1]
-        if param_name in proposal and isinstance(param_distribution, CategoricalDistribution) \
-                and proposal[param_name] in param_distribution.choices:
+        if (
+            param_name in proposal
+            and isinstance(param_distribution, CategoricalDistribution)
+            and proposal[param_name] in param_distribution.choices
+        ):
             return proposal[param_name]
         return self._random.sample_independent(study, trial, param_name, param_distribution)
 
@@ -73,8 +83,11 @@ class DescentSampler(optuna.samplers.BaseSampler):
         if best is None:
             return {}
         seen = {_point(t.params) for t in study.get_trials(deepcopy=False)}
-        movable = [name for name, d in best.distributions.items()
-                   if isinstance(d, CategoricalDistribution) and len(d.choices) > 1]
+        movable = [
+            name
+            for name, d in best.distributions.items()
+            if isinstance(d, CategoricalDistribution) and len(d.choices) > 1
+        ]
         if not movable:
             return dict(best.params)
         up = constraints(best)[-1] > 0  # below the accuracy floor: more precision

@@ -54,14 +54,25 @@ class Metrics:
     @classmethod
     def of(cls, report: CostReport) -> Metrics:
         """Take the figures of a cost report (the same numbers `--report` writes)."""
-        return cls(report.energy_j, report.latency_s, report.area_mm2, report.edap,
-                   report.tops_per_w, report.tops_per_mm2)
+        return cls(
+            report.energy_j,
+            report.latency_s,
+            report.area_mm2,
+            report.edap,
+            report.tops_per_w,
+            report.tops_per_mm2,
+        )
 
     def to_dict(self) -> dict[str, float]:
         """Return the figures keyed as in the report JSON."""
-        return {"energy_j": self.energy_j, "latency_s": self.latency_s,
-                "area_mm2": self.area_mm2, "edap": self.edap, "tops_per_w": self.tops_per_w,
-                "tops_per_mm2": self.tops_per_mm2}
+        return {
+            "energy_j": self.energy_j,
+            "latency_s": self.latency_s,
+            "area_mm2": self.area_mm2,
+            "edap": self.edap,
+            "tops_per_w": self.tops_per_w,
+            "tops_per_mm2": self.tops_per_mm2,
+        }
 
 
 OBJECTIVES = {"edap": "edap", "energy": "energy_j", "latency": "latency_s", "area": "area_mm2"}
@@ -103,8 +114,16 @@ class Problem:
     probe: int  # samples of the probe (a prefix of search_data)
 
     @classmethod
-    def load(cls, model: Path, target: Target, data: str, *, search_samples: int,
-             probe_samples: int, check_samples: int) -> Problem:
+    def load(
+        cls,
+        model: Path,
+        target: Target,
+        data: str,
+        *,
+        search_samples: int,
+        probe_samples: int,
+        check_samples: int,
+    ) -> Problem:
         """Import and clean up the model, load calibration and accuracy data."""
         ctx = Context(target=target)
         graph = PassManager(parse_pipeline(DEFAULT_PIPELINE)).run(import_onnx(str(model)), ctx)
@@ -114,8 +133,17 @@ class Problem:
         probe = max(1, min(probe_samples, search_samples, len(full.images)))
         search = max(probe, min(search_samples, len(full.images)) // probe * probe)
         check = min(check_samples, len(full.images))
-        return cls(model, target, data, graph, calibration, calibrated,
-                   full.take(search), full.take(check), probe)
+        return cls(
+            model,
+            target,
+            data,
+            graph,
+            calibration,
+            calibrated,
+            full.take(search),
+            full.take(check),
+            probe,
+        )
 
 
 @dataclass
@@ -158,8 +186,9 @@ class Evaluator:
         return PassManager(passes).run(graph, self._context())
 
     def _context(self) -> Context:
-        options = {} if self.problem.calibration is None else {
-            "calibration": self.problem.calibration}
+        options = (
+            {} if self.problem.calibration is None else {"calibration": self.problem.calibration}
+        )
         return Context(target=self.problem.target, options=options)
 
     def cost(self, pipeline: str, graph: Graph) -> Metrics:
@@ -174,8 +203,9 @@ class Evaluator:
         batch = count if count <= SIMULATION_BATCH else SIMULATION_BATCH
         return simulate(graph, self.problem.target, data, batch=batch, seed=SIMULATION_SEED)
 
-    def evaluate(self, pipeline: str, *, accuracy: bool = True,
-                 floor: float | None = None) -> Evaluation:
+    def evaluate(
+        self, pipeline: str, *, accuracy: bool = True, floor: float | None = None
+    ) -> Evaluation:
         """Compile and price a trial; with `accuracy`, probe and then measure it, pruning
         when the probe rules out `floor`. Illegal trials come back with their reason."""
         try:
@@ -216,6 +246,6 @@ def _reason(exc: UserError) -> str:
     """Return an illegal trial's reason in one line: the pass name, not its full spelling."""
     text = str(exc)
     if text.startswith("pass '") and "': " in text:
-        spec, _, message = text[len("pass '"):].partition("': ")
+        spec, _, message = text[len("pass '") :].partition("': ")
         text = f"{spec.split('{', 1)[0]}: {message}"
     return " ".join(text.split())

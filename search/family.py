@@ -56,8 +56,7 @@ class NetworkFamily:
 
     def candidates(self) -> list[tuple[int, int, int]]:
         """Return every candidate's stage widths, narrowest first."""
-        options = [sorted({max(1, round(w * m)) for m in self.multipliers})
-                   for w in STAGE_WIDTHS]
+        options = [sorted({max(1, round(w * m)) for m in self.multipliers}) for w in STAGE_WIDTHS]
         return sorted(itertools.product(*options), key=lambda w: (sum(w), w))
 
     def widest(self) -> tuple[int, int, int]:
@@ -67,8 +66,10 @@ class NetworkFamily:
 
 def parse_family(text: str) -> NetworkFamily:
     """Parse `ARCH:DATA:M1,M2,...` (UserError with a hint when malformed)."""
-    hint = "e.g. --family vgg:fashion-mnist:0.5,0.75,1 (arch vgg or resnet20, data " \
+    hint = (
+        "e.g. --family vgg:fashion-mnist:0.5,0.75,1 (arch vgg or resnet20, data "
         "fashion-mnist or mnist, width multipliers)"
+    )
     parts = text.split(":")
     if len(parts) != 3:
         raise UserError(f"--family {text!r} is not ARCH:DATA:MULTIPLIERS", hint=hint)
@@ -102,19 +103,33 @@ class Candidate:
 
     def to_dict(self) -> dict:
         """Return the candidate as a JSON-ready object."""
-        return {"widths": list(self.widths), "label": self.label, "model": str(self.path),
-                "accuracy": self.accuracy, "parameters": self.parameters,
-                "seconds": self.seconds}
+        return {
+            "widths": list(self.widths),
+            "label": self.label,
+            "model": str(self.path),
+            "accuracy": self.accuracy,
+            "parameters": self.parameters,
+            "seconds": self.seconds,
+        }
 
 
-def candidate(family: NetworkFamily, widths: tuple[int, int, int], budget: ProxyBudget,
-              cache: Path, data_dir: Path | None = None) -> Candidate:
+def candidate(
+    family: NetworkFamily,
+    widths: tuple[int, int, int],
+    budget: ProxyBudget,
+    cache: Path,
+    data_dir: Path | None = None,
+) -> Candidate:
     """Return a trained candidate: from the cache when it holds the same record, else trained
     on the family's data with the proxy budget, exported and recorded."""
     name = f"{family.arch}-{family.data}-w{'-'.join(map(str, widths))}"
     onnx_path, record_path = cache / f"{name}.onnx", cache / f"{name}.json"
-    identity = {"arch": family.arch, "data": family.data, "widths": list(widths),
-                "budget": asdict(budget)}
+    identity = {
+        "arch": family.arch,
+        "data": family.data,
+        "widths": list(widths),
+        "budget": asdict(budget),
+    }
     if onnx_path.is_file() and record_path.is_file():
         record = json.loads(record_path.read_text())
         if record.get("identity") == identity:
@@ -130,14 +145,33 @@ def candidate(family: NetworkFamily, widths: tuple[int, int, int], budget: Proxy
         x_test, y_test = fashion_cnn.load_split(folder, "t10k")
         model = fashion_cnn.build(family.arch, widths=list(widths))
         start = time.perf_counter()
-        fashion_cnn.train(model, x_train, y_train, epochs=budget.epochs, per_epoch=budget.images,
-                          batch=budget.batch(), lr=0.1, seed=budget.seed,
-                          device=torch.device("cpu"))
+        fashion_cnn.train(
+            model,
+            x_train,
+            y_train,
+            epochs=budget.epochs,
+            per_epoch=budget.images,
+            batch=budget.batch(),
+            lr=0.1,
+            seed=budget.seed,
+            device=torch.device("cpu"),
+        )
         seconds = time.perf_counter() - start
-    accuracy = fashion_cnn.accuracy(model, x_test[:budget.test_images],
-                                    y_test[:budget.test_images], torch.device("cpu"))
+    accuracy = fashion_cnn.accuracy(
+        model, x_test[: budget.test_images], y_test[: budget.test_images], torch.device("cpu")
+    )
     parameters = sum(p.numel() for p in model.parameters())
     fashion_cnn.export(model, onnx_path)
-    write_text(record_path, json.dumps({"identity": identity, "accuracy": accuracy,
-                                        "parameters": parameters, "seconds": seconds}, indent=1))
+    write_text(
+        record_path,
+        json.dumps(
+            {
+                "identity": identity,
+                "accuracy": accuracy,
+                "parameters": parameters,
+                "seconds": seconds,
+            },
+            indent=1,
+        ),
+    )
     return Candidate(widths, onnx_path, accuracy, parameters, seconds)

@@ -50,8 +50,12 @@ class NetworkChoice:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the choice as a JSON-ready object."""
-        return {**self.candidate.to_dict(), "accurate_enough": self.feasible,
-                "phase1_latency_s": self.latency_s, "phase1_area_mm2": self.area_mm2}
+        return {
+            **self.candidate.to_dict(),
+            "accurate_enough": self.feasible,
+            "phase1_latency_s": self.latency_s,
+            "phase1_area_mm2": self.area_mm2,
+        }
 
 
 def fastest(study: optuna.Study) -> tuple[float, float] | None:
@@ -63,10 +67,22 @@ def fastest(study: optuna.Study) -> tuple[float, float] | None:
     return metrics["latency_s"], metrics["area_mm2"]
 
 
-def choose_network(family: NetworkFamily, budget: ProxyBudget, *, target: Target, data: str,
-                   storage: Any, study: str, trials: int, drop: float,
-                   area_mm2: float | None, out: Path, search_samples: int, seed: int = 0,
-                   progress: bool = False) -> tuple[Candidate, list[NetworkChoice]]:
+def choose_network(
+    family: NetworkFamily,
+    budget: ProxyBudget,
+    *,
+    target: Target,
+    data: str,
+    storage: Any,
+    study: str,
+    trials: int,
+    drop: float,
+    area_mm2: float | None,
+    out: Path,
+    search_samples: int,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[Candidate, list[NetworkChoice]]:
     """Train (or read) the family's candidates, run phase 1 on the accurate ones, and return
     the chosen candidate with every candidate's record (also written to network.json)."""
     from tqdm import tqdm
@@ -74,9 +90,10 @@ def choose_network(family: NetworkFamily, budget: ProxyBudget, *, target: Target
     cache = out / "candidates"
     cache.mkdir(parents=True, exist_ok=True)
     widths = family.candidates()
-    candidates = [candidate(family, w, budget, cache)
-                  for w in tqdm(widths, desc="candidates", unit="net", disable=not progress,
-                                leave=False)]
+    candidates = [
+        candidate(family, w, budget, cache)
+        for w in tqdm(widths, desc="candidates", unit="net", disable=not progress, leave=False)
+    ]
     reference = next(c for c in candidates if c.widths == family.widest()).accuracy
     floor = reference - drop
     per_candidate = phase1_trials(trials)
@@ -85,33 +102,52 @@ def choose_network(family: NetworkFamily, budget: ProxyBudget, *, target: Target
         if member.accuracy < floor:
             choices.append(NetworkChoice(member, False, None, None))
             continue
-        problem = Problem.load(member.path, target, data, search_samples=search_samples,
-                               probe_samples=min(32, search_samples),
-                               check_samples=search_samples)
+        problem = Problem.load(
+            member.path,
+            target,
+            data,
+            search_samples=search_samples,
+            probe_samples=min(32, search_samples),
+            check_samples=search_samples,
+        )
         evaluator = Evaluator(problem)
         space = build_space(problem.graph, target)
         name = f"{study}/network/{member.label}"
         phase = search_phases("xpert", name, space, None, trials, 0)[0]
-        phase_study = open_study(storage, phase.study, list(phase.directions),
-                                 {"role": "network", "candidate": member.label})
+        phase_study = open_study(
+            storage,
+            phase.study,
+            list(phase.directions),
+            {"role": "network", "candidate": member.label},
+        )
         phase_study.sampler = make_sampler(phase.sampler, seed, phase.trials)
-        run_phase(phase, phase_study, space, evaluator, Limits(area_mm2, None),
-                  lambda trial: None)
+        run_phase(phase, phase_study, space, evaluator, Limits(area_mm2, None), lambda trial: None)
         found = fastest(phase_study)
         choices.append(NetworkChoice(member, True, *(found or (None, None))))
     feasible = [c for c in choices if c.latency_s is not None]
     if not feasible:
-        raise UserError("no candidate network has a design within the area budget and the "
-                        "accuracy drop", hint="raise --area-budget or --max-accuracy-drop")
+        raise UserError(
+            "no candidate network has a design within the area budget and the accuracy drop",
+            hint="raise --area-budget or --max-accuracy-drop",
+        )
     best = min(feasible, key=lambda c: (c.latency_s, c.candidate.parameters))
-    record = {"family": {"arch": family.arch, "data": family.data,
-                         "multipliers": list(family.multipliers)},
-              "proxy_budget": {"epochs": budget.epochs, "images": budget.images,
-                               "test_images": budget.test_images, "seed": budget.seed},
-              "reference_accuracy": reference, "accuracy_floor": floor,
-              "phase1_trials_per_candidate": per_candidate,
-              "chosen": best.candidate.label,
-              "candidates": [c.to_dict() for c in choices]}
+    record = {
+        "family": {
+            "arch": family.arch,
+            "data": family.data,
+            "multipliers": list(family.multipliers),
+        },
+        "proxy_budget": {
+            "epochs": budget.epochs,
+            "images": budget.images,
+            "test_images": budget.test_images,
+            "seed": budget.seed,
+        },
+        "reference_accuracy": reference,
+        "accuracy_floor": floor,
+        "phase1_trials_per_candidate": per_candidate,
+        "chosen": best.candidate.label,
+        "candidates": [c.to_dict() for c in choices],
+    }
     write_text(out / NETWORK_JSON, json.dumps(record, indent=1))
     return best.candidate, choices
-

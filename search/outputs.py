@@ -42,10 +42,17 @@ class Point:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the pareto.json record of the point."""
-        return {"pipeline": self.pipeline, **self.metrics.to_dict(), "accuracy": self.accuracy,
-                "search_accuracy": self.search_accuracy, "checked": self.checked,
-                "meets_floor": self.meets_floor,
-                "study": self.study, "trial": self.trial, "role": self.role}
+        return {
+            "pipeline": self.pipeline,
+            **self.metrics.to_dict(),
+            "accuracy": self.accuracy,
+            "search_accuracy": self.search_accuracy,
+            "checked": self.checked,
+            "meets_floor": self.meets_floor,
+            "study": self.study,
+            "trial": self.trial,
+            "role": self.role,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +69,15 @@ class TrialCounts:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the counts as pareto.json writes them."""
-        return {"finished": self.finished, "complete": self.complete, "pruned": self.pruned,
-                "illegal": self.illegal, "interrupted": self.interrupted,
-                "illegal_by_pass": dict(self.reasons), "illegal_examples": list(self.examples)}
+        return {
+            "finished": self.finished,
+            "complete": self.complete,
+            "pruned": self.pruned,
+            "illegal": self.illegal,
+            "interrupted": self.interrupted,
+            "illegal_by_pass": dict(self.reasons),
+            "illegal_examples": list(self.examples),
+        }
 
 
 def count_trials(studies: Iterable[optuna.Study]) -> TrialCounts:
@@ -86,8 +99,15 @@ def count_trials(studies: Iterable[optuna.Study]) -> TrialCounts:
                 examples.setdefault(name, reason)
             elif trial.state is TrialState.RUNNING or INTERRUPTED in trial.user_attrs:
                 interrupted += 1
-    return TrialCounts(complete + pruned + illegal, complete, pruned, illegal, interrupted,
-                       tuple(by_pass.most_common()), tuple(examples.values()))
+    return TrialCounts(
+        complete + pruned + illegal,
+        complete,
+        pruned,
+        illegal,
+        interrupted,
+        tuple(by_pass.most_common()),
+        tuple(examples.values()),
+    )
 
 
 def points_of(study: optuna.Study) -> list[Point]:
@@ -98,9 +118,17 @@ def points_of(study: optuna.Study) -> list[Point]:
         if result.get("accuracy") is None or "metrics" not in result:
             continue
         accuracy = float(result["accuracy"])
-        points.append(Point(study.study_name, trial.number, str(result["role"]),
-                            str(trial.user_attrs[PIPELINE]), Metrics(**result["metrics"]),
-                            accuracy, accuracy))
+        points.append(
+            Point(
+                study.study_name,
+                trial.number,
+                str(result["role"]),
+                str(trial.user_attrs[PIPELINE]),
+                Metrics(**result["metrics"]),
+                accuracy,
+                accuracy,
+            )
+        )
     return points
 
 
@@ -113,8 +141,9 @@ def meets(point: Point, area_mm2: float | None, floor: float | None) -> bool:
 
 def pareto_front(points: Sequence[Point], objective: str) -> list[Point]:
     """Return the points no other point beats on accuracy and objective, by objective."""
-    ordered = sorted(points, key=lambda p: (p.objective(objective), -(p.accuracy or 0.0),
-                                            p.study, p.trial))
+    ordered = sorted(
+        points, key=lambda p: (p.objective(objective), -(p.accuracy or 0.0), p.study, p.trial)
+    )
     front: list[Point] = []
     for point in ordered:
         if not front or (point.accuracy or 0.0) > (front[-1].accuracy or 0.0):
@@ -132,9 +161,17 @@ def write_json(path: Path, record: dict[str, Any]) -> None:
     write_text(path, json.dumps(record, indent=2) + "\n")
 
 
-def plot(path: Path, objective: str, points: Sequence[Point], front: Sequence[Point],
-         random_front: Sequence[Point], baseline: Point | None, best: Point | None,
-         floor: float | None, title: str) -> None:
+def plot(
+    path: Path,
+    objective: str,
+    points: Sequence[Point],
+    front: Sequence[Point],
+    random_front: Sequence[Point],
+    baseline: Point | None,
+    best: Point | None,
+    floor: float | None,
+    title: str,
+) -> None:
     """Draw accuracy against the objective: every point, the front, the random-search front,
     the baseline and the best point (matplotlib, Agg backend)."""
     import matplotlib
@@ -142,28 +179,55 @@ def plot(path: Path, objective: str, points: Sequence[Point], front: Sequence[Po
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    unit = {"edap": "EDAP (J·s·mm²)", "energy": "energy (J)", "latency": "latency (s)",
-            "area": "area (mm²)"}[objective]
+    unit = {
+        "edap": "EDAP (J·s·mm²)",
+        "energy": "energy (J)",
+        "latency": "latency (s)",
+        "area": "area (mm²)",
+    }[objective]
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
 
     def draw(items: Sequence[Point], **style: Any) -> None:
         if items:
-            axes.plot([p.objective(objective) for p in items],
-                      [100 * (p.accuracy or 0.0) for p in items], **style)
+            axes.plot(
+                [p.objective(objective) for p in items],
+                [100 * (p.accuracy or 0.0) for p in items],
+                **style,
+            )
 
     draw(points, linestyle="none", marker=".", color="0.75", label="trials (search subset)")
-    draw(random_front, linestyle="--", marker="s", color="tab:orange", markersize=4,
-         label="random-search front")
+    draw(
+        random_front,
+        linestyle="--",
+        marker="s",
+        color="tab:orange",
+        markersize=4,
+        label="random-search front",
+    )
     draw(front, linestyle="-", marker="o", color="tab:blue", label="Pareto front (checked)")
     if baseline is not None:
-        draw([baseline], linestyle="none", marker="*", color="black", markersize=12,
-             label="baseline (default pipeline)")
+        draw(
+            [baseline],
+            linestyle="none",
+            marker="*",
+            color="black",
+            markersize=12,
+            label="baseline (default pipeline)",
+        )
     if best is not None:
-        draw([best], linestyle="none", marker="o", markersize=12, markerfacecolor="none",
-             markeredgecolor="red", label="best")
+        draw(
+            [best],
+            linestyle="none",
+            marker="o",
+            markersize=12,
+            markerfacecolor="none",
+            markeredgecolor="red",
+            label="best",
+        )
     if floor is not None:
-        axes.axhline(100 * floor, color="tab:red", linestyle=":", linewidth=1,
-                     label="accuracy floor")
+        axes.axhline(
+            100 * floor, color="tab:red", linestyle=":", linewidth=1, label="accuracy floor"
+        )
     axes.set_xscale("log")
     axes.set_xlabel(unit)
     axes.set_ylabel("accuracy (%)")
@@ -179,33 +243,46 @@ def _row(point: Point, objective: str) -> str:
     m = point.metrics
     accuracy = "n/a" if point.accuracy is None else f"{100 * point.accuracy:.2f}%"
     accuracy += "" if point.meets_floor is None else (" " if point.meets_floor else "<")
-    return (f"  {point.objective(objective):>11.4g} {m.energy_j:>10.4g} {m.latency_s:>10.4g} "
-            f"{m.area_mm2:>8.4g} {accuracy:>9}  {point.role} #{point.trial}")
+    return (
+        f"  {point.objective(objective):>11.4g} {m.energy_j:>10.4g} {m.latency_s:>10.4g} "
+        f"{m.area_mm2:>8.4g} {accuracy:>9}  {point.role} #{point.trial}"
+    )
 
 
-def format_summary(record: dict[str, Any], front: Sequence[Point], baseline: Point | None,
-                   best: Point | None, objective: str) -> str:
+def format_summary(
+    record: dict[str, Any],
+    front: Sequence[Point],
+    baseline: Point | None,
+    best: Point | None,
+    objective: str,
+) -> str:
     """Return the terminal summary of a finished search."""
     counts = record["trials"]
-    lines = [f"imcc search: {record['model']} on {record['target']}, strategy "
-             f"{record['strategy']}, objective {objective}",
-             f"trials: {counts['finished']} finished ({counts['complete']} complete, "
-             f"{counts['pruned']} pruned by the accuracy probe, {counts['illegal']} illegal), "
-             f"{counts['interrupted']} interrupted; {record['trials_per_second']:.2f} trials/s "
-             "this run"]
+    lines = [
+        f"imcc search: {record['model']} on {record['target']}, strategy "
+        f"{record['strategy']}, objective {objective}",
+        f"trials: {counts['finished']} finished ({counts['complete']} complete, "
+        f"{counts['pruned']} pruned by the accuracy probe, {counts['illegal']} illegal), "
+        f"{counts['interrupted']} interrupted; {record['trials_per_second']:.2f} trials/s "
+        "this run",
+    ]
     for name, count in counts["illegal_by_pass"].items():
         lines.append(f"  illegal in {name}: {count}")
     for example in counts["illegal_examples"][:3]:
         lines.append(f"    e.g. {example[:160]}")
     accuracy = record["accuracy"]
-    lines.append(f"accuracy: {accuracy['reference']} model {100 * accuracy['reference_value']:.2f}%"
-                 f" on {accuracy['check_samples']} check samples; floor "
-                 f"{100 * accuracy['floor']:.2f}% (max drop {accuracy['max_drop_points']} points)")
+    lines.append(
+        f"accuracy: {accuracy['reference']} model {100 * accuracy['reference_value']:.2f}%"
+        f" on {accuracy['check_samples']} check samples; floor "
+        f"{100 * accuracy['floor']:.2f}% (max drop {accuracy['max_drop_points']} points)"
+    )
     if record.get("area_budget_mm2") is not None:
         lines.append(f"area budget: {record['area_budget_mm2']:.4g} mm2")
     lines.append(f"Pareto front ({len(front)} points, accuracy checked; < below the floor):")
-    lines.append(f"  {objective:>11} {'energy J':>10} {'latency s':>10} {'area mm2':>8} "
-                 f"{'accuracy':>9}  trial")
+    lines.append(
+        f"  {objective:>11} {'energy J':>10} {'latency s':>10} {'area mm2':>8} "
+        f"{'accuracy':>9}  trial"
+    )
     lines += [_row(p, objective) for p in front]
     if baseline is not None:
         lines.append("baseline (default pipeline):")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,14 @@ from imcc.search.space import CALIBRATION_SAMPLES, SearchSpace, build_space
 from imcc.search.storage import (
     HEARTBEAT,
     STORAGE_ERRORS,
+    check_storage,
     open_storage,
     open_study,
     redact,
+    sqlite_file,
     storage_failure,
     storage_url,
+    stored_trials,
 )
 from imcc.search.strategies import (
     STRATEGIES,
@@ -92,38 +96,72 @@ class SearchConfig:
     def validate(self) -> None:
         """Raise UserError on a flag no search can run with."""
         if self.strategy not in STRATEGIES:
-            raise UserError(f"unknown strategy '{self.strategy}'",
-                            hint=f"strategies: {', '.join(STRATEGIES)}")
+            raise UserError(
+                f"unknown strategy '{self.strategy}'", hint=f"strategies: {', '.join(STRATEGIES)}"
+            )
         if self.objective is not None and self.objective not in OBJECTIVES:
-            raise UserError(f"unknown objective '{self.objective}'",
-                            hint=f"objectives: {', '.join(OBJECTIVES)}")
-        for flag, value in [("--trials", self.trials), ("--limit", self.search_samples),
-                            ("--probe", self.probe_samples), ("--check", self.check_samples)]:
+            raise UserError(
+                f"unknown objective '{self.objective}'", hint=f"objectives: {', '.join(OBJECTIVES)}"
+            )
+        for flag, value, hint in [
+            ("--trials", self.trials, "--trials N: the trials the search runs, e.g. --trials 100"),
+            (
+                "--limit",
+                self.search_samples,
+                "--limit N: the samples each trial's accuracy is measured on, e.g. --limit 96",
+            ),
+            (
+                "--probe",
+                self.probe_samples,
+                "--probe N: the first samples of --limit that decide pruning, e.g. --probe 32",
+            ),
+            (
+                "--check",
+                self.check_samples,
+                "--check N: the samples every front point is checked on, e.g. --check 1000",
+            ),
+        ]:
             if value < 1:
-                raise UserError(f"{flag} must be at least 1, not {value}")
+                raise UserError(f"{flag} must be at least 1, not {value}", hint=hint)
         if not 0 <= self.max_accuracy_drop <= 100:
-            raise UserError(f"--max-accuracy-drop must be between 0 and 100 points, not "
-                            f"{self.max_accuracy_drop:g}", hint="e.g. --max-accuracy-drop 1.0")
+            raise UserError(
+                f"--max-accuracy-drop must be between 0 and 100 points, not "
+                f"{self.max_accuracy_drop:g}",
+                hint="e.g. --max-accuracy-drop 1.0",
+            )
         if self.area_budget_mm2 is not None and not self.area_budget_mm2 > 0:
-            raise UserError(f"--area-budget must be a positive area in mm2, not "
-                            f"{self.area_budget_mm2:g}", hint="e.g. --area-budget 50")
+            raise UserError(
+                f"--area-budget must be a positive area in mm2, not {self.area_budget_mm2:g}",
+                hint="e.g. --area-budget 50",
+            )
         if self.family is not None:
             parse_family(self.family)
             if self.strategy != "xpert":
-                raise UserError("--family co-searches channel depth in the xpert strategy's "
-                                "phase 1", hint="add --strategy xpert")
+                raise UserError(
+                    "--family co-searches channel depth in the xpert strategy's phase 1",
+                    hint="add --strategy xpert",
+                )
             if self.family_images < 64:
-                raise UserError(f"--family-images must be at least 64, not "
-                                f"{self.family_images}", hint="the proxy budget trains each "
-                                "candidate for one epoch of that many images")
+                raise UserError(
+                    f"--family-images must be at least 64, not {self.family_images}",
+                    hint="the proxy budget trains each candidate for one epoch of that many images",
+                )
         elif not self.model:
-            raise UserError("imcc search needs a MODEL, or --family for a family of widths",
-                            hint="e.g. imcc search digits-cnn --target xpert --data digits-cnn")
+            raise UserError(
+                "imcc search needs a MODEL, or --family for a family of widths",
+                hint="e.g. imcc search digits-cnn --target xpert --data digits-cnn",
+            )
         if self.random_trials is not None and self.random_trials < 0:
-            raise UserError(f"--random-trials must be 0 or more, not {self.random_trials}")
+            raise UserError(
+                f"--random-trials must be 0 or more, not {self.random_trials}",
+                hint="--random-trials N runs N random trials to compare with (0: none; "
+                "left out: a quarter of --trials)",
+            )
         if not self.heartbeat > 0:
-            raise UserError(f"the heartbeat must be a positive number of seconds, not "
-                            f"{self.heartbeat:g}")
+            raise UserError(
+                f"the heartbeat must be a positive number of seconds, not {self.heartbeat:g}",
+                hint=f"the default is {HEARTBEAT:g} s",
+            )
 
     def area_budget(self, target: Target) -> float | None:
         """Return the area budget in mm2: `--area-budget`, else the target's, if it has one."""
@@ -169,29 +207,53 @@ def load_target(spec: str) -> Target:
     return load(spec)
 
 
-def run_search(config: SearchConfig, *, progress: bool = False,
-               on_trial: Callable[[FrozenTrial], None] | None = None) -> SearchResult:
+def run_search(
+    config: SearchConfig,
+    *,
+    progress: bool = False,
+    on_trial: Callable[[FrozenTrial], None] | None = None,
+) -> SearchResult:
     """Run (or resume) a search and write its outputs; see the module docstring.
 
     `progress` shows a tqdm bar on stderr; `on_trial` is called with every finished trial.
     Ctrl-C propagates as KeyboardInterrupt once the running trial is stored as interrupted.
+    Everything that can be checked (flags, storage URL, model, target, data) is checked before
+    `out` or the database is created; a search that fails before it stores a trial removes the
+    database and the folders it created.
     """
     config.validate()
+    url = storage_url(config.storage, config.out)
+    check_storage(url)  # an unusable URL is refused before anything is created
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with _undone_on_failure(config.out, url) as opened:
+        return _search(config, url, opened, progress, on_trial)
+
+
+def _search(
+    config: SearchConfig,
+    url: str,
+    opened: list[optuna.storages.RDBStorage],
+    progress: bool,
+    on_trial: Callable[[FrozenTrial], None] | None,
+) -> SearchResult:
+    """`run_search` once the URL is checked; every storage it opens goes to `opened`."""
     if config.family is not None:
-        config = replace(config, model=str(_network(config, progress).path))
+        config = replace(config, model=str(_network(config, url, opened, progress).path))
     model = resolve_model(config.model)
     if not model.is_file():
-        raise UserError(f"cannot read {config.model}: no such file",
-                        hint="give an .onnx file or a built-in example (digits-cnn)")
+        raise UserError(
+            f"cannot read {config.model}: no such file",
+            hint="give an .onnx file or a built-in example (digits-cnn)",
+        )
     target = load_target(config.target)
-    out = config.out
-    out.mkdir(parents=True, exist_ok=True)
-    url = storage_url(config.storage, out)
-    storage = open_storage(url, config.heartbeat)
-    problem = Problem.load(model, target, config.data, search_samples=config.search_samples,
-                           probe_samples=config.probe_samples,
-                           check_samples=config.check_samples)
+    problem = Problem.load(
+        model,
+        target,
+        config.data,
+        search_samples=config.search_samples,
+        probe_samples=config.probe_samples,
+        check_samples=config.check_samples,
+    )
     evaluator = Evaluator(problem)
     space = build_space(problem.graph, target)
     budget = config.area_budget(target)
@@ -199,54 +261,151 @@ def run_search(config: SearchConfig, *, progress: bool = False,
     limits = Limits(budget, evaluator.reference_accuracy("search") - drop)
     objective = config.objective_name
     name = config.study or f"{model.stem}-{target.name}-{config.strategy}-{objective}"
-    random_trials = (config.random_trials if config.random_trials is not None
-                     else max(1, config.trials // 4))
-    phases = search_phases(config.strategy, name, space, config.objective, config.trials,
-                           random_trials if config.strategy != "random" else 0)
-    identity = {"model": model.name, "target": target.name, "data": config.data,
-                "strategy": config.strategy, "objective": objective,
-                "area_budget_mm2": budget, "max_accuracy_drop": config.max_accuracy_drop,
-                "search_samples": len(problem.search_data.images),
-                "calibration_samples": CALIBRATION_SAMPLES}
+    random_trials = (
+        config.random_trials if config.random_trials is not None else max(1, config.trials // 4)
+    )
+    phases = search_phases(
+        config.strategy,
+        name,
+        space,
+        config.objective,
+        config.trials,
+        random_trials if config.strategy != "random" else 0,
+    )
+    identity = {
+        "model": model.name,
+        "target": target.name,
+        "data": config.data,
+        "strategy": config.strategy,
+        "objective": objective,
+        "area_budget_mm2": budget,
+        "max_accuracy_drop": config.max_accuracy_drop,
+        "search_samples": len(problem.search_data.images),
+        "calibration_samples": CALIBRATION_SAMPLES,
+    }
+    storage = opened[0] if opened else _open(config, url, opened)
     try:
-        studies, run, seconds = _run_phases(phases, storage, space, evaluator, limits,
-                                            identity, config, progress, on_trial)
-        return _finish(config, problem, evaluator, space, studies, limits, budget, url, name,
-                       run, seconds)
+        studies, run, seconds = _run_phases(
+            phases, storage, space, evaluator, limits, identity, config, progress, on_trial
+        )
+        return _finish(
+            config, problem, evaluator, space, studies, limits, budget, url, name, run, seconds
+        )
     except STORAGE_ERRORS as exc:  # the database failed under the search (damaged, gone)
         raise storage_failure(url, exc) from None
 
 
-def _network(config: SearchConfig, progress: bool) -> Candidate:
+def _open(
+    config: SearchConfig, url: str, opened: list[optuna.storages.RDBStorage]
+) -> optuna.storages.RDBStorage:
+    """Create `out` and open the storage (its SQLite file checked, backed up or created)."""
+    config.out.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(url, config.heartbeat)
+    opened.append(storage)
+    return storage
+
+
+@contextmanager
+def _undone_on_failure(out: Path, url: str) -> Iterator[list[optuna.storages.RDBStorage]]:
+    """Undo what a search that fails before it stores a trial created: the SQLite database
+    (with its log files) when this run made it and it holds no trial, then the folders this
+    run made, when empty. The block appends the storages it opens to the list it is given.
+    Ctrl-C is no failure: the interrupted trial is stored, and so is the database."""
+    database = sqlite_file(url)
+    folders = _missing(out) + (_missing(database.parent) if database is not None else [])
+    fresh = database is not None and not database.exists()
+    opened: list[optuna.storages.RDBStorage] = []
+    try:
+        yield opened
+    except Exception as exc:
+        made = database is not None and fresh and database.is_file()
+        if database is not None and made and _holds_no_trial(opened):
+            for storage in opened:
+                storage.engine.dispose()
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with suppress(OSError):
+                    database.with_name(database.name + suffix).unlink(missing_ok=True)
+            if isinstance(exc, UserError) and exc.hint and str(database) in exc.hint:
+                exc.hint = (  # its recovery advice names a file that is gone
+                    f"{database} held no trial yet, so it was removed; run the search again "
+                    "once the cause is fixed"
+                )
+        for folder in sorted(set(folders), key=lambda f: len(f.parts), reverse=True):
+            with suppress(OSError):  # not empty: it holds what the search wrote, or others'
+                folder.rmdir()
+        raise
+
+
+def _missing(folder: Path) -> list[Path]:
+    """Return the folder and those of its parents that do not exist yet."""
+    folder = folder.absolute()
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _holds_no_trial(opened: list[optuna.storages.RDBStorage]) -> bool:
+    """Say whether the storages opened hold no trial (False when one cannot tell)."""
+    try:
+        return all(stored_trials(storage) == 0 for storage in opened)
+    except STORAGE_ERRORS:
+        return False
+
+
+def _network(
+    config: SearchConfig, url: str, opened: list[optuna.storages.RDBStorage], progress: bool
+) -> Candidate:
     """Return the family's candidate that XPert's phase 1 chooses (search/network.py)."""
     assert config.family is not None
     target = load_target(config.target)
-    config.out.mkdir(parents=True, exist_ok=True)
-    storage = open_storage(storage_url(config.storage, config.out), config.heartbeat)
+    storage = _open(config, url, opened)
     budget = config.area_budget(target)
     family = parse_family(config.family)
     study = config.study or f"{family.arch}-{family.data}-family-{target.name}"
-    chosen, _ = choose_network(family, ProxyBudget(images=config.family_images, seed=config.seed),
-                               target=target, data=config.data, storage=storage, study=study,
-                               trials=config.trials, drop=config.max_accuracy_drop / 100,
-                               area_mm2=budget, out=config.out,
-                               search_samples=config.search_samples, seed=config.seed,
-                               progress=progress)
+    chosen, _ = choose_network(
+        family,
+        ProxyBudget(images=config.family_images, seed=config.seed),
+        target=target,
+        data=config.data,
+        storage=storage,
+        study=study,
+        trials=config.trials,
+        drop=config.max_accuracy_drop / 100,
+        area_mm2=budget,
+        out=config.out,
+        search_samples=config.search_samples,
+        seed=config.seed,
+        progress=progress,
+    )
     return chosen
 
 
-def _run_phases(phases: list[Phase], storage: Any, space: SearchSpace, evaluator: Evaluator,
-                limits: Limits, identity: dict[str, Any], config: SearchConfig,
-                progress: bool, on_trial: Callable[[FrozenTrial], None] | None
-                ) -> tuple[dict[str, optuna.Study], int, float]:
+def _run_phases(
+    phases: list[Phase],
+    storage: Any,
+    space: SearchSpace,
+    evaluator: Evaluator,
+    limits: Limits,
+    identity: dict[str, Any],
+    config: SearchConfig,
+    progress: bool,
+    on_trial: Callable[[FrozenTrial], None] | None,
+) -> tuple[dict[str, optuna.Study], int, float]:
     """Run every phase in order; return the studies by role, trials run and their seconds."""
     from tqdm import tqdm
 
     from imcc.search.storage import finished_count
 
     studies: dict[str, optuna.Study] = {}
-    bar = tqdm(total=sum(p.trials for p in phases), disable=not progress, unit="trial",
-               desc="search", leave=False)
+    bar = tqdm(
+        total=sum(p.trials for p in phases),
+        disable=not progress,
+        unit="trial",
+        desc="search",
+        leave=False,
+    )
     run, illegal, start = 0, 0, time.perf_counter()
 
     def finished(trial: FrozenTrial) -> None:
@@ -261,19 +420,28 @@ def _run_phases(phases: list[Phase], storage: Any, space: SearchSpace, evaluator
     try:
         for index, phase in enumerate(phases):
             directions = list(phase.directions)
-            study = open_study(storage, phase.study, directions,
-                               {**identity, "role": phase.role})
+            study = open_study(storage, phase.study, directions, {**identity, "role": phase.role})
             done = finished_count(study)
             study.sampler = make_sampler(phase.sampler, config.seed + index, phase.trials)
             bar.update(min(done, phase.trials))
             if phase.role == "phase2":
                 structure = best_structure(studies["phase1"])
                 if structure is None:
-                    raise UserError("xpert phase 1 found no design within the area budget",
-                                    hint="raise --area-budget or --trials")
-                phase = Phase(phase.study, phase.role, phase.directions, phase.score,
-                              phase.dimensions, structure, phase.trials, phase.accuracy,
-                              phase.sampler)
+                    raise UserError(
+                        "xpert phase 1 found no design within the area budget",
+                        hint="raise --area-budget or --trials",
+                    )
+                phase = Phase(
+                    phase.study,
+                    phase.role,
+                    phase.directions,
+                    phase.score,
+                    phase.dimensions,
+                    structure,
+                    phase.trials,
+                    phase.accuracy,
+                    phase.sampler,
+                )
                 if not study.get_trials(deepcopy=False):  # a fresh phase 2 (not a resume)
                     study.enqueue_trial(widest_design(phase.dimensions))
             run_phase(phase, study, space, evaluator, limits, finished)
@@ -291,12 +459,19 @@ def _baseline(target: Target, evaluator: Evaluator, floor: float) -> Point | Non
     if evaluation.metrics is None:
         return None
     accuracy, _ = evaluator.check(mapping)
-    return Point("", -1, "baseline", pipeline, evaluation.metrics, accuracy, None, True,
-                 accuracy >= floor)
+    return Point(
+        "", -1, "baseline", pipeline, evaluation.metrics, accuracy, None, True, accuracy >= floor
+    )
 
 
-def _check(points: list[Point], evaluator: Evaluator, objective: str, area: float | None,
-           floor: float, cache: dict[str, float]) -> list[Point]:
+def _check(
+    points: list[Point],
+    evaluator: Evaluator,
+    objective: str,
+    area: float | None,
+    floor: float,
+    cache: dict[str, float],
+) -> list[Point]:
     """Return the Pareto front of the points within the area budget, every point on it
     checked on the check subset: check the front's points, redraw it with their checked
     accuracies, and repeat until the front holds only checked points."""
@@ -313,9 +488,19 @@ def _check(points: list[Point], evaluator: Evaluator, objective: str, area: floa
             pool[pool.index(point)] = checked(point, cache[point.pipeline], floor)
 
 
-def _finish(config: SearchConfig, problem: Problem, evaluator: Evaluator, space: SearchSpace,
-            studies: dict[str, optuna.Study], limits: Limits, budget: float | None, url: str,
-            name: str, run: int, seconds: float) -> SearchResult:
+def _finish(
+    config: SearchConfig,
+    problem: Problem,
+    evaluator: Evaluator,
+    space: SearchSpace,
+    studies: dict[str, optuna.Study],
+    limits: Limits,
+    budget: float | None,
+    url: str,
+    name: str,
+    run: int,
+    seconds: float,
+) -> SearchResult:
     """Collect the points, check the fronts, pick the best, write the outputs."""
     objective = config.objective_name
     reference = evaluator.reference_accuracy("check")
@@ -326,37 +511,68 @@ def _finish(config: SearchConfig, problem: Problem, evaluator: Evaluator, space:
     front = _check(points, evaluator, objective, budget, floor, cache)
     random_front = front
     if config.strategy != "random" and "random" in studies:
-        random_front = _check(points_of(studies["random"]), evaluator, objective, budget, floor,
-                              cache)
+        random_front = _check(
+            points_of(studies["random"]), evaluator, objective, budget, floor, cache
+        )
     baseline = _baseline(problem.target, evaluator, floor)
-    best = min((p for p in front if p.meets_floor), key=lambda p: p.objective(objective),
-               default=None)
+    best = min(
+        (p for p in front if p.meets_floor), key=lambda p: p.objective(objective), default=None
+    )
     counts = count_trials(studies.values())
     out = config.out
     replay = None
     if best is not None:
         graph = evaluator.compile(best.pipeline.removeprefix(f"{DEFAULT_PIPELINE},"))
-        graph = graph.replace(attributes={**graph.attributes, "target": config.target,
-                                          "source": str(problem.model.resolve())})
+        graph = graph.replace(
+            attributes={
+                **graph.attributes,
+                "target": config.target,
+                "source": str(problem.model.resolve()),
+            }
+        )
         save_program(graph, out / BEST_PROGRAM)
-        replay = shlex.join(["imcc", "compile", config.model, "--target", config.target,
-                             "--passes", best.pipeline, "--calib", config.data,
-                             "--report", "report.json"])
+        replay = shlex.join(
+            [
+                "imcc",
+                "compile",
+                config.model,
+                "--target",
+                config.target,
+                "--passes",
+                best.pipeline,
+                "--calib",
+                config.data,
+                "--report",
+                "report.json",
+            ]
+        )
     rate = run / seconds if seconds > 0 else 0.0
     record: dict[str, Any] = {
-        "model": config.model, "target": config.target, "data": config.data,
-        "strategy": config.strategy, "objective": objective, "study": name,
-        "storage": redact(url), "seed": config.seed,
+        "model": config.model,
+        "target": config.target,
+        "data": config.data,
+        "strategy": config.strategy,
+        "objective": objective,
+        "study": name,
+        "storage": redact(url),
+        "seed": config.seed,
         "trials": {**counts.to_dict(), "requested": config.trials, "this_run": run},
         "trials_per_second": rate,
-        "space": {"dimensions": len(space.searched()), "size": space.size(),
-                  "layers": list(space.layers)},
+        "space": {
+            "dimensions": len(space.searched()),
+            "size": space.size(),
+            "layers": list(space.layers),
+        },
         "calibration": problem.calibrated,
-        "accuracy": {"reference": "float", "reference_value": reference,
-                     "max_drop_points": config.max_accuracy_drop, "floor": floor,
-                     "search_samples": len(problem.search_data.images),
-                     "probe_samples": problem.probe,
-                     "check_samples": len(problem.check_data.images)},
+        "accuracy": {
+            "reference": "float",
+            "reference_value": reference,
+            "max_drop_points": config.max_accuracy_drop,
+            "floor": floor,
+            "search_samples": len(problem.search_data.images),
+            "probe_samples": problem.probe,
+            "check_samples": len(problem.check_data.images),
+        },
         "area_budget_mm2": budget,
         "pareto": [p.to_dict() for p in front],
         "random_front": [p.to_dict() for p in random_front],
@@ -368,8 +584,22 @@ def _finish(config: SearchConfig, problem: Problem, evaluator: Evaluator, space:
     title = f"{config.model} on {config.target}: {config.strategy} ({counts.finished} trials)"
     plot(out / PARETO_PNG, objective, points, front, random_front, baseline, best, floor, title)
     summary = format_summary(record, front, baseline, best, objective)
-    return SearchResult(config, space, counts, tuple(front), tuple(random_front), baseline, best,
-                        reference, floor, budget, run, seconds, record, summary)
+    return SearchResult(
+        config,
+        space,
+        counts,
+        tuple(front),
+        tuple(random_front),
+        baseline,
+        best,
+        reference,
+        floor,
+        budget,
+        run,
+        seconds,
+        record,
+        summary,
+    )
 
 
 __all__ = ["SearchConfig", "SearchResult", "run_search"]

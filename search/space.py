@@ -46,9 +46,11 @@ def template(target: Target) -> tuple[Step, ...]:
     `calibrate-mtj` after the slicing when it offers an MTJ converter (an uncalibrated MTJ
     column converts coin flips; the pass leaves layers with other converters alone).
     """
-    steps = [Step("assign-input-precision"),
-             Step("quantize", fixed=(("samples", CALIBRATION_SAMPLES),)),
-             Step("tile-crossbar", skip=("slices",))]
+    steps = [
+        Step("assign-input-precision"),
+        Step("quantize", fixed=(("samples", CALIBRATION_SAMPLES),)),
+        Step("tile-crossbar", skip=("slices",)),
+    ]
     if len(supported_schemes(target)) > 1:
         steps.append(Step("encode-weights"))
     steps += [Step("select-adc"), Step("slice-weights")]
@@ -145,14 +147,16 @@ def _parse_entry(spec: OptionSpec, text: str) -> Any:
     return spec.parse(f"[{text}]")[0]
 
 
-def _pass_dimensions(instance: Pass, step: Step, graph: Graph, ctx: Context
-                     ) -> list[Dimension]:
+def _pass_dimensions(instance: Pass, step: Step, graph: Graph, ctx: Context) -> list[Dimension]:
     """Return a pass's dimensions: per-layer entries where declared, else uniform options."""
     specs = {spec.name: spec for spec in instance.options()}
     uniform = instance.search_space(graph, ctx)
     per_layer = instance.layer_search_space(graph, ctx)
-    covered = {name for declared in instance.per_layer_options
-               for name in (declared.uniform, *declared.supersedes)}
+    covered = {
+        name
+        for declared in instance.per_layer_options
+        for name in (declared.uniform, *declared.supersedes)
+    }
     dimensions = []
     fixed = {name for name, _ in step.fixed}
     for option, layers in per_layer.items():

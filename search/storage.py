@@ -12,9 +12,11 @@ worker (or a lost machine) and the next worker to look fails it, marked `interru
 
 A SQLite file is checked before a search writes to it (`PRAGMA quick_check`): a damaged or
 empty file is refused, never overwritten or re-initialised, and the message names the file,
-its backup and how to start anew. Once the check passes, the file is copied to
-`search.db.bak` (replacing the previous copy), so that a file damaged later can be restored
-to what it held when the last run started.
+its backup and how to start anew; another program's database (tables, but not optuna's) is
+refused too, untouched. Once the check passes, the file is copied to `search.db.bak`
+(replacing the previous copy), so that a file damaged later can be restored to what it held
+when the last run started. A storage that cannot keep trials (an in-memory or read-only
+SQLite database) is refused before anything is created (`check_storage`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -36,7 +39,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from imcc.errors import UserError
 
 STORAGE_ERRORS: tuple[type[BaseException], ...] = (
-    optuna.exceptions.StorageInternalError, SQLAlchemyError, sqlite3.Error)
+    optuna.exceptions.StorageInternalError,
+    SQLAlchemyError,
+    sqlite3.Error,
+)
 """What a storage raises when its database fails under a running search (see
 `storage_failure`)."""
 
@@ -49,6 +55,9 @@ PIPELINE = "pipeline"  # user attribute: the trial's full pipeline string, set w
 RESULT = "result"  # user attribute: costs, accuracy, constraints of an evaluated trial
 ILLEGAL = "illegal"  # user attribute: why the passes rejected the trial
 INTERRUPTED = "interrupted"  # user attribute: Ctrl-C stopped the trial, or its worker died
+
+OPTUNA_TABLES = frozenset({"studies", "trials", "version_info"})
+"""Tables every optuna database has: a SQLite file with tables but not these is not a search's."""
 
 BACKUP_SUFFIX = ".bak"
 """The copy of a SQLite database made each run once it checked clean: `search.db.bak`."""
@@ -64,10 +73,10 @@ def storage_url(storage: str | None, out: Path) -> str:
     return storage
 
 
-def open_storage(url: str, heartbeat: float = HEARTBEAT) -> optuna.storages.RDBStorage:
-    """Open (creating its tables if needed) the database of a SQLAlchemy URL optuna accepts,
-    with trial heartbeats every `heartbeat` seconds; an unknown scheme, a missing driver or an
-    unreachable server is a UserError."""
+def check_storage(url: str) -> Path | None:
+    """Refuse a storage URL no search can keep its trials in, before anything is created: an
+    unknown scheme, a malformed URL, an in-memory SQLite database (its trials vanish with the
+    process) or a read-only one. Return the file a SQLite URL names (None for a server)."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -78,29 +87,73 @@ def open_storage(url: str, heartbeat: float = HEARTBEAT) -> optuna.storages.RDBS
     except (ArgumentError, NoSuchModuleError, ValueError):
         scheme = url.split(":", 1)[0] if ":" in url else url
         if "://" in url and _known_scheme(scheme):  # a known scheme, the rest is malformed
-            raise UserError(f"--storage: malformed database URL {redact(url)}",
-                            hint=hint) from None
+            raise UserError(f"--storage: malformed database URL {redact(url)}", hint=hint) from None
         raise UserError(f"--storage: unknown database URL scheme '{scheme}'", hint=hint) from None
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    query = {key: _last(value).lower() for key, value in parsed.query.items()}
+    database = parsed.database or ""
+    if query.get("uri") in ("true", "1") and database.startswith("file:"):
+        database = unquote(urlsplit(database).path)  # a SQLite URI filename: file:PATH?...
+    if database in ("", ":memory:") or query.get("mode") == "memory":
+        raise UserError(
+            f"--storage {redact(url)} is an in-memory SQLite database: the search's trials "
+            "would vanish when it ends",
+            hint="give a file, e.g. --storage sqlite:///search.db, or leave --storage out "
+            "(search.db in --out)",
+        )
+    if query.get("mode") == "ro" or query.get("immutable") in ("1", "true"):
+        raise UserError(
+            f"--storage {redact(url)} opens the SQLite database read-only: a search must "
+            "write its trials",
+            hint="drop ?mode=ro (or immutable=1), e.g. --storage sqlite:///search.db",
+        )
+    return Path(database)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """Return the SQLite file a storage URL names, or None (a server, or a bad URL)."""
+    try:
+        return check_storage(url)
+    except UserError:
+        return None
+
+
+def _last(value: str | tuple[str, ...]) -> str:
+    """Return a URL query value (SQLAlchemy gives a tuple for a repeated key: the last wins)."""
+    return value[-1] if isinstance(value, tuple) else value
+
+
+def open_storage(url: str, heartbeat: float = HEARTBEAT) -> optuna.storages.RDBStorage:
+    """Open (creating its tables if needed) the database of a SQLAlchemy URL optuna accepts,
+    with trial heartbeats every `heartbeat` seconds; a URL `check_storage` refuses, a missing
+    driver or an unreachable server is a UserError."""
+    from sqlalchemy.engine import make_url
+
+    database = check_storage(url)
+    parsed = make_url(url)
     engine_kwargs = {}
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            check_sqlite(Path(parsed.database))
+    if database is not None:
+        check_sqlite(database)
         engine_kwargs = {"connect_args": {"timeout": 60}}
     try:
         storage = _create(url, engine_kwargs, heartbeat)
-        if parsed.get_backend_name() == "sqlite":
+        if database is not None:
             _fast_sqlite(storage)
         return storage
     except ImportError as exc:  # optuna re-raises the driver's ModuleNotFoundError as this
         cause = exc if isinstance(exc, ModuleNotFoundError) else exc.__cause__
         module = getattr(cause, "name", None) or _driver(parsed)
-        raise UserError(f"--storage: the {parsed.get_backend_name()} driver is not installed "
-                        f"({module})", hint=f"pip install the driver, e.g. {_driver(parsed)}"
-                        ) from None
+        raise UserError(
+            f"--storage: the {parsed.get_backend_name()} driver is not installed ({module})",
+            hint=f"pip install the driver, e.g. {_driver(parsed)}",
+        ) from None
     except (SQLAlchemyError, OSError, RuntimeError) as exc:  # RuntimeError: optuna's schema
         message = _scrub(" ".join(str(exc).split())[:300], url)
-        raise UserError(f"--storage: cannot open {redact(url)}: {message}",
-                        hint="check the URL, the server and the credentials") from None
+        raise UserError(
+            f"--storage: cannot open {redact(url)}: {message}",
+            hint="check the URL, the server and the credentials",
+        ) from None
 
 
 def _known_scheme(scheme: str) -> bool:
@@ -127,38 +180,65 @@ def check_sqlite(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"cannot create the folder of the search database {path}: "
-                        f"{exc.strerror}", hint="give another --out or --storage") from None
+        raise UserError(
+            f"cannot create the folder of the search database {path}: {exc.strerror}",
+            hint="give another --out or --storage",
+        ) from None
     if path.is_dir():
-        raise UserError(f"the search database {path} is a folder",
-                        hint="give another --out or --storage sqlite:///FILE")
+        raise UserError(
+            f"the search database {path} is a folder",
+            hint="give another --out or --storage sqlite:///FILE",
+        )
     if not path.exists():
         return
     if not os.access(path, os.R_OK | os.W_OK):
-        raise UserError(f"cannot read and write the search database {path}",
-                        hint="check its permissions, or give another --out or --storage")
+        raise UserError(
+            f"cannot read and write the search database {path}",
+            hint="check its permissions, or give another --out or --storage",
+        )
     wal = path.with_name(path.name + "-wal")
     if path.stat().st_size == 0 and not (wal.exists() and wal.stat().st_size > 0):
         # SQLite would silently make a new database of it: whatever it held is lost already,
         # and overwriting it would hide that; the user decides
-        raise UserError(f"the search database {path} is empty (0 bytes): it holds no trials "
-                        "and is not a SQLite database", hint=_recovery(path, backup))
+        raise UserError(
+            f"the search database {path} is empty (0 bytes): it holds no trials "
+            "and is not a SQLite database",
+            hint=_recovery(path, backup),
+        )
     with path.open("rb") as handle:
         header = handle.read(16)
     if header and header != SQLITE_HEADER and not backup.exists():
         # someone else's file, not a damaged search: never advise moving it
-        raise UserError(f"{path} is not a SQLite database, so it cannot hold a search",
-                        hint="give another --out, or --storage sqlite:///FILE for a new file")
+        raise UserError(
+            f"{path} is not a SQLite database, so it cannot hold a search",
+            hint="give another --out, or --storage sqlite:///FILE for a new file",
+        )
     try:
         with _connect(path) as source:
             rows = source.execute("PRAGMA quick_check").fetchall()
+            tables = [
+                str(name)
+                for (name,) in source.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+                )
+            ]
     except sqlite3.Error as exc:
-        raise UserError(f"the search database {path} is damaged: {exc}",
-                        hint=_recovery(path, backup)) from None
+        raise UserError(
+            f"the search database {path} is damaged: {exc}", hint=_recovery(path, backup)
+        ) from None
     if rows != [("ok",)]:
         problem = "; ".join(str(row[0]) for row in rows[:3])
-        raise UserError(f"the search database {path} is damaged: {problem}",
-                        hint=_recovery(path, backup))
+        raise UserError(
+            f"the search database {path} is damaged: {problem}", hint=_recovery(path, backup)
+        )
+    if tables and not OPTUNA_TABLES <= set(tables):
+        # another program's database: neither written to nor backed up
+        listed = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+        raise UserError(
+            f"{path} is a SQLite database of another program (tables: {listed}), not a "
+            "search's, so it cannot hold a search",
+            hint="give another --out, or --storage sqlite:///FILE for a new file",
+        )
     _back_up(path, backup)
 
 
@@ -172,8 +252,10 @@ def _back_up(path: Path, backup: Path) -> None:
         os.replace(partial, backup)
     except (sqlite3.Error, OSError) as exc:
         partial.unlink(missing_ok=True)
-        raise UserError(f"cannot back up the search database {path} to {backup}: {exc}",
-                        hint="free some disk space, or give another --out") from None
+        raise UserError(
+            f"cannot back up the search database {path} to {backup}: {exc}",
+            hint="free some disk space, or give another --out",
+        ) from None
 
 
 def _connect(path: Path) -> closing[sqlite3.Connection]:
@@ -184,29 +266,36 @@ def _connect(path: Path) -> closing[sqlite3.Connection]:
 def _recovery(path: Path, backup: Path) -> str:
     """Say how to get going again without losing the damaged file: move it (and the SQLite
     log files beside it, which belong to it) aside, then restore the backup or start anew."""
-    companions = [p.name for p in (path.with_name(path.name + "-wal"),
-                                   path.with_name(path.name + "-shm")) if p.exists()]
+    companions = [
+        p.name
+        for p in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))
+        if p.exists()
+    ]
     aside = f"mv {path} {path}.damaged" + "".join(
-        f" && mv {path.parent / name} {path.parent / name}.damaged" for name in companions)
+        f" && mv {path.parent / name} {path.parent / name}.damaged" for name in companions
+    )
     if backup.exists():
-        return (f"a copy from the start of the last run is in {backup}: `{aside} && cp "
-                f"{backup} {path}` resumes from it; `{aside}` alone starts a new search")
+        return (
+            f"a copy from the start of the last run is in {backup}: `{aside} && cp "
+            f"{backup} {path}` resumes from it; `{aside}` alone starts a new search"
+        )
     return f"`{aside}` keeps the old file and lets the next run start a new search"
 
 
 def storage_failure(url: str, exc: BaseException) -> UserError:
     """Return the UserError for a storage that failed during a search (a SQLite file damaged
     while the search ran, a server gone): what failed, where, and how to recover."""
-    from sqlalchemy.engine import make_url
-
     message = _scrub(" ".join(str(exc).split())[:300], url)
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database:
-        path = Path(parsed.database)
-        return UserError(f"the search database {path} failed: {message}",
-                         hint=_recovery(path, path.with_name(path.name + BACKUP_SUFFIX)))
-    return UserError(f"--storage {redact(url)} failed during the search: {message}",
-                     hint="check the server; finished trials are kept, run again to resume")
+    path = sqlite_file(url)
+    if path is not None:
+        return UserError(
+            f"the search database {path} failed: {message}",
+            hint=_recovery(path, path.with_name(path.name + BACKUP_SUFFIX)),
+        )
+    return UserError(
+        f"--storage {redact(url)} failed during the search: {message}",
+        hint="check the server; finished trials are kept, run again to resume",
+    )
 
 
 def _scrub(message: str, url: str) -> str:
@@ -229,8 +318,11 @@ def _create(url: str, engine_kwargs: dict, heartbeat: float) -> optuna.storages.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(  # optuna's types say int; any period works
-                    url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
-                    grace_period=3 * heartbeat)
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat,
+                    grace_period=3 * heartbeat,
+                )
         except SQLAlchemyError:
             if attempt == 3:
                 raise
@@ -256,7 +348,8 @@ def _fast_sqlite(storage: optuna.storages.RDBStorage) -> None:
 
 def _driver(parsed) -> str:
     return {"postgresql": "psycopg2-binary", "mysql": "pymysql"}.get(
-        parsed.get_backend_name(), "the database's Python driver")
+        parsed.get_backend_name(), "the database's Python driver"
+    )
 
 
 def redact(url: str) -> str:
@@ -267,13 +360,21 @@ def redact(url: str) -> str:
     return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
 
 
-def open_study(storage: optuna.storages.RDBStorage, name: str, directions: list[str],
-               identity: Mapping[str, object]) -> optuna.Study:
+def open_study(
+    storage: optuna.storages.RDBStorage,
+    name: str,
+    directions: list[str],
+    identity: Mapping[str, object],
+) -> optuna.Study:
     """Create or load a study; refuse one created for another search (`identity` differs).
     The caller sets `study.sampler`."""
-    study = optuna.create_study(storage=storage, study_name=name, directions=directions,
-                                sampler=optuna.samplers.RandomSampler(),
-                                load_if_exists=True)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        directions=directions,
+        sampler=optuna.samplers.RandomSampler(),
+        load_if_exists=True,
+    )
     recorded = study.user_attrs
     if not recorded:
         for key, value in identity.items():
@@ -282,9 +383,11 @@ def open_study(storage: optuna.storages.RDBStorage, name: str, directions: list[
     differs = [k for k, v in identity.items() if k in recorded and recorded[k] != v]
     if differs or [d.name.lower() for d in study.directions] != directions:
         what = ", ".join(f"{k}={recorded.get(k)!r} (now {identity.get(k)!r})" for k in differs)
-        raise UserError(f"study '{name}' in this storage was created for another search"
-                        + (f": {what}" if what else ""),
-                        hint="give another --study or --out, or the same flags as before")
+        raise UserError(
+            f"study '{name}' in this storage was created for another search"
+            + (f": {what}" if what else ""),
+            hint="give another --study or --out, or the same flags as before",
+        )
     return study
 
 
@@ -316,6 +419,14 @@ def best_feasible(study: optuna.Study) -> FrozenTrial | None:
 def finished_count(study: optuna.Study) -> int:
     """Return how many trials of a study count toward `--trials`."""
     return sum(finished(t) for t in study.get_trials(deepcopy=False))
+
+
+def stored_trials(storage: optuna.storages.BaseStorage) -> int:
+    """Return how many trials (in any state) all the studies of a storage hold."""
+    return sum(
+        len(storage.get_all_trials(study._study_id, deepcopy=False))
+        for study in storage.get_all_studies()
+    )
 
 
 def heartbeat_period(study: optuna.Study) -> float:
@@ -361,10 +472,18 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
     storage = study._storage
     engine = getattr(storage, "_backend", storage).engine  # optuna caches the RDBStorage
     with engine.connect() as connection:  # killed before their first heartbeat
-        silent = connection.execute(text(
-            "SELECT t.trial_id FROM trials t WHERE t.study_id = :study AND t.state = 'RUNNING' "
-            "AND NOT EXISTS (SELECT 1 FROM trial_heartbeats h WHERE h.trial_id = t.trial_id)"),
-            {"study": study._study_id}).scalars().all()
+        silent = (
+            connection.execute(
+                text(
+                    "SELECT t.trial_id FROM trials t "
+                    "WHERE t.study_id = :study AND t.state = 'RUNNING' AND NOT EXISTS "
+                    "(SELECT 1 FROM trial_heartbeats h WHERE h.trial_id = t.trial_id)"
+                ),
+                {"study": study._study_id},
+            )
+            .scalars()
+            .all()
+        )
     for trial_id in silent:  # beat once for them: a live worker's own beats take over
         storage.record_heartbeat(trial_id)
     failed = []

@@ -51,9 +51,15 @@ from imcc.search.storage import (
 
 STRATEGIES = ("pareto", "xpert", "random")
 
-PHASE1 = {("select-adc", "per_layer_converter"), ("select-adc", "converter"),
-          ("share-columns", "per_layer"), ("share-columns", "factor"),
-          ("tile-crossbar", "rows"), ("tile-crossbar", "columns"), ("place", "replicate")}
+PHASE1 = {
+    ("select-adc", "per_layer_converter"),
+    ("select-adc", "converter"),
+    ("share-columns", "per_layer"),
+    ("share-columns", "factor"),
+    ("tile-crossbar", "rows"),
+    ("tile-crossbar", "columns"),
+    ("place", "replicate"),
+}
 """XPert's phase-1 dimensions (structure); every other dimension is phase 2's (precision)."""
 
 
@@ -114,7 +120,10 @@ def make_sampler(kind: str, seed: int, trials: int) -> optuna.samplers.BaseSampl
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.TPESampler(  # constant_liar (the default): workers that
                 # share a study see each other's running trials and sample elsewhere
-                seed=state, n_startup_trials=max(4, min(10, trials // 4)), multivariate=True)
+                seed=state,
+                n_startup_trials=max(4, min(10, trials // 4)),
+                multivariate=True,
+            )
 
     return TrialSeeded(make, seed)
 
@@ -137,24 +146,38 @@ class TrialSeeded(optuna.samplers.BaseSampler):
         self._sampler = self._make(trial_seed(self._seed, trial.number))
         self._sampler.before_trial(study, trial)
 
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial
-                                    ) -> dict[str, optuna.distributions.BaseDistribution]:
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, optuna.distributions.BaseDistribution]:
         """Return the trial's sampler's joint search space."""
         return self._sampler.infer_relative_search_space(study, trial)
 
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
-                        search_space: dict[str, optuna.distributions.BaseDistribution]
-                        ) -> dict[str, object]:
+    def sample_relative(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        search_space: dict[str, optuna.distributions.BaseDistribution],
+    ) -> dict[str, object]:
         """Sample the joint search space with the trial's sampler."""
         return self._sampler.sample_relative(study, trial, search_space)
 
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: optuna.distributions.BaseDistribution) -> object:
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: optuna.distributions.BaseDistribution,
+    ) -> object:
         """Sample one parameter with the trial's sampler."""
         return self._sampler.sample_independent(study, trial, param_name, param_distribution)
 
-    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
-                    values: Sequence[float] | None) -> None:
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
         """Let the trial's sampler see how the trial ended (TPE records its constraints)."""
         self._sampler.after_trial(study, trial, state, values)
 
@@ -191,8 +214,14 @@ def deferred_interrupt() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def run_phase(phase: Phase, study: optuna.Study, space: SearchSpace, evaluator: Evaluator,
-              limits: Limits, on_trial: Callable[[FrozenTrial], None]) -> None:
+def run_phase(
+    phase: Phase,
+    study: optuna.Study,
+    space: SearchSpace,
+    evaluator: Evaluator,
+    limits: Limits,
+    on_trial: Callable[[FrozenTrial], None],
+) -> None:
     """Ask, evaluate and tell trials until the study holds `phase.trials` finished ones.
 
     Illegal trials are told FAIL with the reason in the user attribute `illegal`; trials the
@@ -205,9 +234,15 @@ def run_phase(phase: Phase, study: optuna.Study, space: SearchSpace, evaluator: 
         _trials(phase, study, space, evaluator, limits, on_trial, interrupted)
 
 
-def _trials(phase: Phase, study: optuna.Study, space: SearchSpace, evaluator: Evaluator,
-            limits: Limits, on_trial: Callable[[FrozenTrial], None],
-            interrupted: Callable[[], bool]) -> None:
+def _trials(
+    phase: Phase,
+    study: optuna.Study,
+    space: SearchSpace,
+    evaluator: Evaluator,
+    limits: Limits,
+    on_trial: Callable[[FrozenTrial], None],
+    interrupted: Callable[[], bool],
+) -> None:
     """The trial loop of run_phase; a held Ctrl-C stops it between trials."""
     searched = [d for d in phase.dimensions if d.searched]
     floor = limits.accuracy_floor
@@ -248,8 +283,9 @@ def _trials(phase: Phase, study: optuna.Study, space: SearchSpace, evaluator: Ev
             on_trial(frozen)
 
 
-def _record(trial: optuna.Trial, evaluation: Evaluation, phase: Phase, limits: Limits
-            ) -> tuple[TrialState, list[float] | None]:
+def _record(
+    trial: optuna.Trial, evaluation: Evaluation, phase: Phase, limits: Limits
+) -> tuple[TrialState, list[float] | None]:
     """Store an evaluation in the trial's user attributes (one write: `result`, or `illegal`
     with the reason); return the trial's state and objective values."""
     if evaluation.illegal is not None:
@@ -257,11 +293,18 @@ def _record(trial: optuna.Trial, evaluation: Evaluation, phase: Phase, limits: L
         return TrialState.FAIL, None
     assert evaluation.metrics is not None
     constraints = limits.constraints(evaluation)
-    trial.set_user_attr(RESULT, {
-        "role": phase.role, "metrics": evaluation.metrics.to_dict(),
-        "accuracy": evaluation.accuracy, "accuracy_samples": evaluation.samples,
-        "layer_error": evaluation.layer_error, "pruned": evaluation.pruned,
-        "constraints": constraints})
+    trial.set_user_attr(
+        RESULT,
+        {
+            "role": phase.role,
+            "metrics": evaluation.metrics.to_dict(),
+            "accuracy": evaluation.accuracy,
+            "accuracy_samples": evaluation.samples,
+            "layer_error": evaluation.layer_error,
+            "pruned": evaluation.pruned,
+            "constraints": constraints,
+        },
+    )
     for key, value in zip(("area", "accuracy"), constraints, strict=True):
         trial.set_constraint(key, value)  # the samplers prefer feasible trials
     if evaluation.pruned:
@@ -293,8 +336,14 @@ def widest_design(dimensions: Sequence[Dimension]) -> dict[str, str]:
     return corner
 
 
-def search_phases(strategy: str, study: str, space: SearchSpace, objective: str | None,
-                  trials: int, random_trials: int) -> list[Phase]:
+def search_phases(
+    strategy: str,
+    study: str,
+    space: SearchSpace,
+    objective: str | None,
+    trials: int,
+    random_trials: int,
+) -> list[Phase]:
     """Return the phases of a strategy before any has run (xpert's phase 2 gets its fixed
     choices from phase 1 later: see `phase_two`)."""
     chosen = objective or "edap"
@@ -302,21 +351,61 @@ def search_phases(strategy: str, study: str, space: SearchSpace, objective: str 
     phases: list[Phase] = []
     if strategy == "xpert":
         first = tuple(d for d in everything if (d.pass_name, d.option) in PHASE1)
-        phases.append(Phase(f"{study}/phase1", "phase1", ("minimize",),
-                            single_objective("latency"), first, {}, phase1_trials(trials),
-                            False, "tpe"))
+        phases.append(
+            Phase(
+                f"{study}/phase1",
+                "phase1",
+                ("minimize",),
+                single_objective("latency"),
+                first,
+                {},
+                phase1_trials(trials),
+                False,
+                "tpe",
+            )
+        )
         second = tuple(d for d in everything if (d.pass_name, d.option) not in PHASE1)
-        phases.append(Phase(f"{study}/phase2", "phase2", ("minimize",),
-                            single_objective(objective or "energy"), second, {},
-                            max(1, trials - phase1_trials(trials)), True, "descent"))
+        phases.append(
+            Phase(
+                f"{study}/phase2",
+                "phase2",
+                ("minimize",),
+                single_objective(objective or "energy"),
+                second,
+                {},
+                max(1, trials - phase1_trials(trials)),
+                True,
+                "descent",
+            )
+        )
     else:
-        phases.append(Phase(study, "search", ("maximize", "minimize"), multi_objective(chosen),
-                            everything, {}, trials, True,
-                            "random" if strategy == "random" else "tpe"))
+        phases.append(
+            Phase(
+                study,
+                "search",
+                ("maximize", "minimize"),
+                multi_objective(chosen),
+                everything,
+                {},
+                trials,
+                True,
+                "random" if strategy == "random" else "tpe",
+            )
+        )
     if strategy != "random" and random_trials > 0:
-        phases.append(Phase(f"{study}/random", "random", ("maximize", "minimize"),
-                            multi_objective(chosen), everything, {}, random_trials, True,
-                            "random"))
+        phases.append(
+            Phase(
+                f"{study}/random",
+                "random",
+                ("maximize", "minimize"),
+                multi_objective(chosen),
+                everything,
+                {},
+                random_trials,
+                True,
+                "random",
+            )
+        )
     return phases
 
 

@@ -305,12 +305,11 @@ def test_finetune_command_reports_the_simulation_of_the_exported_model(
     [
         (
             ("--epochs", "-1"),
-            "error: finetune: --epochs, --surrogate-epochs and --datapath-images "
-            "must be >= 0, --batch >= 1, --lr > 0 and --datapath-lr >= 0\n",
+            "error: finetune: --epochs must be >= 0, not -1\n",
         ),
         (
             ("--datapath-images", "-1"),
-            "error: finetune: --epochs, --surrogate-epochs and --datapath-images must be >= 0",
+            "error: finetune: --datapath-images must be >= 0 (0: all), not -1\n",
         ),
         (
             ("--train", "300", "--holdout", "72"),
