@@ -103,10 +103,13 @@ def _parse_and_verify(
 def read_program_text(path: str | os.PathLike[str]) -> str:
     """Return the text of a program file, or raise a UserError saying what the file is instead."""
     path = Path(path)
+    hint = "give an .imcir program (`imcc compile M --target T -o P.imcir` writes one)"
+    if path.is_dir():
+        raise UserError(f"cannot read {path}: it is a folder, not a program", hint=hint)
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}", hint=hint) from None
     if _looks_like_onnx(data):
         raise UserError(
             f"{path} looks like an ONNX model, not an .imcir program",

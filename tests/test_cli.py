@@ -88,7 +88,11 @@ def program(tmp_path: Path) -> Path:
             "error: argument --batch: invalid int value: 'two'\n"
             "hint: `imcc compile --help` shows the usage\n",
         ),
-        (("opt", "missing.imcir"), "error: cannot read missing.imcir: No such file or directory\n"),
+        (
+            ("opt", "missing.imcir"),
+            "error: cannot read missing.imcir: No such file or directory\n"
+            "hint: give an .imcir program (`imcc compile M --target T -o P.imcir` writes one)\n",
+        ),
         (
             ("compile", "m.onnx", "--target", "nosuch"),
             "error: no target named 'nosuch'\n"
@@ -304,7 +308,10 @@ def test_console_entry_point_runs_as_a_module() -> None:
         [sys.executable, "-m", "imcc", "opt", "missing.imcir"], capture_output=True, text=True
     )
     assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr == "error: cannot read missing.imcir: No such file or directory\n"
+    assert done.stderr == (
+        "error: cannot read missing.imcir: No such file or directory\n"
+        "hint: give an .imcir program (`imcc compile M --target T -o P.imcir` writes one)\n"
+    )
 
 
 def test_compile_of_a_model_with_an_unsupported_op_exits_2_listing_it(capsys):
