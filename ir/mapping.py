@@ -42,6 +42,12 @@ from typing import Any
 from imcc.ir.attributes import AttrKind, AttrSpec, structured_attribute
 from imcc.target import ConverterKind
 
+MAPPING_HINT = (
+    "mapping attributes are what `imcc compile --target T` decided: compile the model "
+    "again rather than edit them"
+)
+"""The hint of every error about a mapping attribute in a user's program."""
+
 ENCODINGS = ("offset", "differential", "center-offset")
 CONVERTER_KINDS = tuple(kind.value for kind in ConverterKind)
 ONE_BIT_KINDS = (ConverterKind.SENSE_AMP.value, ConverterKind.MTJ.value)

@@ -16,6 +16,7 @@ import numpy as np
 from imcc.errors import BlobError, ParseError, SourceError
 from imcc.ir.attributes import coerce, struct_class, struct_field_kinds
 from imcc.ir.graph import GRAPH_ATTRIBUTES, Constant, Graph, Node, Value
+from imcc.ir.mapping import MAPPING_HINT
 from imcc.ir.ops import ShapeError, all_ops, get_op
 from imcc.ir.printer import StringSyntaxError, element_problem, parse_dense, parse_string
 from imcc.ir.types import DType, TensorType
@@ -490,5 +491,5 @@ class _Builder:
             try:
                 return cls(**values)
             except (TypeError, ValueError) as exc:
-                raise self.error(tree, f"bad #{mnemonic}: {exc}") from None
+                raise self.error(tree, f"bad #{mnemonic}: {exc}", MAPPING_HINT) from None
         raise AssertionError(kind)

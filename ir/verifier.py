@@ -9,6 +9,7 @@ from imcc.ir.attributes import coerce
 from imcc.ir.graph import GRAPH_ATTRIBUTES, Graph, Node
 from imcc.ir.mapping import (
     CROSSBAR_OPS,
+    MAPPING_HINT,
     InputStreaming,
     LayerShape,
     MappingRuleError,
@@ -23,12 +24,6 @@ from imcc.ir.types import TensorType
 CODE_PRESERVING = ("reshape", "transpose", "slice")
 """Ops whose integer result holds exactly the codes of their operand: a crossbar layer behind
 them still reads the codes of the quantize before them."""
-
-
-MAPPING_HINT = (
-    "mapping attributes are what `imcc compile --target T` decided: compile the model "
-    "again rather than edit them"
-)
 
 
 def _where(node: Node, index: int) -> str:
