@@ -60,7 +60,7 @@ class SimulationReport:
     predictions: tuple[int, ...] = field(default=(), repr=False)  # mapped, one per sample
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the report with the design.md keys."""
+        """Return the report with the keys the README documents."""
         return {
             "data": self.data,
             "samples": self.samples,

@@ -2,7 +2,7 @@
 
 `estimate(graph, target)` walks a mapped graph (the mapping passes set the crossbar ops'
 attributes) and returns a `CostReport`; `format_table(report)` renders it for a terminal and
-`report.to_json()` gives the design.md JSON object.
+`report.to_json()` gives the JSON object the README documents.
 """
 
 from imcc.costmodel.layer import LayerCost

@@ -3,8 +3,8 @@
 Four models price the column converters a target offers (`Converter.model`, `Converter.kind`):
 
 - `survey` (ADC): the regression of Murmann's ADC survey used by the RAELLA / CiMLoop authors
-  (references.md §4), with B the resolution (valid for B >= 4), T the node in nm, f the samples
-  per second of one ADC::
+  (Andrulis et al., CiMLoop, arXiv 2404.06553), with B the resolution (valid for B >= 4), T the
+  node in nm, f the samples per second of one ADC::
 
       SNDR  = 6.0206*B + 1.7609                                   # dB
       FOM_S = min(213.7807 - 2.8719*ln(f), 128.3068 + 3.2205*ceil(B))
@@ -13,14 +13,13 @@ Four models price the column converters a target offers (`Converter.model`, `Con
 
   E_pJ is the total energy of one conversion; the customary 20% leakage share is only a
   reporting split (`ConverterCost.leakage_j`), never added on top. Latency is 1/f.
-- `neurosim` (architecture rule, references.md §1): a SAR ADC takes B+1 steps of one clock
-  (`step_latency_s`, else 1 / technology.clock_hz, ~1 ns) with one comparator, so it spends B+1
-  comparisons (`comparator_energy_j` each) and occupies `A_min * (478 + 182*(B-1))`, A_min the
-  converter's `unit_area_m2`, else the layout footprint of a minimum transistor at the node
-  (`MIN_TRANSISTOR_AREA_F2` F²); a Flash ADC
-  resolves in one step with 2^B-1 comparators, so energy and area grow as 2^B
-  (`comparator_area_m2` each; `DEFAULT_COMPARATOR_TRANSISTORS` minimum transistors when the
-  target leaves it 0).
+- `neurosim` (the architecture rule of DNN+NeuroSim, which XPert, DAC 2023, prices with): a SAR
+  ADC takes B+1 steps of one clock (`step_latency_s`, else 1 / technology.clock_hz, ~1 ns) with
+  one comparator, so it spends B+1 comparisons (`comparator_energy_j` each) and occupies `A_min *
+  (478 + 182*(B-1))`, A_min the converter's `unit_area_m2`, else the layout footprint of a minimum
+  transistor at the node (`MIN_TRANSISTOR_AREA_F2` F²); a Flash ADC resolves in one step with
+  2^B-1 comparators, so energy and area grow as 2^B (`comparator_area_m2` each;
+  `DEFAULT_COMPARATOR_TRANSISTORS` minimum transistors when the target leaves it 0).
 - `fixed`: the converter's own `energy_j`, `latency_s`, `area_m2`.
 - `mtj` kind (any model): one stochastic SOT-MTJ sample costs `energy_j` (switching) plus
   `reset_energy_j` plus one counter step `counter_energy_j`, takes `latency_s +
@@ -67,7 +66,7 @@ class ConverterCost:
 
 
 def survey_adc_energy_pj(bits: float, node_nm: float, rate_hz: float) -> float:
-    """Return the survey-regression energy of one conversion in pJ (references.md §4)."""
+    """Return the survey-regression energy of one conversion in pJ (CiMLoop, arXiv 2404.06553)."""
     if bits < 4:
         raise MappingError(
             f"the ADC survey regression needs >= 4 bits, got {bits}",
@@ -80,7 +79,7 @@ def survey_adc_energy_pj(bits: float, node_nm: float, rate_hz: float) -> float:
 
 
 def survey_adc_area_um2(bits: float, node_nm: float, rate_hz: float) -> float:
-    """Return the survey-regression area of one ADC in um² (references.md §4)."""
+    """Return the survey-regression area of one ADC in um² (CiMLoop, arXiv 2404.06553)."""
     energy = survey_adc_energy_pj(bits, node_nm, rate_hz)
     return math.exp(
         1.3462

@@ -96,7 +96,7 @@ class CostReport:
         return self.conversions / macs if macs else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the report as one JSON-ready object with the design.md keys (SI units)."""
+        """Return the report as one JSON-ready object, the README's keys (SI units)."""
         return {
             "target": self.target,
             "energy_j": self.energy_j,

@@ -16,13 +16,13 @@ carries `v`'s gradient (`v + (q(v) - v).detach()`).
   slices likewise, device `d` of a pair with its column sign.
 - ADC / sense amplifier: gradient 1 where the sum is inside the converter's range, 0 where it
   saturates.
-- MTJ (StoX-Net, references.md §2): forward `x = clamp(a * PS + b, -1, 1)`, `Binomial(N,
-  sigmoid(s * x))` samples, tanh-inverse decoding `PS_hat = (x_hat - b) / a` exactly as the
-  simulator; backward `clamp`: StoX-Net's STE, `x_hat` takes the gradient of the clamped `x`
-  (1 inside [-1, 1], 0 outside); `tanh`: the earlier variant, `x_hat` takes the gradient of
-  `(2 / s) * tanh(s * x / 2)`, i.e. `1 - tanh^2(s * x / 2)`. The per-column `a` (as `log a`,
-  so it stays positive) and `b` are parameters; with the `clamp` STE their gradient comes from
-  the clamped sums (inside the range the decoded sum does not depend on them).
+- MTJ (StoX-Net, Rogers et al., arXiv 2407.12378): forward `x = clamp(a * PS + b, -1, 1)`,
+  `Binomial(N, sigmoid(s * x))` samples, tanh-inverse decoding `PS_hat = (x_hat - b) / a` exactly
+  as the simulator; backward `clamp`: StoX-Net's STE, `x_hat` takes the gradient of the clamped
+  `x` (1 inside [-1, 1], 0 outside); `tanh`: the earlier variant, `x_hat` takes the gradient of
+  `(2 / s) * tanh(s * x / 2)`, i.e. `1 - tanh^2(s * x / 2)`. The per-column `a` (as `log a`, so it
+  stays positive) and `b` are parameters; with the `clamp` STE their gradient comes from the
+  clamped sums (inside the range the decoded sum does not depend on them).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """CIFAR-10 ResNet-20 / ResNet-56 (He et al. 2016, the "option A" variant) and their ONNX export.
 
-The architecture is written here from its description (../shared/data/cifar10/README.md):
+The architecture is written here from its description (He et al., CVPR 2016, §4.2):
 conv3x3(3->16) + BN + ReLU, three stages of n BasicBlocks with 16, 32 and 64 channels (stride 2
 at the first block of stages 2 and 3), a parameter-free shortcut when the shape changes
 (`x[:, :, ::2, ::2]` zero-padded by planes/4 channels on each side), global average pooling and

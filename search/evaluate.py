@@ -42,7 +42,7 @@ SIMULATION_BATCH = 64
 
 @dataclass(frozen=True, slots=True)
 class Metrics:
-    """The cost figures a search point reports (design.md keys, SI units)."""
+    """The cost figures a search point reports (the report's keys, SI units)."""
 
     energy_j: float
     latency_s: float

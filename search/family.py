@@ -4,7 +4,7 @@ candidate trained briefly on real data (a proxy budget) and cached.
 A family is `ARCH:DATA:M1,M2,...` (e.g. `vgg:fashion-mnist:0.5,0.75,1`): the architectures of
 models/fashion_cnn.py (`vgg`, `resnet20`: three stages of default widths 16/32/64) trained on
 Fashion-MNIST or MNIST, every stage's width multiplied by one of the multipliers, so a family
-of m multipliers holds m^3 networks. XPert (references.md §1) co-searches channel depth with
+of m multipliers holds m^3 networks. XPert (Moitra et al., DAC 2023) co-searches channel depth with
 the peripherals: the `xpert` strategy's phase 1 takes the network too (search/run.py).
 
 Proxy budget: each candidate trains `epochs` epochs of `images` training images (seeded SGD,
