@@ -90,10 +90,10 @@ def fuzz(request: pytest.FixtureRequest) -> Callable:
     fixed = request.config.getoption("--fuzz-seed") != "random"
 
     def wrap(check: Callable) -> Callable:
-        check = settings(
+        check = settings(  # the example database (.hypothesis/) replays a failure next run
             max_examples=examples,
             deadline=None,
-            database=None,
+            print_blob=True,  # and the report carries @reproduce_failure to replay it anywhere
             suppress_health_check=list(HealthCheck),
         )(check)
         return seed(zlib.crc32(request.node.name.encode()))(check) if fixed else check
