@@ -291,7 +291,8 @@ def collect(graph: Graph, images: np.ndarray, names: list[str]) -> dict[str, np.
     probe = graph.replace(outputs=tuple(dict.fromkeys(names)))
     parts: dict[str, list[np.ndarray]] = {name: [] for name in probe.outputs}
     for i in range(chunks):
-        out = run_graph(probe, {value.name: images[i * batch : (i + 1) * batch]})
+        with np.errstate(over="ignore", invalid="ignore"):  # callers check what overflows
+            out = run_graph(probe, {value.name: images[i * batch : (i + 1) * batch]})
         for name in probe.outputs:
             parts[name].append(out[name])
     return {name: np.concatenate(arrays) for name, arrays in parts.items()}

@@ -168,6 +168,12 @@ class Quantize(Pass):
                 f"and {weight_bits} (weights)",
                 hint="a 1-bit code has no signed level; choose 2 bits or more",
             )
+        if not np.isfinite(x).all():  # an overflow in the float model: no scale covers it
+            raise MappingError(
+                f"{layer_label(node, index)}: its input is NaN or infinite on the calibration "
+                "data (the float model overflows before this layer)",
+                hint="check the model's weights (`imcc run MODEL --input X` shows its outputs)",
+            )
         scale, signed = input_scale(x, bits, self.method, self.percentile)
         low, high = code_range(bits, signed)
         codes = np.clip(np.rint(x.astype(np.float32) / np.float32(scale)), low, high)

@@ -377,3 +377,17 @@ def test_a_batch_norm_that_folds_beyond_float32_is_refused(capsys, tmp_path: Pat
         "folding /features/features.1/BatchNormalization into /features/features.0/Conv "
         "gives weights beyond float32" in err
     ), err
+
+
+def test_activations_that_overflow_on_calibration_data_are_refused(capsys, tmp_path) -> None:
+    """Finite weights whose products overflow float32: the last layer's calibration input was
+    infinite, and quantize's scale check raised inside the pass (exit 1)."""
+    big = np.full((4, 4), 1e20, np.float32)
+    layers = [
+        helper.make_node("MatMul", [a, w], [b], name=w)
+        for a, w, b in (("x", "w0", "h0"), ("h0", "w1", "h1"), ("h1", "w2", "y"))
+    ]
+    model = small_model(layers, tuple(numpy_helper.from_array(big, f"w{i}") for i in range(3)))
+    err = refused(capsys, "compile", save(model, tmp_path / "overflow.onnx"), "--target", "isaac")
+    assert "its input is NaN or infinite on the calibration data" in err, err
+    assert err.startswith("error: "), err  # and no numpy RuntimeWarning before it
