@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+MEMORY_HINT = (
+    "the model's sizes (its batch, its dimensions) need more memory than this machine has: "
+    "try a smaller --batch or a smaller model"
+)
+"""What a MemoryError means to a user: the input is too large for the machine, not a bug."""
+
 
 class ImccError(Exception):
     """Base of every error imcc raises on purpose."""

@@ -9,7 +9,7 @@ import sys
 from imcc import __version__
 from imcc.cli import listings, program, run, search
 from imcc.cli.common import Parser, resolve_target
-from imcc.errors import ImccError
+from imcc.errors import MEMORY_HINT, ImccError, UserError
 
 DESCRIPTION = (
     "imcc: compile ONNX models for crossbar in-memory-computing accelerators, price "
@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImccError as exc:
         print(exc.render(), file=sys.stderr)
         return exc.exit_code
+    except MemoryError as exc:
+        print(UserError(f"out of memory: {exc}", hint=MEMORY_HINT).render(), file=sys.stderr)
+        return 2
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else 0
     except BrokenPipeError:  # `imcc ops | head`: the reader left, which is not an error

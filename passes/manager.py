@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from imcc.errors import PassFailure, UserError, VerificationError
+from imcc.errors import MEMORY_HINT, PassFailure, UserError, VerificationError
 from imcc.ir.graph import Graph
 from imcc.ir.verifier import verify
 from imcc.passes.base import Pass
@@ -61,6 +61,10 @@ class PassManager:
             except UserError as exc:
                 exc.args = (f"pass '{pass_}': {exc.args[0] if exc.args else ''}", *exc.args[1:])
                 raise
+            except MemoryError as exc:  # the input's sizes, not a bug of the pass
+                raise UserError(
+                    f"pass '{pass_}' ran out of memory: {exc}", hint=MEMORY_HINT
+                ) from None
             except Exception as exc:
                 where = traceback.extract_tb(exc.__traceback__)[-1]
                 reason = (

@@ -373,3 +373,20 @@ def test_a_compile_that_fails_keeps_the_earlier_program(capsys, tmp_path, progra
         "missing.npz",
     )
     assert kept.read_text() == "precious\n" and not kept.with_suffix(".npz").exists()
+
+
+def test_running_out_of_memory_is_one_message(capsys, monkeypatch):
+    """A mutated ONNX batch of 10^6 made quantize's calibration ask numpy for 17 GiB: the
+    MemoryError was reported as a crash of the pass (exit 1)."""
+    import imcc.passes.quantize
+
+    def huge(*args, **kwargs):
+        raise MemoryError("Unable to allocate 17.2 GiB for an array")
+
+    monkeypatch.setattr(imcc.passes.quantize, "collect", huge)
+    _fails(
+        capsys,
+        ["compile", "digits-cnn", "--target", "isaac"],
+        "ran out of memory: Unable to allocate 17.2 GiB",
+        "smaller --batch",
+    )
