@@ -1,9 +1,11 @@
 """The crossbar simulator backend: runs a mapped program the way the hardware computes it.
 
 Crossbar layers (conv / linear on integer codes carrying `weights`, `tiling`, `input` and
-`converter`) go through the bit-accurate datapath of `backend/crossbar.py`; every other op runs
-on the digital units as the reference interpreter defines it (float32). Random draws (MTJ
-samples) come from one generator seeded per run, so runs are reproducible.
+`converter`) go through the bit-accurate datapath of backend/datapath.py, over each layer's
+plan (plan.py); every other op runs on the digital units as the reference interpreter defines
+it (float32). MTJ draws are seeded per input sample (backend/datapath.py `Draws`): the
+interpreter numbers the samples it runs across calls, so a run of a data set in batches gives
+every sample the draws it gets in any other batching.
 """
 
 from __future__ import annotations
@@ -14,61 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from imcc.backend import kernels
-from imcc.backend.crossbar import Converter, Statistics, crossbar_matmul
+from imcc.backend.datapath import Draws, Statistics, product
 from imcc.backend.reference import RULES, ReferenceInterpreter
-from imcc.errors import MappingError
 from imcc.ir.graph import Graph, Node
-from imcc.ir.mapping import ConverterChoice, InputStreaming, Tiling, WeightMapping
-from imcc.target import ConverterKind, Target
-
-LOSSLESS = Converter(ConverterKind.SAR, 24, range_rule="saturate")
-"""A converter wide enough for every partial sum: the quantized network, computed exactly."""
-
-
-def mapped_layer(node: Node) -> tuple[InputStreaming, WeightMapping, Tiling, ConverterChoice]:
-    """Return a crossbar op's input streaming, weight mapping, tiling and converter choice, or
-    raise MappingError when the mapping passes have not set them all."""
-    streaming, mapping = node.attributes.get("input"), node.attributes.get("weights")
-    tiling, choice = node.attributes.get("tiling"), node.attributes.get("converter")
-    if not (
-        isinstance(streaming, InputStreaming)
-        and isinstance(mapping, WeightMapping)
-        and isinstance(tiling, Tiling)
-        and isinstance(choice, ConverterChoice)
-    ):
-        raise MappingError(
-            f"crossbar layer {node.name or node.outputs[0]} is not fully mapped",
-            hint="run the mapping pipeline (imcc compile --target)",
-        )
-    return streaming, mapping, tiling, choice
-
-
-def layer_converter(
-    choice: ConverterChoice,
-    target: Target,
-    ps_scale: tuple[float, ...] = (),
-    ps_offset: tuple[float, ...] = (),
-) -> Converter:
-    """Return the converter the datapath applies for a layer's converter choice on a target,
-    with the per-column MTJ normalisation when given."""
-    spec = target.converter(choice.name)
-    return Converter(
-        ConverterKind(choice.kind),
-        choice.bits,
-        choice.samples,
-        spec.range_rule,
-        spec.sensitivity,
-        ps_scale,
-        ps_offset,
-    )
-
-
-def group_centers(node: Node, group: int, columns: int) -> np.ndarray | None:
-    """Return the center-offset centers of one group's `columns` filters (None without)."""
-    centers = node.attributes.get("centers")
-    if centers is None:
-        return None
-    return np.asarray(centers[group * columns : (group + 1) * columns], np.int64)
+from imcc.plan import LayerPlan, MatrixShape, plan_layer
+from imcc.target import Target
 
 
 @dataclass
@@ -82,47 +34,52 @@ class LayerRecord:
 class CrossbarInterpreter(ReferenceInterpreter):
     """Executes mapped programs: crossbar layers through the datapath, the rest as the reference.
 
-    `lossless=True` replaces every converter by an exact one (the quantized network);
-    `layers` collects per-layer converter statistics across runs.
+    `seed` (or a generator it is drawn from) seeds the MTJ draws; `lossless=True` replaces
+    every converter by an exact one (the quantized network); `layers` collects per-layer
+    converter statistics across runs, `plans` the layers' plans.
     """
 
-    def __init__(self, target: Target, rng: np.random.Generator, lossless: bool = False) -> None:
+    def __init__(
+        self, target: Target, seed: int | np.random.Generator = 0, lossless: bool = False
+    ) -> None:
         self.target = target
-        self.rng = rng
+        if isinstance(seed, np.random.Generator):
+            seed = int(seed.integers(2**62))
+        self.seed = int(seed)
         self.lossless = lossless
         self.layers: dict[str, LayerRecord] = {}
+        self.plans: dict[tuple[str, MatrixShape], LayerPlan] = {}
+        self.samples_run = 0  # input samples of earlier runs: the next run's first index
+        self._batch = 0
         self.rules = {**RULES, "conv": self._conv, "linear": self._linear}
 
-    def _mapped(self, node: Node) -> bool:
-        return "converter" in node.attributes
+    def run(self, graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the graph (see ReferenceInterpreter); its inputs' first axis counts samples."""
+        first = next(iter(feeds.values()), None)
+        self._batch = int(np.shape(first)[0]) if first is not None and np.ndim(first) else 1
+        try:
+            return super().run(graph, feeds)
+        finally:
+            self.samples_run += self._batch
 
-    def _datapath(self, node: Node, x: np.ndarray, w: np.ndarray, group: int = 0) -> np.ndarray:
-        """Run one K x N product of a crossbar layer (of group `group`): x[P, K] @ w[K, N] in
-        integers."""
-        streaming, mapping, tiling, choice = mapped_layer(node)
-        converter = LOSSLESS
-        if not self.lossless:
-            converter = layer_converter(
-                choice, self.target, *_group_normalisation(node, group, w.shape[1])
-            )
-        rows_per_sum = min(tiling.rows, self.target.crossbar.active_rows)
+    def plan(self, node: Node, shape: MatrixShape) -> LayerPlan:
+        """Return the plan of a crossbar layer of this shape (built once)."""
+        key = (node.outputs[0], shape)
+        if key not in self.plans:
+            self.plans[key] = plan_layer(node, self.target, shape, lossless=self.lossless)
+        return self.plans[key]
+
+    def _product(self, node: Node, plan: LayerPlan, x: np.ndarray, w: np.ndarray, group: int):
         record = self.layers.setdefault(node.outputs[0], LayerRecord(node.name or node.outputs[0]))
-        return crossbar_matmul(
-            x,
-            w,
-            streaming,
-            mapping,
-            self.target.weight_bits,
-            rows_per_sum,
-            self.target.crossbar.signed_columns,
-            converter,
-            self.rng,
-            record.stats,
-            centers=group_centers(node, group, w.shape[1]),
-        )
+        draws = None
+        if plan.converter.is_mtj:
+            draws = Draws.per_sample(
+                self.seed, node.outputs[0], group, self.samples_run, self._batch
+            )
+        return product(plan, x, w, group, stats=record.stats, draws=draws)
 
     def _conv(self, node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
-        if not self._mapped(node):
+        if "converter" not in node.attributes:
             return RULES["conv"](node, args)
         x, w = args[0], args[1]
         group = node.attr("group")
@@ -130,38 +87,21 @@ class CrossbarInterpreter(ReferenceInterpreter):
             x, w.shape[2:], node.attr("strides"), node.attr("pads"), node.attr("dilations"), group
         )
         filters = kernels.conv_filters(w, group)
-        result = np.stack([self._datapath(node, patches[g], filters[g], g) for g in range(group)])
+        shape = MatrixShape(filters.shape[1], filters.shape[2], group, patches.shape[1])
+        plan = self.plan(node, shape)
+        result = np.stack(
+            [self._product(node, plan, patches[g], filters[g], g) for g in range(group)]
+        )
         return [kernels.col2im(result, x.shape[0], out).astype(np.int32)]
 
     def _linear(self, node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
-        if not self._mapped(node):
+        if "converter" not in node.attributes:
             return RULES["linear"](node, args)
         x, w = args[0], args[1]
         flat = x.reshape(-1, x.shape[-1])
-        return [self._datapath(node, flat, w).reshape(*x.shape[:-1], w.shape[1]).astype(np.int32)]
-
-
-def _group_normalisation(
-    node: Node, group: int, columns: int
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Return the part of a layer's `ps_scale` / `ps_offset` (ordered [weight slice][device]
-    [filter], filters of all groups) that belongs to one group's product, in the datapath's
-    column order; empty when the layer has none."""
-    scale, offset = node.attributes.get("ps_scale"), node.attributes.get("ps_offset")
-    if scale is None and offset is None:
-        return (), ()
-    filters = columns * (node.attr("group") if node.op == "conv" else 1)
-    if scale is None or offset is None or len(scale) != len(offset) or len(scale) % filters:
-        raise MappingError(
-            f"layer {node.name or node.outputs[0]}: ps_scale and ps_offset need "
-            f"one entry per column each, a multiple of its {filters} filters",
-            hint="rerun calibrate-mtj after the weight passes",
-        )
-    part = slice(group * columns, (group + 1) * columns)
-    return (
-        tuple(np.asarray(scale).reshape(-1, filters)[:, part].ravel().tolist()),
-        tuple(np.asarray(offset).reshape(-1, filters)[:, part].ravel().tolist()),
-    )
+        plan = self.plan(node, MatrixShape(w.shape[0], w.shape[1], 1, flat.shape[0]))
+        out = self._product(node, plan, flat, w, 0)
+        return [out.reshape(*x.shape[:-1], w.shape[1]).astype(np.int32)]
 
 
 def run_mapped(

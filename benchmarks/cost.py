@@ -19,14 +19,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from imcc import driver
 from imcc.costmodel import estimate
 from imcc.costmodel.conductance import clear_cache
 from imcc.errors import UserError
 from imcc.frontend.onnx import import_onnx
-from imcc.passes.context import Context
 from imcc.passes.layers import crossbar_layers
-from imcc.passes.manager import PassManager
-from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline
+from imcc.passes.pipeline import DEFAULT_PIPELINE
 from imcc.target import (
     Buffer,
     Converter,
@@ -87,9 +86,10 @@ def main() -> None:
     graph = import_onnx(LIGHT / f"{args.model}.onnx")
     shape = graph.inputs[0].type.shape
     images = np.random.default_rng(0).random((2, *shape[1:]), dtype=np.float32)
-    ctx = Context(target=target, options={"calibration": images})
     start = time.perf_counter()
-    mapped = PassManager(parse_pipeline(f"{DEFAULT_PIPELINE},{MAPPING}")).run(graph, ctx)
+    mapped = driver.compile(
+        graph, target, passes=f"{DEFAULT_PIPELINE},{MAPPING}", calibration=images
+    )
     map_time = time.perf_counter() - start
     layers = crossbar_layers(mapped)
     weights = [mapped.constant_data(n.inputs[1]) for n in layers]

@@ -35,15 +35,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from imcc.backend.simulate import simulate  # noqa: E402
+from imcc import driver  # noqa: E402
 from imcc.costmodel import estimate  # noqa: E402
 from imcc.frontend.datasets import Dataset, load_dataset  # noqa: E402
 from imcc.frontend.hw import load_target  # noqa: E402
-from imcc.frontend.onnx import import_onnx  # noqa: E402
-from imcc.passes.context import Context  # noqa: E402
 from imcc.passes.layers import crossbar_layers  # noqa: E402
-from imcc.passes.manager import PassManager  # noqa: E402
-from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline  # noqa: E402
+from imcc.passes.pipeline import DEFAULT_PIPELINE  # noqa: E402
+from imcc.simulation import simulate  # noqa: E402
 from tests.onnx_models import CIFAR10_IMAGES, cifar_resnet, models_dir  # noqa: E402
 
 RAELLA_STEPS = {
@@ -138,16 +136,14 @@ def run(model: Model, target_name: str, mapping: str, calib: int, limit: int) ->
     """Compile a model with a mapping pipeline, price it, and simulate it when it has data."""
     start = time.perf_counter()
     target = load_target(target_name)
-    graph = import_onnx(model.path)
     calibration, test = None, None
     if model.data is not None:
         data = load_dataset(model.data, calib + limit)
         calibration = data.images[:calib]
         test = Dataset(data.name, data.images[calib:], data.labels[calib:])
-    ctx = Context(
-        target=target, options={} if calibration is None else {"calibration": calibration}
+    program = driver.compile(
+        model.path, target, passes=f"{DEFAULT_PIPELINE},{mapping}", calibration=calibration
     )
-    program = PassManager(parse_pipeline(f"{DEFAULT_PIPELINE},{mapping}")).run(graph, ctx)
     report = estimate(program, target)
     draws = partial_sums = 0.0
     costs = {layer.name: layer for layer in report.layers if layer.op in ("conv", "linear")}

@@ -19,6 +19,12 @@ Data splits: CIFAR-10 has only its first 5,000 test images here: the first `--tr
                                   [--datapath-images 0] [--datapath-lr 0]
                                   [--input-bits 0] [--percentile 0]
 
+Step time (`--steps N`): one fine-tuning step (sampled forward, straight-through backward, SGD
+update) of ResNet-20 mapped by sotmtj's default pipeline, batch `--batch`, timed in this run
+for this tree and for the tree of `--baseline COMMIT` (the datapath before it was written
+once: git archive into a temporary folder), each in a fresh process on the same images;
+`--steps-only` skips the fine-tuning runs.
+
 The paper (references.md §2) trains from scratch and reports near-software accuracy and 130x
 EDP against a full-precision ADC.
 """
@@ -26,16 +32,19 @@ EDP against a full-precision ADC.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from imcc import driver  # noqa: E402
 from imcc.costmodel import estimate  # noqa: E402
-from imcc.driver import calibration_data, default_pipeline  # noqa: E402
-from imcc.finetune.session import FinetuneConfig, compile_model, run_finetune  # noqa: E402
+from imcc.driver import calibration_data  # noqa: E402
+from imcc.finetune.session import FinetuneConfig, run_finetune  # noqa: E402
 from imcc.finetune.train import TrainConfig  # noqa: E402
 from imcc.frontend.hw import load_target  # noqa: E402
 from imcc.passes.pipeline import DEFAULT_PIPELINE  # noqa: E402
@@ -72,8 +81,8 @@ def edp_against_isaac(model: Path, data: str, pipeline: str) -> tuple[float, flo
     reports = []
     for spec, mapping in (("isaac", None), ("sotmtj", pipeline)):
         target = load_target(spec)
-        program = compile_model(
-            model, target, spec, mapping or default_pipeline(target), calibration, 0
+        program = driver.compile(
+            model, target, passes=mapping, calibration=calibration, target_spec=spec
         )
         reports.append(estimate(program, target))
     base, mtj = reports
@@ -81,6 +90,88 @@ def edp_against_isaac(model: Path, data: str, pipeline: str) -> tuple[float, flo
         base.energy_j / mtj.energy_j,
         base.latency_s / mtj.latency_s,
         (base.energy_j * base.latency_s) / (mtj.energy_j * mtj.latency_s),
+    )
+
+
+STEP_SCRIPT = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import numpy as np, torch
+import torch.nn.functional as F
+from imcc.driver import default_pipeline
+from imcc.finetune.module import MappedNetwork
+from imcc.frontend.datasets import load_dataset
+from imcc.frontend.hw import load_target
+from imcc.frontend.onnx import import_onnx
+from imcc.passes.context import Context
+from imcc.passes.manager import PassManager
+from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline
+model, spec, batch, steps = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+try:  # the compiled MTJ kernel, where that tree has one (its default in training)
+    from imcc.finetune.datapath import fuse_converters
+    fuse_converters(True)
+except ImportError:
+    pass
+torch.manual_seed(0)
+target = load_target("sotmtj")
+data = load_dataset(spec, 64 + batch)
+ctx = Context(target=target, options={"calibration": data.images[:64]})
+program = PassManager(parse_pipeline(default_pipeline(target))).run(import_onnx(model), ctx)
+float_graph = PassManager(parse_pipeline(DEFAULT_PIPELINE)).run(import_onnx(model), Context())
+network = MappedNetwork(program, target, float_graph)
+optimizer = torch.optim.SGD([p for p in network.parameters() if p.requires_grad], lr=1e-3)
+images = torch.from_numpy(np.ascontiguousarray(data.images[64:64 + batch]))
+labels = torch.from_numpy(data.labels[64:64 + batch].astype(np.int64))
+times = []
+for step in range(steps + 1):
+    start = time.perf_counter()
+    optimizer.zero_grad()
+    loss = F.cross_entropy(network(images), labels)
+    loss.backward()
+    optimizer.step()
+    times.append(time.perf_counter() - start)
+print(min(times[1:]))
+"""
+
+
+def step_seconds(root: Path, model: Path, spec: str, batch: int, steps: int) -> float:
+    """Return the best time of `steps` fine-tuning steps (after one warm-up) of the package
+    tree at `root` (a folder named imcc inside root's parent is imported), in a new process."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            STEP_SCRIPT,
+            str(root.parent),
+            str(model),
+            spec,
+            str(batch),
+            str(steps),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def compare_steps(baseline: str, batch: int, steps: int) -> None:
+    """Print the fine-tuning step time of this tree against the tree of commit `baseline`."""
+    model, spec = MODELS["resnet20"]
+    with tempfile.TemporaryDirectory() as folder:
+        old = Path(folder) / "imcc"
+        old.mkdir()
+        archive = subprocess.run(
+            ["git", "archive", baseline], cwd=ROOT, check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+        before = step_seconds(old, model, spec, batch, steps)
+    now = step_seconds(ROOT, model, spec, batch, steps)
+    print(
+        f"fine-tuning step, ResNet-20 on sotmtj (default pipeline), batch {batch}: "
+        f"{before:.2f} s at {baseline} -> {now:.2f} s now ({before / now:.1f}x faster)",
+        flush=True,
     )
 
 
@@ -102,7 +193,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--clip", type=float, default=5.0)
     parser.add_argument("--out", default=str(ROOT / "out" / "finetune"))
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--baseline", default="8374741")
+    parser.add_argument("--steps-only", action="store_true")
     args = parser.parse_args()
+    if args.steps:
+        compare_steps(args.baseline, args.batch, args.steps)
+    if args.steps_only:
+        return
     pipeline = stox_pipeline(args.samples, args.input_bits, args.percentile)
     print(f"StoX-Net fine-tuning on sotmtj: {pipeline}")
     print(

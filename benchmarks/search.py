@@ -46,10 +46,10 @@ sys.path.insert(0, str(ROOT))
 
 import optuna  # noqa: E402
 
+from imcc import driver  # noqa: E402
 from imcc.examples import resolve_model  # noqa: E402
 from imcc.frontend.datasets import Dataset, load_dataset  # noqa: E402
 from imcc.frontend.hw import load_target  # noqa: E402
-from imcc.passes.pipeline import parse_pipeline  # noqa: E402
 from imcc.search import SearchSpace, build_space  # noqa: E402
 from imcc.search.evaluate import Evaluator, Metrics, Problem  # noqa: E402
 from imcc.search.space import Dimension  # noqa: E402
@@ -346,7 +346,7 @@ def xpert(trials: int, workdir: Path) -> None:
 
 def _mapping(pipeline: str) -> str:
     """Return the mapping part of a full pipeline string (after the clean-up passes)."""
-    names = [str(p) for p in parse_pipeline(pipeline)]
+    names = [str(p) for p in driver.pipeline_passes(pipeline)]
     start = next(i for i, p in enumerate(names) if p.startswith("assign-input-precision"))
     return ",".join(names[start:])
 
@@ -359,8 +359,6 @@ def _list(pipeline: str, option: str) -> str:
 
 def resnet(trials: int, heldout: int, images: int, workdir: Path) -> None:
     """Part (c): ResNet-20 peripheral search with real accuracy, baseline against searched."""
-    from imcc.driver import default_pipeline
-
     target = load_target("xpert")
     problem = Problem.load(
         ROOT / "models" / "resnet20_cifar10.onnx",
@@ -411,7 +409,7 @@ def resnet(trials: int, heldout: int, images: int, workdir: Path) -> None:
         "(weight slicing x SAR precision 8..5 bits, 8-bit inputs, column sharing 8)"
     )
     rows = [
-        ("target default", _mapping(default_pipeline(target))),
+        ("target default", _mapping(driver.default_pipeline(target))),
         ("uniform lossless (start)", _mapping(space.full_pipeline(lossless))),
     ]
     uniform = best_trial(workdir / "resnet20.db", "resnet20", range(len(grid) + 1), floor)

@@ -1,5 +1,9 @@
 """Simulation speed: images per second of the bit-accurate crossbar simulator, and its time as a
-ratio to the floor: the same float32 GEMMs (same shapes, same count) timed alone in this run.
+ratio to the floor: the same partial-sum products (every layer's plan: per row chunk, a float32
+GEMM [input slices x positions, rows per sum] @ [rows per sum, weight slices x devices x
+filters]) timed alone in this run, each chunk as one GEMM over the whole batch and in
+cache-sized blocks of positions, whichever is faster. Also: peak RSS of the process and the
+memory the simulation added per image.
 
     python benchmarks/simulate.py [--target isaac] [--images 256] [--batch 64]
 
@@ -11,25 +15,24 @@ by scripts/fetch_test_models.sh into .cache/models.
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from imcc import driver  # noqa: E402
+from imcc.backend.datapath import BLOCK_ELEMENTS as BLOCK  # noqa: E402
 from imcc.backend.simulator import CrossbarInterpreter  # noqa: E402
-from imcc.driver import default_pipeline  # noqa: E402
 from imcc.examples import example_path  # noqa: E402
 from imcc.frontend.datasets import load_dataset  # noqa: E402
 from imcc.frontend.hw import load_target  # noqa: E402
 from imcc.frontend.onnx import import_onnx  # noqa: E402
 from imcc.ir.rebatch import rebatch  # noqa: E402
-from imcc.passes.context import Context  # noqa: E402
-from imcc.passes.manager import PassManager  # noqa: E402
-from imcc.passes.pipeline import parse_pipeline  # noqa: E402
 from tests.onnx_models import CIFAR10_IMAGES, cifar_resnet, mnist_conv_dir, mnist_dir  # noqa: E402
 
 
@@ -47,17 +50,36 @@ def models() -> list[tuple[str, Path, str]]:
     return found
 
 
-def floor_seconds(gemms: list[tuple[int, int, int, int]]) -> float:
-    """Time the recorded GEMMs (batch, M, K, N) in float32, once each, on random operands."""
-    rng = np.random.default_rng(0)
-    total = 0.0
-    for batch, m, k, n in gemms:
-        a = rng.random((batch, m, k), dtype=np.float32)
-        b = rng.random((batch, k, n), dtype=np.float32)
+def _timed(fn, *args, repeats: int = 2, **kwargs) -> float:
+    """Return the best of `repeats` wall times of fn(*args, **kwargs)."""
+    best = float("inf")
+    for _ in range(repeats):
         start = time.perf_counter()
-        np.matmul(a, b)
-        total += time.perf_counter() - start
-    return total
+        fn(*args, **kwargs)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def floor_seconds(plans: list, batches: int) -> float:
+    """Time the partial-sum GEMMs of the layers' plans for `batches` batches, on random
+    operands: per layer the faster of one GEMM per chunk over all positions and the same GEMMs
+    in blocks of about BLOCK partial sums."""
+    total = 0.0
+    for plan in plans:
+        for chunks, m, k, n in plan.gemms(plan.positions):
+            weights = torch.rand(k, n)
+            whole = _timed(torch.mm, torch.rand(m, k), weights)
+            slices = plan.input_slices
+            rows = slices * max(1, BLOCK // (slices * max(n, k)))
+            out = torch.empty(rows, n)
+            blocked = _timed(torch.mm, torch.rand(rows, k), weights, out=out, repeats=3)
+            total += chunks * min(whole, blocked * m / rows)
+    return total * batches
+
+
+def rss_mb() -> float:
+    """Return the process's peak resident set size in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -71,22 +93,25 @@ def main() -> None:
     for label, model, spec in models():
         data = load_dataset(spec, args.images + 64)
         graph = import_onnx(model)
-        ctx = Context(target=target, options={"calibration": data.images[:64]})
-        program = PassManager(parse_pipeline(default_pipeline(target))).run(graph, ctx)
+        program = driver.compile(graph, target, calibration=data.images[:64])
         program = rebatch(program, args.batch)
-        machine = CrossbarInterpreter(target, np.random.default_rng(0))
+        machine = CrossbarInterpreter(target, 0)
         images = data.images[64 : 64 + args.images]
+        before = rss_mb()
         start = time.perf_counter()
+        batches = 0
         for i in range(0, len(images) - args.batch + 1, args.batch):
             machine.run(program, {program.inputs[0].name: images[i : i + args.batch]})
+            batches += 1
         seconds = time.perf_counter() - start
-        gemms = [g for record in machine.layers.values() for g in record.stats.gemms]
-        floor = floor_seconds(gemms)
-        done = len(images) - len(images) % args.batch
+        peak = rss_mb()
+        floor = floor_seconds(list(machine.plans.values()), batches)
+        done = batches * args.batch
         print(
             f"{label:12s} {done / seconds:8.1f} images/s   simulation {seconds:7.2f} s   "
-            f"GEMM floor {floor:6.2f} s   ratio {seconds / floor:5.2f}x   "
-            f"({len(gemms)} GEMMs)"
+            f"GEMM floor {floor:6.2f} s ({done / floor:.1f} images/s)   "
+            f"ratio {seconds / floor:5.2f}x   peak RSS {peak:,.0f} MB "
+            f"(+{(peak - before) / args.batch:.1f} MB per image of a batch)"
         )
 
 

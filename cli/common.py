@@ -4,7 +4,6 @@ program, pipelines with their instruments, the cost report and the simulation su
 from __future__ import annotations
 
 import argparse
-import logging
 import re
 import sys
 from collections.abc import Sequence
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imcc import driver
 from imcc.errors import OptionError, UserError
 from imcc.files import check_output, check_output_dir, write_text
 from imcc.ir.graph import Graph
@@ -19,10 +19,8 @@ from imcc.ir.io import save_program
 from imcc.ir.printer import print_graph
 from imcc.ir.weights import find_weights, weights_path_for
 from imcc.passes.base import Pass
-from imcc.passes.context import Context, Decisions
+from imcc.passes.context import Decisions
 from imcc.passes.instruments import DumpIR, PassInstrument, PrintIR, TimePasses
-from imcc.passes.manager import PassManager
-from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline
 from imcc.passes.program_target import check_program_target
 from imcc.passes.registry import close_matches, registered_passes
 from imcc.target import Target
@@ -153,33 +151,33 @@ def run_pipeline(
     pipeline: str | list[Pass],
     args: argparse.Namespace,
     source: str,
-    target: object | None = None,
+    target: Target | None = None,
     calibration: np.ndarray | None = None,
     decisions: Decisions | None = None,
+    *,
+    target_spec: str | None = None,
+    model: str | None = None,
 ) -> Graph:
-    passes = parse_pipeline(pipeline, source) if isinstance(pipeline, str) else pipeline
-    manager = PassManager(
-        passes, instruments(args), verify_each=not args.no_verify, reproducer=args.reproducer
-    )
-    options = {} if calibration is None else {"calibration": calibration}
-    ctx = Context(
-        target=target,
+    """Run a pipeline as a command does (driver.compile with the command's instruments,
+    --no-verify, --reproducer and --seed); print the decisions with --stats."""
+    decisions = decisions or Decisions()
+    graph = driver.compile(
+        graph,
+        target,
+        passes=pipeline,
+        calibration=calibration,
         seed=args.seed,
-        options=options,
-        logger=logging.getLogger("imcc"),
-        decisions=decisions or Decisions(),
+        target_spec=target_spec,
+        instruments=instruments(args),
+        verify_each=not args.no_verify,
+        reproducer=args.reproducer,
+        decisions=decisions,
+        source=model,
+        label=source,
     )
-    graph = manager.run(graph, ctx)
-    if getattr(args, "stats", False) and ctx.decisions.tables:
-        print(ctx.decisions.format(), file=sys.stderr)
+    if getattr(args, "stats", False) and decisions.tables:
+        print(decisions.format(), file=sys.stderr)
     return graph
-
-
-def with_target(graph: Graph, spec: str | None) -> Graph:
-    """Record the target a program is mapped for (`imcc cost` reads it back)."""
-    if spec is None:
-        return graph
-    return graph.replace(attributes={**graph.attributes, "target": spec})
 
 
 def emit(graph: Graph, output: str | None) -> None:
@@ -187,27 +185,6 @@ def emit(graph: Graph, output: str | None) -> None:
         save_program(graph, output)
     else:
         sys.stdout.write(print_graph(graph))
-
-
-def import_model(path: str, batch: int | None, *, explicit: bool = True) -> Graph:
-    """Import an ONNX model; `batch` replaces a symbolic batch dimension, and one the user gave
-    (`explicit`) must also match a fixed one, which it cannot change."""
-    from imcc.frontend.onnx import import_onnx
-
-    if not Path(path).exists():
-        raise UserError(
-            f"cannot read {path}: no such file",
-            hint="give an .onnx file or a built-in example name (digits-cnn)",
-        )
-    graph = import_onnx(path) if batch is None else import_onnx(path, batch=batch)
-    fixed = {value.type.shape[0] for value in graph.inputs if value.type.shape}
-    if explicit and batch is not None and fixed != {batch}:
-        raise UserError(
-            f"{path} has a fixed batch of {', '.join(map(str, sorted(fixed)))}: --batch {batch} "
-            "cannot change it",
-            hint="drop --batch, or export the model with a symbolic batch dimension",
-        )
-    return graph
 
 
 def add_pipeline_flags(parser: argparse.ArgumentParser, *, passes: bool = True) -> None:
@@ -272,15 +249,13 @@ def run_simulation(
     graph: Graph, target: object, spec: str, args: argparse.Namespace
 ) -> dict | None:
     """Simulate a mapped program on a data set and print the summary; return its record."""
-    from imcc.backend.simulate import format_simulation, simulate
     from imcc.frontend.datasets import load_dataset
+    from imcc.simulation import format_simulation, simulate
 
     source = args.model_source or graph.attributes.get("source")
     float_graph = None
     if source and Path(source).is_file():  # the float reference: the source, cleaned up
-        float_graph = PassManager(parse_pipeline(DEFAULT_PIPELINE)).run(
-            import_model(source, None), Context(seed=args.seed)
-        )
+        float_graph = driver.float_reference(source, seed=args.seed)
     report = simulate(
         graph,
         target,

@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from imcc import driver
 from imcc.cli.common import (
     add_pipeline_flags,
     check_outputs,
     emit,
-    import_model,
     print_report,
     program_inputs,
     program_target,
@@ -18,16 +18,14 @@ from imcc.cli.common import (
     run_pipeline,
     run_simulation,
     seed_argument,
-    with_target,
 )
-from imcc.driver import calibration_data, default_pipeline
+from imcc.driver import calibration_data, import_model
 from imcc.errors import UserError
 from imcc.examples import resolve_model
 from imcc.files import write_bytes
 from imcc.ir.graph import Graph
 from imcc.ir.io import load_program, read_program_text
 from imcc.passes.context import Decisions
-from imcc.passes.pipeline import parse_pipeline
 from imcc.passes.program_target import check_program_target
 from imcc.passes.reproducer import read_reproducer_pipeline
 
@@ -38,18 +36,24 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         args, ["output", "report", "reproducer"], ["dump_ir_dir"], [args.model], program="output"
     )
     target = resolve_target(args.target)
-    graph = with_target(import_model(args.model, args.batch), args.target)
-    if target is not None:
-        graph = graph.replace(
-            attributes={**graph.attributes, "source": str(Path(args.model).resolve())}
-        )
-    pipeline = args.passes if args.passes is not None else default_pipeline(target)
-    passes = parse_pipeline(pipeline, "--passes")  # before the data: a typo costs nothing
+    graph = import_model(args.model, args.batch)
+    # parsed before the data: a typo costs nothing
+    passes = driver.pipeline_passes(args.passes, target, "--passes")
     calibration, calibrated = (None, "none")
     if target is not None or args.calib is not None:
         calibration, calibrated = calibration_data(args.calib, args.model)
     decisions = Decisions()
-    graph = run_pipeline(graph, passes, args, "--passes", target, calibration, decisions)
+    graph = run_pipeline(
+        graph,
+        passes,
+        args,
+        "--passes",
+        target,
+        calibration,
+        decisions,
+        target_spec=args.target,
+        model=args.model,
+    )
     if target is not None:
         graph = _learned_normalisation(graph, args.model)
     if target is None:
@@ -137,7 +141,7 @@ def _cmd_opt(args: argparse.Namespace) -> int:
     target = resolve_target(spec) if pipeline.strip() and spec else None
     calibration = calibration_data(args.calib, args.input)[0] if args.calib else None
     graph = run_pipeline(
-        with_target(graph, args.target), pipeline, args, source, target, calibration
+        graph, pipeline, args, source, target, calibration, target_spec=args.target
     )
     emit(graph, args.output)
     return 0

@@ -13,9 +13,9 @@ import numpy as np
 from imcc.cli.common import (
     add_pipeline_flags,
     check_outputs,
-    import_model,
     run_pipeline,
 )
+from imcc.driver import import_model
 from imcc.errors import UserError
 from imcc.examples import resolve_model
 from imcc.files import write_file

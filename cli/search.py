@@ -79,7 +79,6 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
             datapath_images=args.datapath_images,
             datapath_lr=args.datapath_lr,
             checkpoint=args.checkpoint,
-            fuse=not args.eager,
         ),
         train_images=args.train,
         holdout=args.holdout,
@@ -341,12 +340,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     finetune.add_argument(
         "--checkpoint",
         action="store_true",
-        help="recompute crossbar layers in the backward pass (less memory, about 1.5x the time)",
-    )
-    finetune.add_argument(
-        "--eager",
-        action="store_true",
-        help="run MTJ conversions op by op, not as one compiled kernel",
+        help="recompute crossbar layers in the backward pass (less memory, more time)",
     )
     finetune.add_argument("--report", metavar="R.json", help="write the result as JSON")
     finetune.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -26,6 +26,7 @@ import numpy as np
 
 from imcc.errors import MappingError
 from imcc.ir.mapping import WeightMapping
+from imcc.plan import slice_shifts
 
 DEFAULT_LEVEL = 0.5
 """Mean normalised level assumed when the weight data is not loaded."""
@@ -57,13 +58,16 @@ def stored_magnitudes(
     mapping: WeightMapping,
     filter_axis: int,
     centers: tuple[int, ...] | None = None,
+    offset_bias: int = 0,
 ) -> np.ndarray:
     """Return the unsigned integer each weight stores (before slicing) under an encoding;
-    `centers` (one per filter) are a center-offset encoding's (default: rounded medians)."""
+    `centers` (one per filter) are a center-offset encoding's (default: rounded medians),
+    `offset_bias` an offset encoding's (the layer plan's `offset_bias`: 2^(B-1) for B-bit
+    weights)."""
     bits = sum(mapping.slices)
     w = np.asarray(weights, dtype=np.int64)
     if mapping.encoding == "offset":
-        return np.clip(w + (1 << (bits - 1)), 0, (1 << bits) - 1)
+        return np.clip(w + offset_bias, 0, (1 << bits) - 1)
     if mapping.encoding == "center-offset":
         shape = [1] * w.ndim
         shape[filter_axis] = -1
@@ -83,10 +87,8 @@ def stored_magnitudes(
 def level_sum(values: np.ndarray, slices: tuple[int, ...]) -> float:
     """Return the sum over values and slices (MSB first) of slice level / largest slice level."""
     total = 0.0
-    shift = sum(slices)
     flat = values.reshape(-1)
-    for width in slices:
-        shift -= width
+    for width, shift in zip(slices, slice_shifts(slices), strict=True):
         mask = (1 << width) - 1
         part = (flat >> shift) & mask if shift else flat & mask
         total += float(np.count_nonzero(part) if width == 1 else part.sum()) / mask
@@ -100,9 +102,10 @@ def conductance_sums(
     filter_axis: int,
     size: int,
     centers: tuple[int, ...] | None = None,
+    offset_bias: int = 0,
 ) -> ConductanceSums:
-    """Return the stored-level sums of a layer's weights (cached by digest, mapping and the
-    centers of a center-offset encoding)."""
+    """Return the stored-level sums of a layer's weights (cached by digest, mapping, the
+    centers of a center-offset encoding and the bias of an offset one)."""
     cells = size * len(mapping.slices) * mapping.devices
     if weights is None:
         return ConductanceSums(DEFAULT_LEVEL * cells, cells)
@@ -115,12 +118,16 @@ def conductance_sums(
         mapping.devices,
         filter_axis,
         None if centers is None else tuple(centers),
+        offset_bias,
     )
     cached = _cache.get(key) if digest is not None else None
     if cached is not None:
         return cached
     result = ConductanceSums(
-        level_sum(stored_magnitudes(weights, mapping, filter_axis, centers), mapping.slices), cells
+        level_sum(
+            stored_magnitudes(weights, mapping, filter_axis, centers, offset_bias), mapping.slices
+        ),
+        cells,
     )
     if digest is not None:
         if len(_cache) >= _CACHE_LIMIT:

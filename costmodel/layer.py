@@ -6,9 +6,10 @@ group, G groups, S_i input slices, S_w weight slices, D devices per slice, m col
 - Work. A crossbar op computes, per output position (conv: batch x output pixels; linear: the
   product of the leading dims), a K x N product per group (conv: K = C_in/G * prod(kernel),
   N = C_out/G). MACs = P * K * N * G.
-- Row partial sums. Each row tile sums its rows into one partial sum per column, or, when the
-  crossbar reads only `parallel_rows` rows at once (NeuroSim's rows in parallel), one per group
-  of `parallel_rows` rows: R = row_tiles, or max(row_tiles, ceil(K / parallel_rows)).
+- Row partial sums (the layer plan's, plan.py). Each row tile sums its rows into one partial
+  sum per column, or, when the crossbar reads only `parallel_rows` rows at once (NeuroSim's
+  rows in parallel), one per `parallel_rows` of its rows: R = `plan.chunks`, the sum over row
+  tiles of ceil(rows of the tile / parallel_rows) (row_tiles when all rows read at once).
 - Array reads. Per position and input slice every crossbar of the layer is read once; in
   `reactivate` column-share mode the rows are driven m times (once per column group), in
   `sample-hold` mode once. Cell energy: a cell on an active row costs `cell_read_energy_j * g +
@@ -19,9 +20,11 @@ group, G groups, S_i input slices, S_w weight slices, D devices per slice, m col
   `stats` of the `quantize` that produces the input (0.5 without stats).
 - Input drivers: `energy_per_row_j` per driven row (K * column_tiles * G rows) per array read
   (m reads per slice in reactivate mode), times the activity for pulse-train drivers.
-- Conversions per position = S_i * S_w * N * G * R, times D unless the crossbar has
-  `signed_columns` (a 2T2R pair subtracted in analog converts once), times the samples of an MTJ
-  converter. Converts per MAC = S_i * S_w * R / K (ISAAC: 8 * 4 / 128 = 0.25).
+- Conversions per position = S_i * S_w * D * N * G * R (`plan.conversions_per_position`), D
+  the converted devices per slice (`plan.devices`: 1 for offset weights, whose second device on
+  a pair target holds nothing, and for a 2T2R pair subtracted in analog (`signed_columns`); 2
+  for a pair converted column by column), times the samples of an MTJ converter
+  (`plan.samples`). Converts per MAC = S_i * S_w * D * R / K (ISAAC: 8 * 4 / 128 = 0.25).
 - Speculation (`input.speculate`, RAELLA): the S_i wide slices run speculatively; a conversion
   that hits the ADC's min / max code is discarded, a flag is set, and the same input bits are
   re-run as 1-bit slices, converting only the flagged columns. How many recoveries that takes
@@ -52,10 +55,11 @@ group, G groups, S_i input slices, S_w weight slices, D devices per slice, m col
   outputs, N * P * G * 8 bits, sent on to the next layer.
 - Latency: the array read, the conversions and the shift-adds of one slice are pipelined, so one
   slice takes phases * max(read * (m if reactivate else 1), m * conversion, m * shift-add),
-  phases = ceil(min(K, tiling rows) / parallel_rows) (1 when all rows read at once): each
-  converter serves m columns in turn (XPert: m ADC cycles per input bit; SAR B+1 steps, Flash
-  one). A layer takes P * reads per position * slice time / replicas, or longer when its buffer
-  or interconnect traffic needs more time at the declared bandwidths.
+  phases = `plan.chunks_per_tile` = ceil(min(K, tiling rows) / parallel_rows) (1 when all
+  rows read at once): each converter serves m columns in turn (XPert: m ADC cycles per input
+  bit; SAR B+1 steps, Flash one). A layer takes P * reads per position * slice time /
+  replicas, or longer when its buffer or interconnect traffic needs more time at the declared
+  bandwidths.
 """
 
 from __future__ import annotations
@@ -75,6 +79,14 @@ from imcc.ir.mapping import (
     InputStreaming,
     Placement,
 )
+from imcc.plan import (
+    REQUIRED,
+    MatrixShape,
+    plan_layer,
+    require_mapped,
+    slice_shifts,
+    target_converter,
+)
 from imcc.target import ConverterKind, Target
 
 DEFAULT_ACTIVITY = 0.5
@@ -82,15 +94,6 @@ DEFAULT_ACTIVITY = 0.5
 
 OUTPUT_BITS = 8
 """Bits per output element a crossbar layer writes and sends on (requantized activations)."""
-
-REQUIRED = (
-    ("weights", "tile-crossbar"),
-    ("tiling", "tile-crossbar"),
-    ("input", "assign-input-precision"),
-    ("column_share", "share-columns"),
-    ("converter", "select-adc"),
-)
-"""The mapping attributes a crossbar op needs, with the pass that sets each."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,14 +135,12 @@ def slice_activities(streaming: InputStreaming, stats: ActivationStats | None) -
         return (DEFAULT_ACTIVITY,) * len(streaming.slices)
     density = stats.bit_density
     out = []
-    hi = streaming.bits - 1
-    for width in streaming.slices:
-        lo = hi - width + 1
+    for width, lo in zip(streaming.slices, slice_shifts(streaming.slices), strict=True):
         value = sum(
-            (1 << (b - lo)) * (density[b] if b < len(density) else 0.0) for b in range(lo, hi + 1)
+            (1 << (b - lo)) * (density[b] if b < len(density) else 0.0)
+            for b in range(lo, lo + width)
         )
         out.append(value / ((1 << width) - 1))
-        hi = lo - 1
     return tuple(out)
 
 
@@ -148,23 +149,6 @@ def _bit_activities(streaming: InputStreaming, stats: ActivationStats | None) ->
         return [DEFAULT_ACTIVITY] * streaming.bits
     d = stats.bit_density
     return [d[b] if b < len(d) else 0.0 for b in range(streaming.bits)]
-
-
-def check_mapped(node: Node) -> None:
-    """Raise MappingError naming the node and the pass when a mapping attribute is missing."""
-    missing = [(a, p) for a, p in REQUIRED if a not in node.attributes]
-    if missing:
-        passes = sorted({p for _, p in missing}, key=[p for _, p in REQUIRED].index)
-        label = node.name or node.outputs[0]
-        raise MappingError(
-            f"crossbar op '{node.op}' (node {label}) has no "
-            + ", ".join(f"'{a}'" for a, _ in missing)
-            + " attribute",
-            hint="run the mapping pass"
-            + ("es " if len(passes) > 1 else " ")
-            + ", ".join(passes)
-            + " before pricing it",
-        )
 
 
 def _check_speculation(
@@ -207,21 +191,16 @@ def crossbar_layer(
     weights_size: int,
     stats: ActivationStats | None,
 ) -> tuple[LayerCost, CrossbarArea]:
-    """Return the cost of one mapped crossbar op (rows = K, columns = N per group)."""
-    check_mapped(node)
+    """Return the cost of one mapped crossbar op (rows = K, columns = N per group): the counts
+    of its plan (plan.py) times the target's per-action costs."""
+    shape = MatrixShape(rows, columns, groups, positions)
+    require_mapped(node, needs=tuple(name for name, _ in REQUIRED))
     a = node.attributes
     mapping, tiling, streaming = a["weights"], a["tiling"], a["input"]
     share: int = a["column_share"]
     choice: ConverterChoice = a["converter"]
     label = node.name or node.outputs[0]
-    try:
-        converter = target.converter(choice.name)
-    except KeyError:
-        offered = ", ".join(c.name for c in target.converters)
-        raise MappingError(
-            f"node {label}: target {target.name} has no converter '{choice.name}'",
-            hint=f"converters: {offered}",
-        ) from None
+    converter = target_converter(target, choice.name, f"node {label}: ")
     if mapping.encoding == "center-offset" and target.center_offset is None:
         raise MappingError(
             f"node {label}: center-offset encoding needs a center_offset unit, "
@@ -230,19 +209,12 @@ def crossbar_layer(
     profile: ConverterProfile | None = a.get("profile")
     if streaming.speculate:
         _check_speculation(label, target, converter.kind, profile)
+    plan = plan_layer(node, target, shape)
     xbar = target.crossbar
     cost = converter_cost(converter, choice.bits, target.technology)
-    samples = choice.samples if converter.kind is ConverterKind.MTJ else 1
+    samples = plan.samples
     reactivate = target.column_share_mode == "reactivate"
-
-    active = xbar.active_rows
-    if active < tiling.rows:
-        partials = max(tiling.row_tiles, math.ceil(rows / active))
-        phases = math.ceil(min(rows, tiling.rows) / active)
-    else:
-        partials, phases = tiling.row_tiles, 1
-    pair = 1 if xbar.signed_columns else mapping.devices
-    s_w = len(mapping.slices)
+    partials, phases = plan.chunks, plan.chunks_per_tile
     outputs = positions * columns * groups
 
     # per position: array reads, columns converted per read, summed row activity
@@ -256,11 +228,17 @@ def crossbar_layer(
 
     macs = positions * rows * columns * groups
     # the wide (speculative, when speculating) slices' conversions, then the measured recoveries
-    first = positions * len(activities) * s_w * columns * groups * partials * pair * samples
+    first = positions * plan.conversions_per_position * samples
     recoveries = first * profile.recoveries if streaming.speculate else 0.0
     conversions = first + recoveries
     sums = conductance_sums(
-        weights, weights_digest, mapping, filter_axis, weights_size, a.get("centers")
+        weights,
+        weights_digest,
+        mapping,
+        filter_axis,
+        weights_size,
+        a.get("centers"),
+        plan.offset_bias,
     )
     cell_energy = xbar.cell_read_energy_j * sums.level_sum + xbar.cell_base_energy_j * sums.cells
     row_reads = share if reactivate else 1

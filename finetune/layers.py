@@ -10,8 +10,10 @@ float weights, bias and (MTJ) per-column normalisation:
 - the weights are quantized per output channel as passes/quantize.py's `quantize_weights`
   does (float64 `max|w| / (2^(B-1) - 1)`, round, clip), STE through the rounding, so the scale
   follows the weights as a re-compile of the exported model recomputes it;
-- the integer product runs through finetune/datapath.py (or, in `float` mode, the plain float
-  conv / linear: what the quantize pass measures input ranges on);
+- the integer product runs through the crossbar datapath (backend/datapath.py
+  `crossbar_product`, over the layer's plan; a convolution as its im2col patches, rows ordered
+  (kernel tap, channel) as backend/kernels.py orders them), or, in `float` mode, the plain
+  float conv / linear: what the quantize pass measures input ranges on;
 - the result is dequantized as backend/reference.py does (`acc * float32(s_x * s_w) + bias`).
 """
 
@@ -24,9 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imcc.backend.datapath import crossbar_product
 from imcc.backend.reference import code_range
-from imcc.finetune.datapath import Datapath, crossbar_conv, crossbar_linear, initial_normalisation
-from imcc.target import ConverterKind
+from imcc.errors import MappingError
+from imcc.plan import LayerPlan
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ class CrossbarLayer(nn.Module):
         weight: np.ndarray,
         bias: np.ndarray | None,
         quantizer: InputQuantizer,
-        path: Datapath,
+        path: LayerPlan,
         geometry: ConvGeometry | None,
         backward: str = "clamp",
     ) -> None:
@@ -85,12 +88,11 @@ class CrossbarLayer(nn.Module):
         self.quantizer, self.backward = quantizer, backward
         self.filter_axis = 0 if op == "conv" else 1
         self.weight = nn.Parameter(torch.tensor(weight, dtype=torch.float32))
-        filters = weight.shape[self.filter_axis]
         self.bias = None if bias is None else nn.Parameter(torch.tensor(bias, dtype=torch.float32))
         self.log_scale: nn.Parameter | None = None
         self.offset: nn.Parameter | None = None
-        if path.converter.kind is ConverterKind.MTJ:
-            scale, offset = initial_normalisation(path, path.columns(filters))
+        if path.converter.is_mtj:  # the program's calibrated normalisation, else the full range
+            scale, offset = (v.astype(np.float64) for v in path.normalisation(0))
             self.log_scale = nn.Parameter(torch.tensor(np.log(scale), dtype=torch.float32))
             self.offset = nn.Parameter(torch.tensor(offset, dtype=torch.float32))
         # "mapped"; "float": the plain float op, as quantize calibrates on; "surrogate": the
@@ -179,7 +181,7 @@ class CrossbarLayer(nn.Module):
                 out = flat @ w
             else:
                 scale, offset = self.normalisation()
-                out = crossbar_linear(flat, w, self.path, scale, offset, None, self.backward)
+                out = crossbar_product(flat, w, self.path, 0, scale, offset, self.backward)
             return out.reshape(*x.shape[:-1], w.shape[1])
         g = self.geometry
         assert g is not None
@@ -190,9 +192,7 @@ class CrossbarLayer(nn.Module):
                 return F.conv2d(x, w, stride=g.strides, dilation=g.dilations)
             return F.conv2d(x, w, stride=g.strides, padding=g.pads[:spatial], dilation=g.dilations)
         scale, offset = self.normalisation()
-        return crossbar_conv(
-            x, w, self.path, g.strides, g.pads, g.dilations, scale, offset, None, self.backward
-        )
+        return _crossbar_conv(x, w, self.path, g, scale, offset, self.backward)
 
     def learned_normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
         """Return the MTJ's learned ps_scale / ps_offset as the IR attributes hold them."""
@@ -242,3 +242,34 @@ def _torch_pads(pads: tuple[int, ...]) -> tuple[int, ...]:
     for axis in reversed(range(spatial)):
         out += [pads[axis], pads[spatial + axis]]
     return tuple(out)
+
+
+def _crossbar_conv(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    plan: LayerPlan,
+    geometry: ConvGeometry,
+    scale: torch.Tensor | None,
+    offset: torch.Tensor | None,
+    backward: str,
+) -> torch.Tensor:
+    """Return the 2-d convolution (one group) of integer codes x[B, C, H, W] with w[M, C, kh,
+    kw] through the crossbar datapath: the im2col patches [B * L, K], rows ordered (kernel
+    tap, channel) as backend/kernels.py's im2col orders them, times the filters [K, M]."""
+    if x.dim() != 4:
+        raise MappingError(
+            "finetune maps 2-d convolutions only",
+            hint="1-d and 3-d convolutions are not supported by finetune yet",
+        )
+    batch, channels = x.shape[:2]
+    filters, _, kh, kw = w.shape
+    padded = F.pad(x, _torch_pads(geometry.pads))
+    columns = F.unfold(padded, (kh, kw), dilation=geometry.dilations, stride=geometry.strides)
+    positions = columns.shape[-1]  # [B, C * T, L], rows ordered (channel, tap)
+    patches = columns.reshape(batch, channels, kh * kw, positions).permute(0, 3, 2, 1)
+    patches = patches.reshape(batch * positions, kh * kw * channels)
+    kernel = w.permute(2, 3, 1, 0).reshape(kh * kw * channels, filters)
+    out = crossbar_product(patches, kernel, plan, 0, scale, offset, backward)
+    out_h = (padded.shape[2] - geometry.dilations[0] * (kh - 1) - 1) // geometry.strides[0] + 1
+    out_w = (padded.shape[3] - geometry.dilations[1] * (kw - 1) - 1) // geometry.strides[1] + 1
+    return out.reshape(batch, out_h, out_w, filters).permute(0, 3, 1, 2)

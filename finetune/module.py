@@ -18,11 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from imcc.backend.simulator import LOSSLESS, layer_converter, mapped_layer
 from imcc.errors import UserError
-from imcc.finetune.datapath import Datapath
 from imcc.finetune.layers import ConvGeometry, CrossbarLayer, InputQuantizer, _torch_pads
 from imcc.ir.graph import Graph, Node
+from imcc.plan import LayerPlan, MatrixShape, plan_layer
 from imcc.target import Target
 
 TorchRule = Callable[[Node, list[torch.Tensor]], torch.Tensor]
@@ -148,28 +147,14 @@ TORCH_RULES: dict[str, TorchRule] = {
 """Torch translations of the reference rules of the ops a fine-tuned model may use."""
 
 
-def layer_datapath(node: Node, target: Target, rows: int, lossless: bool = False) -> Datapath:
-    """Return the datapath of a mapped crossbar op whose product has `rows` rows (K), its
-    converter exact when `lossless`."""
-    streaming, mapping, tiling, choice = mapped_layer(node)
-    converter = LOSSLESS
-    if not lossless:
-        converter = layer_converter(
-            choice,
-            target,
-            tuple(node.attributes.get("ps_scale") or ()),
-            tuple(node.attributes.get("ps_offset") or ()),
-        )
-    centers = node.attributes.get("centers")
-    return Datapath(
-        streaming,
-        mapping,
-        target.weight_bits,
-        min(tiling.rows, target.crossbar.active_rows, rows),
-        target.crossbar.signed_columns,
-        converter,
-        None if centers is None else tuple(int(c) for c in centers),
-    )
+def layer_datapath(
+    node: Node, target: Target, codes: np.ndarray, lossless: bool = False
+) -> LayerPlan:
+    """Return the plan of a mapped crossbar op (one group) with weight codes `codes` (the
+    op's layout), its converter exact when `lossless`."""
+    rows = int(np.prod(codes.shape[1:])) if node.op == "conv" else int(codes.shape[0])
+    filters = int(codes.shape[0]) if node.op == "conv" else int(codes.shape[1])
+    return plan_layer(node, target, MatrixShape(rows, filters, 1, 0), lossless=lossless)
 
 
 class MappedNetwork(nn.Module):
@@ -177,7 +162,7 @@ class MappedNetwork(nn.Module):
 
     `float_graph` is the program's float source after clean-up (its constants give the
     layers' starting float weights by name); `lossless` makes every converter exact;
-    `backward` picks the MTJ straight-through estimator (finetune/datapath.py).
+    `backward` picks the MTJ straight-through estimator (backend/datapath.py).
     """
 
     def __init__(
@@ -280,7 +265,7 @@ class MappedNetwork(nn.Module):
             geometry = ConvGeometry(
                 tuple(node.attr("strides")), tuple(node.attr("pads")), tuple(node.attr("dilations"))
             )
-        path = layer_datapath(node, target, _product_rows(node, codes), lossless)
+        path = layer_datapath(node, target, codes, lossless)
         layer = CrossbarLayer(where, node.op, weight, bias, quantizer, path, geometry, backward)
         layer.result = dequantize.outputs[0]  # type: ignore[attr-defined]
         layer.source = quantize.inputs[0]  # type: ignore[attr-defined]
@@ -313,12 +298,6 @@ class MappedNetwork(nn.Module):
             args = [env[name] if name in env else self.constant(name) for name in node.inputs]
             env[out] = TORCH_RULES[node.op](node, args)
         return env[self.program.outputs[0]]
-
-
-def _product_rows(node: Node, codes: np.ndarray) -> int:
-    """Return the rows (K) of a crossbar op's product: (channel, tap) of a conv's filter, the
-    input features of a linear."""
-    return int(np.prod(codes.shape[1:])) if node.op == "conv" else int(codes.shape[0])
 
 
 def program_constant(graph: Graph, name: str, where: str) -> np.ndarray:

@@ -6,21 +6,20 @@ ever simulated (default: the last fifth held out, the rest to fine-tune; CIFAR-1
 images here: the first 4,000 fine-tune, the last 1,000 report). Calibration (quantize,
 calibrate-mtj) uses the data set's first 64 images, as `imcc compile --calib DATA` does, so
 `train` must cover them. Both accuracies, before and after, are `imcc simulate`'s (the
-`backend/simulate.py` crossbar interpreter, seeded) on the held-out images: the one after is
+`simulation.py` crossbar interpreter, seeded) on the held-out images: the one after is
 the program compiled from the exported model (with the learned normalisation), never the torch
 forward.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from imcc.backend.simulate import SimulationReport, simulate
+from imcc import driver
 from imcc.driver import CALIBRATION_SAMPLES, calibration_data, default_pipeline
 from imcc.errors import UserError
 from imcc.examples import resolve_model
@@ -31,9 +30,8 @@ from imcc.finetune.train import EpochRecord, InputRange, TrainConfig, train
 from imcc.frontend.datasets import Dataset, load_dataset
 from imcc.ir.graph import Graph
 from imcc.ir.io import save_program
-from imcc.passes.context import Context
-from imcc.passes.manager import PassManager
-from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline
+from imcc.passes.pipeline import DEFAULT_PIPELINE
+from imcc.simulation import SimulationReport, simulate
 from imcc.target import Target
 
 
@@ -137,8 +135,8 @@ def split(data: Dataset, train_images: int | None, holdout: int | None) -> tuple
     )
 
 
-def compile_model(
-    model: str | Path,
+def _compile(
+    model: Path,
     target: Target,
     target_spec: str,
     pipeline: str,
@@ -146,15 +144,15 @@ def compile_model(
     seed: int,
 ) -> Graph:
     """Import and map a model as `imcc compile --target T --calib DATA` does."""
-    from imcc.frontend.onnx import import_onnx
-
-    graph = import_onnx(str(model))
-    graph = graph.replace(
-        attributes={**graph.attributes, "target": target_spec, "source": str(Path(model).resolve())}
+    return driver.compile(
+        model,
+        target,
+        passes=pipeline,
+        calibration=calibration,
+        seed=seed,
+        target_spec=target_spec,
+        label="--passes",
     )
-    options = {} if calibration is None else {"calibration": calibration}
-    ctx = Context(target=target, seed=seed, options=options, logger=logging.getLogger("imcc"))
-    return PassManager(parse_pipeline(pipeline, "--passes")).run(graph, ctx)
 
 
 def input_range(pipeline: str) -> InputRange:
@@ -162,7 +160,7 @@ def input_range(pipeline: str) -> InputRange:
     percentile), so that fine-tuning re-measures them as a re-compile will."""
     from imcc.passes.quantize import Quantize
 
-    for step in parse_pipeline(pipeline, "--passes"):
+    for step in driver.pipeline_passes(pipeline, label="--passes"):
         if isinstance(step, Quantize):
             return InputRange(step.method, step.percentile)
     return InputRange()
@@ -180,7 +178,6 @@ def run_finetune(
 ) -> FinetuneResult:
     """Run `imcc finetune` (see the module docstring); `log` receives progress lines."""
     from imcc.frontend.hw import load_target
-    from imcc.frontend.onnx import import_onnx
 
     model = resolve_model(config.model)
     if not model.is_file():
@@ -191,11 +188,9 @@ def run_finetune(
     train_set, held_out = split(load_dataset(config.data), config.train_images, config.holdout)
     calibration, _ = calibration_data(config.data, model)
     batch = simulation_batch(len(held_out.images), config.sim_batch)
-    float_graph = PassManager(parse_pipeline(DEFAULT_PIPELINE)).run(
-        import_onnx(str(model)), Context(seed=seed)
-    )
+    float_graph = driver.float_reference(model, seed)
     program, resumed = with_learned_normalisation(
-        compile_model(model, target, config.target, pipeline, calibration, seed), model
+        _compile(model, target, config.target, pipeline, calibration, seed), model
     )
     if any(node.op == "batch_norm" for node in program.nodes):
         raise UserError(
@@ -276,7 +271,7 @@ def run_finetune(
     output.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(model, layers, record, output)
     exported, _ = with_learned_normalisation(
-        compile_model(output, target, config.target, pipeline, calibration, seed), output
+        _compile(output, target, config.target, pipeline, calibration, seed), output
     )
     program_path = save_program(exported, output.with_suffix(".imcir"))
     holdout_path = output.with_name(output.stem + ".holdout.npz")

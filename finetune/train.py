@@ -1,10 +1,9 @@
 """The fine-tuning loop: seeded SGD (or Adam) with a cosine schedule through the mapped datapath.
 
-Every step runs the mapped forward (MTJ samples drawn from torch's seeded generator) and the
-straight-through backward of finetune/datapath.py. The backward keeps two tensors per MTJ
-conversion (chunks x input slices x weight slices the size of a float activation: about 3 GB
-for a batch of 32 CIFAR-10 images through ResNet-20); with `checkpoint` crossbar layers are
-recomputed in the backward pass instead, with the same random draws. After every
+Every step runs the mapped forward (MTJ samples drawn from generators seeded by torch's seeded
+global generator) and the straight-through backward of backend/datapath.py, which recomputes
+each crossbar layer's partial sums (with the same draws) instead of keeping them; with
+`checkpoint` the whole crossbar layer (quantizers included) is recomputed too. After every
 epoch the layers' input scales are re-measured as the quantize pass measures them (the float
 network's largest |input| on the calibration images), so the training forward quantizes as a
 re-compile of the exported model will.
@@ -21,7 +20,6 @@ import torch
 import torch.nn.functional as F
 
 from imcc.errors import UserError
-from imcc.finetune.datapath import fuse_converters
 from imcc.finetune.module import MappedNetwork
 from imcc.passes.quantize import input_scale
 
@@ -43,10 +41,9 @@ class TrainConfig:
     from its peak: `lr`, and for the datapath stage `datapath_lr` (0: `lr`); see
     `learning_rate_factor`), the images each datapath epoch trains on (`datapath_images`: a
     fresh random subset of the training images per epoch, 0: all; a datapath step costs
-    several hundred surrogate steps), whether to show a progress bar, to recompute the crossbar
+    several hundred surrogate steps), whether to show a progress bar, and to recompute the crossbar
     layers in the backward pass instead of keeping their tensors (`checkpoint`: less memory,
-    about 1.5x the time), and to run MTJ conversions as one compiled kernel (`fuse`,
-    datapath.py)."""
+    more time)."""
 
     epochs: int = 1
     lr: float = 1e-2
@@ -62,7 +59,6 @@ class TrainConfig:
     datapath_lr: float = 0.0
     progress: bool = False
     checkpoint: bool = False
-    fuse: bool = True
 
     def __post_init__(self) -> None:
         checks = [  # flag, value, whether it is acceptable, what it must be, an example
@@ -228,7 +224,6 @@ def train(
     where = device()
     network.to(where)
     network.checkpointing = config.checkpoint
-    fuse_converters(config.fuse)
     parameters = [p for p in network.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(
@@ -249,7 +244,6 @@ def train(
             network, optimizer, schedule, images, labels, config, calibration, where, input_range
         )
     finally:
-        fuse_converters(False)
         network.eval()
         network.checkpointing = False
         network.to(torch.device("cpu"))

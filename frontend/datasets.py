@@ -21,7 +21,7 @@ of samples [N, ...] with N >= 1, finite after scaling; labels, when present, are
 before the cast. A limit takes the first N samples and must be at least 1; a limit above
 the data set's size takes all of it and the Dataset remembers what was asked (`limit`), so that
 reports can say so. Whether labels fit a model's classes is known only where the model is:
-`check_labels` (backend/simulate.py calls it).
+`check_labels` (simulation.py calls it).
 """
 
 from __future__ import annotations

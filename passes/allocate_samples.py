@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,17 +12,17 @@ from imcc.ir.graph import Graph, Node
 from imcc.ir.mapping import ConverterChoice
 from imcc.ir.rebatch import rebatch
 from imcc.passes.base import Pass, option
-from imcc.passes.calibrate_mtj import mapped_layer, mtj_layers
+from imcc.passes.calibrate_mtj import mtj_layers
 from imcc.passes.context import Context
 from imcc.passes.layers import (
     crossbar_layers,
     layer_label,
-    matrix_shape,
     replace_nodes,
     require_target,
     with_attributes,
 )
 from imcc.passes.quantize import calibration_images
+from imcc.plan import graph_plan
 from imcc.target import Target
 
 SENSITIVITY_FLOOR = 1e-12
@@ -42,24 +41,10 @@ class LayerCost:
 
 
 def conversions(node: Node, graph: Graph, target: Target) -> int:
-    """Return the converter conversions of one inference of a crossbar layer: positions x
-    input slices x weight slices x converted devices x filters x row chunks."""
-    streaming, mapping, tiling, _ = mapped_layer(
-        node, node.name or node.outputs[0], "allocate-samples"
-    )
-    shape = matrix_shape(node, graph)
-    per_sum = min(tiling.rows, target.crossbar.active_rows)
-    pair = 1 if target.crossbar.signed_columns or mapping.encoding == "offset" else mapping.devices
-    chunks = math.ceil(shape.rows / min(per_sum, shape.rows))
-    return (
-        shape.positions
-        * len(streaming.slices)
-        * len(mapping.slices)
-        * pair
-        * shape.columns
-        * shape.groups
-        * chunks
-    )
+    """Return the converter conversions of one inference of a crossbar layer (its plan's
+    conversions per output position times the positions; an MTJ's samples not counted)."""
+    plan = graph_plan(node, graph, target, before=AllocateSamples.name)
+    return plan.conversions_per_position * plan.positions
 
 
 def allocate(layers: list[LayerCost], budget: float) -> list[int]:
@@ -205,7 +190,7 @@ class AllocateSamples(Pass):
         batched = rebatch(graph, len(images))
         output = batched.outputs[0]
         exact = (
-            CrossbarInterpreter(target, np.random.default_rng(0), lossless=True)
+            CrossbarInterpreter(target, 0, lossless=True)
             .run(batched, {value.name: images})[output]
             .astype(np.float64)
         )
@@ -214,7 +199,9 @@ class AllocateSamples(Pass):
         for _, node, counts, _ in layers:
             errors = []
             for samples in (counts[0], counts[-1]):
-                machine = CrossbarInterpreter(target, ctx.rng(self.name, node.outputs[0], samples))
+                machine = CrossbarInterpreter(
+                    target, ctx.draw_seed(self.name, node.outputs[0], samples)
+                )
                 got = machine.run(_alone(batched, node.outputs[0], samples), {value.name: images})[
                     output
                 ]

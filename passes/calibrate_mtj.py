@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from imcc.backend.crossbar import input_planes, weight_planes
-from imcc.errors import MappingError
+from imcc.backend.datapath import partial_sums
 from imcc.ir.graph import Graph, Node
-from imcc.ir.mapping import ConverterChoice, InputStreaming, Tiling, WeightMapping
+from imcc.ir.mapping import ConverterChoice
 from imcc.passes.base import Pass, option
 from imcc.passes.calibration import LayerProducts, layer_products
 from imcc.passes.context import Context
@@ -21,6 +19,7 @@ from imcc.passes.layers import (
     require_target,
     with_attributes,
 )
+from imcc.plan import MatrixShape, plan_layer, require_mapped
 from imcc.target import ConverterKind, Target
 
 MIN_SPREAD = 0.5
@@ -39,29 +38,6 @@ class ColumnSums:
     filters: int
 
 
-def mapped_layer(
-    node: Node, where: str, pass_name: str
-) -> tuple[InputStreaming, WeightMapping, Tiling, ConverterChoice]:
-    """Return a crossbar layer's input streaming, weight mapping, tiling and converter, or
-    raise MappingError naming the pass that must run first."""
-    streaming, mapping = node.attributes.get("input"), node.attributes.get("weights")
-    tiling, choice = node.attributes.get("tiling"), node.attributes.get("converter")
-    if not isinstance(choice, ConverterChoice):
-        raise MappingError(
-            f"{pass_name}: {where} has no converter", hint=f"run select-adc before {pass_name}"
-        )
-    if not (
-        isinstance(streaming, InputStreaming)
-        and isinstance(mapping, WeightMapping)
-        and isinstance(tiling, Tiling)
-    ):
-        raise MappingError(
-            f"{pass_name}: {where} is not mapped onto crossbars",
-            hint=f"run assign-input-precision and tile-crossbar before {pass_name}",
-        )
-    return streaming, mapping, tiling, choice
-
-
 def mtj_layers(graph: Graph) -> list[tuple[int, Node]]:
     """Return the crossbar layers (with their index) whose converter is an MTJ."""
     out = []
@@ -74,41 +50,19 @@ def mtj_layers(graph: Graph) -> list[tuple[int, Node]]:
 
 def column_sums(node: Node, products: LayerProducts, target: Target) -> ColumnSums:
     """Return the partial sums every physical column of a layer produces on the calibration
-    products, exactly as the datapath forms them (slices, encoding, row chunks)."""
-    streaming, mapping, tiling, _ = mapped_layer(
-        node, node.name or node.outputs[0], "calibrate-mtj"
-    )
-    signed = target.crossbar.signed_columns
-    centers = node.attributes.get("centers")
-    parts, weight = [], np.ones(len(streaming.slices))
+    products, exactly as the datapath forms them (its plan's slices, encoding, row chunks)."""
+    x0, w0 = products.patches[0], products.filters[0]
+    shape = MatrixShape(w0.shape[0], w0.shape[1], products.groups, x0.shape[0])
+    plan = plan_layer(node, target, shape, lossless=True, before=CalibrateMtj.name)
+    parts = []
     for group in range(products.groups):
         x, w = products.patches[group], products.filters[group]
-        columns = w.shape[1]
-        group_centers = None
-        if centers is not None:
-            group_centers = np.asarray(centers[group * columns : (group + 1) * columns], np.int64)
-        stored = weight_planes(w, mapping, target.weight_bits, signed, group_centers)
-        planes = stored.planes.astype(np.float32)  # [I, D, K, N]
-        rows = x.shape[1]
-        per_sum = min(tiling.rows, target.crossbar.active_rows, rows)
-        chunks = math.ceil(rows / per_sum)
-        inputs, weight = input_planes(x, streaming)  # [J, P, K]
-        chunk_sums = []
-        for chunk in range(chunks):
-            rows_of = slice(chunk * per_sum, (chunk + 1) * per_sum)
-            b = (
-                planes[:, :, rows_of]
-                .transpose(2, 0, 1, 3)
-                .reshape(planes[:, :, rows_of].shape[2], -1)
-            )  # [R, I*D*N]
-            chunk_sums.append(inputs[:, :, rows_of] @ b)  # [J, P, I*D*N], exact integers
-        sums = np.stack(chunk_sums)
-        slices, devices = planes.shape[:2]
-        parts.append(sums.reshape(*sums.shape[:3], slices * devices, columns))
+        sums = partial_sums(plan, x, w, group)  # [C, J, P, I*D*N]
+        parts.append(sums.reshape(*sums.shape[:3], plan.weight_slices * plan.devices, -1))
     # filters of all groups side by side: [C, J, P, I*D, groups*N] -> [..., I*D*groups*N]
     stacked = np.concatenate(parts, axis=-1)
-    filters = stacked.shape[-1]
-    return ColumnSums(stacked.reshape(*stacked.shape[:3], -1), weight, filters)
+    weight = np.array([2.0**shift for shift in plan.input_shifts])
+    return ColumnSums(stacked.reshape(*stacked.shape[:3], -1), weight, plan.filters * plan.groups)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +100,7 @@ class CalibrateMtj(Pass):
         target = require_target(ctx, self.name)
         layers = crossbar_layers(graph)
         for index, node in enumerate(layers):
-            mapped_layer(node, layer_label(node, index), self.name)
+            require_mapped(node, layer_label(node, index), before=self.name)
         chosen = mtj_layers(graph)
         if not chosen:
             return graph

@@ -73,6 +73,11 @@ class Context:
         key = [self.seed, *(_stable_int(s) for s in salt)]
         return np.random.default_rng(key)
 
+    def draw_seed(self, *salt: object) -> int:
+        """Return an int seed drawn from `rng(*salt)` (e.g. for a CrossbarInterpreter's or the
+        datapath's MTJ draws), the same for the same arguments."""
+        return int(self.rng(*salt).integers(2**62))
+
 
 def _stable_int(value: object) -> int:
     """Map a salt to a non-negative int that does not depend on Python's hash seed."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from imcc.backend.datapath import chunk_products
 from imcc.errors import MappingError
 from imcc.ir.graph import Graph, Node
 from imcc.ir.mapping import ENCODINGS, Tiling, WeightMapping
@@ -22,6 +23,7 @@ from imcc.passes.layers import (
     with_attributes,
 )
 from imcc.passes.tile_crossbar import default_slices, magnitude_bits, tile_layer
+from imcc.plan import LayerPlan, graph_plan
 from imcc.target import Target
 
 
@@ -36,17 +38,10 @@ def supported_schemes(target: Target) -> list[str]:
     return schemes
 
 
-def chunk_sums(x: np.ndarray, w: np.ndarray, rows_per_sum: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return the full-precision partial sums of a product per row chunk, A [P*C, N] (float64),
-    and the matching input sums X [P*C]: chunk c of position p sums rows
-    [c * rows_per_sum, (c + 1) * rows_per_sum) as the crossbar's column does."""
-    positions, rows = x.shape
-    chunks = -(-rows // rows_per_sum)
-    pad = chunks * rows_per_sum - rows
-    xf = np.pad(x.astype(np.float64), ((0, 0), (0, pad))).reshape(positions, chunks, rows_per_sum)
-    wf = np.pad(w.astype(np.float64), ((0, pad), (0, 0))).reshape(chunks, rows_per_sum, -1)
-    sums = np.einsum("pcr,crn->pcn", xf, wf).reshape(positions * chunks, -1)
-    return sums, xf.sum(axis=2).reshape(-1)
+def tiled_plan(node: Node, graph: Graph, target: Target) -> LayerPlan:
+    """Return the plan of a layer as tiled, for its row chunks (encode-weights runs before
+    select-adc: the plan takes LOSSLESS converters, the converter is not read)."""
+    return graph_plan(node, graph, target, lossless=True, before=EncodeWeights.name)
 
 
 def mean_abs_partial_sum(sums: np.ndarray, inputs: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -111,12 +106,13 @@ class EncodeWeights(Pass):
     differential, center-offset; `per_layer_scheme` gives one per crossbar layer.
 
     Centers: per filter, the integer c minimising the mean |partial sum| of the crossbar's row
-    chunks (`min(tiling rows, active rows)` rows) on calibration data (a weighted median, see
-    `best_centers`), clipped so that |w - c| <= 2^(b-1) - 1: the offsets fit the same slices
-    as differential weights. Calibration positions are a seeded subsample, so centers are
-    deterministic. Slices that no longer cover the scheme's magnitude bits (e.g. 7-bit slices
-    for offset) become whole cells; the layer is re-tiled. Runs after quantize and
-    tile-crossbar; records scheme and mean |partial sum| before (c = 0) and after per layer.
+    chunks (the layer plan's: each row tile read `active rows` at a time) on calibration
+    data (a weighted median, see `best_centers`), clipped so that |w - c| <= 2^(b-1) - 1: the
+    offsets fit the same slices as differential weights. Calibration positions are a seeded
+    subsample, so centers are deterministic. Slices that no longer cover the scheme's
+    magnitude bits (e.g. 7-bit slices for offset) become whole cells; the layer is re-tiled.
+    Runs after quantize, assign-input-precision and tile-crossbar; records scheme and mean
+    |partial sum| before (c = 0) and after per layer.
 
     ```
     // after: encode-weights{scheme=center-offset} on raella (filters 0 and 1 centered at 3, -1)
@@ -188,9 +184,8 @@ class EncodeWeights(Pass):
                 )
                 ctx.decisions.record(self.name, where, scheme=scheme, slices=list(slices))
                 continue
-            rows_per_sum = min(tiling.rows, target.crossbar.active_rows)
             centers, before, after = _centers(
-                products[node.outputs[0]], rows_per_sum, target.weight_bits
+                products[node.outputs[0]], tiled_plan(node, graph, target), target.weight_bits
             )
             changed[node.outputs[0]] = with_attributes(
                 node, weights=mapping, tiling=tiling, centers=tuple(int(c) for c in centers)
@@ -212,13 +207,14 @@ class EncodeWeights(Pass):
 
 
 def _centers(
-    products: LayerProducts, rows_per_sum: int, weight_bits: int
+    products: LayerProducts, plan: LayerPlan, weight_bits: int
 ) -> tuple[np.ndarray, float, float]:
     """Return a layer's centers (all groups, in filter order) and its mean |partial sum| over
     row chunks, positions and filters with c = 0 and with the centers."""
     centers, before, after, count = [], 0.0, 0.0, 0
     for x, w in zip(products.patches, products.filters, strict=True):
-        sums, inputs = chunk_sums(x, w, rows_per_sum)
+        sums, inputs = chunk_products(plan, x, w)  # [P, C, N], [P, C]
+        sums, inputs = sums.reshape(-1, sums.shape[-1]), inputs.reshape(-1)
         chosen = best_centers(sums, inputs, w, weight_bits)
         centers.append(chosen)
         before += float(mean_abs_partial_sum(sums, inputs, np.zeros(w.shape[1])).sum())

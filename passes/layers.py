@@ -7,9 +7,7 @@ lists with one entry per crossbar layer in that order (empty: the uniform option
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from imcc.errors import MappingError
@@ -17,36 +15,16 @@ from imcc.ir.graph import Graph, Node
 from imcc.ir.mapping import CROSSBAR_OPS
 from imcc.ir.ops import get_op
 from imcc.passes.context import Context
+from imcc.plan import MatrixShape as MatrixShape  # re-exported for existing importers
+from imcc.plan import matrix_shape as matrix_shape
 from imcc.target import Target
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class MatrixShape:
-    """The matrix product a crossbar layer computes per output position and group."""
-
-    rows: int  # K: weights summed per output (C_in/group * kernel size, or linear's K)
-    columns: int  # N: outputs per group
-    groups: int
-    positions: int  # output positions per inference (batch included)
-
-
 def crossbar_layers(graph: Graph) -> list[Node]:
     """Return the conv / linear nodes whose weight operand is a constant, in graph order."""
     return [n for n in graph.nodes if n.op in CROSSBAR_OPS and n.inputs[1] in graph.constants]
-
-
-def matrix_shape(node: Node, graph: Graph) -> MatrixShape:
-    """Return the K x N product, groups and output positions of a crossbar layer."""
-    weight = graph.types[node.inputs[1]].shape
-    out = graph.types[node.outputs[0]].shape
-    if node.op == "conv":
-        group = node.attr("group")
-        return MatrixShape(
-            math.prod(weight[1:]), weight[0] // group, group, out[0] * math.prod(out[2:])
-        )
-    return MatrixShape(weight[0], weight[1], 1, math.prod(out[:-1]))
 
 
 def with_attributes(node: Node, **attributes: Any) -> Node:

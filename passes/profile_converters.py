@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imcc.backend.crossbar import Statistics
+from imcc.backend.datapath import Statistics
 from imcc.backend.reference import sample_input
 from imcc.backend.simulator import CrossbarInterpreter
 from imcc.errors import MappingError, UserError
-from imcc.ir.graph import Graph, Node
+from imcc.ir.graph import Graph
 from imcc.ir.io import require_weights
 from imcc.ir.mapping import ConverterProfile
 from imcc.ir.rebatch import rebatch
@@ -24,15 +24,8 @@ from imcc.passes.layers import (
     with_attributes,
 )
 from imcc.passes.quantize import calibration_images
+from imcc.plan import require_mapped
 from imcc.target import Target
-
-NEEDED = (
-    ("weights", "tile-crossbar"),
-    ("tiling", "tile-crossbar"),
-    ("input", "assign-input-precision"),
-    ("converter", "select-adc"),
-)
-"""The mapping attributes the simulator needs on a crossbar layer, with the pass that sets each."""
 
 DIGITS = 6
 """Decimals the measured shares keep, so that printed profiles stay short and stable."""
@@ -53,7 +46,7 @@ def converter_profile(stats: Statistics, samples: int) -> ConverterProfile:
 
 
 def simulate_layers(
-    graph: Graph, target: Target, images: np.ndarray, rng: np.random.Generator
+    graph: Graph, target: Target, images: np.ndarray, seed: int
 ) -> tuple[dict[str, Statistics], int]:
     """Run the mapped graph on `images` through the bit-accurate crossbar simulator and return
     each crossbar layer's converter counts (keyed by its result) and the inputs simulated.
@@ -62,7 +55,7 @@ def simulate_layers(
     chunks of the graph's own batch (a remainder that does not fill one is dropped)."""
     value = sample_input(graph, images, "profile-converters")
     layers = tuple(node.outputs[0] for node in crossbar_layers(graph))
-    machine = CrossbarInterpreter(target, rng)
+    machine = CrossbarInterpreter(target, seed)
     try:
         runs = [(rebatch(graph, len(images)), images)]
     except UserError:
@@ -77,18 +70,6 @@ def simulate_layers(
         machine.run(probe.replace(outputs=layers), {value.name: part})
     counts = {name: machine.layers[name].stats for name in layers if name in machine.layers}
     return counts, sum(len(part) for _, part in runs)
-
-
-def _check_mapped(node: Node, index: int, pass_name: str) -> None:
-    missing = [(a, p) for a, p in NEEDED if a not in node.attributes]
-    if missing:
-        passes = ", ".join(dict.fromkeys(p for _, p in missing))
-        raise MappingError(
-            f"{layer_label(node, index)} has no "
-            + ", ".join(f"'{a}'" for a, _ in missing)
-            + " attribute",
-            hint=f"run {passes} (and quantize) before {pass_name}",
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +114,10 @@ class ProfileConverters(Pass):
         if not layers:
             return graph
         for index, node in enumerate(layers):
-            _check_mapped(node, index, self.name)
+            require_mapped(node, layer_label(node, index), before=self.name)
         require_weights(graph, self.name)
         images = calibration_images(graph, ctx, self.samples)[: self.samples]
-        counts, simulated = simulate_layers(graph, target, images, ctx.rng(self.name))
+        counts, simulated = simulate_layers(graph, target, images, ctx.draw_seed(self.name))
         changed = {}
         for index, node in enumerate(layers):
             stats = counts.get(node.outputs[0], Statistics())

@@ -40,6 +40,7 @@ from imcc.ir.mapping import (
 from imcc.passes.encode_weights import supported_schemes
 from imcc.passes.layers import MatrixShape, crossbar_layers, layer_label, matrix_shape
 from imcc.passes.tile_crossbar import magnitude_bits, tile_layer
+from imcc.plan import DATAPATH, plan_layer
 from imcc.target import Target
 
 
@@ -86,17 +87,17 @@ def _check_layer(node: Node, graph: Graph, target: Target, where: str) -> None:
     if isinstance(choice, ConverterChoice):
         _check_converter(target, choice, a.get("column_share"), where)
     scale = a.get("ps_scale")
-    if scale is not None and isinstance(mapping, WeightMapping):
-        # the datapath's columns: one per slice, two per slice for an unsubtracted pair
-        pair = 1 if mapping.encoding == "offset" or target.crossbar.signed_columns else 2
-        columns = len(mapping.slices) * pair * shape.columns * shape.groups
+    if scale is not None and all(name in a for name in DATAPATH):
+        # the datapath's converted columns: weight slices x devices x filters (the plan's)
+        plan = plan_layer(node, target, shape, lossless=True)
+        filters = plan.filters * plan.groups
+        columns = plan.weight_slices * plan.devices * filters
         if len(scale) != columns:
             raise _refuse(
                 where,
                 f"ps_scale and ps_offset have {len(scale)} entries, but on "
                 f"target {target.name} the layer has {columns} physical columns "
-                f"({len(mapping.slices)} slices x {pair} x "
-                f"{shape.columns * shape.groups} filters)",
+                f"({plan.weight_slices} slices x {plan.devices} x {filters} filters)",
             )
     placement = a.get("placement")
     if isinstance(placement, Placement) and isinstance(tiling, Tiling):

@@ -6,11 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imcc.backend import simulator
-from imcc.backend.crossbar import Converter, Statistics, crossbar_matmul
+from imcc.backend.datapath import Draws, Statistics, product
 from imcc.errors import MappingError
-from imcc.ir.graph import Graph, Node
-from imcc.ir.mapping import ConverterChoice, InputStreaming, Tiling, WeightMapping
+from imcc.ir.graph import Graph
+from imcc.ir.mapping import Tiling, WeightMapping
 from imcc.passes.base import Pass, PerLayerOption, option
 from imcc.passes.calibration import LayerProducts, layer_products
 from imcc.passes.context import Context
@@ -24,7 +23,7 @@ from imcc.passes.layers import (
     with_attributes,
 )
 from imcc.passes.tile_crossbar import magnitude_bits, tile_layer
-from imcc.target import Target
+from imcc.plan import LayerPlan, graph_plan
 
 ADAPTIVE = "auto"
 """The per-layer entry that asks for adaptive slicing of that layer."""
@@ -60,51 +59,25 @@ def parse_slices(text: str, where: str) -> tuple[int, ...]:
     return slices
 
 
-def layer_converter(node: Node, target: Target, where: str) -> Converter:
-    """Return the converter the datapath applies to a layer's partial sums (as the simulator
-    builds it from the layer's `converter` and the target's converter spec)."""
-    choice = node.attributes.get("converter")
-    if not isinstance(choice, ConverterChoice):
-        raise MappingError(
-            f"{where} has no converter", hint="run select-adc before adaptive slice-weights"
-        )
-    return simulator.layer_converter(choice, target)
-
-
 def relative_error(
-    node: Node,
+    plan: LayerPlan,
     products: LayerProducts,
     mapping: WeightMapping,
-    target: Target,
-    converter: Converter,
-    rows_per_sum: int,
-    rng: np.random.Generator,
+    seed: int,
     stats: Statistics | None = None,
 ) -> float:
     """Return a layer's relative RMS output error `||y - y_exact||_2 / ||y_exact||_2` under a
-    weight mapping: y the datapath's product on the calibration patches (all groups), y_exact
+    weight mapping: y the datapath's product of the layer's plan with `mapping` on the
+    calibration patches (all groups; an MTJ draws from generators seeded by `seed`), y_exact
     the lossless integer product; `stats` collects what the converters did."""
-    streaming = node.attributes.get("input")
-    if not isinstance(streaming, InputStreaming):
-        raise MappingError(
-            f"{node.name or node.outputs[0]} has no input streaming",
-            hint="run assign-input-precision before adaptive slice-weights",
-        )
+    candidate = plan.with_mapping(mapping)
+    stats = Statistics() if stats is None else stats
     error, norm = 0.0, 0.0
     for group, (x, w) in enumerate(zip(products.patches, products.filters, strict=True)):
-        y = crossbar_matmul(
-            x,
-            w,
-            streaming,
-            mapping,
-            target.weight_bits,
-            rows_per_sum,
-            target.crossbar.signed_columns,
-            converter,
-            rng,
-            Statistics() if stats is None else stats,
-            centers=simulator.group_centers(node, group, w.shape[1]),
-        )
+        draws = None
+        if candidate.converter.is_mtj:  # the calibration positions drawn as one sample
+            draws = Draws.per_sample(seed, candidate.name, group, 0, 1)
+        y = product(candidate, x, w, group, stats=stats, draws=draws)
         exact = products.exact(group)
         error += float(np.square((y - exact).astype(np.float64)).sum())
         norm += float(np.square(exact.astype(np.float64)).sum())
@@ -197,9 +170,9 @@ class SliceWeights(Pass):
             if plan == "bitwise":
                 slices = (1,) * needed
             elif plan == ADAPTIVE:
-                slices, record = self._adapt(
-                    node, products[node.outputs[0]], mapping, tiling, target, ctx, where
-                )
+                layer = graph_plan(node, graph, target, before=self.name)
+                seed = ctx.draw_seed(self.name, node.outputs[0])  # the same for every candidate
+                slices, record = self._adapt(layer, products[node.outputs[0]], seed, ctx, where)
             else:
                 slices = parse_slices(plan, where)
             mapping = WeightMapping(mapping.encoding, slices, mapping.devices)
@@ -226,33 +199,20 @@ class SliceWeights(Pass):
             )
 
     def _adapt(
-        self,
-        node: Node,
-        products: LayerProducts,
-        mapping: WeightMapping,
-        tiling: Tiling,
-        target: Target,
-        ctx: Context,
-        where: str,
+        self, plan: LayerPlan, products: LayerProducts, seed: int, ctx: Context, where: str
     ) -> tuple[tuple[int, ...], dict[str, object]]:
         """Return the fewest-slice slicing within the error budget and what the search saw."""
-        converter = layer_converter(node, target, where)
-        rows_per_sum = min(tiling.rows, target.crossbar.active_rows)
-        needed = magnitude_bits(mapping.encoding, target.weight_bits)
-        widest = target.crossbar.bits_per_cell
-        streaming = node.attributes.get("input")
-        speculating = isinstance(streaming, InputStreaming) and streaming.speculate
-        limit = self.max_failures if speculating else 1.0
+        encoding, devices = plan.mapping.encoding, plan.mapping.devices
+        needed = magnitude_bits(encoding, plan.weight_bits)
+        widest = require_target(ctx, self.name).crossbar.bits_per_cell
+        limit = self.max_failures if plan.streaming.speculate else 1.0
         tried, best = 0, None
         for count in range(-(-needed // widest), needed + 1):
             scored = []
             for slices in compositions(needed, count, widest):
-                candidate = WeightMapping(mapping.encoding, slices, mapping.devices)
-                rng = ctx.rng(self.name, node.outputs[0])  # same draws for every candidate
+                candidate = WeightMapping(encoding, slices, devices)
                 stats = Statistics()
-                error = relative_error(
-                    node, products, candidate, target, converter, rows_per_sum, rng, stats
-                )
+                error = relative_error(plan, products, candidate, seed, stats)
                 failures = stats.speculative_failures / max(stats.conversions, 1)
                 # over either bound: ranked by how far over, so the fallback is the closest
                 excess = max(error - self.error_budget, 0.0) + max(failures - limit, 0.0)

@@ -20,6 +20,7 @@ from imcc.passes.layers import (
     require_target,
     with_attributes,
 )
+from imcc.plan import columns_per_slice
 from imcc.target import Target
 
 
@@ -50,9 +51,7 @@ def tile_layer(
             f"most {crossbar.bits_per_cell} bits per cell",
             hint=f"e.g. slices {list(default_slices(needed, crossbar.bits_per_cell))}",
         )
-    per_weight = len(mapping.slices) * (
-        1 if crossbar.signed_columns or mapping.devices == 1 else mapping.devices
-    )
+    per_weight = len(mapping.slices) * columns_per_slice(mapping, crossbar.signed_columns)
     return Tiling(
         rows,
         columns,

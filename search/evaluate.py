@@ -19,18 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
+from imcc import driver
 from imcc.backend.reference import run_graph
-from imcc.backend.simulate import SimulationReport, classes_of, simulate
 from imcc.costmodel import CostReport, estimate
 from imcc.driver import calibration_data
 from imcc.errors import MappingError, UserError
 from imcc.frontend.datasets import Dataset, check_labels, load_dataset
-from imcc.frontend.onnx import import_onnx
 from imcc.ir.graph import Graph
 from imcc.ir.rebatch import rebatch
-from imcc.passes.context import Context
-from imcc.passes.manager import PassManager
-from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline, print_pipeline
+from imcc.passes.base import Pass
+from imcc.passes.pipeline import print_pipeline
+from imcc.simulation import SimulationReport, classes_of, simulate
 from imcc.target import Target
 
 SIMULATION_SEED = 0
@@ -125,8 +124,7 @@ class Problem:
         check_samples: int,
     ) -> Problem:
         """Import and clean up the model, load calibration and accuracy data."""
-        ctx = Context(target=target)
-        graph = PassManager(parse_pipeline(DEFAULT_PIPELINE)).run(import_onnx(str(model)), ctx)
+        graph = driver.float_reference(model)
         calibration, calibrated = calibration_data(data, model)
         full = load_dataset(data, max(search_samples, check_samples))
         check_labels(full, classes_of(graph))  # not every trial found illegal, one by one
@@ -170,7 +168,7 @@ class Evaluator:
         part) run once per distinct prefix: the last `cached_prefixes` results are kept and
         the rest of a trial's pipeline runs on them. The passes are deterministic, so this is
         the graph a full compile gives (tests check it)."""
-        passes = parse_pipeline(pipeline)
+        passes = driver.pipeline_passes(pipeline)
         names = [p.name for p in passes]
         cut = names.index("quantize") + 1 if "quantize" in names else 0
         graph = self.problem.graph
@@ -179,17 +177,17 @@ class Evaluator:
             if key in self.prefixes:
                 self.prefixes.move_to_end(key)
             else:
-                self.prefixes[key] = PassManager(passes[:cut]).run(graph, self._context())
+                self.prefixes[key] = self._run(graph, passes[:cut])
                 while len(self.prefixes) > self.cached_prefixes:
                     self.prefixes.popitem(last=False)
             graph, passes = self.prefixes[key], passes[cut:]
-        return PassManager(passes).run(graph, self._context())
+        return self._run(graph, passes)
 
-    def _context(self) -> Context:
-        options = (
-            {} if self.problem.calibration is None else {"calibration": self.problem.calibration}
+    def _run(self, graph: Graph, passes: list[Pass]) -> Graph:
+        """Run passes on a graph as the driver compiles: the problem's target and calibration."""
+        return driver.compile(
+            graph, self.problem.target, passes=passes, calibration=self.problem.calibration
         )
-        return Context(target=self.problem.target, options=options)
 
     def cost(self, pipeline: str, graph: Graph) -> Metrics:
         """Return the costs of a compiled trial, from the cache when priced before."""

@@ -5,29 +5,53 @@ documented."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imcc.backend.crossbar import Converter, Statistics, crossbar_matmul, input_planes
+from imcc.backend.datapath import Draws, Statistics, input_planes, input_slicing, product
 from imcc.ir.mapping import InputStreaming, WeightMapping
+from imcc.plan import LOSSLESS, Converter, LayerPlan
 from imcc.target import ConverterKind
+from tests.test_plan import slicings
 
-EXACT = Converter(ConverterKind.SAR, 24, range_rule="saturate")
+
+class SlicedPlan(LayerPlan):
+    """A plan that never declares itself lossless, so `product` runs the sliced datapath (input
+    slices, weight slices, row chunks, converters, shift-and-add) even with a lossless
+    converter, instead of the integer product's shortcut."""
+
+    lossless = False
 
 
-def compositions(total: int, widest: int) -> st.SearchStrategy[tuple[int, ...]]:
-    """Slicings of `total` bits into parts of 1..widest bits."""
-
-    @st.composite
-    def draw(draw_value):
-        parts, left = [], total
-        while left:
-            part = draw_value(st.integers(1, min(widest, left)))
-            parts.append(part)
-            left -= part
-        return tuple(parts)
-
-    return draw()
+def make_plan(
+    streaming: InputStreaming,
+    mapping: WeightMapping,
+    weight_bits: int,
+    rows: int,
+    filters: int,
+    rows_per_sum: int,
+    signed_columns: bool,
+    converter: Converter,
+    centers=None,
+    kind: type[LayerPlan] = LayerPlan,
+) -> LayerPlan:
+    """A one-group plan whose partial sums add `rows_per_sum` rows (tiles of that many rows,
+    each read at once)."""
+    return kind(
+        "L",
+        streaming,
+        mapping,
+        weight_bits,
+        signed_columns,
+        rows,
+        filters,
+        1,
+        rows_per_sum,
+        rows_per_sum,
+        converter,
+        None if centers is None else tuple(int(c) for c in centers),
+    )
 
 
 @settings(max_examples=150, deadline=None)
@@ -39,8 +63,8 @@ def test_lossless_datapath_is_the_integer_product(data):
     encoding = data.draw(st.sampled_from(["offset", "differential", "center-offset"]))
     signed_columns = encoding != "offset" and data.draw(st.booleans())
     magnitude = weight_bits if encoding == "offset" else weight_bits - 1
-    weight_slices = data.draw(compositions(magnitude, 4))
-    input_slices = data.draw(compositions(input_bits, 4))
+    weight_slices = data.draw(slicings(magnitude, 4))
+    input_slices = data.draw(slicings(input_bits, 4))
     positions, rows, columns = (data.draw(st.integers(1, n)) for n in (9, 300, 12))
     rows_per_sum = data.draw(st.sampled_from([1, 7, 32, 128, 512]))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
@@ -54,21 +78,20 @@ def test_lossless_datapath_is_the_integer_product(data):
         w = np.clip(centers + rng.integers(-limit, limit + 1, size=(rows, columns)), -limit, limit)
     streaming = InputStreaming(input_bits, input_slices, signed, False)
     mapping = WeightMapping(encoding, weight_slices, 2 if encoding != "offset" else 1)
-    stats = Statistics()
-    got = crossbar_matmul(
-        x,
-        w,
+    plan = make_plan(
         streaming,
         mapping,
         weight_bits,
+        rows,
+        columns,
         rows_per_sum,
         signed_columns,
-        EXACT,
-        rng,
-        stats,
-        fast=False,
-        centers=centers,
+        LOSSLESS,
+        centers,
+        kind=SlicedPlan,  # the sliced datapath, not the shortcut
     )
+    stats = Statistics()
+    got = product(plan, x, w, stats=stats)
     np.testing.assert_array_equal(got, x @ w)
     assert stats.lossless and stats.saturated == 0
     chunks = -(-rows // rows_per_sum)
@@ -88,10 +111,14 @@ def test_lossless_datapath_is_the_integer_product(data):
 def test_input_slices_recompose_the_input(bits, slices, signed, seed):
     total = sum(slices)
     streaming = InputStreaming(total, tuple(slices), signed, False)
+    plan = make_plan(streaming, WeightMapping("offset", (8,), 1), 8, 1, 1, 1, False, LOSSLESS)
     rng = np.random.default_rng(seed)
     low, high = (-(2 ** (total - 1)), 2 ** (total - 1)) if signed else (0, 2**total)
     x = rng.integers(low, high, size=50)
-    planes, weights = input_planes(x, streaming)
+    slicing = input_slicing(plan)
+    patterns = torch.from_numpy(x % 2**total)[None, :]  # the code patterns the rows hold
+    planes = input_planes(patterns, slicing)[:, 0].numpy().astype(np.int64)  # [J, 50]
+    weights = np.array([2**shift for shift, _, _ in slicing])
     np.testing.assert_array_equal(np.tensordot(weights, planes, axes=1), x)
 
 
@@ -103,12 +130,14 @@ def test_a_narrow_adc_saturates_and_a_full_scale_one_rounds():
     mapping = WeightMapping("offset", (2, 2, 2, 2), 1)
     saturate = Converter(ConverterKind.SAR, 6, range_rule="saturate")
     stats = Statistics()
-    got = crossbar_matmul(x, w, streaming, mapping, 8, 128, False, saturate, rng, stats)
+    got = product(
+        make_plan(streaming, mapping, 8, 128, 16, 128, False, saturate), x, w, stats=stats
+    )
     assert stats.saturated > 0 and not stats.lossless
     assert not np.array_equal(got, x @ w)
     full = Converter(ConverterKind.SAR, 8)  # 128 rows x 1 x 3 = 384 needs 9 bits: step 2
     stats = Statistics()
-    got = crossbar_matmul(x, w, streaming, mapping, 8, 128, False, full, rng, stats)
+    got = product(make_plan(streaming, mapping, 8, 128, 16, 128, False, full), x, w, stats=stats)
     assert stats.saturated == 0 and not stats.lossless
     error = np.abs(got - x @ w).mean() / np.abs(x @ w).mean()
     assert 0 < error < 0.1  # rounding one LSB of 2 per read, weighted by the shifts
@@ -123,9 +152,8 @@ def test_mtj_conversion_is_seeded_and_converges_with_samples():
     def run(samples, seed):
         stats = Statistics()
         mtj = Converter(ConverterKind.MTJ, 1, samples=samples, sensitivity=4.0)
-        out = crossbar_matmul(
-            x, w, streaming, mapping, 8, 128, True, mtj, np.random.default_rng(seed), stats
-        )
+        plan = make_plan(streaming, mapping, 8, 128, 8, 128, True, mtj)
+        out = product(plan, x, w, stats=stats, draws=Draws.per_sample(seed, "L", 0, 0, len(x)))
         return out, stats
 
     first, stats = run(4, 7)
@@ -148,8 +176,10 @@ def test_speculation_recovers_saturated_wide_slices():
     wide = InputStreaming(8, (3, 3, 2), False, False)
     speculative = InputStreaming(8, (3, 3, 2), False, True)
     plain_stats, spec_stats = Statistics(), Statistics()
-    plain = crossbar_matmul(x, w, wide, mapping, 8, 512, True, adc, rng, plain_stats)
-    recovered = crossbar_matmul(x, w, speculative, mapping, 8, 512, True, adc, rng, spec_stats)
+    plain = product(make_plan(wide, mapping, 8, 512, 32, 512, True, adc), x, w, stats=plain_stats)
+    recovered = product(
+        make_plan(speculative, mapping, 8, 512, 32, 512, True, adc), x, w, stats=spec_stats
+    )
     exact = x @ w
     assert plain_stats.saturated > 0 and spec_stats.speculative_failures > 0
     assert np.abs(recovered - exact).mean() < np.abs(plain - exact).mean()

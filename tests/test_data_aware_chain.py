@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from imcc.backend.simulate import simulate
 from imcc.costmodel import estimate
 from imcc.frontend.datasets import Dataset, load_dataset
 from imcc.frontend.hw import load_target
@@ -20,6 +19,7 @@ from imcc.passes.context import Context
 from imcc.passes.layers import crossbar_layers
 from imcc.passes.manager import PassManager
 from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline
+from imcc.simulation import simulate
 from tests.onnx_models import CIFAR10_IMAGES, missing_model
 
 ROOT = Path(__file__).resolve().parents[1]

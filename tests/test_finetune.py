@@ -1,11 +1,11 @@
-"""imcc finetune: the torch datapath against the numpy one, the torch module against the
-simulator, gradients through MTJ converters, and the command end to end."""
+"""imcc finetune: the training product (crossbar_product) against the simulation's (product),
+its straight-through gradients against the expression they stand for, the torch module against
+the simulator, gradients through MTJ converters, and the command end to end."""
 
 from __future__ import annotations
 
 import json
 import math
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,29 +14,28 @@ import onnx
 import pytest
 import torch
 
-from imcc import cli
+from imcc import cli, driver
 from imcc.backend import kernels
-from imcc.backend.crossbar import Converter, Statistics, crossbar_matmul, mtj_decoder
+from imcc.backend.datapath import (
+    Draws,
+    Statistics,
+    convert_mtj,
+    crossbar_product,
+    partial_sums,
+    product,
+)
 from imcc.backend.simulator import CrossbarInterpreter
 from imcc.driver import calibration_data, default_pipeline
 from imcc.examples import example_path
-from imcc.finetune.datapath import (
-    Datapath,
-    MTJConversion,
-    crossbar_conv,
-    crossbar_linear,
-    fuse_converters,
-    mtj_counts,
-    ste,
-)
 from imcc.finetune.export import METADATA_KEY, learned_normalisation
+from imcc.finetune.layers import ConvGeometry, _crossbar_conv
 from imcc.finetune.module import MappedNetwork
-from imcc.finetune.session import compile_model
 from imcc.frontend.datasets import load_dataset
 from imcc.frontend.hw import load_target
 from imcc.ir.io import load_program
 from imcc.ir.mapping import InputStreaming, WeightMapping
 from imcc.ir.rebatch import rebatch
+from imcc.plan import Converter, LayerPlan, mtj_decoder
 from imcc.target import ConverterKind
 
 MAPPINGS = [  # (encoding, weight slices, devices, signed columns, signed inputs, input slices)
@@ -51,103 +50,298 @@ CONVERTERS = [
     Converter(ConverterKind.SENSE_AMP, 1),
     Converter(ConverterKind.SAR, 24, range_rule="saturate"),
 ]
+TILE_ROWS, ACTIVE_ROWS = 64, 48  # row tiles of 64 rows read 48 at a time: short chunks too
 
 
-def _path(
-    mapping: tuple, converter: Converter, rows: int, centers: np.ndarray | None
-) -> tuple[Datapath, InputStreaming, WeightMapping]:
+def _plan(
+    mapping: tuple, converter: Converter, rows: int, filters: int, centers: np.ndarray | None
+) -> LayerPlan:
+    """Return the plan of a K = `rows` by N = `filters` product (one group) of a mapping."""
     encoding, slices, devices, signed_columns, signed_inputs, input_slices = mapping
-    streaming = InputStreaming(8, input_slices, signed_inputs, False)
-    weights = WeightMapping(encoding, slices, devices)
-    return (
-        Datapath(
-            streaming,
-            weights,
-            8,
-            rows,
-            signed_columns,
-            converter,
-            None if centers is None else tuple(int(c) for c in centers),
-        ),
-        streaming,
-        weights,
+    return LayerPlan(
+        "L",
+        InputStreaming(8, input_slices, signed_inputs, False),
+        WeightMapping(encoding, slices, devices),
+        8,
+        signed_columns,
+        rows,
+        filters,
+        1,
+        TILE_ROWS,
+        ACTIVE_ROWS,
+        converter,
+        None if centers is None else tuple(int(c) for c in centers),
     )
+
+
+def _codes(rng: np.random.Generator, mapping: tuple, shape: tuple[int, ...]) -> np.ndarray:
+    """Return random input codes of a mapping's input precision (signed or not)."""
+    low, high = (-128, 127) if mapping[4] else (0, 255)
+    return rng.integers(low, high + 1, shape)
 
 
 @pytest.mark.parametrize("mapping", MAPPINGS)
 @pytest.mark.parametrize("converter", CONVERTERS, ids=lambda c: f"{c.kind.value}{c.bits}")
-def test_torch_datapath_equals_numpy_datapath(mapping: tuple, converter: Converter) -> None:
+def test_training_product_equals_simulation_product(mapping: tuple, converter: Converter) -> None:
+    """crossbar_product (the training forward, float64 codes) is bit for bit the simulation's
+    `product`, for a linear and for a convolution through the layers' unfold (against the
+    simulator's im2col patches); with lossless converters its gradient is that of `x @ w`."""
     rng = np.random.default_rng(1)
-    signed_inputs = mapping[4]
-    low, high = (-128, 127) if signed_inputs else (0, 255)
     centers = rng.integers(-4, 5, 6) if mapping[0] == "center-offset" else None
-    path, streaming, weights = _path(mapping, converter, 48, centers)
-    x, w = rng.integers(low, high + 1, (19, 130)), rng.integers(-127, 128, (130, 6))
-    expected = crossbar_matmul(
-        x,
-        w,
-        streaming,
-        weights,
-        8,
-        48,
-        mapping[3],
-        converter,
-        np.random.default_rng(0),
-        Statistics(),
-        fast=False,
-        centers=centers,
+    plan = _plan(mapping, converter, 130, 6, centers)
+    assert plan.chunks == 5 and not plan.contiguous_chunks  # (0,48) (48,64) (64,112) ...
+    x, w = _codes(rng, mapping, (19, 130)), rng.integers(-127, 128, (130, 6))
+    expected = product(plan, x, w)
+    got = crossbar_product(
+        torch.tensor(x, dtype=torch.float64), torch.tensor(w, dtype=torch.float64), plan
     )
-    got = crossbar_linear(
-        torch.tensor(x, dtype=torch.float64),
-        torch.tensor(w, dtype=torch.float64),
-        path,
-        None,
-        None,
-        None,
-    )
+    assert got.dtype == torch.float64
     assert np.array_equal(got.numpy(), expected)
-    xc, wc = rng.integers(low, high + 1, (2, 7, 6, 5)), rng.integers(-127, 128, (6, 7, 3, 3))
-    patches, out = kernels.im2col(xc, (3, 3), (2, 1), (1, 0, 1, 2), (1, 2), 1)
-    expected = kernels.col2im(
-        crossbar_matmul(
-            patches[0],
-            kernels.conv_filters(wc, 1)[0],
-            streaming,
-            weights,
-            8,
-            48,
-            mapping[3],
-            converter,
-            np.random.default_rng(0),
-            Statistics(),
-            fast=False,
-            centers=centers,
-        )[None],
-        2,
-        out,
+    if not plan.lossless:  # the converters do act: the comparison is not of two exact products
+        assert not np.array_equal(expected, x @ w)
+    xc, wc = _codes(rng, mapping, (2, 7, 6, 5)), rng.integers(-127, 128, (6, 7, 3, 3))
+    geometry = ConvGeometry((2, 1), (1, 0, 1, 2), (1, 2))
+    conv_plan = _plan(mapping, converter, 63, 6, centers)
+    patches, out = kernels.im2col(
+        xc, (3, 3), geometry.strides, geometry.pads, geometry.dilations, 1
     )
-    got = crossbar_conv(
+    expected = kernels.col2im(
+        product(conv_plan, patches[0], kernels.conv_filters(wc, 1)[0])[None], 2, out
+    )
+    got = _crossbar_conv(
         torch.tensor(xc, dtype=torch.float64),
         torch.tensor(wc, dtype=torch.float64),
-        path,
-        (2, 1),
-        (1, 0, 1, 2),
-        (1, 2),
+        conv_plan,
+        geometry,
         None,
         None,
-        None,
+        "clamp",
     )
     assert np.array_equal(got.numpy(), expected)
-    if converter.bits == 24:  # lossless: the integer product, and the STE is the identity
+    if plan.lossless:  # the integer product, and the straight-through rule is the identity
         assert np.array_equal(
             got.numpy(), kernels.conv(xc, wc, None, (2, 1), (1, 0, 1, 2), (1, 2), 1)
         )
         xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
         wt = torch.tensor(w, dtype=torch.float64, requires_grad=True)
         grad = torch.tensor(rng.standard_normal((19, 6)))
-        (crossbar_linear(xt, wt, path, None, None, None) * grad).sum().backward()
-        assert torch.allclose(xt.grad, grad @ wt.detach().T)
-        assert torch.allclose(wt.grad, xt.detach().T @ grad)
+        (crossbar_product(xt, wt, plan) * grad).sum().backward()
+        want_x, want_w = grad @ wt.detach().T, xt.detach().T @ grad
+        assert torch.allclose(xt.grad, want_x, rtol=1e-5, atol=1e-5 * float(want_x.abs().max()))
+        assert torch.allclose(wt.grad, want_w, rtol=1e-5, atol=1e-5 * float(want_w.abs().max()))
+
+
+def _straight_through(
+    plan: LayerPlan,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    uniforms: torch.Tensor | None,
+    backward: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the sliced product of codes x[P, K], w[K, N] written out with torch autograd as
+    backend/datapath.py's docstring states its straight-through estimator, and the normalised
+    sums (MTJ; else the partial sums): input slice j carries `width_j / bits / 2^shift_j` of
+    x's gradient, stored slice (i, d) `sign_d * width_i / (bits_w * 2^shift_i * D)` of w's,
+    partial sums per row chunk, an ADC's codes `ste(clamp(PS), code)`, an MTJ's value
+    `(ste(surrogate, x_hat) - b) / a` with `x_hat` decoded by `convert_mtj` from `uniforms`
+    [C, J, P, COLS], then shift-and-add and the encoding's digital correction."""
+    streaming, mapping = plan.streaming, plan.mapping
+    codes = x.detach()
+    pattern = codes.to(torch.int64) & (2**streaming.bits - 1)
+    planes = []
+    for j, (width, shift) in enumerate(zip(streaming.slices, plan.input_shifts, strict=True)):
+        value = (pattern >> shift) & (2**width - 1)
+        if streaming.signed and j == 0:  # the top slice of a signed input is read signed
+            value = value - (value >= 2 ** (width - 1)).to(torch.int64) * 2**width
+        share = width / streaming.bits / 2**shift
+        planes.append(value.to(torch.float64) + share * (x - codes))
+    weights = w.detach().to(torch.int64)
+    if mapping.encoding == "offset":
+        stored = [weights + plan.offset_bias]
+    else:
+        if mapping.encoding == "center-offset":
+            weights = weights - torch.tensor(plan.centers)[None, :]
+        stored = [weights.clamp(min=0), (-weights).clamp(min=0)]
+    bits_w = sum(mapping.slices)
+    columns, significance = [], []  # per (weight slice, device): [K, N] and 2^shift_i * sign_d
+    for width, shift in zip(mapping.slices, plan.weight_shifts, strict=True):
+        parts = [(s >> shift) & (2**width - 1) for s in stored]
+        if len(parts) == 2 and plan.signed_columns:  # the pair subtracts in the column
+            parts = [parts[0] - parts[1]]
+        for part, sign in zip(parts, plan.device_signs, strict=True):
+            share = sign * width / (bits_w * 2**shift * plan.devices)
+            columns.append(part.to(torch.float64) + share * (w - w.detach()))
+            significance.append(2.0**shift * sign)
+    filters = plan.filters
+    sums = torch.stack(  # [C, J, P, I * D, N]
+        [
+            torch.stack(
+                [
+                    torch.stack([plane[:, lo:hi] @ column[lo:hi] for column in columns], dim=1)
+                    for plane in planes
+                ]
+            )
+            for lo, hi in plan.chunk_bounds
+        ]
+    )
+    if plan.converter.is_mtj:
+        a2, b2 = a.reshape(-1, filters), b.reshape(-1, filters)
+        normalised = a2 * sums + b2
+        s = plan.converter.sensitivity
+        # x_hat as the datapath computes it: float32 `PS * a + b`, the same uniforms
+        x32 = sums.detach().to(torch.float32).flatten(3) * a.detach().to(torch.float32)
+        x32 = x32 + b.detach().to(torch.float32)
+        columns_count = x32.shape[-1]
+        convert_mtj(
+            x32,
+            torch.ones(columns_count),
+            torch.zeros(columns_count),
+            plan,
+            uniforms,
+            Statistics(),
+        )
+        x_hat = x32.to(torch.float64).view(sums.shape)
+        if backward == "clamp":
+            surrogate = torch.clamp(normalised, -1.0, 1.0)
+        else:
+            surrogate = (2.0 / s) * torch.tanh(s * normalised / 2.0)
+        converted = (surrogate + (x_hat - surrogate).detach() - b2) / a2
+        region = normalised.detach()
+    else:
+        low, high, step = plan.adc
+        code = torch.clamp(torch.round(sums.detach() / step), low, high) * step
+        clipped = torch.clamp(sums, low * step, high * step)
+        converted = clipped + (code - clipped).detach()
+        region = sums.detach()
+    inputs = torch.tensor([2.0**s for s in plan.input_shifts], dtype=torch.float64)
+    acc = torch.einsum(
+        "cjpkn,j,k->pn", converted, inputs, torch.tensor(significance, dtype=torch.float64)
+    )
+    if mapping.encoding == "offset":
+        acc = acc - plan.offset_bias * x.sum(dim=1, keepdim=True)
+    elif mapping.encoding == "center-offset":
+        centers = torch.tensor(plan.centers, dtype=torch.float64)
+        acc = acc + x.sum(dim=1, keepdim=True) * centers
+    return acc, region
+
+
+MTJS = [
+    Converter(ConverterKind.MTJ, 1, samples=samples, sensitivity=sensitivity)
+    for samples, sensitivity in ((1, 4.0), (4, 4.0), (16, 2.5))
+]
+STE_CASES = [  # (converter, MTJ backward rule): every MTJ under both rules, and two ADCs
+    *((mtj, backward) for mtj in MTJS for backward in ("clamp", "tanh")),
+    (Converter(ConverterKind.SAR, 4), "clamp"),
+    (Converter(ConverterKind.FLASH, 3, range_rule="saturate"), "clamp"),
+]
+
+
+@pytest.mark.parametrize("mapping", MAPPINGS)
+@pytest.mark.parametrize(
+    ("converter", "backward"),
+    STE_CASES,
+    ids=[
+        f"{c.kind.value}{c.bits}x{c.samples}-{rule}" if c.is_mtj else f"{c.kind.value}{c.bits}"
+        for c, rule in STE_CASES
+    ],
+)
+def test_crossbar_product_gradients_equal_the_straight_through_expression(
+    mapping: tuple, converter: Converter, backward: str
+) -> None:
+    """crossbar_product's forward is the sampled (or converted) datapath and its gradients in
+    x, w and an MTJ's normalisation a, b are those of the straight-through expression
+    (`_straight_through`) under autograd, for the same MTJ draws: one block of positions,
+    whose uniforms are those of a generator seeded by (key, 0) (`Draws.stream`)."""
+    rng = np.random.default_rng(5)
+    gen = torch.Generator().manual_seed(3)
+    centers = rng.integers(-4, 5, 5) if mapping[0] == "center-offset" else None
+    plan = _plan(mapping, converter, 70, 5, centers)
+    assert plan.chunks == 3  # (0, 48) (48, 64) (64, 70)
+    x0 = torch.tensor(_codes(rng, mapping, (11, 70)), dtype=torch.float64)
+    w0 = torch.tensor(rng.integers(-127, 128, (70, 5)), dtype=torch.float64)
+    grad = torch.randn(11, 5, generator=gen, dtype=torch.float64)
+    shape = (plan.chunks, plan.input_slices, 11, plan.columns)
+    uniforms = Draws.stream(11).uniforms(shape, 0, 11)  # the forward's, as it draws them
+    # per column a normalisation that leaves a good share of the sums outside [-1, 1]
+    sums = torch.from_numpy(partial_sums(plan, x0, w0))  # [C, J, P, COLS]
+    spread = sums.std(dim=(0, 1, 2)) + 1.0
+    a0 = (torch.rand(plan.columns, generator=gen) * 0.6 + 0.7) / spread
+    b0 = -a0 * sums.mean(dim=(0, 1, 2))
+    b0 = b0 + torch.randn(plan.columns, generator=gen) * 0.3
+    leaves = [t.clone().requires_grad_() for t in (x0, w0, a0, b0)]
+    x, w, a, b = leaves
+    if converter.is_mtj:
+        out = crossbar_product(x, w, plan, 0, a, b, backward, key=11)
+    else:
+        out = crossbar_product(x, w, plan, backward=backward)
+    (out * grad).sum().backward()
+    reference = [t.clone().requires_grad_() for t in (x0, w0, a0, b0)]
+    expected, region = _straight_through(plan, *reference[:2], *reference[2:], uniforms, backward)
+    (expected * grad).sum().backward()
+    scale = float(expected.detach().abs().max())
+    assert torch.allclose(out.detach(), expected.detach(), rtol=1e-5, atol=1e-6 * scale)
+    if converter.is_mtj:  # both regions of the straight-through rule are exercised
+        assert 0.05 < float((region.abs() > 1).double().mean()) < 0.95
+    elif converter.range_rule == "saturate":  # and an ADC's clipped sums
+        low, high, step = plan.adc
+        clipped = ((region < low * step) | (region > high * step)).double().mean()
+        assert 0.0 < float(clipped) < 1.0
+    names = ("x", "w", "a", "b") if converter.is_mtj else ("x", "w")
+    for name, got, want in zip(names, leaves, reference, strict=False):
+        assert got.grad is not None and want.grad is not None, name
+        tolerance = 1e-4 * float(want.grad.abs().max()) + 1e-12
+        assert torch.allclose(got.grad.double(), want.grad.double(), rtol=1e-4, atol=tolerance), (
+            name,
+            float((got.grad.double() - want.grad.double()).abs().max()),
+            float(want.grad.abs().max()),
+        )
+    if not converter.is_mtj:
+        assert a.grad is None and b.grad is None
+
+
+@pytest.mark.parametrize("samples", [1, 4, 16])
+def test_mtj_counts_are_binomial(samples: int) -> None:
+    """convert_mtj's counts follow Binomial(samples, p) at p = sigmoid(s * x): the decoded
+    values are the counter's table, and the counts' mean and variance and their full
+    distribution (chi-square against the pmf) are the binomial's."""
+    converter = Converter(ConverterKind.MTJ, 1, samples=samples)
+    plan = _plan(MAPPINGS[0], converter, 8, 1, None)
+    s = converter.sensitivity
+    table = torch.from_numpy(mtj_decoder(samples, s))
+    assert bool((table[1:] > table[:-1]).all())  # distinct: a decoded value names its count
+    gen = torch.Generator().manual_seed(0)
+    n = 200_000
+    for p in (0.02, 0.3, 0.5, 0.9):
+        x = math.log(p / (1 - p)) / s  # inside [-1, 1]: p = sigmoid(s * x)
+        values = torch.full((n, 1), x, dtype=torch.float32)
+        stats = Statistics()
+        convert_mtj(
+            values, torch.ones(1), torch.zeros(1), plan, torch.rand(n, 1, generator=gen), stats
+        )
+        counts = (values - table).abs().argmin(dim=-1)
+        assert torch.equal(table[counts], values[:, 0])  # every value is a table entry
+        assert stats.conversions == n and stats.samples == n * samples
+        assert stats.ones == int(counts.sum())
+        mean, variance = samples * p, samples * p * (1 - p)
+        counts64 = counts.double()
+        assert abs(float(counts64.mean()) - mean) < 5 * math.sqrt(variance / n)
+        assert float(counts64.var()) == pytest.approx(variance, rel=0.03)
+        observed = np.bincount(counts.numpy(), minlength=samples + 1)
+        expected = (
+            np.array(
+                [
+                    math.comb(samples, k) * p**k * (1 - p) ** (samples - k)
+                    for k in range(samples + 1)
+                ]
+            )
+            * n
+        )
+        keep = expected > 5
+        chi2 = float((((observed - expected) ** 2 / expected)[keep]).sum())
+        freedom = max(1, int(keep.sum()) - 1)  # chi-square mean `freedom`, sd sqrt(2 freedom)
+        assert chi2 < freedom + 6 * math.sqrt(2 * freedom), (p, observed, expected)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +350,7 @@ def digits_program():
     model = example_path("digits-cnn")
     target = load_target("sotmtj")
     calibration, _ = calibration_data("digits-cnn", model)
-    program = compile_model(model, target, "sotmtj", default_pipeline(target), calibration, 0)
+    program = driver.compile(model, target, calibration=calibration, target_spec="sotmtj")
     return program, target
 
 
@@ -164,7 +358,7 @@ def test_module_with_lossless_converters_equals_simulator(digits_program) -> Non
     program, target = digits_program
     data = load_dataset("digits-cnn", 48)
     batched = rebatch(program, 48)
-    expected = CrossbarInterpreter(target, np.random.default_rng(0), lossless=True).run(
+    expected = CrossbarInterpreter(target, seed=0, lossless=True).run(
         batched, {batched.inputs[0].name: data.images}
     )[batched.outputs[0]]
     network = MappedNetwork(program, target, lossless=True)
@@ -378,125 +572,20 @@ def test_finetune_needs_data(capsys, tmp_path: Path) -> None:
     assert err.startswith("error: the following arguments are required: --data\n")
 
 
-@pytest.mark.parametrize("samples", [1, 4, 16])
-@pytest.mark.parametrize("backward", ["clamp", "tanh"])
-def test_mtj_conversion_gradients_equal_the_straight_through_expression(
-    samples: int, backward: str
-) -> None:
-    """The fused MTJ node's forward is the sampled decoding and its backward the derivative of
-    `(ste(surrogate, x_hat) - b) / a` under autograd, for the same draws."""
-    converter = Converter(ConverterKind.MTJ, 1, samples=samples)
-    gen = torch.Generator().manual_seed(3)
-    sums = torch.randn(5, 6, 4, 3, generator=gen, dtype=torch.float64) * 40
-    a0 = torch.rand(1, 6, 1, 1, generator=gen, dtype=torch.float64) * 0.05 + 0.01
-    b0 = torch.randn(1, 6, 1, 1, generator=gen, dtype=torch.float64) * 0.3
-    grad = torch.randn(5, 6, 4, 3, generator=gen, dtype=torch.float64)
-    leaves = [t.clone().requires_grad_() for t in (sums, a0, b0)]
-    out = MTJConversion.apply(*leaves, converter, torch.Generator().manual_seed(7), backward)
-    (out * grad).sum().backward()
-    ref_leaves = [t.clone().requires_grad_() for t in (sums, a0, b0)]
-    ps, a, b = ref_leaves
-    x = a * ps + b
-    clamped = torch.clamp(x, -1.0, 1.0)
-    p = torch.sigmoid(converter.sensitivity * clamped.detach())
-    counts = mtj_counts(p, samples, torch.Generator().manual_seed(7))
-    x_hat = torch.from_numpy(mtj_decoder(samples, converter.sensitivity)).double()[counts.long()]
-    surrogate = (
-        clamped
-        if backward == "clamp"
-        else (2.0 / converter.sensitivity) * torch.tanh(converter.sensitivity * x / 2.0)
-    )
-    expected = (ste(surrogate, x_hat) - b) / a
-    (expected * grad).sum().backward()
-    assert torch.allclose(out, expected)
-    assert 0.05 < float((x.detach().abs() > 1).double().mean()) < 0.95  # both STE regions
-    for got, want in zip(leaves, ref_leaves, strict=True):
-        assert torch.allclose(got.grad, want.grad)
-
-
-@pytest.mark.parametrize("samples", [1, 4, 16])
-def test_mtj_counts_are_binomial(samples: int) -> None:
-    """The sampler's counts follow Binomial(samples, p): mean, variance and the full
-    distribution at a few p (chi-square against the pmf)."""
-    gen = torch.Generator().manual_seed(0)
-    for p in (0.02, 0.3, 0.5, 0.9):
-        counts = mtj_counts(torch.full((200_000,), p, dtype=torch.float32), samples, gen)
-        observed = np.bincount(counts.numpy(), minlength=samples + 1)
-        expected = (
-            np.array(
-                [
-                    math.comb(samples, k) * p**k * (1 - p) ** (samples - k)
-                    for k in range(samples + 1)
-                ]
-            )
-            * counts.numel()
-        )
-        keep = expected > 5
-        chi2 = float((((observed - expected) ** 2 / expected)[keep]).sum())
-        freedom = max(1, int(keep.sum()) - 1)  # chi-square mean `freedom`, sd sqrt(2 freedom)
-        assert chi2 < freedom + 6 * math.sqrt(2 * freedom), (p, observed, expected)
-
-
-@pytest.mark.parametrize("backward", ["clamp", "tanh"])
-def test_fused_mtj_conversion_samples_the_binomial_and_keeps_the_ste(backward: str) -> None:
-    """The compiled MTJ kernel (training's default): decoded values from the counter's table,
-    counts Binomial(N, sigmoid(s * clamp(x))) per column, the backward's tensors as eager."""
-    samples, s = 4, 4.0
-    converter = Converter(ConverterKind.MTJ, 1, samples=samples, sensitivity=s)
-    x = torch.tensor([-1.5, -0.4, 0.0, 0.3, 1.2])  # normalised sums, two outside [-1, 1]
-    a = torch.tensor([0.02, 0.05, 0.1, 0.04, 0.01]).reshape(1, -1)
-    b = torch.tensor([0.1, -0.2, 0.0, 0.3, -0.1]).reshape(1, -1)
-    sums = ((x - b) / a).expand(100_000, -1).contiguous().requires_grad_()
-    fuse_converters(True)
-    try:
-        torch.manual_seed(0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", RuntimeWarning)  # the compiled kernel, no fallback
-            out = MTJConversion.apply(sums, a, b, converter, None, backward)
-        grad = torch.randn(out.shape)
-        (out * grad).sum().backward()
-    finally:
-        fuse_converters(False)
-    table = mtj_decoder(samples, s)
-    x_hat = (out.detach() * a + b).numpy()
-    counts = np.abs(x_hat[..., None] - table).argmin(axis=-1)
-    assert np.allclose(table[counts], x_hat, atol=1e-5)
-    for column, value in enumerate(x.tolist()):
-        p = 1.0 / (1.0 + math.exp(-s * max(-1.0, min(1.0, value))))
-        observed = np.bincount(counts[:, column], minlength=samples + 1)
-        expected = np.array(
-            [math.comb(samples, k) * p**k * (1 - p) ** (samples - k) for k in range(samples + 1)]
-        ) * len(counts)
-        keep = expected > 5
-        chi2 = float((((observed - expected) ** 2 / expected)[keep]).sum())
-        freedom = max(1, int(keep.sum()) - 1)
-        assert chi2 < freedom + 6 * math.sqrt(2 * freedom), (value, observed, expected)
-    inside = (
-        ((x >= -1) & (x <= 1)).double()
-        if backward == "clamp"
-        else 1 - torch.tanh(s * x.double() / 2) ** 2
-    )
-    assert torch.allclose(sums.grad.double(), grad.double() * inside, atol=1e-6)
-
-
 @pytest.mark.parametrize("quantize", ["quantize", "quantize{method=percentile percentile=99.5}"])
 def test_recalibrated_input_scales_equal_the_quantize_pass(quantize: str) -> None:
     """Fine-tuning re-measures input scales as the pipeline's quantize pass does (its method)."""
     from imcc.finetune.session import input_range
     from imcc.finetune.train import recalibrate_inputs
-    from imcc.frontend.onnx import import_onnx
-    from imcc.passes.context import Context
-    from imcc.passes.manager import PassManager
-    from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline
 
     target = load_target("sotmtj")
     model = example_path("digits-cnn")
     calibration, _ = calibration_data("digits-cnn", model)
     pipeline = default_pipeline(target).replace("quantize", quantize, 1)
-    program = compile_model(model, target, "sotmtj", pipeline, calibration, 0)
-    float_graph = PassManager(parse_pipeline(DEFAULT_PIPELINE)).run(
-        import_onnx(str(model)), Context(seed=0)
+    program = driver.compile(
+        model, target, passes=pipeline, calibration=calibration, target_spec="sotmtj"
     )
+    float_graph = driver.float_reference(model)
     network = MappedNetwork(program, target, float_graph)
     expected = [layer.quantizer.scale for layer in network.layers]
     for layer in network.layers:  # forget them: recalibration must measure them again
@@ -521,7 +610,9 @@ def test_surrogate_error_has_the_moments_of_the_datapath_error(samples: int) -> 
     model = example_path("digits-cnn")
     calibration, _ = calibration_data("digits-cnn", model)
     pipeline = default_pipeline(target).replace("select-adc", f"select-adc{{samples={samples}}}")
-    program = compile_model(model, target, "sotmtj", pipeline, calibration, 0)
+    program = driver.compile(
+        model, target, passes=pipeline, calibration=calibration, target_spec="sotmtj"
+    )
     network = MappedNetwork(program, target)
     torch.manual_seed(0)
     measure_datapath_error(network, calibration[:32])
@@ -557,7 +648,7 @@ def test_surrogate_epochs_run_before_the_datapath_epochs(digits_program) -> None
         network,
         data.images,
         data.labels,
-        TrainConfig(epochs=1, surrogate_epochs=2, batch=32, fuse=False),
+        TrainConfig(epochs=1, surrogate_epochs=2, batch=32),
         data.images,
     )
     assert [r.forward for r in records] == ["surrogate", "surrogate", "mapped"]
@@ -584,7 +675,7 @@ def test_datapath_epochs_train_on_a_fresh_subset_of_datapath_images(digits_progr
         network,
         data.images,
         data.labels,
-        TrainConfig(epochs=2, batch=8, datapath_images=16, fuse=False),
+        TrainConfig(epochs=2, batch=8, datapath_images=16),
         data.images,
     )
     assert [r.forward for r in records] == ["mapped", "mapped"]

@@ -8,8 +8,7 @@ import functools
 import numpy as np
 import pytest
 
-from imcc.backend.crossbar import Converter, Statistics, crossbar_matmul, mtj_decoder
-from imcc.backend.simulate import simulate
+from imcc.backend.datapath import Draws, Statistics, partial_sums, product
 from imcc.errors import MappingError
 from imcc.examples import example_path
 from imcc.frontend.datasets import load_dataset
@@ -21,6 +20,8 @@ from imcc.passes.context import Context
 from imcc.passes.layers import crossbar_layers
 from imcc.passes.manager import PassManager
 from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline
+from imcc.plan import Converter, LayerPlan, mtj_decoder
+from imcc.simulation import simulate
 from imcc.target import ConverterKind
 
 DATA = load_dataset("digits-cnn")
@@ -58,23 +59,26 @@ def _layer(seed: int = 0):
     )
 
 
+def _plan(converter: Converter) -> LayerPlan:
+    """The layer of `_layer` on 128 rows read at once, signed columns (one device per slice)."""
+    *_, streaming, mapping = _layer()
+    return LayerPlan("t", streaming, mapping, 8, True, 128, 6, 1, 128, 128, converter)
+
+
 def _run(converter: Converter, seed: int = 0) -> tuple[np.ndarray, Statistics]:
-    x, w, streaming, mapping = _layer()
+    x, w, *_ = _layer()
     stats = Statistics()
-    out = crossbar_matmul(
-        x, w, streaming, mapping, 8, 128, True, converter, np.random.default_rng(seed), stats
-    )
+    draws = Draws.per_sample(seed, "t", 0, 0, 1)  # the 200 positions drawn as one sample
+    out = product(_plan(converter), x, w, stats=stats, draws=draws)
     return out, stats
 
 
 def _calibrated(samples: int) -> Converter:
     """An MTJ normalised per column from the layer's own sums (2 standard deviations)."""
-    from imcc.backend.crossbar import input_planes, weight_planes
-
-    x, w, streaming, mapping = _layer()
-    planes = weight_planes(w, mapping, 8, True).planes  # [I, 1, K, N]
-    inputs, _ = input_planes(x, streaming)  # [J, P, K]
-    sums = np.einsum("jpk,idkn->jpidn", inputs, planes).reshape(-1, planes[..., 0, :].size)
+    x, w, *_ = _layer()
+    plan = _plan(Converter(ConverterKind.MTJ, 1, samples))
+    sums = partial_sums(plan, x, w)  # [1 chunk, J, P, I*1*N]
+    sums = sums.reshape(-1, sums.shape[-1]).astype(np.float64)
     scale = 1 / (2 * np.maximum(sums.std(axis=0), 0.5))
     return Converter(
         ConverterKind.MTJ,

@@ -9,14 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from imcc.backend.simulate import simulate
-from imcc.driver import default_pipeline
+from imcc import driver
 from imcc.frontend.datasets import Dataset, load_dataset
 from imcc.frontend.hw import load_target
-from imcc.frontend.onnx import import_onnx
-from imcc.passes.context import Context
-from imcc.passes.manager import PassManager
-from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline
+from imcc.simulation import simulate
 from imcc.targets import BUILTIN_TARGETS
 from tests.onnx_models import CIFAR10_IMAGES, lenet5_onnx, missing_model, mnist_conv_dir, mnist_dir
 
@@ -32,10 +28,11 @@ def run(
     data = load_dataset(data_spec, samples + CALIBRATION)
     test = Dataset(data.name, data.images[CALIBRATION:], data.labels[CALIBRATION:])
     hardware = load_target(target)
-    graph = import_onnx(model)
-    floating = PassManager(parse_pipeline(DEFAULT_PIPELINE)).run(graph, Context())
-    ctx = Context(target=hardware, options={"calibration": data.images[:CALIBRATION]})
-    program = PassManager(parse_pipeline(pipeline or default_pipeline(hardware))).run(graph, ctx)
+    graph = driver.import_model(model)
+    floating = driver.float_reference(graph)
+    program = driver.compile(
+        graph, hardware, passes=pipeline, calibration=data.images[:CALIBRATION]
+    )
     return simulate(program, hardware, test, float_graph=floating, batch=min(samples, batch))
 
 
@@ -61,7 +58,7 @@ def test_cifar10_resnet20_on_isaac_stays_within_one_point_of_float():
 
 def test_cifar10_resnet20_keeps_its_accuracy_on_raella_with_two_bit_slices():
     slices = 'tile-crossbar{rows=0 columns=0 slices=[2,2,2,2] encoding=""}'
-    pipeline = default_pipeline(load_target("raella")).replace("tile-crossbar", slices)
+    pipeline = driver.default_pipeline(load_target("raella")).replace("tile-crossbar", slices)
     report = run(RESNET20, cifar(), "raella", 200, pipeline=pipeline)
     assert report.quantized_accuracy >= report.float_accuracy - 0.03
     assert report.accuracy >= report.quantized_accuracy - 0.03

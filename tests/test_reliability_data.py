@@ -15,7 +15,6 @@ import numpy as np
 import optuna
 import pytest
 
-from imcc.backend.simulate import format_simulation, simulate
 from imcc.cli import main
 from imcc.driver import default_pipeline
 from imcc.errors import UserError
@@ -27,6 +26,7 @@ from imcc.passes.context import Context
 from imcc.passes.manager import PassManager
 from imcc.passes.pipeline import parse_pipeline
 from imcc.search.storage import open_storage, redact
+from imcc.simulation import format_simulation, simulate
 
 DIGITS = np.load(HERE / "digits_test.npz")
 IMAGES, LABELS = DIGITS["image"], DIGITS["label"]  # [360, 1, 8, 8] float32, [360] int64

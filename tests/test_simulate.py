@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from imcc.backend.reference import run_graph
-from imcc.backend.simulate import simulate
 from imcc.backend.simulator import CrossbarInterpreter
 from imcc.cli import main
 from imcc.driver import default_pipeline
@@ -23,6 +22,7 @@ from imcc.ir.rebatch import rebatch
 from imcc.passes.context import Context
 from imcc.passes.manager import PassManager
 from imcc.passes.pipeline import parse_pipeline
+from imcc.simulation import simulate
 
 DATA = load_dataset("digits-cnn")
 
@@ -198,7 +198,7 @@ def test_an_encoding_the_datapath_cannot_run_is_a_clear_error(tmp_path, capsys):
     capsys.readouterr()
     assert main(["simulate", str(program), "--data", "digits-cnn", "--limit", "8"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: center-offset weights need their per-filter centers\n")
+    assert err.startswith("error: center-offset weights need their per-filter centers (layer ")
     assert "encode-weights" in err
     assert "Traceback" not in err
 

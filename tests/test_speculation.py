@@ -128,7 +128,7 @@ def profiled(zeros: float = 0.8) -> tuple[Graph, Graph, Context]:
 def test_profile_matches_a_direct_simulation():
     mapped, graph, ctx = profiled()
     profile = the_layer(graph).attr("profile")
-    machine = CrossbarInterpreter(raella(), np.random.default_rng(0))
+    machine = CrossbarInterpreter(raella(), 0)
     machine.run(rebatch(mapped, 16), {"x": activations(0.8)})
     (record,) = machine.layers.values()
     stats = record.stats

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 
 import numpy as np
 import pytest
 
-from imcc.backend.crossbar import Statistics, crossbar_matmul
+from imcc.backend.datapath import Statistics, chunk_products, partial_sums, product
 from imcc.backend.reference import collect
-from imcc.backend.simulator import LOSSLESS, CrossbarInterpreter, run_mapped
+from imcc.backend.simulator import CrossbarInterpreter, run_mapped
 from imcc.cli import main
 from imcc.costmodel.conductance import clear_cache, conductance_sums
 from imcc.errors import MappingError
@@ -20,14 +21,13 @@ from imcc.examples import example_path
 from imcc.frontend.datasets import load_dataset
 from imcc.frontend.hw import load_target
 from imcc.frontend.onnx import import_onnx
-from imcc.ir.mapping import WeightMapping
+from imcc.ir.mapping import InputStreaming, WeightMapping
 from imcc.ir.rebatch import rebatch
 from imcc.passes.calibration import layer_products
 from imcc.passes.context import Context
 from imcc.passes.encode_weights import (
     EncodeWeights,
     best_centers,
-    chunk_sums,
     mean_abs_partial_sum,
 )
 from imcc.passes.layers import crossbar_layers
@@ -36,9 +36,10 @@ from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline
 from imcc.passes.slice_weights import (
     SliceWeights,
     compositions,
-    layer_converter,
     relative_error,
 )
+from imcc.plan import LOSSLESS, Converter, LayerPlan, graph_plan
+from imcc.target import ConverterKind
 
 HEAD = (
     "assign-input-precision{bits=8 slice=3 speculate=false per_layer_bits=[] "
@@ -79,8 +80,24 @@ def test_the_weighted_median_is_the_best_feasible_integer_center():
     rng = np.random.default_rng(3)
     x = rng.integers(0, 16, size=(300, 40))
     w = np.clip(rng.integers(-20, 21, size=(40, 5)) + np.array([30, -25, 0, 90, -120]), -127, 127)
-    sums, inputs = chunk_sums(x, w, rows_per_sum=16)  # 3 row chunks, the last one short
-    assert sums.shape == (900, 5) and np.allclose(sums[:3].sum(axis=0), x[0] @ w)
+    plan = LayerPlan(  # 16 rows read at a time: 3 row chunks, the last one short
+        "t",
+        InputStreaming(8, (1,) * 8, False, False),
+        WeightMapping("differential", (4, 4), 2),
+        8,
+        False,
+        40,
+        5,
+        1,
+        128,
+        16,
+        LOSSLESS,
+    )
+    assert plan.chunk_bounds == ((0, 16), (16, 32), (32, 40))
+    sums, inputs = chunk_products(plan, x, w)  # [P, C, N], [P, C]
+    assert sums.shape == (300, 3, 5) and np.allclose(sums[0].sum(axis=0), x[0] @ w)
+    assert np.array_equal(inputs[:, 2], x[:, 32:].sum(axis=1))
+    sums, inputs = sums.reshape(-1, 5), inputs.reshape(-1)
     chosen = best_centers(sums, inputs, w, weight_bits=8)
     for n in range(5):  # brute force over every feasible integer center
         feasible = np.arange(w[:, n].max() - 127, w[:, n].min() + 128)
@@ -121,27 +138,24 @@ def test_a_center_offset_program_is_exact_without_converter_loss():
     graph, ctx = centered()
     target = raella()
     products = layer_products(graph, ctx, crossbar_layers(graph), samples=2, positions=256)
+    sliced = 0
     for node in crossbar_layers(graph):
-        centers = np.asarray(node.attr("centers"))
+        plan = graph_plan(node, graph, target)
+        assert plan.centers == node.attr("centers")
         got = products[node.outputs[0]]
         for group, (x, w) in enumerate(zip(got.patches, got.filters, strict=True)):
-            columns = w.shape[1]
-            # fast=False: the slices, the offsets w - c and the digital c * sum(x) all run
-            y = crossbar_matmul(
-                x,
-                w,
-                node.attr("input"),
-                node.attr("weights"),
-                target.weight_bits,
-                512,
-                True,
-                LOSSLESS,
-                np.random.default_rng(0),
-                Statistics(),
-                fast=False,
-                centers=centers[group * columns : (group + 1) * columns],
-            )
-            assert np.array_equal(y, got.exact(group))
+            # an ADC just wide enough for the sums these products produce, usually narrower
+            # than the read's whole range: the datapath then takes no exact shortcut, and the
+            # slices, the offsets w - c and the digital c * sum(x) all run
+            largest = float(np.abs(partial_sums(plan, x, w, group)).max())
+            bits = math.ceil(math.log2(largest + 1)) + (1 if plan.sum_range[0] < 0 else 0)
+            narrow = plan.with_converter(Converter(ConverterKind.SAR, bits, range_rule="saturate"))
+            sliced += not narrow.lossless
+            stats = Statistics()
+            y = product(narrow, x, w, group, stats=stats)
+            assert stats.saturated == 0 and np.array_equal(y, got.exact(group))
+            assert np.array_equal(product(plan.with_converter(LOSSLESS), x, w, group), y)
+    assert sliced
     program = rebatch(PassManager(parse_pipeline(TAIL)).run(graph, ctx), 16)
     images = digits().images[:16]
     reference = collect(program, images, [program.outputs[0]])[program.outputs[0]]
@@ -149,7 +163,7 @@ def test_a_center_offset_program_is_exact_without_converter_loss():
         program,
         target,
         {program.inputs[0].name: images},
-        CrossbarInterpreter(target, np.random.default_rng(0), lossless=True),
+        CrossbarInterpreter(target, 0, lossless=True),
     )
     assert np.array_equal(mapped[program.outputs[0]], reference)
 
@@ -218,13 +232,10 @@ def test_adaptive_slicing_keeps_its_budget_on_the_calibration_data(budget):
         if not row["within_budget"]:
             continue
         error = relative_error(
-            node,
+            graph_plan(node, graph, target),
             products[node.outputs[0]],
             node.attr("weights"),
-            target,
-            layer_converter(node, target, ""),
-            512,
-            ctx.rng("slice-weights", node.outputs[0]),
+            ctx.draw_seed("slice-weights", node.outputs[0]),
         )
         assert error == pytest.approx(row["error"]) and error <= budget
 

@@ -88,8 +88,9 @@ def simulate(
     """Run a mapped program on a labelled data set; see the module docstring.
 
     Every sample of `data` is simulated: whole batches of `batch`, then one partial batch for
-    the rest. The MTJ draws come from one generator seeded with `seed` and consumed batch by
-    batch, so the first samples' results do not depend on how many samples follow them."""
+    the rest. Each sample's MTJ draws are seeded by `seed`, the layer and the sample's index
+    (backend/datapath.py `Draws`), so a sample's result depends neither on the batch size nor
+    on the samples around it."""
     if batch < 1:  # a batch of 0 never ends and a negative one slices from the end
         raise UserError(
             f"the simulation batch must be at least 1, not {batch}",
@@ -111,9 +112,8 @@ def simulate(
     ideal = _batched(float_graph, data, batch) if float_graph is not None else None
     layers = [n.outputs[0] for n in crossbar_layers(mapped)]
     names = (*layers, mapped.outputs[0])
-    rng = np.random.default_rng(seed)
-    machine = CrossbarInterpreter(target, rng)
-    exact = CrossbarInterpreter(target, rng, lossless=True)
+    machine = CrossbarInterpreter(target, seed)  # MTJ draws seeded per sample
+    exact = CrossbarInterpreter(target, seed, lossless=True)
     predictions: dict[str, list[np.ndarray]] = {"mapped": [], "lossless": [], "float": []}
     errors = {name: [0.0, 0.0] for name in layers}
     value = mapped.inputs[0].name
