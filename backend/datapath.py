@@ -41,6 +41,7 @@ rebuilds the input slices from the codes and runs two GEMMs per row chunk.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -194,8 +195,13 @@ def chunked_inputs(plan: LayerPlan, x: torch.Tensor) -> torch.Tensor:
     [P, C * R] in the narrowest integer type that holds them (an empty slot holds 0, which
     every slice reads as 0)."""
     bits = plan.streaming.bits
-    dtype = torch.uint8 if bits <= 8 else torch.int16 if bits <= 15 else torch.int32
-    pattern = (x.to(torch.int32) & (2**bits - 1)).to(dtype)
+    if bits <= 8:  # the narrowing cast keeps the low 8 bits (two's complement)
+        pattern = x.to(torch.uint8)
+        if bits < 8:
+            pattern.bitwise_and_(2**bits - 1)
+    else:
+        dtype = torch.int16 if bits <= 15 else torch.int32
+        pattern = (x.to(torch.int32) & (2**bits - 1)).to(dtype)
     total = plan.chunks * plan.rows_per_sum
     if plan.contiguous_chunks:
         return torch.nn.functional.pad(pattern, (0, total - plan.rows))
@@ -204,17 +210,43 @@ def chunked_inputs(plan: LayerPlan, x: torch.Tensor) -> torch.Tensor:
 
 
 def input_planes(
-    patterns: torch.Tensor, slicing: tuple[tuple[int, int, bool], ...]
+    patterns: torch.Tensor,
+    slicing: tuple[tuple[int, int, bool], ...],
+    workspace: Workspace | None = None,
 ) -> torch.Tensor:
     """Return the values each input slice streams, float32 [J, p, C * R], from chunked code
-    patterns [p, C * R]."""
-    planes = torch.empty((len(slicing), *patterns.shape), dtype=torch.float32)
-    for j, (shift, width, signed) in enumerate(slicing):
-        part = patterns >> shift if shift else patterns
-        planes[j].copy_(part & (2**width - 1))
+    patterns [p, C * R] (all slices in one shift, one mask and one conversion)."""
+    count = len(slicing)
+    shape = (count, *patterns.shape)
+    shifts = torch.tensor([s for s, _, _ in slicing], dtype=patterns.dtype).view(count, 1, 1)
+    masks = torch.tensor([2**w - 1 for _, w, _ in slicing], dtype=patterns.dtype)
+    space = workspace or Workspace()
+    parts = space.take("parts", shape, patterns.dtype)
+    torch.bitwise_right_shift(patterns.unsqueeze(0), shifts, out=parts)
+    parts.bitwise_and_(masks.view(count, 1, 1))
+    planes = space.take("planes", shape, torch.float32)
+    planes.copy_(parts)
+    for j, (_, width, signed) in enumerate(slicing):
         if signed:  # two's complement of the top slice: subtract 2^width from the negatives
             planes[j].sub_((planes[j] >= 2 ** (width - 1)).to(torch.float32), alpha=2**width)
     return planes
+
+
+class Workspace:
+    """Buffers a layer's blocks reuse (a fresh multi-megabyte tensor per block costs page
+    faults on every block): `take(name, shape, dtype)` returns a view of the named buffer,
+    grown when too small. A view is valid until the next `take` of the same name."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """Return an uninitialised tensor of `shape` and `dtype` backed by buffer `name`."""
+        size = math.prod(shape)
+        buffer = self.buffers.get(name)
+        if buffer is None or buffer.dtype != dtype or buffer.numel() < size:
+            buffer = self.buffers[name] = torch.empty(size, dtype=dtype)
+        return buffer[:size].view(shape)
 
 
 def read(
@@ -222,13 +254,17 @@ def read(
     patterns: torch.Tensor,
     columns: torch.Tensor,
     slicing: tuple[tuple[int, int, bool], ...],
+    workspace: Workspace | None = None,
+    name: str = "sums",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return the partial sums [C, J * p, COLS] of chunked input patterns [p, C * R] (float32,
-    exact: one GEMM per row chunk) and the input planes [J, p, C * R] they were read from."""
-    planes = input_planes(patterns, slicing)
+    exact: one GEMM per row chunk) and the input planes [J, p, C * R] they were read from
+    (in `workspace`'s buffers when given; `name` is the sums' buffer)."""
+    space = workspace or Workspace()
+    planes = input_planes(patterns, slicing, space)
     slices, positions = planes.shape[:2]
     chunks, rows, width = columns.shape
-    sums = torch.empty((chunks, slices * positions, width), dtype=torch.float32)
+    sums = space.take(name, (chunks, slices * positions, width), torch.float32)
     for c in range(chunks):
         a = planes[:, :, c * rows : (c + 1) * rows].reshape(slices * positions, rows)
         torch.mm(a, columns[c], out=sums[c])
@@ -338,44 +374,44 @@ def convert_mtj(
 @dataclass(frozen=True)
 class _Significance:
     """The shift-and-add weights of a plan: per input slice [J] and per (weight slice, device)
-    [I * D] (times the ADC step), and whether the sum over input slices, the first stage,
-    stays exact in float32."""
+    [I * D] (times the ADC step); the second stage as a matrix [I * D * N, N] (float64), and
+    whether the first stage, the sum over row chunks and input slices, stays exact in
+    float32."""
 
     inputs: torch.Tensor
     columns: torch.Tensor
+    merge: torch.Tensor
     float32: bool
+    chunked: torch.Tensor  # `inputs` once per row chunk (float64 [C * J])
 
 
-def _significance(
-    plan: LayerPlan, step: float, slices: tuple[int, ...] | None = None
-) -> _Significance:
-    inputs = torch.tensor([2.0**s for s in slice_shifts(slices or plan.streaming.slices)])
+def _significance(plan: LayerPlan, step: float) -> _Significance:
+    inputs = torch.tensor([2.0**s for s in plan.input_shifts])
     columns = torch.tensor(
         [2.0**s * sign * step for s in plan.weight_shifts for sign in plan.device_signs]
     )
+    merge = torch.kron(
+        columns.to(torch.float64).view(-1, 1), torch.eye(plan.filters, dtype=torch.float64)
+    )
     low, high = plan.sum_range  # converted codes are at most the sums (ADC: in step units)
-    bound = float(inputs.abs().sum()) * max(abs(low), abs(high), 2.0**plan.converter.bits)
-    return _Significance(inputs, columns, bound < MAX_EXACT)
+    code = max(abs(low), abs(high), 2.0**plan.converter.bits)
+    bound = plan.chunks * float(inputs.abs().sum()) * code
+    chunked = inputs.repeat(plan.chunks).to(torch.float64)
+    return _Significance(inputs, columns, merge, bound < MAX_EXACT, chunked)
 
 
 def shift_add(
     converted: torch.Tensor, plan: LayerPlan, weights: _Significance, positions: int
 ) -> torch.Tensor:
-    """Return the product [p, N] (float64) from converted sums [C, J * p, COLS]: the sum over
-    input slices per chunk (one batched matrix-vector product, float32 while exact), then over
-    chunks, weight slices and devices in float64."""
-    chunks, slices = converted.shape[0], weights.inputs.shape[0]
-    values = converted.view(chunks, slices, -1)
+    """Return the product [p, N] (float64) from converted sums [C, J * p, COLS]: one
+    matrix-vector product over row chunks and input slices (float32 while exact, else
+    float64), then one small GEMM over weight slices and devices in float64."""
+    values = converted.view(weights.chunked.shape[0], -1)
     if weights.float32:
-        merged = torch.matmul(weights.inputs.to(torch.float32), values)  # [C, p * COLS]
+        merged = torch.mv(values.t(), weights.chunked.to(torch.float32)).to(torch.float64)
     else:
-        merged = torch.matmul(weights.inputs.to(torch.float64), values.to(torch.float64))
-    merged = merged.to(torch.float64).sum(dim=0) if chunks > 1 else merged[0].to(torch.float64)
-    merged = merged.view(positions, -1, plan.filters)  # [p, I*D, N]
-    out = merged[:, 0] * float(weights.columns[0])
-    for k in range(1, merged.shape[1]):
-        out.add_(merged[:, k], alpha=float(weights.columns[k]))
-    return out
+        merged = torch.mv(values.t().to(torch.float64), weights.chunked)
+    return merged.view(positions, -1) @ weights.merge  # [p, I*D*N] @ [I*D*N, N]
 
 
 # -- the product --------------------------------------------------------------------------------
@@ -396,6 +432,7 @@ def _recover(
     columns: torch.Tensor,
     levels: tuple[int, int, float],
     stats: Statistics,
+    workspace: Workspace | None = None,
 ) -> torch.Tensor:
     """RAELLA's speculation: a wide-slice conversion that hit the lowest or highest code is
     discarded and its input bits re-run as 1-bit slices (through the same ADC); only those
@@ -411,7 +448,7 @@ def _recover(
         return values
     streaming = plan.streaming
     bitwise = (1,) * streaming.bits
-    bits, _ = read(plan, patterns, columns, input_slicing(plan, bitwise))
+    bits, _ = read(plan, patterns, columns, input_slicing(plan, bitwise), workspace, "bits")
     convert_adc(bits, levels, Statistics())  # the re-run's codes; counted as recoveries
     chunks, positions = values.shape[0], values.shape[1] // plan.input_slices
     bits = bits.reshape(chunks, streaming.bits, positions, -1)
@@ -500,11 +537,12 @@ def _run(
     weights = _significance(plan, levels[2])
     out = torch.empty((positions, plan.filters), dtype=torch.float64)
     block = _block(plan, positions, draws)
+    space = Workspace()
     for start in range(0, positions, block):
         xb = x[start : start + block]
         p = xb.shape[0]
         patterns = chunked[start : start + block]
-        sums, _ = read(plan, patterns, columns, table)
+        sums, _ = read(plan, patterns, columns, table, space)
         if mtj:
             uniform = draws.uniforms(
                 (plan.chunks, plan.input_slices, p, plan.columns), start, positions
@@ -523,11 +561,18 @@ def _run(
                     keep.append(_Kept(start, p, torch.ones((), dtype=torch.bool)))
             convert_adc(sums, levels, stats, saturable)
             if plan.streaming.speculate:
-                sums = _recover(sums, plan, patterns, columns, levels, stats)
+                sums = _recover(sums, plan, patterns, columns, levels, stats, space)
         out[start : start + p] = shift_add(sums, plan, weights, p)
     if isinstance(factor, torch.Tensor) or factor:
-        out += x.to(torch.float64).sum(dim=1, keepdim=True) * factor
+        out += _row_sums(x, plan) * factor
     return out
+
+
+def _row_sums(x: torch.Tensor, plan: LayerPlan) -> torch.Tensor:
+    """Return each position's input sum (float64 [P, 1], exact for integer codes)."""
+    if 2.0**plan.streaming.bits * plan.rows < MAX_EXACT:  # float32 is exact, and fast
+        return x.to(torch.float32).sum(dim=1, keepdim=True).to(torch.float64)
+    return x.to(torch.float64).sum(dim=1, keepdim=True)
 
 
 def _tensor(a: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -678,9 +723,10 @@ def _backward(plan, group, x_codes, w_codes, scale, g, kept: list[_Kept]):
     gw = torch.zeros((chunks, rows, width), dtype=torch.float32)
     ga = torch.zeros((slices, width), dtype=torch.float64) if mtj else None
     gb = torch.zeros((slices, width), dtype=torch.float64) if mtj else None
+    space = Workspace()
     for part in kept:
         start, p = part.start, part.positions
-        planes = input_planes(chunked[start : start + p], table)  # [J, p, C*R]
+        planes = input_planes(chunked[start : start + p], table, space)  # [J, p, C*R]
         gp = g[start : start + p].reshape(1, 1, p, 1, filters)
         shape = (chunks, slices, p, ids, filters)
         if part.mask.dim():
