@@ -105,24 +105,34 @@ class Draws:
         return Draws(key)
 
     def uniforms(
-        self, shape: tuple[int, int, int, int], start: int, positions: int
+        self,
+        shape: tuple[int, int, int, int],
+        start: int,
+        positions: int,
+        workspace: Workspace | None = None,
     ) -> torch.Tensor:
-        """Return uniforms [C, J, p, COLS] for the block [start, start + p) of a call of
-        `positions` positions (a block holds whole samples when draws are per sample)."""
+        """Return uniforms [C, J, p, COLS] (float32, numpy's PCG64) for the block [start,
+        start + p) of a call of `positions` positions (a block holds whole samples when draws
+        are per sample)."""
         chunks, slices, block, columns = shape
-        if not self.samples:
-            generator = torch.Generator().manual_seed(_digest(self.key, start))
-            return torch.rand(shape, generator=generator)
+        out = (workspace or Workspace()).take("uniforms", shape, torch.float32)
+        if not self.samples:  # per (chunk, slice): a generator seeded by key, block and row
+            rows = out.numpy().reshape(chunks * slices, -1)
+            _fill([(row, _digest(self.key, start, r)) for r, row in enumerate(rows)])
+            return out
         per = positions // self.samples
-        out = torch.empty(shape)
-        for b in range(block // per):
-            generator = torch.Generator().manual_seed(
-                _digest(self.key, self.first + start // per + b)
-            )
-            out[:, :, b * per : (b + 1) * per] = torch.rand(
-                (chunks, slices, per, columns), generator=generator
-            )
+        parts = np.empty((block // per, chunks, slices, per, columns), np.float32)
+        first = self.first + start // per
+        _fill([(parts[b].reshape(-1), _digest(self.key, first + b)) for b in range(block // per)])
+        out.copy_(torch.from_numpy(parts).permute(1, 2, 0, 3, 4).reshape(shape))
         return out
+
+
+def _fill(jobs: list[tuple[np.ndarray, int]]) -> None:
+    """Fill each array with uniforms [0, 1) from numpy's PCG64 seeded by its seed (faster
+    than torch's CPU generator)."""
+    for array, seed in jobs:
+        np.random.Generator(np.random.PCG64(seed)).random(out=array, dtype=np.float32)
 
 
 def _digest(*parts: object) -> int:
@@ -213,22 +223,30 @@ def input_planes(
     patterns: torch.Tensor,
     slicing: tuple[tuple[int, int, bool], ...],
     workspace: Workspace | None = None,
+    scaled: bool = False,
 ) -> torch.Tensor:
     """Return the values each input slice streams, float32 [J, p, C * R], from chunked code
-    patterns [p, C * R] (all slices in one shift, one mask and one conversion)."""
+    patterns [p, C * R] (all slices in one shift, one mask and one conversion); `scaled`:
+    times their significance 2^shift_j (the bits masked in place, no shift)."""
     count = len(slicing)
     shape = (count, *patterns.shape)
-    shifts = torch.tensor([s for s, _, _ in slicing], dtype=patterns.dtype).view(count, 1, 1)
-    masks = torch.tensor([2**w - 1 for _, w, _ in slicing], dtype=patterns.dtype)
+    masks = torch.tensor(
+        [(2**w - 1) << (s if scaled else 0) for s, w, _ in slicing], dtype=patterns.dtype
+    ).view(count, 1, 1)
     space = workspace or Workspace()
     parts = space.take("parts", shape, patterns.dtype)
-    torch.bitwise_right_shift(patterns.unsqueeze(0), shifts, out=parts)
-    parts.bitwise_and_(masks.view(count, 1, 1))
+    if scaled:
+        torch.bitwise_and(patterns.unsqueeze(0), masks, out=parts)
+    else:
+        shifts = torch.tensor([s for s, _, _ in slicing], dtype=patterns.dtype)
+        torch.bitwise_right_shift(patterns.unsqueeze(0), shifts.view(count, 1, 1), out=parts)
+        parts.bitwise_and_(masks)
     planes = space.take("planes", shape, torch.float32)
     planes.copy_(parts)
-    for j, (_, width, signed) in enumerate(slicing):
+    for j, (shift, width, signed) in enumerate(slicing):
         if signed:  # two's complement of the top slice: subtract 2^width from the negatives
-            planes[j].sub_((planes[j] >= 2 ** (width - 1)).to(torch.float32), alpha=2**width)
+            top = 2 ** (width + shift) if scaled else 2**width
+            planes[j].sub_((planes[j] >= top // 2).to(torch.float32), alpha=top)
     return planes
 
 
@@ -325,49 +343,47 @@ def convert_mtj(
     uniform: torch.Tensor,
     stats: Statistics,
     backward: str | None = None,
-) -> tuple[torch.Tensor, torch.Tensor] | None:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """Convert partial sums [..., COLS] in place through stochastic MTJs (per-column `scale`
-    a, `offset` b), with one `uniform` per conversion. With `backward`, return what the
-    straight-through rule needs: the gradient mask (clamp: bool; tanh: float) and the
-    residual `out - mask * PS` of `d out / d a`."""
+    a, `offset` b), with one `uniform` per conversion. With `backward` the sums are kept and
+    the converted values returned after what the straight-through rule needs: the gradient
+    mask (clamp: bool; tanh: float) and the residual `out - mask * PS` of `d out / d a`."""
     converter = plan.converter
     s, samples = converter.sensitivity, converter.samples
-    x = sums.mul_(scale).add_(offset)  # the normalised sum
+    # y = s * (a * PS + b), the normalised sum times the sensitivity, clamped to [-s, s]
+    y = torch.addcmul(offset * s, sums, scale * s)
     mask = None
     if backward == "clamp":
-        mask = torch.abs(x) <= 1.0
+        mask = torch.abs(y) <= s
     elif backward == "tanh":
-        mask = torch.tanh(x * (s / 2.0))
+        mask = torch.tanh(y * 0.5)
         mask = mask.mul_(mask).neg_().add_(1.0)
-        raw = x.clone()
-    x.clamp_(-1.0, 1.0)
-    p = torch.mul(x, s).sigmoid_()
+    p = y.clamp_(-s, s).sigmoid_()
     table = mtj_decoder(samples, s).tolist()
-    decoded = torch.full_like(p, table[0])
-    ones = 0
+    # decoded sums per count: (x_hat_k - b) / a, per column
+    levels = [(value - offset) / scale for value in table]
+    out = sums if backward is None else torch.empty_like(sums)  # training keeps PS
     if samples == 1:  # Binomial(1, p): one switch when u < p
         switched = torch.lt(uniform, p)
         ones = int(switched.sum())
-        decoded.masked_fill_(switched, table[1])
+        torch.mul(switched, levels[1] - levels[0], out=out).add_(levels[0])
     else:  # count = #{k < N : u > P(K <= k)}, decoded as it counts
+        ones = 0
+        out.copy_(levels[0].expand_as(p))
         for k, cdf in enumerate(binomial_cdf(p, samples)):
             above = torch.gt(uniform, cdf)
             ones += int(above.sum())
-            decoded.add_(above, alpha=table[k + 1] - table[k])
+            out.addcmul_(above, levels[k + 1] - levels[k])
     del p
     stats.conversions += sums.numel()
     stats.samples += sums.numel() * samples
     stats.ones += ones
     stats.lossless = False
-    kept = None
-    if backward is not None:  # r = (x_hat - b - mask * (x - b)) / a
-        if backward == "clamp":  # inside the range x is the clamped value, outside r = out
-            residual = decoded - torch.where(mask, x, offset.expand_as(x))
-        else:
-            residual = decoded - offset - mask * (raw - offset)
-        kept = (mask, residual.div_(scale))
-    torch.sub(decoded, offset, out=sums).div_(scale)
-    return kept
+    if backward is None:
+        return None
+    weight = mask.to(sums.dtype) if mask.dtype == torch.bool else mask
+    residual = torch.addcmul(out, weight, sums, value=-1.0)  # out - mask * PS
+    return mask, residual, out
 
 
 # -- shift-and-add ------------------------------------------------------------------------------
@@ -550,7 +566,8 @@ def _run(
             rule = backward if keep is not None else None
             kept = convert_mtj(sums, scale, offset, plan, uniform.view(sums.shape), stats, rule)
             if kept is not None:
-                keep.append(_Kept(start, p, *kept))
+                mask, residual, sums = kept
+                keep.append(_Kept(start, p, mask, residual))
         else:
             if keep is not None:  # the ADC passes the gradient where the sum is in range
                 if plan.streaming.speculate:  # recovered conversions are exact: everywhere
@@ -718,7 +735,6 @@ def _backward(plan, group, x_codes, w_codes, scale, g, kept: list[_Kept]):
     scaled = columns * weights.columns.to(torch.float32).repeat_interleave(plan.filters)
     chunks, rows, width = columns.shape
     slices, ids, filters = plan.input_slices, plan.weight_slices * plan.devices, plan.filters
-    coef = weights.inputs.to(torch.float32)
     gx = torch.zeros((positions, chunks * rows), dtype=torch.float32)
     gw = torch.zeros((chunks, rows, width), dtype=torch.float32)
     ga = torch.zeros((slices, width), dtype=torch.float64) if mtj else None
@@ -726,37 +742,30 @@ def _backward(plan, group, x_codes, w_codes, scale, g, kept: list[_Kept]):
     space = Workspace()
     for part in kept:
         start, p = part.start, part.positions
-        planes = input_planes(chunked[start : start + p], table, space)  # [J, p, C*R]
+        planes = input_planes(chunked[start : start + p], table, space, scaled=True)
         gp = g[start : start + p].reshape(1, 1, p, 1, filters)
         shape = (chunks, slices, p, ids, filters)
         if part.mask.dim():
             h = torch.mul(part.mask.view(shape), gp)  # M * g per partial sum
         else:
             h = gp.expand(shape).contiguous()
-        if mtj:  # sum over chunks and positions per (input slice, column); weights below
-            ga -= (
-                torch.mul(part.residual.view(shape), gp)
-                .sum(dim=(0, 2))
-                .reshape(slices, width)
-                .to(torch.float64)
-            )
-            outside = ~part.mask if part.mask.dtype == torch.bool else 1.0 - part.mask
-            gb -= (  # (mask - 1) * g, exactly 0 where the mask is 1
-                torch.mul(outside.view(shape), gp)
-                .sum(dim=(0, 2))
-                .reshape(slices, width)
-                .to(torch.float64)
-            )
-        h = h.view(chunks, slices * p, width)
+        if mtj:  # g does not depend on the chunk: sum over chunks first, then positions
+            residual = part.residual.view(shape).sum(dim=0)  # [J, p, ID, N]
+            ga -= torch.mul(residual, gp[0]).sum(dim=1).reshape(slices, width)
+            if part.mask.dtype == torch.bool:  # chunks outside the range, an exact count
+                outside = chunks - part.mask.view(shape).sum(dim=0, dtype=torch.int32)
+            else:
+                outside = (1.0 - part.mask.view(shape)).sum(dim=0)
+            gb -= torch.mul(outside, gp[0]).sum(dim=1).reshape(slices, width)  # (M - 1) * g
+        h = h.view(chunks, slices, p * width)
+        rows_of = gx[start : start + p]
         for c in range(chunks):
-            # x: sum_j width_j / bits * (H_c,j @ (W_c * 2^shift_i * sign_d)^T)
-            part_x = (h[c] @ scaled[c].t()).view(slices, p, rows)
-            gx[start : start + p, c * rows : (c + 1) * rows] += torch.einsum(
-                "jpr,j->pr", part_x, share_in
-            )
-            # w: sum_j 2^shift_j * X_j^T @ H_c,j
-            a = planes[:, :, c * rows : (c + 1) * rows] * coef.view(-1, 1, 1)
-            gw[c] += a.reshape(slices * p, rows).t() @ h[c]
+            # x: (sum_j width_j / bits * H_c,j) @ (W_c * 2^shift_i * sign_d)^T
+            merged = torch.mv(h[c].t(), share_in).view(p, width)
+            rows_of[:, c * rows : (c + 1) * rows].addmm_(merged, scaled[c].t())
+            # w: sum_j (2^shift_j * X_j)^T @ H_c,j, one GEMM over the slices
+            inputs = planes[:, :, c * rows : (c + 1) * rows].reshape(slices * p, rows)
+            gw[c].addmm_(inputs.t(), h[c].view(slices * p, width))
     # back from chunk slots to rows; weight columns (i, d, n) to filters with their shares
     index = torch.from_numpy(plan.row_index)
     grad_x = torch.zeros((positions, plan.rows + 1), dtype=torch.float32)
