@@ -406,12 +406,14 @@ def _significance(plan: LayerPlan, step: float) -> _Significance:
     columns = torch.tensor(
         [2.0**s * sign * step for s in plan.weight_shifts for sign in plan.device_signs]
     )
-    merge = torch.kron(
-        columns.to(torch.float64).view(-1, 1), torch.eye(plan.filters, dtype=torch.float64)
-    )
     low, high = plan.sum_range  # converted codes are at most the sums (ADC: in step units)
     code = max(abs(low), abs(high), 2.0**plan.converter.bits)
     bound = plan.chunks * float(inputs.abs().sum()) * code
+    # the second stage in float32 too when the whole sum stays exact
+    exact = bound * float(columns.abs().sum()) < MAX_EXACT and step == float(int(step))
+    merge = torch.kron(
+        columns.to(torch.float64).view(-1, 1), torch.eye(plan.filters, dtype=torch.float64)
+    ).to(torch.float32 if exact else torch.float64)
     chunked = inputs.repeat(plan.chunks).to(torch.float64)
     return _Significance(inputs, columns, merge, bound < MAX_EXACT, chunked)
 
@@ -423,6 +425,9 @@ def shift_add(
     matrix-vector product over row chunks and input slices (float32 while exact, else
     float64), then one small GEMM over weight slices and devices in float64."""
     values = converted.view(weights.chunked.shape[0], -1)
+    if weights.merge.dtype == torch.float32:  # every partial result below 2**24: exact
+        merged = torch.mv(values.t(), weights.chunked.to(torch.float32))
+        return (merged.view(positions, -1) @ weights.merge).to(torch.float64)
     if weights.float32:
         merged = torch.mv(values.t(), weights.chunked.to(torch.float32)).to(torch.float64)
     else:
@@ -499,7 +504,10 @@ def product(
         if plan.lossless:  # every partial sum converts exactly: the shift-and-add is the product
             stats.conversions += plan.chunks * plan.input_slices * plan.columns * positions
             stored_slices(plan, w, group)  # the capacity check of the slow path
-            out = x.to(torch.float64) @ w.to(torch.float64)
+            # float32 is exact while |x| * |w| * K stays below 2**24, else float64
+            bound = 2.0**plan.streaming.bits * 2.0 ** (plan.weight_bits - 1) * plan.rows
+            dtype = torch.float32 if bound < MAX_EXACT else torch.float64
+            out = x.to(dtype) @ w.to(dtype)
             return torch.round(out).to(torch.int64).numpy()
         out = _run(plan, x, w, group, stats, draws, factor)
     return torch.round(out).to(torch.int64).numpy()
@@ -587,8 +595,9 @@ def _run(
 
 def _row_sums(x: torch.Tensor, plan: LayerPlan) -> torch.Tensor:
     """Return each position's input sum (float64 [P, 1], exact for integer codes)."""
-    if 2.0**plan.streaming.bits * plan.rows < MAX_EXACT:  # float32 is exact, and fast
-        return x.to(torch.float32).sum(dim=1, keepdim=True).to(torch.float64)
+    if not x.dtype.is_floating_point and 2.0**plan.streaming.bits * plan.rows < 2**31:
+        # integer codes whose sums fit int32: a native int32 sum, far faster than a cast
+        return x.sum(dim=1, keepdim=True, dtype=torch.int32).to(torch.float64)
     return x.to(torch.float64).sum(dim=1, keepdim=True)
 
 
