@@ -44,6 +44,7 @@ import hashlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -230,16 +231,13 @@ def input_planes(
     times their significance 2^shift_j (the bits masked in place, no shift)."""
     count = len(slicing)
     shape = (count, *patterns.shape)
-    masks = torch.tensor(
-        [(2**w - 1) << (s if scaled else 0) for s, w, _ in slicing], dtype=patterns.dtype
-    ).view(count, 1, 1)
+    shifts, masks = _slice_masks(slicing, patterns.dtype, scaled)
     space = workspace or Workspace()
     parts = space.take("parts", shape, patterns.dtype)
     if scaled:
         torch.bitwise_and(patterns.unsqueeze(0), masks, out=parts)
     else:
-        shifts = torch.tensor([s for s, _, _ in slicing], dtype=patterns.dtype)
-        torch.bitwise_right_shift(patterns.unsqueeze(0), shifts.view(count, 1, 1), out=parts)
+        torch.bitwise_right_shift(patterns.unsqueeze(0), shifts, out=parts)
         parts.bitwise_and_(masks)
     planes = space.take("planes", shape, torch.float32)
     planes.copy_(parts)
@@ -248,6 +246,18 @@ def input_planes(
             top = 2 ** (width + shift) if scaled else 2**width
             planes[j].sub_((planes[j] >= top // 2).to(torch.float32), alpha=top)
     return planes
+
+
+@lru_cache(maxsize=256)
+def _slice_masks(
+    slicing: tuple[tuple[int, int, bool], ...], dtype: torch.dtype, scaled: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the shift [J, 1, 1] and mask [J, 1, 1] of each input slice (masks in place when
+    `scaled`)."""
+    count = len(slicing)
+    shifts = torch.tensor([s for s, _, _ in slicing], dtype=dtype).view(count, 1, 1)
+    masks = [(2**w - 1) << (s if scaled else 0) for s, w, _ in slicing]
+    return shifts, torch.tensor(masks, dtype=dtype).view(count, 1, 1)
 
 
 class Workspace:
