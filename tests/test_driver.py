@@ -64,3 +64,24 @@ def test_a_pipeline_typo_names_its_label() -> None:
     with pytest.raises(UserError) as caught:
         driver.compile(MODEL, passes="canonicalise", label="--passes")
     assert caught.value.render().startswith("--passes:1:1: error: unknown pass 'canonicalise'")
+
+
+def test_backend_imports_only_the_ir_the_target_and_the_plan() -> None:
+    """backend/ stays below the compiler: it may import ir/, target.py, plan.py, errors.py and
+    itself, never frontend/, passes/, the driver or the commands."""
+    import ast
+
+    allowed = ("imcc.ir", "imcc.target", "imcc.plan", "imcc.errors", "imcc.backend")
+    backend = Path(__file__).resolve().parents[1] / "backend"
+    found = {}
+    for path in sorted(backend.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("imcc"):
+                found.setdefault(node.module, path.name)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("imcc"):
+                        found.setdefault(alias.name, path.name)
+    assert found  # the scan sees backend's own imports
+    bad = {m: f for m, f in found.items() if not m.startswith(allowed)}
+    assert not bad, f"backend/ imports {bad}"
