@@ -234,6 +234,20 @@ def columns_per_slice(mapping: WeightMapping, signed_columns: bool) -> int:
     return 1 if signed_columns or mapping.devices == 1 else mapping.devices
 
 
+def stored_values(
+    encoding: str, codes: np.ndarray, offset_bias: int, centers: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """Return what each device of a weight stores before slicing (int64, one array per device):
+    `offset`: `w + offset_bias`; `differential`: `max(w, 0)` and `max(-w, 0)`;
+    `center-offset`: the same of `w - c` (`centers` broadcast against the codes)."""
+    codes = np.asarray(codes, np.int64)
+    if encoding == "offset":
+        return [codes + offset_bias]
+    if encoding == "center-offset":
+        codes = codes - np.asarray(centers, np.int64)
+    return [np.maximum(codes, 0), np.maximum(-codes, 0)]
+
+
 def row_chunks(rows: int, tile_rows: int, active_rows: int) -> tuple[tuple[int, int], ...]:
     """Return the [start, stop) rows of each partial sum: row tiles of `tile_rows`, each read
     `active_rows` at a time."""

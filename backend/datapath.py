@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from imcc.errors import MappingError
-from imcc.plan import MAX_EXACT, LayerPlan, mtj_decoder, slice_shifts
+from imcc.plan import MAX_EXACT, LayerPlan, mtj_decoder, slice_shifts, stored_values
 
 BLOCK_ELEMENTS = 1 << 20
 """Partial sums converted at once: a block of output positions (4 MB of float32 sums)."""
@@ -141,17 +141,15 @@ def _digest(*parts: object) -> int:
 
 
 # -- weights and inputs -----------------------------------------------------------------------
-def stored_slices(plan: LayerPlan, w: torch.Tensor, group: int = 0) -> torch.Tensor:
+def stored_slices(plan: LayerPlan, w: np.ndarray | torch.Tensor, group: int = 0) -> torch.Tensor:
     """Return the stored weight slices [I, D, K, N] (int64) of integer weight codes w[K, N]."""
     mapping = plan.mapping
-    codes = w.to(torch.int64)
-    if mapping.encoding == "offset":
-        parts = [codes + plan.offset_bias]
-    else:
-        if mapping.encoding == "center-offset":
-            codes = codes - torch.from_numpy(plan.group_centers(group))[None, :]
-        parts = [codes.clamp(min=0), (-codes).clamp(min=0)]
-    top = max((int(part.max()) for part in parts if part.numel()), default=0)
+    codes = w.detach().cpu().to(torch.int64).numpy() if isinstance(w, torch.Tensor) else w
+    centers = plan.group_centers(group)
+    parts = stored_values(
+        mapping.encoding, codes, plan.offset_bias, None if centers is None else centers[None, :]
+    )
+    top = max((int(part.max()) for part in parts if part.size), default=0)
     if top > plan.stored_capacity:
         raise MappingError(
             f"layer {plan.name}: a stored weight value {top} does not fit the "
@@ -163,8 +161,8 @@ def stored_slices(plan: LayerPlan, w: torch.Tensor, group: int = 0) -> torch.Ten
         for shift, width in zip(plan.weight_shifts, mapping.slices, strict=True)
     ]
     if len(parts) == 2 and plan.signed_columns:  # the pair subtracts in the column
-        return torch.stack([torch.stack([p - n]) for p, n in split])
-    return torch.stack([torch.stack(devices) for devices in split])
+        return torch.from_numpy(np.stack([np.stack([p - n]) for p, n in split]))
+    return torch.from_numpy(np.stack([np.stack(devices) for devices in split]))
 
 
 def correction(plan: LayerPlan, group: int = 0) -> torch.Tensor | float:

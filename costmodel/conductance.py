@@ -26,7 +26,7 @@ import numpy as np
 
 from imcc.errors import MappingError
 from imcc.ir.mapping import WeightMapping
-from imcc.plan import slice_shifts
+from imcc.plan import slice_shifts, stored_values
 
 DEFAULT_LEVEL = 0.5
 """Mean normalised level assumed when the weight data is not loaded."""
@@ -64,10 +64,9 @@ def stored_magnitudes(
     `centers` (one per filter) are a center-offset encoding's (default: rounded medians),
     `offset_bias` an offset encoding's (the layer plan's `offset_bias`: 2^(B-1) for B-bit
     weights)."""
-    bits = sum(mapping.slices)
+    capacity = (1 << sum(mapping.slices)) - 1
     w = np.asarray(weights, dtype=np.int64)
-    if mapping.encoding == "offset":
-        return np.clip(w + offset_bias, 0, (1 << bits) - 1)
+    chosen = None
     if mapping.encoding == "center-offset":
         shape = [1] * w.ndim
         shape[filter_axis] = -1
@@ -80,8 +79,10 @@ def stored_magnitudes(
             )
         else:
             chosen = np.asarray(centers, np.int64)
-        w = w - chosen.reshape(shape)
-    return np.minimum(np.abs(w), (1 << bits) - 1)
+        chosen = chosen.reshape(shape)
+    # the datapath's rule (plan.stored_values), clipped to the slices where it would refuse
+    devices = stored_values(mapping.encoding, w, offset_bias, chosen)
+    return np.clip(sum(devices), 0, capacity)
 
 
 def level_sum(values: np.ndarray, slices: tuple[int, ...]) -> float:
