@@ -22,7 +22,7 @@ MTJ draws. A conversion of N samples is one uniform draw `u` inverted through th
 p) CDF (exact in distribution). In simulation (`Draws.per_sample`) the uniforms of input sample
 `b` come from a generator seeded by (seed, layer, group, b), so a sample's result does not
 depend on the batch it runs in or on the samples before it. In training (`Draws.stream`) each
-block of positions draws from a generator seeded by the call's key and the block.
+block of positions draws from generators seeded by the call's key and the block.
 
 Gradients (`crossbar_product`). The forward computes what the hardware computes; the backward
 is the straight-through estimator of the sliced datapath: input slice `j` carries the gradient
@@ -88,8 +88,9 @@ class Draws:
 
     With `samples` (`per_sample`), input sample `first + b` of the call draws from a generator
     seeded by `key` and its index; the call's positions are `samples` samples' worth. Without
-    (`stream`), a block of positions starting at `start` draws from a generator seeded by
-    `key + start`."""
+    (`stream`), each (row chunk, input slice) row of the block of positions starting at
+    `start` draws from a generator seeded by `key`, `start` and the row. Generators are
+    numpy's PCG64."""
 
     key: int
     first: int = 0
