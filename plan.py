@@ -400,6 +400,13 @@ class LayerPlan:
         return step == 1.0 and levels_low <= low and high <= levels_high
 
     @property
+    def can_saturate(self) -> bool:
+        """Say whether a sum of the read's range can fall outside the ADC's codes."""
+        low, high = self.sum_range
+        levels_low, levels_high, step = self.adc
+        return round(high / step) > levels_high or round(low / step) < levels_low
+
+    @property
     def adc(self) -> tuple[int, int, float]:
         """Return the ADC's lowest and highest code and its step (ADC and sense amp only)."""
         return adc_levels(self.converter, *self.sum_range)

@@ -71,16 +71,6 @@ class Statistics:
     recoveries: int = 0  # 1-bit conversions that re-ran the failed wide slices
     lossless: bool = True
 
-    def add(self, other: Statistics) -> None:
-        """Accumulate another block's counts."""
-        self.conversions += other.conversions
-        self.saturated += other.saturated
-        self.samples += other.samples
-        self.ones += other.ones
-        self.speculative_failures += other.speculative_failures
-        self.recoveries += other.recoveries
-        self.lossless &= other.lossless
-
 
 @dataclass(frozen=True)
 class Draws:
@@ -142,8 +132,9 @@ def _digest(*parts: object) -> int:
 
 
 # -- weights and inputs -----------------------------------------------------------------------
-def stored_slices(plan: LayerPlan, w: np.ndarray | torch.Tensor, group: int = 0) -> torch.Tensor:
-    """Return the stored weight slices [I, D, K, N] (int64) of integer weight codes w[K, N]."""
+def stored_parts(plan: LayerPlan, w: np.ndarray | torch.Tensor, group: int = 0) -> list[np.ndarray]:
+    """Return what each device stores for integer weight codes w[K, N] (`stored_values`), or
+    a MappingError when a value does not fit the weight slices."""
     mapping = plan.mapping
     codes = w.detach().cpu().to(torch.int64).numpy() if isinstance(w, torch.Tensor) else w
     centers = plan.group_centers(group)
@@ -157,9 +148,15 @@ def stored_slices(plan: LayerPlan, w: np.ndarray | torch.Tensor, group: int = 0)
             f"{sum(mapping.slices)} bits of slices {list(mapping.slices)}",
             hint="use wider slices or centers that keep |w - c| small",
         )
+    return parts
+
+
+def stored_slices(plan: LayerPlan, w: np.ndarray | torch.Tensor, group: int = 0) -> torch.Tensor:
+    """Return the stored weight slices [I, D, K, N] (int64) of integer weight codes w[K, N]."""
+    parts = stored_parts(plan, w, group)
     split = [
         [(part >> shift) & (2**width - 1) for part in parts]
-        for shift, width in zip(plan.weight_shifts, mapping.slices, strict=True)
+        for shift, width in zip(plan.weight_shifts, plan.mapping.slices, strict=True)
     ]
     if len(parts) == 2 and plan.signed_columns:  # the pair subtracts in the column
         return torch.from_numpy(np.stack([np.stack([p - n]) for p, n in split]))
@@ -299,13 +296,6 @@ def read(
 
 
 # -- converters -----------------------------------------------------------------------------
-def can_saturate(plan: LayerPlan) -> bool:
-    """Say whether a sum of the read's range can fall outside the ADC's codes."""
-    low, high = plan.sum_range
-    levels_low, levels_high, step = plan.adc
-    return round(high / step) > levels_high or round(low / step) < levels_low
-
-
 def convert_adc(
     sums: torch.Tensor,
     levels: tuple[int, int, float],
@@ -399,9 +389,9 @@ def convert_mtj(
 @dataclass(frozen=True)
 class _Significance:
     """The shift-and-add weights of a plan: per input slice [J] and per (weight slice, device)
-    [I * D] (times the ADC step); the second stage as a matrix [I * D * N, N] (float64), and
-    whether the first stage, the sum over row chunks and input slices, stays exact in
-    float32."""
+    [I * D] (times the ADC step); the second stage as a matrix [I * D * N, N] (float32 when
+    the whole sum stays exact in it, else float64), and whether the first stage, the sum over
+    row chunks and input slices, stays exact in float32."""
 
     inputs: torch.Tensor
     columns: torch.Tensor
@@ -512,21 +502,27 @@ def product(
     with torch.no_grad():
         if plan.lossless:  # every partial sum converts exactly: the shift-and-add is the product
             stats.conversions += plan.chunks * plan.input_slices * plan.columns * positions
-            stored_slices(plan, w, group)  # the capacity check of the slow path
-            # float32 is exact while |x| * |w| * K stays below 2**24, else float64
-            bound = 2.0**plan.streaming.bits * 2.0 ** (plan.weight_bits - 1) * plan.rows
-            dtype = torch.float32 if bound < MAX_EXACT else torch.float64
-            out = x.to(dtype) @ w.to(dtype)
-            return torch.round(out).to(torch.int64).numpy()
-        out = _run(plan, x, w, group, stats, draws, factor)
+            out = _lossless(plan, x, w, group)
+        else:
+            out = _run(plan, x, w, group, stats, draws, factor)
     return torch.round(out).to(torch.int64).numpy()
+
+
+def _lossless(plan: LayerPlan, x: torch.Tensor, w: torch.Tensor, group: int) -> torch.Tensor:
+    """Return the integer product x @ w of a lossless plan: a float32 GEMM while |x| * |w| *
+    K stays below 2**24 (exact), else float64; the stored weights are checked as the sliced
+    path checks them."""
+    stored_parts(plan, w, group)
+    bound = 2.0**plan.streaming.bits * 2.0 ** (plan.weight_bits - 1) * plan.rows
+    dtype = torch.float32 if bound < MAX_EXACT else torch.float64
+    return x.to(dtype) @ w.to(dtype)
 
 
 @dataclass
 class _Kept:
-    """What a training forward keeps of one block for the backward: the input planes [J, p,
-    C * R] (or None, rebuilt from the codes), the gradient mask of the converter per partial
-    sum and, for an MTJ, the residual of `d out / d a`."""
+    """What a training forward keeps of one block of positions [start, start + positions) for
+    the backward: the converter's gradient mask per partial sum (a 0-d True when it passes
+    everywhere) and, for an MTJ, the residual of `d out / d a`."""
 
     start: int
     positions: int
@@ -566,7 +562,7 @@ def _run(
     else:
         levels = plan.adc
     low, high = levels[0] * levels[2], levels[1] * levels[2]
-    saturable = not mtj and (can_saturate(plan) or plan.streaming.speculate)
+    saturable = not mtj and (plan.can_saturate or plan.streaming.speculate)
     weights = _significance(plan, levels[2])
     out = torch.empty((positions, plan.filters), dtype=torch.float64)
     block = _block(plan, positions, draws)
@@ -685,8 +681,7 @@ class _CrossbarProduct(torch.autograd.Function):
         factor = correction(plan, group)
         kept: list[_Kept] = []
         if plan.lossless:
-            out = x_codes.to(torch.float64) @ w_codes.to(torch.float64)
-            stored_slices(plan, w_codes, group)
+            out = _lossless(plan, x_codes, w_codes, group)
         else:
             mtj = plan.converter.is_mtj
             out = _run(
