@@ -311,7 +311,7 @@ def convert_adc(
         stats.lossless = False
     if not saturable or not sums.numel():
         return
-    low, high = torch.aminmax(sums)
+    low, high = (float(v) for v in torch.aminmax(sums))
     if high > levels_high or low < levels_low:
         count = int(torch.count_nonzero(sums > levels_high))
         count += int(torch.count_nonzero(sums < levels_low))
@@ -398,6 +398,12 @@ class _Significance:
     merge: torch.Tensor
     float32: bool
     chunked: torch.Tensor  # `inputs` once per row chunk (float64 [C * J])
+    chunked32: torch.Tensor  # the same in float32 (exact: powers of two)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The type of the shift-and-add's result: float32 when the whole sum stays exact."""
+        return self.merge.dtype
 
 
 def _significance(plan: LayerPlan, step: float) -> _Significance:
@@ -414,24 +420,30 @@ def _significance(plan: LayerPlan, step: float) -> _Significance:
         columns.to(torch.float64).view(-1, 1), torch.eye(plan.filters, dtype=torch.float64)
     ).to(torch.float32 if exact else torch.float64)
     chunked = inputs.repeat(plan.chunks).to(torch.float64)
-    return _Significance(inputs, columns, merge, bound < MAX_EXACT, chunked)
+    return _Significance(
+        inputs, columns, merge, bound < MAX_EXACT, chunked, chunked.to(torch.float32)
+    )
 
 
 def shift_add(
-    converted: torch.Tensor, plan: LayerPlan, weights: _Significance, positions: int
+    converted: torch.Tensor,
+    plan: LayerPlan,
+    weights: _Significance,
+    positions: int,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Return the product [p, N] (float64) from converted sums [C, J * p, COLS]: one
-    matrix-vector product over row chunks and input slices (float32 while exact, else
-    float64), then one small GEMM over weight slices and devices in float64."""
+    """Return the product [p, N] (of type `weights.dtype`, written into `out` when given) from
+    converted sums [C, J * p, COLS]: one matrix-vector product over row chunks and input
+    slices (float32 while exact, else float64), then one small GEMM over weight slices and
+    devices (float32 when the whole sum stays exact, else float64)."""
     values = converted.view(weights.chunked.shape[0], -1)
-    if weights.merge.dtype == torch.float32:  # every partial result below 2**24: exact
-        merged = torch.mv(values.t(), weights.chunked.to(torch.float32))
-        return (merged.view(positions, -1) @ weights.merge).to(torch.float64)
-    if weights.float32:
-        merged = torch.mv(values.t(), weights.chunked.to(torch.float32)).to(torch.float64)
+    if weights.float32:  # every partial result of the first stage below 2**24: exact
+        merged = torch.mv(values.t(), weights.chunked32)
+        if weights.dtype == torch.float64:
+            merged = merged.to(torch.float64)
     else:
         merged = torch.mv(values.t().to(torch.float64), weights.chunked)
-    return merged.view(positions, -1) @ weights.merge  # [p, I*D*N] @ [I*D*N, N]
+    return torch.mm(merged.view(positions, -1), weights.merge, out=out)
 
 
 # -- the product --------------------------------------------------------------------------------
@@ -564,7 +576,7 @@ def _run(
     low, high = levels[0] * levels[2], levels[1] * levels[2]
     saturable = not mtj and (plan.can_saturate or plan.streaming.speculate)
     weights = _significance(plan, levels[2])
-    out = torch.empty((positions, plan.filters), dtype=torch.float64)
+    out = torch.empty((positions, plan.filters), dtype=weights.dtype)
     block = _block(plan, positions, draws)
     space = Workspace()
     for start in range(0, positions, block):
@@ -592,7 +604,8 @@ def _run(
             convert_adc(sums, levels, stats, saturable)
             if plan.streaming.speculate:
                 sums = _recover(sums, plan, patterns, columns, levels, stats, space)
-        out[start : start + p] = shift_add(sums, plan, weights, p)
+        shift_add(sums, plan, weights, p, out=out[start : start + p])
+    out = out.to(torch.float64)
     if isinstance(factor, torch.Tensor) or factor:
         out += _row_sums(x, plan) * factor
     return out
