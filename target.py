@@ -56,7 +56,9 @@ class Crossbar:
     parallel_rows: int = 0  # rows driven at once (0: all rows); NeuroSim's "rows in parallel"
     cell_read_energy_j: float = 0.0  # at the largest conductance level, input active
     cell_base_energy_j: float = 0.0  # per active cell regardless of level (wire, access device)
-    read_latency_s: float = 0.0  # one array read (one input slice, all active rows)
+    # the analog read alone: rows driven and column currents settled for one input slice
+    # (conversion times belong to the converters; see costmodel/timing.py)
+    read_latency_s: float = 0.0
     cell_area_m2: float = 0.0  # one device
     peripheral_area_m2: float = 0.0  # per crossbar: decoders, drivers not modelled elsewhere
     signed_columns: bool = False  # the column circuit subtracts a device pair in analog
@@ -110,7 +112,8 @@ class InputDriver:
 
     bits_per_cycle: tuple[int, ...]  # legal input slice widths (1 = bit-serial)
     kind: str = "bit-serial"  # bit-serial, pulse-train, voltage-dac
-    energy_per_row_j: float = 0.0  # per driven row per array cycle, at the widest slice
+    energy_per_row_j: float = 0.0  # per driven row per array cycle; pulse-train: per pulse
+    base_energy_per_row_j: float = 0.0  # per driven row per array cycle, whatever the input
     area_per_row_m2: float = 0.0
     input_bits: tuple[int, ...] = (8,)  # legal activation precisions
 
@@ -157,7 +160,10 @@ class DigitalUnit:
 
 @dataclass(frozen=True, slots=True)
 class Buffer:
-    """An on-chip buffer: capacity, cost per byte moved, area."""
+    """An on-chip buffer: capacity, cost per byte moved, area, and the traffic it carries
+    (`role`, costmodel/layer.py): `activations` (a layer's input read once and its output
+    written once, e.g. ISAAC's eDRAM), `input-register` (the input bits of every array read,
+    per crossbar) or `output-register` (one partial-sum word per conversion result)."""
 
     name: str
     size_bytes: int
@@ -165,6 +171,7 @@ class Buffer:
     area_m2: float
     level: str = "tile"  # tile or chip
     bandwidth_bytes_per_s: float = 0.0
+    role: str = "activations"
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +208,10 @@ class Target:
     # reactivate: the rows are driven again for each group of shared columns (NeuroSim's mux);
     # sample-hold: the array is read once and the held column values converted in turn (ISAAC)
     column_share_mode: str = "reactivate"
+    # pipelined: layers run as stages of a pipeline, each at its own array cycle (ISAAC,
+    # RAELLA); synchronous: one chip clock set by the slowest sub-array read, layers one after
+    # another (NeuroSim). See costmodel/timing.py. Every .hw file states it.
+    timing: str = "pipelined"
     weight_bits: int = 8
     shift_add: DigitalUnit = field(default_factory=DigitalUnit)
     accumulator: DigitalUnit = field(default_factory=DigitalUnit)

@@ -9,9 +9,11 @@ RAELLA chain (ISCA 2023, shared/references.md §3), each step one pipeline strin
   3. +adaptive  per-layer adaptive weight slicing (error budget 0.09, last layer 1-bit slices)
   4. +spec      speculative 3-3-2 input slices with 1-bit recovery (profiled on calibration
                 data); adaptive slicing also keeps speculation failures within 10%
-Per step: converts/MAC, energy per MAC by component, throughput, energy efficiency, throughput
-and throughput per area relative to step 1, and accuracy (lossless-quantized and mapped) on the
-test images.
+Per step: converts/MAC, energy per MAC by component, the area and TOPS of the chip, energy
+efficiency and throughput relative to step 1, and accuracy (lossless-quantized and mapped) on
+the test images. Throughput is compared at equal provisioned area: the isaac step fills
+ISAAC's 168-tile chip with copies of its slowest layers (`place{replicate=true}`), every other
+step as many of its own tiles as fit in that chip's area.
 
 StoX-Net (shared/references.md §2) on sotmtj.hw (128-row arrays): the 8-bit SAR ADC design,
 MTJ converters with uniform samples, and with `allocate-samples` at the same total samples;
@@ -130,6 +132,7 @@ class Outcome:
     accuracy: float | None
     quantized: float | None
     seconds: float
+    program: object = None
 
 
 def run(model: Model, target_name: str, mapping: str, calib: int, limit: int) -> Outcome:
@@ -163,7 +166,24 @@ def run(model: Model, target_name: str, mapping: str, calib: int, limit: int) ->
         accuracy,
         quantized,
         time.perf_counter() - start,
+        program,
     )
+
+
+def at_area(program, target_name: str, area_mm2: float | None):
+    """Return the cost report of a mapped program re-placed to fill an area: its target's
+    fixed chip when `area_mm2` is None, else as many of its tiles as fit in `area_mm2` (the
+    tile area measured on its own placement), with copies of the slowest layers."""
+    target = load_target(target_name)
+    if area_mm2 is None:
+        option = "place{replicate=true}"
+    else:
+        own = estimate(program, target)
+        tiles = int(area_mm2 // (own.area_mm2 / own.tiles))
+        if tiles <= own.tiles:  # the network alone needs more area: no copies
+            return own
+        option = f"place{{replicate=true tiles={tiles}}}"
+    return estimate(driver.compile(program, target, passes=option), target)
 
 
 def per_mac(report, *components: str) -> float:
@@ -178,31 +198,34 @@ def percent(value: float | None) -> str:
 
 
 def raella(chosen: list[Model], calib: int, limit: int) -> None:
-    """Print RAELLA's ablation chain for each model and the geomean gains of the last step."""
-    print("RAELLA ablation (energy per MAC in fJ; ratios vs the isaac step)")
+    """Print RAELLA's ablation chain for each model and the geomean gains of each step. Every
+    design is compared at equal provisioned area: ISAAC fills its 168-tile chip with copies of
+    its slowest layers, each RAELLA step as many of its own tiles as fit in the same area."""
+    print(
+        "RAELLA ablation (energy per MAC in fJ; ratios vs the isaac step; every design fills "
+        "the area of ISAAC's 168-tile chip with copies of its slowest layers)"
+    )
     print(
         f"{'model':9} {'step':10} {'conv/MAC':>8} {'fJ/MAC':>8} {'ADC':>7} {'cells':>7} "
-        f"{'DAC':>7} {'other':>7} {'TOPS':>7} {'eff x':>6} {'thru x':>6} {'/mm2 x':>6} "
-        f"{'quant':>7} "
-        f"{'acc':>7} {'s':>5}"
+        f"{'DAC':>7} {'other':>7} {'mm2':>7} {'TOPS':>7} {'eff x':>6} {'thru x':>6} "
+        f"{'quant':>7} {'acc':>7} {'s':>5}"
     )
     gains: dict[str, list[tuple[float, float]]] = {}
     for model in chosen:
         base = None
         for step, (target, mapping) in RAELLA_STEPS.items():
             out = run(model, target, mapping, calib, limit)
-            r = out.report
+            r = at_area(out.program, target, None if base is None else base.area_mm2)
             base = base or r
             total, adc = per_mac(r), per_mac(r, "converters")
             cells, dac = per_mac(r, "array"), per_mac(r, "input_drivers")
             efficiency = (base.energy_j / base.macs) / (r.energy_j / r.macs)
-            throughput = r.tops / base.tops
-            density = r.tops_per_mm2 / base.tops_per_mm2
+            throughput = r.throughput_inferences_s / base.throughput_inferences_s
             gains.setdefault(step, []).append((efficiency, throughput))
             print(
                 f"{model.name:9} {step:10} {r.converts_per_mac:8.4f} {total:8.1f} {adc:7.1f} "
-                f"{cells:7.1f} {dac:7.1f} {total - adc - cells - dac:7.1f} {r.tops:7.3f} "
-                f"{efficiency:6.2f} {throughput:6.2f} {density:6.2f} {percent(out.quantized)} "
+                f"{cells:7.1f} {dac:7.1f} {total - adc - cells - dac:7.1f} {r.area_mm2:7.1f} "
+                f"{r.tops:7.3f} {efficiency:6.2f} {throughput:6.2f} {percent(out.quantized)} "
                 f"{percent(out.accuracy)} {out.seconds:5.0f}",
                 flush=True,
             )

@@ -2,8 +2,9 @@
 
 - Tiles. A layer with a `placement` occupies tiles [first_tile, first_tile + tiles * replicas);
   one without is packed after the others (ceil(crossbars / crossbars_per_tile) tiles, one copy).
-  The chip has `tiles_per_chip` tiles when the target fixes it, else as many as are used (a
-  mapping that needs more tiles than a fixed chip has is priced as the larger chip it needs).
+  The provisioned chip (`chip_area` without `chip_tiles`) has the tiles the mapping uses; a target
+  that names a fixed chip (`tiles_per_chip`) is also priced whole (`chip_tiles` = its tiles, times
+  the chips the mapping needs), its unused tiles built like the largest used one.
 - Crossbars: tiles * crossbars_per_tile * crossbar area (cells plus the crossbar's peripherals).
 - Bounding box. When the target gives the cell's layout width and height, a crossbar is priced
   as NeuroSim prices a sub-array (DNN+NeuroSim V1.4 SubArray.cpp, CalculateArea): the array is
@@ -50,8 +51,26 @@ COMPONENTS = (
 )
 
 
-def chip_area(target: Target, needs: Sequence[CrossbarArea]) -> dict[str, float]:
-    """Return the area of each component in m² for the crossbar layers' needs."""
+def tiles_used(target: Target, needs: Sequence[CrossbarArea]) -> int:
+    """Return the tiles the crossbar layers occupy (copies included)."""
+    per_tile = target.hierarchy.crossbars_per_tile
+    used = 0
+    for need in needs:
+        if need.placement is not None:
+            end = need.placement.first_tile + max(need.placement.tiles, 1) * max(
+                need.placement.replicas, 1
+            )
+        else:
+            end = used + max(math.ceil(need.crossbars / per_tile), 1)
+        used = max(used, end)
+    return used
+
+
+def chip_area(
+    target: Target, needs: Sequence[CrossbarArea], chip_tiles: int | None = None
+) -> dict[str, float]:
+    """Return the area of each component in m² of a chip of `chip_tiles` tiles (default: the
+    tiles the crossbar layers' needs occupy) holding those layers."""
     per_tile = target.hierarchy.crossbars_per_tile
     converter_need: dict[int, float] = {}
     counter_need: dict[int, float] = {}
@@ -72,7 +91,7 @@ def chip_area(target: Target, needs: Sequence[CrossbarArea]) -> dict[str, float]
             converter_need[tile] = max(converter_need.get(tile, 0.0), converters * unit)
             counter_need[tile] = max(counter_need.get(tile, 0.0), converters * counter_area)
     used = next_free
-    tiles = max(target.hierarchy.tiles_per_chip, used)
+    tiles = used if chip_tiles is None else max(chip_tiles, used)
     idle = max(tiles - len(converter_need), 0)
     crossbars = tiles * per_tile
     xbar = target.crossbar

@@ -6,8 +6,9 @@
   of two activations (it cannot live on a crossbar): one operation per MAC, and its MACs count.
 - Data movement (reshape, transpose, concat, pad): no arithmetic, only buffer traffic, the result
   read and written once at the first tile-level buffer's energy per byte.
-- Latency: operations / the chip's digital units (`count` per level) * `digital.latency_s`;
-  data movement: bytes at the buffer's bandwidth (0 when the target declares none).
+- Latency: operations / the chip's digital units (`count` per level, over the tiles the
+  mapping uses) * `digital.latency_s`; data movement: bytes at the buffer's bandwidth (0 when
+  the target declares none). Both are stages of the chip's timing (costmodel/timing.py).
 - Element widths for traffic: integer codes at the bits of the quantize that made them (8 when
   unknown), float tensors (dequantized, digital domain) as 16-bit fixed point (ISAAC's datapath).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import math
 
 from imcc.costmodel.layer import LayerCost
+from imcc.costmodel.timing import LayerTiming, output_rows
 from imcc.ir.graph import Node
 from imcc.ir.types import TensorType
 from imcc.target import Target
@@ -55,8 +57,10 @@ DIGITAL_OPS = PER_OUTPUT | WINDOWED | GLOBAL_POOLS | {"matmul"}
 
 
 def _buffer(target: Target):
-    tile = next((b for b in target.buffers if b.level == "tile"), None)
-    return tile or (target.buffers[0] if target.buffers else None)
+    """Return the buffer that holds activations: the first tile-level one, else any."""
+    held = [b for b in target.buffers if b.role == "activations"]
+    tile = next((b for b in held if b.level == "tile"), None)
+    return tile or (held[0] if held else None)
 
 
 def digital_layer(
@@ -80,6 +84,13 @@ def digital_layer(
     unit = target.digital
     energy = {"digital": operations * unit.energy_j}
     latency = operations / max(units, 1) * unit.latency_s
+    if node.op in WINDOWED:
+        window = float(node.attributes["kernel"][0])
+    elif node.op in GLOBAL_POOLS or node.op == "matmul":
+        window = math.inf  # needs its whole input
+    else:
+        window = 1.0
+    timing = LayerTiming(other_s=latency, rows=output_rows(out_type.shape), window=window)
     return LayerCost(
         name=node.name or node.outputs[0],
         op=node.op,
@@ -87,6 +98,7 @@ def digital_layer(
         energy_j=energy["digital"],
         latency_s=latency,
         energy_breakdown_j=energy,
+        timing=timing,
     )
 
 
@@ -96,11 +108,14 @@ def movement_layer(node: Node, target: Target, out_type: TensorType, bits: int) 
     moved = 2 * out_type.size * bits / 8
     energy = {"buffers": moved * buffer.energy_per_byte_j if buffer else 0.0}
     bandwidth = buffer.bandwidth_bytes_per_s if buffer else 0.0
+    latency = moved / bandwidth if bandwidth else 0.0
+    rows = output_rows(out_type.shape)
     return LayerCost(
         name=node.name or node.outputs[0],
         op=node.op,
         macs=0,
         energy_j=energy["buffers"],
-        latency_s=moved / bandwidth if bandwidth else 0.0,
+        latency_s=latency,
         energy_breakdown_j=energy,
+        timing=LayerTiming(other_s=latency, rows=rows, window=1.0 if rows > 1 else math.inf),
     )

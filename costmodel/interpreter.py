@@ -25,6 +25,7 @@ from imcc.costmodel.digital import (
     movement_layer,
 )
 from imcc.costmodel.layer import OUTPUT_BITS, CrossbarArea, LayerCost, crossbar_layer
+from imcc.costmodel.timing import output_rows
 from imcc.errors import MappingError
 from imcc.ir.graph import Graph, Node
 from imcc.ir.mapping import ActivationStats, Placement
@@ -76,8 +77,8 @@ class CostInterpreter(Interpreter[Carried]):
         unit = target.digital
         if unit.level == "chip":
             self.digital_units = unit.count
-        else:  # per tile / crossbar of the chip: the target's, or the tiles the mapping uses
-            tiles = target.hierarchy.tiles_per_chip or max(_tiles_used(graph), 1)
+        else:  # per tile / crossbar of the tiles the mapping uses (the provisioned chip)
+            tiles = max(_tiles_used(graph), 1)
             per_tile = target.hierarchy.crossbars_per_tile if unit.level == "crossbar" else 1
             self.digital_units = unit.count * tiles * per_tile
 
@@ -141,6 +142,7 @@ class CostInterpreter(Interpreter[Carried]):
             weights_digest=w.digest,
             weights_size=w.type.size,
             stats=operands[0].stats,
+            rows_out=output_rows(self._out(node).shape),
             **shape,
         )
         self.layers.append(record)
@@ -160,6 +162,7 @@ class CostInterpreter(Interpreter[Carried]):
             columns=w.type.shape[0] // groups,
             groups=groups,
             filter_axis=0,
+            window=w.type.shape[2] if len(w.type.shape) > 2 else 1,
         )
 
     def _linear(self, node: Node, operands: list[Carried]) -> list[Carried]:
@@ -173,6 +176,7 @@ class CostInterpreter(Interpreter[Carried]):
             columns=w.type.shape[1],
             groups=1,
             filter_axis=1,
+            window=math.inf,  # a vector product needs its whole input
         )
 
 

@@ -18,8 +18,10 @@ group, G groups, S_i input slices, S_w weight slices, D devices per slice, m col
   cell energy per slice is a * (E_read * sum g + E_base * cells), a the row activity of the
   slice: the mean normalised slice value sum_b 2^(b-lo) density_b / (2^(hi-lo+1) - 1) from the
   `stats` of the `quantize` that produces the input (0.5 without stats).
-- Input drivers: `energy_per_row_j` per driven row (K * column_tiles * G rows) per array read
-  (m reads per slice in reactivate mode), times the activity for pulse-train drivers.
+- Input drivers, per driven row (K * column_tiles * G rows) and array read (m reads per slice
+  in reactivate mode): `base_energy_per_row_j` (the switch that connects the row, whatever the
+  input) plus `energy_per_row_j`, which a pulse-train driver spends per pulse: a w-bit slice of
+  mean normalised value a sends a * (2^w - 1) pulses.
 - Conversions per position = S_i * S_w * D * N * G * R (`plan.conversions_per_position`), D
   the converted devices per slice (`plan.devices`: 1 for offset weights, whose second device on
   a pair target holds nothing, and for a 2T2R pair subtracted in analog (`signed_columns`); 2
@@ -39,37 +41,41 @@ group, G groups, S_i input slices, S_w weight slices, D devices per slice, m col
     F = 0 measured, none run. Every recovery cycle reads the whole array (cell energy at the
     bit's activity) and drives its rows, like any input slice; it takes a slice's time.
   - Conversions = speculative conversions * (1 + r): only flagged columns are converted again.
-    Shift-and-add: one operation per conversion, recoveries included.
+    Shift-and-add: one operation per conversion result, recoveries included.
   - Speculation unit: one action (compare the code against the min / max code, store the flag
     that gates the recovery conversions) per speculative conversion.
   - Input buffer: the recovery cycles stream the same input bits again, so the layer's input
     traffic (K * P * G * input_bits / 8 bytes) is read twice when recovery cycles run.
   A speculative layer needs an ADC (an MTJ has no min / max code to flag).
-- Shift-and-add: one operation per conversion. Accumulators: one add per output element per row
-  partial sum beyond the first, P * N * G * (R - 1) (the shift-add already merges the input and
+- Shift-and-add: one operation per conversion result: an MTJ's N samples are integrated by its
+  counter, and the shift-and-add takes the count once. Accumulators: one add per output element per
+  row partial sum beyond the first, P * N * G * (R - 1) (the shift-add already merges the input and
   weight slices and the devices of a pair). Center+offset (`center-offset` encoding): a running
   input sum, one add per input element per position (P * K * G), and one multiply-subtract per
   output element (P * N * G). MTJ reset and counter: one each per sample.
-- Buffers: im2col input traffic K * P * G * input_bits / 8 bytes read and N * P * G bytes (8-bit
-  outputs) written, at the first tile-level buffer's energy per byte. Interconnect: the 8-bit
-  outputs, N * P * G * 8 bits, sent on to the next layer.
-- Latency: the array read, the conversions and the shift-adds of one slice are pipelined, so one
-  slice takes phases * max(read * (m if reactivate else 1), m * conversion, m * shift-add),
-  phases = `plan.chunks_per_tile` = ceil(min(K, tiling rows) / parallel_rows) (1 when all
-  rows read at once): each converter serves m columns in turn (XPert: m ADC cycles per input
-  bit; SAR B+1 steps, Flash one). A layer takes P * reads per position * slice time /
-  replicas, or longer when its buffer or interconnect traffic needs more time at the declared
-  bandwidths.
+- Buffers, by their `role`, each at its own energy per byte: `activations` buffers carry the
+  im2col input traffic, K * P * G * input_bits / 8 bytes read, and the N * P * G bytes of 8-bit
+  outputs written; `input-register`s the input bits of every array read, driven rows x the
+  bits streamed / 8 per position (times m row drives in reactivate mode); `output-register`s
+  one `PARTIAL_SUM_BYTES` word per conversion result. Interconnect: the 8-bit outputs,
+  N * P * G * 8 bits, sent on to the next layer.
+- Timing (costmodel/timing.py): the layer's array cycle is its slowest stage (the analog read,
+  the converter bank of m columns per converter, the shift-and-add), with or without
+  sample-and-hold; the layer takes positions x reads per position x `plan.chunks_per_tile`
+  cycles per image over its replicas, or its buffer / interconnect traffic time at the declared
+  bandwidths when that is longer. `latency_s` is that time; the chip's latency and throughput
+  come from the target's timing mode (report.py).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from imcc.costmodel.conductance import conductance_sums
 from imcc.costmodel.converters import ConverterCost, converter_cost
+from imcc.costmodel.timing import LayerTiming, Stages
 from imcc.errors import MappingError
 from imcc.ir.graph import Node
 from imcc.ir.mapping import (
@@ -95,6 +101,10 @@ DEFAULT_ACTIVITY = 0.5
 OUTPUT_BITS = 8
 """Bits per output element a crossbar layer writes and sends on (requantized activations)."""
 
+PARTIAL_SUM_BYTES = 2
+"""Bytes of one partial-sum word in an output register: 16 bits (ISAAC, ISCA 2016, Table 2:
+16-bit output registers; RAELLA, ISCA 2023: 16-bit partial sums)."""
+
 
 @dataclass(frozen=True, slots=True)
 class LayerCost:
@@ -110,6 +120,9 @@ class LayerCost:
     conversions: float = 0.0
     recovery_conversions: float = 0.0  # of `conversions`: speculation's 1-bit recoveries
     profile: ConverterProfile | None = None  # what profile-converters measured, if it ran
+    # what the chip's timing needs (costmodel/timing.py)
+    timing: LayerTiming = field(default_factory=LayerTiming)
+    results: float = 0.0  # conversion results (an MTJ's samples counted once), shift-adds
 
     @property
     def converts_per_mac(self) -> float:
@@ -190,9 +203,12 @@ def crossbar_layer(
     weights_digest: str | None,
     weights_size: int,
     stats: ActivationStats | None,
+    rows_out: int = 1,
+    window: float = 1.0,
 ) -> tuple[LayerCost, CrossbarArea]:
     """Return the cost of one mapped crossbar op (rows = K, columns = N per group): the counts
-    of its plan (plan.py) times the target's per-action costs."""
+    of its plan (plan.py) times the target's per-action costs; `rows_out` and `window` are
+    its output rows and the input rows its first output needs (costmodel/timing.py)."""
     shape = MatrixShape(rows, columns, groups, positions)
     require_mapped(node, needs=tuple(name for name, _ in REQUIRED))
     a = node.attributes
@@ -220,17 +236,22 @@ def crossbar_layer(
     # per position: array reads, columns converted per read, summed row activity
     activities = slice_activities(streaming, stats)
     reads, activity_sum = len(activities), sum(activities)
+    # pulse-train drivers: the expected pulses per position (a w-bit slice of mean normalised
+    # value a sends a * (2^w - 1) pulses)
+    pulses = sum(a * ((1 << w) - 1) for a, w in zip(activities, streaming.slices, strict=True))
     recovering = streaming.speculate and profile.speculation_failures > 0
     if recovering:  # the 1-bit re-run of the input bits, one array cycle per bit
         recovery = _bit_activities(streaming, stats)
         reads += len(recovery)
         activity_sum += sum(recovery)
+        pulses += sum(recovery)
 
     macs = positions * rows * columns * groups
     # the wide (speculative, when speculating) slices' conversions, then the measured recoveries
     first = positions * plan.conversions_per_position * samples
     recoveries = first * profile.recoveries if streaming.speculate else 0.0
     conversions = first + recoveries
+    results = conversions / samples  # what the shift-and-add receives: one per conversion
     sums = conductance_sums(
         weights,
         weights_digest,
@@ -243,24 +264,26 @@ def crossbar_layer(
     cell_energy = xbar.cell_read_energy_j * sums.level_sum + xbar.cell_base_energy_j * sums.cells
     row_reads = share if reactivate else 1
     driven = rows * tiling.column_tiles * groups
-    driver_weight = activity_sum if target.input_driver.kind == "pulse-train" else reads
+    driver = target.input_driver
+    per_row = driver.energy_per_row_j * (pulses if driver.kind == "pulse-train" else reads)
+    per_row += driver.base_energy_per_row_j * reads
 
     energy = {
         "array": positions * activity_sum * cell_energy,
-        "input_drivers": positions
-        * row_reads
-        * driven
-        * driver_weight
-        * target.input_driver.energy_per_row_j,
+        "input_drivers": positions * row_reads * driven * per_row,
         "converters": conversions * cost.energy_j,
-        "shift_add": conversions * target.shift_add.energy_j,
+        "shift_add": results * target.shift_add.energy_j,
         "accumulators": outputs * (partials - 1) * target.accumulator.energy_j,
     }
-    buffer = next((b for b in target.buffers if b.level == "tile"), None)
-    buffer = buffer or (target.buffers[0] if target.buffers else None)
     in_bytes = rows * positions * groups * streaming.bits / 8 * (2 if recovering else 1)
     out_bytes = outputs * OUTPUT_BITS / 8
-    energy["buffers"] = (in_bytes + out_bytes) * buffer.energy_per_byte_j if buffer else 0.0
+    streamed_bits = streaming.bits * (2 if recovering else 1)
+    traffic = {
+        "activations": in_bytes + out_bytes,
+        "input-register": positions * row_reads * driven * streamed_bits / 8,
+        "output-register": results * PARTIAL_SUM_BYTES,
+    }
+    energy["buffers"] = sum(traffic[b.role] * b.energy_per_byte_j for b in target.buffers)
     out_bits = outputs * OUTPUT_BITS
     energy["interconnect"] = out_bits * target.interconnect.energy_per_bit_j
     if mapping.encoding == "center-offset":
@@ -273,29 +296,41 @@ def crossbar_layer(
         energy["mtj_reset"] = conversions * cost.reset_energy_j
         energy["counters"] = conversions * cost.counter_energy_j
 
-    stage = phases * max(
-        xbar.read_latency_s * row_reads,
-        share * cost.latency_s * samples,
-        share * target.shift_add.latency_s,
+    stages = Stages(
+        array=xbar.read_latency_s,
+        conversion=cost.latency_s * samples,
+        share=share,
+        shift_add=target.shift_add.latency_s,
+        sample_hold=not reactivate,
     )
     replicas = a["placement"].replicas if "placement" in a else 1
-    latency = positions * reads * stage / max(replicas, 1)
-    if buffer is not None and buffer.bandwidth_bytes_per_s:
-        latency = max(latency, (in_bytes + out_bytes) / buffer.bandwidth_bytes_per_s)
+    moving = [
+        traffic[b.role] / b.bandwidth_bytes_per_s for b in target.buffers if b.bandwidth_bytes_per_s
+    ]
     if target.interconnect.bandwidth_bits_per_s:
-        latency = max(latency, out_bits / target.interconnect.bandwidth_bits_per_s)
-
+        moving.append(out_bits / target.interconnect.bandwidth_bits_per_s)
+    timing = LayerTiming(
+        cycles=positions * reads * phases,
+        cycle_s=stages.cycle,
+        replicas=max(replicas, 1),
+        other_s=max(moving, default=0.0),
+        rows=rows_out,
+        window=window,
+        bound=stages.bound,
+    )
     record = LayerCost(
         name=label,
         op=node.op,
         macs=macs,
         energy_j=sum(energy.values()),
-        latency_s=latency,
+        latency_s=timing.time_s(),
         energy_breakdown_j=energy,
         crossbars=tiling.crossbars * replicas,
         conversions=conversions,
         recovery_conversions=recoveries,
         profile=profile,
+        timing=timing,
+        results=results,
     )
     need = CrossbarArea(
         placement=a.get("placement"),

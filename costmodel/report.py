@@ -1,10 +1,15 @@
 """Price a mapped graph on a target: `estimate`, the `CostReport` and its JSON and table forms.
 
-Totals: energy is the sum over layers and components; latency the sum of the layer latencies
-(layers run one after the other on a single image; replicas speed up a layer, no layer
-overlaps another); area the sum of the chip's component areas (area.py). Figures of merit
-count two operations per MAC: TOPS/W = 2 * MACs / energy / 1e12, TOPS/mm² = 2 * MACs /
-latency / 1e12 / area_mm2, EDAP = energy_j * latency_s * area_mm2 (J*s*mm²).
+Totals: energy is the sum over layers and components. Latency (one image) and throughput
+(`throughput_inferences_s`, images per second in steady state) come from the target's timing
+mode (costmodel/timing.py): a pipeline of layers (latency = fill + the slowest layer,
+throughput = 1 / the slowest layer) or a synchronous chip (one clock, layers in turn). Area
+(`area_mm2`) is the provisioned chip: the tiles the mapping uses and their shared periphery
+(area.py); a target that names a fixed chip also gets `chip_area_mm2` (the whole chip, or
+chips, the mapping needs) and `utilization` (tiles used / tiles on those chips), else both
+are null. Figures of merit count two operations per MAC: TOPS = 2 * MACs * throughput / 1e12,
+TOPS/W = 2 * MACs / energy / 1e12, TOPS/mm² = TOPS / area_mm2, EDAP = energy_j * latency_s *
+area_mm2 (J*s*mm²).
 
 Per layer the JSON also carries `recovery_conversions` (speculation's 1-bit re-runs, part of
 `conversions`) and `profile`: what profile-converters measured on calibration data
@@ -18,14 +23,16 @@ is a last resort against a target whose numbers are legal one by one but absurd 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
-from imcc.costmodel.area import chip_area
+from imcc.costmodel.area import chip_area, tiles_used
 from imcc.costmodel.interpreter import CostInterpreter
 from imcc.costmodel.layer import LayerCost
+from imcc.costmodel.timing import chip_timing
 from imcc.errors import UserError
 from imcc.ir.graph import Graph
 from imcc.target import Target
@@ -58,6 +65,12 @@ class CostReport:
     energy_breakdown_j: dict[str, float]
     area_breakdown_mm2: dict[str, float]
     layers: tuple[LayerCost, ...]
+    throughput_inferences_s: float = 0.0
+    timing: str = "pipelined"
+    tiles: int = 0  # tiles the mapping uses
+    chip_area_mm2: float | None = None  # the fixed chip(s) of the target, when it names one
+    utilization: float | None = None  # tiles used / tiles of the fixed chip(s)
+    clock_s: float | None = None  # synchronous timing: the chip's clock period
 
     @property
     def operations(self) -> int:
@@ -76,8 +89,8 @@ class CostReport:
 
     @property
     def tops(self) -> float:
-        """Return tera-operations per second for one image."""
-        return self.operations / self.latency_s / 1e12 if self.latency_s else 0.0
+        """Return tera-operations per second at the steady-state throughput."""
+        return self.operations * self.throughput_inferences_s / 1e12
 
     @property
     def tops_per_mm2(self) -> float:
@@ -101,8 +114,15 @@ class CostReport:
             "target": self.target,
             "energy_j": self.energy_j,
             "latency_s": self.latency_s,
+            "throughput_inferences_s": self.throughput_inferences_s,
+            "timing": self.timing,
+            "clock_s": self.clock_s,
             "area_mm2": self.area_mm2,
+            "tiles": self.tiles,
+            "chip_area_mm2": self.chip_area_mm2,
+            "utilization": self.utilization,
             "edap": self.edap,
+            "tops": self.tops,
             "tops_per_w": self.tops_per_w,
             "tops_per_mm2": self.tops_per_mm2,
             "macs": self.macs,
@@ -116,6 +136,8 @@ class CostReport:
                     "macs": layer.macs,
                     "energy_j": layer.energy_j,
                     "latency_s": layer.latency_s,
+                    "bound": layer.timing.bound_at(self.clock_s if layer.timing.cycles else None),
+                    "cycle_s": layer.timing.cycle_s or None,
                     "crossbars": layer.crossbars,
                     "conversions": layer.conversions,
                     "converts_per_mac": layer.converts_per_mac,
@@ -153,15 +175,33 @@ def estimate(graph: Graph, target: Target) -> CostReport:
         for component, value in layer.energy_breakdown_j.items():
             energy[component] += value
     area = {k: v * 1e6 for k, v in chip_area(target, walk.areas).items()}
+    used = tiles_used(target, walk.areas)
+    chip_mm2 = utilization = None
+    fixed = target.hierarchy.tiles_per_chip
+    if fixed and walk.areas:
+        chips = -(-used // fixed)
+        chip_mm2 = sum(chip_area(target, walk.areas, chips * fixed).values()) * 1e6
+        utilization = used / (chips * fixed)
+    timing = chip_timing(target.timing, [layer.timing for layer in walk.layers])
+    layers = tuple(
+        dataclasses.replace(layer, latency_s=time)
+        for layer, time in zip(walk.layers, timing.layer_s, strict=True)
+    )
     report = CostReport(
         target=target.name,
-        macs=sum(layer.macs for layer in walk.layers),
+        macs=sum(layer.macs for layer in layers),
         energy_j=sum(energy.values()),
-        latency_s=sum(layer.latency_s for layer in walk.layers),
+        latency_s=timing.latency_s,
         area_mm2=sum(area.values()),
         energy_breakdown_j=energy,
         area_breakdown_mm2=area,
-        layers=tuple(walk.layers),
+        layers=layers,
+        throughput_inferences_s=timing.throughput_inferences_s,
+        timing=target.timing,
+        tiles=used,
+        chip_area_mm2=chip_mm2,
+        utilization=utilization,
+        clock_s=timing.clock_s,
     )
     check_report(report, target)
     return report
@@ -211,6 +251,7 @@ def check_report(report: CostReport, target: Target) -> None:
         ("EDAP", report.edap),
         ("TOPS/W", report.tops_per_w),
         ("TOPS/mm2", report.tops_per_mm2),
+        ("throughput", report.throughput_inferences_s),
     ):
         if not math.isfinite(value):
             raise UserError(
@@ -257,7 +298,18 @@ def format_table(report: CostReport) -> str:
         f"{_time(report.latency_s):>11} {'':6} {report.converts_per_mac:9.4f}"
     )
     lines.append("")
-    lines.append(f"area        {report.area_mm2:12.4f} mm2")
+    lines.append(
+        f"throughput  {report.throughput_inferences_s:12.4g} inferences/s   "
+        f"({report.timing} timing"
+        + (f", clock {_time(report.clock_s).strip()}" if report.clock_s else "")
+        + ")"
+    )
+    lines.append(f"area        {report.area_mm2:12.4f} mm2   ({report.tiles} tiles provisioned)")
+    if report.chip_area_mm2 is not None:
+        lines.append(
+            f"chip area   {report.chip_area_mm2:12.4f} mm2   "
+            f"(utilization {report.utilization:.1%} of the fixed chip's tiles)"
+        )
     lines.append(f"TOPS/W      {report.tops_per_w:12.4f}   (2 operations per MAC)")
     lines.append(f"TOPS/mm2    {report.tops_per_mm2:12.4f}")
     lines.append(f"EDAP        {report.edap:12.4e} J*s*mm2")

@@ -147,6 +147,14 @@ class _Builder:
                 values[spec.field] = tuple(built.get(spec.name, ()))
             elif spec.name in built:
                 values[spec.field] = built[spec.name][0]
+        if "timing" not in top.values:
+            raise self.error(
+                root,
+                f"target `{root.label}` does not say how its layers are timed",
+                "add `timing = pipelined` (each layer a pipeline stage on its own crossbars, "
+                "as ISAAC and RAELLA) or `timing = synchronous` (one chip clock set by the "
+                "slowest sub-array read, layers one after another, as NeuroSim)",
+            )
         target = Target(name=root.label, source=self.filename, **values)
         self.check_column_sharing(target, top)
         self.check_pipeline(target, top)
@@ -313,8 +321,19 @@ class _Builder:
                 "list them, e.g. `samples = [1, 2, 4, 8, 16]`",
             )
         model = values.get("model", default_of(Converter, "model"))
+        if model is ConverterModel.FIXED and "latency_s" in values and "sample_rate_hz" in values:
+            period = 1.0 / values["sample_rate_hz"]
+            if kind is not ConverterKind.MTJ and not math.isclose(
+                values["latency_s"], period, rel_tol=0.01
+            ):
+                raise self.error(
+                    where["latency_s"],
+                    f"{name}: `latency` {where['latency_s'].text} contradicts `sample_rate` "
+                    f"{where['sample_rate_hz'].text} (one conversion every {period * 1e9:.4g} ns)",
+                    "give one of them, or make the latency 1 / sample rate",
+                )
         needs = {
-            ConverterModel.FIXED: ("energy",),
+            ConverterModel.FIXED: ("energy", "latency"),
             ConverterModel.NEUROSIM: ("comparator_energy", "step_latency"),
             ConverterModel.SURVEY: (),
         }[model]
@@ -329,6 +348,13 @@ class _Builder:
 
     def check_crossbar(self, filled: _Filled) -> None:
         values, where = filled.values, filled.where
+        if "read_latency_s" not in values:
+            raise self.error(
+                filled.section,
+                "`crossbar` is missing `read_latency`",
+                "the analog read alone (rows driven, column currents settled), e.g. "
+                "`read_latency = 10 ns`; the converters' time is their own",
+            )
         devices = values.get("devices_per_slice", 1)  # 1 or 2 (hw_schema.LIMITS)
         if values.get("signed_columns") and devices != 2:
             raise self.error(

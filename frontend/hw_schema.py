@@ -130,7 +130,9 @@ WORDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("Crossbar", "cell"): ("rram", "sram", "sot-mtj", "stt-mram", "pcm", "fefet"),
     ("InputDriver", "kind"): ("bit-serial", "pulse-train", "voltage-dac"),
     ("Target", "column_share_mode"): ("reactivate", "sample-hold"),
+    ("Target", "timing"): ("pipelined", "synchronous"),
     ("Buffer", "level"): ("tile", "chip"),
+    ("Buffer", "role"): ("activations", "input-register", "output-register"),
     ("DigitalUnit", "level"): ("crossbar", "tile", "chip"),
     # read as `== "full-scale"` by the simulator, so a typo would silently mean `saturate`
     ("Converter", "range_rule"): ("full-scale", "saturate"),

@@ -26,13 +26,15 @@ class Place(Pass):
     """Place every crossbar layer on whole tiles of the chip and replicate the slowest layers.
 
     Each copy of a layer takes `ceil(crossbars / crossbars_per_tile)` tiles; layers are laid out
-    in graph order from tile 0 (tiles are not shared between layers). The schedule is
-    layer-sequential: a layer's latency is its array cycles (output positions x input slices)
-    divided over its copies. When the target fixes the number of tiles per chip, the mapping
-    takes as many chips as its weights need (all weights stay on chip, as in ISAAC's multi-chip
-    nodes) and, with `replicate=true`, the spare tiles of those chips take extra copies of the
-    layer with the most cycles per copy, one copy at a time while one fits. A chip of
-    `tiles_per_chip = 0` grows to what the mapping needs, with one copy per layer.
+    in graph order from tile 0 (tiles are not shared between layers). By default the chip is
+    sized to the network: one copy per layer, and the cost model prices the tiles used. A
+    layer's time is its array cycles (output positions x input slices) divided over its copies,
+    so copies balance a pipeline: with `replicate=true` the spare tiles of a budget take extra
+    copies of the layer with the most cycles per copy, one copy at a time while one fits. The
+    budget is `tiles` when given, else the target's fixed chip (`tiles_per_chip`; a mapping
+    that needs more tiles than a chip has takes as many chips as its weights need, all weights
+    on chip as in ISAAC's multi-chip nodes, and their spare tiles). A target that sizes its
+    chip to the network and no `tiles` leaves nothing to fill: `replicate=true` is an error.
 
     With `speedup` = N (N > 1), the layers are first copied as DNN+NeuroSim V1.4 duplicates
     them for its layer pipeline (Chip.cpp, ChipDesignInitialize, speedUpDegree): the layers with
@@ -54,7 +56,13 @@ class Place(Pass):
     """
 
     name = "place"
-    replicate: bool = option(True, "fill spare tiles with copies of the slowest layers")
+    replicate: bool = option(False, "fill spare tiles with copies of the slowest layers")
+    tiles: int = option(
+        0,
+        "tile budget that copies may fill; 0: the target's fixed chip (tiles_per_chip)",
+        minimum=0,
+        maximum=1 << 24,
+    )
     speedup: int = option(
         0,
         "NeuroSim's pipeline duplication degree (speedUpDegree); "
@@ -85,8 +93,21 @@ class Place(Pass):
         chips = -(-used // chip) if chip else 1
         if chips > 1:
             ctx.logger.info("place: the model needs %d tiles, %d chips of %d", used, chips, chip)
-        if chip and self.replicate:
-            spare = chips * chip - used
+        budget = self.tiles or chips * chip
+        if self.replicate and not budget:
+            raise MappingError(
+                f"place{{replicate=true}}: target {target.name} sizes its chip to the network, "
+                "so there are no spare tiles to fill",
+                hint=f"give a tile budget, e.g. place{{replicate=true tiles={2 * used}}} "
+                f"(the network needs {used})",
+            )
+        if self.replicate and budget < used:
+            raise MappingError(
+                f"place{{tiles={self.tiles}}}: the network needs {used} tiles",
+                hint=f"give at least tiles={used}",
+            )
+        if self.replicate:
+            spare = budget - used
             queue = [(-c / replicas[i], i) for i, c in enumerate(cycles)]
             heapq.heapify(queue)
             while queue:
@@ -109,7 +130,9 @@ class Place(Pass):
         return replace_nodes(graph, changed)
 
     def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:
-        return {"replicate": [False, True]}
+        if ctx.target is not None and ctx.target.hierarchy.tiles_per_chip:
+            return {"replicate": [False, True]}
+        return {}
 
 
 def pipeline_copies(positions: list[int], speedup: int) -> list[int]:

@@ -16,7 +16,7 @@ from imcc.targets import BUILTIN_TARGETS, builtin_path
 TINY = """\
 // a small target for tests
 target "tiny" {
-    column_sharing = [1, 8]
+    column_sharing = [1, 8]; timing = pipelined
     technology {
         node = 32 nm
         clock = 1.28 GHz
@@ -299,6 +299,33 @@ def test_unclosed_brace() -> None:
         ("rows = 128", "rows = 128 ns", "t.hw:9:16: error: `rows` takes no unit, got `128 ns`"),
         ("converter adc {", "converter {", "t.hw:16:5: error: `converter` needs a name"),
         ('target "tiny"', "target", "t.hw:2:1: error: the target needs a name"),
+        (
+            "; timing = pipelined",
+            "",
+            "t.hw:2:1: error: target `tiny` does not say how its layers are timed",
+        ),
+        (
+            "timing = pipelined",
+            "timing = pipelind",
+            "t.hw:3:39: error: `timing` needs one of pipelined, synchronous, got `pipelind`",
+        ),
+        (
+            "        read_latency = 100 ns\n",
+            "",
+            "t.hw:8:5: error: `crossbar` is missing `read_latency`",
+        ),
+        (
+            "energy = 1.5625 pJ",
+            "energy = 1.5625 pJ\n        model = fixed",
+            "t.hw:16:5: error: converter `adc` uses the `fixed` model but has no `latency`",
+        ),
+        (
+            "energy = 1.5625 pJ",
+            "energy = 1.5625 pJ\n        model = fixed\n        latency = 1 ns\n"
+            "        sample_rate = 1.28 GS/s",
+            "t.hw:21:19: error: converter `adc`: `latency` 1 ns contradicts `sample_rate` "
+            "1.28 GS/s (one conversion every 0.7812 ns)",
+        ),
         (
             "column_sharing = [1, 8]",
             'column_sharing = [1, 8]\n    pipeline = "quantize,tile{x=1}"',

@@ -97,7 +97,7 @@ def test_per_layer_options_are_replayable(digits):
         'slices=[] encoding=""},select-adc{'
         'converter="" type="" bits=0 samples=0 per_layer_converter=[sar,mtj,sar] '
         "per_layer_bits=[6,1,8] per_layer_samples=[1,16,1]},share-columns{factor=0 "
-        "per_layer=[16,32,128]},place{replicate=true speedup=0}"
+        "per_layer=[16,32,128]},place{replicate=false tiles=0 speedup=0}"
     )
     assert print_pipeline(parse_pipeline(pipeline)) == pipeline
     layers = crossbar_layers(compile_digits(pipeline, small_target(), digits))
@@ -109,7 +109,8 @@ def test_per_layer_options_are_replayable(digits):
 
 
 def test_place_replicates_the_slowest_layers_into_spare_tiles(digits):
-    layers = crossbar_layers(compile_digits(MAPPING, small_target(tiles_per_chip=8), digits))
+    pipeline = MAPPING.replace("place", "place{replicate=true}")
+    layers = crossbar_layers(compile_digits(pipeline, small_target(tiles_per_chip=8), digits))
     placements = [n.attr("placement") for n in layers]
     # 64 positions x 8 slices per conv, 1 x 8 for the linear layer: the five spare tiles go to
     # the convs in turn (ties to the earlier layer)
@@ -150,9 +151,31 @@ def test_illegal_mappings_are_rejected_with_a_reason(pipeline, target, message, 
 
 
 def test_place_spills_onto_more_chips_and_fills_their_spare_tiles(digits):
-    layers = crossbar_layers(compile_digits(MAPPING, small_target(tiles_per_chip=2), digits))
+    pipeline = MAPPING.replace("place", "place{replicate=true}")
+    layers = crossbar_layers(compile_digits(pipeline, small_target(tiles_per_chip=2), digits))
     # 3 tiles need 2 chips of 2 tiles: the one spare tile takes a copy of the first conv
     assert [n.attr("placement").replicas for n in layers] == [2, 1, 1]
+
+
+def test_place_sizes_the_chip_to_the_network_by_default(digits):
+    layers = crossbar_layers(compile_digits(MAPPING, small_target(tiles_per_chip=8), digits))
+    assert [n.attr("placement").replicas for n in layers] == [1, 1, 1]
+    # a tile budget on a chip sized to the network: the 5 spare tiles as on the fixed chip
+    pipeline = MAPPING.replace("place", "place{replicate=true tiles=8}")
+    layers = crossbar_layers(compile_digits(pipeline, small_target(), digits))
+    assert [n.attr("placement").replicas for n in layers] == [4, 3, 1]
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("replicate=true", "sizes its chip to the network, so there are no spare tiles to fill"),
+        ("replicate=true tiles=2", "the network needs 3 tiles"),
+    ],
+)
+def test_place_refuses_a_budget_it_cannot_fill(option, message, digits):
+    with pytest.raises(MappingError, match=message):
+        compile_digits(MAPPING.replace("place", f"place{{{option}}}"), small_target(), digits)
 
 
 def test_mapping_passes_need_a_target(digits):
@@ -165,7 +188,7 @@ def test_tunable_passes_declare_their_search_space(digits):
     from imcc.passes.registry import load_pass
 
     graph = compile_digits("quantize", small_target(), digits)
-    ctx = Context(target=small_target())
+    ctx = Context(target=small_target(tiles_per_chip=8))  # a fixed chip: copies may fill it
     spaces = {
         name: load_pass(name)().search_space(graph, ctx)
         for name in (

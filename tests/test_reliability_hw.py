@@ -71,7 +71,7 @@ def _token(message: str) -> str:
         ),
         (
             "isaac",
-            "read_latency = 100 ns",
+            "read_latency = 1.45 ns",
             "read_latency = 1e999 ns",
             "`read_latency` must be >= 0 ns and <= 1 s, got `1e999 ns`",
         ),
@@ -325,6 +325,7 @@ def test_misspelled_enum_values_are_refused(
 AREALESS = """\
 target "arealess" {
     column_sharing = [8]
+    timing = pipelined
     technology { node = 32 nm; clock = 1 GHz }
     crossbar { rows = 128; columns = 128; cell = rram; bits_per_cell = 2; read_latency = 1 ns }
     input_driver { bits_per_cycle = [1] }
@@ -434,8 +435,8 @@ def test_deep_nesting_is_refused_before_it_overflows_the_stack(capsys, tmp_path:
     assert code == 2
     message = "sections and lists nest more than 32 deep"
     hint = "a target needs sections in `target { ... }` and flat lists such as `[1, 2]`"
-    # the converter's `bits` on line 47: 2 braces, then the 31st `[` opens level 33
-    check_located(err, path, 47, 16 + 30, message, "[", hint)
+    # the converter's `bits` on line 59: 2 braces, then the 31st `[` opens level 33
+    check_located(err, path, 59, 16 + 30, message, "[", hint)
 
 
 @pytest.mark.parametrize(
@@ -545,3 +546,32 @@ def test_every_number_has_one_legal_range() -> None:
     specs = [*keys.values(), *(s for section in sections.values() for s in section.keys.values())]
     numeric = [s for s in specs if s.kind in ("int", "ints", "float", "quantity")]
     assert numeric and all(s.limits is not None for s in numeric)
+
+
+# -- timing keys ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("builtin", "old", "new", "message"),
+    [
+        (
+            "isaac",
+            "    timing = pipelined",
+            "    // timing = pipelined",
+            "target `isaac` does not say how its layers are timed",
+        ),
+        ("raella", "read_latency = 1.52 ns", "", "`crossbar` is missing `read_latency`"),
+        (
+            "isaac",
+            "latency = 0.78125 ns       // derivation: 1 / 1.28 GS/s",
+            "latency = 100 ns",
+            "converter `adc8`: `latency` 100 ns contradicts `sample_rate` 1.28 GS/s",
+        ),
+    ],
+)
+def test_a_missing_or_contradictory_timing_key_is_refused(
+    capsys, tmp_path: Path, builtin: str, old: str, new: str, message: str
+) -> None:
+    code, err, _ = compile_with(capsys, tmp_path, builtin, old, new)
+    assert code == 2 and "Traceback" not in err
+    assert message in err and "hint:" in err

@@ -215,8 +215,8 @@ VERIFIER_CASES = [
     ),
     (
         "placement-replicas",
-        r"replicas = 83",
-        "replicas = 8300",
+        r"replicas = 1>",
+        "replicas = 8300>",
         "attribute 'placement': replicas = 8300 must not exceed the layer's 512 array cycles",
     ),
     (
@@ -233,14 +233,14 @@ VERIFIER_CASES = [
     ),
     (
         "placement-gap",
-        r"first_tile = 83",
-        "first_tile = 84",
-        "attribute 'placement': first_tile = 84 leaves tiles 83..83 unused",
+        r"first_tile = 1,",
+        "first_tile = 2,",
+        "attribute 'placement': first_tile = 2 leaves tiles 1..1 unused",
     ),
     (
         "placement-overlap",
-        r"first_tile = 83",
-        "first_tile = 0",
+        r"first_tile = 1,",
+        "first_tile = 0,",
         "attribute 'placement': first_tile = 0 overlaps the tiles of another layer",
     ),
     (

@@ -1,0 +1,79 @@
+"""Golden cost reports: every built-in target prices the CIFAR-10 ResNet-20 (models/
+resnet20_cifar10.onnx, batch 1) mapped by its own default pipeline, calibrated on 16 seeded
+uniform images; the totals, timing, areas and both breakdowns must equal tests/golden/costs/
+TARGET.json, so a change to any constant or rule of the cost model is a visible diff.
+
+After a deliberate change, regenerate and review the diff:
+
+    IMCC_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_cost_golden.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imcc import driver
+from imcc.costmodel import estimate
+from imcc.frontend.hw import load_target
+from imcc.targets import BUILTIN_TARGETS
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "models" / "resnet20_cifar10.onnx"
+GOLDEN = Path(__file__).parent / "golden" / "costs"
+KEYS = (
+    "energy_j",
+    "latency_s",
+    "throughput_inferences_s",
+    "timing",
+    "clock_s",
+    "area_mm2",
+    "tiles",
+    "chip_area_mm2",
+    "utilization",
+    "edap",
+    "tops",
+    "tops_per_w",
+    "tops_per_mm2",
+    "macs",
+    "converts_per_mac",
+    "energy_breakdown_j",
+    "area_breakdown_mm2",
+)
+
+
+def report_of(name: str) -> dict:
+    """Return the golden keys of the report of ResNet-20 on a built-in target."""
+    images = np.random.default_rng(0).random((16, 3, 32, 32), dtype=np.float32)
+    target = load_target(name)
+    program = driver.compile(MODEL, target, calibration=images)
+    record = estimate(program, target).to_dict()
+    return {key: record[key] for key in KEYS}
+
+
+def _close(got, want, path: str) -> list[str]:
+    """Return where `got` differs from `want` (numbers to 1e-9 relative)."""
+    if isinstance(want, dict):
+        keys = sorted(set(got) | set(want))
+        return [d for k in keys for d in _close(got.get(k), want.get(k), f"{path}.{k}")]
+    if isinstance(want, float) and isinstance(got, (int, float)):
+        if got == pytest.approx(want, rel=1e-9, abs=1e-30):
+            return []
+        return [f"{path}: {got!r} != golden {want!r} ({got / want - 1:+.3%})" if want else path]
+    return [] if got == want else [f"{path}: {got!r} != golden {want!r}"]
+
+
+@pytest.mark.parametrize("name", BUILTIN_TARGETS)
+def test_the_cost_report_of_resnet20_matches_its_golden_file(name: str) -> None:
+    got = report_of(name)
+    path = GOLDEN / f"{name}.json"
+    if os.environ.get("IMCC_UPDATE_GOLDEN"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
+    want = json.loads(path.read_text())
+    differences = _close(got, want, name)
+    assert not differences, "\n".join(differences)
