@@ -112,7 +112,9 @@ class InputDriver:
 
     bits_per_cycle: tuple[int, ...]  # legal input slice widths (1 = bit-serial)
     kind: str = "bit-serial"  # bit-serial, pulse-train, voltage-dac
-    energy_per_row_j: float = 0.0  # per driven row per array cycle; pulse-train: per pulse
+    # per activation of a driven row: bit-serial, when its bit is 1; pulse-train, per pulse;
+    # voltage-dac, every array cycle
+    energy_per_row_j: float = 0.0
     base_energy_per_row_j: float = 0.0  # per driven row per array cycle, whatever the input
     area_per_row_m2: float = 0.0
     input_bits: tuple[int, ...] = (8,)  # legal activation precisions
@@ -140,6 +142,14 @@ class Converter:
     comparator_area_m2: float = 0.0
     column_sharing: tuple[int, ...] = ()  # legal factors with this converter (empty: target's)
     step_latency_s: float = 0.0  # NEUROSIM model: one SAR bit cycle or one flash comparison
+    # NEUROSIM model (DNN+NeuroSim V1.3 SarADC.cpp / MultilevelSenseAmp.cpp GetColumnPower): a
+    # SAR's bias power (bit_power x B + base_power) over its B+1 steps; both models add the
+    # column-current power over the conversion; `latency_factor` is NeuroSim's validated
+    # sensing-latency factor (Param.cpp: 1.4), applied to the time, not the energy
+    bit_power_w: float = 0.0
+    base_power_w: float = 0.0
+    column_power_w: float = 0.0
+    latency_factor: float = 1.0
     unit_area_m2: float = 0.0  # NEUROSIM SAR: A_min in area = A_min*(478 + 182*(B-1))
     # how a B-bit ADC maps a partial sum to codes: full-scale (a power-of-two step so the
     # largest possible sum of the read fits, round to nearest) or saturate (unit step, clip)
@@ -186,6 +196,24 @@ class Hierarchy:
 
 
 @dataclass(frozen=True, slots=True)
+class ColumnMux:
+    """The column multiplexer that lets one converter serve m columns (column sharing > 1) and
+    its decoder of ceil(log2 m) address bits (DNN+NeuroSim V1.3 SubArray.cpp Initialize: Mux
+    of numCol/m outputs and m selections, a RowDecoder in MUX mode). Per crossbar: one pass
+    gate per column (`gate_area`, `gate_energy` per column switched per read) and the
+    decoder's 2^ceil(log2 m) output stages (`decoder_area` each, `decoder_energy` per select)."""
+
+    gate_area_m2: float = 0.0
+    gate_energy_j: float = 0.0
+    decoder_area_m2: float = 0.0
+    decoder_energy_j: float = 0.0
+    # the select path's time beyond the row path, added to each read: `latency_s` plus
+    # `load_latency_s` per pass gate a select line drives (columns / m)
+    latency_s: float = 0.0
+    load_latency_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class Interconnect:
     """The network between tiles."""
 
@@ -218,6 +246,7 @@ class Target:
     digital: DigitalUnit = field(default_factory=DigitalUnit)  # non-crossbar ops, per element
     center_offset: DigitalUnit | None = None  # RAELLA correction unit (None: not offered)
     speculation: DigitalUnit | None = None  # RAELLA speculation flags and recovery control
+    column_mux: ColumnMux | None = None  # priced where a converter serves m > 1 columns
     buffers: tuple[Buffer, ...] = ()
     hierarchy: Hierarchy = field(default_factory=lambda: Hierarchy(8))
     interconnect: Interconnect = field(default_factory=Interconnect)

@@ -18,6 +18,8 @@
   (cells, row and column periphery, and the space the stacked circuits leave empty). With a
   short, wide array (a 1T1R cell is 4F x 12F) and tall row drivers, that empty space is most of
   the chip, as in NeuroSim.
+- Column mux: a layer that shares converters (m > 1) needs a mux and decoder per crossbar
+  (layer.py `mux_area`); a tile gets the largest need among its layers, as for converters.
 - Converters: a layer needs ceil(columns / column_share) converters of its kind per crossbar;
   a tile shared by several layers gets the largest need among them. Tiles of a fixed chip that
   no layer uses are built like the largest used tile. An MTJ converter's counter is booked
@@ -41,6 +43,7 @@ COMPONENTS = (
     "input_drivers",
     "converters",
     "counters",
+    "column_mux",
     "shift_add",
     "accumulators",
     "buffers",
@@ -74,6 +77,7 @@ def chip_area(
     per_tile = target.hierarchy.crossbars_per_tile
     converter_need: dict[int, float] = {}
     counter_need: dict[int, float] = {}
+    mux_need: dict[int, float] = {}
     next_free = 0
     for need in needs:
         if need.placement is not None:
@@ -90,6 +94,7 @@ def chip_area(
         for tile in range(first, first + tiles * copies):
             converter_need[tile] = max(converter_need.get(tile, 0.0), converters * unit)
             counter_need[tile] = max(counter_need.get(tile, 0.0), converters * counter_area)
+            mux_need[tile] = max(mux_need.get(tile, 0.0), on_tile * need.mux_area_m2)
     used = next_free
     tiles = used if chip_tiles is None else max(chip_tiles, used)
     idle = max(tiles - len(converter_need), 0)
@@ -104,6 +109,7 @@ def chip_area(
         converter_need.values(), default=0.0
     )
     area["counters"] = sum(counter_need.values()) + idle * max(counter_need.values(), default=0.0)
+    area["column_mux"] = sum(mux_need.values()) + idle * max(mux_need.values(), default=0.0)
     area["shift_add"] = instances(target.shift_add, crossbars, tiles) * target.shift_add.area_m2
     area["accumulators"] = (
         instances(target.accumulator, crossbars, tiles) * target.accumulator.area_m2

@@ -13,13 +13,19 @@ Four models price the column converters a target offers (`Converter.model`, `Con
 
   E_pJ is the total energy of one conversion; the customary 20% leakage share is only a
   reporting split (`ConverterCost.leakage_j`), never added on top. Latency is 1/f.
-- `neurosim` (the architecture rule of DNN+NeuroSim, which XPert, DAC 2023, prices with): a SAR
-  ADC takes B+1 steps of one clock (`step_latency_s`, else 1 / technology.clock_hz, ~1 ns) with
-  one comparator, so it spends B+1 comparisons (`comparator_energy_j` each) and occupies `A_min *
-  (478 + 182*(B-1))`, A_min the converter's `unit_area_m2`, else the layout footprint of a minimum
-  transistor at the node (`MIN_TRANSISTOR_AREA_F2` F²); a Flash ADC resolves in one step with
-  2^B-1 comparators, so energy and area grow as 2^B (`comparator_area_m2` each;
-  `DEFAULT_COMPARATOR_TRANSISTORS` minimum transistors when the target leaves it 0).
+- `neurosim` (the architecture rule of DNN+NeuroSim, which XPert, DAC 2023, prices with): a SAR ADC
+  takes B+1 steps of one clock (`step_latency_s`, else 1 / technology.clock_hz, ~1 ns) with one
+  comparator and occupies `A_min * (478 + 182*(B-1))`, A_min the converter's `unit_area_m2`, else
+  the layout footprint of a minimum transistor at the node (`MIN_TRANSISTOR_AREA_F2` F²). Its energy
+  is NeuroSim's (DNN+NeuroSim V1.3 SarADC.cpp GetColumnPower): the bias power `bit_power_w * B +
+  base_power_w` plus the column-current power `column_power_w`, over its B+1 steps; a target without
+  bias powers gives B+1 comparisons of `comparator_energy_j`. A Flash ADC (NeuroSim's multilevel
+  sense amplifier, MultilevelSenseAmp.cpp) resolves in one step with 2^B-1 comparators, each biased
+  for the step (`comparator_energy_j`), plus the column-current power over the step: energy and area
+  grow as 2^B (`comparator_area_m2` each; `DEFAULT_COMPARATOR_TRANSISTORS` minimum transistors when
+  the target leaves it 0); its `latency_s` is the encoder's time after the step. Latencies are the
+  steps times NeuroSim's sensing-latency factor (`latency_factor`, Param.cpp `validated`: 1.4);
+  energies use the unscaled steps.
 - `fixed`: the converter's own `energy_j`, `latency_s`, `area_m2`.
 - `mtj` kind (any model): one stochastic SOT-MTJ sample costs `energy_j` (switching) plus
   `reset_energy_j` plus one counter step `counter_energy_j`, takes `latency_s +
@@ -99,15 +105,21 @@ def _neurosim(converter: Converter, bits: int, technology: Technology) -> Conver
     step = converter.step_latency_s or 1.0 / technology.clock_hz
     a_min = converter.unit_area_m2 or minimum_transistor_area_m2(technology.node_nm)
     comparator_area = converter.comparator_area_m2 or DEFAULT_COMPARATOR_TRANSISTORS * a_min
+    factor = converter.latency_factor
     if converter.kind is ConverterKind.SAR:
         steps = bits + 1
         area = a_min * (SAR_BASE_TRANSISTORS + SAR_TRANSISTORS_PER_BIT * (bits - 1))
-        return ConverterCost(steps * converter.comparator_energy_j, steps * step, area)
+        if converter.bit_power_w or converter.base_power_w:
+            power = converter.bit_power_w * bits + converter.base_power_w
+            energy = (power + converter.column_power_w) * steps * step
+        else:
+            energy = steps * (converter.comparator_energy_j + converter.column_power_w * step)
+        return ConverterCost(energy, steps * step * factor, area)
     if converter.kind is ConverterKind.FLASH:
         comparators = 2**bits - 1
-        return ConverterCost(
-            comparators * converter.comparator_energy_j, step, comparators * comparator_area
-        )
+        energy = comparators * converter.comparator_energy_j + converter.column_power_w * step
+        latency = (step + converter.latency_s) * factor  # + its encoder's time
+        return ConverterCost(energy, latency, comparators * comparator_area)
     raise MappingError(
         f"converter '{converter.name}': model neurosim prices only sar and flash ADCs, "
         f"not {converter.kind.value}"

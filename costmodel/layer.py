@@ -20,8 +20,11 @@ group, G groups, S_i input slices, S_w weight slices, D devices per slice, m col
   `stats` of the `quantize` that produces the input (0.5 without stats).
 - Input drivers, per driven row (K * column_tiles * G rows) and array read (m reads per slice
   in reactivate mode): `base_energy_per_row_j` (the switch that connects the row, whatever the
-  input) plus `energy_per_row_j`, which a pulse-train driver spends per pulse: a w-bit slice of
-  mean normalised value a sends a * (2^w - 1) pulses.
+  input) plus `energy_per_row_j` per activation: a bit-serial driver activates a row when its
+  bit is 1 (the slice's activity), a pulse-train driver once per pulse (a w-bit slice of mean
+  normalised value a sends a * (2^w - 1) pulses), a voltage DAC on every read (NeuroSim's row
+  driver, E_off + (E_on - E_off) x input: DNN+NeuroSim V1.3 NewSwitchMatrix.cpp and
+  SubArray.cpp readDynamicEnergyArray).
 - Conversions per position = S_i * S_w * D * N * G * R (`plan.conversions_per_position`), D
   the converted devices per slice (`plan.devices`: 1 for offset weights, whose second device on
   a pair target holds nothing, and for a 2T2R pair subtracted in analog (`signed_columns`); 2
@@ -47,6 +50,9 @@ group, G groups, S_i input slices, S_w weight slices, D devices per slice, m col
   - Input buffer: the recovery cycles stream the same input bits again, so the layer's input
     traffic (K * P * G * input_bits / 8 bytes) is read twice when recovery cycles run.
   A speculative layer needs an ADC (an MTJ has no min / max code to flag).
+- Column mux (`column_mux`, where a converter serves m > 1 columns; DNN+NeuroSim V1.3 Mux.cpp
+  and RowDecoder.cpp in MUX mode): per array read of each crossbar, every column's pass gate
+  switches once (`gate_energy_j`) and the decoder selects m groups (`decoder_energy_j` each).
 - Shift-and-add: one operation per conversion result: an MTJ's N samples are integrated by its
   counter, and the shift-and-add takes the count once. Accumulators: one add per output element per
   row partial sum beyond the first, P * N * G * (R - 1) (the shift-add already merges the input and
@@ -139,6 +145,26 @@ class CrossbarArea:
     converters_per_crossbar: int
     converter: ConverterCost
     converter_name: str
+    mux_area_m2: float = 0.0  # per crossbar: the column mux and its decoder (m > 1)
+
+
+def mux_area(target: Target, share: int) -> float:
+    """Return the area of one crossbar's column mux and decoder at column sharing `share`: a
+    pass gate per column and 2^ceil(log2 m) decoder outputs (0 without sharing or a mux)."""
+    mux = target.column_mux
+    if mux is None or share <= 1:
+        return 0.0
+    outputs = 1 << math.ceil(math.log2(share))
+    return target.crossbar.columns * mux.gate_area_m2 + outputs * mux.decoder_area_m2
+
+
+def mux_latency(target: Target, share: int) -> float:
+    """Return the time the column mux's select path adds to a read at sharing `share`: its
+    decoder drives columns / m pass gates per select line (0 without sharing or a mux)."""
+    mux = target.column_mux
+    if mux is None or share <= 1:
+        return 0.0
+    return mux.latency_s + mux.load_latency_s * target.crossbar.columns / share
 
 
 @lru_cache(maxsize=4096)
@@ -265,8 +291,8 @@ def crossbar_layer(
     row_reads = share if reactivate else 1
     driven = rows * tiling.column_tiles * groups
     driver = target.input_driver
-    per_row = driver.energy_per_row_j * (pulses if driver.kind == "pulse-train" else reads)
-    per_row += driver.base_energy_per_row_j * reads
+    weight = {"pulse-train": pulses, "bit-serial": activity_sum}.get(driver.kind, reads)
+    per_row = driver.energy_per_row_j * weight + driver.base_energy_per_row_j * reads
 
     energy = {
         "array": positions * activity_sum * cell_energy,
@@ -295,9 +321,13 @@ def crossbar_layer(
     if converter.kind is ConverterKind.MTJ:
         energy["mtj_reset"] = conversions * cost.reset_energy_j
         energy["counters"] = conversions * cost.counter_energy_j
+    mux = target.column_mux if share > 1 else None
+    if mux is not None:  # per array read: every column switched once, m group selects
+        per_read = xbar.columns * mux.gate_energy_j + share * mux.decoder_energy_j
+        energy["column_mux"] = positions * reads * tiling.crossbars * per_read
 
     stages = Stages(
-        array=xbar.read_latency_s,
+        array=xbar.read_latency_s + mux_latency(target, share),
         conversion=cost.latency_s * samples,
         share=share,
         shift_add=target.shift_add.latency_s,
@@ -317,6 +347,8 @@ def crossbar_layer(
         rows=rows_out,
         window=window,
         bound=stages.bound,
+        groups=stages.groups,
+        sense_s=stages.sense,
     )
     record = LayerCost(
         name=label,
@@ -338,5 +370,6 @@ def crossbar_layer(
         converters_per_crossbar=math.ceil(xbar.columns / max(share, 1)),
         converter=cost,
         converter_name=converter.name,
+        mux_area_m2=mux_area(target, share),
     )
     return record, need

@@ -50,6 +50,7 @@ ENERGY_COMPONENTS = (
     "speculation",
     "mtj_reset",
     "counters",
+    "column_mux",
 )
 
 

@@ -27,11 +27,13 @@ The chip (`chip_timing`), by the target's `timing`:
   `rows` are a layer's output rows (conv: batch x output height; others: their output's, 1 for
   vectors) and `window` the input rows its first output needs (conv: the kernel height;
   element-wise and pooling ops: 1 or the pooling window; a linear layer: all of them).
-- `synchronous` (NeuroSim, XPert: DNN+NeuroSim V1.3/V1.4 Chip.cpp runs the layers one after
-  another on one clock): the clock period is the slowest array cycle of any crossbar layer
-  (NeuroSim's read clock is set by the slowest sensing path of its sub-arrays), every crossbar
-  layer takes `positions x slices x phases x clock`, and latency = the sum of the layers' times;
-  throughput = 1 / latency.
+- `synchronous` (NeuroSim, XPert: DNN+NeuroSim V1.3 main.cpp and Chip.cpp, ChipCalculatePerformance
+  with CalculateclkFreq, run the layers one after another on one clock): the clock period is
+  the slowest sensing of one column group in any crossbar layer (SubArray.cpp
+  CalculateLatency: "clk freq is decided by the longest sensing latency"; reactivate mode: the
+  read and one conversion, sample-and-hold: the whole array cycle), every crossbar layer takes
+  `positions x slices x phases x m` clocks (m column groups sensed in turn per input bit), and
+  latency = the sum of the layers' times; throughput = 1 / latency.
 """
 
 from __future__ import annotations
@@ -71,6 +73,17 @@ class Stages:
         return max(self.times().values())
 
     @property
+    def groups(self) -> int:
+        """Return the column groups sensed one after another per array cycle (reactivate: m)."""
+        return 1 if self.sample_hold else self.share
+
+    @property
+    def sense(self) -> float:
+        """Return one column group's sensing time: the read and one conversion (reactivate),
+        else the whole cycle."""
+        return self.cycle if self.sample_hold else self.array + self.conversion
+
+    @property
     def bound(self) -> str:
         """Return the stage that sets the cycle."""
         times = self.times()
@@ -89,21 +102,29 @@ class LayerTiming:
     rows: int = 1
     window: float = 1.0  # math.inf: the producer's whole output
     bound: str = ""
+    groups: int = 1  # column groups sensed one after another per cycle (reactivate: m)
+    sense_s: float = 0.0  # one column group's sensing time (a synchronous chip's clock)
+
+    def array_s(self, clock_s: float | None = None) -> float:
+        """Return the layer's array time per image: its cycles at its own cycle, or, on a
+        synchronous chip, its column-group sensings at the chip's clock."""
+        if clock_s is None:
+            return self.cycles * self.cycle_s / max(self.replicas, 1)
+        return self.cycles * self.groups * clock_s / max(self.replicas, 1)
 
     def time_s(self, clock_s: float | None = None) -> float:
-        """Return the layer's time per image, its cycles at `clock_s` when the chip is
-        synchronous (else at its own cycle), or its traffic time when that is longer."""
-        cycle = self.cycle_s if clock_s is None else clock_s
-        return max(self.cycles * cycle / max(self.replicas, 1), self.other_s)
+        """Return the layer's time per image (see `array_s`), or its traffic time when that is
+        longer."""
+        return max(self.array_s(clock_s), self.other_s)
 
     def bound_at(self, clock_s: float | None = None) -> str:
-        """Return what sets the layer's time: a stage of its cycle, `traffic` or `digital`."""
+        """Return what sets the layer's time: a stage of its cycle, the synchronous `clock`
+        (a slower layer's sensing), `traffic` or `digital`."""
         if not self.cycles:
             return self.bound or "digital"
-        cycle = self.cycle_s if clock_s is None else clock_s
-        if self.other_s > self.cycles * cycle / max(self.replicas, 1):
+        if self.other_s > self.array_s(clock_s):
             return "traffic"
-        return self.bound if clock_s is None or clock_s == self.cycle_s else "clock"
+        return self.bound if clock_s is None or clock_s == self.sense_s else "clock"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +143,7 @@ def chip_timing(mode: str, layers: Sequence[LayerTiming]) -> ChipTiming:
         raise ValueError(f"unknown timing mode {mode!r}")
     clock = None
     if mode == "synchronous":
-        cycles = [layer.cycle_s for layer in layers if layer.cycles]
-        clock = max(cycles, default=0.0)
+        clock = max((layer.sense_s for layer in layers if layer.cycles), default=0.0)
         times = tuple(layer.time_s(clock if layer.cycles else None) for layer in layers)
         latency = sum(times)
         return ChipTiming(latency, 1.0 / latency if latency > 0 else 0.0, times, clock)

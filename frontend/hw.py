@@ -332,9 +332,12 @@ class _Builder:
                     f"{where['sample_rate_hz'].text} (one conversion every {period * 1e9:.4g} ns)",
                     "give one of them, or make the latency 1 / sample rate",
                 )
+        biased = "bit_power_w" in values or "base_power_w" in values  # a SAR's bias powers
         needs = {
             ConverterModel.FIXED: ("energy", "latency"),
-            ConverterModel.NEUROSIM: ("comparator_energy", "step_latency"),
+            ConverterModel.NEUROSIM: ("step_latency",)
+            if biased
+            else ("comparator_energy", "step_latency"),
             ConverterModel.SURVEY: (),
         }[model]
         for key in needs:

@@ -18,6 +18,7 @@ from typing import Any
 
 from imcc.target import (
     Buffer,
+    ColumnMux,
     Converter,
     ConverterKind,
     ConverterModel,
@@ -104,7 +105,7 @@ DIMENSIONS: dict[str, Dimension] = {
         },
         ("bit/s", "Gbit/s", "B/s", "GB/s"),
     ),
-    # no key takes a power: write energies per action; the unit is known so the message is clear
+    # bias powers of the `neurosim` converter model; everything else is an energy per action
     "power": _dimension("a power", {"nW": 1e-9, "uW": 1e-6, "mW": 1e-3, "W": 1.0}),
 }
 
@@ -123,6 +124,7 @@ _SUFFIXES: tuple[tuple[str, str, float], ...] = (
     ("_m", "length", 1.0),
     ("_nm", "length", 1e9),
     ("_v", "voltage", 1.0),
+    ("_w", "power", 1.0),
 )
 
 # str fields with a closed set of words, by (class name, field name)
@@ -219,6 +221,7 @@ _DIMENSION_LIMITS: dict[str, Limits] = {
     "length": Limits(0.0, 1e-3, low_open=True, why="a layout pitch is a positive length"),
     "size": Limits(1.0, 2.0**40, why="an on-chip buffer holds 1 B to 1 TiB"),
     "voltage": Limits(0.0, 5.0, low_open=True, why="a supply voltage is above 0 and at most 5 V"),
+    "power": Limits(0.0, 1.0, why="a converter's bias power (nW to mW in practice)"),
     # 0: unlimited bandwidth
     "data_rate": Limits(0.0, 1e16, why="0 means unlimited bandwidth"),
 }
@@ -265,6 +268,9 @@ LIMITS: dict[tuple[str, str], Limits] = {
     ),
     ("Converter", "step_latency_s"): Limits(
         0.0, 1.0, low_open=True, why="leave it out for one clock cycle"
+    ),
+    ("Converter", "latency_factor"): Limits(
+        1.0, 10.0, why="NeuroSim's validated sensing-latency factor is 1.4; 1 means none"
     ),
     ("Converter", "sensitivity"): Limits(
         0.0,
@@ -419,6 +425,7 @@ _SECTIONS: tuple[tuple[str, str, type, bool], ...] = (
     ("digital", "digital", DigitalUnit, False),
     ("center_offset", "center_offset", DigitalUnit, False),
     ("speculation", "speculation", DigitalUnit, False),
+    ("column_mux", "column_mux", ColumnMux, False),
     ("buffer", "buffers", Buffer, True),
     ("hierarchy", "hierarchy", Hierarchy, False),
     ("interconnect", "interconnect", Interconnect, False),

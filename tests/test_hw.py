@@ -243,7 +243,7 @@ def test_unknown_section() -> None:
         "    ^\n"
         "hint: did you mean `crossbar`? valid sections of `target`: technology, crossbar, "
         "input_driver, converter, shift_add, accumulator, digital, center_offset, speculation, "
-        "buffer, hierarchy, interconnect"
+        "column_mux, buffer, hierarchy, interconnect"
     )
 
 

@@ -145,7 +145,7 @@ def test_infinite_numbers_are_refused(
         ),
         (
             "xpert",
-            "unit_area = 2.25 um2",
+            "unit_area = 0.218 um2",
             "unit_area = 0 um2",
             "`unit_area` must be > 0 um2 and <= 0.1 m2, got `0 um2`",
         ),
@@ -435,8 +435,8 @@ def test_deep_nesting_is_refused_before_it_overflows_the_stack(capsys, tmp_path:
     assert code == 2
     message = "sections and lists nest more than 32 deep"
     hint = "a target needs sections in `target { ... }` and flat lists such as `[1, 2]`"
-    # the converter's `bits` on line 59: 2 braces, then the 31st `[` opens level 33
-    check_located(err, path, 59, 16 + 30, message, "[", hint)
+    # the converter's `bits` on line 61: 2 braces, then the 31st `[` opens level 33
+    check_located(err, path, 61, 16 + 30, message, "[", hint)
 
 
 @pytest.mark.parametrize(
