@@ -173,17 +173,19 @@ def run(model: Model, target_name: str, mapping: str, calib: int, limit: int) ->
 def at_area(program, target_name: str, area_mm2: float | None):
     """Return the cost report of a mapped program re-placed to fill an area: its target's
     fixed chip when `area_mm2` is None, else as many of its tiles as fit in `area_mm2` (the
-    tile area measured on its own placement), with copies of the slowest layers."""
+    budget shrinks until the chip with its copies fits), with copies of the slowest layers."""
     target = load_target(target_name)
     if area_mm2 is None:
-        option = "place{replicate=true}"
-    else:
-        own = estimate(program, target)
-        tiles = int(area_mm2 // (own.area_mm2 / own.tiles))
-        if tiles <= own.tiles:  # the network alone needs more area: no copies
-            return own
+        return estimate(driver.compile(program, target, passes="place{replicate=true}"), target)
+    own = estimate(program, target)
+    tiles = int(area_mm2 // (own.area_mm2 / own.tiles))
+    while tiles > own.tiles:
         option = f"place{{replicate=true tiles={tiles}}}"
-    return estimate(driver.compile(program, target, passes=option), target)
+        report = estimate(driver.compile(program, target, passes=option), target)
+        if report.area_mm2 <= area_mm2:
+            return report
+        tiles = min(tiles - 1, int(tiles * area_mm2 / report.area_mm2))
+    return own  # the network alone needs the area: no copies
 
 
 def per_mac(report, *components: str) -> float:

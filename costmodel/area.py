@@ -1,7 +1,8 @@
 """Chip area from the placement of the crossbar layers, per component.
 
-- Tiles. A layer with a `placement` occupies tiles [first_tile, first_tile + tiles * replicas);
-  one without is packed after the others (ceil(crossbars / crossbars_per_tile) tiles, one copy).
+- Tiles. A layer with a `placement` occupies crossbar slots [first_crossbar, first_crossbar +
+  crossbars * replicas), slot s on tile s // crossbars_per_tile, so small layers share a tile;
+  one without is packed after the others (one copy).
   The provisioned chip (`chip_area` without `chip_tiles`) has the tiles the mapping uses; a target
   that names a fixed chip (`tiles_per_chip`) is also priced whole (`chip_tiles` = its tiles, times
   the chips the mapping needs), its unused tiles built like the largest used one.
@@ -19,9 +20,9 @@
   short, wide array (a 1T1R cell is 4F x 12F) and tall row drivers, that empty space is most of
   the chip, as in NeuroSim.
 - Column mux: a layer that shares converters (m > 1) needs a mux and decoder per crossbar
-  (layer.py `mux_area`); a tile gets the largest need among its layers, as for converters.
-- Converters: a layer needs ceil(columns / column_share) converters of its kind per crossbar;
-  a tile shared by several layers gets the largest need among them. Tiles of a fixed chip that
+  it occupies (layer.py `mux_area`).
+- Converters: a layer needs ceil(columns / column_share) converters of its kind per crossbar
+  it occupies; a tile holds the converters of the crossbars on it. Tiles of a fixed chip that
   no layer uses are built like the largest used tile. An MTJ converter's counter is booked
   under `counters`.
 - Input drivers (per row) on every crossbar of the chip; shift-and-add, accumulator, digital,
@@ -32,7 +33,6 @@ The total is the sum of the breakdown.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from imcc.costmodel.layer import CrossbarArea
@@ -54,19 +54,24 @@ COMPONENTS = (
 )
 
 
-def tiles_used(target: Target, needs: Sequence[CrossbarArea]) -> int:
-    """Return the tiles the crossbar layers occupy (copies included)."""
-    per_tile = target.hierarchy.crossbars_per_tile
-    used = 0
+def _slots(target: Target, needs: Sequence[CrossbarArea]) -> list[tuple[CrossbarArea, int, int]]:
+    """Return each need's crossbar slots [first, end) on the chip: its placement's, or, for a
+    layer without one, packed after the others (one copy)."""
+    placed, free = [], 0
     for need in needs:
         if need.placement is not None:
-            end = need.placement.first_tile + max(need.placement.tiles, 1) * max(
-                need.placement.replicas, 1
-            )
+            first, end = need.placement.first_crossbar, need.placement.end
         else:
-            end = used + max(math.ceil(need.crossbars / per_tile), 1)
-        used = max(used, end)
-    return used
+            first, end = free, free + max(need.crossbars, 1)
+        free = max(free, end)
+        placed.append((need, first, end))
+    return placed
+
+
+def tiles_used(target: Target, needs: Sequence[CrossbarArea]) -> int:
+    """Return the tiles the crossbar layers occupy (copies included)."""
+    end = max((last for _, _, last in _slots(target, needs)), default=0)
+    return -(-end // target.hierarchy.crossbars_per_tile)
 
 
 def chip_area(
@@ -79,23 +84,17 @@ def chip_area(
     counter_need: dict[int, float] = {}
     mux_need: dict[int, float] = {}
     next_free = 0
-    for need in needs:
-        if need.placement is not None:
-            first, tiles = need.placement.first_tile, need.placement.tiles
-            copies = max(need.placement.replicas, 1)
-        else:
-            first, tiles, copies = next_free, math.ceil(need.crossbars / per_tile), 1
-        tiles = max(tiles, 1)
-        next_free = max(next_free, first + tiles * copies)
-        on_tile = min(math.ceil(need.crossbars / tiles), per_tile)
-        converters = on_tile * need.converters_per_crossbar
+    for need, first, end in _slots(target, needs):
+        next_free = max(next_free, end)
         counter_area = need.converter.counter_area_m2
         unit = need.converter.area_m2 - counter_area
-        for tile in range(first, first + tiles * copies):
-            converter_need[tile] = max(converter_need.get(tile, 0.0), converters * unit)
-            counter_need[tile] = max(counter_need.get(tile, 0.0), converters * counter_area)
-            mux_need[tile] = max(mux_need.get(tile, 0.0), on_tile * need.mux_area_m2)
-    used = next_free
+        for tile in range(first // per_tile, -(-end // per_tile)):
+            on_tile = min(end, (tile + 1) * per_tile) - max(first, tile * per_tile)
+            converters = on_tile * need.converters_per_crossbar
+            converter_need[tile] = converter_need.get(tile, 0.0) + converters * unit
+            counter_need[tile] = counter_need.get(tile, 0.0) + converters * counter_area
+            mux_need[tile] = mux_need.get(tile, 0.0) + on_tile * need.mux_area_m2
+    used = -(-next_free // per_tile)
     tiles = used if chip_tiles is None else max(chip_tiles, used)
     idle = max(tiles - len(converter_need), 0)
     crossbars = tiles * per_tile

@@ -65,12 +65,13 @@ group, G groups, S_i input slices, S_w weight slices, D devices per slice, m col
   bits streamed / 8 per position (times m row drives in reactivate mode); `output-register`s
   one `PARTIAL_SUM_BYTES` word per conversion result. Interconnect: the 8-bit outputs,
   N * P * G * 8 bits, sent on to the next layer.
-- Timing (costmodel/timing.py): the layer's array cycle is its slowest stage (the analog read,
-  the converter bank of m columns per converter, the shift-and-add), with or without
-  sample-and-hold; the layer takes positions x reads per position x `plan.chunks_per_tile`
-  cycles per image over its replicas, or its buffer / interconnect traffic time at the declared
-  bandwidths when that is longer. `latency_s` is that time; the chip's latency and throughput
-  come from the target's timing mode (report.py).
+- Timing (costmodel/timing.py): the layer's array cycle is its slowest stage (the analog read, the
+  converter bank of m columns per converter, the shift-and-add), with or without sample-and-hold;
+  the layer takes positions x reads per position x `plan.chunks_per_tile` cycles per image over its
+  replicas, or its buffer / interconnect traffic time at the declared bandwidths when that is longer
+  (each tile the layer's copies occupy moves its share through its own tile-level buffers and
+  router). `latency_s` is that time; the chip's latency and throughput come from the target's timing
+  mode (report.py).
 """
 
 from __future__ import annotations
@@ -334,11 +335,15 @@ def crossbar_layer(
         sample_hold=not reactivate,
     )
     replicas = a["placement"].replicas if "placement" in a else 1
+    # every tile the layer's copies occupy moves its share through its own buffers and router
+    tiles = -(-tiling.crossbars * max(replicas, 1) // target.hierarchy.crossbars_per_tile)
     moving = [
-        traffic[b.role] / b.bandwidth_bytes_per_s for b in target.buffers if b.bandwidth_bytes_per_s
+        traffic[b.role] / (b.bandwidth_bytes_per_s * (tiles if b.level == "tile" else 1))
+        for b in target.buffers
+        if b.bandwidth_bytes_per_s
     ]
     if target.interconnect.bandwidth_bits_per_s:
-        moving.append(out_bits / target.interconnect.bandwidth_bits_per_s)
+        moving.append(out_bits / (target.interconnect.bandwidth_bits_per_s * tiles))
     timing = LayerTiming(
         cycles=positions * reads * phases,
         cycle_s=stages.cycle,

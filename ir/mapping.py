@@ -18,7 +18,9 @@ these optional attributes (each pass sets its own):
   product, ordered [weight slice][device][filter] (filters of all groups)
 - `profile` (profile-converters): what the converters did on calibration data,
   `#profile<samples = 16, saturation = 0.01, speculation_failures = 0.06, recoveries = 0.2>`
-- `placement` (place): `#placement<first_tile = 0, tiles = 3, replicas = 1>`
+- `placement` (place): `#placement<first_crossbar = 0, crossbars = 3, replicas = 1>`: the
+  layer's copies hold consecutive crossbar slots of the chip from `first_crossbar`, `crossbars`
+  each (tiles are filled in order, so small layers share a tile)
 
 Slices are listed most significant first; their bits add up to the operand's precision.
 
@@ -186,16 +188,22 @@ class ConverterChoice:
 @structured_attribute("placement")
 @dataclass(frozen=True, slots=True)
 class Placement:
-    """Where a layer sits on the chip: its first tile, tiles per copy, and copies."""
+    """Where a layer sits on the chip: its first crossbar slot, crossbars per copy, and copies
+    (slot s is crossbar s mod crossbars_per_tile of tile s // crossbars_per_tile)."""
 
-    first_tile: int
-    tiles: int
+    first_crossbar: int
+    crossbars: int
     replicas: int
 
     def __post_init__(self) -> None:
-        _in_range("first_tile", self.first_tile, 0)
-        _in_range("tiles", self.tiles, 1)
+        _in_range("first_crossbar", self.first_crossbar, 0)
+        _in_range("crossbars", self.crossbars, 1)
         _in_range("replicas", self.replicas, 1)
+
+    @property
+    def end(self) -> int:
+        """Return the first crossbar slot after the layer's copies."""
+        return self.first_crossbar + self.crossbars * self.replicas
 
 
 @structured_attribute("activation_stats")
@@ -402,9 +410,9 @@ def _placement(placement: Placement, attrs: Mapping[str, Any], shape: LayerShape
     tiling = attrs.get("tiling")
     _require(isinstance(tiling, Tiling), "a placement needs the layer's tiling")
     _require(
-        placement.tiles <= tiling.crossbars,
-        f"tiles = {placement.tiles} must not exceed the layer's {tiling.crossbars} "
-        "crossbars: each tile holds at least one",
+        placement.crossbars == tiling.crossbars,
+        f"crossbars = {placement.crossbars} must be the layer's {tiling.crossbars} crossbars "
+        "(its tiling): a copy holds them all",
     )
     streaming = attrs.get("input")
     slices = len(streaming.slices) if isinstance(streaming, InputStreaming) else MAX_INPUT_BITS
@@ -464,21 +472,22 @@ def check_input_codes(streaming: InputStreaming, bits: int, signed: bool, source
 
 
 def check_placements(placed: Sequence[tuple[str, Placement]]) -> None:
-    """Raise MappingRuleError unless the placed layers (result name, placement) tile the chip
-    from tile 0 without gaps or overlaps, as `place` lays them out: each copy owns its tiles,
-    and the area model builds every tile up to the last one used."""
+    """Raise MappingRuleError unless the placed layers (result name, placement) fill the
+    chip's crossbar slots from slot 0 without gaps or overlaps, as `place` lays them out: each
+    copy owns its crossbars, and the area model builds every tile up to the last one used."""
     end = 0
-    for value, placement in sorted(placed, key=lambda item: item[1].first_tile):
-        if placement.first_tile != end:
+    for value, placement in sorted(placed, key=lambda item: item[1].first_crossbar):
+        first = placement.first_crossbar
+        if first != end:
             problem = (
-                "overlaps the tiles of another layer"
-                if placement.first_tile < end
-                else f"leaves tiles {end}..{placement.first_tile - 1} unused"
+                "overlaps the crossbars of another layer"
+                if first < end
+                else f"leaves crossbars {end}..{first - 1} unused"
             )
             raise MappingRuleError(
-                f"attribute 'placement': first_tile = {placement.first_tile} {problem}: the "
-                f"layers' placements must follow each other from tile 0 (this one should "
-                f"start at tile {end})",
+                f"attribute 'placement': first_crossbar = {first} {problem}: the layers' "
+                f"placements must follow each other from crossbar 0 (this one should start "
+                f"at crossbar {end})",
                 value,
             )
-        end += placement.tiles * placement.replicas
+        end = placement.end

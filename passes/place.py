@@ -1,4 +1,5 @@
-"""The `place` pass: assign crossbar layers to tiles and replicate layers into spare tiles."""
+"""The `place` pass: assign crossbar layers to crossbars of the chip's tiles and replicate layers
+into spare ones."""
 
 from __future__ import annotations
 
@@ -25,12 +26,14 @@ from imcc.passes.layers import (
 class Place(Pass):
     """Place every crossbar layer on whole tiles of the chip and replicate the slowest layers.
 
-    Each copy of a layer takes `ceil(crossbars / crossbars_per_tile)` tiles; layers are laid out
-    in graph order from tile 0 (tiles are not shared between layers). By default the chip is
+    Each copy of a layer takes the layer's crossbars; layers and their copies are laid out in
+    graph order in consecutive crossbar slots from slot 0, filling the tiles in order, so small
+    layers share a tile (slot s is on tile s // crossbars_per_tile). By default the chip is
     sized to the network: one copy per layer, and the cost model prices the tiles used. A
     layer's time is its array cycles (output positions x input slices) divided over its copies,
-    so copies balance a pipeline: with `replicate=true` the spare tiles of a budget take extra
-    copies of the layer with the most cycles per copy, one copy at a time while one fits. The
+    so copies balance a pipeline: with `replicate=true` the spare crossbars of a tile budget
+    take extra copies of the layer with the most cycles per copy, one copy at a time while one
+    fits. The
     budget is `tiles` when given, else the target's fixed chip (`tiles_per_chip`; a mapping
     that needs more tiles than a chip has takes as many chips as its weights need, all weights
     on chip as in ISAAC's multi-chip nodes, and their spare tiles). A target that sizes its
@@ -50,7 +53,7 @@ class Place(Pass):
 
     ```
     // after: place{replicate=true speedup=0}
-    %y.acc = conv(...) {..., placement = #placement<first_tile = 0, tiles = 1,
+    %y.acc = conv(...) {..., placement = #placement<first_crossbar = 0, crossbars = 3,
              replicas = 4>} : i32[1,16,8,8]
     ```
     """
@@ -75,7 +78,7 @@ class Place(Pass):
         target = require_target(ctx, self.name)
         per_tile = target.hierarchy.crossbars_per_tile
         layers = crossbar_layers(graph)
-        tiles, cycles, positions = [], [], []
+        sizes, cycles, positions = [], [], []
         for index, node in enumerate(layers):
             tiling, streaming = node.attributes.get("tiling"), node.attributes.get("input")
             if not isinstance(tiling, Tiling) or not isinstance(streaming, InputStreaming):
@@ -83,13 +86,14 @@ class Place(Pass):
                     f"{layer_label(node, index)} has no tiling or input slicing",
                     hint="run assign-input-precision and tile-crossbar first",
                 )
-            tiles.append(math.ceil(tiling.crossbars / per_tile))
+            sizes.append(tiling.crossbars)
             positions.append(matrix_shape(node, graph).positions)
             cycles.append(positions[-1] * len(streaming.slices))
         speedup = self.speedup or target.hierarchy.pipeline_speedup
         replicas = pipeline_copies(positions, speedup)
         chip = target.hierarchy.tiles_per_chip
-        used = sum(t * r for t, r in zip(tiles, replicas, strict=True))
+        slots = sum(c * r for c, r in zip(sizes, replicas, strict=True))
+        used = -(-slots // per_tile)  # tiles
         chips = -(-used // chip) if chip else 1
         if chips > 1:
             ctx.logger.info("place: the model needs %d tiles, %d chips of %d", used, chips, chip)
@@ -107,26 +111,32 @@ class Place(Pass):
                 hint=f"give at least tiles={used}",
             )
         if self.replicate:
-            spare = budget - used
+            spare = budget * per_tile - slots  # crossbar slots
             queue = [(-c / replicas[i], i) for i, c in enumerate(cycles)]
             heapq.heapify(queue)
             while queue:
                 _, i = heapq.heappop(queue)
-                if tiles[i] > spare or replicas[i] >= cycles[i]:
+                if sizes[i] > spare or replicas[i] >= cycles[i]:
                     continue  # this layer no longer fits; a smaller one still may
-                spare -= tiles[i]
+                spare -= sizes[i]
                 replicas[i] += 1
                 heapq.heappush(queue, (-cycles[i] / replicas[i], i))
         changed, first = {}, 0
-        for index, (node, count, copies) in enumerate(zip(layers, tiles, replicas, strict=True)):
+        for index, (node, size, copies) in enumerate(zip(layers, sizes, replicas, strict=True)):
             changed[node.outputs[0]] = with_attributes(
-                node, placement=Placement(first, count, copies)
+                node, placement=Placement(first, size, copies)
             )
             ctx.decisions.record(
-                self.name, layer_label(node, index), first_tile=first, tiles=count, replicas=copies
+                self.name,
+                layer_label(node, index),
+                first_crossbar=first,
+                crossbars=size,
+                replicas=copies,
             )
-            first += count * copies
-        ctx.logger.debug("place: %d of %s tiles", first, chip or "unbounded")
+            first += size * copies
+        ctx.logger.debug(
+            "place: %d crossbars, %d of %s tiles", first, -(-first // per_tile), chip or "unbounded"
+        )
         return replace_nodes(graph, changed)
 
     def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:

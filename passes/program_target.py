@@ -17,14 +17,11 @@ would have chosen on that target, layer by layer:
 - converter (select-adc): one the target offers, of its kind, at a legal precision and sample
   count; column_share (share-columns): a factor offered with that converter;
 - ps_scale / ps_offset (calibrate-mtj): one entry per physical column of the datapath;
-- placement (place): enough tiles for the layer's crossbars.
 
 A violation is a MappingError naming the layer and the rule, with a hint to compile again.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -33,7 +30,6 @@ from imcc.ir.graph import Graph, Node
 from imcc.ir.mapping import (
     ConverterChoice,
     InputStreaming,
-    Placement,
     Tiling,
     WeightMapping,
 )
@@ -98,17 +94,6 @@ def _check_layer(node: Node, graph: Graph, target: Target, where: str) -> None:
                 f"ps_scale and ps_offset have {len(scale)} entries, but on "
                 f"target {target.name} the layer has {columns} physical columns "
                 f"({plan.weight_slices} slices x {plan.devices} x {filters} filters)",
-            )
-    placement = a.get("placement")
-    if isinstance(placement, Placement) and isinstance(tiling, Tiling):
-        per_tile = target.hierarchy.crossbars_per_tile
-        needed = math.ceil(tiling.crossbars / per_tile)
-        if placement.tiles < needed:
-            raise _refuse(
-                where,
-                f"placement tiles = {placement.tiles} cannot hold its "
-                f"{tiling.crossbars} crossbars: target {target.name} has "
-                f"{per_tile} crossbars per tile, so it needs {needed} tiles",
             )
 
 

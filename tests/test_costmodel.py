@@ -411,7 +411,7 @@ def test_sar_is_slower_than_flash_by_the_conversion_steps():
 
 def test_breakdowns_sum_to_totals_and_json_has_design_keys():
     target = isaac()
-    report = estimate(mapped_linear(target, k=300, n=200, placement=Placement(0, 2, 2)), target)
+    report = estimate(mapped_linear(target, k=300, n=200, placement=Placement(0, 21, 2)), target)
     assert sum(report.energy_breakdown_j.values()) == pytest.approx(report.energy_j, rel=1e-12)
     assert sum(report.area_breakdown_mm2.values()) == pytest.approx(report.area_mm2, rel=1e-12)
     assert sum(r.energy_j for r in report.layers) == pytest.approx(report.energy_j, rel=1e-12)
@@ -439,8 +439,8 @@ def test_breakdowns_sum_to_totals_and_json_has_design_keys():
 
 def test_replicas_divide_latency():
     target = isaac()
-    one = estimate(mapped_linear(target, k=256, n=64, placement=Placement(0, 1, 1)), target)
-    two = estimate(mapped_linear(target, k=256, n=64, placement=Placement(0, 1, 2)), target)
+    one = estimate(mapped_linear(target, k=256, n=64, placement=Placement(0, 4, 1)), target)
+    two = estimate(mapped_linear(target, k=256, n=64, placement=Placement(0, 4, 2)), target)
     assert layer(two).latency_s == pytest.approx(layer(one).latency_s / 2)
     assert two.area_mm2 > one.area_mm2
 
@@ -613,7 +613,7 @@ def isaac_chip_graph(target: Target, positions: int = 16):
             "input": InputStreaming(8, (1,) * 8, False, False),
             "column_share": 128,
             "converter": ConverterChoice("adc8", "sar", 8, 1),
-            "placement": Placement(i, 1, 1),
+            "placement": Placement(i * 96, 96, 1),
         }
         (y,) = b.add_node("linear", [q, w], attrs, name=f"fc{i}")
         outs.append(y)
@@ -655,7 +655,7 @@ def test_isaac_chip_at_full_utilization_matches_the_paper():
 
 def test_a_fixed_chip_reports_its_area_and_utilization():
     target = load_target("isaac")
-    mapped = mapped_linear(target, k=256, n=64, placement=Placement(0, 1, 1))
+    mapped = mapped_linear(target, k=256, n=64, placement=Placement(0, 4, 1))
     report = estimate(mapped, target)
     assert report.tiles == 1 and report.utilization == pytest.approx(1 / 168)
     assert report.chip_area_mm2 > 100 * report.area_mm2

@@ -48,8 +48,8 @@ def test_stats_and_report_decisions_match_the_program(tmp_path, capsys):
         assert node.attr("weights").encoding == row["scheme"] == "center-offset"
     for node, row in zip(layers, decisions["place"], strict=True):
         placement = node.attr("placement")
-        assert (placement.first_tile, placement.tiles, placement.replicas) == (
-            row["first_tile"],
-            row["tiles"],
+        assert (placement.first_crossbar, placement.crossbars, placement.replicas) == (
+            row["first_crossbar"],
+            row["crossbars"],
             row["replicas"],
         )

@@ -83,9 +83,9 @@ def test_mapping_attributes_follow_the_target(digits):
     assert all(n.attr("column_share") == 8 for n in layers)
     assert layers[2].attr("converter") == ConverterChoice("sar", "sar", 8, 1)
     assert [n.attr("placement") for n in layers] == [
-        Placement(0, 1, 1),
+        Placement(0, 1, 1),  # tiles of 2 crossbars: the convs share tile 0
         Placement(1, 1, 1),
-        Placement(2, 1, 1),
+        Placement(2, 2, 1),
     ]
 
 
@@ -112,11 +112,11 @@ def test_place_replicates_the_slowest_layers_into_spare_tiles(digits):
     pipeline = MAPPING.replace("place", "place{replicate=true}")
     layers = crossbar_layers(compile_digits(pipeline, small_target(tiles_per_chip=8), digits))
     placements = [n.attr("placement") for n in layers]
-    # 64 positions x 8 slices per conv, 1 x 8 for the linear layer: the five spare tiles go to
-    # the convs in turn (ties to the earlier layer)
-    assert [p.replicas for p in placements] == [4, 3, 1]
-    assert sum(p.tiles * p.replicas for p in placements) == 8
-    assert [p.first_tile for p in placements] == [0, 4, 7]
+    # 8 tiles of 2 crossbars; the network takes 1 + 1 + 2: the 12 spare crossbars go to the
+    # convs (64 positions x 8 slices each, against 1 x 8 for the linear layer) in turn
+    assert [p.replicas for p in placements] == [7, 7, 1]
+    assert placements[-1].end == 16
+    assert [p.first_crossbar for p in placements] == [0, 7, 14]
 
 
 @pytest.mark.parametrize(
@@ -152,25 +152,27 @@ def test_illegal_mappings_are_rejected_with_a_reason(pipeline, target, message, 
 
 def test_place_spills_onto_more_chips_and_fills_their_spare_tiles(digits):
     pipeline = MAPPING.replace("place", "place{replicate=true}")
-    layers = crossbar_layers(compile_digits(pipeline, small_target(tiles_per_chip=2), digits))
-    # 3 tiles need 2 chips of 2 tiles: the one spare tile takes a copy of the first conv
-    assert [n.attr("placement").replicas for n in layers] == [2, 1, 1]
+    target = small_target(hierarchy=Hierarchy(crossbars_per_tile=3, tiles_per_chip=1))
+    layers = crossbar_layers(compile_digits(pipeline, target, digits))
+    # 4 crossbars need 2 chips of one 3-crossbar tile: the 2 spare crossbars take a copy of
+    # each conv
+    assert [n.attr("placement").replicas for n in layers] == [2, 2, 1]
 
 
 def test_place_sizes_the_chip_to_the_network_by_default(digits):
     layers = crossbar_layers(compile_digits(MAPPING, small_target(tiles_per_chip=8), digits))
     assert [n.attr("placement").replicas for n in layers] == [1, 1, 1]
-    # a tile budget on a chip sized to the network: the 5 spare tiles as on the fixed chip
+    # a tile budget on a chip sized to the network: the spare crossbars as on the fixed chip
     pipeline = MAPPING.replace("place", "place{replicate=true tiles=8}")
     layers = crossbar_layers(compile_digits(pipeline, small_target(), digits))
-    assert [n.attr("placement").replicas for n in layers] == [4, 3, 1]
+    assert [n.attr("placement").replicas for n in layers] == [7, 7, 1]
 
 
 @pytest.mark.parametrize(
     ("option", "message"),
     [
         ("replicate=true", "sizes its chip to the network, so there are no spare tiles to fill"),
-        ("replicate=true tiles=2", "the network needs 3 tiles"),
+        ("replicate=true tiles=1", "the network needs 2 tiles"),
     ],
 )
 def test_place_refuses_a_budget_it_cannot_fill(option, message, digits):

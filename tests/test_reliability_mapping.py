@@ -27,7 +27,6 @@ from hypothesis import strategies as st
 from imcc import cli
 from imcc.errors import MappingError
 from imcc.ir.io import load_program
-from imcc.target import Target
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 LOCATION = re.compile(r"^(?P<file>.+):(?P<line>\d+):(?P<col>\d+): error: ")
@@ -220,28 +219,28 @@ VERIFIER_CASES = [
         "attribute 'placement': replicas = 8300 must not exceed the layer's 512 array cycles",
     ),
     (
-        "placement-tiles",
-        r"first_tile = 0, tiles = 1",
-        "first_tile = 0, tiles = 5",
-        "attribute 'placement': tiles = 5 must not exceed the layer's 1 crossbars",
+        "placement-crossbars",
+        r"first_crossbar = 0, crossbars = 1,",
+        "first_crossbar = 0, crossbars = 5,",
+        "attribute 'placement': crossbars = 5 must be the layer's 1 crossbars (its tiling)",
     ),
     (
-        "placement-first-tile-negative",
-        r"first_tile = 0,",
-        "first_tile = -1,",
-        "bad #placement: first_tile = -1 must be >= 0",
+        "placement-first-crossbar-negative",
+        r"first_crossbar = 0,",
+        "first_crossbar = -1,",
+        "bad #placement: first_crossbar = -1 must be >= 0",
     ),
     (
         "placement-gap",
-        r"first_tile = 1,",
-        "first_tile = 2,",
-        "attribute 'placement': first_tile = 2 leaves tiles 1..1 unused",
+        r"first_crossbar = 1,",
+        "first_crossbar = 2,",
+        "attribute 'placement': first_crossbar = 2 leaves crossbars 1..1 unused",
     ),
     (
         "placement-overlap",
-        r"first_tile = 1,",
-        "first_tile = 0,",
-        "attribute 'placement': first_tile = 0 overlaps the tiles of another layer",
+        r"first_crossbar = 1,",
+        "first_crossbar = 0,",
+        "attribute 'placement': first_crossbar = 0 overlaps the crossbars of another layer",
     ),
     (
         "stats-zero-fraction",
@@ -420,24 +419,6 @@ def test_programs_fit_their_own_target_only(isaac):
     with pytest.raises(MappingError, match=r"target xpert has no converter 'adc8'") as info:
         check_program_target(graph, cli.resolve_target("xpert"))
     assert "--target xpert" in (info.value.hint or "")
-
-
-def test_placement_needs_the_tiles_of_the_targets_crossbars(isaac):
-    import dataclasses
-
-    from imcc.passes.program_target import check_program_target
-
-    target: Target = cli.resolve_target("isaac")
-    small = dataclasses.replace(
-        target, hierarchy=dataclasses.replace(target.hierarchy, crossbars_per_tile=1)
-    )
-    # the linear layer takes 2 crossbars (row tiles), placed on one tile
-    with pytest.raises(
-        MappingError,
-        match=r"layer 2 \(/classifier/Gemm\): placement tiles = 1 "
-        r"cannot hold its 2 crossbars",
-    ):
-        check_program_target(load_program(isaac), small)
 
 
 # --- the property: random edits of mapping numbers ------------------------------------------
