@@ -194,6 +194,14 @@ class Hierarchy:
     # default of `place{speedup=0}`; 0 or 1: each layer once (see passes/place.py)
     pipeline_speedup: int = 0
 
+    def tiles_for(self, crossbars: int) -> int:
+        """Return the tiles that hold `crossbars` consecutive crossbar slots from slot 0."""
+        return -(-crossbars // self.crossbars_per_tile)
+
+    def chips_for(self, tiles: int) -> int:
+        """Return the fixed chips that hold `tiles` tiles (1 when the chip is sized to them)."""
+        return -(-tiles // self.tiles_per_chip) if self.tiles_per_chip else 1
+
 
 @dataclass(frozen=True, slots=True)
 class ColumnMux:

@@ -170,14 +170,14 @@ def run(model: Model, target_name: str, mapping: str, calib: int, limit: int) ->
     )
 
 
-def at_area(program, target_name: str, area_mm2: float | None):
-    """Return the cost report of a mapped program re-placed to fill an area: its target's
-    fixed chip when `area_mm2` is None, else as many of its tiles as fit in `area_mm2` (the
-    budget shrinks until the chip with its copies fits), with copies of the slowest layers."""
-    target = load_target(target_name)
+def at_area(out: Outcome, target_name: str, area_mm2: float | None):
+    """Return the cost report of a mapped program (`out.program`, priced as `out.report`)
+    re-placed to fill an area: its target's fixed chip when `area_mm2` is None, else as many of
+    its tiles as fit in `area_mm2` (the budget shrinks until the chip with its copies fits),
+    with copies of the slowest layers."""
+    target, program, own = load_target(target_name), out.program, out.report
     if area_mm2 is None:
         return estimate(driver.compile(program, target, passes="place{replicate=true}"), target)
-    own = estimate(program, target)
     tiles = int(area_mm2 // (own.area_mm2 / own.tiles))
     while tiles > own.tiles:
         option = f"place{{replicate=true tiles={tiles}}}"
@@ -217,7 +217,7 @@ def raella(chosen: list[Model], calib: int, limit: int) -> None:
         base = None
         for step, (target, mapping) in RAELLA_STEPS.items():
             out = run(model, target, mapping, calib, limit)
-            r = at_area(out.program, target, None if base is None else base.area_mm2)
+            r = at_area(out, target, None if base is None else base.area_mm2)
             base = base or r
             total, adc = per_mac(r), per_mac(r, "converters")
             cells, dac = per_mac(r, "array"), per_mac(r, "input_drivers")

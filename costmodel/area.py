@@ -54,7 +54,7 @@ COMPONENTS = (
 )
 
 
-def _slots(target: Target, needs: Sequence[CrossbarArea]) -> list[tuple[CrossbarArea, int, int]]:
+def _slots(needs: Sequence[CrossbarArea]) -> list[tuple[CrossbarArea, int, int]]:
     """Return each need's crossbar slots [first, end) on the chip: its placement's, or, for a
     layer without one, packed after the others (one copy)."""
     placed, free = [], 0
@@ -70,8 +70,8 @@ def _slots(target: Target, needs: Sequence[CrossbarArea]) -> list[tuple[Crossbar
 
 def tiles_used(target: Target, needs: Sequence[CrossbarArea]) -> int:
     """Return the tiles the crossbar layers occupy (copies included)."""
-    end = max((last for _, _, last in _slots(target, needs)), default=0)
-    return -(-end // target.hierarchy.crossbars_per_tile)
+    end = max((last for _, _, last in _slots(needs)), default=0)
+    return target.hierarchy.tiles_for(end)
 
 
 def chip_area(
@@ -84,17 +84,17 @@ def chip_area(
     counter_need: dict[int, float] = {}
     mux_need: dict[int, float] = {}
     next_free = 0
-    for need, first, end in _slots(target, needs):
+    for need, first, end in _slots(needs):
         next_free = max(next_free, end)
         counter_area = need.converter.counter_area_m2
         unit = need.converter.area_m2 - counter_area
-        for tile in range(first // per_tile, -(-end // per_tile)):
+        for tile in range(first // per_tile, target.hierarchy.tiles_for(end)):
             on_tile = min(end, (tile + 1) * per_tile) - max(first, tile * per_tile)
             converters = on_tile * need.converters_per_crossbar
             converter_need[tile] = converter_need.get(tile, 0.0) + converters * unit
             counter_need[tile] = counter_need.get(tile, 0.0) + converters * counter_area
             mux_need[tile] = mux_need.get(tile, 0.0) + on_tile * need.mux_area_m2
-    used = -(-next_free // per_tile)
+    used = target.hierarchy.tiles_for(next_free)
     tiles = used if chip_tiles is None else max(chip_tiles, used)
     idle = max(tiles - len(converter_need), 0)
     crossbars = tiles * per_tile

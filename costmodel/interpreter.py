@@ -39,10 +39,10 @@ KEEPS_CODES = DATA_MOVEMENT | {"max_pool", "global_max_pool", "relu"}
 """Ops whose integer result holds the same codes as their first operand (stats pass through)."""
 
 
-def _tiles_used(graph: Graph, per_tile: int) -> int:
+def _tiles_used(graph: Graph, target: Target) -> int:
     """Return the tiles the placed crossbar layers of a graph occupy (0 when unplaced)."""
     ends = [p.end for n in graph.nodes if isinstance(p := n.attributes.get("placement"), Placement)]
-    return -(-max(ends, default=0) // per_tile)
+    return target.hierarchy.tiles_for(max(ends, default=0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +74,7 @@ class CostInterpreter(Interpreter[Carried]):
         if unit.level == "chip":
             self.digital_units = unit.count
         else:  # per tile / crossbar of the tiles the mapping uses (the provisioned chip)
-            tiles = max(_tiles_used(graph, target.hierarchy.crossbars_per_tile), 1)
+            tiles = max(_tiles_used(graph, target), 1)
             per_tile = target.hierarchy.crossbars_per_tile if unit.level == "crossbar" else 1
             self.digital_units = unit.count * tiles * per_tile
 

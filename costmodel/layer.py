@@ -336,7 +336,7 @@ def crossbar_layer(
     )
     replicas = a["placement"].replicas if "placement" in a else 1
     # every tile the layer's copies occupy moves its share through its own buffers and router
-    tiles = -(-tiling.crossbars * max(replicas, 1) // target.hierarchy.crossbars_per_tile)
+    tiles = target.hierarchy.tiles_for(tiling.crossbars * max(replicas, 1))
     moving = [
         traffic[b.role] / (b.bandwidth_bytes_per_s * (tiles if b.level == "tile" else 1))
         for b in target.buffers

@@ -137,7 +137,7 @@ class CostReport:
                     "macs": layer.macs,
                     "energy_j": layer.energy_j,
                     "latency_s": layer.latency_s,
-                    "bound": layer.timing.bound_at(self.clock_s if layer.timing.cycles else None),
+                    "bound": layer.timing.bound_at(self.clock_s),
                     "cycle_s": layer.timing.cycle_s or None,
                     "crossbars": layer.crossbars,
                     "conversions": layer.conversions,
@@ -180,9 +180,9 @@ def estimate(graph: Graph, target: Target) -> CostReport:
     chip_mm2 = utilization = None
     fixed = target.hierarchy.tiles_per_chip
     if fixed and walk.areas:
-        chips = -(-used // fixed)
-        chip_mm2 = sum(chip_area(target, walk.areas, chips * fixed).values()) * 1e6
-        utilization = used / (chips * fixed)
+        tiles = target.hierarchy.chips_for(used) * fixed
+        chip_mm2 = sum(chip_area(target, walk.areas, tiles).values()) * 1e6
+        utilization = used / tiles
     timing = chip_timing(target.timing, [layer.timing for layer in walk.layers])
     layers = tuple(
         dataclasses.replace(layer, latency_s=time)

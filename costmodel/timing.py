@@ -1,7 +1,7 @@
 """Timing: a crossbar layer's array cycle from its stages, and the chip's latency and throughput.
 
 Array cycle of a crossbar layer (one input slice through every crossbar of the layer, per row
-phase; `cycle_stages`): the stages are
+phase; `Stages`): the stages are
 
 - `array`: the analog read, `crossbar.read_latency` (rows driven, column currents settled);
 - `converters`: the converter bank, m columns per converter (column sharing) converted in turn,

@@ -93,8 +93,8 @@ class Place(Pass):
         replicas = pipeline_copies(positions, speedup)
         chip = target.hierarchy.tiles_per_chip
         slots = sum(c * r for c, r in zip(sizes, replicas, strict=True))
-        used = -(-slots // per_tile)  # tiles
-        chips = -(-used // chip) if chip else 1
+        used = target.hierarchy.tiles_for(slots)
+        chips = target.hierarchy.chips_for(used)
         if chips > 1:
             ctx.logger.info("place: the model needs %d tiles, %d chips of %d", used, chips, chip)
         budget = self.tiles or chips * chip
@@ -135,7 +135,10 @@ class Place(Pass):
             )
             first += size * copies
         ctx.logger.debug(
-            "place: %d crossbars, %d of %s tiles", first, -(-first // per_tile), chip or "unbounded"
+            "place: %d crossbars, %d of %s tiles",
+            first,
+            target.hierarchy.tiles_for(first),
+            chip or "unbounded",
         )
         return replace_nodes(graph, changed)
 
