@@ -162,3 +162,24 @@ def float_reference(model: str | Path | Graph, seed: int = 0) -> Graph:
     """Return the source model imported and cleaned up by DEFAULT_PIPELINE: the float graph
     `imcc simulate` compares a mapped program with."""
     return compile(model, None, passes=DEFAULT_PIPELINE, seed=seed)
+
+
+def fill_area(program: Graph, target: Target, area_mm2: float | None = None):
+    """Return the cost report (costmodel.estimate) of a mapped program placed again to fill an
+    area with copies of its slowest layers (`place{replicate=true tiles=N}`): the target's
+    fixed chip when `area_mm2` is None, else as many tiles as fit in `area_mm2`, the budget
+    shrinking until the chip with its copies fits (designs are compared at equal provisioned
+    area this way). A network that alone needs more than `area_mm2` keeps one copy a layer."""
+    from imcc.costmodel import estimate
+
+    own = estimate(program, target)
+    if area_mm2 is None:
+        return estimate(compile(program, target, passes="place{replicate=true}"), target)
+    tiles = int(area_mm2 // (own.area_mm2 / own.tiles))
+    while tiles > own.tiles:
+        option = f"place{{replicate=true tiles={tiles}}}"
+        report = estimate(compile(program, target, passes=option), target)
+        if report.area_mm2 <= area_mm2:
+            return report
+        tiles = min(tiles - 1, int(tiles * area_mm2 / report.area_mm2))
+    return own

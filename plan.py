@@ -275,6 +275,11 @@ class LayerPlan:
     converter: Converter
     centers: tuple[int, ...] | None = None  # per filter, all groups (center-offset)
     positions: int = 0  # output positions per inference, batch included (0: unknown)
+    # layout of one group's columns (timing, not values): the tiling's column tiles, the
+    # columns one crossbar tile has, and the columns each converter serves (column sharing)
+    column_tiles: int = 1
+    tile_columns: int = 0  # 0: unknown (no tiling)
+    share: int = 1
 
     def __post_init__(self) -> None:
         low, high = self.sum_range
@@ -362,6 +367,24 @@ class LayerPlan:
     def columns(self) -> int:
         """Return the converted columns of one group's product: I x D x N."""
         return self.weight_slices * self.devices * self.filters
+
+    @property
+    def columns_per_crossbar(self) -> int:
+        """Return the converted columns of the fullest crossbar of a group: the group's
+        `columns` spread evenly over its column tiles."""
+        return math.ceil(self.columns / self.column_tiles)
+
+    @property
+    def converter_turns(self) -> int:
+        """Return the conversions the busiest converter of a crossbar makes per array read,
+        when only the columns that hold weights are converted: the fullest crossbar's converted
+        columns spread over its `tile_columns / share` converters, at most `share` (the columns
+        one converter serves). A converter's columns are fixed by the hardware, which of them a
+        layer's weights occupy is the mapping's choice, so the columns are spread evenly."""
+        if not self.tile_columns:
+            return self.share
+        converters = max(1, self.tile_columns // max(self.share, 1))
+        return min(self.share, math.ceil(self.columns_per_crossbar / converters))
 
     @property
     def stored_capacity(self) -> int:
@@ -521,6 +544,9 @@ def plan_layer(
         converter,
         None if centers is None else tuple(int(c) for c in centers),
         shape.positions,
+        tiling.column_tiles,
+        tiling.columns,
+        int(a.get("column_share", 1)),
     )
 
 

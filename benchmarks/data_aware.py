@@ -3,7 +3,9 @@ inhomogeneous MTJ sampling, on the pretrained CIFAR-10 ResNet-20 / ResNet-56 wit
 CIFAR-10 images, and a CIFAR-shaped VGG-16 for cost (seeded weights: no accuracy).
 
 RAELLA chain (ISCA 2023, shared/references.md §3), each step one pipeline string:
-  1. isaac      ISAAC-like baseline (isaac.hw: 128x128, 2-bit cells, 1-bit inputs, 8-bit ADC)
+  1. isaac      ISAAC-like baseline (isaac.hw: 128x128, 2-bit cells, 1-bit inputs, 8-bit ADC,
+                priced by the ADC survey model that prices RAELLA's ADCs: `adc8_survey`, as
+                RAELLA's evaluation prices both)
   2. c+o        raella.hw: 512x512 2T2R, center+offset weights, fixed 2-bit weight slices,
                 1-bit input slices
   3. +adaptive  per-layer adaptive weight slicing (error budget 0.09, last layer 1-bit slices)
@@ -13,7 +15,7 @@ Per step: converts/MAC, energy per MAC by component, the area and TOPS of the ch
 efficiency and throughput relative to step 1, and accuracy (lossless-quantized and mapped) on
 the test images. Throughput is compared at equal provisioned area: the isaac step fills
 ISAAC's 168-tile chip with copies of its slowest layers (`place{replicate=true}`), every other
-step as many of its own tiles as fit in that chip's area.
+step as many of its own tiles as fit in that chip's area (`driver.fill_area`).
 
 StoX-Net (shared/references.md §2) on sotmtj.hw (128-row arrays): the 8-bit SAR ADC design,
 MTJ converters with uniform samples, and with `allocate-samples` at the same total samples;
@@ -49,7 +51,8 @@ from tests.onnx_models import CIFAR10_IMAGES, cifar_resnet, models_dir  # noqa: 
 RAELLA_STEPS = {
     "isaac": (
         "isaac",
-        "assign-input-precision,quantize,tile-crossbar,select-adc,share-columns,place",
+        "assign-input-precision,quantize,tile-crossbar,select-adc{converter=adc8_survey},"
+        "share-columns,place",
     ),
     "c+o": (
         "raella",
@@ -170,24 +173,6 @@ def run(model: Model, target_name: str, mapping: str, calib: int, limit: int) ->
     )
 
 
-def at_area(out: Outcome, target_name: str, area_mm2: float | None):
-    """Return the cost report of a mapped program (`out.program`, priced as `out.report`)
-    re-placed to fill an area: its target's fixed chip when `area_mm2` is None, else as many of
-    its tiles as fit in `area_mm2` (the budget shrinks until the chip with its copies fits),
-    with copies of the slowest layers."""
-    target, program, own = load_target(target_name), out.program, out.report
-    if area_mm2 is None:
-        return estimate(driver.compile(program, target, passes="place{replicate=true}"), target)
-    tiles = int(area_mm2 // (own.area_mm2 / own.tiles))
-    while tiles > own.tiles:
-        option = f"place{{replicate=true tiles={tiles}}}"
-        report = estimate(driver.compile(program, target, passes=option), target)
-        if report.area_mm2 <= area_mm2:
-            return report
-        tiles = min(tiles - 1, int(tiles * area_mm2 / report.area_mm2))
-    return own  # the network alone needs the area: no copies
-
-
 def per_mac(report, *components: str) -> float:
     """Return the energy of some components per MAC in fJ (all components when none given)."""
     parts = components or tuple(report.energy_breakdown_j)
@@ -217,7 +202,9 @@ def raella(chosen: list[Model], calib: int, limit: int) -> None:
         base = None
         for step, (target, mapping) in RAELLA_STEPS.items():
             out = run(model, target, mapping, calib, limit)
-            r = at_area(out, target, None if base is None else base.area_mm2)
+            r = driver.fill_area(
+                out.program, load_target(target), None if base is None else base.area_mm2
+            )
             base = base or r
             total, adc = per_mac(r), per_mac(r, "converters")
             cells, dac = per_mac(r, "array"), per_mac(r, "input_drivers")

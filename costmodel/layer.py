@@ -94,12 +94,14 @@ from imcc.ir.mapping import (
 )
 from imcc.plan import (
     REQUIRED,
+    LayerPlan,
     MatrixShape,
     plan_layer,
     require_mapped,
     slice_shifts,
     target_converter,
 )
+from imcc.target import Converter as TargetConverter
 from imcc.target import ConverterKind, Target
 
 DEFAULT_ACTIVITY = 0.5
@@ -166,6 +168,32 @@ def mux_latency(target: Target, share: int) -> float:
     if mux is None or share <= 1:
         return 0.0
     return mux.latency_s + mux.load_latency_s * target.crossbar.columns / share
+
+
+def layer_stages(plan: LayerPlan, target: Target, cost: ConverterCost) -> Stages:
+    """Return the stage times of one array cycle of a planned layer (costmodel/timing.py):
+    the analog read (and the column mux's select path), one conversion (an MTJ: all its
+    samples) and one shift-and-add, with the column groups converted in turn: with
+    sample-and-hold only the held columns that hold weights, the busiest converter's
+    `plan.converter_turns` (the converter bank's controller skips empty columns; CiMLoop
+    counts an ADC's actions, and from them its time, by the columns the mapping uses); in
+    NeuroSim's reactivate mode every one of the m column groups (SubArray.cpp, CalculateLatency:
+    numColMuxed reads per input bit, whatever the layer occupies)."""
+    reactivate = target.column_share_mode == "reactivate"
+    return Stages(
+        array=target.crossbar.read_latency_s + mux_latency(target, plan.share),
+        conversion=cost.latency_s * plan.samples,
+        share=plan.share if reactivate else plan.converter_turns,
+        shift_add=target.shift_add.latency_s,
+        sample_hold=not reactivate,
+    )
+
+
+def array_cycle_s(plan: LayerPlan, target: Target, converter: TargetConverter) -> float:
+    """Return a planned layer's array cycle in seconds (its slowest stage; `layer_stages`)."""
+    return layer_stages(
+        plan, target, converter_cost(converter, plan.converter.bits, target.technology)
+    ).cycle
 
 
 @lru_cache(maxsize=4096)
@@ -327,13 +355,7 @@ def crossbar_layer(
         per_read = xbar.columns * mux.gate_energy_j + share * mux.decoder_energy_j
         energy["column_mux"] = positions * reads * tiling.crossbars * per_read
 
-    stages = Stages(
-        array=xbar.read_latency_s + mux_latency(target, share),
-        conversion=cost.latency_s * samples,
-        share=share,
-        shift_add=target.shift_add.latency_s,
-        sample_hold=not reactivate,
-    )
+    stages = layer_stages(plan, target, cost)
     replicas = a["placement"].replicas if "placement" in a else 1
     # every tile the layer's copies occupy moves its share through its own buffers and router
     tiles = target.hierarchy.tiles_for(tiling.crossbars * max(replicas, 1))

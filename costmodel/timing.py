@@ -4,9 +4,11 @@ Array cycle of a crossbar layer (one input slice through every crossbar of the l
 phase; `Stages`): the stages are
 
 - `array`: the analog read, `crossbar.read_latency` (rows driven, column currents settled);
-- `converters`: the converter bank, m columns per converter (column sharing) converted in turn,
-  each `conversion` long (an MTJ: samples x (switch + reset));
-- `shift_add`: one shift-and-add per conversion result, one lane per converter: m results.
+- `converters`: the converter bank, the columns of one converter converted in turn, each
+  `conversion` long (an MTJ: samples x (switch + reset)): with sample-and-hold the held columns
+  that hold weights, spread over the crossbar's converters (`plan.converter_turns`, at most m,
+  the columns one converter serves); in reactivate mode all m column groups;
+- `shift_add`: one shift-and-add per conversion result, one lane per converter.
 
 With `column_share_mode = sample-hold` (ISAAC, RAELLA) the read is held and the next slice's
 read overlaps the conversions, so the cycle is the slowest stage, max(array, converters,
@@ -50,7 +52,7 @@ class Stages:
 
     array: float
     conversion: float  # one conversion (an MTJ: all its samples)
-    share: int
+    share: int  # conversions one converter makes in turn per read (reactivate: the m groups)
     shift_add: float  # one shift-and-add
     sample_hold: bool
 

@@ -76,7 +76,8 @@ def describe_target(target: Target) -> str:
     cells = f"{crossbar.rows}x{crossbar.columns} {crossbar.cell} {crossbar.bits_per_cell}b/cell"
     if crossbar.devices_per_slice == 2:
         cells += " pair"
-    converters = ", ".join(_describe_converter(c) for c in target.converters)
+    # one entry per distinct converter (two prices of one 8-bit SAR read alike)
+    converters = ", ".join(dict.fromkeys(_describe_converter(c) for c in target.converters))
     return f"{target.name:<18} {cells:<26} {converters:<30} {target.description}"
 
 

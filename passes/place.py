@@ -7,6 +7,7 @@ import heapq
 import math
 from dataclasses import dataclass
 
+from imcc.costmodel.layer import array_cycle_s
 from imcc.errors import MappingError
 from imcc.ir.graph import Graph
 from imcc.ir.mapping import InputStreaming, Placement, Tiling
@@ -20,6 +21,7 @@ from imcc.passes.layers import (
     require_target,
     with_attributes,
 )
+from imcc.plan import graph_plan, target_converter
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +80,7 @@ class Place(Pass):
         target = require_target(ctx, self.name)
         per_tile = target.hierarchy.crossbars_per_tile
         layers = crossbar_layers(graph)
-        sizes, cycles, positions = [], [], []
+        sizes, cycles, positions, work = [], [], [], []
         for index, node in enumerate(layers):
             tiling, streaming = node.attributes.get("tiling"), node.attributes.get("input")
             if not isinstance(tiling, Tiling) or not isinstance(streaming, InputStreaming):
@@ -89,6 +91,7 @@ class Place(Pass):
             sizes.append(tiling.crossbars)
             positions.append(matrix_shape(node, graph).positions)
             cycles.append(positions[-1] * len(streaming.slices))
+            work.append(cycles[-1] * copy_cycle_s(node, graph, target))
         speedup = self.speedup or target.hierarchy.pipeline_speedup
         replicas = pipeline_copies(positions, speedup)
         chip = target.hierarchy.tiles_per_chip
@@ -112,7 +115,7 @@ class Place(Pass):
             )
         if self.replicate:
             spare = budget * per_tile - slots  # crossbar slots
-            queue = [(-c / replicas[i], i) for i, c in enumerate(cycles)]
+            queue = [(-w / replicas[i], i) for i, w in enumerate(work)]
             heapq.heapify(queue)
             while queue:
                 _, i = heapq.heappop(queue)
@@ -120,7 +123,7 @@ class Place(Pass):
                     continue  # this layer no longer fits; a smaller one still may
                 spare -= sizes[i]
                 replicas[i] += 1
-                heapq.heappush(queue, (-cycles[i] / replicas[i], i))
+                heapq.heappush(queue, (-work[i] / replicas[i], i))
         changed, first = {}, 0
         for index, (node, size, copies) in enumerate(zip(layers, sizes, replicas, strict=True)):
             changed[node.outputs[0]] = with_attributes(
@@ -146,6 +149,17 @@ class Place(Pass):
         if ctx.target is not None and ctx.target.hierarchy.tiles_per_chip:
             return {"replicate": [False, True]}
         return {}
+
+
+def copy_cycle_s(node, graph: Graph, target) -> float:
+    """Return the time one copy of a crossbar layer takes per input slice and output
+    position: its row phases at its array cycle (costmodel/layer.py, `array_cycle_s`), or 1
+    before a converter is chosen (then copies balance array cycles alone)."""
+    if "converter" not in node.attributes or "column_share" not in node.attributes:
+        return 1.0
+    plan = graph_plan(node, graph, target)
+    spec = target_converter(target, node.attributes["converter"].name)
+    return plan.chunks_per_tile * array_cycle_s(plan, target, spec)
 
 
 def pipeline_copies(positions: list[int], speedup: int) -> list[int]:

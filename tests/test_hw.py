@@ -85,7 +85,8 @@ def test_every_builtin_constant_cites_a_source(name: str) -> None:
 
 def test_isaac_numbers() -> None:
     isaac = load_target("isaac")
-    (adc,) = isaac.converters
+    adc, survey = isaac.converters  # ISAAC's own ADC, and as RAELLA's evaluation prices it
+    assert (survey.name, survey.bits, survey.sample_rate_hz) == ("adc8_survey", (8,), 1.28e9)
     assert adc.energy_j == pytest.approx(2e-3 / 1.28e9)  # ISAAC: 2 mW at 1.28 GS/s
     assert (adc.bits, adc.area_m2, adc.sample_rate_hz) == ((8,), 1200e-12, 1.28e9)
     assert (isaac.crossbar.rows, isaac.crossbar.columns, isaac.crossbar.bits_per_cell) == (

@@ -373,3 +373,41 @@ def test_mtj_draws_do_not_depend_on_the_batch(monkeypatch, block):
     np.testing.assert_array_equal(run(0, 3), every[:3])
     np.testing.assert_array_equal(run(3, 5), every[3:])
     assert not np.array_equal(run(0, samples, key=6), every)  # the draws do matter
+
+
+@pytest.mark.parametrize(
+    ("filters", "slices", "column_tiles", "tile_columns", "share", "turns"),
+    [
+        (16, (2, 2, 2, 2), 1, 512, 128, 16),  # RAELLA: 64 columns over 4 converters
+        (128, (2, 2, 2, 2), 1, 512, 128, 128),  # a full crossbar: every column of a converter
+        (16, (2, 2, 2, 2), 1, 128, 128, 64),  # ISAAC: one converter, half its columns used
+        (64, (2, 2, 2, 2), 2, 128, 128, 128),  # 256 columns over two crossbars: both full
+        (40, (2, 2, 2, 2), 2, 128, 8, 5),  # 80 columns a crossbar over 16 converters: 5 each
+        (30, (4, 4), 1, 128, 8, 4),  # 60 columns over 16 converters: 4 each
+        (16, (2, 2, 2, 2), 1, 0, 8, 8),  # no tiling known: every column of a converter
+        (200, (4, 4), 1, 512, 8, 7),  # 400 columns over 64 converters: 7 (of 8) each
+    ],
+)
+def test_converter_turns_count_the_columns_that_hold_weights(
+    filters, slices, column_tiles, tile_columns, share, turns
+):
+    """The busiest converter converts the crossbar's weight columns spread over its
+    converters (tile columns / share), never more than the share it serves."""
+    plan = LayerPlan(
+        "L",
+        InputStreaming(8, (1,) * 8, False, False),
+        WeightMapping("center-offset", slices, 2),
+        8,
+        True,
+        144,
+        filters,
+        1,
+        512,
+        512,
+        Converter(ConverterKind.SAR, 7),
+        column_tiles=column_tiles,
+        tile_columns=tile_columns,
+        share=share,
+    )
+    assert plan.columns == filters * len(slices)
+    assert plan.converter_turns == turns
