@@ -33,7 +33,9 @@ class SelectAdc(Pass):
     precision, `samples=0` its smallest legal sample count. Every
     choice must be one the target offers. Per-layer lists (one entry per crossbar layer)
     override the uniform values: `per_layer_converter=[flash,flash,sar]`, `per_layer_bits=[...]`,
-    `per_layer_samples=[16,4,4]`.
+    `per_layer_samples=[16,4,4]`. `first_samples` sets the first layer's samples alone
+    (StoX-Net's inhomogeneous preset, 16 in the first conv and 4 in the others:
+    `select-adc{type=mtj samples=4 first_samples=16}`, whatever the network's depth).
 
     ```
     // after: select-adc{converter=sar bits=8 ...}
@@ -58,6 +60,11 @@ class SelectAdc(Pass):
     samples: int = option(
         0, "samples per conversion of an MTJ converter (0: its fewest)", minimum=0
     )
+    first_samples: int = option(
+        0,
+        "samples of the first crossbar layer's MTJ (0: as `samples`; StoX-Net's preset: 16)",
+        minimum=0,
+    )
     per_layer_converter: tuple[str, ...] = option((), "converter name per crossbar layer")
     per_layer_bits: tuple[int, ...] = option(
         (), "converter precision per crossbar layer", minimum=0, maximum=32
@@ -74,6 +81,8 @@ class SelectAdc(Pass):
         )
         bits = per_layer(self.per_layer_bits, self.bits, count, "per_layer_bits")
         samples = per_layer(self.per_layer_samples, self.samples, count, "per_layer_samples")
+        if self.first_samples and samples:
+            samples = [self.first_samples, *samples[1:]]
         offered = [c.name for c in target.converters]
         changed = {}
         for index, node in enumerate(layers):

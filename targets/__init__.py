@@ -9,6 +9,7 @@ BUILTIN_TARGETS: tuple[str, ...] = (
     "xpert",
     "raella",
     "sotmtj",
+    "stox",
     "neurosim-rram22",
     "neurosim-rram22-32",
 )

@@ -114,3 +114,29 @@ def test_cli_compile_writes_the_report(name, path, target, tmp_path, capsys):
     assert main(["cost", str(tmp_path / "p.imcir"), "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["energy_j"] == record["energy_j"] and again["edap"] == record["edap"]
+
+
+def test_the_stox_target_compiles_stox_nets_design_point_with_no_flag():
+    """`imcc compile MODEL --target stox` maps StoX-Net's design point (ICRC 2024 and its public
+    release): 4-bit weights in one slice, 4-bit inputs in one stream, one MTJ per column with
+    16 samples in the first layer and 4 in the others, the normalisation calibrated."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from imcc import driver
+    from imcc.frontend.hw import load_target
+    from imcc.passes.layers import crossbar_layers
+
+    model = Path(__file__).resolve().parents[1] / "models" / "resnet20_cifar10.onnx"
+    target = load_target("stox")
+    images = np.random.default_rng(0).random((8, 3, 32, 32), dtype=np.float32)
+    layers = crossbar_layers(driver.compile(model, target, calibration=images))
+    assert len(layers) == 20
+    for index, node in enumerate(layers):
+        a = node.attributes
+        assert a["weights"].slices == (3,)  # |w| <= 7 on each device of the pair
+        assert (a["input"].bits, a["input"].slices) == (4, (4,))
+        assert a["converter"].kind == "mtj" and a["column_share"] == 1
+        assert a["converter"].samples == (16 if index == 0 else 4)
+        assert len(a["ps_scale"]) == len(a["ps_offset"]) > 0  # calibrate-mtj ran
