@@ -79,6 +79,10 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
             datapath_images=args.datapath_images,
             datapath_lr=args.datapath_lr,
             checkpoint=args.checkpoint,
+            weight_decay=args.weight_decay,
+            augment=args.augment,
+            state=args.state or "",
+            resume=args.resume,
         ),
         train_images=args.train,
         holdout=args.holdout,
@@ -341,6 +345,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--checkpoint",
         action="store_true",
         help="recompute crossbar layers in the backward pass (less memory, more time)",
+    )
+    finetune.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.0,
+        metavar="WD",
+        help="L2 weight decay of the optimizer (default 0; CIFAR-10 training: 5e-4)",
+    )
+    finetune.add_argument(
+        "--augment",
+        action="store_true",
+        help="shift each training image by up to 4 pixels and flip it left-right at random "
+        "(the CIFAR-10 recipe)",
+    )
+    finetune.add_argument(
+        "--state",
+        metavar="DIR",
+        help="write the whole training state to DIR/state.pt after every epoch",
+    )
+    finetune.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run saved in --state (it ends as the run never stopped would)",
     )
     finetune.add_argument("--report", metavar="R.json", help="write the result as JSON")
     finetune.add_argument("--json", action="store_true", help="print the result as JSON")

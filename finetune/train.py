@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +25,10 @@ from imcc.finetune.module import MappedNetwork
 from imcc.passes.quantize import input_scale
 
 OPTIMIZERS = ("sgd", "adam")
+STATE_FILE = "state.pt"
+"""The training state a `TrainConfig.state` folder holds, rewritten after every epoch."""
+SHIFT = 4
+"""Pixels an augmented image is shifted by at most (the CIFAR-10 random crop of a padded image)."""
 SURROGATE_IMAGES = 16
 """Calibration images the datapath error is measured on before each surrogate epoch."""
 
@@ -43,7 +48,12 @@ class TrainConfig:
     fresh random subset of the training images per epoch, 0: all; a datapath step costs
     several hundred surrogate steps), whether to show a progress bar, and to recompute the crossbar
     layers in the backward pass instead of keeping their tensors (`checkpoint`: less memory,
-    more time)."""
+    more time). With `augment`, each training image is randomly shifted by up to 4 pixels (a
+    crop of the image padded with 4 zero pixels a side) and flipped left-right with probability
+    1/2, the CIFAR-10 recipe. With `state` (a folder) the whole training state is written there
+    after every epoch (`STATE_FILE`: weights, MTJ normalisation, input scales, optimizer and
+    schedule, the random generators and the epoch records); `resume` continues from it, so a
+    stopped run resumed ends with the same weights as one never stopped."""
 
     epochs: int = 1
     lr: float = 1e-2
@@ -59,6 +69,9 @@ class TrainConfig:
     datapath_lr: float = 0.0
     progress: bool = False
     checkpoint: bool = False
+    augment: bool = False
+    state: str = ""
+    resume: bool = False
 
     def __post_init__(self) -> None:
         checks = [  # flag, value, whether it is acceptable, what it must be, an example
@@ -66,6 +79,13 @@ class TrainConfig:
             ("--lr", self.lr, self.lr > 0 and math.isfinite(self.lr), "> 0", "--lr 1e-2"),
             ("--batch", self.batch, self.batch >= 1, ">= 1", "--batch 32"),
             ("--clip", self.clip, self.clip >= 0, ">= 0 (0: unclipped)", "--clip 5"),
+            (
+                "--weight-decay",
+                self.weight_decay,
+                self.weight_decay >= 0 and math.isfinite(self.weight_decay),
+                ">= 0",
+                "--weight-decay 5e-4",
+            ),
             (
                 "--surrogate-epochs",
                 self.surrogate_epochs,
@@ -101,6 +121,11 @@ class TrainConfig:
                     f"finetune: {flag} must be {must}, not {value:g}",
                     hint=f"e.g. {example}",
                 )
+        if self.resume and not self.state:
+            raise UserError(
+                "finetune: --resume continues the run saved in a --state folder",
+                hint="e.g. --state runs/stox --resume",
+            )
         if self.optimizer not in OPTIMIZERS:
             raise UserError(
                 f"finetune: unknown optimizer '{self.optimizer}'",
@@ -260,12 +285,22 @@ def _epochs(
     where: torch.device,
     input_range: InputRange,
 ) -> list[EpochRecord]:
-    """Run the epochs of `train`; return one record per epoch."""
+    """Run the epochs of `train`; return one record per epoch (from the saved state's when
+    resuming)."""
     order_rng = np.random.default_rng(config.seed)
+    augment_rng = np.random.default_rng([config.seed, 1])
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
-    records = []
+    records: list[EpochRecord] = []
     total = config.surrogate_epochs + config.epochs
-    for epoch in range(total):
+    state = Path(config.state) / STATE_FILE if config.state else None
+    if state is not None and state.exists():
+        if not config.resume:
+            raise UserError(
+                f"finetune: {state} holds a saved run",
+                hint="continue it with --resume, or give another --state folder",
+            )
+        records = load_state(state, network, optimizer, schedule, (order_rng, augment_rng))
+    for epoch in range(len(records), total):
         forward = "surrogate" if epoch < config.surrogate_epochs else "mapped"
         if forward == "surrogate":
             measure_datapath_error(network, calibration[:SURROGATE_IMAGES])
@@ -282,7 +317,10 @@ def _epochs(
         bar = _progress(batches, config.progress, epoch, total, forward)
         for start in bar:
             index = torch.from_numpy(order[start : start + config.batch])
-            x, y = x_all[index].to(where), y_all[index].to(where)
+            x, y = x_all[index], y_all[index].to(where)
+            if config.augment:
+                x = shift_and_flip(x, augment_rng)
+            x = x.to(where)
             logits = network(x)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
@@ -294,7 +332,12 @@ def _epochs(
             total_loss += float(loss.detach()) * len(index)
             correct += int((logits.detach().argmax(dim=1) == y).sum())
             if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
+                seen = min(start + config.batch, len(order))
+                bar.set_postfix(
+                    loss=f"{float(loss.detach()):.3f}",
+                    accuracy=f"{correct / seen:.2%}",
+                    refresh=False,
+                )
         recalibrate_inputs(network, calibration, input_range=input_range)
         records.append(
             EpochRecord(
@@ -305,7 +348,98 @@ def _epochs(
                 time.perf_counter() - started,
             )
         )
+        if state is not None:
+            save_state(state, network, optimizer, schedule, (order_rng, augment_rng), records)
     return records
+
+
+def shift_and_flip(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Return a batch of images [B, C, H, W] each shifted by up to `SHIFT` pixels (zeros fill
+    in) and flipped left-right with probability 1/2, drawn from `rng`."""
+    if x.dim() != 4:
+        return x
+    batch, _, height, width = x.shape
+    padded = F.pad(x, (SHIFT, SHIFT, SHIFT, SHIFT))
+    shifts = rng.integers(0, 2 * SHIFT + 1, size=(batch, 2))
+    flips = rng.random(batch) < 0.5
+    out = torch.empty_like(x)
+    for i, ((top, left), flip) in enumerate(zip(shifts, flips, strict=True)):
+        crop = padded[i, :, top : top + height, left : left + width]
+        out[i] = crop.flip(-1) if flip else crop
+    return out
+
+
+def save_state(
+    path: Path,
+    network: MappedNetwork,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    generators: tuple[np.random.Generator, ...],
+    records: list[EpochRecord],
+) -> None:
+    """Write the training state after an epoch, whole or not at all (see `TrainConfig`)."""
+    from imcc.files import write_file
+
+    state = {
+        "network": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+        "input_scales": [layer.quantizer.scale for layer in network.layers],
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "generators": [g.bit_generator.state for g in generators],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "records": [asdict(r) for r in records],
+        "config": _resumable(network, optimizer),
+    }
+    write_file(path, lambda stream: torch.save(state, stream), "--state")
+
+
+def _resumable(network: MappedNetwork, optimizer: torch.optim.Optimizer) -> dict:
+    """Return what a saved state must share with the run that resumes it: the crossbar
+    layers' names and plans' layouts, and the optimizer's kind and settings."""
+    group = {k: v for k, v in optimizer.param_groups[0].items() if k not in ("params", "lr")}
+    return {
+        "layers": [
+            (layer.name, repr(layer.path.mapping), repr(layer.path.streaming))
+            for layer in network.layers
+        ],
+        "optimizer": type(optimizer).__name__,
+        "settings": repr(sorted(group.items())),
+    }
+
+
+def load_state(
+    path: Path,
+    network: MappedNetwork,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    generators: tuple[np.random.Generator, ...],
+) -> list[EpochRecord]:
+    """Restore the training state `save_state` wrote; return its epoch records."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if state["config"] != _resumable(network, optimizer):
+            raise ValueError("its network or optimizer differs from this run's")
+        network.load_state_dict(state["network"])
+        scales = state["input_scales"]
+        if len(scales) != len(network.layers):
+            raise ValueError(f"{len(scales)} input scales for {len(network.layers)} layers")
+        for layer, scale in zip(network.layers, scales, strict=True):
+            layer.quantizer = replace(layer.quantizer, scale=float(scale))
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        for generator, saved in zip(generators, state["generators"], strict=True):
+            generator.bit_generator.state = saved
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        return [EpochRecord(**r) for r in state["records"]]
+    except (OSError, KeyError, ValueError, RuntimeError, EOFError) as error:
+        raise UserError(
+            f"finetune: cannot resume from {path}: {error}",
+            hint="it was saved by another model, target or pipeline, or is damaged; "
+            "give another --state folder",
+        ) from None
 
 
 def _progress(items: range, enabled: bool, epoch: int, epochs: int, forward: str):

@@ -35,6 +35,7 @@ from imcc.frontend.hw import load_target
 from imcc.ir.io import load_program
 from imcc.ir.mapping import InputStreaming, WeightMapping
 from imcc.ir.rebatch import rebatch
+from imcc.passes.layers import crossbar_layers
 from imcc.plan import Converter, LayerPlan, mtj_decoder
 from imcc.target import ConverterKind
 
@@ -710,3 +711,126 @@ def test_surrogate_strength_ramps_over_the_first_half() -> None:
     )
     assert surrogate_strength(0, 1) == 1.0
     assert [surrogate_strength(e, 4, ramp=0.0) for e in range(4)] == [1.0] * 4
+
+
+def _state_run(program, target, data, tmp: Path | None, epochs: int, resume: bool = False):
+    """Train digits-cnn for `epochs` (1 surrogate + the rest through the datapath), with
+    augmentation, saving to / resuming from `tmp`; return the network and its records."""
+    from imcc.finetune.train import TrainConfig, train
+
+    network = MappedNetwork(program, target)
+    config = TrainConfig(
+        epochs=epochs - 1,
+        surrogate_epochs=1,
+        batch=16,
+        weight_decay=5e-4,
+        augment=True,
+        state=str(tmp) if tmp else "",
+        resume=resume,
+    )
+    return network, train(network, data.images, data.labels, config, data.images)
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
+    digits_program, tmp_path: Path, monkeypatch
+) -> None:
+    """A run of 3 epochs (1 surrogate, 2 through the datapath with MTJ draws) stopped in its
+    third epoch and resumed from the state saved after the second ends with the weights,
+    normalisation and input scales of the same run never stopped, bit for bit."""
+    from imcc.finetune import train as training
+
+    program, target = digits_program
+    data = load_dataset("digits-cnn", 48)
+    whole, records = _state_run(program, target, data, None, 3)
+    save = training.save_state
+
+    def stop_in_epoch_three(*args, **kwargs):
+        save(*args, **kwargs)
+        if len(args[-1]) == 2:  # saved after epoch 2: the third starts, and is stopped
+            monkeypatch.setattr(training, "recalibrate_inputs", _interrupt)
+
+    monkeypatch.setattr(training, "save_state", stop_in_epoch_three)
+    with pytest.raises(KeyboardInterrupt):
+        _state_run(program, target, data, tmp_path, 3)
+    monkeypatch.undo()
+    assert (tmp_path / training.STATE_FILE).is_file()
+    resumed, again = _state_run(program, target, data, tmp_path, 3, resume=True)
+    assert [r.forward for r in again] == ["surrogate", "mapped", "mapped"]
+    assert [r.loss for r in again] == [r.loss for r in records]
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert [x.quantizer for x in whole.layers] == [x.quantizer for x in resumed.layers]
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_a_saved_state_is_never_overwritten_unasked_nor_resumed_by_another_run(
+    digits_program, tmp_path: Path
+) -> None:
+    from imcc.errors import UserError
+    from imcc.finetune.train import STATE_FILE, TrainConfig, train
+
+    program, target = digits_program
+    data = load_dataset("digits-cnn", 32)
+    _state_run(program, target, data, tmp_path, 1)
+    saved = (tmp_path / STATE_FILE).read_bytes()
+    with pytest.raises(UserError, match="holds a saved run"):
+        _state_run(program, target, data, tmp_path, 2)
+    network = MappedNetwork(program, target)
+    config = TrainConfig(epochs=1, optimizer="adam", state=str(tmp_path), resume=True)
+    with pytest.raises(UserError, match="cannot resume"):
+        train(network, data.images, data.labels, config, data.images)
+    assert (tmp_path / STATE_FILE).read_bytes() == saved  # nothing lost
+    with pytest.raises(UserError, match="--state"):
+        TrainConfig(resume=True)
+
+
+def test_augmentation_shifts_and_flips_within_four_pixels() -> None:
+    from imcc.finetune.train import shift_and_flip
+
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8) + 1
+    rng = np.random.default_rng(0)
+    out = shift_and_flip(x, rng)
+    assert out.shape == x.shape
+    for image, original in zip(out, x, strict=True):
+        found = False
+        for flip in (False, True):
+            source = original.flip(-1) if flip else original
+            padded = torch.nn.functional.pad(source, (4, 4, 4, 4))
+            for top in range(9):
+                for left in range(9):
+                    crop = padded[:, top : top + 8, left : left + 8]
+                    found |= torch.equal(crop, image)
+        assert found
+    assert torch.equal(shift_and_flip(x[0, 0], rng), x[0, 0])  # not an image batch: unchanged
+
+
+def test_a_tiny_ps_qat_run_on_the_stox_design_point(tmp_path: Path) -> None:
+    """PS-QAT end to end in seconds: digits-cnn on StoX-Net's design point (4-bit weights and
+    inputs, MTJ converters with 16 and 4 samples), three epochs through the sampled datapath;
+    the loss falls and the learned normalisation moves."""
+    from imcc.finetune.train import TrainConfig, train
+
+    model = example_path("digits-cnn")
+    target = load_target("stox")
+    calibration, _ = calibration_data("digits-cnn", model)
+    program = driver.compile(model, target, calibration=calibration, target_spec="stox")
+    samples = [n.attributes["converter"].samples for n in crossbar_layers(program)]
+    assert samples[0] == 16 and set(samples[1:]) == {4}
+    data = load_dataset("digits-cnn", 288)
+    network = MappedNetwork(program, target)
+    offsets = [layer.offset.detach().clone() for layer in network.layers]
+    torch.manual_seed(0)
+    records = train(
+        network,
+        data.images,
+        data.labels,
+        TrainConfig(epochs=3, batch=16, lr=5e-3),
+        data.images,
+    )
+    assert records[-1].loss < records[0].loss
+    assert any(
+        not torch.equal(o, layer.offset) for o, layer in zip(offsets, network.layers, strict=True)
+    )
