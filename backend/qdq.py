@@ -310,6 +310,14 @@ class _Exporter:
             self.emit("Clip", [inputs[0], *bounds], outputs)
         elif op == "cast":
             self.emit("Cast", inputs, outputs, to=_tensor_type(node.attr("to").numpy))
+        elif op == "slice":  # the IR's starts / ends / steps cover every axis
+            ranges = [node.attr(k) for k in ("starts", "ends", "steps")]
+            operands = [
+                self.constant(np.asarray(v, np.int64), f"{outputs[0]}.{k}")
+                for k, v in zip(("starts", "ends", "steps"), ranges, strict=True)
+            ]
+            axes = self.constant(np.arange(len(ranges[0]), dtype=np.int64), f"{outputs[0]}.axes")
+            self.emit("Slice", [inputs[0], operands[0], operands[1], axes, operands[2]], outputs)
         else:
             raise UserError(f"export-qdq: op {op} (%{outputs[0]}) has no ONNX translation")
 
