@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -91,7 +92,9 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         sim_batch=args.sim_batch,
     )
     result = run_finetune(
-        config, progress=sys.stderr.isatty(), log=(lambda line: None) if args.json else print
+        config,
+        progress=sys.stderr.isatty(),
+        log=(lambda line: None) if args.json else functools.partial(print, flush=True),
     )
     record = result.to_dict()
     if args.report:

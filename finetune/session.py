@@ -229,12 +229,11 @@ def run_finetune(
         TrainConfig(**{**asdict(config.train), "progress": progress}),
         calibration,
         input_range(pipeline),
-    )
-    for record in epochs:
-        log(
+        on_epoch=lambda record: log(
             f"epoch {record.epoch} ({record.forward}): loss {record.loss:.4f}, train accuracy "
             f"{record.train_accuracy:.2%}, {record.seconds:.1f} s"
-        )
+        ),
+    )
     layers = []
     for layer in network.layers:
         learned = layer.learned_normalisation()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -239,9 +240,11 @@ def train(
     config: TrainConfig,
     calibration: np.ndarray,
     input_range: InputRange = InputRange(),
+    on_epoch: Callable[[EpochRecord], object] | None = None,
 ) -> list[EpochRecord]:
     """Fine-tune the network on labelled images; return one record per epoch (input scales
-    re-measured after each as the pipeline's quantize pass measures them: `input_range`)."""
+    re-measured after each as the pipeline's quantize pass measures them: `input_range`),
+    each also passed to `on_epoch` as its epoch ends (and those of a resumed state first)."""
     torch.manual_seed(config.seed)
     if torch.cuda.is_available():  # TF32 would round the integer partial sums
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -266,7 +269,16 @@ def train(
     )
     try:
         return _epochs(
-            network, optimizer, schedule, images, labels, config, calibration, where, input_range
+            network,
+            optimizer,
+            schedule,
+            images,
+            labels,
+            config,
+            calibration,
+            where,
+            input_range,
+            on_epoch,
         )
     finally:
         network.eval()
@@ -284,6 +296,7 @@ def _epochs(
     calibration: np.ndarray,
     where: torch.device,
     input_range: InputRange,
+    on_epoch: Callable[[EpochRecord], object] | None = None,
 ) -> list[EpochRecord]:
     """Run the epochs of `train`; return one record per epoch (from the saved state's when
     resuming)."""
@@ -300,6 +313,8 @@ def _epochs(
                 hint="continue it with --resume, or give another --state folder",
             )
         records = load_state(state, network, optimizer, schedule, (order_rng, augment_rng))
+        for record in records if on_epoch else ():
+            on_epoch(record)
     for epoch in range(len(records), total):
         forward = "surrogate" if epoch < config.surrogate_epochs else "mapped"
         if forward == "surrogate":
@@ -350,6 +365,8 @@ def _epochs(
         )
         if state is not None:
             save_state(state, network, optimizer, schedule, (order_rng, augment_rng), records)
+        if on_epoch is not None:
+            on_epoch(records[-1])
     return records
 
 
