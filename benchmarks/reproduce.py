@@ -199,24 +199,14 @@ def stox_markdown(result: dict) -> str:
         )
     lines += ["", "| energy (nJ) / area (mm2) by component | MTJ | 8-bit ADC | 4-bit ADC |"]
     lines.append("|---|---|---|---|")
-    names = dict.fromkeys(
-        k for design in d.values() for k, v in design["energy_breakdown_j"].items() if v
-    )
-    for name in names:
-        lines.append(
-            f"| {name} energy | "
-            + " | ".join(f"{d[x]['energy_breakdown_j'].get(name, 0) * 1e9:.2f}" for x in d)
-            + " |"
-        )
-    areas = dict.fromkeys(
-        k for design in d.values() for k, v in design["area_breakdown_mm2"].items() if v
-    )
-    for name in areas:
-        lines.append(
-            f"| {name} area | "
-            + " | ".join(f"{d[x]['area_breakdown_mm2'].get(name, 0):.4f}" for x in d)
-            + " |"
-        )
+    for kind, key, unit, digits in (
+        ("energy", "energy_breakdown_j", 1e9, 2),
+        ("area", "area_breakdown_mm2", 1.0, 4),
+    ):
+        names = dict.fromkeys(k for x in d.values() for k, v in x[key].items() if v)
+        for name in names:
+            values = (f"{d[x][key].get(name, 0) * unit:.{digits}f}" for x in d)
+            lines.append(f"| {name} {kind} | " + " | ".join(values) + " |")
     return "\n".join(lines) + "\n"
 
 
