@@ -793,16 +793,19 @@ def _backward(plan, group, x_codes, w_codes, scale, g, kept: list[_Kept]):
             inputs = planes[:, :, c * rows : (c + 1) * rows].reshape(slices * p, rows)
             gw[c].addmm_(inputs.t(), h[c].view(slices * p, width))
     # back from chunk slots to rows; weight columns (i, d, n) to filters with their shares
-    index = torch.from_numpy(plan.row_index)
-    grad_x = torch.zeros((positions, plan.rows + 1), dtype=torch.float32)
-    grad_x.index_add_(1, index, gx)
     grad_w_slots = (gw.view(chunks * rows, ids, filters) * share_w.view(1, -1, 1)).sum(1)
-    grad_w = torch.zeros((plan.rows + 1, filters), dtype=torch.float32)
-    grad_w.index_add_(0, index, grad_w_slots)
+    if plan.contiguous_chunks:  # slot k holds row k: the rows are the first slots
+        grad_x, grad_w = gx[:, : plan.rows], grad_w_slots[: plan.rows]
+    else:  # index plan.rows marks an empty slot: summed into a row dropped after
+        index = torch.from_numpy(plan.row_index)
+        grad_x = torch.zeros((positions, plan.rows + 1), dtype=torch.float32)
+        grad_x = grad_x.index_add_(1, index, gx)[:, :-1]
+        grad_w = torch.zeros((plan.rows + 1, filters), dtype=torch.float32)
+        grad_w = grad_w.index_add_(0, index, grad_w_slots)[:-1]
     if mtj:  # d out / d a = -r / a and d out / d b = (mask - 1) / a, times 2^shift_j etc.
         column = weights.columns.repeat_interleave(filters).to(torch.float64)
         inputs = weights.inputs.to(torch.float64).view(-1, 1)
         a64 = scale.detach().to(torch.float64)
         ga = ((ga * inputs).sum(0) * column / a64).to(scale.dtype)
         gb = ((gb * inputs).sum(0) * column / a64).to(scale.dtype)
-    return grad_x[:, :-1], grad_w[:-1], ga, gb
+    return grad_x, grad_w, ga, gb

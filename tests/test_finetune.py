@@ -55,9 +55,15 @@ TILE_ROWS, ACTIVE_ROWS = 64, 48  # row tiles of 64 rows read 48 at a time: short
 
 
 def _plan(
-    mapping: tuple, converter: Converter, rows: int, filters: int, centers: np.ndarray | None
+    mapping: tuple,
+    converter: Converter,
+    rows: int,
+    filters: int,
+    centers: np.ndarray | None,
+    layout: tuple[int, int] = (TILE_ROWS, ACTIVE_ROWS),
 ) -> LayerPlan:
-    """Return the plan of a K = `rows` by N = `filters` product (one group) of a mapping."""
+    """Return the plan of a K = `rows` by N = `filters` product (one group) of a mapping, its
+    rows in tiles of `layout[0]` read `layout[1]` at a time."""
     encoding, slices, devices, signed_columns, signed_inputs, input_slices = mapping
     return LayerPlan(
         "L",
@@ -68,8 +74,7 @@ def _plan(
         rows,
         filters,
         1,
-        TILE_ROWS,
-        ACTIVE_ROWS,
+        *layout,
         converter,
         None if centers is None else tuple(int(c) for c in centers),
     )
@@ -248,8 +253,9 @@ STE_CASES = [  # (converter, MTJ backward rule): every MTJ under both rules, and
         for c, rule in STE_CASES
     ],
 )
+@pytest.mark.parametrize("layout", [(TILE_ROWS, ACTIVE_ROWS), (32, 32)], ids=["short", "whole"])
 def test_crossbar_product_gradients_equal_the_straight_through_expression(
-    mapping: tuple, converter: Converter, backward: str
+    mapping: tuple, converter: Converter, backward: str, layout: tuple[int, int]
 ) -> None:
     """crossbar_product's forward is the sampled (or converted) datapath and its gradients in
     x, w and an MTJ's normalisation a, b are those of the straight-through expression
@@ -258,8 +264,9 @@ def test_crossbar_product_gradients_equal_the_straight_through_expression(
     rng = np.random.default_rng(5)
     gen = torch.Generator().manual_seed(3)
     centers = rng.integers(-4, 5, 5) if mapping[0] == "center-offset" else None
-    plan = _plan(mapping, converter, 70, 5, centers)
-    assert plan.chunks == 3  # (0, 48) (48, 64) (64, 70)
+    plan = _plan(mapping, converter, 70, 5, centers, layout)
+    assert plan.chunks == 3  # (0, 48) (48, 64) (64, 70), or (0, 32) (32, 64) (64, 70)
+    assert plan.contiguous_chunks == (layout == (32, 32))  # the rows' slots: gathered or not
     x0 = torch.tensor(_codes(rng, mapping, (11, 70)), dtype=torch.float64)
     w0 = torch.tensor(rng.integers(-127, 128, (70, 5)), dtype=torch.float64)
     grad = torch.randn(11, 5, generator=gen, dtype=torch.float64)
