@@ -35,7 +35,9 @@ class SelectAdc(Pass):
     override the uniform values: `per_layer_converter=[flash,flash,sar]`, `per_layer_bits=[...]`,
     `per_layer_samples=[16,4,4]`. `first_samples` sets the first layer's samples alone
     (StoX-Net's inhomogeneous preset, 16 in the first conv and 4 in the others:
-    `select-adc{type=mtj samples=4 first_samples=16}`, whatever the network's depth).
+    `select-adc{type=mtj samples=4 first_samples=16}`, whatever the network's depth), and
+    `last_converter` the last layer's converter (at its widest precision and fewest samples:
+    StoX-Net keeps its classifier precise, `last_converter=adc8`).
 
     ```
     // after: select-adc{converter=sar bits=8 ...}
@@ -65,6 +67,11 @@ class SelectAdc(Pass):
         "samples of the first crossbar layer's MTJ (0: as `samples`; StoX-Net's preset: 16)",
         minimum=0,
     )
+    last_converter: str = option(
+        "",
+        "converter of the last crossbar layer, at its own widest precision (empty: as the "
+        "others; StoX-Net keeps the classifier precise: adc8)",
+    )
     per_layer_converter: tuple[str, ...] = option((), "converter name per crossbar layer")
     per_layer_bits: tuple[int, ...] = option(
         (), "converter precision per crossbar layer", minimum=0, maximum=32
@@ -83,6 +90,8 @@ class SelectAdc(Pass):
         samples = per_layer(self.per_layer_samples, self.samples, count, "per_layer_samples")
         if self.first_samples and samples:
             samples = [self.first_samples, *samples[1:]]
+        if self.last_converter and names:
+            names[-1], bits[-1], samples[-1] = self.last_converter, 0, 0
         offered = [c.name for c in target.converters]
         changed = {}
         for index, node in enumerate(layers):

@@ -119,7 +119,8 @@ def test_cli_compile_writes_the_report(name, path, target, tmp_path, capsys):
 def test_the_stox_target_compiles_stox_nets_design_point_with_no_flag():
     """`imcc compile MODEL --target stox` maps StoX-Net's design point (ICRC 2024 and its public
     release): 4-bit weights in one slice, 4-bit inputs in one stream, one MTJ per column with
-    16 samples in the first layer and 4 in the others, the normalisation calibrated."""
+    16 samples in the first layer and 4 in the others, the normalisation calibrated, the
+    classifier on the 8-bit ADC."""
     from pathlib import Path
 
     import numpy as np
@@ -137,6 +138,10 @@ def test_the_stox_target_compiles_stox_nets_design_point_with_no_flag():
         a = node.attributes
         assert a["weights"].slices == (3,)  # |w| <= 7 on each device of the pair
         assert (a["input"].bits, a["input"].slices) == (4, (4,))
+        if index == len(layers) - 1:  # the classifier on the 8-bit ADC
+            assert (a["converter"].name, a["converter"].bits) == ("adc8", 8)
+            assert a["column_share"] == 128 and "ps_scale" not in a
+            continue
         assert a["converter"].kind == "mtj" and a["column_share"] == 1
         assert a["converter"].samples == (16 if index == 0 else 4)
         assert len(a["ps_scale"]) == len(a["ps_offset"]) > 0  # calibrate-mtj ran

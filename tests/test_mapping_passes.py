@@ -95,7 +95,8 @@ def test_per_layer_options_are_replayable(digits):
         "per_layer_slice=[1,2,2] slices=[]},quantize{weight_bits=0 input_bits=8 "
         "method=minmax percentile=99.99 samples=64},tile-crossbar{rows=0 columns=0 "
         'slices=[] encoding=""},select-adc{'
-        'converter="" type="" bits=0 samples=0 first_samples=0 per_layer_converter=[sar,mtj,sar] '
+        'converter="" type="" bits=0 samples=0 first_samples=0 last_converter="" '
+        "per_layer_converter=[sar,mtj,sar] "
         "per_layer_bits=[6,1,8] per_layer_samples=[1,16,1]},share-columns{factor=0 "
         "per_layer=[16,32,128]},place{replicate=false tiles=0 speedup=0}"
     )
