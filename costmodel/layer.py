@@ -65,8 +65,9 @@ group, G groups, S_i input slices, S_w weight slices, D devices per slice, m col
   bits streamed / 8 per position (times m row drives in reactivate mode); `output-register`s
   one `PARTIAL_SUM_BYTES` word per conversion result. Interconnect: the 8-bit outputs,
   N * P * G * 8 bits, sent on to the next layer.
-- Timing (costmodel/timing.py): the layer's array cycle is its slowest stage (the analog read, the
-  converter bank of m columns per converter, the shift-and-add), with or without sample-and-hold;
+- Timing (costmodel/timing.py, `layer_stages`): the layer's array cycle is its slowest stage (the
+  analog read, the converter bank: with sample-and-hold the weight-holding columns of the busiest
+  converter, `plan.converter_turns`, in reactivate mode all m column groups; the shift-and-add);
   the layer takes positions x reads per position x `plan.chunks_per_tile` cycles per image over its
   replicas, or its buffer / interconnect traffic time at the declared bandwidths when that is longer
   (each tile the layer's copies occupy moves its share through its own tile-level buffers and
