@@ -172,9 +172,9 @@ def fill_area(program: Graph, target: Target, area_mm2: float | None = None):
     area this way). A network that alone needs more than `area_mm2` keeps one copy a layer."""
     from imcc.costmodel import estimate
 
-    own = estimate(program, target)
     if area_mm2 is None:
         return estimate(compile(program, target, passes="place{replicate=true}"), target)
+    own = estimate(program, target)
     tiles = int(area_mm2 // (own.area_mm2 / own.tiles))
     while tiles > own.tiles:
         option = f"place{{replicate=true tiles={tiles}}}"

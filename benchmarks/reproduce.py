@@ -35,7 +35,6 @@ from imcc.costmodel import CostReport, estimate  # noqa: E402
 from imcc.driver import default_pipeline  # noqa: E402
 from imcc.frontend.datasets import Dataset, load_dataset  # noqa: E402
 from imcc.frontend.hw import load_target  # noqa: E402
-from imcc.passes.pipeline import DEFAULT_PIPELINE  # noqa: E402
 from imcc.simulation import simulate  # noqa: E402
 from tests.onnx_models import CIFAR10_IMAGES  # noqa: E402
 
@@ -81,12 +80,16 @@ class Design:
 
 
 def stox_designs(target) -> dict[str, str]:
-    """Return the three designs' pipelines: the target's default (MTJ) and its two ADCs."""
-    head = "assign-input-precision{bits=4 slice=4},quantize,tile-crossbar{slices=3}"
+    """Return the three designs' pipelines: the target's default (MTJ) and the same mapping
+    up to the converter choice with each of its two ADCs."""
+    default = default_pipeline(target)
+    head = default[: default.index(",select-adc")]
     return {
-        "mtj": default_pipeline(target),
-        "adc8": f"{DEFAULT_PIPELINE},{head},select-adc{{converter=adc8}},share-columns,place",
-        "adc4": f"{DEFAULT_PIPELINE},{head},select-adc{{converter=adc4}},share-columns,place",
+        "mtj": default,
+        **{
+            adc: f"{head},select-adc{{converter={adc}}},share-columns,place"
+            for adc in ("adc8", "adc4")
+        },
     }
 
 
