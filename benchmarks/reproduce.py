@@ -1,6 +1,6 @@
 """Reproduce a paper's headline with imcc, the paper's figure beside ours, measured the same way.
 
-    python benchmarks/reproduce.py stox [--model M.onnx] [--limit 5000] [--out DIR]
+    python benchmarks/reproduce.py stox [--model M.onnx] [--limit 5000] [--seeds 2] [--out DIR]
 
 Writes DIR/NAME.md and DIR/NAME.json (default DIR: out/reproduce) and prints the markdown.
 
@@ -8,14 +8,19 @@ Writes DIR/NAME.md and DIR/NAME.json (default DIR: out/reproduce) and prints the
 stox target, mapped three ways on the same arrays and the same 4-bit network: StoX-Net's design
 (one SOT-MTJ per column, 16 samples in the first layer and 4 in the others: the target's
 default pipeline, with the normalisation the model learned when it was trained by
-`imcc finetune`), ISAAC's 8-bit SAR ADC per 128 columns (a standard ADC) and a 4-bit ADC per
-128 columns (a low-bit ADC). Rows: accuracy (float; the 4-bit network with lossless
-converters; mapped, bit-accurate, per design) on the first `--limit` CIFAR-10 test images, and
-each ADC design's energy, latency, area and EDP over the MTJ design's, for the whole chip and
-for the in-memory macro alone (`MACRO`: arrays, input drivers, converters with an MTJ's reset
-and counter, shift-and-add, accumulators; no buffers, interconnect or digital units), with the
-component breakdown behind each ratio. The paper's figures stand beside them: up to 16x energy,
-8x latency and 10x area against a standard ADC, 130x EDP against a full-precision ADC and 24x
+`imcc finetune`), ISAAC's 8-bit SAR ADC per 128 columns at unit steps with 2-bit input slices
+(a standard ADC, run as ISAAC runs it) and a 4-bit ADC per 128 columns on the MTJ design's
+4-bit input stream (a low-bit ADC; `BASELINES`). Rows: accuracy (float; the 4-bit network
+with lossless converters; mapped, bit-accurate, per design) on the first `--limit` CIFAR-10
+test images; each ADC design's energy, latency, area and EDP over the MTJ design's at three
+levels: the converter bank of one full 128x128 array (`CONVERTER_BANK`: the swap undiluted,
+as the paper's "up to" figures are), the network's in-memory macro (`MACRO`: arrays, input
+drivers, converters with an MTJ's reset and counter, shift-and-add, accumulators) and the
+whole chip; per layer, the columns used, the samples, each design's time and converter
+energy; the component breakdown; and the sampling schemes (uniform samples, the
+inhomogeneous allocation at equal sample draws, the preset) with accuracy over `--seeds`
+MTJ draws and standard errors. The paper's figures stand beside them: up to 16x energy, 8x
+latency and 10x area against a standard ADC, 130x EDP against a full-precision ADC and 24x
 against a sparse low-bit ADC, near-software accuracy.
 """
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +36,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
 from imcc import driver  # noqa: E402
 from imcc.costmodel import CostReport, estimate  # noqa: E402
 from imcc.driver import default_pipeline  # noqa: E402
+from imcc.finetune.export import with_learned_normalisation  # noqa: E402
 from imcc.frontend.datasets import Dataset, load_dataset  # noqa: E402
 from imcc.frontend.hw import load_target  # noqa: E402
+from imcc.frontend.onnx import import_onnx  # noqa: E402
+from imcc.ir.graph import Graph  # noqa: E402
+from imcc.plan import matrix_shape, plan_layer  # noqa: E402
 from imcc.simulation import simulate  # noqa: E402
 from tests.onnx_models import CIFAR10_IMAGES  # noqa: E402
 
@@ -42,6 +55,8 @@ TRAINED = ROOT / "models" / "resnet20_stox.onnx"
 """StoX-Net's ResNet-20 after PS-QAT (models/README.md gives the command), when committed."""
 BASE = ROOT / "models" / "resnet20_cifar10.onnx"
 CALIBRATION = 64
+ARRAY_SAMPLES = 4
+"""MTJ samples of the full-array comparison: the samples of StoX-Net's inner layers."""
 """Training images that calibrate every compile (quantize, calibrate-mtj)."""
 TRAIN_IMAGES = CIFAR10_IMAGES.with_name("cifar10_train.npz")
 
@@ -79,18 +94,73 @@ class Design:
     quantized_accuracy: float | None
 
 
+BASELINES = {"adc8": ("adc8_unit", 2), "adc4": ("adc4", 4)}
+"""The ADC designs: their converter and input slice width. The standard ADC runs as ISAAC runs
+its 8-bit ADC, at unit steps, with the widest input slices whose sums it holds (2 bits: its
+mapped accuracy then equals the lossless one, where 4-bit slices clip); the low-bit ADC keeps
+the MTJ design's 4-bit stream (StoX-Net's and the ADC-less work's networks are trained for
+their converters; this one is not, so its accuracy is the untrained one)."""
+
+
 def stox_designs(target) -> dict[str, str]:
     """Return the three designs' pipelines: the target's default (MTJ) and the same mapping
-    up to the converter choice with each of its two ADCs."""
+    up to the converter choice and input slicing with each of its two ADCs (`BASELINES`)."""
     default = default_pipeline(target)
     head = default[: default.index(",select-adc")]
+    designs = {"mtj": default}
+    for name, (converter, width) in BASELINES.items():
+        sliced = re.sub(r"(assign-input-precision\{[^}]*slice=)\d+", rf"\g<1>{width}", head)
+        designs[name] = f"{sliced},select-adc{{converter={converter}}},share-columns,place"
+    return designs
+
+
+def full_array_model(rows: int, columns: int, seed: int = 0) -> Graph:
+    """Return one linear layer that fills a crossbar: `rows` inputs, `columns` outputs (seeded
+    weights; a converter's cost does not depend on their values)."""
+    weight = np.random.default_rng(seed).standard_normal((rows, columns)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "full_array",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, rows])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, columns])],
+        [numpy_helper.from_array((weight / np.sqrt(rows)).astype(np.float32), "w")],
+    )
+    return import_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+
+
+def full_array(target, designs: dict[str, str], samples: int) -> dict[str, CostReport]:
+    """Price one read of a crossbar whose every row and column holds weights, in each design
+    (the MTJ with `samples` samples): where a converter swap shows undiluted, as the paper's
+    'up to' figures are."""
+    crossbar = target.crossbar
+    model = full_array_model(crossbar.rows, crossbar.columns)
+    calibration = np.random.default_rng(1).random((CALIBRATION, crossbar.rows), np.float32)
+    mtj = re.sub(
+        r"select-adc\{[^}]*\}", f"select-adc{{type=mtj samples={samples}}}", designs["mtj"]
+    )
     return {
-        "mtj": default,
-        **{
-            adc: f"{head},select-adc{{converter={adc}}},share-columns,place"
-            for adc in ("adc8", "adc4")
-        },
+        name: estimate(
+            driver.compile(model, target, passes=pipeline, calibration=calibration), target
+        )
+        for name, pipeline in {**designs, "mtj": mtj}.items()
     }
+
+
+CONVERTER_BANK = ("converters", "mtj_reset", "counters", "column_mux")
+"""A crossbar's converter bank: what StoX-Net's MTJs replace (with their reset and counters)."""
+
+
+def bank(report: CostReport, kind: str) -> float:
+    """Return the converter bank's energy (J) or area (mm2) of a report."""
+    parts = report.energy_breakdown_j if kind == "energy" else report.area_breakdown_mm2
+    return sum(parts.get(name, 0.0) for name in CONVERTER_BANK)
+
+
+def array_time(report: CostReport) -> float:
+    """Return the time (s) the arrays of a report's one crossbar layer take for its input:
+    its array cycles (every input slice) times the cycle, the converters' turns included."""
+    (timing,) = (layer.timing for layer in report.layers if layer.crossbars)
+    return timing.cycles * timing.cycle_s / timing.replicas
 
 
 def macro(report: CostReport, kind: str) -> float:
@@ -99,8 +169,12 @@ def macro(report: CostReport, kind: str) -> float:
     return sum(parts.get(name, 0.0) for name in MACRO)
 
 
-def ratios(base: CostReport, mtj: CostReport) -> dict[str, float]:
-    """Return a baseline's energy, latency, area and EDP over the MTJ design's (chip and macro)."""
+def ratios(
+    base: CostReport, mtj: CostReport, array_base: CostReport, array_mtj: CostReport
+) -> dict[str, float]:
+    """Return a baseline's energy, latency, area and EDP over the MTJ design's: for the whole
+    chip and the macro alone on the network, and for the converter bank of one full array
+    (energy and time of one input vector, every slice; area)."""
     chip = {
         "energy": base.energy_j / mtj.energy_j,
         "latency": base.latency_s / mtj.latency_s,
@@ -113,13 +187,120 @@ def ratios(base: CostReport, mtj: CostReport) -> dict[str, float]:
         "area": macro(base, "area") / macro(mtj, "area"),
     }
     inner["edp"] = inner["energy"] * inner["latency"]
+    array = {
+        "energy": bank(array_base, "energy") / bank(array_mtj, "energy"),
+        "latency": array_time(array_base) / array_time(array_mtj),
+        "area": bank(array_base, "area") / bank(array_mtj, "area"),
+    }
+    array["edp"] = array["energy"] * array["latency"]
     return {
         **{f"chip_{k}": v for k, v in chip.items()},
         **{f"macro_{k}": v for k, v in inner.items()},
+        **{f"array_{k}": v for k, v in array.items()},
     }
 
 
-def stox(model: Path, limit: int) -> dict:
+def layer_rows(target, designs: dict[str, Design], programs: dict[str, Graph]) -> list[dict]:
+    """Return, per crossbar layer, what sets its converters' share of the ratios: the columns
+    it uses per crossbar, the MTJ's samples, each design's time per image and converter
+    energy."""
+    rows = []
+    program = programs["mtj"]
+    crossbar = [n for n in program.nodes if "converter" in n.attributes]
+    nodes = {n.name or n.outputs[0]: n for n in crossbar}
+    for index, layer in enumerate(designs["mtj"].report.layers):
+        if not layer.crossbars:
+            continue
+        node = nodes[layer.name]
+        plan = plan_layer(node, target, matrix_shape(node, program))
+        row = {
+            "layer": layer.name,
+            "columns": plan.columns_per_crossbar,
+            "samples": plan.samples,
+        }
+        for name, design in designs.items():
+            other = design.report.layers[index]
+            parts = other.energy_breakdown_j
+            row[f"{name}_time_s"] = other.latency_s
+            row[f"{name}_converter_j"] = sum(
+                parts.get(k, 0.0) for k in ("converters", "mtj_reset", "counters")
+            )
+        rows.append(row)
+    return rows
+
+
+def mapped(model: Path, target, pipeline: str, calibration: np.ndarray) -> Graph:
+    """Compile as `imcc compile` does: with the MTJ normalisation the model learned in
+    `imcc finetune`, when it has one, in place of the data-calibrated values."""
+    program = driver.compile(model, target, passes=pipeline, calibration=calibration)
+    return with_learned_normalisation(program, model)[0]
+
+
+def sampling_schemes(target) -> dict[str, str]:
+    """Return the sampling schemes compared: uniform samples (the inner layers' count
+    everywhere), the inhomogeneous allocation at the same sample draws (allocate-samples with
+    that budget) and the target's preset (more samples in the first layer)."""
+    default = default_pipeline(target)
+    select = re.search(r"select-adc\{([^}]*)\}", default)
+    assert select is not None
+    options = dict(item.split("=") for item in select.group(1).split())
+    uniform_options = " ".join(f"{k}={v}" for k, v in options.items() if k != "first_samples")
+    uniform = default.replace(select.group(0), f"select-adc{{{uniform_options}}}")
+    budget = options["samples"]
+    return {
+        f"uniform, {budget} samples": uniform,
+        f"inhomogeneous, {budget} samples per conversion on average": uniform.replace(
+            "calibrate-mtj", f"calibrate-mtj,allocate-samples{{budget={budget}}}"
+        ),
+        "preset (first layer 16)": default,
+    }
+
+
+def sampling(
+    model: Path,
+    target,
+    calibration: np.ndarray,
+    test: Dataset,
+    float_graph: Graph,
+    seeds: int,
+) -> list[dict]:
+    """Compare the sampling schemes on the test images: per scheme its MTJ sample draws per
+    image, its accuracy averaged over `seeds` draws of the MTJs, and the difference to the
+    first (uniform) scheme with its standard error, paired by image (each image's correctness
+    averaged over the seeds)."""
+    rows, first = [], None
+    for name, pipeline in sampling_schemes(target).items():
+        program = mapped(model, target, pipeline, calibration)
+        report = estimate(program, target)
+        draws = sum(  # an MTJ layer's conversions count its samples
+            layer.conversions
+            for layer in report.layers
+            if layer.energy_breakdown_j.get("mtj_reset")
+        )
+        correct = np.zeros(len(test.images))
+        for seed in range(seeds):
+            result = simulate(
+                program, target, test, float_graph=float_graph, seed=seed, progress=True
+            )
+            correct += np.asarray(result.predictions) == np.asarray(test.labels)
+        correct /= seeds
+        first = correct if first is None else first
+        difference = correct - first
+        rows.append(
+            {
+                "scheme": name,
+                "pipeline": pipeline,
+                "draws": draws,
+                "accuracy": float(correct.mean()),
+                "standard_error": float(correct.std(ddof=1) / np.sqrt(len(correct))),
+                "difference": float(difference.mean()),
+                "difference_error": float(difference.std(ddof=1) / np.sqrt(len(correct))),
+            }
+        )
+    return rows
+
+
+def stox(model: Path, limit: int, seeds: int = 2) -> dict:
     """Map, price and simulate the StoX comparison (see the module docstring); return it."""
     target = load_target("stox")
     calibration = load_dataset(f"cifar10:{TRAIN_IMAGES}", CALIBRATION).images
@@ -127,9 +308,10 @@ def stox(model: Path, limit: int) -> dict:
     if limit:
         test = load_dataset(f"cifar10:{CIFAR10_IMAGES}", limit)
     float_graph = driver.float_reference(model)
-    designs = {}
-    for name, pipeline in stox_designs(target).items():
-        program = driver.compile(model, target, passes=pipeline, calibration=calibration)
+    designs, programs = {}, {}
+    pipelines = stox_designs(target)
+    for name, pipeline in pipelines.items():
+        program = programs[name] = mapped(model, target, pipeline, calibration)
         report = estimate(program, target)
         accuracy = float_accuracy = quantized = None
         if test is not None:
@@ -138,6 +320,7 @@ def stox(model: Path, limit: int) -> dict:
             quantized = result.quantized_accuracy
         designs[name] = Design(name, pipeline, report, accuracy, float_accuracy, quantized)
     mtj = designs["mtj"].report
+    array = full_array(target, pipelines, ARRAY_SAMPLES)
     return {
         "model": str(model.relative_to(ROOT) if model.is_relative_to(ROOT) else model),
         "trained": model == TRAINED,
@@ -159,7 +342,27 @@ def stox(model: Path, limit: int) -> dict:
             }
             for name, d in designs.items()
         },
-        "ratios": {name: ratios(designs[name].report, mtj) for name in ("adc8", "adc4")},
+        "array_samples": ARRAY_SAMPLES,
+        "array_shape": f"{target.crossbar.rows}x{target.crossbar.columns}",
+        "full_array": {
+            name: {
+                "converter_energy_j": bank(r, "energy"),
+                "time_s": array_time(r),
+                "converter_area_mm2": bank(r, "area"),
+                "energy_breakdown_j": r.energy_breakdown_j,
+                "area_breakdown_mm2": r.area_breakdown_mm2,
+            }
+            for name, r in array.items()
+        },
+        "ratios": {
+            name: ratios(designs[name].report, mtj, array[name], array["mtj"])
+            for name in ("adc8", "adc4")
+        },
+        "layers": layer_rows(target, designs, programs),
+        "sampling": []
+        if test is None
+        else sampling(model, target, calibration, test, float_graph, seeds),
+        "seeds": seeds,
     }
 
 
@@ -190,16 +393,51 @@ def stox_markdown(result: dict) -> str:
         f"| mapped, 8-bit ADC | | {percent(d['adc8']['accuracy'])} |",
         f"| mapped, 4-bit ADC | | {percent(d['adc4']['accuracy'])} |",
         "",
-        "| ratio (ADC design / MTJ design) | paper | 8-bit ADC, chip | 8-bit ADC, macro "
-        "| 4-bit ADC, chip | 4-bit ADC, macro |",
-        "|---|---|---|---|---|---|",
+        f"Ratios, ADC design over MTJ design, at three levels: the converter bank of one full "
+        f"{result['array_shape']} array (energy and time of one input vector, area; the MTJ at "
+        f"{result['array_samples']} samples with its reset and counters: the converter swap "
+        "undiluted), the ResNet-20 macro (arrays, drivers, converters, counters, shift-and-add) "
+        "and the whole chip (plus buffers, interconnect, digital units).",
+        "",
+        "| ratio | paper | 8-bit ADC: bank / macro / chip | 4-bit ADC: bank / macro / chip |",
+        "|---|---|---|---|",
     ]
     for key in ("energy", "latency", "area", "edp"):
+        cells = [
+            " / ".join(f"{r[adc][f'{level}_{key}']:.2f}x" for level in ("array", "macro", "chip"))
+            for adc in ("adc8", "adc4")
+        ]
+        lines.append(f"| {key} | {PAPER[key]} | {cells[0]} | {cells[1]} |")
+    lines += [
+        "",
+        "Per crossbar layer: the columns a crossbar uses, the MTJ's samples, each design's time "
+        "per image (us; the chip's pipeline runs at the slowest) and converter energy (nJ per "
+        "image; an MTJ's with its reset and counter).",
+        "",
+        "| layer | columns | samples | time MTJ / 8-bit / 4-bit | converters MTJ / 8-bit / 4-bit |",
+        "|---|---|---|---|---|",
+    ]
+    for row in result["layers"]:
+        times = " / ".join(f"{row[f'{n}_time_s'] * 1e6:.2f}" for n in ("mtj", "adc8", "adc4"))
+        energy = " / ".join(f"{row[f'{n}_converter_j'] * 1e9:.2f}" for n in ("mtj", "adc8", "adc4"))
         lines.append(
-            f"| {key} | {PAPER[key]} | {r['adc8']['chip_' + key]:.2f}x | "
-            f"{r['adc8']['macro_' + key]:.2f}x | {r['adc4']['chip_' + key]:.2f}x | "
-            f"{r['adc4']['macro_' + key]:.2f}x |"
+            f"| {row['layer']} | {row['columns']} | {row['samples']} | {times} | {energy} |"
         )
+    if result["sampling"]:
+        lines += [
+            "",
+            f"Sampling schemes on the same images (accuracy averaged over {result['seeds']} "
+            "draws of the MTJs; standard errors over images, the difference paired by image).",
+            "",
+            "| scheme | MTJ samples per image | accuracy | vs uniform |",
+            "|---|---|---|---|",
+        ]
+        for row in result["sampling"]:
+            lines.append(
+                f"| {row['scheme']} | {row['draws']:,.0f} | {percent(row['accuracy'])} "
+                f"± {100 * row['standard_error']:.2f} | {100 * row['difference']:+.2f} "
+                f"± {100 * row['difference_error']:.2f} points |"
+            )
     lines += ["", "| energy (nJ) / area (mm2) by component | MTJ | 8-bit ADC | 4-bit ADC |"]
     lines.append("|---|---|---|---|")
     for kind, key, unit, digits in (
@@ -218,10 +456,11 @@ def main() -> None:
     parser.add_argument("name", choices=("stox",))
     parser.add_argument("--model", type=Path, help="default: the trained model, else the base")
     parser.add_argument("--limit", type=int, default=5000, help="test images simulated (0: none)")
+    parser.add_argument("--seeds", type=int, default=2, help="MTJ draws per sampling scheme")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "reproduce")
     args = parser.parse_args()
     model = args.model or (TRAINED if TRAINED.is_file() else BASE)
-    result = stox(model, args.limit)
+    result = stox(model, args.limit, args.seeds)
     text = stox_markdown(result)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.md").write_text(text)
