@@ -23,7 +23,9 @@ Step time (`--steps N`): one fine-tuning step (sampled forward, straight-through
 update) of ResNet-20 mapped by sotmtj's default pipeline, batch `--batch`, timed in this run
 for this tree and for the tree of `--baseline COMMIT` (the datapath before it was written
 once: git archive into a temporary folder), each in a fresh process on the same images;
-`--steps-only` skips the fine-tuning runs.
+`--steps-only` skips the fine-tuning runs. `--epoch` times a step at StoX-Net's design point
+(stox's default pipeline, batch 64 or `--batch` if larger) and projects one epoch of the
+45,000-image CIFAR-10 training split from it (the aim: 20 minutes on the 2-core machine).
 
 The paper (references.md §2) trains from scratch and reports near-software accuracy and 130x
 EDP against a full-precision ADC.
@@ -113,7 +115,7 @@ try:  # the compiled MTJ kernel, where that tree has one (its default in trainin
 except ImportError:
     pass
 torch.manual_seed(0)
-target = load_target("sotmtj")
+target = load_target(sys.argv[6] if len(sys.argv) > 6 else "sotmtj")
 data = load_dataset(spec, 64 + batch)
 ctx = Context(target=target, options={"calibration": data.images[:64]})
 program = PassManager(parse_pipeline(default_pipeline(target))).run(import_onnx(model), ctx)
@@ -134,9 +136,12 @@ print(min(times[1:]))
 """
 
 
-def step_seconds(root: Path, model: Path, spec: str, batch: int, steps: int) -> float:
-    """Return the best time of `steps` fine-tuning steps (after one warm-up) of the package
-    tree at `root` (a folder named imcc inside root's parent is imported), in a new process."""
+def step_seconds(
+    root: Path, model: Path, spec: str, batch: int, steps: int, target: str = "sotmtj"
+) -> float:
+    """Return the best time of `steps` fine-tuning steps (after one warm-up) on `target`'s
+    default pipeline of the package tree at `root` (a folder named imcc inside root's parent
+    is imported), in a new process."""
     out = subprocess.run(
         [
             sys.executable,
@@ -147,6 +152,7 @@ def step_seconds(root: Path, model: Path, spec: str, batch: int, steps: int) -> 
             spec,
             str(batch),
             str(steps),
+            target,
         ],
         check=True,
         capture_output=True,
@@ -175,6 +181,26 @@ def compare_steps(baseline: str, batch: int, steps: int) -> None:
     )
 
 
+EPOCH_IMAGES = 45_000
+"""CIFAR-10's training split (images 0-44,999 of the training set)."""
+EPOCH_AIM_MINUTES = 20.0
+"""The aim for one PS-QAT epoch of the training split at StoX-Net's design point."""
+
+
+def epoch_minutes(batch: int, steps: int) -> None:
+    """Print one PS-QAT epoch's time on the training split at StoX-Net's design point (stox's
+    default pipeline), projected from the best step time of `batch` images."""
+    model, spec = MODELS["resnet20"]
+    seconds = step_seconds(ROOT, model, spec, batch, steps, target="stox")
+    minutes = seconds * -(-EPOCH_IMAGES // batch) / 60
+    print(
+        f"PS-QAT step, ResNet-20 on stox, batch {batch}: {seconds:.2f} s ({batch / seconds:.1f} "
+        f"images/s); one epoch of {EPOCH_IMAGES:,} images: {minutes:.1f} min "
+        f"(aim: {EPOCH_AIM_MINUTES:.0f} min)",
+        flush=True,
+    )
+
+
 def main() -> None:
     """Fine-tune each requested network and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -196,9 +222,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--baseline", default="8374741")
     parser.add_argument("--steps-only", action="store_true")
+    parser.add_argument("--epoch", action="store_true", help="time a PS-QAT epoch on stox")
     args = parser.parse_args()
     if args.steps:
         compare_steps(args.baseline, args.batch, args.steps)
+    if args.epoch:
+        epoch_minutes(max(args.batch, 64), args.steps or 3)
     if args.steps_only:
         return
     pipeline = stox_pipeline(args.samples, args.input_bits, args.percentile)

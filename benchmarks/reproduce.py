@@ -96,8 +96,9 @@ class Design:
 
 BASELINES = {"adc8": ("adc8_unit", 2), "adc4": ("adc4", 4)}
 """The ADC designs: their converter and input slice width. The standard ADC runs as ISAAC runs
-its 8-bit ADC, at unit steps, with the widest input slices whose sums it holds (2 bits: its
-mapped accuracy then equals the lossless one, where 4-bit slices clip); the low-bit ADC keeps
+its 8-bit ADC, at unit steps, with the widest input slices that keep the lossless accuracy (2
+bits; stox.hw's adc8_unit gives the validation measurement: 1-bit slices are exact at twice the
+conversions, 4-bit slices clip); the low-bit ADC keeps
 the MTJ design's 4-bit stream (StoX-Net's and the ADC-less work's networks are trained for
 their converters; this one is not, so its accuracy is the untrained one)."""
 
@@ -231,9 +232,17 @@ def layer_rows(target, designs: dict[str, Design], programs: dict[str, Graph]) -
 
 def mapped(model: Path, target, pipeline: str, calibration: np.ndarray) -> Graph:
     """Compile as `imcc compile` does: with the MTJ normalisation the model learned in
-    `imcc finetune`, when it has one, in place of the data-calibrated values."""
-    program = driver.compile(model, target, passes=pipeline, calibration=calibration)
-    return with_learned_normalisation(program, model)[0]
+    `imcc finetune`, when it has one, in place of the data-calibrated values. A pipeline that
+    allocates samples takes the learned normalisation before allocate-samples, so that the
+    layers' sensitivities are measured on the converters the model was trained for."""
+    head, found, tail = pipeline.partition(",allocate-samples")
+    program = driver.compile(model, target, passes=head, calibration=calibration)
+    program = with_learned_normalisation(program, model)[0]
+    if not found:
+        return program
+    return driver.compile(
+        program, target, passes="allocate-samples" + tail, calibration=calibration, source=model
+    )
 
 
 def sampling_schemes(target) -> dict[str, str]:
@@ -290,6 +299,11 @@ def sampling(
             {
                 "scheme": name,
                 "pipeline": pipeline,
+                "samples": [
+                    n.attr("converter").samples
+                    for n in program.nodes
+                    if "converter" in n.attributes and n.attr("converter").kind == "mtj"
+                ],
                 "draws": draws,
                 "accuracy": float(correct.mean()),
                 "standard_error": float(correct.std(ddof=1) / np.sqrt(len(correct))),
@@ -387,7 +401,8 @@ def stox_markdown(result: dict) -> str:
         "",
         "| accuracy | paper | imcc |",
         "|---|---|---|",
-        f"| float | 91.48% (the same network) | {percent(d['mtj']['float_accuracy'])} |",
+        f"| float, this model's weights | 91.48% (the pretrained network) | "
+        f"{percent(d['mtj']['float_accuracy'])} |",
         f"| 4-bit, lossless converters | | {percent(d['mtj']['quantized_accuracy'])} |",
         f"| mapped, MTJ (16 / 4 samples) | {PAPER['accuracy']} | {percent(d['mtj']['accuracy'])} |",
         f"| mapped, 8-bit ADC | | {percent(d['adc8']['accuracy'])} |",
@@ -429,12 +444,14 @@ def stox_markdown(result: dict) -> str:
             f"Sampling schemes on the same images (accuracy averaged over {result['seeds']} "
             "draws of the MTJs; standard errors over images, the difference paired by image).",
             "",
-            "| scheme | MTJ samples per image | accuracy | vs uniform |",
-            "|---|---|---|---|",
+            "| scheme | samples per MTJ layer | MTJ samples per image | accuracy | vs uniform |",
+            "|---|---|---|---|---|",
         ]
         for row in result["sampling"]:
+            per_layer = ",".join(str(n) for n in row["samples"])
             lines.append(
-                f"| {row['scheme']} | {row['draws']:,.0f} | {percent(row['accuracy'])} "
+                f"| {row['scheme']} | {per_layer} | {row['draws']:,.0f} | "
+                f"{percent(row['accuracy'])} "
                 f"± {100 * row['standard_error']:.2f} | {100 * row['difference']:+.2f} "
                 f"± {100 * row['difference_error']:.2f} points |"
             )

@@ -29,7 +29,9 @@ def test_the_adc_designs_differ_from_the_mtj_design_only_in_converter_and_slicin
     head = mtj[: mtj.index(",select-adc")]
     for name, (converter, width) in reproduce.BASELINES.items():
         expected = head.replace("slice=4", f"slice={width}")
-        assert designs[name] == f"{expected},select-adc{{converter={converter}}},share-columns,place"
+        assert (
+            designs[name] == f"{expected},select-adc{{converter={converter}}},share-columns,place"
+        )
 
 
 def test_sampling_schemes_keep_the_draws_of_uniform_sampling(stox) -> None:
@@ -50,9 +52,7 @@ def test_full_array_bank_ratios_follow_from_the_converter_constants(stox) -> Non
     adc8, mtj = stox.converter(adc), stox.converter("mtj")
     columns, slices = stox.crossbar.columns, 4 // reproduce.BASELINES["adc8"][1]
     adc_energy = slices * columns * adc8.energy_j
-    mtj_energy = (
-        columns * samples * (mtj.energy_j + mtj.reset_energy_j + mtj.counter_energy_j)
-    )
+    mtj_energy = columns * samples * (mtj.energy_j + mtj.reset_energy_j + mtj.counter_energy_j)
     assert reproduce.bank(reports["adc8"], "energy") == pytest.approx(adc_energy)
     assert reproduce.bank(reports["mtj"], "energy") == pytest.approx(mtj_energy)
     # the ADC converts the 128 held columns in turn; the MTJs sample all columns at once
