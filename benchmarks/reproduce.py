@@ -48,16 +48,16 @@ from imcc.frontend.hw import load_target  # noqa: E402
 from imcc.frontend.onnx import import_onnx  # noqa: E402
 from imcc.ir.graph import Graph  # noqa: E402
 from imcc.plan import matrix_shape, plan_layer  # noqa: E402
-from imcc.simulation import simulate  # noqa: E402
+from imcc.simulation import SimulationReport, simulate  # noqa: E402
 from tests.onnx_models import CIFAR10_IMAGES  # noqa: E402
 
 TRAINED = ROOT / "models" / "resnet20_stox.onnx"
 """StoX-Net's ResNet-20 after PS-QAT (models/README.md gives the command), when committed."""
 BASE = ROOT / "models" / "resnet20_cifar10.onnx"
 CALIBRATION = 64
+"""Training images that calibrate every compile (quantize, calibrate-mtj)."""
 ARRAY_SAMPLES = 4
 """MTJ samples of the full-array comparison: the samples of StoX-Net's inner layers."""
-"""Training images that calibrate every compile (quantize, calibrate-mtj)."""
 TRAIN_IMAGES = CIFAR10_IMAGES.with_name("cifar10_train.npz")
 
 MACRO = (
@@ -151,10 +151,15 @@ CONVERTER_BANK = ("converters", "mtj_reset", "counters", "column_mux")
 """A crossbar's converter bank: what StoX-Net's MTJs replace (with their reset and counters)."""
 
 
+def components(report: CostReport, kind: str, names: tuple[str, ...]) -> float:
+    """Return the energy (J) or area (mm2) of a report's components `names`."""
+    parts = report.energy_breakdown_j if kind == "energy" else report.area_breakdown_mm2
+    return sum(parts.get(name, 0.0) for name in names)
+
+
 def bank(report: CostReport, kind: str) -> float:
     """Return the converter bank's energy (J) or area (mm2) of a report."""
-    parts = report.energy_breakdown_j if kind == "energy" else report.area_breakdown_mm2
-    return sum(parts.get(name, 0.0) for name in CONVERTER_BANK)
+    return components(report, kind, CONVERTER_BANK)
 
 
 def array_time(report: CostReport) -> float:
@@ -166,8 +171,7 @@ def array_time(report: CostReport) -> float:
 
 def macro(report: CostReport, kind: str) -> float:
     """Return the macro's energy (J) or area (mm2) of a report."""
-    parts = report.energy_breakdown_j if kind == "energy" else report.area_breakdown_mm2
-    return sum(parts.get(name, 0.0) for name in MACRO)
+    return components(report, kind, MACRO)
 
 
 def ratios(
@@ -221,10 +225,9 @@ def layer_rows(target, designs: dict[str, Design], programs: dict[str, Graph]) -
         }
         for name, design in designs.items():
             other = design.report.layers[index]
-            parts = other.energy_breakdown_j
             row[f"{name}_time_s"] = other.latency_s
             row[f"{name}_converter_j"] = sum(
-                parts.get(k, 0.0) for k in ("converters", "mtj_reset", "counters")
+                other.energy_breakdown_j.get(k, 0.0) for k in CONVERTER_BANK
             )
         rows.append(row)
     return rows
@@ -272,15 +275,20 @@ def sampling(
     test: Dataset,
     float_graph: Graph,
     seeds: int,
+    known: dict[str, tuple[Graph, CostReport, SimulationReport]],
 ) -> list[dict]:
     """Compare the sampling schemes on the test images: per scheme its MTJ sample draws per
     image, its accuracy averaged over `seeds` draws of the MTJs, and the difference to the
     first (uniform) scheme with its standard error, paired by image (each image's correctness
-    averaged over the seeds)."""
+    averaged over the seeds). `known`: pipelines mapped, priced and simulated at seed 0
+    already (the designs), reused."""
     rows, first = [], None
     for name, pipeline in sampling_schemes(target).items():
-        program = mapped(model, target, pipeline, calibration)
-        report = estimate(program, target)
+        if pipeline in known:
+            program, report, done = known[pipeline]
+        else:
+            program = mapped(model, target, pipeline, calibration)
+            report, done = estimate(program, target), None
         draws = sum(  # an MTJ layer's conversions count its samples
             layer.conversions
             for layer in report.layers
@@ -288,8 +296,12 @@ def sampling(
         )
         correct = np.zeros(len(test.images))
         for seed in range(seeds):
-            result = simulate(
-                program, target, test, float_graph=float_graph, seed=seed, progress=True
+            result = (
+                done
+                if seed == 0 and done is not None
+                else simulate(
+                    program, target, test, float_graph=float_graph, seed=seed, progress=True
+                )
             )
             correct += np.asarray(result.predictions) == np.asarray(test.labels)
         correct /= seeds
@@ -322,7 +334,7 @@ def stox(model: Path, limit: int, seeds: int = 2) -> dict:
     if limit:
         test = load_dataset(f"cifar10:{CIFAR10_IMAGES}", limit)
     float_graph = driver.float_reference(model)
-    designs, programs = {}, {}
+    designs, programs, known = {}, {}, {}
     pipelines = stox_designs(target)
     for name, pipeline in pipelines.items():
         program = programs[name] = mapped(model, target, pipeline, calibration)
@@ -330,6 +342,7 @@ def stox(model: Path, limit: int, seeds: int = 2) -> dict:
         accuracy = float_accuracy = quantized = None
         if test is not None:
             result = simulate(program, target, test, float_graph=float_graph, progress=True)
+            known[pipeline] = (program, report, result)
             accuracy, float_accuracy = result.accuracy, result.float_accuracy
             quantized = result.quantized_accuracy
         designs[name] = Design(name, pipeline, report, accuracy, float_accuracy, quantized)
@@ -375,7 +388,7 @@ def stox(model: Path, limit: int, seeds: int = 2) -> dict:
         "layers": layer_rows(target, designs, programs),
         "sampling": []
         if test is None
-        else sampling(model, target, calibration, test, float_graph, seeds),
+        else sampling(model, target, calibration, test, float_graph, seeds, known),
         "seeds": seeds,
     }
 
