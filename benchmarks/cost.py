@@ -44,7 +44,7 @@ MAPPING = "assign-input-precision,quantize,tile-crossbar,select-adc,share-column
 
 
 def fallback_isaac() -> Target:
-    """An ISAAC-like target (references.md §4) for when the built-in is not available."""
+    """An ISAAC-like target (Shafiee et al., ISCA 2016) for when the built-in is not available."""
     return Target(
         name="isaac-bench",
         description="ISAAC-like",

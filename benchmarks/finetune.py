@@ -27,8 +27,8 @@ once: git archive into a temporary folder), each in a fresh process on the same 
 (stox's default pipeline, batch 64 or `--batch` if larger) and projects one epoch of the
 45,000-image CIFAR-10 training split from it (the aim: 20 minutes on the 2-core machine).
 
-The paper (references.md §2) trains from scratch and reports near-software accuracy and 130x
-EDP against a full-precision ADC.
+The paper (StoX-Net, arXiv 2407.12378) trains from scratch and reports near-software accuracy
+and 130x EDP against a full-precision ADC.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Reproduce a paper's headline with imcc, the paper's figure beside ours, measured the same way.
 
     python benchmarks/reproduce.py stox [--model M.onnx] [--limit 5000] [--seeds 2] [--out DIR]
+    python benchmarks/reproduce.py raella [--models resnet20,resnet56,vgg16] [--limit 5000]
 
 Writes DIR/NAME.md and DIR/NAME.json (default DIR: out/reproduce) and prints the markdown.
+`raella` is benchmarks/raella.py (its docstring says what it measures).
 
 `stox` (StoX-Net, Rogers et al., ICRC 2024, arXiv 2407.12378): the CIFAR-10 ResNet-20 on the
 stox target, mapped three ways on the same arrays and the same 4-bit network: StoX-Net's design
@@ -483,15 +485,31 @@ def stox_markdown(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("name", choices=("stox",))
-    parser.add_argument("--model", type=Path, help="default: the trained model, else the base")
-    parser.add_argument("--limit", type=int, default=5000, help="test images simulated (0: none)")
-    parser.add_argument("--seeds", type=int, default=2, help="MTJ draws per sampling scheme")
+    parser.add_argument("name", choices=("stox", "raella"))
+    parser.add_argument("--model", type=Path, help="stox: default the trained model, else the base")
+    parser.add_argument(
+        "--models", default="resnet20,resnet56,vgg16", help="raella: networks (first: per layer)"
+    )
+    parser.add_argument("--limit", type=int, help="test images simulated (default 5000; 0: none)")
+    parser.add_argument("--seeds", type=int, default=2, help="stox: MTJ draws per sampling scheme")
+    parser.add_argument(
+        "--weights",
+        choices=("channel", "tensor"),
+        default="channel",
+        help="raella: weight quantization grid in every step",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "reproduce")
     args = parser.parse_args()
-    model = args.model or (TRAINED if TRAINED.is_file() else BASE)
-    result = stox(model, args.limit, args.seeds)
-    text = stox_markdown(result)
+    if args.name == "raella":
+        import raella
+
+        limit = 5000 if args.limit is None else args.limit
+        result = raella.raella(args.models.split(","), limit, args.weights)
+        text = raella.markdown(result)
+    else:
+        model = args.model or (TRAINED if TRAINED.is_file() else BASE)
+        result = stox(model, 5000 if args.limit is None else args.limit, args.seeds)
+        text = stox_markdown(result)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.md").write_text(text)
     (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -7,7 +7,7 @@
     sampling run with the same trial budget (10% of the space) over several seeds. Reported:
     best EDAP / optimum, trials and distinct designs evaluated, the share of seeds within 2%,
     and trials per second.
-(b) XPert (DAC 2023, shared/references.md §1): a CIFAR-shaped VGG-16 (seeded weights: cost
+(b) XPert (Moitra et al., DAC 2023, arXiv 2303.17646): a CIFAR-shaped VGG-16 (seeded weights: cost
     only) on xpert.hw. The uniform baseline is stated in `XPERT_BASELINE`: one ADC type and
     precision, one input precision and one column sharing in every layer. The search keeps the
     baseline's precisions (without trained weights precision cannot be judged) and searches

@@ -47,8 +47,11 @@ group, G groups, S_i input slices, S_w weight slices, D devices per slice, m col
     Shift-and-add: one operation per conversion result, recoveries included.
   - Speculation unit: one action (compare the code against the min / max code, store the flag
     that gates the recovery conversions) per speculative conversion.
-  - Input buffer: the recovery cycles stream the same input bits again, so the layer's input
-    traffic (K * P * G * input_bits / 8 bytes) is read twice when recovery cycles run.
+  - Input register: the recovery cycles stream the same input bits again from the macro's
+    input register, which is read twice when recovery cycles run ([RAELLA]'s public model,
+    mit-emze/raella models/common_components/raella_buffers.yaml, `raella_input_buffer`:
+    "read once for normal operation, twice for speculation"); the inputs stay in the register
+    meanwhile, so the activations buffer is read once, as without speculation.
   A speculative layer needs an ADC (an MTJ has no min / max code to flag).
 - Column mux (`column_mux`, where a converter serves m > 1 columns; DNN+NeuroSim V1.3 Mux.cpp
   and RowDecoder.cpp in MUX mode): per array read of each crossbar, every column's pass gate
@@ -331,7 +334,7 @@ def crossbar_layer(
         "shift_add": results * target.shift_add.energy_j,
         "accumulators": outputs * (partials - 1) * target.accumulator.energy_j,
     }
-    in_bytes = rows * positions * groups * streaming.bits / 8 * (2 if recovering else 1)
+    in_bytes = rows * positions * groups * streaming.bits / 8
     out_bytes = outputs * OUTPUT_BITS / 8
     streamed_bits = streaming.bits * (2 if recovering else 1)
     traffic = {

@@ -60,10 +60,20 @@ def activation_stats(codes: np.ndarray, bits: int) -> ActivationStats:
     return ActivationStats(density, round(float(np.mean(codes == 0)), 6), int(codes.shape[0]))
 
 
-def quantize_weights(w: np.ndarray, axis: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return symmetric integer weights (codes in +-(2^(bits-1) - 1)) and per-channel scales."""
+GRANULARITIES = ("channel", "tensor")
+"""Weight scales: one per output channel, or one for the whole tensor."""
+
+
+def quantize_weights(
+    w: np.ndarray, axis: int, bits: int, granularity: str = "channel"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return symmetric integer weights (codes in +-(2^(bits-1) - 1)) and their scale per
+    output channel (`axis`): each channel's own (`channel`), or the whole tensor's, repeated
+    (`tensor`)."""
     reduce = tuple(i for i in range(w.ndim) if i != axis)
     top = np.max(np.abs(w.astype(np.float64)), axis=reduce)
+    if granularity == "tensor":
+        top = np.full_like(top, top.max(initial=0.0))
     levels = 2 ** (bits - 1) - 1
     scales = np.where(top > 0, top / levels, 1.0)
     shape = [1] * w.ndim
@@ -79,7 +89,9 @@ class Quantize(Pass):
     Rules: each conv / linear with constant float weights becomes `quantize` (its input, to
     integer codes), the same op on i32 operands (exact integer partial sums), and `dequantize`
     (per-channel scale `s_x * s_w[c]`, then the float bias), under the original result name.
-    Weights are symmetric per output channel, codes in `+-(2^(b-1) - 1)`. An input is unsigned
+    Weights are symmetric, codes in `+-(2^(b-1) - 1)`, with one scale per output channel
+    (`weight_granularity=channel`) or per tensor (`tensor`: every filter on the same grid, so
+    small filters use fewer levels: smaller codes, smaller partial sums). An input is unsigned
     (zero point 0) when its calibration minimum is >= 0, else signed symmetric; its scale covers
     the maximum (`method=minmax`) or a percentile of |x|. The input precision is the layer's
     `input` attribute (from assign-input-precision) or `input_bits`. The `quantize` op records
@@ -110,6 +122,9 @@ class Quantize(Pass):
         99.99, "percentile of |x| that method=percentile covers", above=0.0, maximum=100.0
     )
     samples: int = option(64, "calibration samples used at most", minimum=1)
+    weight_granularity: str = option(
+        "channel", "one weight scale per output channel or per tensor", choices=GRANULARITIES
+    )
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         require_weights(graph, "quantize")
@@ -140,6 +155,7 @@ class Quantize(Pass):
                     input_scale=scale,
                     signed=signed,
                     weight_bits=weight_bits,
+                    weight_granularity=self.weight_granularity,
                 )
             else:
                 builder.keep_node(node, graph.types)
@@ -193,7 +209,7 @@ class Quantize(Pass):
         )
         weights = graph.constant_data(node.inputs[1])
         axis = 0 if node.op == "conv" else 1
-        wq, w_scales = quantize_weights(weights, axis, weight_bits)
+        wq, w_scales = quantize_weights(weights, axis, weight_bits, self.weight_granularity)
         wq_name = builder.add_constant(wq, f"{node.inputs[1]}.q")
         attributes = dict(node.attributes)
         if isinstance(streaming, InputStreaming):

@@ -122,6 +122,49 @@ def test_input_slices_recompose_the_input(bits, slices, signed, seed):
     np.testing.assert_array_equal(np.tensordot(weights, planes, axes=1), x)
 
 
+@settings(max_examples=120, deadline=None)
+@given(data=st.data())
+def test_speculation_recovers_every_failed_read_exactly(data):
+    """RAELLA's speculation with an ADC whose codes hold every 1-bit read: whatever the wide
+    slices' sums do (saturate or not), the recovered product is the integer product bit for
+    bit, for any input and weight slicing, encoding, centers, input sign and ADC width."""
+    input_bits = data.draw(st.integers(2, 8))
+    signed = data.draw(st.booleans())
+    encoding = data.draw(st.sampled_from(["differential", "center-offset"]))
+    weight_slices = data.draw(slicings(7, 4))
+    input_slices = data.draw(slicings(input_bits, 4))
+    adc_bits = data.draw(st.integers(3, 8))
+    widest = 2 ** max(weight_slices) - 1
+    rows_per_sum = max(1, (2 ** (adc_bits - 1) - 1) // widest)  # every 1-bit read fits
+    if rows_per_sum * widest > 2 ** (adc_bits - 1) - 1:
+        adc_bits = (rows_per_sum * widest).bit_length() + 1
+    positions, rows, columns = (data.draw(st.integers(1, n)) for n in (9, 200, 10))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    low, high = (-(2 ** (input_bits - 1)), 2 ** (input_bits - 1)) if signed else (0, 2**input_bits)
+    x = rng.integers(low, high, size=(positions, rows))
+    w = rng.integers(-127, 128, size=(rows, columns))
+    centers = None
+    if encoding == "center-offset":
+        centers = rng.integers(-127, 128, size=columns)
+        w = np.clip(centers + rng.integers(-127, 128, size=(rows, columns)), -127, 127)
+    adc = Converter(ConverterKind.SAR, adc_bits, range_rule="saturate")
+    plan = make_plan(
+        InputStreaming(input_bits, input_slices, signed, True),
+        WeightMapping(encoding, weight_slices, 2),
+        8,
+        rows,
+        columns,
+        rows_per_sum,
+        True,
+        adc,
+        centers,
+    )
+    stats = Statistics()
+    np.testing.assert_array_equal(product(plan, x, w, stats=stats), x @ w)
+    widths = {width for width in input_slices}
+    assert stats.recoveries <= max(widths) * stats.speculative_failures
+
+
 def test_a_narrow_adc_saturates_and_a_full_scale_one_rounds():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(20, 128))

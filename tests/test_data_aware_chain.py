@@ -1,6 +1,6 @@
-"""RAELLA's ablation chain and StoX-Net's sampling comparison, as benchmarks/data_aware.py runs
-them, on a representative subset: the pretrained CIFAR-10 ResNet-20 calibrated on 16 real
-CIFAR-10 images (the benchmark runs the full chain on more images and models)."""
+"""RAELLA's ablation chain (benchmarks/raella.py) and StoX-Net's sampling comparison
+(benchmarks/data_aware.py), on a representative subset: the pretrained CIFAR-10 ResNet-20
+calibrated on 16 real CIFAR-10 images (the benchmarks run on more images and models)."""
 
 from __future__ import annotations
 
@@ -28,10 +28,8 @@ CALIBRATION = 16
 
 
 @functools.cache
-def _benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "data_aware", ROOT / "benchmarks" / "data_aware.py"
-    )
+def _benchmark(name: str = "data_aware"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault(spec.name, module)  # its dataclasses look their module up
     spec.loader.exec_module(module)
@@ -65,7 +63,7 @@ def compiled(target: str, mapping: str):
 
 
 def test_the_raella_chain_cuts_conversions_and_energy_step_by_step():
-    steps = _benchmark().RAELLA_STEPS
+    steps = _benchmark("raella").STEPS
     reports = [compiled(*steps[name])[1] for name in ("isaac", "c+o", "+adaptive", "+spec")]
     converts = [r.converts_per_mac for r in reports]
     per_mac = [r.energy_j / r.macs for r in reports]
@@ -83,7 +81,7 @@ def test_the_raella_chain_cuts_conversions_and_energy_step_by_step():
 
 
 def test_the_last_raella_step_keeps_the_quantized_accuracy():
-    program, _, _ = compiled(*_benchmark().RAELLA_STEPS["+spec"])
+    program, _, _ = compiled(*_benchmark("raella").STEPS["+spec"])
     data = _images()
     test = Dataset(data.name, data.images[CALIBRATION:], data.labels[CALIBRATION:])
     report = simulate(program, load_target("raella"), test, batch=48)

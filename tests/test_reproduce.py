@@ -65,3 +65,62 @@ def test_full_array_bank_ratios_follow_from_the_converter_constants(stox) -> Non
     assert reproduce.bank(reports["mtj"], "area") == pytest.approx(
         columns * (mtj.area_m2 + mtj.counter_area_m2) * 1e6
     )
+
+
+# --- RAELLA (benchmarks/raella.py) ---------------------------------------------------------------
+
+import raella  # noqa: E402
+
+from imcc import driver  # noqa: E402
+from imcc.examples import example_path  # noqa: E402
+from imcc.frontend.datasets import load_dataset  # noqa: E402
+from imcc.passes.layers import crossbar_layers  # noqa: E402
+from imcc.passes.pipeline import DEFAULT_PIPELINE, parse_pipeline  # noqa: E402
+from imcc.passes.profile_converters import simulate_layers  # noqa: E402
+
+
+def test_the_raella_chain_changes_the_weight_grid_in_every_step_alike() -> None:
+    tensor = raella.steps("tensor")
+    assert raella.steps() == raella.STEPS
+    for name, (target, mapping) in raella.STEPS.items():
+        assert tensor[name] == (
+            target,
+            mapping.replace(",quantize,", ",quantize{weight_granularity=tensor},"),
+        )
+        assert "weight_granularity=tensor" in tensor[name][1]
+        parse_pipeline(tensor[name][1])
+
+
+def test_each_failure_cause_changes_one_factor_of_the_typical_layer() -> None:
+    typical = raella.TYPICAL.format(**raella.DEFAULTS)
+    for label, change in raella.CAUSES.items():
+        mapping = raella.TYPICAL.format(**(raella.DEFAULTS | change))
+        parse_pipeline(mapping)
+        differing = [k for k in change if change[k] != raella.DEFAULTS[k]]
+        assert (mapping == typical) == (not differing), label
+
+
+def test_the_converter_view_counts_the_failures_the_simulator_counts() -> None:
+    """Two independent paths: the share of a layer's slice sums at the 7-bit ADC's extreme
+    codes (`converter_view`, from the partial sums) and the speculative failures the
+    bit-accurate simulator counts while it recovers them (the first layer: both see the same
+    inputs)."""
+    target = load_target("raella")
+    data = load_dataset("digits-cnn", 24)
+    calibration, held_out = data.images[:16], data.images[16:24]
+    program = driver.compile(
+        example_path("digits-cnn"),
+        target,
+        passes=f"{DEFAULT_PIPELINE},{raella.TYPICAL.format(**raella.DEFAULTS)}",
+        calibration=calibration,
+    )
+    view = raella.converter_view(program, target, held_out)
+    stats, _ = simulate_layers(program, target, held_out, seed=0)
+    first = crossbar_layers(program)[0]
+    counted = stats[first.outputs[0]]
+    assert counted.speculative_failures > 0
+    assert view[0]["saturated_centered"] == pytest.approx(
+        counted.speculative_failures / counted.conversions
+    )
+    for layer in view:  # c = 0 is plain differential storage: the centers change the sums
+        assert layer["mean_abs_differential"] > 0 and layer["mean_abs_centered"] > 0

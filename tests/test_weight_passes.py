@@ -29,6 +29,8 @@ from imcc.passes.encode_weights import (
     EncodeWeights,
     best_centers,
     mean_abs_partial_sum,
+    slice_centers,
+    slice_score,
 )
 from imcc.passes.layers import crossbar_layers
 from imcc.passes.manager import PassManager
@@ -111,6 +113,78 @@ def test_the_weighted_median_is_the_best_feasible_integer_center():
     zero = mean_abs_partial_sum(sums, inputs, np.zeros(5))
     after = mean_abs_partial_sum(sums, inputs, chosen.astype(float))
     assert np.all(after[[0, 1, 3, 4]] < 0.5 * zero[[0, 1, 3, 4]])  # the non-zero-mean filters
+
+
+def test_slice_centers_are_the_brute_force_best_on_the_converted_sums():
+    """The slices criterion: per filter the feasible center whose partial sums (every row
+    chunk, input slice and weight slice) hit the ADC's extreme codes least, then have the
+    smallest mean |value|; checked against every feasible center, one at a time."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 256, size=(120, 40)) * (rng.random((120, 40)) < 0.5)
+    w = np.clip(rng.integers(-30, 31, size=(40, 4)) + np.array([20, -15, 0, 60]), -127, 127)
+    plan = LayerPlan(  # 16 rows read at a time: 3 row chunks; 3-3-2 inputs, 4-2-1 weights
+        "t",
+        InputStreaming(8, (3, 3, 2), False, True),
+        WeightMapping("center-offset", (4, 2, 1), 2),
+        8,
+        True,
+        40,
+        4,
+        1,
+        128,
+        16,
+        LOSSLESS,
+        (0, 0, 0, 0),
+    )
+    codes = (-64.0, 63.0)
+    start = np.array([20, -15, 0, 60])
+    window = 127  # wide enough to hold every feasible center
+    chosen = slice_centers(plan, x, w, codes, start, window)
+    for n in range(4):
+        feasible = range(w[:, n].max() - 127, w[:, n].min() + 128)
+        keys = []
+        for c in feasible:
+            centers = np.zeros(4, np.int64)
+            centers[n] = c
+            score = slice_score(plan, x, w, centers, codes)
+            keys.append((score.saturated[n], score.mean_abs[n], abs(c - start[n])))
+        best = min(keys)
+        picked = np.zeros(4, np.int64)
+        picked[n] = chosen[n]
+        score = slice_score(plan, x, w, picked, codes)
+        assert (score.saturated[n], score.mean_abs[n]) == pytest.approx(best[:2])
+    at_zero = slice_score(plan, x, w, np.zeros(4, np.int64), codes)
+    centered = slice_score(plan, x, w, chosen, codes)
+    assert centered.saturated.sum() < at_zero.saturated.sum()
+    for n in range(4):  # never worse than c = 0 (plain differential), in the criterion's order
+        assert (centered.saturated[n], centered.mean_abs[n]) <= (
+            at_zero.saturated[n],
+            at_zero.mean_abs[n],
+        )
+
+
+def test_slice_centers_stay_within_their_window_and_feasible():
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 64, size=(50, 20))
+    w = np.clip(rng.integers(-40, 41, size=(20, 3)) + np.array([100, -90, 5]), -127, 127)
+    plan = LayerPlan(
+        "t",
+        InputStreaming(8, (4, 4), False, False),
+        WeightMapping("center-offset", (4, 3), 2),
+        8,
+        True,
+        20,
+        3,
+        1,
+        128,
+        128,
+        LOSSLESS,
+        (0, 0, 0),
+    )
+    start = np.array([100, -90, 5])
+    chosen = slice_centers(plan, x, w, None, start, 3)
+    assert np.all(np.abs(chosen - np.clip(start, w.max(0) - 127, w.min(0) + 127)) <= 3)
+    assert np.abs(w - chosen).max() <= 127
 
 
 def test_centers_beat_c_zero_on_the_digits_cnn():
@@ -369,3 +443,33 @@ def test_speculating_layers_also_bound_their_failure_share():
     assert sum(len(r["slices"]) for r in strict) > sum(len(r["slices"]) for r in loose)
     assert all(r["failures"] <= 0.05 for r in strict if r["within_budget"])
     assert any(r["failures"] > 0.05 for r in loose)
+
+
+def test_per_tensor_weight_scales_share_one_grid():
+    from imcc.passes.quantize import quantize_weights
+
+    rng = np.random.default_rng(4)
+    w = (
+        rng.normal(size=(6, 3, 3, 3))
+        * np.array([1.0, 0.5, 0.1, 2.0, 0.3, 1.5])[:, None, None, None]
+    )
+    per_channel, _ = quantize_weights(w, 0, 8)
+    per_tensor, tensor_scales = quantize_weights(w, 0, 8, "tensor")
+    assert np.allclose(tensor_scales, np.abs(w).max() / 127)
+    assert np.all(np.abs(per_channel).reshape(6, -1).max(axis=1) == 127)  # each channel full
+    assert np.abs(per_tensor).max() == 127 and np.abs(per_tensor[2]).max() < 20  # small filter
+    np.testing.assert_allclose(
+        per_tensor * tensor_scales[:, None, None, None], w, atol=tensor_scales[0] / 2 + 1e-12
+    )
+
+
+def test_the_quantize_pass_takes_the_weight_grid_from_its_option():
+    graph, _ = compile_digits(f"{HEAD.replace('quantize', 'quantize{weight_granularity=tensor}')}")
+    for node in crossbar_layers(graph):
+        scales = graph.constant_data(
+            next(
+                n for n in graph.nodes if n.op == "dequantize" and node.outputs[0] in n.inputs
+            ).inputs[1]
+        )
+        x_scale = next(n for n in graph.nodes if n.outputs[0] == node.inputs[0]).attr("scale")
+        np.testing.assert_allclose(scales / x_scale, scales[0] / x_scale, rtol=1e-6)
