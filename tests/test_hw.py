@@ -379,7 +379,9 @@ def test_a_target_names_its_default_mapping_pipeline() -> None:
     from imcc.driver import MAPPING_PIPELINE, default_pipeline
 
     assert default_pipeline(load_target("isaac")).endswith(MAPPING_PIPELINE)
-    assert "encode-weights{scheme=center-offset}" in default_pipeline(load_target("raella"))
+    assert "encode-weights{scheme=center-offset center_bits=4}" in default_pipeline(
+        load_target("raella")
+    )
     assert "calibrate-mtj" in default_pipeline(load_target("sotmtj"))
     text = tiny(
         "column_sharing = [1, 8]",
