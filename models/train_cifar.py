@@ -1,0 +1,272 @@
+"""Train a CIFAR-10 VGG (models/vgg_cifar.py) from scratch, checkpointed every epoch, and export it.
+
+The recipe: SGD with Nesterov momentum 0.9 and weight decay 5e-4, a one-cycle schedule
+(Smith & Topin 2019) peaking at `--lr` after 15% of the steps, batch 128, cross-entropy; each
+epoch visits the training images in a seeded random order, each image shifted by up to 4
+pixels (zero padding) and flipped left-right with probability 1/2 (He et al. 2016, §4.2). The
+network normalises its [0, 1] input itself with the CIFAR-10 training statistics, so every
+imcc data set feeds the exported model unchanged.
+
+Data: the CIFAR-10 training set as an imcc data spec (`cifar10:FILE`, 50,000 images): images
+0-44,999 train and 45,000-49,999 validate; the exported weights are the epoch with the best
+validation accuracy (ties: the later), and test accuracy is measured elsewhere, on the test
+images only.
+
+Each epoch ends with a checkpoint (`--state`: weights, optimizer, schedule, the data
+generator, the log), so `--resume` continues a stopped run and ends with the weights an
+uninterrupted run has; `--epochs` may grow on resume only if the schedule is kept (it is
+fixed by the first run's `--epochs`). CUDA is used when present (`--device`).
+
+    python models/train_cifar.py --arch vgg16 --data cifar10:cifar10_train.npz \\
+        --epochs 30 --state runs/vgg16/state.pt --out models/vgg16_cifar10.onnx [--resume]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from imcc.models.vgg_cifar import CONFIGS, VggCifar
+
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+"""CIFAR-10 training-set channel mean and standard deviation of [0, 1] images."""
+TRAIN, VALIDATE = 45_000, 5_000
+"""The training split: the first 45,000 images train, the next 5,000 validate."""
+PAD = 4
+"""Pixels of zero padding the random crop shifts within."""
+
+
+class Normalised(nn.Module):
+    """A network preceded by the CIFAR-10 input normalisation (part of the exported graph)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self.register_buffer("mean", torch.tensor(MEAN).reshape(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(STD).reshape(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network((x - self.mean) / self.std)
+
+
+def build(arch: str, width: float = 1.0) -> nn.Module:
+    """Return an untrained VGG of `arch` (vgg_cifar's CONFIGS) with its input normalisation."""
+    return Normalised(VggCifar(arch, width))
+
+
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Return a batch shifted by up to PAD pixels (zero padding) and flipped with probability
+    1/2, each image by its own draw from `generator`."""
+    count, _, height, width = images.shape
+    padded = nn.functional.pad(images, (PAD, PAD, PAD, PAD))
+    dy = torch.randint(0, 2 * PAD + 1, (count,), generator=generator)
+    dx = torch.randint(0, 2 * PAD + 1, (count,), generator=generator)
+    flip = torch.rand(count, generator=generator) < 0.5
+    rows = (dy[:, None] + torch.arange(height)[None, :])[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(width)[None, :])[:, None, None, :]
+    batch = torch.arange(count)[:, None, None, None]
+    channel = torch.arange(images.shape[1])[None, :, None, None]
+    out = padded[batch, channel, rows, cols]
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+@dataclass
+class Run:
+    """What a checkpoint holds besides the model: the epochs done and one log row each."""
+
+    epochs: int
+    done: int = 0
+    log: list[dict] = field(default_factory=list)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
+    """Return the top-1 accuracy of `model` in eval mode on (x, y)."""
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(x), 500):
+            logits = model(x[start : start + 500].to(device))
+            correct += int((logits.argmax(1).cpu() == y[start : start + 500]).sum())
+    return correct / max(len(x), 1)
+
+
+def train(
+    model: nn.Module,
+    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    *,
+    epochs: int,
+    batch: int = 128,
+    lr: float = 0.1,
+    seed: int = 0,
+    state: Path | None = None,
+    resume: bool = False,
+    device: torch.device | None = None,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> Run:
+    """Train `model` on (train images, labels, validation images, labels) by the recipe of
+    the module docstring, checkpointing to `state` after every epoch; with `resume`, continue
+    from `state`. `stop_after` ends the call after that many epochs in total (as an
+    interrupted run would). Return the run's log; the model holds the last epoch's weights,
+    the checkpoint also the best epoch's (`best`)."""
+    from tqdm import tqdm
+
+    device = device or torch.device("cpu")
+    x, y, vx, vy = data
+    model.to(device)
+    generator = torch.Generator().manual_seed(seed)
+    steps = -(-len(x) // batch)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4
+    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, lr, total_steps=epochs * steps, pct_start=0.15
+    )
+    run = Run(epochs)
+    best: dict | None = None
+    if resume:
+        saved = torch.load(state, weights_only=False)
+        if saved["run"].epochs != epochs:
+            raise SystemExit(
+                f"{state} was trained for a {saved['run'].epochs}-epoch schedule, not {epochs}"
+            )
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        generator.set_state(saved["generator"])
+        run, best = saved["run"], saved["best"]
+    last = min(epochs, stop_after or epochs)
+    for epoch in range(run.done, last):
+        model.train()
+        start = time.perf_counter()
+        order = torch.randperm(len(x), generator=generator)
+        total, seen = 0.0, 0
+        bar = tqdm(
+            range(0, len(order), batch),
+            desc=f"epoch {epoch + 1}/{epochs}",
+            disable=not progress,
+            leave=False,
+        )
+        for first in bar:
+            index = order[first : first + batch]
+            images = augment(x[index], generator).to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(model(images), y[index].to(device))
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += float(loss.detach()) * len(index)
+            seen += len(index)
+            bar.set_postfix(loss=f"{total / seen:.3f}")
+        validation = accuracy(model, vx, vy, device)
+        run.done = epoch + 1
+        run.log.append(
+            {
+                "epoch": run.done,
+                "loss": total / seen,
+                "validation": validation,
+                "seconds": time.perf_counter() - start,
+            }
+        )
+        if best is None or validation >= best["validation"]:
+            weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            best = {"epoch": run.done, "validation": validation, "model": weights}
+        print(json.dumps(run.log[-1]), flush=True)
+        if state is not None:
+            state.parent.mkdir(parents=True, exist_ok=True)
+            saved = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "generator": generator.get_state(),
+                "run": run,
+                "best": best,
+            }
+            partial = state.with_suffix(".partial")
+            torch.save(saved, partial)
+            partial.replace(state)  # a stop mid-write leaves the previous checkpoint
+    return run
+
+
+def export(model: nn.Module, path: Path) -> Path:
+    """Write `model` as ONNX: opset 13, BatchNormalization kept, batch 1, `image` -> `logits`."""
+    model = model.cpu().eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, 3, 32, 32),),
+            str(path),
+            dynamo=False,
+            opset_version=13,
+            input_names=["image"],
+            output_names=["logits"],
+            do_constant_folding=False,
+            training=torch.onnx.TrainingMode.EVAL,
+        )
+    return path
+
+
+def load(spec: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return the training and validation images and labels of a CIFAR-10 training set."""
+    from imcc.frontend.datasets import load_dataset
+
+    data = load_dataset(spec, TRAIN + VALIDATE)
+    if len(data.images) < TRAIN + VALIDATE:
+        raise SystemExit(f"{spec}: {len(data.images)} images, the split needs 50,000")
+    images = torch.from_numpy(data.images)
+    labels = torch.from_numpy(data.labels)
+    return images[:TRAIN], labels[:TRAIN], images[TRAIN:], labels[TRAIN:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", choices=sorted(CONFIGS), default="vgg16")
+    parser.add_argument("--width", type=float, default=1.0, help="multiplier of every width")
+    parser.add_argument("--data", required=True, help="cifar10:FILE (the 50,000-image set)")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.1, help="the one-cycle schedule's peak")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--state", type=Path, required=True, help="checkpoint file")
+    parser.add_argument("--resume", action="store_true", help="continue from --state")
+    parser.add_argument("--out", type=Path, help="ONNX file of the best validation epoch")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    model = build(args.arch, args.width)
+    train(
+        model,
+        load(args.data),
+        epochs=args.epochs,
+        batch=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        state=args.state,
+        resume=args.resume,
+        device=torch.device(args.device),
+    )
+    if args.out is not None:
+        saved = torch.load(args.state, weights_only=False)
+        model.load_state_dict(saved["best"]["model"])
+        export(model, args.out)
+        best = saved["best"]
+        print(
+            f"wrote {args.out} (epoch {best['epoch']}, validation {100 * best['validation']:.2f}%)"
+        )
+
+
+if __name__ == "__main__":
+    main()

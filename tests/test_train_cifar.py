@@ -1,0 +1,68 @@
+"""models/train_cifar.py: a resumed run ends with the weights of an uninterrupted one, the
+augmentation only shifts and flips, and the exported model is the best validation epoch's."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from imcc.models.train_cifar import PAD, augment, build, export, train
+
+
+def tiny_data(seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(96, 3, 32, 32, generator=generator)
+    y = torch.randint(0, 10, (96,), generator=generator)
+    return x[:64], y[:64], x[64:], y[64:]
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return build("vgg11", width=1 / 16)
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+    data = tiny_data()
+    whole = tiny_model()
+    log = train(whole, data, epochs=2, batch=16, state=tmp_path / "whole.pt", progress=False)
+    assert [row["epoch"] for row in log.log] == [1, 2]
+    parts = tiny_model()
+    state = tmp_path / "parts.pt"
+    train(parts, data, epochs=2, batch=16, state=state, stop_after=1, progress=False)
+    assert torch.load(state, weights_only=False)["run"].done == 1
+    resumed = tiny_model()  # a fresh process: the weights come from the checkpoint
+    run = train(resumed, data, epochs=2, batch=16, state=state, resume=True, progress=False)
+    assert run.done == 2 and [row["loss"] for row in run.log] == [row["loss"] for row in log.log]
+    for (name, a), (_, b) in zip(
+        whole.state_dict().items(), resumed.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_augmentation_shifts_within_the_padding_and_flips():
+    generator = torch.Generator().manual_seed(1)
+    images = torch.rand(200, 3, 32, 32, generator=generator)
+    out = augment(images, torch.Generator().manual_seed(2))
+    assert out.shape == images.shape
+    for image, moved in zip(images, out, strict=True):
+        padded = torch.nn.functional.pad(image, (PAD, PAD, PAD, PAD))
+        found = any(
+            torch.equal(candidate[:, dy : dy + 32, dx : dx + 32], moved)
+            for candidate in (padded, padded.flip(2))
+            for dy in range(2 * PAD + 1)
+            for dx in range(2 * PAD + 1)
+        )
+        assert found
+    assert not torch.equal(out, images)
+
+
+def test_the_export_takes_unit_range_images_and_matches_torch(tmp_path):
+    model = tiny_model().eval()
+    path = export(model, tmp_path / "tiny.onnx")
+    image = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"image": image})
+    with torch.no_grad():
+        expected = model(torch.from_numpy(image)).numpy()
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
