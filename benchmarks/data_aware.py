@@ -103,12 +103,6 @@ def run(model: Model, target_name: str, mapping: str, calib: int, limit: int) ->
     )
 
 
-def per_mac(report, *components: str) -> float:
-    """Return the energy of some components per MAC in fJ (all components when none given)."""
-    parts = components or tuple(report.energy_breakdown_j)
-    return sum(report.energy_breakdown_j.get(c, 0.0) for c in parts) / report.macs * 1e15
-
-
 def percent(value: float | None) -> str:
     """Format an accuracy."""
     return "    n/a" if value is None else f"{100 * value:6.2f}%"

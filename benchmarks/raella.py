@@ -185,7 +185,7 @@ def models(names: list[str]) -> list[Model]:
             if path is None:
                 print(f"{name}: not exported (run scripts/fetch_test_models.sh)")
                 continue
-            found.append(Model(name, path, True))
+            found.append(Model(name, path, CIFAR10_IMAGES.is_file()))  # else cost only
         elif name.startswith("vgg"):
             from imcc.models.vgg_cifar import export
 
@@ -422,12 +422,12 @@ def markdown(result: dict) -> str:
         "`quant`: the 8-bit network with lossless converters); calibration on "
         f"{result['calibration_images']} training images; weights quantized per "
         f"{result['weight_granularity']} in every step. Ratios over the isaac step of the "
-        "same network at equal provisioned area. `cells`: the share of the provisioned "
+        "same network at equal provisioned area. `cell use`: the share of the provisioned "
         "crossbar cells holding a weight slice. `fail`: failing share of speculative "
         "conversions, averaged over layers.",
         "",
         "| model | step | conv/MAC (paper) | fJ/MAC | ADC | cells | DAC | buffers | other "
-        "| eff. x | thru. x | cells | fail | slices | quant | mapped |",
+        "| eff. x | thru. x | cell use | fail | slices | quant | mapped |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["steps"]:

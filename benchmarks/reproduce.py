@@ -49,6 +49,7 @@ from imcc.frontend.datasets import Dataset, load_dataset  # noqa: E402
 from imcc.frontend.hw import load_target  # noqa: E402
 from imcc.frontend.onnx import import_onnx  # noqa: E402
 from imcc.ir.graph import Graph  # noqa: E402
+from imcc.passes.quantize import GRANULARITIES  # noqa: E402
 from imcc.plan import matrix_shape, plan_layer  # noqa: E402
 from imcc.simulation import SimulationReport, simulate  # noqa: E402
 from tests.onnx_models import CIFAR10_IMAGES  # noqa: E402
@@ -494,7 +495,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2, help="stox: MTJ draws per sampling scheme")
     parser.add_argument(
         "--weights",
-        choices=("channel", "tensor"),
+        choices=GRANULARITIES,
         default="channel",
         help="raella: weight quantization grid in every step",
     )

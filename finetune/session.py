@@ -157,11 +157,18 @@ def _compile(
 
 def input_range(pipeline: str) -> InputRange:
     """Return how the pipeline's quantize pass measures input ranges (its method and
-    percentile), so that fine-tuning re-measures them as a re-compile will."""
+    percentile), so that fine-tuning re-measures them as a re-compile will; a UserError when
+    it quantizes the weights per tensor (fine-tuning keeps one scale per output channel)."""
     from imcc.passes.quantize import Quantize
 
     for step in driver.pipeline_passes(pipeline, label="--passes"):
         if isinstance(step, Quantize):
+            if step.weight_granularity != "channel":
+                raise UserError(
+                    "--passes: fine-tuning quantizes the weights per output channel, so it "
+                    f"cannot train for quantize{{weight_granularity={step.weight_granularity}}}",
+                    hint="fine-tune with per-channel weights (drop weight_granularity)",
+                )
             return InputRange(step.method, step.percentile)
     return InputRange()
 

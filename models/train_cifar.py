@@ -13,9 +13,10 @@ validation accuracy (ties: the later), and test accuracy is measured elsewhere, 
 images only.
 
 Each epoch ends with a checkpoint (`--state`: weights, optimizer, schedule, the data
-generator, the log), so `--resume` continues a stopped run and ends with the weights an
-uninterrupted run has; `--epochs` may grow on resume only if the schedule is kept (it is
-fixed by the first run's `--epochs`). CUDA is used when present (`--device`).
+generator, the log and the settings), so `--resume` continues a stopped run; on the CPU it ends
+with the weights an uninterrupted run has (CUDA kernels need not be bit-reproducible). A
+resume must keep the settings the schedule was built for (architecture, width, epochs, batch,
+lr, seed): a change is refused. CUDA is used when present (`--device`).
 
     python models/train_cifar.py --arch vgg16 --data cifar10:cifar10_train.npz \\
         --epochs 30 --state runs/vgg16/state.pt --out models/vgg16_cifar10.onnx [--resume]
@@ -27,7 +28,7 @@ import argparse
 import json
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -80,9 +81,10 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 @dataclass
 class Run:
-    """What a checkpoint holds besides the model: the epochs done and one log row each."""
+    """What a checkpoint holds besides the model: the settings the schedule was built for, the
+    epochs done and one log row each (saved as plain data, `asdict`)."""
 
-    epochs: int
+    settings: dict
     done: int = 0
     log: list[dict] = field(default_factory=list)
 
@@ -111,12 +113,14 @@ def train(
     device: torch.device | None = None,
     stop_after: int | None = None,
     progress: bool = True,
+    settings: dict | None = None,
 ) -> Run:
     """Train `model` on (train images, labels, validation images, labels) by the recipe of
     the module docstring, checkpointing to `state` after every epoch; with `resume`, continue
     from `state`. `stop_after` ends the call after that many epochs in total (as an
-    interrupted run would). Return the run's log; the model holds the last epoch's weights,
-    the checkpoint also the best epoch's (`best`)."""
+    interrupted run would); `settings` (e.g. the architecture) join the recipe's in the
+    checkpoint, and a resume with other settings is refused. Return the run's log; the model
+    holds the last epoch's weights, the checkpoint also the best epoch's (`best`)."""
     from tqdm import tqdm
 
     device = device or torch.device("cpu")
@@ -130,19 +134,24 @@ def train(
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, lr, total_steps=epochs * steps, pct_start=0.15
     )
-    run = Run(epochs)
+    recipe = {"epochs": epochs, "batch": batch, "lr": lr, "seed": seed, **(settings or {})}
+    run = Run(recipe)
     best: dict | None = None
     if resume:
-        saved = torch.load(state, weights_only=False)
-        if saved["run"].epochs != epochs:
-            raise SystemExit(
-                f"{state} was trained for a {saved['run'].epochs}-epoch schedule, not {epochs}"
+        saved = load_state(state)
+        before = saved["run"]["settings"]
+        if before != recipe:
+            changed = ", ".join(
+                f"{k} {before.get(k)} -> {recipe.get(k)}"
+                for k in sorted(set(before) | set(recipe))
+                if before.get(k) != recipe.get(k)
             )
+            raise SystemExit(f"{state}: --resume needs the run's own settings ({changed})")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
         generator.set_state(saved["generator"])
-        run, best = saved["run"], saved["best"]
+        run, best = Run(**saved["run"]), saved["best"]
     last = min(epochs, stop_after or epochs)
     for epoch in range(run.done, last):
         model.train()
@@ -187,13 +196,18 @@ def train(
                 "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(),
                 "generator": generator.get_state(),
-                "run": run,
+                "run": asdict(run),
                 "best": best,
             }
             partial = state.with_suffix(".partial")
             torch.save(saved, partial)
             partial.replace(state)  # a stop mid-write leaves the previous checkpoint
     return run
+
+
+def load_state(path: Path) -> dict:
+    """Return a checkpoint of `train` (tensors on the CPU; plain data only, no pickled code)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def export(model: nn.Module, path: Path) -> Path:
@@ -257,9 +271,10 @@ def main() -> None:
         state=args.state,
         resume=args.resume,
         device=torch.device(args.device),
+        settings={"arch": args.arch, "width": args.width},
     )
     if args.out is not None:
-        saved = torch.load(args.state, weights_only=False)
+        saved = load_state(args.state)
         model.load_state_dict(saved["best"]["model"])
         export(model, args.out)
         best = saved["best"]

@@ -123,8 +123,9 @@ def slice_score(
 ) -> SliceScore:
     """Return per filter of one group the share of its partial sums (every row chunk, input
     slice and weight slice: what each converter converts, `datapath.partial_sums`) at the
-    lowest or highest code of `codes` (None: a converter that cannot saturate) and their
-    mean |value| when the filters are centered at `centers`."""
+    highest code of `codes` or, when the codes are signed, the lowest (as speculation flags
+    them; None: a converter that cannot saturate) and their mean |value| when the filters
+    are centered at `centers`."""
     one = replace(plan, groups=1, centers=tuple(int(c) for c in centers))
     sums = partial_sums(one, x, w)  # [C, J, P, I * D * N]
     sums = sums.reshape(*sums.shape[:3], -1, plan.filters)
@@ -133,7 +134,9 @@ def slice_score(
     if codes is None:
         return SliceScore(np.zeros(plan.filters), mean_abs)
     low, high = codes
-    hit = (sums <= low) | (sums >= high)
+    hit = sums >= high
+    if low < 0:  # an unsigned code range's lowest code is a zero sum, not a saturation
+        hit |= sums <= low
     return SliceScore(hit.mean(axis=reduce, dtype=np.float64), mean_abs)
 
 
@@ -209,7 +212,8 @@ class EncodeWeights(Pass):
     converters actually convert (every row chunk, input slice and weight slice of the layer's
     current slicing): first the share that hit the lowest or highest code of `converter`
     (the layer's, else the target's first; what makes a speculative read fail), then their
-    mean |value| (`slice_centers`). Centers are clipped so that |w - c| <= 2^(b-1) - 1 (the
+    mean |value| (`slice_centers`): the slices the layer has when encode-weights runs (a later
+    slice-weights keeps the centers). Centers are clipped so that |w - c| <= 2^(b-1) - 1 (the
     offsets fit the same slices as differential weights) and, with `center_bits`, to signed
     integers of that many bits (RAELLA's public model stores 4). Calibration positions are a seeded
     subsample, so centers are deterministic. Slices that no longer cover the scheme's
@@ -256,6 +260,8 @@ class EncodeWeights(Pass):
                 "encode-weights: samples and positions must be at least 1",
                 hint="e.g. encode-weights{samples=16 positions=2048}",
             )
+        if self.converter:  # before the calibration run: a misspelt name fails at once
+            target_converter(target, self.converter, "encode-weights: ")
         layers = crossbar_layers(graph)
         schemes = per_layer(
             self.per_layer_scheme, self.scheme or supported[-1], len(layers), "per_layer_scheme"

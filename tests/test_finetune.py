@@ -841,3 +841,14 @@ def test_a_tiny_ps_qat_run_on_the_stox_design_point(tmp_path: Path) -> None:
     )
     assert records[-1].loss < records[0].loss
     assert any(not torch.equal(o, layer.offset) for o, layer in zip(offsets, mtj, strict=True))
+
+
+def test_fine_tuning_refuses_per_tensor_weight_scales():
+    """Fine-tuning keeps one weight scale per output channel; a pipeline that quantizes per
+    tensor would re-compile to other codes than those trained, so it is a user error."""
+    from imcc.errors import UserError
+    from imcc.finetune.session import input_range
+
+    assert input_range("quantize{method=percentile}").method == "percentile"
+    with pytest.raises(UserError, match="per output channel"):
+        input_range("assign-input-precision,quantize{weight_granularity=tensor},tile-crossbar")

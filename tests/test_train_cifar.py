@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 import torch
 
-from imcc.models.train_cifar import PAD, augment, build, export, train
+from imcc.models.train_cifar import PAD, augment, build, export, load_state, train
 
 
 def tiny_data(seed: int = 0):
@@ -30,7 +31,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
     parts = tiny_model()
     state = tmp_path / "parts.pt"
     train(parts, data, epochs=2, batch=16, state=state, stop_after=1, progress=False)
-    assert torch.load(state, weights_only=False)["run"].done == 1
+    assert load_state(state)["run"]["done"] == 1
     resumed = tiny_model()  # a fresh process: the weights come from the checkpoint
     run = train(resumed, data, epochs=2, batch=16, state=state, resume=True, progress=False)
     assert run.done == 2 and [row["loss"] for row in run.log] == [row["loss"] for row in log.log]
@@ -38,6 +39,8 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
         whole.state_dict().items(), resumed.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name
+    with pytest.raises(SystemExit, match=r"lr 0\.1 -> 0\.05"):  # another schedule: refused
+        train(tiny_model(), data, epochs=2, batch=16, lr=0.05, state=state, resume=True)
 
 
 def test_augmentation_shifts_within_the_padding_and_flips():
