@@ -57,7 +57,7 @@ from imcc.passes.layers import crossbar_layers  # noqa: E402
 from imcc.passes.pipeline import DEFAULT_PIPELINE  # noqa: E402
 from imcc.plan import columns_per_slice, graph_plan  # noqa: E402
 from imcc.simulation import simulate  # noqa: E402
-from tests.onnx_models import CIFAR10_IMAGES, cifar_resnet, models_dir  # noqa: E402
+from tests.onnx_models import CIFAR10_IMAGES, CIFAR10_TRAIN, cifar_resnet, models_dir  # noqa: E402
 
 STEPS = {
     "isaac": (
@@ -115,7 +115,6 @@ CALIBRATION = 64
 """Training images that calibrate every compile."""
 HELD_OUT = 16
 """Training images after those that the converter measurements of parts 2 and 3 run on."""
-TRAIN_IMAGES = CIFAR10_IMAGES.with_name("cifar10_train.npz")
 
 TYPICAL = (
     "assign-input-precision{{speculate=true slices={inputs}}},quantize{quantize},"
@@ -231,13 +230,14 @@ def speculation(program: Graph) -> tuple[float | None, list[str]]:
 
 def chain(
     model: Model, calibration: np.ndarray, test: Dataset | None, granularity: str = "channel"
-) -> list[dict]:
-    """Compile, price (at equal provisioned area) and simulate every step of `steps`."""
-    rows, base = [], None
+) -> tuple[list[dict], dict[str, Graph]]:
+    """Compile, price (at equal provisioned area) and simulate every step of `steps`; return
+    a row per step and the mapped programs by step."""
+    rows, base, programs = [], None, {}
     float_graph = driver.float_reference(model.path) if test is not None else None
     for step, (name, mapping) in steps(granularity).items():
         target = load_target(name)
-        program = driver.compile(
+        program = programs[step] = driver.compile(
             model.path, target, passes=f"{DEFAULT_PIPELINE},{mapping}", calibration=calibration
         )
         report = driver.fill_area(program, target, None if base is None else base.area_mm2)
@@ -273,7 +273,7 @@ def chain(
             row["float_accuracy"] = result.float_accuracy
         rows.append(row)
         print(f"  {model.name} {step}: done", file=sys.stderr, flush=True)
-    return rows
+    return rows, programs
 
 
 def converter_view(
@@ -363,21 +363,16 @@ def raella(names: list[str], limit: int, granularity: str = "channel") -> dict:
     """Run the three parts (module docstring) and return them (`granularity`: the weights'
     quantization grid in every step of the chain)."""
     chosen = models(names)
-    train = load_dataset(f"cifar10:{TRAIN_IMAGES}", CALIBRATION + HELD_OUT).images
+    train = load_dataset(f"cifar10:{CIFAR10_TRAIN}", CALIBRATION + HELD_OUT).images
     calibration, held_out = train[:CALIBRATION], train[CALIBRATION:]
     test = load_dataset(f"cifar10:{CIFAR10_IMAGES}", limit) if limit else None
-    rows = []
+    rows, first = [], chosen[0]
     for model in chosen:
-        rows += chain(model, calibration, test if model.trained else None, granularity)
-    first = chosen[0]
-    spec_target, spec_mapping = steps(granularity)["+spec"]
-    target = load_target(spec_target)
-    program = driver.compile(
-        first.path,
-        target,
-        passes=f"{DEFAULT_PIPELINE},{spec_mapping}",
-        calibration=calibration,
-    )
+        done, programs = chain(model, calibration, test if model.trained else None, granularity)
+        rows += done
+        if model is first:  # part 2 reads the first network's +spec program
+            program = programs["+spec"]
+    target = load_target(steps(granularity)["+spec"][0])
     geomeans = {}
     for step in STEPS:
         of = [r for r in rows if r["step"] == step]

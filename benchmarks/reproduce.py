@@ -52,7 +52,7 @@ from imcc.ir.graph import Graph  # noqa: E402
 from imcc.passes.quantize import GRANULARITIES  # noqa: E402
 from imcc.plan import matrix_shape, plan_layer  # noqa: E402
 from imcc.simulation import SimulationReport, simulate  # noqa: E402
-from tests.onnx_models import CIFAR10_IMAGES  # noqa: E402
+from tests.onnx_models import CIFAR10_IMAGES, CIFAR10_TRAIN  # noqa: E402
 
 TRAINED = ROOT / "models" / "resnet20_stox.onnx"
 """StoX-Net's ResNet-20 after PS-QAT (models/README.md gives the command), when committed."""
@@ -61,7 +61,6 @@ CALIBRATION = 64
 """Training images that calibrate every compile (quantize, calibrate-mtj)."""
 ARRAY_SAMPLES = 4
 """MTJ samples of the full-array comparison: the samples of StoX-Net's inner layers."""
-TRAIN_IMAGES = CIFAR10_IMAGES.with_name("cifar10_train.npz")
 
 MACRO = (
     "array",
@@ -332,7 +331,7 @@ def sampling(
 def stox(model: Path, limit: int, seeds: int = 2) -> dict:
     """Map, price and simulate the StoX comparison (see the module docstring); return it."""
     target = load_target("stox")
-    calibration = load_dataset(f"cifar10:{TRAIN_IMAGES}", CALIBRATION).images
+    calibration = load_dataset(f"cifar10:{CIFAR10_TRAIN}", CALIBRATION).images
     test: Dataset | None = None
     if limit:
         test = load_dataset(f"cifar10:{CIFAR10_IMAGES}", limit)

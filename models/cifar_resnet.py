@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imcc.models.common import export_onnx
+
 DEPTHS = {"resnet20": 3, "resnet56": 9}
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -87,19 +89,7 @@ def load(name: str, weights: str | Path) -> CifarResNet:
 
 def export(name: str, weights: str | Path, out: str | Path) -> Path:
     """Export the pretrained model to ONNX (opset 13, batch 1, BatchNormalization kept)."""
-    model = load(name, weights)
-    torch.onnx.export(
-        model,
-        (torch.zeros(1, 3, 32, 32),),
-        str(out),
-        dynamo=False,
-        opset_version=13,
-        input_names=["image"],
-        output_names=["logits"],
-        do_constant_folding=False,
-        training=torch.onnx.TrainingMode.EVAL,
-    )
-    return Path(out)
+    return export_onnx(load(name, weights), out, torch.zeros(1, 3, 32, 32))
 
 
 def main() -> None:

@@ -18,6 +18,8 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
+from imcc.models.common import export_onnx
+
 HELD_OUT = 360
 
 
@@ -73,18 +75,7 @@ def main() -> None:
     model.eval()
     with torch.no_grad():
         accuracy = (model(x_test).argmax(1) == y_test).float().mean().item()
-    # the TorchScript exporter keeps BatchNormalization as its own node
-    torch.onnx.export(
-        model,
-        (x_test[:1],),
-        str(args.out),
-        dynamo=False,
-        opset_version=13,
-        input_names=["image"],
-        output_names=["logits"],
-        do_constant_folding=False,
-        training=torch.onnx.TrainingMode.EVAL,
-    )
+    export_onnx(model, args.out, x_test[:1])
     np.savez_compressed(
         args.out.with_name("digits_test.npz"), image=images[-HELD_OUT:], label=labels[-HELD_OUT:]
     )

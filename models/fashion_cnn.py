@@ -40,12 +40,13 @@ import argparse
 import json
 import os
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from imcc.models.common import accuracy, export_onnx
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = (16, 32, 64)
@@ -173,17 +174,6 @@ def load_split(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.from_numpy(read_idx(labels[0]).astype(np.int64))
 
 
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
-    """Return the float top-1 accuracy of `model` (in eval mode) on (x, y)."""
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, len(x), 1000):
-            logits = model(x[start : start + 1000].to(device))
-            correct += int((logits.argmax(1).cpu() == y[start : start + 1000]).sum())
-    return correct / len(x)
-
-
 def train(
     model: nn.Module,
     x: torch.Tensor,
@@ -232,23 +222,8 @@ def train(
 
 
 def export(model: nn.Module, path: Path) -> Path:
-    """Write `model` as ONNX: opset 13, BatchNormalization kept, batch 1, `image` -> `logits`."""
-    model = model.cpu().eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (torch.zeros(1, 1, 28, 28),),
-            str(path),
-            dynamo=False,
-            opset_version=13,
-            input_names=["image"],
-            output_names=["logits"],
-            do_constant_folding=False,
-            training=torch.onnx.TrainingMode.EVAL,
-        )
-    return path
+    """Write `model` as ONNX (models/common.py's export) for 1x28x28 images."""
+    return export_onnx(model, path, torch.zeros(1, 1, 28, 28))
 
 
 def parse_widths(text: str) -> list[int]:

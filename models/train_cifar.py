@@ -27,13 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from imcc.models.common import accuracy, export_onnx
 from imcc.models.vgg_cifar import CONFIGS, VggCifar
 
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -87,17 +87,6 @@ class Run:
     settings: dict
     done: int = 0
     log: list[dict] = field(default_factory=list)
-
-
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
-    """Return the top-1 accuracy of `model` in eval mode on (x, y)."""
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, len(x), 500):
-            logits = model(x[start : start + 500].to(device))
-            correct += int((logits.argmax(1).cpu() == y[start : start + 500]).sum())
-    return correct / max(len(x), 1)
 
 
 def train(
@@ -211,23 +200,8 @@ def load_state(path: Path) -> dict:
 
 
 def export(model: nn.Module, path: Path) -> Path:
-    """Write `model` as ONNX: opset 13, BatchNormalization kept, batch 1, `image` -> `logits`."""
-    model = model.cpu().eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (torch.zeros(1, 3, 32, 32),),
-            str(path),
-            dynamo=False,
-            opset_version=13,
-            input_names=["image"],
-            output_names=["logits"],
-            do_constant_folding=False,
-            training=torch.onnx.TrainingMode.EVAL,
-        )
-    return path
+    """Write `model` as ONNX (models/common.py's export) for 3x32x32 images in [0, 1]."""
+    return export_onnx(model, path, torch.zeros(1, 3, 32, 32))
 
 
 def load(spec: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

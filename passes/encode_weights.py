@@ -148,12 +148,12 @@ def slice_centers(
     start: np.ndarray,
     radius: int,
     center_bits: int = 0,
-) -> np.ndarray:
+) -> tuple[np.ndarray, SliceScore]:
     """Return per filter of one group the integer center, within `radius` of `start` and
     feasible (`center_bounds`), whose slice sums hit the converter's extreme codes
     least, then have the smallest mean |value| (`slice_score`); ties keep the center nearer
-    `start`. Every candidate is a full evaluation of the layer's sliced reads, so the search
-    is exact over the window, not a model of it."""
+    `start`, and the chosen centers' score. Every candidate is a full evaluation of the
+    layer's sliced reads, so the search is exact over the window, not a model of it."""
     low, high = center_bounds(w, plan.weight_bits, center_bits)
     best = np.clip(start, low, high).astype(np.int64)
     score = slice_score(plan, x, w, best, codes)
@@ -169,7 +169,7 @@ def slice_centers(
             better = moved & ((other[0] < key[0]) | ((other[0] == key[0]) & (other[1] < key[1])))
             best = np.where(better, candidate, best)
             key = np.where(better[None], other, key)
-    return best
+    return best, SliceScore(key[0], key[1])
 
 
 def criterion_codes(plan: LayerPlan, target: Target, name: str) -> tuple[float, float] | None:
@@ -360,7 +360,7 @@ def _centers(
         sums, inputs = sums.reshape(-1, sums.shape[-1]), inputs.reshape(-1)
         chosen = best_centers(sums, inputs, w, weight_bits, center_bits)
         if radius is not None:
-            chosen = slice_centers(plan, x, w, codes, chosen, radius, center_bits)
+            chosen, after = slice_centers(plan, x, w, codes, chosen, radius, center_bits)
         centers.append(chosen)
         zero = np.zeros(w.shape[1])
         totals["mean_ps_before"] += float(mean_abs_partial_sum(sums, inputs, zero).sum())
@@ -368,8 +368,8 @@ def _centers(
             mean_abs_partial_sum(sums, inputs, chosen.astype(np.float64)).sum()
         )
         if radius is not None:
-            for when, c in (("before", zero), ("after", chosen)):
-                score = slice_score(plan, x, w, c, codes)
+            before = slice_score(plan, x, w, zero, codes)
+            for when, score in (("before", before), ("after", after)):
                 totals[f"slice_ps_{when}"] += float(score.mean_abs.sum())
                 totals[f"saturation_{when}"] += float(score.saturated.sum())
         count += w.shape[1]

@@ -108,6 +108,8 @@ def fashion_mnist_dir() -> Path | None:
 
 
 CIFAR10_IMAGES = REPO.parent / "shared" / "data" / "cifar10" / "cifar10_test_first5000.npz"
+CIFAR10_TRAIN = CIFAR10_IMAGES.with_name("cifar10_train.npz")
+"""The 50,000 CIFAR-10 training images (images 0-44,999 train, 45,000-49,999 validate)."""
 
 
 def lenet5_weights() -> Path | None:

@@ -139,7 +139,7 @@ def test_slice_centers_are_the_brute_force_best_on_the_converted_sums():
     codes = (-64.0, 63.0)
     start = np.array([20, -15, 0, 60])
     window = 127  # wide enough to hold every feasible center
-    chosen = slice_centers(plan, x, w, codes, start, window)
+    chosen, chosen_score = slice_centers(plan, x, w, codes, start, window)
     for n in range(4):
         feasible = range(w[:, n].max() - 127, w[:, n].min() + 128)
         keys = []
@@ -155,6 +155,8 @@ def test_slice_centers_are_the_brute_force_best_on_the_converted_sums():
         assert (score.saturated[n], score.mean_abs[n]) == pytest.approx(best[:2])
     at_zero = slice_score(plan, x, w, np.zeros(4, np.int64), codes)
     centered = slice_score(plan, x, w, chosen, codes)
+    np.testing.assert_array_equal(chosen_score.saturated, centered.saturated)  # the score kept
+    np.testing.assert_array_equal(chosen_score.mean_abs, centered.mean_abs)
     assert centered.saturated.sum() < at_zero.saturated.sum()
     for n in range(4):  # never worse than c = 0 (plain differential), in the criterion's order
         assert (centered.saturated[n], centered.mean_abs[n]) <= (
@@ -182,7 +184,7 @@ def test_slice_centers_stay_within_their_window_and_feasible():
         (0, 0, 0),
     )
     start = np.array([100, -90, 5])
-    chosen = slice_centers(plan, x, w, None, start, 3)
+    chosen, _ = slice_centers(plan, x, w, None, start, 3)
     assert np.all(np.abs(chosen - np.clip(start, w.max(0) - 127, w.min(0) + 127)) <= 3)
     assert np.abs(w - chosen).max() <= 127
 
