@@ -58,9 +58,15 @@ class Normalised(nn.Module):
         return self.network((x - self.mean) / self.std)
 
 
-def build(arch: str, width: float = 1.0) -> nn.Module:
-    """Return an untrained VGG of `arch` (vgg_cifar's CONFIGS) with its input normalisation."""
-    return Normalised(VggCifar(arch, width))
+def build(arch: str, width: float = 1.0, widths: list[int] | None = None) -> nn.Module:
+    """Return an untrained VGG of `arch` (vgg_cifar's CONFIGS; `widths`: every conv's output
+    channels) with its input normalisation."""
+    return Normalised(VggCifar(arch, width, widths=widths))
+
+
+def channel_list(text: str) -> list[int]:
+    """Parse `--widths`: comma-separated output channels, one per conv."""
+    return [int(w) for w in text.split(",")]
 
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -220,6 +226,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=sorted(CONFIGS), default="vgg16")
     parser.add_argument("--width", type=float, default=1.0, help="multiplier of every width")
+    parser.add_argument(
+        "--widths",
+        type=channel_list,
+        help="every conv's output channels, comma-separated (a searched network)",
+    )
     parser.add_argument("--data", required=True, help="cifar10:FILE (the 50,000-image set)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch", type=int, default=128)
@@ -234,7 +245,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = build(args.arch, args.width)
+    try:
+        model = build(args.arch, args.width, args.widths)
+    except ValueError as error:
+        parser.error(str(error))
+    settings = {"arch": args.arch, "width": args.width}
+    if args.widths is not None:
+        settings["widths"] = args.widths
     train(
         model,
         load(args.data),
@@ -245,7 +262,7 @@ def main() -> None:
         state=args.state,
         resume=args.resume,
         device=torch.device(args.device),
-        settings={"arch": args.arch, "width": args.width},
+        settings=settings,
     )
     if args.out is not None:
         saved = load_state(args.state)

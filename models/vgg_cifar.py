@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -71,19 +72,39 @@ HIDDEN = {"vgg8": 1024}
 """Hidden linear layer before the classifier (VGG-8 as NeuroSim's benchmark has it)."""
 
 
+def conv_widths(name: str, width: float = 1.0, widths: Sequence[int] | None = None) -> list[int]:
+    """Return the output channels of a configuration's convs: `widths` given one per conv
+    (XPert's per-layer channel depth), else the configuration's scaled by `width`."""
+    convs = [int(item) for item in CONFIGS[name] if item != POOL]
+    if widths is None:
+        return [max(1, round(c * width)) for c in convs]
+    if len(widths) != len(convs) or min(widths, default=1) < 1:
+        raise ValueError(
+            f"{name} has {len(convs)} convs: give as many positive widths, not {list(widths)}"
+        )
+    return [int(w) for w in widths]
+
+
 class VggCifar(nn.Module):
     """A VGG on 3x32x32 inputs: 3x3 conv + BN + ReLU blocks, 2x2 max pools, linear classifier."""
 
-    def __init__(self, name: str, width: float = 1.0, classes: int = 10) -> None:
+    def __init__(
+        self,
+        name: str,
+        width: float = 1.0,
+        classes: int = 10,
+        widths: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels, size = 3, 32
+        outs = conv_widths(name, width, widths)
         for item in CONFIGS[name]:
             if item == POOL:
                 layers.append(nn.MaxPool2d(2))
                 size //= 2
                 continue
-            out = max(1, round(int(item) * width))
+            out = outs.pop(0)
             layers += [
                 nn.Conv2d(channels, out, 3, padding=1, bias=False),
                 nn.BatchNorm2d(out),
@@ -104,12 +125,18 @@ class VggCifar(nn.Module):
         return self.classifier(self.features(x))
 
 
-def export(name: str, path: str | Path, width: float = 1.0, seed: int = 0) -> Path:
+def export(
+    name: str,
+    path: str | Path,
+    width: float = 1.0,
+    seed: int = 0,
+    widths: Sequence[int] | None = None,
+) -> Path:
     """Write a seeded VGG of the given configuration as ONNX (batch 1, input `image`)."""
     if name not in CONFIGS:
         raise ValueError(f"unknown VGG '{name}'; known: {', '.join(CONFIGS)}")
     torch.manual_seed(seed)
-    model = VggCifar(name, width).eval()
+    model = VggCifar(name, width, widths=widths).eval()
     with torch.no_grad():  # give batch norm non-trivial statistics so folding is exercised
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):

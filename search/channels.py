@@ -1,0 +1,297 @@
+"""XPert's phase 1 with per-layer channel depth: every conv of a VGG backbone takes its own
+width, guarded by the training-free NASWOT score instead of training each candidate.
+
+XPert (Moitra et al., DAC 2023, arXiv 2303.17646, §3; its public code,
+Intelligent-Computing-Lab-Yale/XPert, Phase1_CoSearch/Phase1_VGG16_backbone.py) searches per
+conv layer of a VGG-16 backbone the output channels in {64, 128, 256, 512}, the ADC type and
+the column sharing, for the lowest latency with the chip's area within +-5% of a target, and
+keeps a candidate only when its NASWOT score (search/naswot.py; one batch of 128 training
+images on the untrained network) lies in a fixed window. Its optimiser's straight-through
+gradient carries no cost information (the loss reaches the logits as a sum of a one-hot gate),
+so the released phase 1 is in effect a walk filtered by the constraints.
+
+imcc searches the same space in two levels that follow its structure:
+
+- outer, the network: a seeded TPE study over the per-layer widths (`width[i]`). A candidate
+  is scored by NASWOT first (cheap, cached in `naswot.json`); below the floor it is rejected
+  without being compiled. The floor is the baseline network's own score less `margin` (XPert's
+  absolute window belongs to its batch and kernel and does not transfer): a candidate must
+  tell the batch's inputs apart at least as well as the network it replaces.
+- inner, the peripherals of one network: xpert's phase 1 (search/strategies.py: converter type
+  and column sharing per layer, TPE, lowest latency within the area budget) on the candidate
+  exported with seeded weights; latency and area do not depend on the weights' values. Its
+  best design's latency is the outer trial's value, and its area must lie within +-`window`
+  of the target (XPert's +-5%).
+
+Both levels live in one optuna storage (`channels.db` in `out`), so an interrupted search
+resumes; `channels.json` records every candidate and the choice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+from imcc.errors import UserError
+from imcc.files import write_text
+from imcc.search.evaluate import Evaluator, Problem
+from imcc.search.space import build_space
+from imcc.search.storage import PIPELINE, RESULT, best_feasible, open_storage, open_study
+from imcc.search.strategies import Limits, make_sampler, run_phase, search_phases
+from imcc.target import Target
+
+CHANNELS = (64, 128, 256, 512)
+"""XPert's per-layer channel choices ([XPert] §3; Phase1_VGG16_backbone.py `f_space`)."""
+NASWOT_IMAGES = 128
+"""Images of the NASWOT batch: XPert's one training batch of 128 (compute_score.py)."""
+AREA_WINDOW = 0.05
+"""XPert's area tolerance: the chip within +-5% of the target (`--area_tolerance 5`)."""
+TRAIN_IMAGES = 45_000
+"""The training split the NASWOT batch is drawn from (the first 45,000 images)."""
+CHANNELS_DB = "channels.db"
+CHANNELS_JSON = "channels.json"
+NASWOT_JSON = "naswot.json"
+
+
+@dataclass(frozen=True)
+class ChannelSpace:
+    """Per-conv output channels of a VGG configuration (models/vgg_cifar.py)."""
+
+    arch: str = "vgg16"
+    choices: tuple[int, ...] = CHANNELS
+    reference: tuple[int, ...] | None = None  # the network replaced (None: the arch's own)
+
+    def baseline(self) -> tuple[int, ...]:
+        """Return the widths of the network the search replaces: `reference`, else the
+        configuration's own (VGG-16's 64-64-128-128-256x3-512x6)."""
+        from imcc.models.vgg_cifar import conv_widths
+
+        return tuple(conv_widths(self.arch, widths=self.reference))
+
+    def label(self, widths: Sequence[int]) -> str:
+        """Return a candidate's name, e.g. `c64-64-128-...`."""
+        return "c" + "-".join(str(w) for w in widths)
+
+
+def naswot_batch(data: str, images: int = NASWOT_IMAGES, seed: int = 0) -> np.ndarray:
+    """Return `images` training-split images (seeded draw from the first 45,000 of `data`)."""
+    from imcc.frontend.datasets import load_dataset
+
+    full = load_dataset(data, TRAIN_IMAGES)
+    pick = np.random.default_rng(seed).choice(len(full.images), images, replace=False)
+    return full.images[np.sort(pick)]
+
+
+def network(arch: str, widths: Sequence[int], seed: int = 0) -> Any:
+    """Return the untrained network of `widths` as models/train_cifar.py trains it (with its
+    input normalisation), initialised from `seed`."""
+    import torch
+
+    from imcc.models.train_cifar import build
+
+    torch.manual_seed(seed)
+    return build(arch, widths=list(widths))
+
+
+class NaswotCache:
+    """NASWOT scores by candidate label, kept in a JSON file with the batch they belong to."""
+
+    def __init__(self, path: Path, arch: str, batch: np.ndarray, seed: int) -> None:
+        self.path, self.arch, self.seed = path, arch, seed
+        self.batch = batch
+        self.identity = {"arch": arch, "images": len(batch), "seed": seed}
+        record = json.loads(path.read_text()) if path.is_file() else {}
+        self.scores: dict[str, float] = (
+            record.get("scores", {}) if record.get("identity") == self.identity else {}
+        )
+
+    def score(self, widths: Sequence[int]) -> float:
+        """Return the candidate's NASWOT score, computed once."""
+        key = "-".join(map(str, widths))
+        if key not in self.scores:
+            import torch
+
+            from imcc.search.naswot import naswot_score
+
+            model = network(self.arch, widths, self.seed)
+            self.scores[key] = naswot_score(model, torch.from_numpy(self.batch))
+            write_text(
+                self.path, json.dumps({"identity": self.identity, "scores": self.scores}, indent=1)
+            )
+        return self.scores[key]
+
+
+@dataclass(frozen=True)
+class Structure:
+    """The inner search's result for one network: its fastest design within the area budget."""
+
+    latency_s: float
+    area_mm2: float
+    pipeline: str
+
+
+def export_candidate(arch: str, widths: Sequence[int], path: Path, seed: int = 0) -> Path:
+    """Write the untrained candidate as ONNX (cost only: latency and area ignore weights)."""
+    from imcc.models.common import export_onnx
+
+    if not path.is_file():
+        import torch
+
+        export_onnx(network(arch, widths, seed).eval(), path, torch.zeros(1, 3, 32, 32))
+    return path
+
+
+def fastest_structure(
+    model: Path,
+    target: Target,
+    data: str,
+    storage: Any,
+    name: str,
+    trials: int,
+    area_mm2: float,
+    seed: int,
+) -> Structure | None:
+    """Run xpert's phase 1 (converter type and column sharing per layer, lowest latency
+    within `area_mm2`) on one network; return its best design, or None if none fits."""
+    problem = Problem.load(model, target, data, search_samples=1, probe_samples=1, check_samples=1)
+    space = build_space(problem.graph, target)
+    phase = search_phases("xpert", name, space, None, 2 * trials, 0)[0]
+    study = open_study(storage, phase.study, list(phase.directions), {"role": "channels"})
+    study.sampler = make_sampler(phase.sampler, seed, phase.trials)
+    run_phase(phase, study, space, Evaluator(problem), Limits(area_mm2, None), lambda t: None)
+    best = best_feasible(study)
+    if best is None:
+        return None
+    metrics = best.user_attrs[RESULT]["metrics"]
+    return Structure(metrics["latency_s"], metrics["area_mm2"], best.user_attrs[PIPELINE])
+
+
+@dataclass(frozen=True)
+class ChannelChoice:
+    """One outer trial: a candidate's widths, NASWOT score and inner result (None: not run)."""
+
+    widths: tuple[int, ...]
+    naswot: float
+    structure: Structure | None
+    feasible: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the record as a JSON-ready object."""
+        found = self.structure
+        return {
+            "widths": list(self.widths),
+            "naswot": self.naswot,
+            "latency_s": None if found is None else found.latency_s,
+            "area_mm2": None if found is None else found.area_mm2,
+            "feasible": self.feasible,
+            "pipeline": None if found is None else found.pipeline,
+        }
+
+
+def search_channels(
+    space: ChannelSpace,
+    *,
+    target: Target,
+    data: str,
+    area_mm2: float,
+    out: Path,
+    trials: int,
+    inner_trials: int,
+    margin: float = 0.0,
+    window: float = AREA_WINDOW,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[ChannelChoice, list[ChannelChoice]]:
+    """Search the per-layer widths and peripherals (module docstring); return the fastest
+    feasible candidate and every candidate tried (also written to `out/channels.json`)."""
+    from tqdm import tqdm
+
+    if not 0 < window < 1:
+        raise UserError(f"area window {window} must lie in (0, 1)", hint="XPert's is 0.05")
+    out.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(f"sqlite:///{(out / CHANNELS_DB).resolve()}")
+    cache = NaswotCache(out / NASWOT_JSON, space.arch, naswot_batch(data, seed=seed), seed)
+    baseline = space.baseline()
+    floor = cache.score(baseline) - margin
+    low, high = area_mm2 * (1 - window), area_mm2 * (1 + window)
+    layers = len(baseline)
+    outer = open_study(
+        storage,
+        "channels",
+        ["minimize"],
+        {"arch": space.arch, "choices": list(space.choices), "area_mm2": area_mm2},
+    )
+    outer.sampler = optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=min(10, max(1, trials // 3))
+    )
+    choices: list[ChannelChoice] = []
+    bar = tqdm(total=trials, desc="channels", unit="net", disable=not progress, leave=False)
+    done = len(outer.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+    bar.update(done)
+    while done < trials:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Heartbeat of storage")  # no worker runs long
+            trial = outer.ask()
+        widths = tuple(
+            int(trial.suggest_categorical(f"width[{i}]", list(space.choices)))
+            for i in range(layers)
+        )
+        score = cache.score(widths)
+        found = None
+        if score >= floor:
+            label = space.label(widths)
+            model = export_candidate(space.arch, widths, out / "candidates" / f"{label}.onnx")
+            found = fastest_structure(
+                model, target, data, storage, f"inner/{label}", inner_trials, high, seed
+            )
+        latency = math.inf if found is None else found.latency_s
+        area = 0.0 if found is None else found.area_mm2
+        constraints = [floor - score, max(low - area, area - high, 0.0) if found else 1.0]
+        trial.set_user_attr("constraints", constraints)
+        for key, value in zip(("naswot", "area"), constraints, strict=True):
+            trial.set_constraint(key, value)  # TPE prefers the candidates that meet them
+        trial.set_user_attr("naswot", score)
+        if found is not None:
+            trial.set_user_attr("pipeline", found.pipeline)
+            trial.set_user_attr("area_mm2", area)
+        # TPE ranks a candidate that breaks a constraint by how far it breaks it, not by its
+        # value, so one never compiled gets a placeholder value
+        outer.tell(trial, latency if math.isfinite(latency) else 0.0)
+        done += 1
+        bar.update(1)
+    bar.close()
+    for trial in outer.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        widths = tuple(int(trial.params[f"width[{i}]"]) for i in range(layers))
+        structure = None
+        if "pipeline" in trial.user_attrs:
+            structure = Structure(
+                trial.values[0], trial.user_attrs["area_mm2"], trial.user_attrs["pipeline"]
+            )
+        feasible = all(c <= 0 for c in trial.user_attrs["constraints"])
+        choices.append(ChannelChoice(widths, trial.user_attrs["naswot"], structure, feasible))
+    feasible = [c for c in choices if c.feasible]
+    if not feasible:
+        raise UserError(
+            "no candidate network meets the NASWOT floor with a design in the area window",
+            hint="raise the trials, lower the NASWOT margin's floor or move the area target",
+        )
+    best = min(feasible, key=lambda c: (c.structure.latency_s, sum(c.widths)))
+    record = {
+        "arch": space.arch,
+        "choices": list(space.choices),
+        "baseline": list(baseline),
+        "naswot_floor": floor,
+        "area_window_mm2": [low, high],
+        "chosen": best.to_dict(),
+        "candidates": [c.to_dict() for c in choices],
+    }
+    write_text(out / CHANNELS_JSON, json.dumps(record, indent=1))
+    return best, choices
