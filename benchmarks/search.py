@@ -125,15 +125,6 @@ def restrict(
     return SearchSpace(space.steps, tuple(dimensions), space.layers)
 
 
-def uniform(space: SearchSpace, values: Mapping[str, str]) -> dict[str, str]:
-    """Return the choices that give every layer of each named option the same value."""
-    return {
-        d.key: values[f"{d.pass_name}.{d.option}"]
-        for d in space.dimensions
-        if f"{d.pass_name}.{d.option}" in values
-    }
-
-
 def enumerate_space(space: SearchSpace, evaluator: Evaluator) -> dict[str, float]:
     """Price every design of a space; return EDAP by mapping pipeline (illegal ones left out)."""
     keys = [d.key for d in space.dimensions]
@@ -294,7 +285,7 @@ def xpert(trials: int, workdir: Path) -> None:
         model, target, CIFAR10, search_samples=1, probe_samples=1, check_samples=1
     )
     full = build_space(problem.graph, target)
-    base_choices = uniform(full, XPERT_BASELINE)
+    base_choices = full.uniform(XPERT_BASELINE)
     pinned = {k: v for k, v in XPERT_BASELINE.items() if k not in (CONVERTER, SHARING)}
     space = restrict(full, {CONVERTER: None, SHARING: None}, pinned)
     evaluator = Evaluator(problem)

@@ -18,10 +18,10 @@ imcc searches the same space in two levels that follow its structure:
   absolute window belongs to its batch and kernel and does not transfer): a candidate must
   tell the batch's inputs apart at least as well as the network it replaces.
 - inner, the peripherals of one network: xpert's phase 1 (search/strategies.py: converter type
-  and column sharing per layer, TPE, lowest latency within the area budget) on the candidate
-  exported with seeded weights; latency and area do not depend on the weights' values. Its
-  best design's latency is the outer trial's value, and its area must lie within +-`window`
-  of the target (XPert's +-5%).
+  and column sharing per layer, TPE, lowest latency) with the chip's area within +-`window` of
+  the target (XPert's +-5%), on the candidate exported with seeded weights (latency and area
+  do not depend on the weights' values). Its best design's latency is the outer trial's
+  value; a candidate with no design in the window is infeasible.
 
 Both levels live in one optuna storage (`channels.db` in `out`), so an interrupted search
 resumes; `channels.json` records every candidate and the choice.
@@ -32,8 +32,8 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -156,17 +156,22 @@ def fastest_structure(
     storage: Any,
     name: str,
     trials: int,
-    area_mm2: float,
+    area_mm2: tuple[float, float],
     seed: int,
+    pinned: Mapping[str, str] | None = None,
 ) -> Structure | None:
     """Run xpert's phase 1 (converter type and column sharing per layer, lowest latency
-    within `area_mm2`) on one network; return its best design, or None if none fits."""
+    with the area within `area_mm2`, (low, high)) on one network, every layer of each
+    `pinned` option (`PASS.OPTION`: value, e.g. the precisions) fixed; return its best
+    design, or None if none fits."""
     problem = Problem.load(model, target, data, search_samples=1, probe_samples=1, check_samples=1)
     space = build_space(problem.graph, target)
     phase = search_phases("xpert", name, space, None, 2 * trials, 0)[0]
+    phase = replace(phase, fixed=space.uniform(pinned or {}))
     study = open_study(storage, phase.study, list(phase.directions), {"role": "channels"})
     study.sampler = make_sampler(phase.sampler, seed, phase.trials)
-    run_phase(phase, study, space, Evaluator(problem), Limits(area_mm2, None), lambda t: None)
+    limits = Limits(area_mm2[1], None, area_mm2[0])
+    run_phase(phase, study, space, Evaluator(problem), limits, lambda t: None)
     best = best_feasible(study)
     if best is None:
         return None
@@ -207,15 +212,18 @@ def search_channels(
     inner_trials: int,
     margin: float = 0.0,
     window: float = AREA_WINDOW,
+    pinned: Mapping[str, str] | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> tuple[ChannelChoice, list[ChannelChoice]]:
-    """Search the per-layer widths and peripherals (module docstring); return the fastest
+    """Search the per-layer widths and peripherals (module docstring), the `pinned` options
+    (`PASS.OPTION`: value in every layer, e.g. the precisions) fixed; return the fastest
     feasible candidate and every candidate tried (also written to `out/channels.json`)."""
     from tqdm import tqdm
 
     if not 0 < window < 1:
         raise UserError(f"area window {window} must lie in (0, 1)", hint="XPert's is 0.05")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     out.mkdir(parents=True, exist_ok=True)
     storage = open_storage(f"sqlite:///{(out / CHANNELS_DB).resolve()}")
     cache = NaswotCache(out / NASWOT_JSON, space.arch, naswot_batch(data, seed=seed), seed)
@@ -227,7 +235,12 @@ def search_channels(
         storage,
         "channels",
         ["minimize"],
-        {"arch": space.arch, "choices": list(space.choices), "area_mm2": area_mm2},
+        {
+            "arch": space.arch,
+            "choices": list(space.choices),
+            "area_mm2": area_mm2,
+            "pinned": dict(pinned or {}),
+        },
     )
     outer.sampler = optuna.samplers.TPESampler(
         seed=seed, n_startup_trials=min(10, max(1, trials // 3))
@@ -250,18 +263,25 @@ def search_channels(
             label = space.label(widths)
             model = export_candidate(space.arch, widths, out / "candidates" / f"{label}.onnx")
             found = fastest_structure(
-                model, target, data, storage, f"inner/{label}", inner_trials, high, seed
+                model,
+                target,
+                data,
+                storage,
+                f"inner/{label}",
+                inner_trials,
+                (low, high),
+                seed,
+                pinned,
             )
         latency = math.inf if found is None else found.latency_s
-        area = 0.0 if found is None else found.area_mm2
-        constraints = [floor - score, max(low - area, area - high, 0.0) if found else 1.0]
+        constraints = [floor - score, 0.0 if found else 1.0]  # found: within the window
         trial.set_user_attr("constraints", constraints)
         for key, value in zip(("naswot", "area"), constraints, strict=True):
             trial.set_constraint(key, value)  # TPE prefers the candidates that meet them
         trial.set_user_attr("naswot", score)
         if found is not None:
             trial.set_user_attr("pipeline", found.pipeline)
-            trial.set_user_attr("area_mm2", area)
+            trial.set_user_attr("area_mm2", found.area_mm2)
         # TPE ranks a candidate that breaks a constraint by how far it breaks it, not by its
         # value, so one never compiled gets a placeholder value
         outer.tell(trial, latency if math.isfinite(latency) else 0.0)

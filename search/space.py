@@ -103,6 +103,15 @@ class SearchSpace:
             total *= len(dimension.choices)
         return total
 
+    def uniform(self, values: Mapping[str, str]) -> dict[str, str]:
+        """Return the choices that give every layer of each named option (`PASS.OPTION`) the
+        same value."""
+        return {
+            d.key: values[f"{d.pass_name}.{d.option}"]
+            for d in self.dimensions
+            if f"{d.pass_name}.{d.option}" in values
+        }
+
     def pipeline(self, choices: Mapping[str, str]) -> str:
         """Return the mapping pipeline of a trial: every pass of the template with its fixed
         options and the chosen values. A dimension missing from `choices` (a single legal

@@ -65,16 +65,21 @@ PHASE1 = {
 
 @dataclass(frozen=True)
 class Limits:
-    """The budgets every trial is judged by: area in mm² and the accuracy floor (0..1)."""
+    """The budgets every trial is judged by: area in mm² (at most `area_mm2`, at least
+    `area_floor_mm2` where given: XPert's area window) and the accuracy floor (0..1)."""
 
     area_mm2: float | None
     accuracy_floor: float | None
+    area_floor_mm2: float | None = None
 
     def constraints(self, evaluation: Evaluation) -> list[float]:
-        """Return the `<= 0` constraint terms of an evaluated trial (0 where not known)."""
+        """Return the `<= 0` constraint terms of an evaluated trial (0 where not known): the
+        area's (the larger excess over either bound) and the accuracy's."""
         area = accuracy = 0.0
         if evaluation.metrics is not None and self.area_mm2 is not None:
             area = evaluation.metrics.area_mm2 - self.area_mm2
+        if evaluation.metrics is not None and self.area_floor_mm2 is not None:
+            area = max(area, self.area_floor_mm2 - evaluation.metrics.area_mm2)
         if evaluation.accuracy is not None and self.accuracy_floor is not None:
             accuracy = self.accuracy_floor - evaluation.accuracy
         return [area, accuracy]

@@ -1,0 +1,128 @@
+"""XPert (Moitra, Bhattacharjee, Kim, Panda; DAC 2023, arXiv 2303.17646) with imcc: the VGG-16
+baseline on one uniform peripheral design, and phase 1 of the co-search with per-layer channel
+depth (search/channels.py).
+
+    python benchmarks/reproduce.py xpert [--trials 30] [--inner-trials 30]
+
+The baseline (`BASELINE`): CIFAR-10 VGG-16 (models/vgg_cifar.py; the trained
+models/vgg16_cifar10.onnx when present, else seeded weights, cost only) on xpert.hw with every
+layer alike, as XPert's public code runs its network when nothing is searched
+(Intelligent-Computing-Lab-Yale/XPert: inference.py's defaults ADCprecision = 6 and
+wl_activate = 4; NeuroSIM/Param.cpp numColMuxed = 8 and SARADC = false, i.e. NeuroSim's
+multi-level sense amplifier, imcc's Flash converter; 8-bit weights): a 6-bit Flash converter
+per 8 columns, 4-bit inputs. What the code does not show: which of these its paper's
+baseline row used (the paper gives no table of it) and the cell (its XPertSim_Tool runs an
+SRAM array of 1-bit cells; xpert.hw prices the paper's 4-bit RRAM cells).
+
+Phase 1 (`phase_one`): per-layer output channels in {64, 128, 256, 512}, converter type and
+column sharing, the lowest latency with the chip's area within +-5% of the baseline design's
+(iso-area), candidates guarded by the NASWOT score of the untrained network (at least the
+baseline VGG-16's own); the precisions stay the baseline's. The chosen network must then be
+trained (the command is printed) before phase 2 and accuracy.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from imcc.frontend.hw import load_target  # noqa: E402
+from imcc.search.channels import (  # noqa: E402
+    AREA_WINDOW,
+    ChannelSpace,
+    export_candidate,
+    search_channels,
+)
+from imcc.search.evaluate import Evaluator, Metrics, Problem  # noqa: E402
+from imcc.search.space import build_space  # noqa: E402
+from tests.onnx_models import CIFAR10_TRAIN  # noqa: E402
+
+BASELINE = {
+    "select-adc.per_layer_converter": "flash",
+    "select-adc.per_layer_bits": "6",
+    "assign-input-precision.per_layer_bits": "4",
+    "share-columns.per_layer": "8",
+}
+"""XPert's uniform design as its public code runs it (module docstring)."""
+PRECISIONS = ("select-adc.per_layer_bits", "assign-input-precision.per_layer_bits")
+"""The baseline's options that phase 1 keeps (phase 2 searches them)."""
+TRAINED = ROOT / "models" / "vgg16_cifar10.onnx"
+DATA = f"cifar10:{CIFAR10_TRAIN}"
+PAPER = {"edap": 10.24, "tops_per_w": 1.72, "tops_per_mm2": 1.93, "accuracy": 92.46}
+"""[XPert]'s CIFAR-10 headline: the searched design against its VGG-16 baseline."""
+
+
+def baseline(model: Path, data: str = DATA) -> tuple[str, Metrics]:
+    """Return the baseline design's full pipeline and cost on `model` (xpert.hw)."""
+    target = load_target("xpert")
+    problem = Problem.load(model, target, data, search_samples=1, probe_samples=1, check_samples=1)
+    space = build_space(problem.graph, target)
+    choices = space.uniform(BASELINE)
+    evaluation = Evaluator(problem).evaluate(space.pipeline(choices), accuracy=False)
+    assert evaluation.metrics is not None, evaluation.illegal
+    return space.full_pipeline(choices), evaluation.metrics
+
+
+def phase_one(out: Path, trials: int, inner_trials: int, seed: int = 0) -> dict:
+    """Run phase 1 on VGG-16 at the baseline design's area; return the record."""
+    space = ChannelSpace("vgg16")
+    reference = export_candidate("vgg16", space.baseline(), out / "baseline-untrained.onnx")
+    pipeline, metrics = baseline(reference)
+    best, tried = search_channels(
+        space,
+        target=load_target("xpert"),
+        data=DATA,
+        area_mm2=metrics.area_mm2,
+        out=out / "channels",
+        trials=trials,
+        inner_trials=inner_trials,
+        pinned={k: BASELINE[k] for k in PRECISIONS},
+        seed=seed,
+        progress=True,
+    )
+    return {
+        "baseline": {"pipeline": pipeline, "metrics": metrics.to_dict()},
+        "area_window": AREA_WINDOW,
+        "chosen": best.to_dict(),
+        "tried": [c.to_dict() for c in tried],
+        "train": (
+            "python models/train_cifar.py --arch vgg16 --widths "
+            + ",".join(map(str, best.widths))
+            + f" --data {DATA.replace(str(ROOT.parent), '..')} --epochs 30"
+            " --state runs/xpert/state.pt --out models/xpert_vgg16_cifar10.onnx"
+        ),
+    }
+
+
+def markdown(result: dict) -> str:
+    """Return phase 1's record as markdown."""
+    base = result["baseline"]["metrics"]
+    chosen = result["chosen"]
+    tried = result["tried"]
+    lines = [
+        "## XPert (DAC 2023): phase 1 with per-layer channel depth on CIFAR-10 VGG-16",
+        "",
+        "Baseline: VGG-16 on xpert.hw, every layer a 6-bit Flash converter per 8 columns, "
+        "4-bit inputs (XPert's code defaults). Phase 1: per-layer channels, converter type and "
+        f"column sharing, lowest latency, area within +-{100 * result['area_window']:.0f}% of "
+        "the baseline's, NASWOT at least the baseline's; precisions as the baseline. Costs "
+        "from xpert.hw (NeuroSim V1.3 rules); latency and area do not depend on the weights.",
+        "",
+        "| design | latency (us) | area (mm2) | latency x |",
+        "|---|---|---|---|",
+        f"| baseline | {1e6 * base['latency_s']:.1f} | {base['area_mm2']:.2f} | 1.00 |",
+        f"| phase 1 | {1e6 * chosen['latency_s']:.1f} | {chosen['area_mm2']:.2f} | "
+        f"{base['latency_s'] / chosen['latency_s']:.2f} |",
+        "",
+        f"Candidates tried: {len(tried)}, within the NASWOT floor and the area window: "
+        f"{sum(c['feasible'] for c in tried)}. Chosen widths: "
+        f"{'-'.join(map(str, chosen['widths']))} (NASWOT {chosen['naswot']:.1f}).",
+        "",
+        f"Train it: `{result['train']}`",
+        "",
+        f"Pipeline: `{chosen['pipeline']}`",
+    ]
+    return "\n".join(lines) + "\n"
