@@ -7,13 +7,14 @@ what that proxy is worth on the same backbone. Candidates: `--candidates` VGG-16
 `--widths`, XPert's {64, 128, 256, 512} divided by 8 by default so that each trains in
 minutes on a CPU. Each is scored as search/channels.py scores it (128 seeded training-split
 images), then trained by models/train_cifar.py's recipe for `--epochs` epochs on the training
-images 0-44,999 and its accuracy measured on the validation images 45,000-49,999. Reported: the
+images (the first `--images` of 0-44,999) and its accuracy measured on the validation images
+45,000-49,999. Reported: the
 Spearman and Kendall rank correlations between score and accuracy (and Spearman's between
 the parameter count and accuracy, the trivial proxy it should beat or match), a table, JSON,
 and a scatter plot.
 
-    python benchmarks/naswot.py [--candidates 10] [--epochs 3] [--widths 8,16,32,64]
-        [--data cifar10:FILE] [--threads 1] [--out out/naswot]
+    python benchmarks/naswot.py [--candidates 10] [--epochs 2] [--images 15000]
+        [--widths 8,16,32,64] [--data cifar10:FILE] [--threads 1] [--out out/naswot]
 """
 
 from __future__ import annotations
@@ -88,7 +89,10 @@ def draw(count: int, widths: list[int], layers: int, seed: int) -> list[tuple[in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument(
+        "--images", type=int, default=15_000, help="training images used (of 0-44,999)"
+    )
     parser.add_argument("--widths", default="8,16,32,64")
     parser.add_argument("--data", default=f"cifar10:{CIFAR10_TRAIN}")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
@@ -105,13 +109,15 @@ def main() -> None:
     layers = len(conv_widths("vgg16"))
     candidates = draw(args.candidates, [int(w) for w in args.widths.split(",")], layers, args.seed)
     batch = torch.from_numpy(naswot_batch(args.data, seed=args.seed))
-    data = train_cifar.load(args.data)
+    x, y, vx, vy = train_cifar.load(args.data)
+    data = (x[: args.images], y[: args.images], vx, vy)
     cache = args.out / "candidates.json"
     done = json.loads(cache.read_text()) if cache.is_file() else {}
     rows = []
     for widths in tqdm(candidates, desc="candidates", unit="net"):
         key = "-".join(map(str, widths))
-        if key not in done or done[key]["epochs"] != args.epochs:
+        budget = {"epochs": args.epochs, "images": len(data[0])}
+        if key not in done or done[key]["budget"] != budget:
             model = network("vgg16", widths, args.seed)
             score = naswot_score(model, batch)
             start = time.perf_counter()
@@ -121,7 +127,7 @@ def main() -> None:
                 "naswot": score,
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "validation": max(entry["validation"] for entry in run.log),
-                "epochs": args.epochs,
+                "budget": budget,
                 "seconds": time.perf_counter() - start,
             }
             cache.write_text(json.dumps(done, indent=1))
@@ -132,13 +138,15 @@ def main() -> None:
     result = {
         "candidates": rows,
         "epochs": args.epochs,
+        "images": len(data[0]),
         "spearman": spearman(score, accuracy),
         "kendall": kendall(score, accuracy),
         "spearman_parameters": spearman(parameters, accuracy),
     }
     (args.out / "naswot.json").write_text(json.dumps(result, indent=1))
     lines = [
-        f"NASWOT against accuracy after {args.epochs} epochs (validation images "
+        f"NASWOT against accuracy after {args.epochs} epochs of {len(data[0]):,} training "
+        f"images (accuracy on the validation images "
         f"45,000-49,999), {len(rows)} VGG-16 backbones with widths from {{{args.widths}}}",
         "",
         "| widths | parameters | NASWOT | validation | train s |",

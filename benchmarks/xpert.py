@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from imcc import driver  # noqa: E402
 from imcc.frontend.hw import load_target  # noqa: E402
 from imcc.search.channels import (  # noqa: E402
     AREA_WINDOW,
@@ -97,6 +98,24 @@ def phase_one(out: Path, trials: int, inner_trials: int, seed: int = 0) -> dict:
     }
 
 
+def design_rows(pipeline: str, widths: list[int]) -> list[tuple[int, str, str, str, str]]:
+    """Return per conv layer of a design: output channels, converter, its bits, column
+    sharing and input bits, read from the passes of its pipeline string."""
+    passes = {p.name: p for p in driver.pipeline_passes(pipeline)}
+    adc, share = passes["select-adc"], passes["share-columns"]
+    inputs = passes["assign-input-precision"]
+    return [
+        (
+            width,
+            adc.per_layer_converter[i],
+            str(adc.per_layer_bits[i]),
+            str(share.per_layer[i]),
+            str(inputs.per_layer_bits[i]),
+        )
+        for i, width in enumerate(widths)
+    ]
+
+
 def markdown(result: dict) -> str:
     """Return phase 1's record as markdown."""
     base = result["baseline"]["metrics"]
@@ -120,6 +139,13 @@ def markdown(result: dict) -> str:
         f"Candidates tried: {len(tried)}, within the NASWOT floor and the area window: "
         f"{sum(c['feasible'] for c in tried)}. Chosen widths: "
         f"{'-'.join(map(str, chosen['widths']))} (NASWOT {chosen['naswot']:.1f}).",
+        "",
+        "| conv | channels | converter | bits | column sharing | input bits |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {i + 1} | {' | '.join(map(str, row))} |"
+            for i, row in enumerate(design_rows(chosen["pipeline"], chosen["widths"]))
+        ),
         "",
         f"Train it: `{result['train']}`",
         "",

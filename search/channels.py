@@ -29,6 +29,7 @@ resumes; `channels.json` records every candidate and the choice.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import warnings
@@ -43,7 +44,7 @@ import optuna
 from imcc.errors import UserError
 from imcc.files import write_text
 from imcc.search.evaluate import Evaluator, Problem
-from imcc.search.space import build_space
+from imcc.search.space import Dimension, build_space
 from imcc.search.storage import PIPELINE, RESULT, best_feasible, open_storage, open_study
 from imcc.search.strategies import Limits, make_sampler, run_phase, search_phases
 from imcc.target import Target
@@ -149,6 +150,29 @@ def export_candidate(arch: str, widths: Sequence[int], path: Path, seed: int = 0
     return path
 
 
+def uniform_designs(dimensions: Sequence[Dimension]) -> list[dict[str, str]]:
+    """Return every design that gives all layers the same choice of each searched per-layer
+    option (e.g. converter type x column sharing: 2 x 6 designs on xpert.hw), in the order of
+    the options' choices."""
+    options: dict[str, tuple[str, ...]] = {}
+    for d in dimensions:
+        if d.layer is not None and d.searched:
+            name = f"{d.pass_name}.{d.option}"
+            shared = options.get(name, d.choices)
+            options[name] = tuple(c for c in shared if c in d.choices)
+    designs = []
+    for values in itertools.product(*options.values()):
+        chosen = dict(zip(options, values, strict=True))
+        designs.append(
+            {
+                d.key: chosen[f"{d.pass_name}.{d.option}"]
+                for d in dimensions
+                if f"{d.pass_name}.{d.option}" in chosen
+            }
+        )
+    return designs
+
+
 def fastest_structure(
     model: Path,
     target: Target,
@@ -170,6 +194,9 @@ def fastest_structure(
     phase = replace(phase, fixed=space.uniform(pinned or {}))
     study = open_study(storage, phase.study, list(phase.directions), {"role": "channels"})
     study.sampler = make_sampler(phase.sampler, seed, phase.trials)
+    if not study.trials:  # start from the uniform designs, then vary layer by layer
+        for design in uniform_designs(phase.dimensions)[: phase.trials]:
+            study.enqueue_trial(design)
     limits = Limits(area_mm2[1], None, area_mm2[0])
     run_phase(phase, study, space, Evaluator(problem), limits, lambda t: None)
     best = best_feasible(study)
@@ -228,6 +255,12 @@ def search_channels(
     storage = open_storage(f"sqlite:///{(out / CHANNELS_DB).resolve()}")
     cache = NaswotCache(out / NASWOT_JSON, space.arch, naswot_batch(data, seed=seed), seed)
     baseline = space.baseline()
+    if not set(baseline) <= set(space.choices):
+        raise UserError(
+            f"the reference widths {list(baseline)} are not all among the choices "
+            f"{list(space.choices)}",
+            hint="give a reference network the search space holds",
+        )
     floor = cache.score(baseline) - margin
     low, high = area_mm2 * (1 - window), area_mm2 * (1 + window)
     layers = len(baseline)
@@ -245,6 +278,8 @@ def search_channels(
     outer.sampler = optuna.samplers.TPESampler(
         seed=seed, n_startup_trials=min(10, max(1, trials // 3))
     )
+    if not outer.trials:  # the network the search replaces comes first
+        outer.enqueue_trial({f"width[{i}]": w for i, w in enumerate(baseline)})
     choices: list[ChannelChoice] = []
     bar = tqdm(total=trials, desc="channels", unit="net", disable=not progress, leave=False)
     done = len(outer.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))

@@ -26,16 +26,23 @@ AREA = 2.0  # mm², about the reference network's fastest design on xpert.hw
 
 
 def run(out: Path, **options):
-    settings = dict(trials=4, inner_trials=4, window=0.25, seed=0)
+    settings = dict(trials=4, inner_trials=14, window=0.25, seed=0)
     settings.update(options)
     return search_channels(
         SPACE, target=load_target("xpert"), data=DATA, area_mm2=AREA, out=out, **settings
     )
 
 
-def test_chosen_design_meets_its_guards_and_replays(tmp_path: Path) -> None:
-    best, tried = run(tmp_path)
-    record = json.loads((tmp_path / channels.CHANNELS_JSON).read_text())
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory) -> tuple[Path, channels.ChannelChoice, list]:
+    out = tmp_path_factory.mktemp("channels")
+    best, tried = run(out)
+    return out, best, tried
+
+
+def test_chosen_design_meets_its_guards_and_replays(searched) -> None:
+    out, best, tried = searched
+    record = json.loads((out / channels.CHANNELS_JSON).read_text())
     floor = record["naswot_floor"]
     low, high = record["area_window_mm2"]
     assert (low, high) == pytest.approx((AREA * 0.75, AREA * 1.25))
@@ -44,10 +51,11 @@ def test_chosen_design_meets_its_guards_and_replays(tmp_path: Path) -> None:
     assert best.structure.latency_s == min(c.structure.latency_s for c in feasible)
     for choice in tried:  # a candidate below the floor is never compiled
         assert (choice.naswot >= floor) == (choice.structure is not None)
+    assert tried[0].widths == SPACE.baseline()  # the reference network comes first
     assert record["chosen"]["widths"] == list(best.widths)
     # the chosen pipeline, compiled from scratch on the candidate, prices the same
     label = SPACE.label(best.widths)
-    model = tmp_path / "candidates" / f"{label}.onnx"
+    model = out / "candidates" / f"{label}.onnx"
     calibration, _ = driver.calibration_data(DATA, model)
     target = load_target("xpert")
     program = driver.compile(model, target, passes=best.structure.pipeline, calibration=calibration)
@@ -56,16 +64,36 @@ def test_chosen_design_meets_its_guards_and_replays(tmp_path: Path) -> None:
     assert report.area_mm2 == best.structure.area_mm2
 
 
-def test_a_second_run_resumes_without_recomputing(tmp_path: Path, monkeypatch) -> None:
-    first, _ = run(tmp_path, trials=3)
+def test_a_second_run_resumes_without_recomputing(searched, monkeypatch) -> None:
+    out, first, tried = searched
 
     def refuse(*args, **kwargs):
         raise AssertionError("a finished candidate was searched again")
 
     monkeypatch.setattr(channels, "fastest_structure", refuse)
     monkeypatch.setattr("imcc.search.naswot.naswot_score", refuse)
-    again, tried = run(tmp_path, trials=3)
-    assert again == first and len(tried) == 3
+    again, tried_again = run(out)
+    assert again == first and tried_again == tried
+
+
+def test_uniform_designs() -> None:
+    from imcc.search.space import Dimension
+
+    dims = [
+        Dimension("select-adc", "per_layer_converter", 0, ("sar", "flash")),
+        Dimension("select-adc", "per_layer_converter", 1, ("flash", "sar")),
+        Dimension("share-columns", "per_layer", 0, ("2", "4")),
+        Dimension("share-columns", "per_layer", 1, ("2", "4", "8")),
+        Dimension("place", "replicate", None, ("false", "true")),
+    ]
+    designs = channels.uniform_designs(dims)
+    assert len(designs) == 4  # {sar, flash} x {2, 4}: what every layer offers
+    assert designs[0] == {
+        "select-adc.per_layer_converter[0]": "sar",
+        "select-adc.per_layer_converter[1]": "sar",
+        "share-columns.per_layer[0]": "2",
+        "share-columns.per_layer[1]": "2",
+    }
 
 
 def test_guards(tmp_path: Path) -> None:
@@ -73,3 +101,13 @@ def test_guards(tmp_path: Path) -> None:
         run(tmp_path, window=1.5)
     with pytest.raises(UserError, match="NASWOT floor"):
         run(tmp_path / "high", trials=2, margin=-1e6)  # a floor no network reaches
+    with pytest.raises(UserError, match="reference widths"):
+        search_channels(
+            ChannelSpace("vgg11", (8, 16)),  # VGG-11's own widths are not among them
+            target=load_target("xpert"),
+            data=DATA,
+            area_mm2=AREA,
+            out=tmp_path / "ref",
+            trials=1,
+            inner_trials=1,
+        )

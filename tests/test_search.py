@@ -447,3 +447,17 @@ def test_mtj_trials_are_calibrated_and_adc_only_targets_are_not() -> None:
         assert node.attributes["converter"].kind == "mtj"
         assert len(node.attributes["ps_scale"]) > 0  # calibrate-mtj normalised every column
     assert "calibrate-mtj" not in [step.name for step in build_space(*_cleaned("xpert")).steps]
+
+
+def test_limits_area_window() -> None:
+    from imcc.search.evaluate import Evaluation, Metrics
+    from imcc.search.strategies import Limits
+
+    def at(area: float, accuracy: float | None = None) -> Evaluation:
+        return Evaluation(Metrics(1.0, 1.0, area, 1.0, 1.0, 1.0), accuracy)
+
+    window = Limits(10.5, 0.9, area_floor_mm2=9.5)
+    assert window.constraints(at(10.0, 0.95)) == [-0.5, pytest.approx(-0.05)]
+    assert window.constraints(at(11.0))[0] == pytest.approx(0.5)  # over the top
+    assert window.constraints(at(9.0))[0] == pytest.approx(0.5)  # under the floor
+    assert Limits(10.5, None).constraints(at(1.0)) == [-9.5, 0.0]  # a budget, no floor
