@@ -11,7 +11,9 @@ Three parts, each measured on the mapped programs:
    centers in fixed 2-bit slices, 1-bit inputs), `+adaptive` (per-layer adaptive weight slicing,
    error budget 0.09, the last layer in 1-bit slices), `+spec` (3-3-2 speculative input slices
    with 1-bit recovery, profiled on calibration data; adaptive slicing also holds the failing
-   share of speculative conversions within 10%). Per model and step: converts per MAC, energy
+   share of speculative conversions within 10%), and imcc's variant `+spec/conv` (the same
+   speculation, adaptive slicing choosing the fewest conversions, recoveries included, within
+   the error budget and no cap on failures). Per model and step: converts per MAC, energy
    per MAC by component, energy efficiency and throughput over the isaac step at equal
    provisioned area (the isaac step fills ISAAC's 168-tile chip with copies of its slowest
    layers, every other step as many of its own tiles as fit in that area: `driver.fill_area`),
@@ -84,6 +86,13 @@ STEPS = {
         "slice-weights{adaptive=true error_budget=0.09 max_failures=0.1 "
         "last_bitwise=true},profile-converters,share-columns,place",
     ),
+    "+spec/conv": (
+        "raella",
+        "assign-input-precision{speculate=true slices=3,3,2},quantize,"
+        "tile-crossbar,encode-weights{scheme=center-offset center_bits=4},select-adc,"
+        "slice-weights{adaptive=true error_budget=0.09 objective=conversions "
+        "last_bitwise=true},profile-converters,share-columns,place",
+    ),
 }
 """RAELLA's ablation chain: step -> (target, mapping pipeline after the clean-up passes)."""
 
@@ -97,7 +106,13 @@ def steps(granularity: str = "channel") -> dict[str, tuple[str, str]]:
     return {k: (t, m.replace(",quantize,", option)) for k, (t, m) in STEPS.items()}
 
 
-PAPER_CONVERTS = {"isaac": 0.25, "c+o": 0.0625, "+adaptive": 0.047, "+spec": 0.02}
+PAPER_CONVERTS = {
+    "isaac": 0.25,
+    "c+o": 0.0625,
+    "+adaptive": 0.047,
+    "+spec": 0.02,
+    "+spec/conv": 0.02,
+}
 """[RAELLA] converts per MAC: ISAAC 8 x 4 / 128; C+O 8 x 4 / 512; 3 slices 8 x 3 / 512; with
 speculation about 0.02 (its Titanium law)."""
 

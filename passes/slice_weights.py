@@ -25,6 +25,11 @@ from imcc.passes.layers import (
 from imcc.passes.tile_crossbar import magnitude_bits, tile_layer
 from imcc.plan import LayerPlan, graph_plan
 
+OBJECTIVES = ("slices", "conversions")
+"""What adaptive slicing minimises among the slicings within its bounds: the slice count
+(RAELLA's rule), or the conversions a layer makes on calibration data, speculation's 1-bit
+recoveries included (the Titanium law's converts per MAC, measured)."""
+
 ADAPTIVE = "auto"
 """The per-layer entry that asks for adaptive slicing of that layer."""
 
@@ -108,6 +113,10 @@ class SliceWeights(Pass):
     their error hides what saturation costs: re-run 1-bit conversions. `max_failures` bounds
     the share of speculative conversions that fail on calibration data (RAELLA observes 4-10%);
     a slicing must meet both bounds. It does not apply to layers that do not speculate.
+    `objective=conversions` keeps, of all the slicings within the bounds, the one whose layer
+    makes the fewest conversions on the calibration data, speculation's 1-bit recoveries
+    included (fewer slices, then lower error, on ties): a wide-sum layer may then convert less
+    with 2 slices that often fail than with 4 that rarely do.
 
     ```
     // after: slice-weights{adaptive=true error_budget=0.09} on raella
@@ -122,7 +131,7 @@ class SliceWeights(Pass):
             "slices",
             "per_layer_slices",
             format_slices,
-            supersedes=("adaptive", "error_budget", "max_failures"),
+            supersedes=("adaptive", "error_budget", "max_failures", "objective"),
         ),
     )
     slices: tuple[int, ...] = option(
@@ -135,6 +144,12 @@ class SliceWeights(Pass):
     )
     max_failures: float = option(
         1.0, "largest failing share of speculative conversions", minimum=0.0, maximum=1.0
+    )
+    objective: str = option(
+        "slices",
+        "adaptive slicing's aim within the bounds: the fewest slices, or the fewest "
+        "conversions (speculation's recoveries included)",
+        choices=OBJECTIVES,
     )
     last_bitwise: bool = option(False, "1-bit slices for the last crossbar layer")
     samples: int = option(8, "calibration inputs adaptive slicing measures on", minimum=1)
@@ -206,7 +221,7 @@ class SliceWeights(Pass):
         needed = magnitude_bits(encoding, plan.weight_bits)
         widest = require_target(ctx, self.name).crossbar.bits_per_cell
         limit = self.max_failures if plan.streaming.speculate else 1.0
-        tried, best = 0, None
+        tried, best, within = 0, None, None
         for count in range(-(-needed // widest), needed + 1):
             scored = []
             for slices in compositions(needed, count, widest):
@@ -216,18 +231,33 @@ class SliceWeights(Pass):
                 failures = stats.speculative_failures / max(stats.conversions, 1)
                 # over either bound: ranked by how far over, so the fallback is the closest
                 excess = max(error - self.error_budget, 0.0) + max(failures - limit, 0.0)
-                scored.append((excess, error, failures, slices))
+                made = stats.conversions + stats.recoveries
+                scored.append((excess, error, failures, slices, made))
                 tried += 1
-            excess, error, failures, slices = min(scored, key=lambda item: item[:2])
+            excess, error, failures, slices, made = min(scored, key=lambda item: item[:2])
             if best is None or (excess, error) < best[:2]:
                 best = (excess, error, failures, slices)
-            if excess == 0.0:
+            if self.objective == "slices" and excess == 0.0:
                 return slices, {
                     "error": error,
                     "failures": failures,
                     "within_budget": True,
                     "tried": tried,
                 }
+            for item in scored:  # the fewest conversions, then slices, then error
+                if item[0] == 0.0 and (
+                    within is None or (item[4], item[1]) < (within[4], within[1])
+                ):
+                    within = item
+        if within is not None:
+            _, error, failures, slices, made = within
+            return slices, {
+                "error": error,
+                "failures": failures,
+                "conversions": made,
+                "within_budget": True,
+                "tried": tried,
+            }
         assert best is not None
         ctx.logger.warning(
             "%s: no weight slicing keeps the layer error within %g (and "

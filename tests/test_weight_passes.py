@@ -447,6 +447,41 @@ def test_speculating_layers_also_bound_their_failure_share():
     assert any(r["failures"] > 0.05 for r in loose)
 
 
+def test_conversions_objective_takes_the_fewest_conversions_within_the_budget():
+    """objective=conversions against brute force: every slicing of every count priced on the
+    pass's own calibration products; the choice makes the fewest conversions (recoveries
+    included) of those within the error budget, and never more than the fewest-slices rule."""
+    head = (
+        "assign-input-precision{speculate=true slices=3,3,2},quantize,tile-crossbar,"
+        "encode-weights{scheme=center-offset},select-adc"
+    )
+    graph, ctx = compile_digits(head)
+    target = raella()
+    runs = {}
+    for objective in ("slices", "conversions"):
+        ctx = Context(target=ctx.target, options=ctx.options)
+        spec = SliceWeights(adaptive=True, objective=objective, samples=4, positions=512)
+        runs[objective] = (spec.run(graph, ctx), ctx.decisions.tables["slice-weights"])
+    layers = crossbar_layers(graph)
+    products = layer_products(graph, ctx, layers, samples=4, positions=512, salt="slice-weights")
+    for index, node in enumerate(layers):
+        plan = graph_plan(node, graph, target)
+        seed = ctx.draw_seed("slice-weights", node.outputs[0])
+        made = {}
+        for count in range(2, 8):
+            for slices in compositions(7, count, 4):
+                stats = Statistics()
+                mapping = WeightMapping("center-offset", slices, 2)
+                error = relative_error(plan, products[node.outputs[0]], mapping, seed, stats)
+                if error <= 0.09:
+                    made[slices] = stats.conversions + stats.recoveries
+        chosen = tuple(runs["conversions"][1][index]["slices"])
+        fewest_slices = tuple(runs["slices"][1][index]["slices"])
+        assert made[chosen] == min(made.values())
+        assert made[chosen] <= made[fewest_slices]
+        assert runs["conversions"][1][index]["conversions"] == made[chosen]
+
+
 def test_per_tensor_weight_scales_share_one_grid():
     from imcc.passes.quantize import quantize_weights
 
