@@ -108,8 +108,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     layers = len(conv_widths("vgg16"))
     candidates = draw(args.candidates, [int(w) for w in args.widths.split(",")], layers, args.seed)
-    batch = torch.from_numpy(naswot_batch(args.data, seed=args.seed))
     x, y, vx, vy = train_cifar.load(args.data)
+    batch = torch.from_numpy(naswot_batch(x.numpy(), seed=args.seed))  # drawn from 0-44,999
     data = (x[: args.images], y[: args.images], vx, vy)
     cache = args.out / "candidates.json"
     done = json.loads(cache.read_text()) if cache.is_file() else {}

@@ -4,15 +4,15 @@ depth (search/channels.py).
 
     python benchmarks/reproduce.py xpert [--trials 30] [--inner-trials 30]
 
-The baseline (`BASELINE`): CIFAR-10 VGG-16 (models/vgg_cifar.py; the trained
-models/vgg16_cifar10.onnx when present, else seeded weights, cost only) on xpert.hw with every
-layer alike, as XPert's public code runs its network when nothing is searched
-(Intelligent-Computing-Lab-Yale/XPert: inference.py's defaults ADCprecision = 6 and
-wl_activate = 4; NeuroSIM/Param.cpp numColMuxed = 8 and SARADC = false, i.e. NeuroSim's
-multi-level sense amplifier, imcc's Flash converter; 8-bit weights): a 6-bit Flash converter
-per 8 columns, 4-bit inputs. What the code does not show: which of these its paper's
-baseline row used (the paper gives no table of it) and the cell (its XPertSim_Tool runs an
-SRAM array of 1-bit cells; xpert.hw prices the paper's 4-bit RRAM cells).
+The baseline (`BASELINE`): CIFAR-10 VGG-16 (models/vgg_cifar.py, untrained: phase 1 prices
+latency and area, which do not depend on the weights) on xpert.hw with every layer alike, as
+XPert's public code runs its network when nothing is searched
+(Intelligent-Computing-Lab-Yale/XPert: inference.py's defaults ADCprecision = 6 and wl_activate
+= 4; NeuroSIM/Param.cpp numColMuxed = 8 and SARADC = false, i.e. NeuroSim's multi-level sense
+amplifier, imcc's Flash converter; 8-bit weights): a 6-bit Flash converter per 8 columns, 4-bit
+inputs. What the code does not show: which of these its paper's baseline row used (the paper
+gives no table of it) and the cell (its XPertSim_Tool runs an SRAM array of 1-bit cells;
+xpert.hw prices the paper's 4-bit RRAM cells).
 
 Phase 1 (`phase_one`): per-layer output channels in {64, 128, 256, 512}, converter type and
 column sharing, the lowest latency with the chip's area within +-5% of the baseline design's
@@ -33,6 +33,7 @@ from imcc import driver  # noqa: E402
 from imcc.frontend.hw import load_target  # noqa: E402
 from imcc.search.channels import (  # noqa: E402
     AREA_WINDOW,
+    CANDIDATES,
     ChannelSpace,
     export_candidate,
     search_channels,
@@ -50,7 +51,6 @@ BASELINE = {
 """XPert's uniform design as its public code runs it (module docstring)."""
 PRECISIONS = ("select-adc.per_layer_bits", "assign-input-precision.per_layer_bits")
 """The baseline's options that phase 1 keeps (phase 2 searches them)."""
-TRAINED = ROOT / "models" / "vgg16_cifar10.onnx"
 DATA = f"cifar10:{CIFAR10_TRAIN}"
 PAPER = {"edap": 10.24, "tops_per_w": 1.72, "tops_per_mm2": 1.93, "accuracy": 92.46}
 """[XPert]'s CIFAR-10 headline: the searched design against its VGG-16 baseline."""
@@ -70,7 +70,9 @@ def baseline(model: Path, data: str = DATA) -> tuple[str, Metrics]:
 def phase_one(out: Path, trials: int, inner_trials: int, seed: int = 0) -> dict:
     """Run phase 1 on VGG-16 at the baseline design's area; return the record."""
     space = ChannelSpace("vgg16")
-    reference = export_candidate("vgg16", space.baseline(), out / "baseline-untrained.onnx")
+    # the search's own file of the reference network, its first candidate: exported once
+    name = f"{space.label(space.baseline())}.onnx"
+    reference = export_candidate("vgg16", space.baseline(), out / "channels" / CANDIDATES / name)
     pipeline, metrics = baseline(reference)
     best, tried = search_channels(
         space,
@@ -92,7 +94,7 @@ def phase_one(out: Path, trials: int, inner_trials: int, seed: int = 0) -> dict:
         "train": (
             "python models/train_cifar.py --arch vgg16 --widths "
             + ",".join(map(str, best.widths))
-            + f" --data {DATA.replace(str(ROOT.parent), '..')} --epochs 30"
+            + " --data cifar10:cifar10_train.npz --epochs 30"
             " --state runs/xpert/state.pt --out models/xpert_vgg16_cifar10.onnx"
         ),
     }
@@ -147,7 +149,11 @@ def markdown(result: dict) -> str:
             for i, row in enumerate(design_rows(chosen["pipeline"], chosen["widths"]))
         ),
         "",
-        f"Train it: `{result['train']}`",
+        f"Train it (`cifar10_train.npz`: the 50,000 CIFAR-10 training images): `{result['train']}`",
+        "",
+        f"Paper, after phase 2 on the trained network: {PAPER['edap']}x lower EDAP, "
+        f"{PAPER['tops_per_w']}x TOPS/W, {PAPER['tops_per_mm2']}x TOPS/mm2 at "
+        f"{PAPER['accuracy']}% (not yet measured here).",
         "",
         f"Pipeline: `{chosen['pipeline']}`",
     ]

@@ -234,17 +234,19 @@ class SliceWeights(Pass):
                 made = stats.conversions + stats.recoveries
                 scored.append((excess, error, failures, slices, made))
                 tried += 1
-            excess, error, failures, slices, made = min(scored, key=lambda item: item[:2])
+            excess, error, failures, slices, _ = min(scored, key=lambda item: item[:2])
             if best is None or (excess, error) < best[:2]:
                 best = (excess, error, failures, slices)
-            if self.objective == "slices" and excess == 0.0:
-                return slices, {
-                    "error": error,
-                    "failures": failures,
-                    "within_budget": True,
-                    "tried": tried,
-                }
-            for item in scored:  # the fewest conversions, then slices, then error
+            if self.objective == "slices":
+                if excess == 0.0:
+                    return slices, {
+                        "error": error,
+                        "failures": failures,
+                        "within_budget": True,
+                        "tried": tried,
+                    }
+                continue
+            for item in scored:  # the fewest conversions, then fewer slices, then lower error
                 if item[0] == 0.0 and (
                     within is None or (item[4], item[1]) < (within[4], within[1])
                 ):

@@ -55,8 +55,8 @@ NASWOT_IMAGES = 128
 """Images of the NASWOT batch: XPert's one training batch of 128 (compute_score.py)."""
 AREA_WINDOW = 0.05
 """XPert's area tolerance: the chip within +-5% of the target (`--area_tolerance 5`)."""
-TRAIN_IMAGES = 45_000
-"""The training split the NASWOT batch is drawn from (the first 45,000 images)."""
+CANDIDATES = "candidates"
+"""The folder (in the search's `out`) of the candidates' ONNX files."""
 CHANNELS_DB = "channels.db"
 CHANNELS_JSON = "channels.json"
 NASWOT_JSON = "naswot.json"
@@ -82,13 +82,19 @@ class ChannelSpace:
         return "c" + "-".join(str(w) for w in widths)
 
 
-def naswot_batch(data: str, images: int = NASWOT_IMAGES, seed: int = 0) -> np.ndarray:
-    """Return `images` training-split images (seeded draw from the first 45,000 of `data`)."""
-    from imcc.frontend.datasets import load_dataset
+def naswot_batch(train: np.ndarray, images: int = NASWOT_IMAGES, seed: int = 0) -> np.ndarray:
+    """Return `images` of the training-split images `train` (a seeded draw, in order)."""
+    pick = np.random.default_rng(seed).choice(len(train), images, replace=False)
+    return train[np.sort(pick)]
 
-    full = load_dataset(data, TRAIN_IMAGES)
-    pick = np.random.default_rng(seed).choice(len(full.images), images, replace=False)
-    return full.images[np.sort(pick)]
+
+def training_split(data: str) -> np.ndarray:
+    """Return the training-split images of a CIFAR-10 training set (models/train_cifar.py's
+    split: the first `TRAIN` images; the rest validate)."""
+    from imcc.frontend.datasets import load_dataset
+    from imcc.models.train_cifar import TRAIN
+
+    return load_dataset(data, TRAIN).images
 
 
 def network(arch: str, widths: Sequence[int], seed: int = 0) -> Any:
@@ -141,12 +147,10 @@ class Structure:
 
 def export_candidate(arch: str, widths: Sequence[int], path: Path, seed: int = 0) -> Path:
     """Write the untrained candidate as ONNX (cost only: latency and area ignore weights)."""
-    from imcc.models.common import export_onnx
+    from imcc.models.train_cifar import export
 
     if not path.is_file():
-        import torch
-
-        export_onnx(network(arch, widths, seed).eval(), path, torch.zeros(1, 3, 32, 32))
+        export(network(arch, widths, seed).eval(), path)
     return path
 
 
@@ -253,7 +257,9 @@ def search_channels(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out.mkdir(parents=True, exist_ok=True)
     storage = open_storage(f"sqlite:///{(out / CHANNELS_DB).resolve()}")
-    cache = NaswotCache(out / NASWOT_JSON, space.arch, naswot_batch(data, seed=seed), seed)
+    cache = NaswotCache(
+        out / NASWOT_JSON, space.arch, naswot_batch(training_split(data), seed=seed), seed
+    )
     baseline = space.baseline()
     if not set(baseline) <= set(space.choices):
         raise UserError(
@@ -296,7 +302,7 @@ def search_channels(
         found = None
         if score >= floor:
             label = space.label(widths)
-            model = export_candidate(space.arch, widths, out / "candidates" / f"{label}.onnx")
+            model = export_candidate(space.arch, widths, out / CANDIDATES / f"{label}.onnx")
             found = fastest_structure(
                 model,
                 target,
