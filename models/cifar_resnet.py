@@ -50,7 +50,7 @@ class BasicBlock(nn.Module):
 class CifarResNet(nn.Module):
     """ResNet-(6n+2) for 32x32 CIFAR-10 images in [0, 1]."""
 
-    def __init__(self, blocks: int) -> None:
+    def __init__(self, blocks: int, block: type[BasicBlock] = BasicBlock) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(MEAN).reshape(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(STD).reshape(1, 3, 1, 1))
@@ -60,7 +60,7 @@ class CifarResNet(nn.Module):
         for planes, stride in ((16, 1), (32, 2), (64, 2)):
             stage = []
             for i in range(blocks):
-                stage.append(BasicBlock(inputs, planes, stride if i == 0 else 1))
+                stage.append(block(inputs, planes, stride if i == 0 else 1))
                 inputs = planes
             layers.append(nn.Sequential(*stage))
         self.layer1, self.layer2, self.layer3 = layers
@@ -72,6 +72,42 @@ class CifarResNet(nn.Module):
         x = self.layer3(self.layer2(self.layer1(x)))
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)
         return self.linear(x)
+
+
+class StoxBlock(BasicBlock):
+    """StoX-Net's residual block (its public release, GitHub KneeHaw/StoX-Net, resnet20.py):
+    BasicBlock's layers, but every 3x3 conv-BN gets its own shortcut and a hardtanh, `x1 =
+    hardtanh(bn1(conv1(x)) + shortcut(x))`, `out = hardtanh(bn2(conv2(x1)) + x1)`, so a
+    full-precision residual stream carries past each conv whose partial sums the MTJs sample."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        if self.pad:
+            shortcut = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+        x1 = F.hardtanh(self.bn1(self.conv1(x)) + shortcut)
+        return F.hardtanh(self.bn2(self.conv2(x1)) + x1)
+
+
+class StoxResNet(CifarResNet):
+    """StoX-Net's ResNet-20 for 32x32 CIFAR-10 images in [0, 1] (the public release's
+    resnet20.py, read for its structure): conv3x3(3->16) + BN + hardtanh, three stages of n
+    `StoxBlock`s (16, 32, 64 channels), global average pooling, BatchNorm1d(64) and
+    Linear(64 -> 10), Kaiming-normal initial weights. Every activation is a hardtanh, so every
+    crossbar layer's input lies in [-1, 1] (signed): its quantization has a fixed range."""
+
+    def __init__(self, blocks: int) -> None:
+        super().__init__(blocks, StoxBlock)
+        self.bn2 = nn.BatchNorm1d(64)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                nn.init.kaiming_normal_(module.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        x = F.hardtanh(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return self.linear(self.bn2(x))
 
 
 def load(name: str, weights: str | Path) -> CifarResNet:

@@ -33,8 +33,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from imcc.models.cifar_resnet import StoxResNet
 from imcc.models.common import accuracy, export_onnx
 from imcc.models.vgg_cifar import CONFIGS, VggCifar
+
+STOX_RESNET20 = "stox-resnet20"
+"""StoX-Net's ResNet-20 (hardtanh activations, a shortcut per conv), the float network its
+PS-quantization-aware training starts from."""
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -59,8 +64,13 @@ class Normalised(nn.Module):
 
 
 def build(arch: str, width: float = 1.0, widths: list[int] | None = None) -> nn.Module:
-    """Return an untrained VGG of `arch` (vgg_cifar's CONFIGS; `widths`: every conv's output
-    channels) with its input normalisation."""
+    """Return an untrained network of `arch` with its input normalisation: a VGG (vgg_cifar's
+    CONFIGS; `widths`: every conv's output channels) or StoX-Net's ResNet-20
+    (`STOX_RESNET20`, cifar_resnet.StoxResNet, which normalises its input itself)."""
+    if arch == STOX_RESNET20:
+        if width != 1.0 or widths:
+            raise ValueError(f"{arch} has its own widths (16, 32, 64): no --width or --widths")
+        return StoxResNet(3)
     return Normalised(VggCifar(arch, width, widths=widths))
 
 
@@ -224,7 +234,7 @@ def load(spec: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Ten
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", choices=sorted(CONFIGS), default="vgg16")
+    parser.add_argument("--arch", choices=[*sorted(CONFIGS), STOX_RESNET20], default="vgg16")
     parser.add_argument("--width", type=float, default=1.0, help="multiplier of every width")
     parser.add_argument(
         "--widths",

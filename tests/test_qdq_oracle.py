@@ -210,6 +210,29 @@ def test_low_bit_cifar_resnet20_matches_onnxruntime(bits):
     assert agreement.codes > 0
 
 
+def test_stox_resnet20_signed_inputs_match_onnxruntime(tmp_path):
+    """StoX-Net's ResNet-20 (hardtanh activations, a shortcut per conv: every crossbar layer
+    after the first reads signed inputs in [-1, 1]) at 4-bit weights and inputs, untrained
+    with batch statistics from random images, against onnxruntime's QDQ model."""
+    import torch
+
+    from imcc.models.cifar_resnet import StoxResNet
+    from imcc.models.common import export_onnx
+
+    torch.manual_seed(0)
+    model = StoxResNet(1)
+    images = np.random.default_rng(0).random((22, 3, 32, 32), dtype=np.float32)
+    with torch.no_grad():  # batch statistics, so the activations spread over [-1, 1]
+        model.train()(torch.from_numpy(images[:16]))
+    path = export_onnx(model, tmp_path / "stox.onnx", torch.zeros(1, 3, 32, 32))
+    program = quantized(import_onnx(path), images[:16], 4)
+    signed = [n.attr("signed") for n in program.nodes if n.op == "quantize"]
+    assert signed[0] and sum(signed) == len(signed)  # the image and every hardtanh output
+    agreement = compare(program, [images[i : i + 1] for i in range(16, 22)])
+    check(agreement)
+    assert agreement.codes > 0
+
+
 @functools.cache
 def _light_program(name: str) -> Graph:
     graph = import_onnx(light_path(name))

@@ -69,3 +69,30 @@ def test_the_export_takes_unit_range_images_and_matches_torch(tmp_path):
     with torch.no_grad():
         expected = model(torch.from_numpy(image)).numpy()
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_stox_resnet20_is_built_exported_and_refuses_widths(tmp_path):
+    """StoX-Net's ResNet-20: 19 convs (the first and one per block), hardtanh outputs only,
+    the exported model equal to torch's, and no width options."""
+    torch.manual_seed(0)
+    model = build("stox-resnet20")
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 19 and [c.out_channels for c in convs[-2:]] == [64, 64]
+    image = np.random.default_rng(1).random((1, 3, 32, 32), dtype=np.float32)
+    with torch.no_grad():
+        model.train()(torch.rand(8, 3, 32, 32))  # batch statistics away from the defaults
+    model.eval()
+    seen: list[torch.Tensor] = []
+    hooks = [c.register_forward_pre_hook(lambda _, a: seen.append(a[0])) for c in convs[1:]]
+    with torch.no_grad():
+        expected = model(torch.from_numpy(image)).numpy()
+    for hook in hooks:
+        hook.remove()
+    assert all(float(x.abs().max()) <= 1.0 for x in seen)  # every crossbar input in [-1, 1]
+    assert any(float(x.min()) < 0 for x in seen)
+    path = export(model, tmp_path / "stox.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"image": image})
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="own widths"):
+        build("stox-resnet20", width=0.5)
