@@ -197,12 +197,24 @@ def input_slicing(
     )
 
 
+def single_stream(plan: LayerPlan) -> bool:
+    """Say whether a layer streams each input in one slice of all its bits (no speculation):
+    that slice reads the code itself (a signed input's top slice reads it signed)."""
+    return plan.input_slices == 1 and not plan.streaming.speculate
+
+
 def chunked_inputs(plan: LayerPlan, x: torch.Tensor) -> torch.Tensor:
     """Return the code patterns `x mod 2^bits` of inputs x[P, K] laid out by row chunk:
     [P, C * R] in the narrowest integer type that holds them (an empty slot holds 0, which
-    every slice reads as 0)."""
+    every slice reads as 0); for a `single_stream` layer, the codes themselves (float32,
+    exact), which are its one slice's values: with contiguous chunks, x itself [P, K] (each
+    chunk a column range, the last one short; `read` takes it so)."""
     bits = plan.streaming.bits
-    if bits <= 8:  # the narrowing cast keeps the low 8 bits (two's complement)
+    if single_stream(plan):
+        pattern = x.to(torch.float32)
+        if plan.contiguous_chunks:
+            return pattern
+    elif bits <= 8:  # the narrowing cast keeps the low 8 bits (two's complement)
         pattern = x.to(torch.uint8)
         if bits < 8:
             pattern.bitwise_and_(2**bits - 1)
@@ -224,7 +236,10 @@ def input_planes(
 ) -> torch.Tensor:
     """Return the values each input slice streams, float32 [J, p, C * R], from chunked code
     patterns [p, C * R] (all slices in one shift, one mask and one conversion); `scaled`:
-    times their significance 2^shift_j (the bits masked in place, no shift)."""
+    times their significance 2^shift_j (the bits masked in place, no shift). A single
+    stream's float32 codes (`chunked_inputs`) are its values already: returned as a view."""
+    if patterns.dtype == torch.float32:
+        return patterns.unsqueeze(0)
     count = len(slicing)
     shape = (count, *patterns.shape)
     shifts, masks = _slice_masks(slicing, patterns.dtype, scaled)
@@ -290,8 +305,8 @@ def read(
     chunks, rows, width = columns.shape
     sums = space.take(name, (chunks, slices * positions, width), torch.float32)
     for c in range(chunks):
-        a = planes[:, :, c * rows : (c + 1) * rows].reshape(slices * positions, rows)
-        torch.mm(a, columns[c], out=sums[c])
+        a = planes[:, :, c * rows : (c + 1) * rows]  # short when the planes hold only the rows
+        torch.mm(a.reshape(slices * positions, -1), columns[c, : a.shape[-1]], out=sums[c])
     return sums, planes
 
 
@@ -662,13 +677,16 @@ def crossbar_product(
     offset: torch.Tensor | None = None,
     backward: str = "clamp",
     key: int | None = None,
+    integral: bool = False,
 ) -> torch.Tensor:
     """Return `x @ w` for integer-valued codes x[P, K], w[K, N] (float tensors, possibly
     requiring grad) as the crossbar computes it, differentiable by the straight-through rules
     of the module docstring. An MTJ layer normalises with `scale` / `offset` [I * D * N] (its
     learnable `a`, `b`; the plan's when None) and draws from generators seeded by `key` (one
     drawn from torch's global generator when None, so torch.manual_seed makes runs
-    repeatable). The result has x's dtype."""
+    repeatable). The codes are rounded first unless the caller states they are exact integers
+    (`integral`: a straight-through `v + (round(v) - v).detach()` is one, by Sterbenz's
+    lemma). The result has x's dtype."""
     if backward not in BACKWARDS:
         raise ValueError(f"unknown MTJ backward {backward!r}; one of {', '.join(BACKWARDS)}")
     if plan.converter.is_mtj:
@@ -679,7 +697,7 @@ def crossbar_product(
             key = int(torch.randint(0, 2**62, (1,)).item())
     else:
         scale = offset = torch.zeros(0)
-    return _CrossbarProduct.apply(x, w, scale, offset, plan, group, backward, key or 0)
+    return _CrossbarProduct.apply(x, w, scale, offset, plan, group, backward, key or 0, integral)
 
 
 class _CrossbarProduct(torch.autograd.Function):
@@ -688,9 +706,11 @@ class _CrossbarProduct(torch.autograd.Function):
     the straight-through rules with two GEMMs per row chunk."""
 
     @staticmethod
-    def forward(ctx, x, w, scale, offset, plan, group, backward, key):
+    def forward(ctx, x, w, scale, offset, plan, group, backward, key, integral):
         stats = Statistics()
-        x_codes, w_codes = torch.round(x.detach()), torch.round(w.detach())
+        x_codes, w_codes = x.detach(), w.detach()
+        if not integral:
+            x_codes, w_codes = torch.round(x_codes), torch.round(w_codes)
         factor = correction(plan, group)
         kept: list[_Kept] = []
         if plan.lossless:
@@ -723,7 +743,7 @@ class _CrossbarProduct(torch.autograd.Function):
         if plan.lossless:
             gx = g @ w_codes.to(torch.float32).t()
             gw = x_codes.to(torch.float32).t() @ g
-            return gx.to(grad.dtype), gw.to(grad.dtype), None, None, None, None, None, None
+            return gx.to(grad.dtype), gw.to(grad.dtype), *(None,) * 7
         gx, gw, ga, gb = _backward(plan, group, x_codes, w_codes, scale, g, ctx.kept)
         ctx.kept = []
         if isinstance(factor, torch.Tensor):  # the digital input-sum correction
@@ -736,6 +756,7 @@ class _CrossbarProduct(torch.autograd.Function):
             gw.to(grad.dtype) if needs[1] else None,
             ga if needs[2] else None,
             gb if needs[3] else None,
+            None,
             None,
             None,
             None,
@@ -761,7 +782,10 @@ def _backward(plan, group, x_codes, w_codes, scale, g, kept: list[_Kept]):
     scaled = columns * weights.columns.to(torch.float32).repeat_interleave(plan.filters)
     chunks, rows, width = columns.shape
     slices, ids, filters = plan.input_slices, plan.weight_slices * plan.devices, plan.filters
-    gx = torch.zeros((positions, chunks * rows), dtype=torch.float32)
+    # with contiguous chunks, chunk c's gradient is columns [c R, c R + R) of the rows' (the last
+    # chunk short), each written once (beta=0): no zero fill, no padded slots; else slots
+    contiguous = plan.contiguous_chunks
+    gx = torch.empty((positions, plan.rows if contiguous else chunks * rows), dtype=torch.float32)
     gw = torch.zeros((chunks, rows, width), dtype=torch.float32)
     ga = torch.zeros((slices, width), dtype=torch.float64) if mtj else None
     gb = torch.zeros((slices, width), dtype=torch.float64) if mtj else None
@@ -788,14 +812,17 @@ def _backward(plan, group, x_codes, w_codes, scale, g, kept: list[_Kept]):
         for c in range(chunks):
             # x: (sum_j width_j / bits * H_c,j) @ (W_c * 2^shift_i * sign_d)^T
             merged = torch.mv(h[c].t(), share_in).view(p, width)
-            rows_of[:, c * rows : (c + 1) * rows].addmm_(merged, scaled[c].t())
+            target = rows_of[:, c * rows : (c + 1) * rows]
+            n = target.shape[1]
+            target.addmm_(merged, scaled[c, :n].t(), beta=0)
             # w: sum_j (2^shift_j * X_j)^T @ H_c,j, one GEMM over the slices
-            inputs = planes[:, :, c * rows : (c + 1) * rows].reshape(slices * p, rows)
-            gw[c].addmm_(inputs.t(), h[c].view(slices * p, width))
+            inputs = planes[:, :, c * rows : (c + 1) * rows]
+            n = inputs.shape[-1]
+            gw[c, :n].addmm_(inputs.reshape(slices * p, n).t(), h[c].view(slices * p, width))
     # back from chunk slots to rows; weight columns (i, d, n) to filters with their shares
     grad_w_slots = (gw.view(chunks * rows, ids, filters) * share_w.view(1, -1, 1)).sum(1)
-    if plan.contiguous_chunks:  # slot k holds row k: the rows are the first slots
-        grad_x, grad_w = gx[:, : plan.rows], grad_w_slots[: plan.rows]
+    if contiguous:  # slot k holds row k: the rows are the first slots
+        grad_x, grad_w = gx, grad_w_slots[: plan.rows]
     else:  # index plan.rows marks an empty slot: summed into a row dropped after
         index = torch.from_numpy(plan.row_index)
         grad_x = torch.zeros((positions, plan.rows + 1), dtype=torch.float32)

@@ -181,7 +181,9 @@ class CrossbarLayer(nn.Module):
                 out = flat @ w
             else:
                 scale, offset = self.normalisation()
-                out = crossbar_product(flat, w, self.path, 0, scale, offset, self.backward)
+                out = crossbar_product(
+                    flat, w, self.path, 0, scale, offset, self.backward, integral=True
+                )
             return out.reshape(*x.shape[:-1], w.shape[1])
         g = self.geometry
         assert g is not None
@@ -244,6 +246,58 @@ def _torch_pads(pads: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(out)
 
 
+class _Patches(torch.autograd.Function):
+    """The im2col patches of x[B, C, H, W] in the crossbar's row order (kernel tap, channel),
+    [B * L, T * C], written once, tap by tap, from the padded input laid out channels last
+    (unfold's (channel, tap) order would need a second copy to permute); the backward adds
+    each tap's gradient back into the padded input."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, geometry):
+        padded = F.pad(x, _torch_pads(geometry.pads)).permute(0, 2, 3, 1).contiguous()
+        batch, height, width, channels = padded.shape
+        taps, (out_h, out_w) = _taps(kernel, geometry, height, width)
+        out = x.new_empty((batch, out_h, out_w, len(taps), channels))
+        for t, window in enumerate(taps):
+            out[:, :, :, t] = padded[window]
+        ctx.geometry, ctx.shape, ctx.taps = geometry, padded.shape, taps
+        return out.view(batch * out_h * out_w, len(taps) * channels)
+
+    @staticmethod
+    def backward(ctx, grad):
+        batch, height, width, channels = ctx.shape
+        g = grad.view(batch, -1, len(ctx.taps), channels)
+        padded = grad.new_zeros(ctx.shape)
+        for t, window in enumerate(ctx.taps):
+            target = padded[window]
+            target += g[:, :, t].reshape(target.shape)
+        pads = ctx.geometry.pads
+        spatial = len(pads) // 2
+        rows = slice(pads[0], height - pads[spatial])
+        cols = slice(pads[1], width - pads[spatial + 1])
+        return padded[:, rows, cols].permute(0, 3, 1, 2).contiguous(), None, None
+
+
+def _taps(
+    kernel: tuple[int, int], geometry: ConvGeometry, height: int, width: int
+) -> tuple[list[tuple[slice, ...]], tuple[int, int]]:
+    """Return each kernel tap's window into a padded channels-last input [B, H, W, C]
+    (row-major taps) and the output's height and width."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, geometry.strides, geometry.dilations
+    out_h = (height - dh * (kh - 1) - 1) // sh + 1
+    out_w = (width - dw * (kw - 1) - 1) // sw + 1
+    taps = [
+        (
+            slice(None),
+            slice(i * dh, i * dh + sh * (out_h - 1) + 1, sh),
+            slice(j * dw, j * dw + sw * (out_w - 1) + 1, sw),
+        )
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return taps, (out_h, out_w)
+
+
 def _crossbar_conv(
     x: torch.Tensor,
     w: torch.Tensor,
@@ -254,22 +308,22 @@ def _crossbar_conv(
     backward: str,
 ) -> torch.Tensor:
     """Return the 2-d convolution (one group) of integer codes x[B, C, H, W] with w[M, C, kh,
-    kw] through the crossbar datapath: the im2col patches [B * L, K], rows ordered (kernel
-    tap, channel) as backend/kernels.py's im2col orders them, times the filters [K, M]."""
+    kw] through the crossbar datapath: the im2col patches [B * L, K] (`_Patches`), rows
+    ordered (kernel tap, channel) as backend/kernels.py's im2col orders them, times the
+    filters [K, M]. The codes are exact integers (`CrossbarLayer._input_codes`,
+    `quantize_weight_codes`), so the datapath does not round them again."""
     if x.dim() != 4:
         raise MappingError(
             "finetune maps 2-d convolutions only",
             hint="1-d and 3-d convolutions are not supported by finetune yet",
         )
-    batch, channels = x.shape[:2]
-    filters, _, kh, kw = w.shape
-    padded = F.pad(x, _torch_pads(geometry.pads))
-    columns = F.unfold(padded, (kh, kw), dilation=geometry.dilations, stride=geometry.strides)
-    positions = columns.shape[-1]  # [B, C * T, L], rows ordered (channel, tap)
-    patches = columns.reshape(batch, channels, kh * kw, positions).permute(0, 3, 2, 1)
-    patches = patches.reshape(batch * positions, kh * kw * channels)
+    batch = x.shape[0]
+    filters, channels, kh, kw = w.shape
+    patches = _Patches.apply(x, (kh, kw), geometry)
     kernel = w.permute(2, 3, 1, 0).reshape(kh * kw * channels, filters)
-    out = crossbar_product(patches, kernel, plan, 0, scale, offset, backward)
-    out_h = (padded.shape[2] - geometry.dilations[0] * (kh - 1) - 1) // geometry.strides[0] + 1
-    out_w = (padded.shape[3] - geometry.dilations[1] * (kw - 1) - 1) // geometry.strides[1] + 1
+    out = crossbar_product(patches, kernel, plan, 0, scale, offset, backward, integral=True)
+    spatial = len(geometry.pads) // 2
+    height = x.shape[2] + geometry.pads[0] + geometry.pads[spatial]
+    width = x.shape[3] + geometry.pads[1] + geometry.pads[spatial + 1]
+    _, (out_h, out_w) = _taps((kh, kw), geometry, height, width)
     return out.reshape(batch, out_h, out_w, filters).permute(0, 3, 1, 2)

@@ -44,6 +44,7 @@ MAPPINGS = [  # (encoding, weight slices, devices, signed columns, signed inputs
     ("differential", (4, 2, 2), 2, False, True, (3, 3, 2)),
     ("offset", (4, 4), 1, False, True, (4, 4)),
     ("center-offset", (2, 2, 2, 2), 2, True, False, (2, 2, 2, 2)),
+    ("differential", (4, 4), 2, True, True, (8,)),  # one stream: the codes read as they are
 ]
 CONVERTERS = [
     Converter(ConverterKind.SAR, 4),
@@ -135,6 +136,18 @@ def test_training_product_equals_simulation_product(mapping: tuple, converter: C
         want_x, want_w = grad @ wt.detach().T, xt.detach().T @ grad
         assert torch.allclose(xt.grad, want_x, rtol=1e-5, atol=1e-5 * float(want_x.abs().max()))
         assert torch.allclose(wt.grad, want_w, rtol=1e-5, atol=1e-5 * float(want_w.abs().max()))
+        # the convolution's patches pass the gradient back as torch's own convolution does
+        leaves = [torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (xc, wc)]
+        mapped = _crossbar_conv(*leaves, conv_plan, geometry, None, None, "clamp")
+        grad = torch.tensor(rng.standard_normal(tuple(mapped.shape)))
+        (mapped * grad).sum().backward()
+        twins = [t.detach().clone().requires_grad_() for t in leaves]
+        padded = torch.nn.functional.pad(twins[0], (0, 2, 1, 1))  # pads (1, 0, 1, 2): H 1+1, W 0+2
+        reference = torch.nn.functional.conv2d(padded, twins[1], stride=(2, 1), dilation=(1, 2))
+        (reference * grad).sum().backward()
+        for leaf, twin in zip(leaves, twins, strict=True):  # float32 GEMMs in the backward
+            top = float(twin.grad.abs().max())
+            assert torch.allclose(leaf.grad, twin.grad, rtol=1e-5, atol=1e-5 * top)
 
 
 def _straight_through(
