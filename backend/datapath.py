@@ -340,13 +340,26 @@ def binomial_cdf(p: torch.Tensor, samples: int) -> Iterator[torch.Tensor]:
     (the pmf by the recurrence `pmf(k + 1) = pmf(k) * p / q * (samples - k) / (k + 1)`)."""
     q = 1.0 - p
     ratio = p / q  # p <= sigmoid(s) < 1: finite
-    pmf = q**samples
+    pmf = _power(q, samples)
     cdf = pmf
     for k in range(samples):
         yield cdf
         if k + 1 < samples:
             pmf = pmf * ratio * ((samples - k) / (k + 1))
             cdf = cdf + pmf
+
+
+def _power(q: torch.Tensor, n: int) -> torch.Tensor:
+    """Return q**n (n >= 1) by repeated squaring: a few elementwise products, where torch's pow
+    evaluates a general power per element."""
+    out, base = None, q
+    while True:
+        if n & 1:
+            out = base if out is None else out * base
+        n >>= 1
+        if not n:
+            return out
+        base = base * base
 
 
 def convert_mtj(

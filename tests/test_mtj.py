@@ -8,7 +8,7 @@ import functools
 import numpy as np
 import pytest
 
-from imcc.backend.datapath import Draws, Statistics, partial_sums, product
+from imcc.backend.datapath import Draws, Statistics, binomial_cdf, partial_sums, product
 from imcc.errors import MappingError
 from imcc.examples import example_path
 from imcc.frontend.datasets import load_dataset
@@ -45,6 +45,24 @@ def test_decoder_inverts_the_expected_counter_output():
     assert decoded[8] == 0 and np.all(np.diff(decoded) > 0)
     # ones = 12 of 16: m = 0.5 = tanh(4 x / 2) -> x = atanh(0.5) / 2
     assert decoded[12] == pytest.approx(np.arctanh(0.5) / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("samples", [2, 3, 4, 5, 7, 16])
+def test_binomial_cdf_is_the_binomial_distribution(samples):
+    """The MTJ counter's CDF, by which one uniform draws N samples, against the sum of
+    math.comb terms."""
+    import math
+
+    import torch
+
+    p = torch.tensor([0.018, 0.2, 0.5, 0.77, 0.982], dtype=torch.float64)
+    got = torch.stack(list(binomial_cdf(p, samples)))
+    for k in range(samples):
+        want = [
+            sum(math.comb(samples, i) * v**i * (1 - v) ** (samples - i) for i in range(k + 1))
+            for v in p.tolist()
+        ]
+        np.testing.assert_allclose(got[k].numpy(), want, rtol=1e-12)
 
 
 def _layer(seed: int = 0):
