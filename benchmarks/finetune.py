@@ -20,9 +20,11 @@ Data splits: CIFAR-10 has only its first 5,000 test images here: the first `--tr
                                   [--input-bits 0] [--percentile 0]
 
 Step time (`--steps N`): one fine-tuning step (sampled forward, straight-through backward, SGD
-update) of ResNet-20 mapped by sotmtj's default pipeline, batch `--batch`, timed in this run
-for this tree and for the tree of `--baseline COMMIT` (the datapath before it was written
-once: git archive into a temporary folder), each in a fresh process on the same images;
+update) of ResNet-20 mapped by `--target`'s default pipeline (sotmtj; stox: StoX-Net's design
+point), batch `--batch`, timed in this run for this tree and for the tree of `--baseline
+COMMIT` (default: the datapath before it was written once; 881d58b: before the one-stream and
+patch layout of the stox design point), git archive into a temporary folder, each in a fresh
+process on the same images;
 `--steps-only` skips the fine-tuning runs. `--epoch` times a step at StoX-Net's design point
 (stox's default pipeline, batch 64 or `--batch` if larger) and projects one epoch of the
 45,000-image CIFAR-10 training split from it (the aim: 20 minutes on the 2-core machine).
@@ -162,7 +164,7 @@ def step_seconds(
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def compare_steps(baseline: str, batch: int, steps: int) -> None:
+def compare_steps(baseline: str, batch: int, steps: int, target: str = "sotmtj") -> None:
     """Print the fine-tuning step time of this tree against the tree of commit `baseline`."""
     model, spec = MODELS["resnet20"]
     with tempfile.TemporaryDirectory() as folder:
@@ -172,10 +174,10 @@ def compare_steps(baseline: str, batch: int, steps: int) -> None:
             ["git", "archive", baseline], cwd=ROOT, check=True, capture_output=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
-        before = step_seconds(old, model, spec, batch, steps)
-    now = step_seconds(ROOT, model, spec, batch, steps)
+        before = step_seconds(old, model, spec, batch, steps, target)
+    now = step_seconds(ROOT, model, spec, batch, steps, target)
     print(
-        f"fine-tuning step, ResNet-20 on sotmtj (default pipeline), batch {batch}: "
+        f"fine-tuning step, ResNet-20 on {target} (default pipeline), batch {batch}: "
         f"{before:.2f} s at {baseline} -> {now:.2f} s now ({before / now:.1f}x faster)",
         flush=True,
     )
@@ -222,10 +224,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--baseline", default="8374741")
     parser.add_argument("--steps-only", action="store_true")
+    parser.add_argument("--target", choices=("sotmtj", "stox"), default="sotmtj")
     parser.add_argument("--epoch", action="store_true", help="time a PS-QAT epoch on stox")
     args = parser.parse_args()
     if args.steps:
-        compare_steps(args.baseline, args.batch, args.steps)
+        compare_steps(args.baseline, args.batch, args.steps, args.target)
     if args.epoch:
         epoch_minutes(max(args.batch, 64), args.steps or 3)
     if args.steps_only:
