@@ -265,8 +265,8 @@ def sampling_schemes(target) -> dict[str, str]:
     budget = options["samples"]
     return {
         f"uniform, {budget} samples": uniform,
-        f"inhomogeneous, {budget} samples per conversion on average": uniform.replace(
-            "calibrate-mtj", f"calibrate-mtj,allocate-samples{{budget={budget}}}"
+        f"inhomogeneous, {budget} samples per conversion on average": re.sub(
+            r"calibrate-mtj(\{[^}]*\})?", rf"\g<0>,allocate-samples{{budget={budget}}}", uniform
         ),
         "preset (first layer 16)": default,
     }

@@ -39,7 +39,7 @@ def test_sampling_schemes_keep_the_draws_of_uniform_sampling(stox) -> None:
     uniform, inhomogeneous, preset = schemes
     assert "first_samples" not in uniform and "first_samples" in preset
     assert inhomogeneous == uniform.replace(
-        "calibrate-mtj", "calibrate-mtj,allocate-samples{budget=4}"
+        "calibrate-mtj{sigmas=1}", "calibrate-mtj{sigmas=1},allocate-samples{budget=4}"
     )
 
 
