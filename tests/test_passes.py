@@ -538,6 +538,38 @@ def test_fold_batchnorm_linear_without_bias_matches_reference() -> None:
     )
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_fold_batchnorm_ahead_of_a_linear_matches_reference(bias: bool) -> None:
+    """A batch_norm of pooled features feeding the classifier folds into the linear's input
+    side; a batch_norm with a second user stays."""
+    rng = np.random.default_rng(6)
+    b = GraphBuilder("head")
+    x = b.add_input("x", TensorType((4, 6), DType.F32))
+    params = [
+        b.add_constant(a.astype(np.float32), n)
+        for n, a in [
+            ("s", rng.standard_normal(6)),
+            ("t", rng.standard_normal(6)),
+            ("m", rng.standard_normal(6)),
+            ("v", rng.uniform(0.1, 2.0, 6)),
+        ]
+    ]
+    (y,) = b.add_node("batch_norm", [x, *params])
+    w = b.add_constant(rng.standard_normal((6, 3)).astype(np.float32), "w")
+    extra = [b.add_constant(rng.standard_normal(3).astype(np.float32), "b")] if bias else []
+    (z,) = b.add_node("linear", [y, w, *extra])
+    graph = b.build([z])
+    folded = PassManager(parse_pipeline("fold-batchnorm")).run(graph)
+    assert [n.op for n in folded.nodes] == ["linear"] and folded.nodes[0].inputs[0] == x
+    feed = {"x": rng.standard_normal((4, 6)).astype(np.float32)}
+    np.testing.assert_allclose(
+        run_graph(folded, feed)[z], run_graph(graph, feed)[z], rtol=1e-5, atol=1e-5
+    )
+    shared = b.build([z, y])  # the normalised features are an output too: nothing folds
+    kept = PassManager(parse_pipeline("fold-batchnorm")).run(shared)
+    assert [n.op for n in kept.nodes] == ["batch_norm", "linear"]
+
+
 def test_canonicalize_and_fold_constants_are_idempotent() -> None:
     text = (Path(__file__).parent / "filecheck" / "canonicalize.imcir").read_text()
     graph = parse_program(text)
