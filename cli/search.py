@@ -84,6 +84,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
             augment=args.augment,
             state=args.state or "",
             resume=args.resume,
+            distill=args.distill,
+            temperature=args.distill_temperature,
         ),
         train_images=args.train,
         holdout=args.holdout,
@@ -287,6 +289,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         metavar="LR",
         help="peak learning rate of the datapath epochs' own cosine schedule (default 0: --lr)",
+    )
+    finetune.add_argument(
+        "--distill",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of the loss that distils the starting model's float network "
+        "(knowledge distillation; default 0: cross-entropy only)",
+    )
+    finetune.add_argument(
+        "--distill-temperature",
+        type=float,
+        default=4.0,
+        metavar="T",
+        help="temperature of the distilled soft targets (default 4)",
     )
     finetune.add_argument(
         "--lr",

@@ -103,7 +103,8 @@ class CrossbarLayer(nn.Module):
         self.surrogate_error: tuple[torch.Tensor, torch.Tensor] | None = None
         self.surrogate_strength = 1.0  # the share of the measured error applied
         self.measuring = False  # mapped mode: measure the error for the surrogate as it runs
-        self.observed: list[np.ndarray] = []  # float mode: the inputs seen (recalibration)
+        # float mode: the inputs seen (recalibration); None: not recorded (a teacher)
+        self.observed: list[np.ndarray] | None = []
 
     def normalisation(self) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
         """Return the MTJ's per-column scale and offset (None for other converters)."""
@@ -117,7 +118,8 @@ class CrossbarLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "float":
-            self.observed.append(x.detach().cpu().to(torch.float32).numpy().ravel())
+            if self.observed is not None:
+                self.observed.append(x.detach().cpu().to(torch.float32).numpy().ravel())
             return self._product(x, self.weight, float_op=True) + self._bias_shape()
         codes = self._input_codes(x)
         w_codes, w_scales = self.weight_codes()

@@ -270,6 +270,8 @@ def run_finetune(
         "surrogate_ramp": config.train.surrogate_ramp,
         "datapath_images": config.train.datapath_images,
         "datapath_lr": config.train.datapath_lr,
+        "distill": config.train.distill,
+        "distill_temperature": config.train.temperature,
         "backward": config.backward,
         "normalisation": normalisation,
     }

@@ -11,6 +11,7 @@ re-compile of the exported model will.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -54,7 +55,11 @@ class TrainConfig:
     1/2, the CIFAR-10 recipe. With `state` (a folder) the whole training state is written there
     after every epoch (`STATE_FILE`: weights, MTJ normalisation, input scales, optimizer and
     schedule, the random generators and the epoch records); `resume` continues from it, so a
-    stopped run resumed ends with the same weights as one never stopped."""
+    stopped run resumed ends with the same weights as one never stopped. With `distill` > 0
+    the loss is `(1 - distill) * CE + distill * T^2 * KL(teacher || student)` at temperature
+    `temperature` (knowledge distillation, Hinton, Vinyals and Dean 2015, as Zhou et al. use it
+    against analog noise, "Noisy Machines", arXiv 2001.04974): the teacher is the float
+    network of the model fine-tuning starts from (its float weights, unquantized), frozen."""
 
     epochs: int = 1
     lr: float = 1e-2
@@ -73,6 +78,8 @@ class TrainConfig:
     augment: bool = False
     state: str = ""
     resume: bool = False
+    distill: float = 0.0
+    temperature: float = 4.0
 
     def __post_init__(self) -> None:
         checks = [  # flag, value, whether it is acceptable, what it must be, an example
@@ -114,6 +121,20 @@ class TrainConfig:
                 self.datapath_lr >= 0 and math.isfinite(self.datapath_lr),
                 ">= 0 (0: --lr)",
                 "--datapath-lr 1e-3",
+            ),
+            (
+                "--distill",
+                self.distill,
+                0 <= self.distill <= 1,
+                "between 0 and 1 (the distillation term's share of the loss)",
+                "--distill 0.5",
+            ),
+            (
+                "--distill-temperature",
+                self.temperature,
+                self.temperature > 0 and math.isfinite(self.temperature),
+                "> 0",
+                "--distill-temperature 4",
             ),
         ]
         for flag, value, ok, must, example in checks:
@@ -233,6 +254,37 @@ def measure_datapath_error(network: MappedNetwork, images: np.ndarray) -> None:
             layer.measuring = False
 
 
+def distillation_loss(
+    logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor, share: float, t: float
+) -> torch.Tensor:
+    """Return `(1 - share) * CE(logits, labels) + share * t^2 * KL(softmax(teacher / t) ||
+    softmax(logits / t))`, the KL term averaged over the batch (Hinton et al. 2015: t^2 keeps
+    its gradient's scale as t changes)."""
+    hard = F.cross_entropy(logits, labels)
+    if share == 0:
+        return hard
+    soft = F.kl_div(
+        F.log_softmax(logits / t, dim=1),
+        F.log_softmax(teacher / t, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return (1.0 - share) * hard + share * t * t * soft
+
+
+def frozen_teacher(network: MappedNetwork) -> MappedNetwork:
+    """Return a frozen copy of the network that runs its crossbar layers as plain float ops
+    (its weights as they are now, unquantized), for distillation."""
+    teacher = copy.deepcopy(network)
+    teacher.set_mode("float")
+    teacher.eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    for layer in teacher.layers:
+        layer.observed = None  # no recording of inputs (that is for recalibration)
+    return teacher
+
+
 def train(
     network: MappedNetwork,
     images: np.ndarray,
@@ -267,6 +319,7 @@ def train(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(step, stages, peaks)
     )
+    teacher = frozen_teacher(network) if config.distill > 0 else None
     try:
         return _epochs(
             network,
@@ -279,6 +332,7 @@ def train(
             where,
             input_range,
             on_epoch,
+            teacher,
         )
     finally:
         network.eval()
@@ -297,6 +351,7 @@ def _epochs(
     where: torch.device,
     input_range: InputRange,
     on_epoch: Callable[[EpochRecord], object] | None = None,
+    teacher: MappedNetwork | None = None,
 ) -> list[EpochRecord]:
     """Run the epochs of `train`; return one record per epoch (from the saved state's when
     resuming)."""
@@ -337,7 +392,12 @@ def _epochs(
                 x = shift_and_flip(x, augment_rng)
             x = x.to(where)
             logits = network(x)
-            loss = F.cross_entropy(logits, y)
+            if teacher is None:
+                loss = F.cross_entropy(logits, y)
+            else:
+                with torch.no_grad():
+                    soft = teacher(x)
+                loss = distillation_loss(logits, y, soft, config.distill, config.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.clip > 0:

@@ -865,3 +865,60 @@ def test_fine_tuning_refuses_per_tensor_weight_scales():
     assert input_range("quantize{method=percentile}").method == "percentile"
     with pytest.raises(UserError, match="per output channel"):
         input_range("assign-input-precision,quantize{weight_granularity=tensor},tile-crossbar")
+
+
+def test_distillation_loss_is_hintons_mix_of_hard_and_soft_targets():
+    """(1 - a) CE + a T^2 KL(teacher || student), the KL averaged over the batch; a = 0 is
+    the cross-entropy alone and a student equal to its teacher pays no soft term."""
+    from imcc.finetune.train import distillation_loss
+
+    gen = torch.Generator().manual_seed(0)
+    logits, teacher = torch.randn(5, 10, generator=gen), torch.randn(5, 10, generator=gen)
+    labels = torch.randint(0, 10, (5,), generator=gen)
+    hard = torch.nn.functional.cross_entropy(logits, labels)
+    p = torch.softmax(teacher / 3.0, dim=1)
+    q = torch.softmax(logits / 3.0, dim=1)
+    kl = (p * (p.log() - q.log())).sum(dim=1).mean()
+    got = distillation_loss(logits, labels, teacher, 0.25, 3.0)
+    assert torch.allclose(got, 0.75 * hard + 0.25 * 9.0 * kl, rtol=1e-6)
+    assert torch.equal(distillation_loss(logits, labels, teacher, 0.0, 3.0), hard)
+    same = distillation_loss(logits, labels, logits, 1.0, 3.0)
+    assert abs(float(same)) < 1e-6
+
+
+def test_a_distilled_run_learns_from_the_starting_float_network_frozen():
+    """The teacher is the starting network's float forward and stays so while the student
+    trains; a distilled run trains and records its settings; bad settings are user errors."""
+    from imcc.errors import UserError
+    from imcc.finetune.train import TrainConfig, frozen_teacher, train
+
+    model = example_path("digits-cnn")
+    target = load_target("stox")
+    calibration, _ = calibration_data("digits-cnn", model)
+    program = driver.compile(model, target, calibration=calibration, target_spec="stox")
+    data = load_dataset("digits-cnn", 160)
+    network = MappedNetwork(program, target)
+    x = torch.from_numpy(data.images[:32])
+    teacher = frozen_teacher(network)
+    network.set_mode("float")
+    with torch.no_grad():
+        start = network(x)
+    network.set_mode("mapped")
+    for layer in network.layers:
+        layer.observed = []
+    with torch.no_grad():
+        assert torch.equal(teacher(x), start)
+    torch.manual_seed(0)
+    records = train(
+        network,
+        data.images,
+        data.labels,
+        TrainConfig(epochs=2, batch=16, lr=5e-3, distill=0.5),
+        data.images,
+    )
+    assert len(records) == 2 and all(np.isfinite(r.loss) for r in records)
+    with torch.no_grad():
+        assert torch.equal(teacher(x), start)  # a copy: the student's steps leave it
+    for bad in ({"distill": 1.5}, {"temperature": 0.0}):
+        with pytest.raises(UserError, match="--distill"):
+            TrainConfig(**bad)
