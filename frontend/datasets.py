@@ -12,8 +12,12 @@
 
 Images are float32 in [0, 1]; a model that expects another range either rescales at its input
 or is fed with a `,scale=S` suffix on the spec (`mnist:DIR,scale=255` multiplies by 255).
-A spec is read strictly: an empty `,scale=`, a path given to a kind that takes none
-(`digits:`) and a kind that needs one given none (`mnist:`) are refused, never guessed.
+A `,from=N` suffix starts the data set at sample N (0-based), so that one file serves several
+splits: `cifar10:cifar10_train.npz,from=45000` is the CIFAR-10 training set's images 45,000
+onwards (a limit then counts from there). A spec is read strictly: an empty `,scale=`, a
+`,from=` that is not a whole number within the data set, an option given twice, a path given
+to a kind that takes none (`digits:`) and a kind that needs one given none (`mnist:`) are
+refused, never guessed.
 
 Every data set passes one check when it is loaded (`_validated`): images are a numeric array
 of samples [N, ...] with N >= 1, finite after scaling; labels, when present, are 1-D integers
@@ -29,7 +33,7 @@ from __future__ import annotations
 import gzip
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -81,9 +85,53 @@ def load_dataset(spec: str, limit: int | None = None) -> Dataset:
     """Read the data set a spec names (see the module docstring); UserError on bad data."""
     if limit is not None:
         _check_limit(limit)
-    base, scaled, option = spec.partition(",scale=")
-    factor = _scale(spec, option) if scaled else 1.0
-    return _validated(spec, _read(base), limit, factor)
+    base, options = _options(spec)
+    factor = _scale(spec, options["scale"]) if "scale" in options else 1.0
+    raw = _read(base)
+    if "from" in options:
+        first = _first(spec, options["from"], len(raw.images))
+        labels = None if raw.labels is None else raw.labels[first:]
+        if labels is not None and len(raw.labels) != len(raw.images):
+            labels = raw.labels  # a count mismatch: the one check names it whole
+        raw = replace(raw, images=raw.images[first:], labels=labels)
+    return _validated(spec, raw, limit, factor)
+
+
+SUFFIXES = ("scale", "from")
+"""The options a spec may end in, `,NAME=VALUE` each."""
+
+
+def _options(spec: str) -> tuple[str, dict[str, str]]:
+    """Split a spec into its base and its trailing `,scale=` / `,from=` options."""
+    base, options = spec, {}
+    while True:
+        found = max((base.rfind(f",{name}="), name) for name in SUFFIXES)
+        at, name = found
+        if at < 0:
+            return base, options
+        if name in options:
+            raise UserError(
+                f"data set '{spec}': ,{name}= is given twice",
+                hint=f"give ,{name}= once",
+            )
+        options[name] = base[at + len(name) + 2 :]
+        base = base[:at]
+
+
+def _first(spec: str, option: str, count: int) -> int:
+    """Return the sample a `,from=N` suffix starts at: a whole number below the samples."""
+    if not (option.isascii() and option.isdigit()):
+        raise UserError(
+            f"bad start in data set '{spec}': ,from={option} is not a whole number >= 0",
+            hint="e.g. cifar10:FILE,from=45000 starts at sample 45,000",
+        )
+    first = int(option)
+    if first >= count:
+        raise UserError(
+            f"bad start in data set '{spec}': ,from={first} is beyond its {count:,} samples",
+            hint=f"give a start below {count:,}",
+        )
+    return first
 
 
 def _check_limit(limit: int) -> None:

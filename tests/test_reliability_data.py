@@ -506,6 +506,10 @@ def test_storage_that_cannot_keep_trials_is_refused(
         ("digits-cnn:", "digits-cnn is a built-in example's data and takes no path"),
         ("mnist:", "data set 'mnist:': mnist needs a folder, mnist:DIR"),
         ("npz:,scale=2", "data set 'npz:': npz needs a file, npz:FILE"),
+        ("digits,from=", "bad start in data set 'digits,from=': ,from= is not a whole number"),
+        ("digits,from=-3", ",from=-3 is not a whole number >= 0"),
+        ("digits,from=1797", "bad start in data set 'digits,from=1797': ,from=1797 is beyond"),
+        ("digits,from=1,scale=2,from=2", "data set 'digits,from=1,scale=2,from=2': ,from= is"),
     ],
 )
 def test_malformed_data_specs_are_refused(capsys, program: Path, spec: str, message: str) -> None:
@@ -514,6 +518,19 @@ def test_malformed_data_specs_are_refused(capsys, program: Path, spec: str, mess
         load_dataset(spec)
     assert message in str(caught.value) and caught.value.hint
     assert message in one_message(capsys, ["simulate", program, "--data", spec, "--limit", "4"])
+
+
+def test_a_spec_can_start_at_a_sample_and_scale_in_either_order() -> None:
+    """`,from=N` starts the data set at sample N (one file, several splits); a limit counts
+    from there; the suffixes combine in any order."""
+    whole = load_dataset("digits")
+    part = load_dataset("digits,from=1700", 50)
+    assert np.array_equal(part.images, whole.images[1700:1750])
+    assert np.array_equal(part.labels, whole.labels[1700:1750])
+    tail = load_dataset("digits,from=1790")
+    assert len(tail.images) == 7
+    for spec in ("digits,from=1790,scale=2", "digits,scale=2,from=1790"):
+        assert np.array_equal(load_dataset(spec).images, 2 * whole.images[1790:])
 
 
 def test_images_beyond_float32_are_one_message_without_a_warning(
