@@ -46,7 +46,13 @@ from imcc.files import write_text
 from imcc.search.evaluate import Evaluator, Problem
 from imcc.search.space import Dimension, build_space
 from imcc.search.storage import PIPELINE, RESULT, best_feasible, open_storage, open_study
-from imcc.search.strategies import Limits, make_sampler, run_phase, search_phases
+from imcc.search.strategies import (
+    Limits,
+    make_sampler,
+    run_phase,
+    search_phases,
+    widest_design,
+)
 from imcc.target import Target
 
 CHANNELS = (64, 128, 256, 512)
@@ -208,6 +214,78 @@ def fastest_structure(
         return None
     metrics = best.user_attrs[RESULT]["metrics"]
     return Structure(metrics["latency_s"], metrics["area_mm2"], best.user_attrs[PIPELINE])
+
+
+def inner_choices(out: Path, label: str) -> dict[str, str]:
+    """Return the phase-1 choices of a searched candidate's fastest design in the window (the
+    inner study `inner/LABEL` of the search in `out`), for phase 2."""
+    storage = open_storage(f"sqlite:///{(out / CHANNELS_DB).resolve()}")
+    # fastest_structure's study: xpert's phase 1 named after the candidate (search_phases)
+    study = optuna.load_study(study_name=f"inner/{label}/phase1", storage=storage)
+    best = best_feasible(study)
+    if best is None:
+        raise UserError(
+            f"candidate {label} has no design within the area window",
+            hint="run phase 2 on the search's chosen network",
+        )
+    return {k: str(v) for k, v in best.params.items()}
+
+
+@dataclass(frozen=True)
+class Precisions:
+    """Phase 2's result: the design of least energy within the area window and at or above the
+    accuracy floor, with its cost and accuracy (on the search's accuracy images)."""
+
+    energy_j: float
+    latency_s: float
+    area_mm2: float
+    accuracy: float
+    pipeline: str
+
+
+def cheapest_precisions(
+    model: Path,
+    target: Target,
+    data: str,
+    storage: Any,
+    name: str,
+    structure: Mapping[str, str],
+    trials: int,
+    area_mm2: tuple[float, float],
+    accuracy_floor: float,
+    samples: int,
+    seed: int = 0,
+) -> Precisions | None:
+    """Run xpert's phase 2 on a trained network: per-layer input and converter precision (the
+    phase-2 dimensions of search/strategies.py), the phase-1 `structure` fixed, the least
+    energy with the area within `area_mm2` (low, high) and the accuracy, bit-accurate on the
+    first `samples` images of `data` (the validation split: `cifar10:FILE,from=45000`), at
+    least `accuracy_floor`; it starts at the widest precisions (the design phase 1 priced) and
+    descends (search/descent.py). Return the best design, or None if none is feasible."""
+    problem = Problem.load(
+        model, target, data, search_samples=samples, probe_samples=samples, check_samples=samples
+    )
+    space = build_space(problem.graph, target)
+    phase = search_phases("xpert", name, space, None, 2 * trials, 0)[1]
+    phase = replace(phase, fixed=dict(structure), trials=trials)
+    study = open_study(storage, phase.study, list(phase.directions), {"role": "precisions"})
+    study.sampler = make_sampler(phase.sampler, seed, phase.trials)
+    if not study.trials:
+        study.enqueue_trial(widest_design(phase.dimensions))
+    limits = Limits(area_mm2[1], accuracy_floor, area_mm2[0])
+    run_phase(phase, study, space, Evaluator(problem), limits, lambda t: None)
+    best = best_feasible(study)
+    if best is None:
+        return None
+    result = best.user_attrs[RESULT]
+    metrics = result["metrics"]
+    return Precisions(
+        metrics["energy_j"],
+        metrics["latency_s"],
+        metrics["area_mm2"],
+        result["accuracy"],
+        best.user_attrs[PIPELINE],
+    )
 
 
 @dataclass(frozen=True)

@@ -111,3 +111,28 @@ def test_guards(tmp_path: Path) -> None:
             trials=1,
             inner_trials=1,
         )
+
+
+def test_phase_two_lowers_precision_on_the_chosen_structure(searched) -> None:
+    """Phase 2 on the chosen candidate: its phase-1 design fixed, input and converter bits
+    searched for the least energy within the area window and the accuracy floor (bit-accurate
+    on validation images); the first trial is the widest precisions, the choice replays."""
+    out, best, _ = searched
+    label = SPACE.label(best.widths)
+    model = out / "candidates" / f"{label}.onnx"
+    structure = channels.inner_choices(out, label)
+    target = load_target("xpert")
+    storage = channels.open_storage(f"sqlite:///{(out / 'phase2.db').resolve()}")
+    window = (AREA * 0.75, AREA * 1.25)
+    found = channels.cheapest_precisions(
+        model, target, f"{DATA},from=45000", storage, "phase2", structure, 5, window, 0.0, 8
+    )
+    assert found is not None and window[0] <= found.area_mm2 <= window[1]
+    study = channels.optuna.load_study(study_name="phase2/phase2", storage=storage)
+    first = study.trials[0].user_attrs["result"]["metrics"]
+    assert found.energy_j <= first["energy_j"]  # never above the widest design it starts at
+    assert found.latency_s <= best.structure.latency_s * 1.0001  # precision only lowers it
+    calibration, _ = driver.calibration_data(f"{DATA},from=45000", model)
+    program = driver.compile(model, target, passes=found.pipeline, calibration=calibration)
+    report = estimate(program, target)
+    assert report.energy_j == found.energy_j and report.area_mm2 == found.area_mm2
