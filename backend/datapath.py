@@ -757,8 +757,10 @@ class _CrossbarProduct(torch.autograd.Function):
             gx = g @ w_codes.to(torch.float32).t()
             gw = x_codes.to(torch.float32).t() @ g
             return gx.to(grad.dtype), gw.to(grad.dtype), *(None,) * 7
+        if ctx.kept is None:  # the forward's masks and residuals went to the first backward
+            raise RuntimeError("the crossbar product's backward runs once per forward")
         gx, gw, ga, gb = _backward(plan, group, x_codes, w_codes, scale, g, ctx.kept)
-        ctx.kept = []
+        ctx.kept = None
         if isinstance(factor, torch.Tensor):  # the digital input-sum correction
             gx += (g @ factor.to(torch.float32))[:, None]
         elif factor:

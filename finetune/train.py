@@ -367,7 +367,9 @@ def _epochs(
                 f"finetune: {state} holds a saved run",
                 hint="continue it with --resume, or give another --state folder",
             )
-        records = load_state(state, network, optimizer, schedule, (order_rng, augment_rng))
+        records = load_state(
+            state, network, optimizer, schedule, (order_rng, augment_rng), _loss(config)
+        )
         for record in records if on_epoch else ():
             on_epoch(record)
     for epoch in range(len(records), total):
@@ -424,7 +426,15 @@ def _epochs(
             )
         )
         if state is not None:
-            save_state(state, network, optimizer, schedule, (order_rng, augment_rng), records)
+            save_state(
+                state,
+                network,
+                optimizer,
+                schedule,
+                (order_rng, augment_rng),
+                records,
+                loss=_loss(config),
+            )
         if on_epoch is not None:
             on_epoch(records[-1])
     return records
@@ -453,8 +463,10 @@ def save_state(
     schedule: torch.optim.lr_scheduler.LRScheduler,
     generators: tuple[np.random.Generator, ...],
     records: list[EpochRecord],
+    loss: dict | None = None,
 ) -> None:
-    """Write the training state after an epoch, whole or not at all (see `TrainConfig`)."""
+    """Write the training state after an epoch, whole or not at all (see `TrainConfig`);
+    `loss`: the loss's settings (`_loss`)."""
     from imcc.files import write_file
 
     state = {
@@ -466,16 +478,27 @@ def save_state(
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "records": [asdict(r) for r in records],
-        "config": _resumable(network, optimizer),
+        "config": _resumable(network, optimizer, loss),
     }
     write_file(path, lambda stream: torch.save(state, stream), "--state")
 
 
-def _resumable(network: MappedNetwork, optimizer: torch.optim.Optimizer) -> dict:
+def _loss(config: TrainConfig) -> dict:
+    """Return the loss's settings a resumed run must share (none for plain cross-entropy)."""
+    if not config.distill:
+        return {}
+    return {"distill": config.distill, "distill_temperature": config.temperature}
+
+
+def _resumable(
+    network: MappedNetwork, optimizer: torch.optim.Optimizer, loss: dict | None = None
+) -> dict:
     """Return what a saved state must share with the run that resumes it: the crossbar
-    layers' names and plans' layouts, and the optimizer's kind and settings."""
+    layers' names and plans' layouts, the optimizer's kind and settings, and the loss's
+    (`_loss`: distillation)."""
     group = {k: v for k, v in optimizer.param_groups[0].items() if k not in ("params", "lr")}
     return {
+        **(loss or {}),
         "layers": [
             (layer.name, repr(layer.path.mapping), repr(layer.path.streaming))
             for layer in network.layers
@@ -491,12 +514,14 @@ def load_state(
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
     generators: tuple[np.random.Generator, ...],
+    loss: dict | None = None,
 ) -> list[EpochRecord]:
-    """Restore the training state `save_state` wrote; return its epoch records."""
+    """Restore the training state `save_state` wrote (with the same `loss` settings); return
+    its epoch records."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
-        if state["config"] != _resumable(network, optimizer):
-            raise ValueError("its network or optimizer differs from this run's")
+        if state["config"] != _resumable(network, optimizer, loss):
+            raise ValueError("its network, optimizer or loss differs from this run's")
         network.load_state_dict(state["network"])
         scales = state["input_scales"]
         if len(scales) != len(network.layers):

@@ -89,11 +89,14 @@ def load_dataset(spec: str, limit: int | None = None) -> Dataset:
     factor = _scale(spec, options["scale"]) if "scale" in options else 1.0
     raw = _read(base)
     if "from" in options:
-        first = _first(spec, options["from"], len(raw.images))
-        labels = None if raw.labels is None else raw.labels[first:]
-        if labels is not None and len(raw.labels) != len(raw.images):
-            labels = raw.labels  # a count mismatch: the one check names it whole
-        raw = replace(raw, images=raw.images[first:], labels=labels)
+        images, labels = raw.images, raw.labels
+        paired = images.ndim >= 1 and (labels is None or labels.shape[:1] == images.shape[:1])
+        if paired:
+            first = _first(spec, options["from"], len(images))
+            labels = None if labels is None else labels[first:]
+            raw = replace(raw, images=images[first:], labels=labels)
+        else:  # the one check below names what is wrong, on the whole data set
+            _first(spec, options["from"], 2**62)
     return _validated(spec, raw, limit, factor)
 
 

@@ -55,7 +55,7 @@ class FoldBatchNorm(Pass):
         ahead = {}  # a linear's result -> the batch_norm before it
         for node in graph.nodes:
             user = None if node.inputs[:1] and node.inputs[0] in folds else _user(node, graph)
-            if user is not None:
+            if user is not None and user.outputs[0] not in folds:  # one fold per linear
                 ahead[user.outputs[0]] = node
         skipped = {norm.outputs[0] for norm in ahead.values()}
         builder = GraphBuilder.like(graph)

@@ -221,7 +221,13 @@ def inner_choices(out: Path, label: str) -> dict[str, str]:
     inner study `inner/LABEL` of the search in `out`), for phase 2."""
     storage = open_storage(f"sqlite:///{(out / CHANNELS_DB).resolve()}")
     # fastest_structure's study: xpert's phase 1 named after the candidate (search_phases)
-    study = optuna.load_study(study_name=f"inner/{label}/phase1", storage=storage)
+    try:
+        study = optuna.load_study(study_name=f"inner/{label}/phase1", storage=storage)
+    except KeyError:
+        raise UserError(
+            f"the channel search in {out} has no candidate {label}",
+            hint="give a candidate the search compiled (channels.json lists them)",
+        ) from None
     best = best_feasible(study)
     if best is None:
         raise UserError(
@@ -268,7 +274,16 @@ def cheapest_precisions(
     space = build_space(problem.graph, target)
     phase = search_phases("xpert", name, space, None, 2 * trials, 0)[1]
     phase = replace(phase, fixed=dict(structure), trials=trials)
-    study = open_study(storage, phase.study, list(phase.directions), {"role": "precisions"})
+    identity = {
+        "role": "precisions",
+        "model": str(model),
+        "structure": dict(structure),
+        "area_mm2": list(area_mm2),
+        "accuracy_floor": accuracy_floor,
+        "data": data,
+        "samples": samples,
+    }
+    study = open_study(storage, phase.study, list(phase.directions), identity)
     study.sampler = make_sampler(phase.sampler, seed, phase.trials)
     if not study.trials:
         study.enqueue_trial(widest_design(phase.dimensions))

@@ -922,3 +922,16 @@ def test_a_distilled_run_learns_from_the_starting_float_network_frozen():
     for bad in ({"distill": 1.5}, {"temperature": 0.0}):
         with pytest.raises(UserError, match="--distill"):
             TrainConfig(**bad)
+
+
+def test_a_second_backward_through_the_crossbar_product_is_refused():
+    """The forward keeps its masks for one backward; a second (retain_graph) would read freed
+    state, so it is an error rather than a wrong gradient."""
+    rng = np.random.default_rng(2)
+    plan = _plan(MAPPINGS[0], CONVERTERS[0], 70, 5, None)
+    x = torch.tensor(_codes(rng, MAPPINGS[0], (4, 70)), dtype=torch.float64, requires_grad=True)
+    w = torch.tensor(rng.integers(-127, 128, (70, 5)), dtype=torch.float64)
+    out = crossbar_product(x, w, plan).sum()
+    out.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="once per forward"):
+        out.backward()

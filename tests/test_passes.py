@@ -568,6 +568,23 @@ def test_fold_batchnorm_ahead_of_a_linear_matches_reference(bias: bool) -> None:
     shared = b.build([z, y])  # the normalised features are an output too: nothing folds
     kept = PassManager(parse_pipeline("fold-batchnorm")).run(shared)
     assert [n.op for n in kept.nodes] == ["batch_norm", "linear"]
+    # batch_norm -> linear -> batch_norm: the linear takes one fold (the one after it)
+    after = [
+        b.add_constant(a.astype(np.float32), f"after.{n}")
+        for n, a in [
+            ("s", rng.standard_normal(3)),
+            ("t", rng.standard_normal(3)),
+            ("m", rng.standard_normal(3)),
+            ("v", rng.uniform(0.1, 2.0, 3)),
+        ]
+    ]
+    (u,) = b.add_node("batch_norm", [z, *after])
+    chain = b.build([u])
+    folded = PassManager(parse_pipeline("fold-batchnorm")).run(chain)
+    assert [n.op for n in folded.nodes] == ["batch_norm", "linear"]
+    np.testing.assert_allclose(
+        run_graph(folded, feed)[u], run_graph(chain, feed)[u], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_canonicalize_and_fold_constants_are_idempotent() -> None:

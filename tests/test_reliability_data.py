@@ -533,6 +533,16 @@ def test_a_spec_can_start_at_a_sample_and_scale_in_either_order() -> None:
         assert np.array_equal(load_dataset(spec).images, 2 * whole.images[1790:])
 
 
+def test_a_start_does_not_hide_labels_that_do_not_match_the_images(tmp_path: Path) -> None:
+    """100 images with 50 labels are refused with or without ,from=50 (cut alike, they would
+    pair images 50-99 with labels 0-49)."""
+    path = tmp_path / "d.npz"
+    np.savez(path, image=np.zeros((100, 1, 4, 4), np.float32), label=np.zeros(50, np.int64))
+    for spec in (f"npz:{path}", f"npz:{path},from=50"):
+        with pytest.raises(UserError, match="need one label each"):
+            load_dataset(spec)
+
+
 def test_images_beyond_float32_are_one_message_without_a_warning(
     capsys, tmp_path: Path, program: Path
 ) -> None:
