@@ -511,6 +511,16 @@ def main() -> None:
 
         result = xpert.phase_one(args.out / "xpert", args.trials, args.inner_trials)
         text = xpert.markdown(result)
+        if xpert.BASELINE_MODEL.is_file() and xpert.SEARCHED_MODEL.is_file():
+            limit = 5000 if args.limit is None else args.limit
+            second = xpert.phase_two(args.out / "xpert", result, args.trials, 500, limit)
+            result["phase2"] = second
+            text += "\n" + xpert.phase_two_markdown(second)
+        else:
+            text += (
+                f"\nPhase 2 waits for the trained networks: {xpert.BASELINE_MODEL.name} and "
+                f"{xpert.SEARCHED_MODEL.name} in models/ (models/README.md).\n"
+            )
     elif args.name == "raella":
         import raella
 

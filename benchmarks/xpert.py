@@ -19,6 +19,15 @@ column sharing, the lowest latency with the chip's area within +-5% of the basel
 (iso-area), candidates guarded by the NASWOT score of the untrained network (at least the
 baseline VGG-16's own); the precisions stay the baseline's. The chosen network must then be
 trained (the command is printed) before phase 2 and accuracy.
+
+Phase 2 (`phase_two`, once both trained networks are in models/: `BASELINE_MODEL`,
+`SEARCHED_MODEL`): the baseline design's mapped accuracy on the validation split (training
+images 45,000-49,999, `--samples` of them) sets the floor, `FLOOR_DROP` below it (imcc's
+choice, from the targets 92.0% baseline and 91.5% searched); then per-layer input and
+converter bits on the trained searched network, phase 1's structure fixed, for the least
+energy within the area window and the floor (search/channels.py `cheapest_precisions`).
+Both final designs are simulated bit-accurately on the test images and priced: EDAP, TOPS/W
+and TOPS/mm2 against the baseline, beside XPert's.
 """
 
 from __future__ import annotations
@@ -54,6 +63,13 @@ PRECISIONS = ("select-adc.per_layer_bits", "assign-input-precision.per_layer_bit
 DATA = f"cifar10:{CIFAR10_TRAIN}"
 PAPER = {"edap": 10.24, "tops_per_w": 1.72, "tops_per_mm2": 1.93, "accuracy": 92.46}
 """[XPert]'s CIFAR-10 headline: the searched design against its VGG-16 baseline."""
+BASELINE_MODEL = ROOT / "models" / "vgg16_cifar10.onnx"
+SEARCHED_MODEL = ROOT / "models" / "xpert_vgg16_cifar10.onnx"
+"""The trained baseline VGG-16 and the trained phase-1 network (models/README.md)."""
+VALIDATION = f"{DATA},from=45000"
+"""The validation split: CIFAR-10 training images 45,000-49,999 (never trained on)."""
+FLOOR_DROP = 0.005
+"""Phase 2's accuracy floor: the baseline's mapped validation accuracy less half a point."""
 
 
 def baseline(model: Path, data: str = DATA) -> tuple[str, Metrics]:
@@ -98,6 +114,103 @@ def phase_one(out: Path, trials: int, inner_trials: int, seed: int = 0) -> dict:
             " --state runs/xpert/state.pt --out models/xpert_vgg16_cifar10.onnx"
         ),
     }
+
+
+def mapped_accuracy(model: Path, pipeline: str, data: str, samples: int) -> float:
+    """Return a design's bit-accurate accuracy on the first `samples` images of `data`."""
+    from imcc.frontend.datasets import load_dataset
+    from imcc.simulation import simulate
+
+    target = load_target("xpert")
+    calibration, _ = driver.calibration_data(data, model)
+    program = driver.compile(model, target, passes=pipeline, calibration=calibration)
+    report = simulate(program, target, load_dataset(data, samples), progress=True)
+    return report.accuracy
+
+
+def phase_two(out: Path, record: dict, trials: int, samples: int, test_images: int) -> dict:
+    """Run phase 2 on the trained searched network (module docstring) after `phase_one`'s
+    `record`; return both final designs' costs and accuracies."""
+    from imcc.search.channels import cheapest_precisions, inner_choices
+    from imcc.search.storage import open_storage
+    from tests.onnx_models import CIFAR10_IMAGES
+
+    base = record["baseline"]
+    floor = mapped_accuracy(BASELINE_MODEL, base["pipeline"], VALIDATION, samples) - FLOOR_DROP
+    chosen = record["chosen"]
+    structure = inner_choices(out / "channels", ChannelSpace("vgg16").label(chosen["widths"]))
+    area = base["metrics"]["area_mm2"]
+    window = (area * (1 - AREA_WINDOW), area * (1 + AREA_WINDOW))
+    storage = open_storage(f"sqlite:///{(out / 'phase2.db').resolve()}")
+    found = cheapest_precisions(
+        SEARCHED_MODEL,
+        load_target("xpert"),
+        VALIDATION,
+        storage,
+        "phase2",
+        structure,
+        trials,
+        window,
+        floor,
+        samples,
+    )
+    if found is None:
+        raise SystemExit(
+            f"phase 2 found no design at or above {100 * floor:.2f}% within the area window"
+        )
+    test = f"cifar10:{CIFAR10_IMAGES}"
+    searched_metrics = _priced(SEARCHED_MODEL, found.pipeline)
+    return {
+        "floor": floor,
+        "baseline": {
+            **base,
+            "accuracy": mapped_accuracy(BASELINE_MODEL, base["pipeline"], test, test_images),
+        },
+        "searched": {
+            "pipeline": found.pipeline,
+            "metrics": searched_metrics.to_dict(),
+            "validation_accuracy": found.accuracy,
+            "accuracy": mapped_accuracy(SEARCHED_MODEL, found.pipeline, test, test_images),
+        },
+        "test_images": test_images,
+    }
+
+
+def _priced(model: Path, pipeline: str) -> Metrics:
+    """Return a design's cost on `model` (its pipeline compiled as `imcc compile` does)."""
+    from imcc.costmodel import estimate
+
+    target = load_target("xpert")
+    calibration, _ = driver.calibration_data(DATA, model)
+    program = driver.compile(model, target, passes=pipeline, calibration=calibration)
+    return Metrics.of(estimate(program, target))
+
+
+def phase_two_markdown(result: dict) -> str:
+    """Return phase 2's table: paper vs imcc, the ratios of the searched design."""
+    base, searched = result["baseline"]["metrics"], result["searched"]["metrics"]
+    edap = base["edap"] / searched["edap"]
+    tops_w = searched["tops_per_w"] / base["tops_per_w"]
+    tops_mm2 = searched["tops_per_mm2"] / base["tops_per_mm2"]
+    n = result["test_images"]
+    lines = [
+        "## XPert phase 2: per-layer input and converter bits on the trained networks",
+        "",
+        f"Accuracy floor (validation, baseline design less {100 * FLOOR_DROP:.1f} points): "
+        f"{100 * result['floor']:.2f}%. Accuracies: bit-accurate, first {n:,} test images.",
+        "",
+        "| figure | paper | imcc |",
+        "|---|---|---|",
+        f"| EDAP, baseline / searched | {PAPER['edap']}x | {edap:.2f}x |",
+        f"| TOPS/W, searched / baseline | {PAPER['tops_per_w']}x | {tops_w:.2f}x |",
+        f"| TOPS/mm2, searched / baseline | {PAPER['tops_per_mm2']}x | {tops_mm2:.2f}x |",
+        f"| accuracy, searched | {PAPER['accuracy']}% | "
+        f"{100 * result['searched']['accuracy']:.2f}% |",
+        f"| accuracy, baseline | | {100 * result['baseline']['accuracy']:.2f}% |",
+        "",
+        f"Pipeline: `{result['searched']['pipeline']}`",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def design_rows(pipeline: str, widths: list[int]) -> list[tuple[int, str, str, str, str]]:

@@ -124,3 +124,24 @@ def test_the_converter_view_counts_the_failures_the_simulator_counts() -> None:
     )
     for layer in view:  # c = 0 is plain differential storage: the centers change the sums
         assert layer["mean_abs_differential"] > 0 and layer["mean_abs_centered"] > 0
+
+
+def test_xpert_phase_two_table_puts_each_ratio_the_way_the_paper_states_it() -> None:
+    """EDAP baseline / searched (lower is better, so > 1 is a gain); TOPS/W and TOPS/mm2
+    searched / baseline (higher is better)."""
+    import xpert
+
+    def metrics(edap: float, tops_w: float, tops_mm2: float) -> dict:
+        return {"edap": edap, "tops_per_w": tops_w, "tops_per_mm2": tops_mm2}
+
+    result = {
+        "floor": 0.915,
+        "test_images": 5000,
+        "baseline": {"metrics": metrics(8.0, 2.0, 3.0), "accuracy": 0.92},
+        "searched": {"metrics": metrics(2.0, 3.0, 6.0), "accuracy": 0.918, "pipeline": "p"},
+    }
+    text = xpert.phase_two_markdown(result)
+    assert "| EDAP, baseline / searched | 10.24x | 4.00x |" in text
+    assert "| TOPS/W, searched / baseline | 1.72x | 1.50x |" in text
+    assert "| TOPS/mm2, searched / baseline | 1.93x | 2.00x |" in text
+    assert "| accuracy, searched | 92.46% | 91.80% |" in text
