@@ -71,15 +71,29 @@ def im2col(
     taps = math.prod(kernel)
     per_group = c // group
     cols = np.empty((n, *out, group, taps, per_group), x.dtype)
-    for t, offsets in enumerate(itertools.product(*(range(k) for k in kernel))):
-        window = tuple(
-            slice(o * d, o * d + (size - 1) * st + 1, st)
-            for o, d, size, st in zip(offsets, dilations, out, strides, strict=True)
-        )
+    for t, window in enumerate(tap_windows(kernel, strides, dilations, out)):
         cols[..., t, :] = last[(slice(None), *window)].reshape(n, *out, group, per_group)
     positions = n * math.prod(out)
     patches = cols.reshape(positions, group, taps * per_group).transpose(1, 0, 2)
     return patches, out
+
+
+def tap_windows(
+    kernel: tuple[int, ...],
+    strides: tuple[int, ...],
+    dilations: tuple[int, ...],
+    out: tuple[int, ...],
+) -> list[tuple[slice, ...]]:
+    """Return, per kernel tap (row-major, the (kernel tap, channel) row order's taps), the
+    strided window of the padded input's spatial axes that the tap multiplies at every output
+    position of the spatial shape `out`."""
+    return [
+        tuple(
+            slice(o * d, o * d + (size - 1) * st + 1, st)
+            for o, d, size, st in zip(offsets, dilations, out, strides, strict=True)
+        )
+        for offsets in itertools.product(*(range(k) for k in kernel))
+    ]
 
 
 def conv_filters(w: np.ndarray, group: int) -> np.ndarray:

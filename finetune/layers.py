@@ -27,8 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from imcc.backend.datapath import crossbar_product
+from imcc.backend.kernels import tap_windows
 from imcc.backend.reference import code_range
 from imcc.errors import MappingError
+from imcc.ir.ops.nn import window_output_shape
 from imcc.plan import LayerPlan
 
 
@@ -250,27 +252,31 @@ def _torch_pads(pads: tuple[int, ...]) -> tuple[int, ...]:
 
 class _Patches(torch.autograd.Function):
     """The im2col patches of x[B, C, H, W] in the crossbar's row order (kernel tap, channel),
-    [B * L, T * C], written once, tap by tap, from the padded input laid out channels last
-    (unfold's (channel, tap) order would need a second copy to permute); the backward adds
-    each tap's gradient back into the padded input."""
+    [B * L, T * C], as backend/kernels.py's im2col makes them (the input padded once, channels
+    last, one strided copy per tap: unfold's (channel, tap) order would need a second copy to
+    permute); the backward adds each tap's gradient back into the padded input."""
 
     @staticmethod
     def forward(ctx, x, kernel, geometry):
         padded = F.pad(x, _torch_pads(geometry.pads)).permute(0, 2, 3, 1).contiguous()
-        batch, height, width, channels = padded.shape
-        taps, (out_h, out_w) = _taps(kernel, geometry, height, width)
-        out = x.new_empty((batch, out_h, out_w, len(taps), channels))
-        for t, window in enumerate(taps):
-            out[:, :, :, t] = padded[window]
-        ctx.geometry, ctx.shape, ctx.taps = geometry, padded.shape, taps
-        return out.view(batch * out_h * out_w, len(taps) * channels)
+        batch, channels = padded.shape[0], padded.shape[-1]
+        out = _output_shape(x, kernel, geometry)
+        windows = [
+            (slice(None), *window)
+            for window in tap_windows(kernel, geometry.strides, geometry.dilations, out)
+        ]
+        patches = x.new_empty((batch, *out, len(windows), channels))
+        for t, window in enumerate(windows):
+            patches[:, :, :, t] = padded[window]
+        ctx.geometry, ctx.shape, ctx.windows = geometry, padded.shape, windows
+        return patches.view(batch * out[0] * out[1], len(windows) * channels)
 
     @staticmethod
     def backward(ctx, grad):
         batch, height, width, channels = ctx.shape
-        g = grad.view(batch, -1, len(ctx.taps), channels)
+        g = grad.view(batch, -1, len(ctx.windows), channels)
         padded = grad.new_zeros(ctx.shape)
-        for t, window in enumerate(ctx.taps):
+        for t, window in enumerate(ctx.windows):
             target = padded[window]
             target += g[:, :, t].reshape(target.shape)
         pads = ctx.geometry.pads
@@ -280,24 +286,13 @@ class _Patches(torch.autograd.Function):
         return padded[:, rows, cols].permute(0, 3, 1, 2).contiguous(), None, None
 
 
-def _taps(
-    kernel: tuple[int, int], geometry: ConvGeometry, height: int, width: int
-) -> tuple[list[tuple[slice, ...]], tuple[int, int]]:
-    """Return each kernel tap's window into a padded channels-last input [B, H, W, C]
-    (row-major taps) and the output's height and width."""
-    (kh, kw), (sh, sw), (dh, dw) = kernel, geometry.strides, geometry.dilations
-    out_h = (height - dh * (kh - 1) - 1) // sh + 1
-    out_w = (width - dw * (kw - 1) - 1) // sw + 1
-    taps = [
-        (
-            slice(None),
-            slice(i * dh, i * dh + sh * (out_h - 1) + 1, sh),
-            slice(j * dw, j * dw + sw * (out_w - 1) + 1, sw),
-        )
-        for i in range(kh)
-        for j in range(kw)
-    ]
-    return taps, (out_h, out_w)
+def _output_shape(
+    x: torch.Tensor, kernel: tuple[int, int], geometry: ConvGeometry
+) -> tuple[int, ...]:
+    """Return a convolution's output height and width (the IR's sliding-window rule)."""
+    return window_output_shape(
+        tuple(x.shape[2:]), kernel, geometry.strides, geometry.pads, geometry.dilations, False
+    )
 
 
 def _crossbar_conv(
@@ -324,8 +319,4 @@ def _crossbar_conv(
     patches = _Patches.apply(x, (kh, kw), geometry)
     kernel = w.permute(2, 3, 1, 0).reshape(kh * kw * channels, filters)
     out = crossbar_product(patches, kernel, plan, 0, scale, offset, backward, integral=True)
-    spatial = len(geometry.pads) // 2
-    height = x.shape[2] + geometry.pads[0] + geometry.pads[spatial]
-    width = x.shape[3] + geometry.pads[1] + geometry.pads[spatial + 1]
-    _, (out_h, out_w) = _taps((kh, kw), geometry, height, width)
-    return out.reshape(batch, out_h, out_w, filters).permute(0, 3, 1, 2)
+    return out.reshape(batch, *_output_shape(x, (kh, kw), geometry), filters).permute(0, 3, 1, 2)
