@@ -136,29 +136,32 @@ def _user(norm: Node, graph: Graph) -> Node | None:
     return user if _constant_parameters(user, norm, graph) else None
 
 
-def _fold_ahead(linear: Node, norm: Node, graph: Graph) -> tuple[np.ndarray, np.ndarray]:
-    """Return the weights and bias of `linear` reading `norm`'s input instead of its result."""
-    data = [np.asarray(graph.constant_data(i), dtype=np.float64) for i in linear.inputs[1:]]
+def _operands(
+    layer: Node, norm: Node, graph: Graph
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return in float64 a layer's weights and bias (zeros when it has none, one per output
+    channel: axis 0 of a conv's weights, axis 1 of a linear's) and the batch_norm's factor
+    `scale / sqrt(var + epsilon)`, shift and mean."""
+    data = [np.asarray(graph.constant_data(i), dtype=np.float64) for i in layer.inputs[1:]]
     scale, shift, mean, var = (
         np.asarray(graph.constant_data(i), dtype=np.float64) for i in norm.inputs[1:]
     )
     weights = data[0]
-    bias = data[1] if len(data) > 1 else np.zeros(weights.shape[1])
-    factor = scale / np.sqrt(var + norm.attr("epsilon"))
+    channels = weights.shape[0] if layer.op == "conv" else weights.shape[1]
+    bias = data[1] if len(data) > 1 else np.zeros(channels)
+    return weights, bias, scale / np.sqrt(var + norm.attr("epsilon")), shift, mean
+
+
+def _fold_ahead(linear: Node, norm: Node, graph: Graph) -> tuple[np.ndarray, np.ndarray]:
+    """Return the weights and bias of `linear` reading `norm`'s input instead of its result."""
+    weights, bias, factor, shift, mean = _operands(linear, norm, graph)
     offset = shift - mean * factor
     return _checked(weights * factor[:, np.newaxis], bias + offset @ weights, linear, norm, graph)
 
 
 def _fold(producer: Node, norm: Node, graph: Graph) -> tuple[np.ndarray, np.ndarray]:
     """Return the folded weights and bias of `producer` followed by `norm`."""
-    data = [np.asarray(graph.constant_data(i), dtype=np.float64) for i in producer.inputs[1:]]
-    scale, shift, mean, var = (
-        np.asarray(graph.constant_data(i), dtype=np.float64) for i in norm.inputs[1:]
-    )
-    weights = data[0]
-    channels = weights.shape[0] if producer.op == "conv" else weights.shape[1]
-    bias = data[1] if len(data) > 1 else np.zeros(channels)
-    factor = scale / np.sqrt(var + norm.attr("epsilon"))
+    weights, bias, factor, shift, mean = _operands(producer, norm, graph)
     if producer.op == "conv":
         folded = weights * factor.reshape((-1,) + (1,) * (weights.ndim - 1))
     else:

@@ -513,20 +513,27 @@ def test_default_pipeline_folds_batchnorm_and_keeps_results() -> None:
     )
 
 
+def _norm_parameters(
+    b: GraphBuilder, rng: np.random.Generator, channels: int, prefix: str = ""
+) -> list[str]:
+    """Add a batch_norm's scale, shift, mean and variance (random, variance in [0.1, 2])."""
+    return [
+        b.add_constant(a.astype(np.float32), prefix + n)
+        for n, a in [
+            ("s", rng.standard_normal(channels)),
+            ("t", rng.standard_normal(channels)),
+            ("m", rng.standard_normal(channels)),
+            ("v", rng.uniform(0.1, 2.0, channels)),
+        ]
+    ]
+
+
 def test_fold_batchnorm_linear_without_bias_matches_reference() -> None:
     rng = np.random.default_rng(5)
     b = GraphBuilder("lin")
     x = b.add_input("x", TensorType((4, 6), DType.F32))
     w = b.add_constant(rng.standard_normal((6, 3)).astype(np.float32), "w")
-    params = [
-        b.add_constant(a.astype(np.float32), n)
-        for n, a in [
-            ("s", rng.standard_normal(3)),
-            ("t", rng.standard_normal(3)),
-            ("m", rng.standard_normal(3)),
-            ("v", rng.uniform(0.1, 2.0, 3)),
-        ]
-    ]
+    params = _norm_parameters(b, rng, 3)
     (y,) = b.add_node("linear", [x, w])
     (z,) = b.add_node("batch_norm", [y, *params])
     graph = b.build([z])
@@ -545,15 +552,7 @@ def test_fold_batchnorm_ahead_of_a_linear_matches_reference(bias: bool) -> None:
     rng = np.random.default_rng(6)
     b = GraphBuilder("head")
     x = b.add_input("x", TensorType((4, 6), DType.F32))
-    params = [
-        b.add_constant(a.astype(np.float32), n)
-        for n, a in [
-            ("s", rng.standard_normal(6)),
-            ("t", rng.standard_normal(6)),
-            ("m", rng.standard_normal(6)),
-            ("v", rng.uniform(0.1, 2.0, 6)),
-        ]
-    ]
+    params = _norm_parameters(b, rng, 6)
     (y,) = b.add_node("batch_norm", [x, *params])
     w = b.add_constant(rng.standard_normal((6, 3)).astype(np.float32), "w")
     extra = [b.add_constant(rng.standard_normal(3).astype(np.float32), "b")] if bias else []
@@ -569,15 +568,7 @@ def test_fold_batchnorm_ahead_of_a_linear_matches_reference(bias: bool) -> None:
     kept = PassManager(parse_pipeline("fold-batchnorm")).run(shared)
     assert [n.op for n in kept.nodes] == ["batch_norm", "linear"]
     # batch_norm -> linear -> batch_norm: the linear takes one fold (the one after it)
-    after = [
-        b.add_constant(a.astype(np.float32), f"after.{n}")
-        for n, a in [
-            ("s", rng.standard_normal(3)),
-            ("t", rng.standard_normal(3)),
-            ("m", rng.standard_normal(3)),
-            ("v", rng.uniform(0.1, 2.0, 3)),
-        ]
-    ]
+    after = _norm_parameters(b, rng, 3, "after.")
     (u,) = b.add_node("batch_norm", [z, *after])
     chain = b.build([u])
     folded = PassManager(parse_pipeline("fold-batchnorm")).run(chain)
