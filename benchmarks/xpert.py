@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -116,37 +117,44 @@ def phase_one(out: Path, trials: int, inner_trials: int, seed: int = 0) -> dict:
     }
 
 
-def mapped_accuracy(model: Path, pipeline: str, data: str, samples: int) -> float:
-    """Return a design's bit-accurate accuracy on the first `samples` images of `data`."""
+def compiled(model: Path, pipeline: str) -> Any:
+    """Compile a design as phase 2's search does (calibrated on the validation split's first
+    images, never on test images)."""
+    calibration, _ = driver.calibration_data(VALIDATION, model)
+    return driver.compile(model, load_target("xpert"), passes=pipeline, calibration=calibration)
+
+
+def mapped_accuracy(program: Any, data: str, samples: int) -> float:
+    """Return a compiled design's bit-accurate accuracy on the first `samples` images of
+    `data`."""
     from imcc.frontend.datasets import load_dataset
     from imcc.simulation import simulate
 
-    target = load_target("xpert")
-    calibration, _ = driver.calibration_data(data, model)
-    program = driver.compile(model, target, passes=pipeline, calibration=calibration)
-    report = simulate(program, target, load_dataset(data, samples), progress=True)
+    report = simulate(program, load_target("xpert"), load_dataset(data, samples), progress=True)
     return report.accuracy
 
 
 def phase_two(out: Path, record: dict, trials: int, samples: int, test_images: int) -> dict:
     """Run phase 2 on the trained searched network (module docstring) after `phase_one`'s
-    `record`; return both final designs' costs and accuracies."""
+    `record`; return both final designs' costs (on the trained networks) and accuracies."""
+    from imcc.costmodel import estimate
     from imcc.search.channels import cheapest_precisions, inner_choices
-    from imcc.search.storage import open_storage
+    from imcc.search.storage import open_storage, storage_url
     from tests.onnx_models import CIFAR10_IMAGES
 
+    target = load_target("xpert")
     base = record["baseline"]
-    floor = mapped_accuracy(BASELINE_MODEL, base["pipeline"], VALIDATION, samples) - FLOOR_DROP
+    baseline = compiled(BASELINE_MODEL, base["pipeline"])
+    floor = mapped_accuracy(baseline, VALIDATION, samples) - FLOOR_DROP
     chosen = record["chosen"]
     structure = inner_choices(out / "channels", ChannelSpace("vgg16").label(chosen["widths"]))
     area = base["metrics"]["area_mm2"]
     window = (area * (1 - AREA_WINDOW), area * (1 + AREA_WINDOW))
-    storage = open_storage(f"sqlite:///{(out / 'phase2.db').resolve()}")
     found = cheapest_precisions(
         SEARCHED_MODEL,
-        load_target("xpert"),
+        target,
         VALIDATION,
-        storage,
+        open_storage(storage_url(None, out)),
         "phase2",
         structure,
         trials,
@@ -159,31 +167,22 @@ def phase_two(out: Path, record: dict, trials: int, samples: int, test_images: i
             f"phase 2 found no design at or above {100 * floor:.2f}% within the area window"
         )
     test = f"cifar10:{CIFAR10_IMAGES}"
-    searched_metrics = _priced(SEARCHED_MODEL, found.pipeline)
+    searched = compiled(SEARCHED_MODEL, found.pipeline)
     return {
         "floor": floor,
         "baseline": {
-            **base,
-            "accuracy": mapped_accuracy(BASELINE_MODEL, base["pipeline"], test, test_images),
+            "pipeline": base["pipeline"],
+            "metrics": Metrics.of(estimate(baseline, target)).to_dict(),
+            "accuracy": mapped_accuracy(baseline, test, test_images),
         },
         "searched": {
             "pipeline": found.pipeline,
-            "metrics": searched_metrics.to_dict(),
+            "metrics": Metrics.of(estimate(searched, target)).to_dict(),
             "validation_accuracy": found.accuracy,
-            "accuracy": mapped_accuracy(SEARCHED_MODEL, found.pipeline, test, test_images),
+            "accuracy": mapped_accuracy(searched, test, test_images),
         },
         "test_images": test_images,
     }
-
-
-def _priced(model: Path, pipeline: str) -> Metrics:
-    """Return a design's cost on `model` (its pipeline compiled as `imcc compile` does)."""
-    from imcc.costmodel import estimate
-
-    target = load_target("xpert")
-    calibration, _ = driver.calibration_data(DATA, model)
-    program = driver.compile(model, target, passes=pipeline, calibration=calibration)
-    return Metrics.of(estimate(program, target))
 
 
 def phase_two_markdown(result: dict) -> str:

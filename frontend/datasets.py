@@ -108,8 +108,7 @@ def _options(spec: str) -> tuple[str, dict[str, str]]:
     """Split a spec into its base and its trailing `,scale=` / `,from=` options."""
     base, options = spec, {}
     while True:
-        found = max((base.rfind(f",{name}="), name) for name in SUFFIXES)
-        at, name = found
+        at, name = max((base.rfind(f",{name}="), name) for name in SUFFIXES)
         if at < 0:
             return base, options
         if name in options:

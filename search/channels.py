@@ -216,10 +216,15 @@ def fastest_structure(
     return Structure(metrics["latency_s"], metrics["area_mm2"], best.user_attrs[PIPELINE])
 
 
+def channel_storage(out: Path) -> Any:
+    """Return the optuna storage of the channel search in `out` (`CHANNELS_DB`)."""
+    return open_storage(f"sqlite:///{(out / CHANNELS_DB).resolve()}")
+
+
 def inner_choices(out: Path, label: str) -> dict[str, str]:
     """Return the phase-1 choices of a searched candidate's fastest design in the window (the
     inner study `inner/LABEL` of the search in `out`), for phase 2."""
-    storage = open_storage(f"sqlite:///{(out / CHANNELS_DB).resolve()}")
+    storage = channel_storage(out)
     # fastest_structure's study: xpert's phase 1 named after the candidate (search_phases)
     try:
         study = optuna.load_study(study_name=f"inner/{label}/phase1", storage=storage)
@@ -349,7 +354,7 @@ def search_channels(
         raise UserError(f"area window {window} must lie in (0, 1)", hint="XPert's is 0.05")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out.mkdir(parents=True, exist_ok=True)
-    storage = open_storage(f"sqlite:///{(out / CHANNELS_DB).resolve()}")
+    storage = channel_storage(out)
     cache = NaswotCache(
         out / NASWOT_JSON, space.arch, naswot_batch(training_split(data), seed=seed), seed
     )
