@@ -41,10 +41,13 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        shortcut = x
+        return F.relu(out + self.shortcut(x))
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the parameter-free shortcut: x, or x subsampled and zero-padded in channels."""
         if self.pad:
-            shortcut = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
-        return F.relu(out + shortcut)
+            return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+        return x
 
 
 class CifarResNet(nn.Module):
@@ -81,10 +84,7 @@ class StoxBlock(BasicBlock):
     full-precision residual stream carries past each conv whose partial sums the MTJs sample."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x
-        if self.pad:
-            shortcut = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
-        x1 = F.hardtanh(self.bn1(self.conv1(x)) + shortcut)
+        x1 = F.hardtanh(self.bn1(self.conv1(x)) + self.shortcut(x))
         return F.hardtanh(self.bn2(self.conv2(x1)) + x1)
 
 
