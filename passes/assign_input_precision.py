@@ -68,7 +68,8 @@ class AssignInputPrecision(Pass):
     `slices` says. `speculate=true` (RAELLA: the wide slices run speculatively, a conversion that
     hits the ADC's min / max code is discarded and its input bits re-run as 1-bit slices) needs a
     target with a speculation unit; the cost model then needs `profile-converters` to have
-    measured the recoveries on calibration data.
+    measured the recoveries on calibration data. `per_layer_speculate=[true,false,...]` decides
+    it layer by layer (a chip that speculates only where its converters saturate rarely).
 
     ```
     // before
@@ -86,6 +87,7 @@ class AssignInputPrecision(Pass):
     per_layer_options = (
         PerLayerOption("bits", "per_layer_bits"),
         PerLayerOption("slice", "per_layer_slice", supersedes=("slices",)),
+        PerLayerOption("speculate", "per_layer_speculate"),
     )
     bits: int = option(0, "input precision in bits (0: the target's widest)", minimum=0, maximum=32)
     slice: int = option(
@@ -104,6 +106,7 @@ class AssignInputPrecision(Pass):
         minimum=1,
         maximum=32,
     )
+    per_layer_speculate: tuple[bool, ...] = option((), "speculate per crossbar layer")
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         target = require_target(ctx, self.name)
@@ -118,7 +121,10 @@ class AssignInputPrecision(Pass):
             len(layers),
             "per_layer_slice",
         )
-        if self.speculate and target.speculation is None:
+        speculating = per_layer(
+            self.per_layer_speculate, self.speculate, len(layers), "per_layer_speculate"
+        )
+        if any(speculating) and target.speculation is None:
             raise MappingError(
                 f"target {target.name} has no speculation unit",
                 hint="drop speculate=true or use a target that offers it",
@@ -152,7 +158,7 @@ class AssignInputPrecision(Pass):
                         hint="run assign-input-precision before quantize",
                     )
                 signed = producer.attr("signed")
-            streaming = InputStreaming(bits[index], cut, signed, self.speculate)
+            streaming = InputStreaming(bits[index], cut, signed, speculating[index])
             decided[node.outputs[0]] = with_attributes(node, input=streaming)
             ctx.decisions.record(
                 self.name,

@@ -17,6 +17,7 @@ Option values, by field type:
 | `tuple[int, ...]`   | `[4,2,2]`, `[]`              | spaces after commas      |
 | `tuple[float, ...]` | `[0.5,1.0]`                  | spaces after commas      |
 | `tuple[str, ...]`   | `[sar,flash]`                | spaces after commas      |
+| `tuple[bool, ...]`  | `[true,false]`               | spaces after commas      |
 
 A string prints bare when it matches `[A-Za-z0-9_.+/:-]+`, else JSON-quoted.
 Lists use brackets, so the commas inside them never split a pipeline.
@@ -56,6 +57,7 @@ class OptionKind(enum.Enum):
     INTS = "tuple[int, ...]"
     FLOATS = "tuple[float, ...]"
     STRS = "tuple[str, ...]"
+    BOOLS = "tuple[bool, ...]"
 
     @property
     def expected(self) -> str:
@@ -71,6 +73,7 @@ _EXPECTED = {
     OptionKind.INTS: "a list of integers like [4,2,2]",
     OptionKind.FLOATS: "a list of floats like [0.5,1.0]",
     OptionKind.STRS: "a list of names like [sar,flash]",
+    OptionKind.BOOLS: "a list of true/false like [true,false]",
 }
 _ANNOTATIONS: dict[Any, OptionKind] = {
     int: OptionKind.INT,
@@ -80,6 +83,7 @@ _ANNOTATIONS: dict[Any, OptionKind] = {
     tuple[int, ...]: OptionKind.INTS,
     tuple[float, ...]: OptionKind.FLOATS,
     tuple[str, ...]: OptionKind.STRS,
+    tuple[bool, ...]: OptionKind.BOOLS,
 }
 
 
@@ -87,6 +91,7 @@ _LISTS = {
     OptionKind.INTS: OptionKind.INT,
     OptionKind.FLOATS: OptionKind.FLOAT,
     OptionKind.STRS: OptionKind.STR,
+    OptionKind.BOOLS: OptionKind.BOOL,
 }
 
 

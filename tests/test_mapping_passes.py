@@ -92,7 +92,8 @@ def test_mapping_attributes_follow_the_target(digits):
 def test_per_layer_options_are_replayable(digits):
     pipeline = (
         "assign-input-precision{bits=0 slice=0 speculate=false per_layer_bits=[8,6,4] "
-        "per_layer_slice=[1,2,2] slices=[]},quantize{weight_bits=0 input_bits=8 "
+        "per_layer_slice=[1,2,2] slices=[] per_layer_speculate=[]},quantize{weight_bits=0 "
+        "input_bits=8 "
         "method=minmax percentile=99.99 samples=64 weight_granularity=channel},"
         "tile-crossbar{rows=0 columns=0 "
         'slices=[] encoding=""},select-adc{'

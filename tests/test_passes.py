@@ -161,11 +161,13 @@ _VALUES = {
     OptionKind.STRS: st.lists(
         st.sampled_from(["sar", "flash", "mtj", "a b", "x-1"]), max_size=4
     ).map(tuple),
+    OptionKind.BOOLS: st.lists(st.booleans(), max_size=5).map(tuple),
 }
 _ELEMENT = {
     OptionKind.INTS: OptionKind.INT,
     OptionKind.FLOATS: OptionKind.FLOAT,
     OptionKind.STRS: OptionKind.STR,
+    OptionKind.BOOLS: OptionKind.BOOL,
 }
 
 

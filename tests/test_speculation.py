@@ -11,7 +11,7 @@ import pytest
 
 from imcc.backend.simulator import CrossbarInterpreter
 from imcc.costmodel import estimate
-from imcc.errors import MappingError
+from imcc.errors import MappingError, PipelineError
 from imcc.frontend.hw import load_target
 from imcc.ir.graph import Graph, GraphBuilder
 from imcc.ir.mapping import ConverterProfile, InputStreaming
@@ -74,7 +74,7 @@ def crossbar_cost(graph: Graph):
 
 def test_slices_option_sets_every_layer_and_prints_canonically():
     (spec,) = parse_pipeline(SPECULATIVE)
-    assert str(spec).endswith("slices=[3,3,2]}")
+    assert "slices=[3,3,2] per_layer_speculate=[]}" in str(spec)
     graph, ctx = compile_linear(f"{SPECULATIVE},{MAPPING}")
     assert the_layer(graph).attr("input") == InputStreaming(8, (3, 3, 2), False, True)
     assert ctx.decisions.tables["assign-input-precision"][0]["slices"] == [3, 3, 2]
@@ -108,6 +108,75 @@ def test_search_space_offers_speculative_slicings_only_with_a_speculation_unit()
     isaac = load_target("isaac")
     plain = load_pass("assign-input-precision")().search_space(graph, Context(target=isaac))
     assert set(plain) == {"bits", "slice"}
+
+
+def two_linears() -> Graph:
+    """Two float linears in a row (512 -> 64 -> 64)."""
+    rng = np.random.default_rng(0)
+    b = GraphBuilder("two")
+    x = b.add_input("x", TensorType((1, K), DType.F32))
+    (h,) = b.add_node(
+        "linear",
+        [x, b.add_constant(rng.normal(0, 0.05, (K, N)).astype(np.float32), "w1")],
+        {},
+        name="fc1",
+    )
+    (y,) = b.add_node(
+        "linear",
+        [h, b.add_constant(rng.normal(0, 0.05, (N, N)).astype(np.float32), "w2")],
+        {},
+        name="fc2",
+    )
+    return b.build([y])
+
+
+def test_per_layer_speculate_decides_layer_by_layer():
+    pipeline = "assign-input-precision{per_layer_slice=[3,1] per_layer_speculate=[true,false]}"
+    (spec,) = parse_pipeline(pipeline)
+    assert "per_layer_speculate=[true,false]" in str(spec)
+    assert parse_pipeline(str(spec)) == [spec]  # the spelling reads back
+    ctx = Context(target=raella(), options={"calibration": activations(0.8)})
+    graph = PassManager(parse_pipeline(f"{pipeline},{MAPPING}")).run(two_linears(), ctx)
+    first, second = (node.attr("input") for node in crossbar_layers(graph))
+    assert (first.slices, first.speculate) == ((3, 3, 2), True)
+    assert (second.slices, second.speculate) == ((1,) * 8, False)
+    assert [row["speculate"] for row in ctx.decisions.tables["assign-input-precision"]] == [
+        True,
+        False,
+    ]
+
+
+def test_per_layer_speculate_is_checked():
+    ctx = Context(target=raella())
+    with pytest.raises(MappingError, match="per_layer_speculate has 1 entries but the model has 2"):
+        PassManager(parse_pipeline("assign-input-precision{per_layer_speculate=[true]}")).run(
+            two_linears(), ctx
+        )
+    isaac = Context(target=load_target("isaac"))
+    with pytest.raises(MappingError, match="has no speculation unit"):
+        PassManager(parse_pipeline("assign-input-precision{per_layer_speculate=[false,true]}")).run(
+            two_linears(), isaac
+        )
+    with pytest.raises(PipelineError, match=r"per_layer_speculate.*expects a list of true/false"):
+        parse_pipeline("assign-input-precision{per_layer_speculate=[yes]}")
+
+
+def test_search_space_speculates_layer_by_layer():
+    from imcc.search.space import build_space
+
+    space = build_space(two_linears(), raella())
+    keys = {d.key: d.choices for d in space.dimensions}
+    assert keys["assign-input-precision.per_layer_speculate[0]"] == ("false", "true")
+    assert keys["assign-input-precision.per_layer_speculate[1]"] == ("false", "true")
+    assert "assign-input-precision.speculate" not in keys
+    pipeline = space.pipeline(
+        {
+            **space.uniform({"assign-input-precision.per_layer_slice": "3"}),
+            "assign-input-precision.per_layer_speculate[0]": "true",
+            "assign-input-precision.per_layer_speculate[1]": "false",
+        }
+    )
+    assert "per_layer_speculate=[true,false]" in pipeline
 
 
 # --- profile-converters --------------------------------------------------------------------
