@@ -10,6 +10,7 @@ BUILTIN_TARGETS: tuple[str, ...] = (
     "raella",
     "sotmtj",
     "stox",
+    "hybrid",
     "neurosim-rram22",
     "neurosim-rram22-32",
 )

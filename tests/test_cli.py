@@ -96,7 +96,7 @@ def program(tmp_path: Path) -> Path:
         (
             ("compile", "m.onnx", "--target", "nosuch"),
             "error: no target named 'nosuch'\n"
-            "hint: built-in targets: isaac, xpert, raella, sotmtj, stox, neurosim-rram22, "
+            "hint: built-in targets: isaac, xpert, raella, sotmtj, stox, hybrid, neurosim-rram22, "
             "neurosim-rram22-32 (`imcc targets` lists them), or the path of a .hw file\n",
         ),
         (
@@ -245,6 +245,7 @@ def test_listings(capsys) -> None:
         "raella",
         "sotmtj",
         "stox",
+        "hybrid",
         "neurosim-rram22",
         "neurosim-rram22-32",
     ]

@@ -344,7 +344,7 @@ def test_unknown_builtin_name() -> None:
         load_target("isaak")
     assert info.value.render() == (
         "error: no target named 'isaak'\n"
-        "hint: built-in targets: isaac, xpert, raella, sotmtj, stox, neurosim-rram22, "
+        "hint: built-in targets: isaac, xpert, raella, sotmtj, stox, hybrid, neurosim-rram22, "
         "neurosim-rram22-32 (`imcc targets` lists them), or the path of a .hw file"
     )
 

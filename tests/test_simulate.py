@@ -36,7 +36,9 @@ def mapped(target: str, pipeline: str | None = None):
     return program, hardware
 
 
-@pytest.mark.parametrize("target", ["isaac", "xpert", "raella", "sotmtj", "neurosim-rram22"])
+@pytest.mark.parametrize(
+    "target", ["isaac", "xpert", "raella", "sotmtj", "hybrid", "neurosim-rram22"]
+)
 def test_lossless_simulation_is_the_quantized_network_bit_for_bit(target):
     program, hardware = mapped(target)
     batched = rebatch(program, 40)
