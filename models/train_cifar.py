@@ -1,4 +1,5 @@
-"""Train a CIFAR-10 VGG (models/vgg_cifar.py) from scratch, checkpointed every epoch, and export it.
+"""Train a CIFAR-10 VGG (models/vgg_cifar.py) or ResNet (models/cifar_resnet.py) from scratch,
+checkpointed every epoch, and export it.
 
 The recipe: SGD with Nesterov momentum 0.9 and weight decay 5e-4, a one-cycle schedule
 (Smith & Topin 2019) peaking at `--lr` after 15% of the steps, batch 128, cross-entropy; each
@@ -37,7 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from imcc.models.cifar_resnet import StoxResNet
+from imcc.models.cifar_resnet import DEPTHS, CifarResNet, StoxResNet
 from imcc.models.common import accuracy, export_onnx
 from imcc.models.vgg_cifar import CONFIGS, VggCifar
 
@@ -71,12 +72,13 @@ class Normalised(nn.Module):
 
 def build(arch: str, width: float = 1.0, widths: list[int] | None = None) -> nn.Module:
     """Return an untrained network of `arch` with its input normalisation: a VGG (vgg_cifar's
-    CONFIGS; `widths`: every conv's output channels) or StoX-Net's ResNet-20
-    (`STOX_RESNET20`, cifar_resnet.StoxResNet, which normalises its input itself)."""
-    if arch == STOX_RESNET20:
+    CONFIGS; `widths`: every conv's output channels), He et al.'s ResNet-20 / ResNet-56
+    (cifar_resnet.DEPTHS) or StoX-Net's ResNet-20 (`STOX_RESNET20`, cifar_resnet.StoxResNet);
+    the ResNets normalise their input themselves."""
+    if arch == STOX_RESNET20 or arch in DEPTHS:
         if width != 1.0 or widths:
             raise ValueError(f"{arch} has its own widths (16, 32, 64): no --width or --widths")
-        return StoxResNet(3)
+        return StoxResNet(3) if arch == STOX_RESNET20 else CifarResNet(DEPTHS[arch])
     return Normalised(VggCifar(arch, width, widths=widths))
 
 
@@ -247,7 +249,9 @@ def load(spec: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Ten
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", choices=[*sorted(CONFIGS), STOX_RESNET20], default="vgg16")
+    parser.add_argument(
+        "--arch", choices=[*sorted(CONFIGS), *DEPTHS, STOX_RESNET20], default="vgg16"
+    )
     parser.add_argument("--width", type=float, default=1.0, help="multiplier of every width")
     parser.add_argument(
         "--widths",

@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from imcc.models.cifar_resnet import CifarResNet
 from imcc.models.train_cifar import PAD, augment, build, export, load_state, train
 
 
@@ -115,3 +116,14 @@ def test_stox_resnet20_is_built_exported_and_refuses_widths(tmp_path):
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="own widths"):
         build("stox-resnet20", width=0.5)
+
+
+def test_he_resnets_are_built_with_their_depths_and_refuse_widths():
+    """--arch resnet20 / resnet56: He et al.'s CIFAR ResNets (6n + 2 layers), exported as the
+    pretrained ones are (cifar_resnet.CifarResNet)."""
+    for arch, convs in (("resnet20", 19), ("resnet56", 55)):
+        model = build(arch)
+        found = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert len(found) == convs and isinstance(model, CifarResNet)
+        with pytest.raises(ValueError, match="no --width or --widths"):
+            build(arch, widths=[16] * convs)
