@@ -3,10 +3,11 @@
     python benchmarks/reproduce.py stox [--model M.onnx] [--limit 5000] [--seeds 2] [--out DIR]
     python benchmarks/reproduce.py raella [--models resnet20,resnet56,vgg16] [--limit 5000]
     python benchmarks/reproduce.py xpert [--trials 30] [--inner-trials 30]
+    python benchmarks/reproduce.py hybrid [--samples 256] [--budget 1.0] [--limit 5000]
 
 Writes DIR/NAME.md and DIR/NAME.json (default DIR: out/reproduce) and prints the markdown.
-`raella` is benchmarks/raella.py and `xpert` benchmarks/xpert.py (their docstrings say what
-they measure).
+`raella` is benchmarks/raella.py, `xpert` benchmarks/xpert.py and `hybrid` benchmarks/hybrid.py
+(their docstrings say what they measure).
 
 `stox` (StoX-Net, Rogers et al., ICRC 2024, arXiv 2407.12378): the CIFAR-10 ResNet-20 on the
 stox target, mapped three ways on the same arrays and the same 4-bit network: StoX-Net's design
@@ -487,7 +488,7 @@ def stox_markdown(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("name", choices=("stox", "raella", "xpert"))
+    parser.add_argument("name", choices=("stox", "raella", "xpert", "hybrid"))
     parser.add_argument("--model", type=Path, help="stox: default the trained model, else the base")
     parser.add_argument(
         "--models", default="resnet20,resnet56,vgg16", help="raella: networks (first: per layer)"
@@ -504,9 +505,21 @@ def main() -> None:
     parser.add_argument(
         "--inner-trials", type=int, default=30, help="xpert: peripheral designs per network"
     )
+    parser.add_argument(
+        "--samples", type=int, default=256, help="hybrid: validation images per design"
+    )
+    parser.add_argument(
+        "--budget", type=float, default=1.0, help="hybrid: accuracy points below isaac's"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "reproduce")
     args = parser.parse_args()
-    if args.name == "xpert":
+    if args.name == "hybrid":
+        import hybrid
+
+        limit = 5000 if args.limit is None else args.limit
+        result = hybrid.hybrid(args.samples, limit, args.budget, args.out / "hybrid")
+        text = hybrid.markdown(result)
+    elif args.name == "xpert":
         import xpert
 
         result = xpert.phase_one(args.out / "xpert", args.trials, args.inner_trials)

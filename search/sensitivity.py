@@ -11,17 +11,18 @@ per-layer precision descent). So:
    that changes that layer alone is compiled, priced (energy, latency, area) and simulated
    bit-accurately on the search subset: that layer's accuracy drop and cost change under that
    mechanism. layers x (mechanisms - 1) trials.
-2. **Compose** (`compose`): a greedy descent from the baseline under an accuracy budget, the
-   drops predicted as the sum of the measured single-layer drops (negative ones, noise, count
-   as 0) and the cost as the baseline's plus the sum of the measured single-layer changes of
-   energy, latency and area; each step takes the change with the largest predicted fall of
-   log EDAP per point of accuracy spent.
+2. **Compose** (`compose`): a greedy descent under an accuracy budget from a measured design
+   (the baseline, or another design such as a paper's), a design's drop predicted as the
+   origin's measured drop plus, per layer changed, the difference of the two mechanisms'
+   single-layer drops (negative ones, noise, count as 0), and its energy, latency and area
+   likewise from the origin's and the single-layer changes; each step takes the change with
+   the largest predicted fall of log EDAP per point of accuracy spent.
 3. **Verify** (`search`): the composed design is compiled, priced and simulated for real. When
    its measured drop exceeds the prediction, the difference is what the single-layer
    measurements missed (their sampling noise on a subset, and interactions): it is charged in
-   equal parts to every layer the design changed, as a penalty each later composition adds
-   per changed layer, and the design is composed again, at most `ROUNDS` times. Every
-   verified design is kept.
+   equal parts to every layer the design changed from the origin, as a penalty each later
+   composition adds per changed layer, and the design is composed again, at most `ROUNDS`
+   times. Every verified design is kept.
 """
 
 from __future__ import annotations
@@ -125,35 +126,51 @@ def measure(
 
 
 def predicted(
-    sensitivity: Sensitivity, names: Sequence[str], penalty: float = 0.0
+    sensitivity: Sensitivity,
+    names: Sequence[str],
+    penalty: float = 0.0,
+    origin: Measured | None = None,
 ) -> tuple[float, float]:
     """Return a design's predicted accuracy drop and EDAP (J*s*mm²) from the single-layer
-    measurements (module docstring, step 2), `penalty` added per layer changed."""
-    base = sensitivity.baseline.metrics
-    assert base is not None
-    drop, energy, latency, area = 0.0, base.energy_j, base.latency_s, base.area_mm2
-    for layer, name in enumerate(names):
-        layer_drop, layer_change = sensitivity.drop(layer, name), sensitivity.change(layer, name)
-        assert layer_drop is not None and layer_change is not None
-        drop += layer_drop + (penalty if name != sensitivity.menu[0].name else 0.0)
-        energy += layer_change[0]
-        latency += layer_change[1]
-        area += layer_change[2]
+    measurements (module docstring, step 2): the measured design `origin` (default the
+    baseline) plus, for every layer whose mechanism differs from the origin's, the difference
+    of the two mechanisms' single-layer drops and costs, and `penalty` per such layer."""
+    origin = origin or sensitivity.baseline
+    start = origin.metrics
+    assert start is not None and origin.accuracy is not None
+    assert sensitivity.baseline.accuracy is not None
+    drop = max(sensitivity.baseline.accuracy - origin.accuracy, 0.0)
+    energy, latency, area = start.energy_j, start.latency_s, start.area_mm2
+    for layer, (name, before) in enumerate(zip(names, origin.mechanisms, strict=True)):
+        if name == before:
+            continue
+        new_drop, old_drop = sensitivity.drop(layer, name), sensitivity.drop(layer, before)
+        new, old = sensitivity.change(layer, name), sensitivity.change(layer, before)
+        assert None not in (new_drop, old_drop, new, old)
+        drop += new_drop - old_drop + penalty  # type: ignore[operator]
+        energy += new[0] - old[0]  # type: ignore[index]
+        latency += new[1] - old[1]  # type: ignore[index]
+        area += new[2] - old[2]  # type: ignore[index]
     if min(energy, latency, area) <= 0:
         return drop, math.inf  # the additive model broke down: never prefer it
     return drop, energy * latency * area
 
 
 def compose(
-    sensitivity: Sensitivity, budget: float, layers: int, penalty: float = 0.0
+    sensitivity: Sensitivity,
+    budget: float,
+    penalty: float = 0.0,
+    origin: Measured | None = None,
 ) -> tuple[str, ...]:
-    """Return the mechanism names per layer that the greedy descent picks within a predicted
-    accuracy drop of `budget` (0..1), `penalty` charged per changed layer."""
-    names = [sensitivity.menu[0].name] * layers
-    drop, edap = predicted(sensitivity, names, penalty)
+    """Return the mechanism names per layer that the greedy descent from `origin` (default the
+    baseline) picks within a predicted accuracy drop of `budget` (0..1), `penalty` charged per
+    layer changed from the origin."""
+    origin = origin or sensitivity.baseline
+    names = list(origin.mechanisms)
+    drop, edap = predicted(sensitivity, names, penalty, origin)
     while True:
         best: tuple[float, int, str, float, float] | None = None
-        for layer in range(layers):
+        for layer in range(len(names)):
             for mechanism in sensitivity.menu:
                 if (
                     mechanism.name == names[layer]
@@ -161,7 +178,7 @@ def compose(
                 ):
                     continue
                 trial = [*names[:layer], mechanism.name, *names[layer + 1 :]]
-                trial_drop, trial_edap = predicted(sensitivity, trial, penalty)
+                trial_drop, trial_edap = predicted(sensitivity, trial, penalty, origin)
                 if trial_drop > budget + TOLERANCE or not trial_edap < edap:
                     continue
                 gain = (math.log(edap) - math.log(trial_edap)) / max(trial_drop - drop, 1e-4)
@@ -179,18 +196,19 @@ def search(
     sensitivity: Sensitivity,
     budget: float,
     *,
+    origin: Measured | None = None,
     report: Callable[[Measured], None] | None = None,
 ) -> list[Measured]:
-    """Compose and verify designs within a real accuracy drop of `budget` (module docstring,
-    step 3); return every verified design, the last one within the budget where any is."""
+    """Compose from `origin` (default the baseline) and verify designs within a real accuracy
+    drop of `budget` (module docstring, step 3); return every verified design."""
     by_name = {m.name: m for m in sensitivity.menu}
-    layers, base = len(space.layers), sensitivity.menu[0].name
+    origin = origin or sensitivity.baseline
     verified: list[Measured] = []
     penalty = 0.0
     base_accuracy = sensitivity.baseline.accuracy
     for _ in range(ROUNDS):
-        names = compose(sensitivity, budget, layers, penalty)
-        if any(v.mechanisms == names for v in verified):
+        names = compose(sensitivity, budget, penalty, origin)
+        if names == origin.mechanisms or any(v.mechanisms == names for v in verified):
             break
         chosen = [by_name[n] for n in names]
         text = pipeline(space, chosen)
@@ -201,9 +219,9 @@ def search(
         if measured.accuracy is None or base_accuracy is None:
             break
         drop = base_accuracy - measured.accuracy
-        expected, _ = predicted(sensitivity, names, penalty)
-        changed = sum(name != base for name in names)
-        if drop <= budget + TOLERANCE or not changed:
+        expected, _ = predicted(sensitivity, names, penalty, origin)
+        changed = sum(a != b for a, b in zip(names, origin.mechanisms, strict=True))
+        if drop <= budget + TOLERANCE:
             break
         penalty += max(drop - expected, 0.0) / changed
     return verified

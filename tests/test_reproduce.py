@@ -145,3 +145,47 @@ def test_xpert_phase_two_table_puts_each_ratio_the_way_the_paper_states_it() -> 
     assert "| TOPS/W, searched / baseline | 1.72x | 1.50x |" in text
     assert "| TOPS/mm2, searched / baseline | 1.93x | 2.00x |" in text
     assert "| accuracy, searched | 92.46% | 91.80% |" in text
+
+
+import hybrid  # noqa: E402
+
+from imcc.examples import resolve_model  # noqa: E402
+
+
+def test_the_hybrid_comparison_runs_resumes_and_beats_every_family_within_the_budget(
+    tmp_path: Path,
+) -> None:
+    """reproduce hybrid on digits-cnn with a small menu: five families, the hybrid at least as
+    good as every family design within the budget, a plot, and a rerun that evaluates nothing
+    anew (every evaluation is stored)."""
+    kept = ["sar:8b", "sar:7b+co+spec", "flash:5b", "sar_fs:6b", "mtj:4x", "mtj:16x"]
+
+    def run() -> dict:
+        return hybrid.hybrid(
+            32,
+            32,
+            5.0,
+            tmp_path,
+            model=Path(resolve_model("digits-cnn")),
+            validation="digits-cnn",
+            test="digits-cnn",
+            mechanisms=kept,
+        )
+
+    result = run()
+    rows = {row["family"]: row for row in result["families"]}
+    assert list(rows) == list(hybrid.FAMILIES)
+    assert rows["isaac"]["edap_vs_isaac"] == 1.0
+    assert rows["stox"]["mechanisms"] == ("mtj:16x",) + ("mtj:4x",) * 2
+    base = rows["isaac"]["validation"]
+    winner = rows["hybrid"]
+    assert base - winner["validation"] <= 0.05 + 1e-9
+    for row in rows.values():
+        if base - row["validation"] <= 0.05 + 1e-9:
+            assert winner["metrics"]["edap"] <= row["metrics"]["edap"]
+    assert (tmp_path / "pareto.png").stat().st_size > 10_000
+    text = hybrid.markdown(result)
+    assert text.count("\n| layer ") == 1 + 3 and "--target hybrid --passes 'canonicalize," in text
+    stored = (tmp_path / "evaluations.json").read_text()
+    assert run()["families"] == result["families"]
+    assert (tmp_path / "evaluations.json").read_text() == stored

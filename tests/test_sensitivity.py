@@ -123,7 +123,7 @@ def brute_force(table: Sensitivity, budget: float) -> float:
 @pytest.mark.parametrize("budget", [0.0, 0.01, 0.03, 0.06, 0.5])
 def test_composition_stays_within_the_budget_and_near_the_brute_force_optimum(budget):
     table = synthetic()
-    design = compose(table, budget, 3)
+    design = compose(table, budget)
     drop, edap = predicted(table, design)
     assert drop <= budget + 1e-12
     assert edap <= 1.1 * brute_force(table, budget)  # greedy: within 10% of the optimum here
@@ -136,7 +136,7 @@ def test_composition_stays_within_the_budget_and_near_the_brute_force_optimum(bu
 def test_a_penalty_per_changed_layer_makes_the_composition_more_careful():
     table = synthetic()
     assert predicted(table, ("cheap", "cheap", "base"), penalty=0.01)[0] == pytest.approx(0.03)
-    loose, careful = compose(table, 0.03, 3), compose(table, 0.03, 3, penalty=0.01)
+    loose, careful = compose(table, 0.03), compose(table, 0.03, penalty=0.01)
     changed = [sum(n != "base" for n in d) for d in (loose, careful)]
     assert changed[1] <= changed[0] and predicted(table, careful, 0.01)[0] <= 0.03 + 1e-12
 
@@ -180,3 +180,23 @@ def test_measure_and_search_on_digits_cnn():
     assert table.baseline.accuracy - chosen.accuracy <= 0.05
     assert chosen.metrics.edap <= table.baseline.metrics.edap
     assert math.isfinite(chosen.metrics.edap)
+
+
+def test_predictions_from_a_measured_origin_start_at_its_measured_figures():
+    """A paper's design, measured, is an origin: its own prediction is what was measured
+    (not the sum of its layers' single drops), and a change adds the two mechanisms'
+    difference."""
+    table = synthetic()
+    origin = Measured(
+        ("cheaper", "cheap", "base"), "", Metrics(6.0, 1.7, 1.7, 17.34, 1.0, 1.0), 0.88
+    )
+    assert predicted(table, origin.mechanisms, origin=origin) == (
+        pytest.approx(0.02),
+        pytest.approx(6.0 * 1.7 * 1.7),
+    )
+    drop, edap = predicted(table, ("cheap", "cheap", "base"), origin=origin)
+    assert drop == pytest.approx(0.02 + 0.00 - 0.05)  # layer 0: cheaper -> cheap
+    assert edap == pytest.approx((6.0 + 1.0) * (1.7 + 0.1) * (1.7 + 0.1))
+    design = compose(table, 0.03, origin=origin)
+    assert predicted(table, design, origin=origin)[0] <= 0.03 + 1e-12
+    assert predicted(table, design, origin=origin)[1] <= 6.0 * 1.7 * 1.7

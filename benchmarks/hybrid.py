@@ -1,0 +1,350 @@
+"""One chip mixing the three papers' mechanisms layer by layer, against each paper's own design.
+
+    python benchmarks/reproduce.py hybrid [--samples 256] [--limit 5000] [--budget 1.0]
+
+On targets/hybrid.hw (128x128 2T2R ReRAM, ISAAC's components: one array technology for all),
+the CIFAR-10 ResNet-20 trained on the training split (`MODEL`; models/README.md) is mapped as
+five families of designs:
+
+- `isaac`: ISAAC's dataflow on every layer (bit-serial inputs, 2-bit slices, an 8-bit unit-step
+  SAR per 128 columns): the target's default and the reference of every ratio;
+- `raella`: RAELLA's recipe on every layer (Center+Offset with 4-bit centers, adaptive slicing,
+  speculative 3-3-2 inputs into a 7-bit unit-step SAR);
+- `stox`: StoX-Net's inhomogeneous sampling (an MTJ per column, 16 samples in the first layer
+  and 4 in the others, 4-bit input streams), calibrated, not retrained;
+- `xpert`: XPert's choice, per layer a full-scale SAR or Flash ADC of 4-8 bits shared by 8
+  columns, found by the sensitivity search on that family alone;
+- `hybrid`: the sensitivity search (search/sensitivity.py) over the whole menu.
+
+Accuracy is measured bit-accurately on `--samples` validation images (training images
+45,000-49,999, never trained on) for the searches, within `--budget` points of the baseline,
+then on the first `--limit` test images for each family's design. Every evaluation is kept in
+`--out/evaluations.json`, keyed by pipeline, so a stopped run resumes where it stopped.
+Writes the markdown table, the per-layer choices of the hybrid with each layer's measured
+sensitivity, and `pareto.png` (EDAP against validation accuracy, every measured design).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from imcc.frontend.hw import load_target  # noqa: E402
+from imcc.passes.pipeline import DEFAULT_PIPELINE  # noqa: E402
+from imcc.search.evaluate import Evaluation, Evaluator, Metrics, Problem  # noqa: E402
+from imcc.search.mechanisms import Mechanism, menu, pipeline  # noqa: E402
+from imcc.search.sensitivity import Measured, Sensitivity, best, measure, search  # noqa: E402
+from imcc.search.space import build_space  # noqa: E402
+
+MODEL = ROOT / "models" / "resnet20_split.onnx"
+"""He et al.'s ResNet-20 trained on training images 0-44,999 only (train_cifar --arch resnet20):
+the pretrained weights of models/resnet20_cifar10.onnx saw the validation images."""
+TARGET = "hybrid"
+FAMILIES = ("isaac", "raella", "stox", "xpert", "hybrid")
+STOX_SAMPLES = (16, 4)
+"""StoX-Net's inhomogeneous sampling: 16 samples in the first layer, 4 in the others."""
+RAELLA = "sar:7b+co+spec"
+"""RAELLA's recipe as a hybrid mechanism (its 7-bit ADCs)."""
+
+
+def training_set() -> Path:
+    """Return the CIFAR-10 training set the benchmark reads by default."""
+    from tests.onnx_models import CIFAR10_TRAIN
+
+    return CIFAR10_TRAIN
+
+
+class StoredEvaluator(Evaluator):
+    """An Evaluator whose evaluations persist in a JSON file, keyed by pipeline."""
+
+    def __init__(self, problem: Problem, path: Path) -> None:
+        super().__init__(problem)
+        self.path = path
+        self.stored: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def evaluate(self, pipeline: str, *, accuracy: bool = True, floor: float | None = None):
+        key = f"{len(self.problem.search_data.images)}|{pipeline}"
+        if key not in self.stored:
+            found = super().evaluate(pipeline, accuracy=accuracy, floor=floor)
+            self.stored[key] = dataclasses.asdict(found)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_suffix(".partial")
+            partial.write_text(json.dumps(self.stored) + "\n")
+            partial.replace(self.path)
+        saved = dict(self.stored[key])
+        metrics = saved.pop("metrics")
+        return Evaluation(Metrics(**metrics) if metrics else None, **saved)
+
+
+def restricted(table: Sensitivity, families: Sequence[str]) -> Sensitivity:
+    """Return the part of a sensitivity table whose mechanisms belong to `families` (the
+    baseline always)."""
+    kept = tuple(m for i, m in enumerate(table.menu) if i == 0 or m.family in families)
+    names = {m.name for m in kept}
+    return Sensitivity(
+        kept, table.baseline, {k: v for k, v in table.single.items() if k[1] in names}
+    )
+
+
+def family_designs(
+    evaluator: Evaluator, space: Any, table: Sensitivity, budget: float
+) -> dict[str, Measured]:
+    """Return each family's design (module docstring), measured on the validation subset."""
+    by_name = {m.name: m for m in table.menu}
+    layers = len(space.layers)
+
+    def measured(chosen: Sequence[Mechanism]) -> Measured:
+        text = pipeline(space, chosen)
+        return Measured.of(chosen, text, evaluator.evaluate(text))
+
+    mtj = [m for m in table.menu if m.family == "stox"]
+    first, rest = (next(m for m in mtj if m.name.endswith(f":{count}x")) for count in STOX_SAMPLES)
+    designs = {
+        "isaac": table.baseline,
+        "raella": measured([by_name[RAELLA]] * layers),
+        "stox": measured([first] + [rest] * (layers - 1)),
+    }
+    xpert = restricted(table, ("xpert",))
+    designs["xpert"] = best(xpert, search(evaluator, space, xpert, budget), budget)
+    # the hybrid's space holds every paper's design: descend from the baseline and from each
+    # of them, and keep the best within the budget
+    found = list(designs.values())
+    for origin in designs.values():
+        if origin.accuracy is not None and origin.metrics is not None:
+            found += search(evaluator, space, table, budget, origin=origin)
+    designs["hybrid"] = best(table, found, budget)
+    return designs
+
+
+def test_accuracy(program_pipeline: str, data: str, limit: int, problem: Problem) -> float:
+    """Return a design's bit-accurate accuracy on the first `limit` images of `data`."""
+    from imcc.frontend.datasets import load_dataset
+    from imcc.simulation import simulate
+
+    graph = Evaluator(problem).compile(program_pipeline)
+    return simulate(graph, problem.target, load_dataset(data, limit), progress=True).accuracy
+
+
+def hybrid(
+    samples: int,
+    limit: int,
+    budget_points: float,
+    out: Path,
+    *,
+    model: Path = MODEL,
+    validation: str | None = None,
+    test: str | None = None,
+    mechanisms: Sequence[str] | None = None,
+) -> dict:
+    """Run the comparison (module docstring); return what the markdown and JSON show.
+    `model`, `validation` and `test` (data specs) default to the CIFAR-10 ones; `mechanisms`
+    restricts the menu (names; the baseline, RAELLA's and StoX-Net's must stay)."""
+    from tqdm import tqdm
+
+    from tests.onnx_models import CIFAR10_IMAGES
+
+    if not model.is_file():
+        raise SystemExit(
+            f"{model.name} is missing: python models/train_cifar.py --arch resnet20 "
+            "--data cifar10:cifar10_train.npz --epochs 30 --autocast bf16 "
+            f"--state runs/resnet20/state.pt --out models/{MODEL.name}"
+        )
+    target = load_target(TARGET)
+    validation = validation or f"cifar10:{training_set()},from=45000"
+    test = test or f"cifar10:{CIFAR10_IMAGES}"
+    problem = Problem.load(
+        model,
+        target,
+        validation,
+        search_samples=samples,
+        probe_samples=samples,
+        check_samples=samples,
+    )
+    evaluator = StoredEvaluator(problem, out / "evaluations.json")
+    space = build_space(problem.graph, target)
+    offered = tuple(m for m in menu(target) if mechanisms is None or m.name in mechanisms)
+    total = 1 + len(space.layers) * (len(offered) - 1)
+    with tqdm(total=total, desc="sensitivity") as bar:
+        table = measure(evaluator, space, offered, report=lambda _: bar.update())
+    budget = budget_points / 100
+    designs = family_designs(evaluator, space, table, budget)
+    base = designs["isaac"].metrics
+    rows = []
+    for family in FAMILIES:
+        design = designs[family]
+        metrics = design.metrics
+        rows.append(
+            {
+                "family": family,
+                "mechanisms": design.mechanisms,
+                "pipeline": design.pipeline,
+                "replay": f"{DEFAULT_PIPELINE},{design.pipeline}",
+                "metrics": None if metrics is None else metrics.to_dict(),
+                "edap_vs_isaac": None if metrics is None else base.edap / metrics.edap,
+                "validation": design.accuracy,
+                "test": test_accuracy(design.pipeline, test, limit, problem) if limit else None,
+            }
+        )
+    layers = [
+        {
+            "layer": space.layers[index],
+            "chosen": designs["hybrid"].mechanisms[index],
+            "drops": {m.name: table.drop(index, m.name) for m in offered},
+        }
+        for index in range(len(space.layers))
+    ]
+    result = {
+        "model": model.name,
+        "target": TARGET,
+        "validation_samples": samples,
+        "validation": validation.split(":", 1)[0]
+        + (",from=45000" if "from=" in validation else ""),
+        "test_images": limit,
+        "budget_points": budget_points,
+        "families": rows,
+        "layers": layers,
+        "points": [
+            {"family": m.family, "mechanism": name, "layer": layer, **_point(found)}
+            for (layer, name), found in table.single.items()
+            for m in offered
+            if m.name == name
+        ],
+    }
+    plot(result, out / "pareto.png")
+    return result
+
+
+def _label(spec: str) -> str:
+    """Return a data spec without its file's folder (`cifar10:cifar10_train.npz,from=45000`)."""
+    kind, _, rest = spec.partition(":")
+    if not rest:
+        return spec
+    path, comma, options = rest.partition(",")
+    return f"{kind}:{Path(path).name}{comma}{options}"
+
+
+def _point(found: Measured) -> dict:
+    return {
+        "edap": None if found.metrics is None else found.metrics.edap,
+        "validation": found.accuracy,
+    }
+
+
+def plot(result: dict, path: Path) -> None:
+    """Write EDAP against validation accuracy: every single-layer design by family, and each
+    family's design."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {
+        "isaac": "black",
+        "raella": "tab:blue",
+        "stox": "tab:red",
+        "xpert": "tab:green",
+        "hybrid": "tab:purple",
+        "sense-amp": "tab:gray",
+    }
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for point in result["points"]:
+        if point["edap"] and point["validation"] is not None:
+            axes.scatter(
+                100 * point["validation"],
+                point["edap"],
+                s=8,
+                alpha=0.35,
+                color=colours.get(point["family"], "gray"),
+            )
+    for row in result["families"]:
+        if row["metrics"] and row["validation"] is not None:
+            axes.scatter(
+                100 * row["validation"],
+                row["metrics"]["edap"],
+                s=90,
+                marker="*",
+                color=colours[row["family"]],
+                label=row["family"],
+                edgecolors="black",
+            )
+    axes.set_yscale("log")
+    axes.set_xlabel(f"validation accuracy, % ({result['validation_samples']} images)")
+    axes.set_ylabel("EDAP (J·s·mm²)")
+    axes.set_title(
+        f"{result['model']} on {result['target']}: one layer changed (dots), designs (*)"
+    )
+    axes.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.2f}%"
+
+
+def markdown(result: dict) -> str:
+    """Return the comparison table and the hybrid's per-layer choices as markdown."""
+    lines = [
+        f"## The hybrid chip: {result['model']} on {result['target']}",
+        "",
+        f"Validation: the first {result['validation_samples']} images of "
+        f"`{result['validation']}`; "
+        f"test: the first {result['test_images']} test images; budget "
+        f"{result['budget_points']} points below the isaac design.",
+        "",
+        "| family | mechanisms per layer | energy | latency | area | EDAP | EDAP x lower than "
+        "isaac | validation | test |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["families"]:
+        m = row["metrics"]
+        counts: dict[str, int] = {}
+        for name in row["mechanisms"]:
+            counts[name] = counts.get(name, 0) + 1
+        mix = ", ".join(f"{n} x{c}" for n, c in counts.items())
+        cost = (
+            f"{m['energy_j'] * 1e6:.2f} uJ | {m['latency_s'] * 1e6:.1f} us | "
+            f"{m['area_mm2']:.3f} mm2 | {m['edap']:.3e} | {row['edap_vs_isaac']:.2f}"
+            if m
+            else "| | | |"
+        )
+        lines.append(
+            f"| {row['family']} | {mix} | {cost} | {_pct(row['validation'])} | "
+            f"{_pct(row['test'])} |"
+        )
+    lines += [
+        "",
+        "The hybrid's choice per layer, and each mechanism's measured accuracy drop "
+        "when that layer alone uses it (points):",
+        "",
+    ]
+    names = list(result["layers"][0]["drops"]) if result["layers"] else []
+    lines.append("| layer | chosen | " + " | ".join(names) + " |")
+    lines.append("|---|---|" + "---|" * len(names))
+    for layer in result["layers"]:
+        drops = ["illegal" if d is None else f"{100 * d:.1f}" for d in layer["drops"].values()]
+        lines.append(f"| {layer['layer']} | {layer['chosen']} | " + " | ".join(drops) + " |")
+    winner = next(r for r in result["families"] if r["family"] == "hybrid")
+    lines += [
+        "",
+        "Replay the hybrid design:",
+        "",
+        "```sh",
+        f"imcc compile models/{result['model']} --target {result['target']} "
+        f"--passes '{winner['replay']}'",
+        "```",
+        "",
+    ]
+    if not math.isfinite(winner["edap_vs_isaac"] or math.nan):
+        lines.append("(the hybrid search found no design)")
+    return "\n".join(lines) + "\n"
