@@ -84,8 +84,11 @@ def simulate(
     batch: int = 64,
     seed: int = 0,
     progress: bool = False,
+    only: str | None = None,
 ) -> SimulationReport:
-    """Run a mapped program on a labelled data set; see the module docstring.
+    """Run a mapped program on a labelled data set; see the module docstring. With `only` (a
+    crossbar layer's result) the mapped run keeps that layer's converters and makes every
+    other crossbar layer exact: what that layer alone costs the network.
 
     Every sample of `data` is simulated: whole batches of `batch`, then one partial batch for
     the rest. Each sample's MTJ draws are seeded by `seed`, the layer and the sample's index
@@ -112,7 +115,13 @@ def simulate(
     ideal = _batched(float_graph, data, batch) if float_graph is not None else None
     layers = [n.outputs[0] for n in crossbar_layers(mapped)]
     names = (*layers, mapped.outputs[0])
-    machine = CrossbarInterpreter(target, seed)  # MTJ draws seeded per sample
+    if only is not None and only not in layers:
+        raise UserError(f"{only} is not a crossbar layer of the program")
+    machine = (  # MTJ draws seeded per sample
+        CrossbarInterpreter(target, seed)
+        if only is None
+        else CrossbarInterpreter(target, seed, lossless=True, keep=frozenset({only}))
+    )
     exact = CrossbarInterpreter(target, seed, lossless=True)
     predictions: dict[str, list[np.ndarray]] = {"mapped": [], "lossless": [], "float": []}
     errors = {name: [0.0, 0.0] for name in layers}

@@ -35,18 +35,25 @@ class CrossbarInterpreter(ReferenceInterpreter):
     """Executes mapped programs: crossbar layers through the datapath, the rest as the reference.
 
     `seed` (or a generator it is drawn from) seeds the MTJ draws; `lossless=True` replaces
-    every converter by an exact one (the quantized network); `layers` collects per-layer
-    converter statistics across runs, `plans` the layers' plans.
+    every converter by an exact one (the quantized network), except in the layers named
+    (by result) in `keep`: a network exact but for those layers, which is what one layer's
+    converters cost on their own; `layers` collects per-layer converter statistics across
+    runs, `plans` the layers' plans.
     """
 
     def __init__(
-        self, target: Target, seed: int | np.random.Generator = 0, lossless: bool = False
+        self,
+        target: Target,
+        seed: int | np.random.Generator = 0,
+        lossless: bool = False,
+        keep: frozenset[str] = frozenset(),
     ) -> None:
         self.target = target
         if isinstance(seed, np.random.Generator):
             seed = int(seed.integers(2**62))
         self.seed = int(seed)
         self.lossless = lossless
+        self.keep = keep
         self.layers: dict[str, LayerRecord] = {}
         self.plans: dict[tuple[str, MatrixShape], LayerPlan] = {}
         self.samples_run = 0  # input samples of earlier runs: the next run's first index
@@ -66,7 +73,8 @@ class CrossbarInterpreter(ReferenceInterpreter):
         """Return the plan of a crossbar layer of this shape (built once)."""
         key = (node.outputs[0], shape)
         if key not in self.plans:
-            self.plans[key] = plan_layer(node, self.target, shape, lossless=self.lossless)
+            lossless = self.lossless and node.outputs[0] not in self.keep
+            self.plans[key] = plan_layer(node, self.target, shape, lossless=lossless)
         return self.plans[key]
 
     def _product(self, node: Node, plan: LayerPlan, x: np.ndarray, w: np.ndarray, group: int):

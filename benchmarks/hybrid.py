@@ -70,10 +70,17 @@ class StoredEvaluator(Evaluator):
         self.path = path
         self.stored: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}
 
-    def evaluate(self, pipeline: str, *, accuracy: bool = True, floor: float | None = None):
-        key = f"{len(self.problem.search_data.images)}|{pipeline}"
+    def evaluate(
+        self,
+        pipeline: str,
+        *,
+        accuracy: bool = True,
+        floor: float | None = None,
+        only: int | None = None,
+    ):
+        key = f"{len(self.problem.search_data.images)}|{only}|{pipeline}"
         if key not in self.stored:
-            found = super().evaluate(pipeline, accuracy=accuracy, floor=floor)
+            found = super().evaluate(pipeline, accuracy=accuracy, floor=floor, only=only)
             self.stored[key] = dataclasses.asdict(found)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             partial = self.path.with_suffix(".partial")

@@ -28,6 +28,7 @@ from imcc.frontend.datasets import Dataset, check_labels, load_dataset
 from imcc.ir.graph import Graph
 from imcc.ir.rebatch import rebatch
 from imcc.passes.base import Pass
+from imcc.passes.layers import crossbar_layers
 from imcc.passes.pipeline import print_pipeline
 from imcc.simulation import SimulationReport, classes_of, simulate
 from imcc.target import Target
@@ -88,6 +89,7 @@ class Evaluation:
     pruned: bool = False  # the probe's accuracy ruled it out before the full subset
     layer_error: float | None = None  # the probe's largest per-layer relative error
     illegal: str | None = None  # the MappingError (or simulator limit) that rejected it
+    quantized: float | None = None  # the same samples' accuracy with lossless converters
 
 
 def _accuracy(graph: Graph, data: Dataset) -> float:
@@ -195,34 +197,51 @@ class Evaluator:
             self.costs[pipeline] = Metrics.of(estimate(graph, self.problem.target))
         return self.costs[pipeline]
 
-    def simulate(self, graph: Graph, data: Dataset) -> SimulationReport:
-        """Return the simulator's report of a compiled trial on a data subset."""
+    def simulate(self, graph: Graph, data: Dataset, only: int | None = None) -> SimulationReport:
+        """Return the simulator's report of a compiled trial on a data subset (with `only`, a
+        crossbar layer's index: every other crossbar layer exact)."""
         count = len(data.images)
         batch = count if count <= SIMULATION_BATCH else SIMULATION_BATCH
-        return simulate(graph, self.problem.target, data, batch=batch, seed=SIMULATION_SEED)
+        kept = None if only is None else crossbar_layers(graph)[only].outputs[0]
+        return simulate(
+            graph, self.problem.target, data, batch=batch, seed=SIMULATION_SEED, only=kept
+        )
 
     def evaluate(
-        self, pipeline: str, *, accuracy: bool = True, floor: float | None = None
+        self,
+        pipeline: str,
+        *,
+        accuracy: bool = True,
+        floor: float | None = None,
+        only: int | None = None,
     ) -> Evaluation:
         """Compile and price a trial; with `accuracy`, probe and then measure it, pruning
-        when the probe rules out `floor`. Illegal trials come back with their reason."""
+        when the probe rules out `floor`; with `only` (a crossbar layer's index), the accuracy
+        is the network's with that layer's converters and every other layer exact. Illegal
+        trials come back with their reason."""
         try:
             graph = self.compile(pipeline)
             metrics = self.cost(pipeline, graph)
             if not accuracy:
                 return Evaluation(metrics)
             data, probe = self.problem.search_data, self.problem.probe
-            first = self.simulate(graph, data.take(probe))
+            first = self.simulate(graph, data.take(probe), only)
             error = max((layer.rel_error for layer in first.layers), default=0.0)
             correct, samples = first.accuracy * first.samples, first.samples
+            exact = first.quantized_accuracy * first.samples
             if floor is not None and first.accuracy < floor - _slack(floor, first.samples):
-                return Evaluation(metrics, first.accuracy, first.samples, True, error)
+                return Evaluation(
+                    metrics, first.accuracy, first.samples, True, error, None, exact / samples
+                )
             if len(data.images) > probe:
                 rest = Dataset(data.name, data.images[probe:], data.labels[probe:])
-                second = self.simulate(graph, rest)
+                second = self.simulate(graph, rest, only)
                 correct += second.accuracy * second.samples
+                exact += second.quantized_accuracy * second.samples
                 samples += second.samples
-            return Evaluation(metrics, correct / samples, samples, False, error)
+            return Evaluation(
+                metrics, correct / samples, samples, False, error, None, exact / samples
+            )
         except MappingError as exc:
             return Evaluation(illegal=_reason(exc))
         except UserError as exc:  # a simulator limit: this mapping cannot run

@@ -67,6 +67,7 @@ OPTIONS = (
     "share-columns.per_layer",
 )
 """The per-layer options a mechanism sets, in pipeline order (every mechanism sets all)."""
+SPECULATE = "assign-input-precision.per_layer_speculate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +161,8 @@ def menu(target: Target) -> tuple[Mechanism, ...]:
 def pipeline(space: SearchSpace, chosen: Sequence[Mechanism]) -> str:
     """Return the trial pipeline that maps crossbar layer i with `chosen[i]`: the search
     space's template with every mechanism's entries, Center+Offset centers of `CENTER_BITS`
-    and adaptive slicing by `SLICING`."""
+    and adaptive slicing by `SLICING`; without a speculating layer, no profile-converters
+    (the cost model reads a profile only for speculation)."""
     if len(chosen) != len(space.layers):
         raise MappingError(
             f"{len(chosen)} mechanisms for {len(space.layers)} crossbar layers",
@@ -177,9 +179,11 @@ def pipeline(space: SearchSpace, chosen: Sequence[Mechanism]) -> str:
             hint="mechanisms need a target that offers every option they set (targets/hybrid.hw)",
         )
     settings = {"encode-weights": {"center_bits": CENTER_BITS}, "slice-weights": SLICING}
+    speculates = any(m.entries[OPTIONS.index(SPECULATE)] == "true" for m in chosen)
     passes = [
         dataclasses.replace(p, **settings.get(p.name, {}))
         for p in parse_pipeline(space.pipeline(choices))
+        if speculates or p.name != "profile-converters"  # only speculation reads a profile
     ]
     return print_pipeline(passes)
 

@@ -8,9 +8,11 @@ per-layer precision descent). So:
 
 1. **Measure** (`measure`): the baseline maps every layer with the menu's first mechanism
    (ISAAC's dataflow, nearly lossless). For each layer and each other mechanism, the design
-   that changes that layer alone is compiled, priced (energy, latency, area) and simulated
-   bit-accurately on the search subset: that layer's accuracy drop and cost change under that
-   mechanism. layers x (mechanisms - 1) trials.
+   that changes that layer alone is compiled and priced (energy, latency, area), and
+   simulated bit-accurately on the search subset with every other crossbar layer exact
+   (`Evaluator.evaluate(only=...)`): that layer's accuracy drop against the exact (quantized)
+   network and its cost change under that mechanism, without the other layers' noise and at
+   the price of simulating one layer. layers x (mechanisms - 1) trials.
 2. **Compose** (`compose`): a greedy descent under an accuracy budget from a measured design
    (the baseline, or another design such as a paper's), a design's drop predicted as the
    origin's measured drop plus, per layer changed, the difference of the two mechanisms'
@@ -51,6 +53,7 @@ class Measured:
     metrics: Metrics | None
     accuracy: float | None
     illegal: str | None = None
+    quantized: float | None = None  # the accuracy with lossless converters, same samples
 
     @classmethod
     def of(cls, chosen: Sequence[Mechanism], text: str, evaluation: Evaluation) -> Measured:
@@ -61,6 +64,7 @@ class Measured:
             evaluation.metrics,
             evaluation.accuracy,
             evaluation.illegal,
+            evaluation.quantized,
         )
 
 
@@ -73,14 +77,17 @@ class Sensitivity:
     single: dict[tuple[int, str], Measured] = field(default_factory=dict)
 
     def drop(self, layer: int, name: str) -> float | None:
-        """Return the accuracy drop (0..1, at least 0) of `layer` under mechanism `name`, or
-        None when that design is illegal or was not measured."""
+        """Return the accuracy drop (0..1, at least 0) of `layer` under mechanism `name`
+        against the exact network, or None when that design is illegal or was not measured."""
         if name == self.menu[0].name:
             return 0.0
         found = self.single.get((layer, name))
-        if found is None or found.accuracy is None or self.baseline.accuracy is None:
+        exact = self.baseline.quantized
+        if exact is None:
+            exact = self.baseline.accuracy
+        if found is None or found.accuracy is None or exact is None:
             return None
-        return max(self.baseline.accuracy - found.accuracy, 0.0)
+        return max(exact - found.accuracy, 0.0)
 
     def change(self, layer: int, name: str) -> tuple[float, float, float] | None:
         """Return the (energy, latency, area) change of `layer` under mechanism `name`."""
@@ -118,7 +125,7 @@ def measure(
         for mechanism in menu[1:]:
             chosen = [*base[:layer], mechanism, *base[layer + 1 :]]
             text = pipeline(space, chosen)
-            measured = Measured.of(chosen, text, evaluator.evaluate(text))
+            measured = Measured.of(chosen, text, evaluator.evaluate(text, only=layer))
             result.single[(layer, mechanism.name)] = measured
             if report is not None:
                 report(measured)

@@ -118,3 +118,43 @@ def test_the_default_pipeline_is_isaacs_dataflow_on_this_chip():
         assert node.attr("input").slices == (1,) * 8
         assert node.attr("weights").slices == (2, 2, 2, 2)
         assert (node.attr("converter").name, node.attr("converter").bits) == ("sar", 8)
+
+
+def test_a_run_can_keep_one_layers_converters_and_make_the_others_exact():
+    """CrossbarInterpreter(lossless=True, keep=...): what one layer's converters cost alone."""
+    program = rebatch(mixed(), 8)
+    x = {program.inputs[0].name: inputs(8, seed=3)}
+    layers = [n.outputs[0] for n in crossbar_layers(program)]
+    probe = program.replace(outputs=layers)
+    exact = CrossbarInterpreter(hybrid(), 0, lossless=True).run(probe, x)
+    mapped = CrossbarInterpreter(hybrid(), 0).run(probe, x)
+    alone = CrossbarInterpreter(hybrid(), 0, lossless=True, keep=frozenset({layers[2]})).run(
+        probe, x
+    )
+    for name in layers[:2]:  # before the kept (flash) layer: exact, not what the chip gives
+        np.testing.assert_array_equal(alone[name], exact[name])
+    assert not np.array_equal(mapped[layers[0]], exact[layers[0]])  # the MTJ layer is noisy
+    assert not np.array_equal(alone[layers[2]], exact[layers[2]])  # the flash layer rounds
+
+
+def test_simulate_only_one_layer_measures_that_layer_alone():
+    from imcc.errors import UserError
+    from imcc.frontend.datasets import Dataset
+    from imcc.simulation import simulate
+
+    program = mixed()
+    x = inputs(24, seed=4)
+    labels = (
+        CrossbarInterpreter(hybrid(), 0, lossless=True)
+        .run(rebatch(program, 24), {program.inputs[0].name: x})[program.outputs[0]]
+        .argmax(axis=-1)
+    )  # the exact network is right by construction
+    data = Dataset("mlp", x, labels)
+    layers = [n.outputs[0] for n in crossbar_layers(program)]
+    exact_first = simulate(program, hybrid(), data, batch=8, only=layers[1])  # C+O, speculating
+    assert exact_first.quantized_accuracy == 1.0
+    assert exact_first.layers[0].rel_error == 0.0  # the MTJ layer ran exact
+    sense = simulate(program, hybrid(), data, batch=8, only=layers[3])
+    assert sense.layers[0].rel_error == 0.0 and sense.layers[3].rel_error > 0
+    with pytest.raises(UserError, match="is not a crossbar layer"):
+        simulate(program, hybrid(), data, only="nosuch")

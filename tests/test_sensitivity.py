@@ -167,6 +167,7 @@ def test_measure_and_search_on_digits_cnn():
     layers = len(space.layers)
     assert len(seen) == 1 + layers * (len(small) - 1) and len(table.single) == layers * 4
     assert table.baseline.mechanisms == ("sar:8b",) * layers
+    assert table.baseline.quantized is not None
     for (layer, name), found in table.single.items():
         assert found.mechanisms[layer] == name and found.illegal is None
         assert found.metrics is not None and found.metrics.edap > 0
