@@ -26,8 +26,6 @@ sensitivity, and `pareto.png` (EDAP against validation accuracy, every measured 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import sys
 from collections.abc import Sequence
@@ -39,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from imcc.frontend.hw import load_target  # noqa: E402
 from imcc.passes.pipeline import DEFAULT_PIPELINE  # noqa: E402
-from imcc.search.evaluate import Evaluation, Evaluator, Metrics, Problem  # noqa: E402
+from imcc.search.evaluate import Evaluator, Problem  # noqa: E402
 from imcc.search.mechanisms import Mechanism, menu, pipeline  # noqa: E402
 from imcc.search.sensitivity import Measured, Sensitivity, best, measure, search  # noqa: E402
 from imcc.search.space import build_space  # noqa: E402
@@ -60,35 +58,6 @@ def training_set() -> Path:
     from tests.onnx_models import CIFAR10_TRAIN
 
     return CIFAR10_TRAIN
-
-
-class StoredEvaluator(Evaluator):
-    """An Evaluator whose evaluations persist in a JSON file, keyed by pipeline."""
-
-    def __init__(self, problem: Problem, path: Path) -> None:
-        super().__init__(problem)
-        self.path = path
-        self.stored: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}
-
-    def evaluate(
-        self,
-        pipeline: str,
-        *,
-        accuracy: bool = True,
-        floor: float | None = None,
-        only: int | None = None,
-    ):
-        key = f"{len(self.problem.search_data.images)}|{only}|{pipeline}"
-        if key not in self.stored:
-            found = super().evaluate(pipeline, accuracy=accuracy, floor=floor, only=only)
-            self.stored[key] = dataclasses.asdict(found)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.path.with_suffix(".partial")
-            partial.write_text(json.dumps(self.stored) + "\n")
-            partial.replace(self.path)
-        saved = dict(self.stored[key])
-        metrics = saved.pop("metrics")
-        return Evaluation(Metrics(**metrics) if metrics else None, **saved)
 
 
 def restricted(table: Sensitivity, families: Sequence[str]) -> Sensitivity:
@@ -175,7 +144,7 @@ def hybrid(
         probe_samples=samples,
         check_samples=samples,
     )
-    evaluator = StoredEvaluator(problem, out / "evaluations.json")
+    evaluator = Evaluator(problem, store=out / "evaluations.json")
     space = build_space(problem.graph, target)
     offered = tuple(m for m in menu(target) if mechanisms is None or m.name in mechanisms)
     total = 1 + len(space.layers) * (len(offered) - 1)

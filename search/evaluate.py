@@ -12,9 +12,10 @@ the rest of the subset. The probe's largest per-layer relative error is kept as 
 
 from __future__ import annotations
 
+import json
 import math
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -148,13 +149,19 @@ class Problem:
 
 @dataclass
 class Evaluator:
-    """Compiles, prices and simulates trial pipelines of one problem, caching the costs."""
+    """Compiles, prices and simulates trial pipelines of one problem, caching the costs.
+
+    With `store` (a JSON file), every evaluation is also kept there, keyed by the accuracy
+    subset's size, `only` and the pipeline, and read back instead of being run again: a long
+    measurement that stops resumes where it stopped."""
 
     problem: Problem
     costs: dict[str, Metrics] = field(default_factory=dict)
     reference: dict[str, float] = field(default_factory=dict)
     cached_prefixes: int = 8
     prefixes: OrderedDict[str, Graph] = field(default_factory=OrderedDict)
+    store: Path | None = None
+    stored: dict[str, dict] | None = None
 
     def reference_accuracy(self, subset: str) -> float:
         """Return the float model's accuracy on the `search` or `check` subset (cached)."""
@@ -219,6 +226,24 @@ class Evaluator:
         when the probe rules out `floor`; with `only` (a crossbar layer's index), the accuracy
         is the network's with that layer's converters and every other layer exact. Illegal
         trials come back with their reason."""
+        if self.store is None:
+            return self._evaluate(pipeline, accuracy, floor, only)
+        if self.stored is None:
+            self.stored = json.loads(self.store.read_text()) if self.store.is_file() else {}
+        key = f"{len(self.problem.search_data.images)}|{accuracy}|{floor}|{only}|{pipeline}"
+        if key not in self.stored:
+            self.stored[key] = asdict(self._evaluate(pipeline, accuracy, floor, only))
+            self.store.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.store.with_suffix(".partial")
+            partial.write_text(json.dumps(self.stored) + "\n")
+            partial.replace(self.store)  # a stop mid-write leaves the previous file
+        saved = dict(self.stored[key])
+        metrics = saved.pop("metrics")
+        return Evaluation(Metrics(**metrics) if metrics else None, **saved)
+
+    def _evaluate(
+        self, pipeline: str, accuracy: bool, floor: float | None, only: int | None
+    ) -> Evaluation:
         try:
             graph = self.compile(pipeline)
             metrics = self.cost(pipeline, graph)
