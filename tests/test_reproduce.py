@@ -158,7 +158,7 @@ def test_the_hybrid_comparison_runs_resumes_and_beats_every_family_within_the_bu
     """reproduce hybrid on digits-cnn with a small menu: five families, the hybrid at least as
     good as every family design within the budget, a plot, and a rerun that evaluates nothing
     anew (every evaluation is stored)."""
-    kept = ["sar:8b", "sar:7b+co+spec", "flash:5b", "sar_fs:6b", "mtj:4x", "mtj:16x"]
+    kept = ["sar:8b", "sar:7b+co+spec", "flash:5b", "mtj:4x", "mtj:16x"]
 
     def run() -> dict:
         return hybrid.hybrid(
