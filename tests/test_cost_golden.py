@@ -4,9 +4,10 @@ uniform images; the totals, timing, areas and both breakdowns must equal tests/g
 TARGET.json, so a change to any constant or rule of the cost model is a visible diff.
 
 The figures depend on float32 calibration (quantization ranges, input bit densities, the
-Center+Offset centers), whose rounding changes with numpy's summation kernels: numpy is pinned
-in pyproject.toml (2.4.6), and a fresh install of another numpy moved them by 1e-7 relative
-(raella's array energy by 1e-4, where a center changed).
+Center+Offset centers), whose rounding depends on the machine: the same code and packages
+gave figures 1e-7 apart (raella's array energy 1e-4 apart, where one center changed) on two
+machines of the same kind (numpy 2.4.5 and 2.4.6 agree on one machine), so numbers compare
+to `RELATIVE`.
 
 After a deliberate change, regenerate and review the diff:
 
@@ -30,6 +31,9 @@ from imcc.targets import BUILTIN_TARGETS
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "resnet20_cifar10.onnx"
 GOLDEN = Path(__file__).parent / "golden" / "costs"
+RELATIVE = 1e-3
+"""How close a figure must be: 10x the largest difference seen between machines, far below
+what any constant or rule change of the cost model moves (percent)."""
 KEYS = (
     "energy_j",
     "latency_s",
@@ -61,12 +65,12 @@ def report_of(name: str) -> dict:
 
 
 def _close(got, want, path: str) -> list[str]:
-    """Return where `got` differs from `want` (numbers to 1e-9 relative)."""
+    """Return where `got` differs from `want` (numbers to `RELATIVE`)."""
     if isinstance(want, dict):
         keys = sorted(set(got) | set(want))
         return [d for k in keys for d in _close(got.get(k), want.get(k), f"{path}.{k}")]
     if isinstance(want, float) and isinstance(got, (int, float)):
-        if got == pytest.approx(want, rel=1e-9, abs=1e-30):
+        if got == pytest.approx(want, rel=RELATIVE, abs=1e-30):
             return []
         return [f"{path}: {got!r} != golden {want!r} ({got / want - 1:+.3%})" if want else path]
     return [] if got == want else [f"{path}: {got!r} != golden {want!r}"]
