@@ -167,7 +167,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--strategy",
         default="pareto",
         metavar="NAME",
-        help="pareto (default), xpert (two phases) or random",
+        help="pareto (default), xpert (two phases), random or sensitivity (per-layer mechanisms)",
     )
     search.add_argument(
         "--storage",

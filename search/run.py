@@ -8,8 +8,10 @@ write pareto.json, pareto.png and the best program.
 
 from __future__ import annotations
 
+import json
 import shlex
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
@@ -65,6 +67,7 @@ from imcc.search.strategies import (
 from imcc.target import Target
 
 PARETO_JSON = "pareto.json"
+SENSITIVITY_JSON = "sensitivity.json"
 PARETO_PNG = "pareto.png"
 BEST_PROGRAM = "best.imcir"
 
@@ -261,6 +264,8 @@ def _search(
     limits = Limits(budget, evaluator.reference_accuracy("search") - drop)
     objective = config.objective_name
     name = config.study or f"{model.stem}-{target.name}-{config.strategy}-{objective}"
+    if config.strategy == "sensitivity":
+        return _sensitivity(config, problem, space, budget, name, progress)
     random_trials = (
         config.random_trials if config.random_trials is not None else max(1, config.trials // 4)
     )
@@ -288,11 +293,73 @@ def _search(
         studies, run, seconds = _run_phases(
             phases, storage, space, evaluator, limits, identity, config, progress, on_trial
         )
-        return _finish(
-            config, problem, evaluator, space, studies, limits, budget, url, name, run, seconds
-        )
+        found = _collect(config, studies, run, seconds)
+        return _write(config, problem, evaluator, space, found, budget, url, name)
     except STORAGE_ERRORS as exc:  # the database failed under the search (damaged, gone)
         raise storage_failure(url, exc) from None
+
+
+def _sensitivity(
+    config: SearchConfig,
+    problem: Problem,
+    space: SearchSpace,
+    budget: float | None,
+    name: str,
+    progress: bool,
+) -> SearchResult:
+    """The `sensitivity` strategy (search/sensitivity.py): every layer alone under every
+    mechanism of the target's menu, then designs composed within the accuracy floor and
+    verified; its evaluations are kept in `--out/sensitivity.json` (a rerun reads them back),
+    and the baseline and every verified design are the search's points. `--trials`,
+    `--random-trials` and `--storage` do not apply: the menu sets the trials."""
+    from tqdm import tqdm
+
+    from imcc.search.mechanisms import menu
+    from imcc.search.sensitivity import measure, search
+
+    store = config.out / SENSITIVITY_JSON
+    evaluator = Evaluator(problem, store=store)
+    offered = menu(problem.target)
+    if len(offered) < 2:
+        raise UserError(
+            f"target {problem.target.name} offers no mechanisms to mix",
+            hint="the sensitivity strategy needs a target such as hybrid",
+        )
+    start = time.perf_counter()
+    known = len(json.loads(store.read_text())) if store.is_file() else 0
+    total = 1 + len(space.layers) * (len(offered) - 1)
+    with tqdm(total=total, disable=not progress, desc="sensitivity", leave=False) as bar:
+        table = measure(evaluator, space, offered, report=lambda _: bar.update())
+    floor = evaluator.reference_accuracy("search") - config.max_accuracy_drop / 100
+    allowed = max(0.0, (table.baseline.accuracy or 0.0) - floor)
+    designs = [table.baseline, *search(evaluator, space, table, allowed)]
+    points = [
+        Point(
+            "sensitivity",
+            index,
+            "search",
+            f"{DEFAULT_PIPELINE},{design.pipeline}",
+            design.metrics,
+            design.accuracy,
+            design.accuracy,
+        )
+        for index, design in enumerate(designs)
+        if design.metrics is not None and design.accuracy is not None
+    ]
+    evaluations = list((evaluator.stored or {}).values())
+    illegal = [e["illegal"] for e in evaluations if e["illegal"]]
+    passes = Counter(reason.split(":")[0] for reason in illegal)
+    counts = TrialCounts(
+        len(evaluations),
+        len(evaluations) - len(illegal),
+        0,
+        len(illegal),
+        0,
+        tuple(passes.most_common()),
+        tuple(dict.fromkeys(illegal))[:3],
+    )
+    found = Found(points, None, counts, len(evaluations) - known, time.perf_counter() - start)
+    return _write(config, problem, evaluator, space, found, budget, str(store), name)
 
 
 def _open(
@@ -488,37 +555,61 @@ def _check(
             pool[pool.index(point)] = checked(point, cache[point.pipeline], floor)
 
 
-def _finish(
+@dataclass(frozen=True)
+class Found:
+    """What a strategy found: its points, the random comparison's (None: none), the trial
+    counts, and the trials this call ran in how many seconds."""
+
+    points: list[Point]
+    random: list[Point] | None
+    counts: TrialCounts
+    run: int
+    seconds: float
+
+
+def _collect(
+    config: SearchConfig, studies: dict[str, optuna.Study], run: int, seconds: float
+) -> Found:
+    """Return what the studies found."""
+    main = [r for r in ("search", "phase2") if r in studies]
+    points = [p for role in main for p in points_of(studies[role])]
+    random = None
+    if config.strategy != "random" and "random" in studies:
+        random = points_of(studies["random"])
+    return Found(points, random, count_trials(studies.values()), run, seconds)
+
+
+def _write(
     config: SearchConfig,
     problem: Problem,
     evaluator: Evaluator,
     space: SearchSpace,
-    studies: dict[str, optuna.Study],
-    limits: Limits,
+    found: Found,
     budget: float | None,
     url: str,
     name: str,
-    run: int,
-    seconds: float,
 ) -> SearchResult:
-    """Collect the points, check the fronts, pick the best, write the outputs."""
+    """Check the fronts of the points (and of the random comparison's), pick the best, write
+    pareto.json, pareto.png and the best program."""
+    points, random, counts, run, seconds = (
+        found.points,
+        found.random,
+        found.counts,
+        found.run,
+        found.seconds,
+    )
     objective = config.objective_name
     reference = evaluator.reference_accuracy("check")
     floor = reference - config.max_accuracy_drop / 100
-    main = [r for r in ("search", "phase2") if r in studies]
-    points = [p for role in main for p in points_of(studies[role])]
     cache: dict[str, float] = {}
     front = _check(points, evaluator, objective, budget, floor, cache)
     random_front = front
-    if config.strategy != "random" and "random" in studies:
-        random_front = _check(
-            points_of(studies["random"]), evaluator, objective, budget, floor, cache
-        )
+    if random is not None:
+        random_front = _check(random, evaluator, objective, budget, floor, cache)
     baseline = _baseline(problem.target, evaluator, floor)
     best = min(
         (p for p in front if p.meets_floor), key=lambda p: p.objective(objective), default=None
     )
-    counts = count_trials(studies.values())
     out = config.out
     replay = None
     if best is not None:

@@ -49,7 +49,8 @@ from imcc.search.storage import (
     heartbeat_period,
 )
 
-STRATEGIES = ("pareto", "xpert", "random")
+STRATEGIES = ("pareto", "xpert", "random", "sensitivity")
+"""`sensitivity` (search/sensitivity.py) runs no optuna study: search/run.py runs it itself."""
 
 PHASE1 = {
     ("select-adc", "per_layer_converter"),

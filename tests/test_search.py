@@ -35,6 +35,16 @@ FAST = ["--limit", "32", "--probe", "16", "--check", "64"]
 COST_KEYS = ("energy_j", "latency_s", "area_mm2", "edap", "tops_per_w", "tops_per_mm2")
 
 
+def _replay(tmp: Path, target: str, pipeline: str) -> dict:
+    """Return the cost report of `imcc compile digits-cnn --passes PIPELINE` (a search's
+    replay command)."""
+    report = tmp / "replay.json"
+    replay = ["compile", "digits-cnn", "--target", target, "--passes", pipeline]
+    code = main([*replay, "--calib", "digits-cnn", "--report", str(report)])
+    assert code == 0
+    return json.loads(report.read_text())
+
+
 def _search(
     tmp: Path, *flags: str, strategy: str = "random", trials: int = 6, target: str = "xpert"
 ) -> dict:
@@ -181,25 +191,7 @@ def test_search_writes_outputs_counts_illegal_and_replays_exactly(tmp_path: Path
     assert [p["edap"] for p in front] == sorted(p["edap"] for p in front)
     best = record["best"]
     assert best is not None and best["meets_floor"]
-    report = tmp_path / "replay.json"
-    assert (
-        main(
-            [
-                "compile",
-                "digits-cnn",
-                "--target",
-                str(target),
-                "--passes",
-                best["pipeline"],
-                "--calib",
-                "digits-cnn",
-                "--report",
-                str(report),
-            ]
-        )
-        == 0
-    )
-    replayed = json.loads(report.read_text())
+    replayed = _replay(tmp_path, str(target), best["pipeline"])
     for key in COST_KEYS:
         assert replayed[key] == best[key], key
 
@@ -461,3 +453,28 @@ def test_limits_area_window() -> None:
     assert window.constraints(at(11.0))[0] == pytest.approx(0.5)  # over the top
     assert window.constraints(at(9.0))[0] == pytest.approx(0.5)  # under the floor
     assert Limits(10.5, None).constraints(at(1.0)) == [-9.5, 0.0]  # a budget, no floor
+
+
+def test_the_sensitivity_strategy_searches_hybrid_resumes_and_replays(tmp_path: Path, capsys):
+    """`--strategy sensitivity` (search/sensitivity.py) on the hybrid target: the usual
+    outputs, its evaluations stored so that a rerun runs none, a best design within the floor
+    below the baseline's EDAP that `imcc compile --passes` replays to the same cost; a target
+    without the mechanisms' options is refused with exit 2."""
+    flags = ["--max-accuracy-drop", "5", "--probe", "32"]
+    first = _search(tmp_path, *flags, strategy="sensitivity", target="hybrid")
+    assert (tmp_path / "sensitivity.json").is_file() and (tmp_path / "best.imcir").is_file()
+    assert not (tmp_path / "search.db").exists()
+    layers = len(first["space"]["layers"])
+    assert first["trials"]["this_run"] >= 1 + layers  # the baseline and every single change
+    best, baseline = first["best"], first["baseline"]
+    assert best["meets_floor"] and best["edap"] < baseline["edap"]
+    again = _search(tmp_path, *flags, strategy="sensitivity", target="hybrid")
+    assert again["trials"]["this_run"] == 0 and again["best"] == best
+    capsys.readouterr()
+    assert _replay(tmp_path, "hybrid", best["pipeline"])["edap"] == pytest.approx(
+        best["edap"], rel=1e-12
+    )
+    refused = ["search", "digits-cnn", "--target", "xpert", "--data", "digits-cnn"]
+    code = main([*refused, "--strategy", "sensitivity", "--out", str(tmp_path / "x")])
+    assert code == 2
+    assert "search space has no assign-input-precision" in capsys.readouterr().err
