@@ -12,9 +12,12 @@ five families of designs:
   speculative 3-3-2 inputs into a 7-bit unit-step SAR);
 - `stox`: StoX-Net's inhomogeneous sampling (an MTJ per column, 16 samples in the first layer
   and 4 in the others, 4-bit input streams), calibrated, not retrained;
-- `xpert`: XPert's choice, per layer a full-scale SAR or Flash ADC of 4-8 bits shared by 8
-  columns, found by the sensitivity search on that family alone;
-- `hybrid`: the sensitivity search (search/sensitivity.py) over the whole menu.
+- `xpert`: XPert's choice, per layer a full-scale SAR or Flash ADC of 4-8 bits, found by the
+  sensitivity search on that family alone, then its column sharing per layer (XPert searches
+  sharing too);
+- `hybrid`: the sensitivity search (search/sensitivity.py) over the whole menu, descending
+  from the baseline and from each paper's design, then its column sharing per layer.
+  RAELLA's, StoX-Net's and ISAAC's designs keep their own sharing (128, 1, 128).
 
 Accuracy is measured bit-accurately on `--samples` validation images (training images
 45,000-49,999, never trained on) for the searches, within `--budget` points of the baseline,
@@ -39,7 +42,14 @@ from imcc.frontend.hw import load_target  # noqa: E402
 from imcc.passes.pipeline import DEFAULT_PIPELINE  # noqa: E402
 from imcc.search.evaluate import Evaluator, Problem  # noqa: E402
 from imcc.search.mechanisms import Mechanism, menu, pipeline  # noqa: E402
-from imcc.search.sensitivity import Measured, Sensitivity, best, measure, search  # noqa: E402
+from imcc.search.sensitivity import (  # noqa: E402
+    Measured,
+    Sensitivity,
+    best,
+    measure,
+    search,
+    tune_sharing,
+)
 from imcc.search.space import build_space  # noqa: E402
 
 MODEL = ROOT / "models" / "resnet20_split.onnx"
@@ -89,14 +99,15 @@ def family_designs(
         "stox": measured([first] + [rest] * (layers - 1)),
     }
     xpert = restricted(table, ("xpert",))
-    designs["xpert"] = best(xpert, search(evaluator, space, xpert, budget), budget)
+    found = best(xpert, search(evaluator, space, xpert, budget), budget)
+    designs["xpert"] = tune_sharing(evaluator, space, xpert, found)  # XPert searches sharing
     # the hybrid's space holds every paper's design: descend from the baseline and from each
     # of them, and keep the best within the budget
     found = list(designs.values())
     for origin in designs.values():
         if origin.accuracy is not None and origin.metrics is not None:
             found += search(evaluator, space, table, budget, origin=origin)
-    designs["hybrid"] = best(table, found, budget)
+    designs["hybrid"] = tune_sharing(evaluator, space, table, best(table, found, budget))
     return designs
 
 

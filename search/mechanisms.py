@@ -68,6 +68,8 @@ OPTIONS = (
 )
 """The per-layer options a mechanism sets, in pipeline order (every mechanism sets all)."""
 SPECULATE = "assign-input-precision.per_layer_speculate"
+CONVERTER = "select-adc.per_layer_converter"
+SHARING = "share-columns.per_layer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,10 @@ class Mechanism:
             raise ValueError(
                 f"mechanism {self.name}: {len(self.entries)} entries, not {len(OPTIONS)}"
             )
+
+    def entry(self, key: str) -> str:
+        """Return the entry this mechanism sets for one of `OPTIONS`."""
+        return self.entries[OPTIONS.index(key)]
 
     def choices(self, layer: int) -> dict[str, str]:
         """Return this mechanism's search choices for crossbar layer `layer`."""
@@ -158,11 +164,14 @@ def menu(target: Target) -> tuple[Mechanism, ...]:
     return tuple(found)
 
 
-def pipeline(space: SearchSpace, chosen: Sequence[Mechanism]) -> str:
+def pipeline(
+    space: SearchSpace, chosen: Sequence[Mechanism], sharing: Sequence[int] | None = None
+) -> str:
     """Return the trial pipeline that maps crossbar layer i with `chosen[i]`: the search
     space's template with every mechanism's entries, Center+Offset centers of `CENTER_BITS`
     and adaptive slicing by `SLICING`; without a speculating layer, no profile-converters
-    (the cost model reads a profile only for speculation)."""
+    (the cost model reads a profile only for speculation). `sharing` overrides the
+    mechanisms' column sharing, one factor per layer."""
     if len(chosen) != len(space.layers):
         raise MappingError(
             f"{len(chosen)} mechanisms for {len(space.layers)} crossbar layers",
@@ -178,8 +187,13 @@ def pipeline(space: SearchSpace, chosen: Sequence[Mechanism]) -> str:
             f"the target's search space has no {missing[0].split('[')[0]}",
             hint="mechanisms need a target that offers every option they set (targets/hybrid.hw)",
         )
-    settings = {"encode-weights": {"center_bits": CENTER_BITS}, "slice-weights": SLICING}
-    speculates = any(m.entries[OPTIONS.index(SPECULATE)] == "true" for m in chosen)
+    settings: dict[str, dict] = {
+        "encode-weights": {"center_bits": CENTER_BITS},
+        "slice-weights": SLICING,
+    }
+    if sharing is not None:
+        settings["share-columns"] = {"per_layer": tuple(sharing)}
+    speculates = any(m.entry(SPECULATE) == "true" for m in chosen)
     passes = [
         dataclasses.replace(p, **settings.get(p.name, {}))
         for p in parse_pipeline(space.pipeline(choices))

@@ -309,13 +309,14 @@ def _sensitivity(
 ) -> SearchResult:
     """The `sensitivity` strategy (search/sensitivity.py): every layer alone under every
     mechanism of the target's menu, then designs composed within the accuracy floor and
-    verified; its evaluations are kept in `--out/sensitivity.json` (a rerun reads them back),
-    and the baseline and every verified design are the search's points. `--trials`,
-    `--random-trials` and `--storage` do not apply: the menu sets the trials."""
+    verified, and the best of them with its column sharing tuned. Its evaluations are kept
+    in `--out/sensitivity.json` (a rerun reads them back); the baseline and every verified
+    design are the search's points. `--trials`, `--random-trials` and `--storage` do not
+    apply: the menu sets the trials."""
     from tqdm import tqdm
 
     from imcc.search.mechanisms import menu
-    from imcc.search.sensitivity import measure, search
+    from imcc.search.sensitivity import best, measure, search, tune_sharing
 
     store = config.out / SENSITIVITY_JSON
     evaluator = Evaluator(problem, store=store)
@@ -333,6 +334,7 @@ def _sensitivity(
     floor = evaluator.reference_accuracy("search") - config.max_accuracy_drop / 100
     allowed = max(0.0, (table.baseline.accuracy or 0.0) - floor)
     designs = [table.baseline, *search(evaluator, space, table, allowed)]
+    designs.append(tune_sharing(evaluator, space, table, best(table, designs, allowed)))
     points = [
         Point(
             "sensitivity",

@@ -25,6 +25,10 @@ per-layer precision descent). So:
    equal parts to every layer the design changed from the origin, as a penalty each later
    composition adds per changed layer, and the design is composed again, at most `ROUNDS`
    times. Every verified design is kept.
+4. **Share** (`tune_sharing`, cost only): column sharing changes no result of a sample-and-hold
+   converter bank, only its cost, so a design's per-layer sharing is chosen last by a
+   coordinate descent of EDAP over each layer's legal factors, re-running only
+   share-columns and place on the compiled design.
 """
 
 from __future__ import annotations
@@ -33,8 +37,13 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from imcc.costmodel import estimate
+from imcc.errors import MappingError
+from imcc.passes.context import Context
+from imcc.passes.manager import PassManager
+from imcc.passes.pipeline import parse_pipeline
 from imcc.search.evaluate import Evaluation, Evaluator, Metrics
-from imcc.search.mechanisms import Mechanism, pipeline
+from imcc.search.mechanisms import CONVERTER, SHARING, Mechanism, pipeline
 from imcc.search.space import SearchSpace
 
 TOLERANCE = 1e-9
@@ -247,3 +256,50 @@ def best(sensitivity: Sensitivity, verified: Sequence[Measured], budget: float) 
         and base.accuracy - v.accuracy <= budget + TOLERANCE
     ]
     return min(within, key=lambda v: v.metrics.edap) if within else base  # type: ignore[union-attr]
+
+
+SHARING_PASSES = 2
+"""Sweeps of the sharing descent over the layers (a second sweep rarely changes anything)."""
+
+
+def tune_sharing(
+    evaluator: Evaluator,
+    space: SearchSpace,
+    sensitivity: Sensitivity,
+    design: Measured,
+) -> Measured:
+    """Return `design` with the per-layer column sharing of lowest EDAP (module docstring,
+    step 4), measured again (its accuracy must not change); the design itself when no
+    sharing beats its own."""
+    target = evaluator.problem.target
+    by_name = {m.name: m for m in sensitivity.menu}
+    chosen = [by_name[n] for n in design.mechanisms]
+    own = [int(m.entry(SHARING)) for m in chosen]
+    sharing = list(own)
+    compiled = evaluator.compile(design.pipeline)
+
+    def edap(factors: list[int]) -> float:
+        spelled = "[" + ",".join(map(str, factors)) + "]"
+        passes = parse_pipeline(f"share-columns{{per_layer={spelled}}},place")
+        try:
+            graph = PassManager(passes).run(compiled, Context(target=target))
+        except MappingError:
+            return math.inf
+        return estimate(graph, target).edap
+
+    best = edap(sharing)
+    for _ in range(SHARING_PASSES):
+        changed = False
+        for layer, mechanism in enumerate(chosen):
+            converter = target.converter(mechanism.entry(CONVERTER))
+            for factor in converter.column_sharing or target.column_sharing:
+                trial = [*sharing[:layer], factor, *sharing[layer + 1 :]]
+                value = edap(trial)
+                if value < best * (1 - 1e-9):
+                    best, sharing, changed = value, trial, True
+        if not changed:
+            break
+    if sharing == own:
+        return design
+    text = pipeline(space, chosen, sharing)
+    return Measured.of(chosen, text, evaluator.evaluate(text))

@@ -28,6 +28,7 @@ from imcc.search.sensitivity import (
     measure,
     predicted,
     search,
+    tune_sharing,
 )
 from imcc.search.space import build_space
 from tests.test_hybrid import inputs, mlp
@@ -201,3 +202,23 @@ def test_predictions_from_a_measured_origin_start_at_its_measured_figures():
     design = compose(table, 0.03, origin=origin)
     assert predicted(table, design, origin=origin)[0] <= 0.03 + 1e-12
     assert predicted(table, design, origin=origin)[1] <= 6.0 * 1.7 * 1.7
+
+
+def test_tuned_sharing_lowers_edap_keeps_accuracy_and_replays():
+    """Column sharing changes no result (sample-and-hold), only the cost: the tuned design has
+    the same accuracy, an EDAP no higher, and its pipeline names the new sharing."""
+    problem = digits_problem()
+    evaluator = Evaluator(problem)
+    space = build_space(problem.graph, hybrid())
+    by_name = {m.name: m for m in menu(hybrid())}
+    small = [by_name[n] for n in ("sar:8b", "flash:5b", "sar_fs:6b")]
+    table = measure(evaluator, space, small, layers=[])
+    chosen = [by_name["flash:5b"], by_name["sar_fs:6b"], by_name["sar:8b"]]
+    text = pipeline(space, chosen)
+    design = Measured.of(chosen, text, evaluator.evaluate(text))
+    tuned = tune_sharing(evaluator, space, table, design)
+    assert tuned.accuracy == design.accuracy
+    assert tuned.metrics.edap <= design.metrics.edap
+    if tuned is not design:
+        assert tuned.pipeline != design.pipeline and tuned.metrics.edap < design.metrics.edap
+        assert "share-columns{factor=0 per_layer=[8,8,128]}" not in tuned.pipeline
