@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,14 +39,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from imcc.frontend.datasets import Dataset  # noqa: E402
 from imcc.frontend.hw import load_target  # noqa: E402
 from imcc.passes.pipeline import DEFAULT_PIPELINE  # noqa: E402
 from imcc.search.evaluate import Evaluator, Problem  # noqa: E402
-from imcc.search.mechanisms import Mechanism, menu, pipeline  # noqa: E402
+from imcc.search.mechanisms import menu  # noqa: E402
 from imcc.search.sensitivity import (  # noqa: E402
     Measured,
     Sensitivity,
     best,
+    evaluated,
     measure,
     search,
     tune_sharing,
@@ -61,13 +64,6 @@ STOX_SAMPLES = (16, 4)
 """StoX-Net's inhomogeneous sampling: 16 samples in the first layer, 4 in the others."""
 RAELLA = "sar:7b+co+spec"
 """RAELLA's recipe as a hybrid mechanism (its 7-bit ADCs)."""
-
-
-def training_set() -> Path:
-    """Return the CIFAR-10 training set the benchmark reads by default."""
-    from tests.onnx_models import CIFAR10_TRAIN
-
-    return CIFAR10_TRAIN
 
 
 def restricted(table: Sensitivity, families: Sequence[str]) -> Sensitivity:
@@ -86,17 +82,12 @@ def family_designs(
     """Return each family's design (module docstring), measured on the validation subset."""
     by_name = {m.name: m for m in table.menu}
     layers = len(space.layers)
-
-    def measured(chosen: Sequence[Mechanism]) -> Measured:
-        text = pipeline(space, chosen)
-        return Measured.of(chosen, text, evaluator.evaluate(text))
-
     mtj = [m for m in table.menu if m.family == "stox"]
     first, rest = (next(m for m in mtj if m.name.endswith(f":{count}x")) for count in STOX_SAMPLES)
     designs = {
         "isaac": table.baseline,
-        "raella": measured([by_name[RAELLA]] * layers),
-        "stox": measured([first] + [rest] * (layers - 1)),
+        "raella": evaluated(evaluator, space, [by_name[RAELLA]] * layers),
+        "stox": evaluated(evaluator, space, [first] + [rest] * (layers - 1)),
     }
     xpert = restricted(table, ("xpert",))
     found = best(xpert, search(evaluator, space, xpert, budget), budget)
@@ -111,13 +102,12 @@ def family_designs(
     return designs
 
 
-def test_accuracy(program_pipeline: str, data: str, limit: int, problem: Problem) -> float:
-    """Return a design's bit-accurate accuracy on the first `limit` images of `data`."""
-    from imcc.frontend.datasets import load_dataset
+def test_accuracy(evaluator: Evaluator, program_pipeline: str, data: Dataset) -> float:
+    """Return a design's bit-accurate accuracy on a test data set."""
     from imcc.simulation import simulate
 
-    graph = Evaluator(problem).compile(program_pipeline)
-    return simulate(graph, problem.target, load_dataset(data, limit), progress=True).accuracy
+    graph = evaluator.compile(program_pipeline)
+    return simulate(graph, evaluator.problem.target, data, progress=True).accuracy
 
 
 def hybrid(
@@ -136,7 +126,8 @@ def hybrid(
     restricts the menu (names; the baseline, RAELLA's and StoX-Net's must stay)."""
     from tqdm import tqdm
 
-    from tests.onnx_models import CIFAR10_IMAGES
+    from imcc.frontend.datasets import load_dataset
+    from tests.onnx_models import CIFAR10_IMAGES, CIFAR10_TRAIN
 
     if not model.is_file():
         raise SystemExit(
@@ -145,7 +136,7 @@ def hybrid(
             f"--state runs/resnet20/state.pt --out models/{MODEL.name}"
         )
     target = load_target(TARGET)
-    validation = validation or f"cifar10:{training_set()},from=45000"
+    validation = validation or f"cifar10:{CIFAR10_TRAIN},from=45000"
     test = test or f"cifar10:{CIFAR10_IMAGES}"
     problem = Problem.load(
         model,
@@ -161,9 +152,11 @@ def hybrid(
     total = 1 + len(space.layers) * (len(offered) - 1)
     with tqdm(total=total, desc="sensitivity") as bar:
         table = measure(evaluator, space, offered, report=lambda _: bar.update())
+    family_of = {m.name: m.family for m in offered}
     budget = budget_points / 100
     designs = family_designs(evaluator, space, table, budget)
     base = designs["isaac"].metrics
+    test_data = load_dataset(test, limit) if limit else None
     rows = []
     for family in FAMILIES:
         design = designs[family]
@@ -177,7 +170,9 @@ def hybrid(
                 "metrics": None if metrics is None else metrics.to_dict(),
                 "edap_vs_isaac": None if metrics is None else base.edap / metrics.edap,
                 "validation": design.accuracy,
-                "test": test_accuracy(design.pipeline, test, limit, problem) if limit else None,
+                "test": None
+                if test_data is None
+                else test_accuracy(evaluator, design.pipeline, test_data),
             }
         )
     layers = [
@@ -192,17 +187,14 @@ def hybrid(
         "model": model.name,
         "target": TARGET,
         "validation_samples": samples,
-        "validation": validation.split(":", 1)[0]
-        + (",from=45000" if "from=" in validation else ""),
+        "validation": _label(validation),
         "test_images": limit,
         "budget_points": budget_points,
         "families": rows,
         "layers": layers,
         "points": [
-            {"family": m.family, "mechanism": name, "layer": layer, **_point(found)}
+            {"family": family_of[name], "mechanism": name, "layer": layer, **_point(found)}
             for (layer, name), found in table.single.items()
-            for m in offered
-            if m.name == name
         ],
     }
     plot(result, out / "pareto.png")
@@ -295,10 +287,7 @@ def markdown(result: dict) -> str:
     ]
     for row in result["families"]:
         m = row["metrics"]
-        counts: dict[str, int] = {}
-        for name in row["mechanisms"]:
-            counts[name] = counts.get(name, 0) + 1
-        mix = ", ".join(f"{n} x{c}" for n, c in counts.items())
+        mix = ", ".join(f"{n} x{c}" for n, c in Counter(row["mechanisms"]).items())
         cost = (
             f"{m['energy_j'] * 1e6:.2f} uJ | {m['latency_s'] * 1e6:.1f} us | "
             f"{m['area_mm2']:.3f} mm2 | {m['edap']:.3e} | {row['edap_vs_isaac']:.2f}"

@@ -228,18 +228,25 @@ class Evaluator:
         trials come back with their reason."""
         if self.store is None:
             return self._evaluate(pipeline, accuracy, floor, only)
-        if self.stored is None:
-            self.stored = json.loads(self.store.read_text()) if self.store.is_file() else {}
+        stored = self.stored_evaluations()
         key = f"{len(self.problem.search_data.images)}|{accuracy}|{floor}|{only}|{pipeline}"
-        if key not in self.stored:
-            self.stored[key] = asdict(self._evaluate(pipeline, accuracy, floor, only))
+        if key not in stored:
+            stored[key] = asdict(self._evaluate(pipeline, accuracy, floor, only))
             self.store.parent.mkdir(parents=True, exist_ok=True)
             partial = self.store.with_suffix(".partial")
-            partial.write_text(json.dumps(self.stored) + "\n")
+            partial.write_text(json.dumps(stored) + "\n")
             partial.replace(self.store)  # a stop mid-write leaves the previous file
-        saved = dict(self.stored[key])
+        saved = dict(stored[key])
         metrics = saved.pop("metrics")
         return Evaluation(Metrics(**metrics) if metrics else None, **saved)
+
+    def stored_evaluations(self) -> dict[str, dict]:
+        """Return the evaluations kept in `store`, keyed as `evaluate` keys them (the file is
+        read once; empty without a store)."""
+        if self.stored is None:
+            found = self.store is not None and self.store.is_file()
+            self.stored = json.loads(self.store.read_text()) if found else {}  # type: ignore[union-attr]
+        return self.stored
 
     def _evaluate(
         self, pipeline: str, accuracy: bool, floor: float | None, only: int | None

@@ -8,7 +8,6 @@ write pareto.json, pareto.png and the best program.
 
 from __future__ import annotations
 
-import json
 import shlex
 import time
 from collections import Counter
@@ -327,7 +326,7 @@ def _sensitivity(
             hint="the sensitivity strategy needs a target such as hybrid",
         )
     start = time.perf_counter()
-    known = len(json.loads(store.read_text())) if store.is_file() else 0
+    known = len(evaluator.stored_evaluations())
     total = 1 + len(space.layers) * (len(offered) - 1)
     with tqdm(total=total, disable=not progress, desc="sensitivity", leave=False) as bar:
         table = measure(evaluator, space, offered, report=lambda _: bar.update())
@@ -348,7 +347,7 @@ def _sensitivity(
         for index, design in enumerate(designs)
         if design.metrics is not None and design.accuracy is not None
     ]
-    evaluations = list((evaluator.stored or {}).values())
+    evaluations = list(evaluator.stored_evaluations().values())
     illegal = [e["illegal"] for e in evaluations if e["illegal"]]
     passes = Counter(reason.split(":")[0] for reason in illegal)
     counts = TrialCounts(
@@ -593,21 +592,14 @@ def _write(
 ) -> SearchResult:
     """Check the fronts of the points (and of the random comparison's), pick the best, write
     pareto.json, pareto.png and the best program."""
-    points, random, counts, run, seconds = (
-        found.points,
-        found.random,
-        found.counts,
-        found.run,
-        found.seconds,
-    )
     objective = config.objective_name
     reference = evaluator.reference_accuracy("check")
     floor = reference - config.max_accuracy_drop / 100
     cache: dict[str, float] = {}
-    front = _check(points, evaluator, objective, budget, floor, cache)
+    front = _check(found.points, evaluator, objective, budget, floor, cache)
     random_front = front
-    if random is not None:
-        random_front = _check(random, evaluator, objective, budget, floor, cache)
+    if found.random is not None:
+        random_front = _check(found.random, evaluator, objective, budget, floor, cache)
     baseline = _baseline(problem.target, evaluator, floor)
     best = min(
         (p for p in front if p.meets_floor), key=lambda p: p.objective(objective), default=None
@@ -639,7 +631,8 @@ def _write(
                 "report.json",
             ]
         )
-    rate = run / seconds if seconds > 0 else 0.0
+    counts, run = found.counts, found.run
+    rate = run / found.seconds if found.seconds > 0 else 0.0
     record: dict[str, Any] = {
         "model": config.model,
         "target": config.target,
@@ -675,7 +668,9 @@ def _write(
     }
     write_json(out / PARETO_JSON, record)
     title = f"{config.model} on {config.target}: {config.strategy} ({counts.finished} trials)"
-    plot(out / PARETO_PNG, objective, points, front, random_front, baseline, best, floor, title)
+    plot(
+        out / PARETO_PNG, objective, found.points, front, random_front, baseline, best, floor, title
+    )
     summary = format_summary(record, front, baseline, best, objective)
     return SearchResult(
         config,
@@ -689,7 +684,7 @@ def _write(
         floor,
         budget,
         run,
-        seconds,
+        found.seconds,
         record,
         summary,
     )

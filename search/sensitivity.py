@@ -77,6 +77,20 @@ class Measured:
         )
 
 
+def evaluated(
+    evaluator: Evaluator,
+    space: SearchSpace,
+    chosen: Sequence[Mechanism],
+    *,
+    sharing: Sequence[int] | None = None,
+    only: int | None = None,
+) -> Measured:
+    """Compile, price and simulate the design `chosen` (mechanisms.pipeline, `sharing`
+    overriding theirs; `only`: Evaluator.evaluate's) and record it."""
+    text = pipeline(space, chosen, sharing)
+    return Measured.of(chosen, text, evaluator.evaluate(text, only=only))
+
+
 @dataclass
 class Sensitivity:
     """The baseline and, per (layer, mechanism name), the design changing that layer alone."""
@@ -126,15 +140,13 @@ def measure(
     evaluator's search subset; `report` sees each design as it is measured."""
     menu = tuple(menu)
     base = [menu[0]] * len(space.layers)
-    text = pipeline(space, base)
-    result = Sensitivity(menu, Measured.of(base, text, evaluator.evaluate(text)))
+    result = Sensitivity(menu, evaluated(evaluator, space, base))
     if report is not None:
         report(result.baseline)
     for layer in range(len(space.layers)) if layers is None else layers:
         for mechanism in menu[1:]:
             chosen = [*base[:layer], mechanism, *base[layer + 1 :]]
-            text = pipeline(space, chosen)
-            measured = Measured.of(chosen, text, evaluator.evaluate(text, only=layer))
+            measured = evaluated(evaluator, space, chosen, only=layer)
             result.single[(layer, mechanism.name)] = measured
             if report is not None:
                 report(measured)
@@ -226,9 +238,7 @@ def search(
         names = compose(sensitivity, budget, penalty, origin)
         if names == origin.mechanisms or any(v.mechanisms == names for v in verified):
             break
-        chosen = [by_name[n] for n in names]
-        text = pipeline(space, chosen)
-        measured = Measured.of(chosen, text, evaluator.evaluate(text))
+        measured = evaluated(evaluator, space, [by_name[n] for n in names])
         verified.append(measured)
         if report is not None:
             report(measured)
@@ -301,5 +311,4 @@ def tune_sharing(
             break
     if sharing == own:
         return design
-    text = pipeline(space, chosen, sharing)
-    return Measured.of(chosen, text, evaluator.evaluate(text))
+    return evaluated(evaluator, space, chosen, sharing=sharing)
