@@ -43,6 +43,7 @@ from imcc.frontend.datasets import Dataset  # noqa: E402
 from imcc.frontend.hw import load_target  # noqa: E402
 from imcc.passes.pipeline import DEFAULT_PIPELINE  # noqa: E402
 from imcc.search.evaluate import Evaluator, Problem  # noqa: E402
+from imcc.search.evaluations import JsonStore  # noqa: E402
 from imcc.search.mechanisms import menu  # noqa: E402
 from imcc.search.sensitivity import (  # noqa: E402
     Measured,
@@ -146,7 +147,7 @@ def hybrid(
         probe_samples=samples,
         check_samples=samples,
     )
-    evaluator = Evaluator(problem, store=out / "evaluations.json")
+    evaluator = Evaluator(problem, store=JsonStore(out / "evaluations.json"))
     space = build_space(problem.graph, target)
     offered = tuple(m for m in menu(target) if mechanisms is None or m.name in mechanisms)
     total = 1 + len(space.layers) * (len(offered) - 1)

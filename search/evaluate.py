@@ -12,8 +12,8 @@ the rest of the subset. The probe's largest per-layer relative error is kept as 
 
 from __future__ import annotations
 
-import json
 import math
+import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,11 +31,15 @@ from imcc.ir.rebatch import rebatch
 from imcc.passes.base import Pass
 from imcc.passes.layers import crossbar_layers
 from imcc.passes.pipeline import print_pipeline
+from imcc.search.evaluations import EvaluationStore
 from imcc.simulation import SimulationReport, classes_of, simulate
 from imcc.target import Target
 
 SIMULATION_SEED = 0
 """Seed of the converters' draws in every accuracy measurement (MTJ sampling)."""
+
+WAIT_PERIOD = 1.0
+"""Seconds between two looks at an evaluation another worker is running."""
 
 SIMULATION_BATCH = 64
 """Samples simulated at once; larger subsets are cut to whole batches."""
@@ -151,17 +155,18 @@ class Problem:
 class Evaluator:
     """Compiles, prices and simulates trial pipelines of one problem, caching the costs.
 
-    With `store` (a JSON file), every evaluation is also kept there, keyed by the accuracy
-    subset's size, `only` and the pipeline, and read back instead of being run again: a long
-    measurement that stops resumes where it stopped."""
+    With `store` (search/evaluations.py: a JSON file, or a database several workers share),
+    every evaluation is also kept there, keyed by the accuracy subset's size, the floor, `only`
+    and the pipeline, and read back instead of being run again: a long measurement that stops
+    resumes where it stopped, and workers sharing the store divide its evaluations."""
 
     problem: Problem
     costs: dict[str, Metrics] = field(default_factory=dict)
     reference: dict[str, float] = field(default_factory=dict)
     cached_prefixes: int = 8
     prefixes: OrderedDict[str, Graph] = field(default_factory=OrderedDict)
-    store: Path | None = None
-    stored: dict[str, dict] | None = None
+    store: EvaluationStore | None = None
+    ran: int = 0  # evaluations this evaluator ran (not read back from `store`)
 
     def reference_accuracy(self, subset: str) -> float:
         """Return the float model's accuracy on the `search` or `check` subset (cached)."""
@@ -221,32 +226,36 @@ class Evaluator:
         accuracy: bool = True,
         floor: float | None = None,
         only: int | None = None,
-    ) -> Evaluation:
+        wait: bool = True,
+    ) -> Evaluation | None:
         """Compile and price a trial; with `accuracy`, probe and then measure it, pruning
         when the probe rules out `floor`; with `only` (a crossbar layer's index), the accuracy
         is the network's with that layer's converters and every other layer exact. Illegal
-        trials come back with their reason."""
+        trials come back with their reason. With a `store` the evaluation is read back when
+        stored; one another worker is running comes back as None without `wait`, and is
+        waited for (or taken over, search/evaluations.py) with it."""
         if self.store is None:
+            self.ran += 1
             return self._evaluate(pipeline, accuracy, floor, only)
-        stored = self.stored_evaluations()
         key = f"{len(self.problem.search_data.images)}|{accuracy}|{floor}|{only}|{pipeline}"
-        if key not in stored:
-            stored[key] = asdict(self._evaluate(pipeline, accuracy, floor, only))
-            self.store.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.store.with_suffix(".partial")
-            partial.write_text(json.dumps(stored) + "\n")
-            partial.replace(self.store)  # a stop mid-write leaves the previous file
-        saved = dict(stored[key])
+        while (saved := self.store.get(key)) is None:
+            with self.store.claim(key) as held:
+                if held:
+                    self.ran += 1
+                    saved = asdict(self._evaluate(pipeline, accuracy, floor, only))
+                    self.store.put(key, saved)
+                    break
+            if not wait:
+                return None
+            time.sleep(WAIT_PERIOD)
+        saved = dict(saved)
         metrics = saved.pop("metrics")
         return Evaluation(Metrics(**metrics) if metrics else None, **saved)
 
     def stored_evaluations(self) -> dict[str, dict]:
-        """Return the evaluations kept in `store`, keyed as `evaluate` keys them (the file is
-        read once; empty without a store)."""
-        if self.stored is None:
-            found = self.store is not None and self.store.is_file()
-            self.stored = json.loads(self.store.read_text()) if found else {}  # type: ignore[union-attr]
-        return self.stored
+        """Return the evaluations kept in `store`, keyed as `evaluate` keys them (empty
+        without a store)."""
+        return {} if self.store is None else self.store.all()
 
     def _evaluate(
         self, pipeline: str, accuracy: bool, floor: float | None, only: int | None

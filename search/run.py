@@ -26,6 +26,7 @@ from imcc.examples import resolve_model
 from imcc.ir.io import save_program
 from imcc.passes.pipeline import DEFAULT_PIPELINE
 from imcc.search.evaluate import OBJECTIVES, Evaluator, Problem
+from imcc.search.evaluations import EvaluationStore
 from imcc.search.family import Candidate, ProxyBudget, parse_family
 from imcc.search.network import choose_network
 from imcc.search.outputs import (
@@ -309,58 +310,87 @@ def _sensitivity(
     """The `sensitivity` strategy (search/sensitivity.py): every layer alone under every
     mechanism of the target's menu, then designs composed within the accuracy floor and
     verified, and the best of them with its column sharing tuned. Its evaluations are kept
-    in `--out/sensitivity.json` (a rerun reads them back); the baseline and every verified
-    design are the search's points. `--trials`, `--random-trials` and `--storage` do not
-    apply: the menu sets the trials."""
+    in `--out/sensitivity.json`, or with `--storage` in that database, where several workers
+    running the same command divide them (search/evaluations.py); a rerun reads them back.
+    The baseline and every verified design are the search's points. `--trials` and
+    `--random-trials` do not apply: the menu sets the trials."""
     from tqdm import tqdm
 
     from imcc.search.mechanisms import menu
     from imcc.search.sensitivity import best, measure, search, tune_sharing
 
-    store = config.out / SENSITIVITY_JSON
-    evaluator = Evaluator(problem, store=store)
     offered = menu(problem.target)
     if len(offered) < 2:
         raise UserError(
             f"target {problem.target.name} offers no mechanisms to mix",
             hint="the sensitivity strategy needs a target such as hybrid",
         )
-    start = time.perf_counter()
-    known = len(evaluator.stored_evaluations())
-    total = 1 + len(space.layers) * (len(offered) - 1)
-    with tqdm(total=total, disable=not progress, desc="sensitivity", leave=False) as bar:
-        table = measure(evaluator, space, offered, report=lambda _: bar.update())
-    floor = evaluator.reference_accuracy("search") - config.max_accuracy_drop / 100
-    allowed = max(0.0, (table.baseline.accuracy or 0.0) - floor)
-    designs = [table.baseline, *search(evaluator, space, table, allowed)]
-    designs.append(tune_sharing(evaluator, space, table, best(table, designs, allowed)))
-    points = [
-        Point(
-            "sensitivity",
-            index,
-            "search",
-            f"{DEFAULT_PIPELINE},{design.pipeline}",
-            design.metrics,
-            design.accuracy,
-            design.accuracy,
+    with _evaluation_store(config, problem, name) as store:
+        evaluator = Evaluator(problem, store=store)
+        start = time.perf_counter()
+        total = 1 + len(space.layers) * (len(offered) - 1)
+        with tqdm(total=total, disable=not progress, desc="sensitivity", leave=False) as bar:
+            table = measure(evaluator, space, offered, report=lambda _: bar.update())
+        floor = evaluator.reference_accuracy("search") - config.max_accuracy_drop / 100
+        allowed = max(0.0, (table.baseline.accuracy or 0.0) - floor)
+        designs = [table.baseline, *search(evaluator, space, table, allowed)]
+        designs.append(tune_sharing(evaluator, space, table, best(table, designs, allowed)))
+        points = [
+            Point(
+                "sensitivity",
+                index,
+                "search",
+                f"{DEFAULT_PIPELINE},{design.pipeline}",
+                design.metrics,
+                design.accuracy,
+                design.accuracy,
+            )
+            for index, design in enumerate(designs)
+            if design.metrics is not None and design.accuracy is not None
+        ]
+        evaluations = list(evaluator.stored_evaluations().values())
+        illegal = [e["illegal"] for e in evaluations if e["illegal"]]
+        passes = Counter(reason.split(":")[0] for reason in illegal)
+        counts = TrialCounts(
+            len(evaluations),
+            len(evaluations) - len(illegal),
+            0,
+            len(illegal),
+            0,
+            tuple(passes.most_common()),
+            tuple(dict.fromkeys(illegal))[:3],
         )
-        for index, design in enumerate(designs)
-        if design.metrics is not None and design.accuracy is not None
-    ]
-    evaluations = list(evaluator.stored_evaluations().values())
-    illegal = [e["illegal"] for e in evaluations if e["illegal"]]
-    passes = Counter(reason.split(":")[0] for reason in illegal)
-    counts = TrialCounts(
-        len(evaluations),
-        len(evaluations) - len(illegal),
-        0,
-        len(illegal),
-        0,
-        tuple(passes.most_common()),
-        tuple(dict.fromkeys(illegal))[:3],
-    )
-    found = Found(points, None, counts, len(evaluations) - known, time.perf_counter() - start)
-    return _write(config, problem, evaluator, space, found, budget, str(store), name)
+        found = Found(points, None, counts, evaluator.ran, time.perf_counter() - start)
+        return _write(config, problem, evaluator, space, found, budget, store.label, name)
+
+
+@contextmanager
+def _evaluation_store(
+    config: SearchConfig, problem: Problem, name: str
+) -> Iterator[EvaluationStore]:
+    """Open where the sensitivity strategy keeps its evaluations: `--out/sensitivity.json`,
+    or with `--storage` a table of that database under the study `name`, recorded with what
+    decides an evaluation's result (search/evaluations.py); close it when the block ends."""
+    from imcc.search.evaluations import JsonStore, SqlStore
+
+    if config.storage is None:
+        store: EvaluationStore = JsonStore(config.out / SENSITIVITY_JSON)
+    else:
+        identity = {
+            "model": problem.model.name,
+            "target": problem.target.name,
+            "data": config.data,
+            "search_samples": len(problem.search_data.images),
+            "probe_samples": problem.probe,
+            "calibration_samples": CALIBRATION_SAMPLES,
+        }
+        store = SqlStore(config.storage, name, identity, config.heartbeat)
+    try:
+        yield store
+    except STORAGE_ERRORS as exc:  # the database failed under the search
+        raise storage_failure(config.storage or store.label, exc) from None
+    finally:
+        store.close()
 
 
 def _open(

@@ -137,19 +137,31 @@ def measure(
     report: Callable[[Measured], None] | None = None,
 ) -> Sensitivity:
     """Measure the baseline and every single-layer change (module docstring, step 1) on the
-    evaluator's search subset; `report` sees each design as it is measured."""
+    evaluator's search subset; `report` sees each design as it is measured. Workers sharing
+    the evaluator's store divide the designs: each first runs those no other is running, then
+    waits for (or takes over) the rest."""
     menu = tuple(menu)
     base = [menu[0]] * len(space.layers)
-    result = Sensitivity(menu, evaluated(evaluator, space, base))
-    if report is not None:
-        report(result.baseline)
-    for layer in range(len(space.layers)) if layers is None else layers:
-        for mechanism in menu[1:]:
-            chosen = [*base[:layer], mechanism, *base[layer + 1 :]]
-            measured = evaluated(evaluator, space, chosen, only=layer)
-            result.single[(layer, mechanism.name)] = measured
+    designs = [(None, base)] + [
+        (layer, [*base[:layer], mechanism, *base[layer + 1 :]])
+        for layer in (range(len(space.layers)) if layers is None else layers)
+        for mechanism in menu[1:]
+    ]
+    done: dict[int, Measured] = {}
+    for wait in (False, True):
+        for index, (layer, chosen) in enumerate(designs):
+            if index in done:
+                continue
+            text = pipeline(space, chosen)
+            evaluation = evaluator.evaluate(text, only=layer, wait=wait)
+            if evaluation is None:
+                continue  # another worker runs it: come back for it
+            done[index] = Measured.of(chosen, text, evaluation)
             if report is not None:
-                report(measured)
+                report(done[index])
+    result = Sensitivity(menu, done[0])
+    for index, (layer, chosen) in enumerate(designs[1:], 1):
+        result.single[(layer, chosen[layer].name)] = done[index]  # type: ignore[index]
     return result
 
 

@@ -1,0 +1,305 @@
+"""Where the evaluations of a search that names its own trials are kept (the `sensitivity`
+strategy: its designs are fixed by the menu, not drawn by a sampler).
+
+An evaluation is keyed by what decides its result (`Evaluator.evaluate`: the accuracy subset's
+size, the floor, the single layer and the pipeline) and is deterministic, so it is run once and
+read back ever after. Two stores:
+
+- `JsonStore`: a JSON file in `--out` (one process; the file is rewritten whole after each
+  evaluation, through a temporary file, so a stop mid-write keeps the previous one).
+- `SqlStore`: a table in any SQLAlchemy database (`--storage`: SQLite, or a PostgreSQL server
+  that several workers on several machines share). A worker *claims* an evaluation before
+  running it: the claim is a row inserted under the evaluation's key, which the database's
+  primary key gives to one worker only; the others skip it and take the next one, and come
+  back for it at the end (`Evaluator.evaluate(wait=True)`). While it runs, its worker records a
+  heartbeat in the row every `heartbeat` seconds; a claim silent for three periods belongs to
+  a killed worker (or a lost machine) and the next worker to look takes it over. A worker that
+  stops (Ctrl-C) gives its running claim back. A study's identity (model, target, data,
+  subsets) is recorded when it is created: a search with other settings under the same study
+  name is refused, as for the trial studies (storage.open_study).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from imcc.errors import UserError
+from imcc.search.storage import (
+    HEARTBEAT,
+    STORAGE_ERRORS,
+    check_storage,
+    open_storage,
+    redact,
+    storage_failure,
+)
+
+STALE_BEATS = 3
+"""Missed heartbeats after which a claim is taken over (as for trials, storage.py)."""
+TABLE = "imcc_evaluations"
+STUDIES = "imcc_evaluation_studies"
+
+
+class JsonStore:
+    """Evaluations in a JSON file, for one process (module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._held: dict[str, dict] | None = None
+
+    @property
+    def label(self) -> str:
+        """Where the evaluations are, for pareto.json."""
+        return str(self.path)
+
+    def all(self) -> dict[str, dict]:
+        """Return every stored evaluation by key (the file is read once)."""
+        if self._held is None:
+            found = self.path.is_file()
+            self._held = json.loads(self.path.read_text()) if found else {}
+        return self._held
+
+    def get(self, key: str) -> dict | None:
+        """Return the evaluation stored under `key`, or None."""
+        return self.all().get(key)
+
+    @contextmanager
+    def claim(self, key: str) -> Iterator[bool]:
+        """One process: an evaluation not stored is always this one's to run."""
+        yield True
+
+    def put(self, key: str, result: dict) -> None:
+        """Store an evaluation."""
+        held = self.all()
+        held[key] = result
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".partial")
+        partial.write_text(json.dumps(held) + "\n")
+        partial.replace(self.path)  # a stop mid-write leaves the previous file
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def worker_name() -> str:
+    """Return this process's name in the claims it makes: host and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def digest(key: str) -> str:
+    """Return the primary key of an evaluation key (pipelines outgrow index entries)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class SqlStore:
+    """Evaluations in a database table that several workers share (module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        study: str,
+        identity: Mapping[str, object],
+        heartbeat: float = HEARTBEAT,
+        worker: str | None = None,
+    ) -> None:
+        from sqlalchemy import (
+            Column,
+            Float,
+            MetaData,
+            String,
+            Table,
+            Text,
+            create_engine,
+        )
+
+        # the database is a search's: optuna's tables beside this one, a SQLite file checked
+        # and backed up, an unreachable server or a missing driver refused (storage.py)
+        open_storage(url, heartbeat).engine.dispose()
+        database = check_storage(url)
+        self.url, self.study, self.heartbeat = url, study, heartbeat
+        self.worker = worker or worker_name()
+        metadata = MetaData()
+        self.table = Table(
+            TABLE,
+            metadata,
+            Column("study", String(256), primary_key=True),
+            Column("digest", String(64), primary_key=True),
+            Column("key", Text, nullable=False),
+            Column("worker", String(256), nullable=False),
+            Column("heartbeat", Float, nullable=False),
+            Column("result", Text),
+        )
+        self.studies = Table(
+            STUDIES,
+            metadata,
+            Column("study", String(256), primary_key=True),
+            Column("identity", Text, nullable=False),
+        )
+        kwargs = {"connect_args": {"timeout": 60}} if database is not None else {}
+        try:
+            self.engine = create_engine(url, **kwargs)
+            metadata.create_all(self.engine)
+            self._check_identity(dict(identity))
+        except ImportError as exc:
+            raise UserError(
+                f"--storage: the driver of {redact(url)} is not installed ({exc.name})",
+                hint="pip install the driver, e.g. psycopg2-binary",
+            ) from None
+        except STORAGE_ERRORS as exc:
+            raise storage_failure(url, exc) from None
+
+    @property
+    def label(self) -> str:
+        """Where the evaluations are, for pareto.json (no password)."""
+        return f"{redact(self.url)} ({TABLE}, study {self.study})"
+
+    def _check_identity(self, identity: dict) -> None:
+        from sqlalchemy import select
+        from sqlalchemy.exc import IntegrityError
+
+        text = json.dumps(identity, sort_keys=True)
+        try:
+            with self.engine.begin() as db:
+                db.execute(self.studies.insert().values(study=self.study, identity=text))
+            return
+        except IntegrityError:
+            pass  # the study exists: it must be this search's
+        with self.engine.connect() as db:
+            recorded = db.execute(
+                select(self.studies.c.identity).where(self.studies.c.study == self.study)
+            ).scalar_one()
+        before = json.loads(recorded)
+        keys = sorted(set(before) | set(identity))
+        differs = [k for k in keys if before.get(k) != identity.get(k)]
+        if differs:
+            what = ", ".join(f"{k}={before.get(k)!r} (now {identity.get(k)!r})" for k in differs)
+            raise UserError(
+                f"study '{self.study}' in this storage was created for another search: {what}",
+                hint="give another --study, or the same flags as before",
+            )
+
+    def all(self) -> dict[str, dict]:
+        """Return every finished evaluation of the study by key."""
+        from sqlalchemy import select
+
+        t = self.table
+        with self.engine.connect() as db:
+            rows = db.execute(
+                select(t.c.key, t.c.result).where(t.c.study == self.study, t.c.result.isnot(None))
+            ).all()
+        return {key: json.loads(result) for key, result in rows}
+
+    def get(self, key: str) -> dict | None:
+        """Return the evaluation stored under `key`, or None (not run, or running)."""
+        from sqlalchemy import select
+
+        t = self.table
+        with self.engine.connect() as db:
+            result = db.execute(
+                select(t.c.result).where(t.c.study == self.study, t.c.digest == digest(key))
+            ).scalar_one_or_none()
+        return None if result is None else json.loads(result)
+
+    def _take(self, key: str) -> bool:
+        """Claim `key` for this worker: insert its row, or take over a stale claim."""
+        from sqlalchemy import update
+        from sqlalchemy.exc import IntegrityError
+
+        t, now = self.table, time.time()
+        row = {"study": self.study, "digest": digest(key), "key": key}
+        try:
+            with self.engine.begin() as db:
+                db.execute(t.insert().values(**row, worker=self.worker, heartbeat=now))
+            return True
+        except IntegrityError:
+            pass
+        stale = now - STALE_BEATS * self.heartbeat
+        with self.engine.begin() as db:
+            taken = db.execute(
+                update(t)
+                .where(
+                    t.c.study == self.study,
+                    t.c.digest == row["digest"],
+                    t.c.result.is_(None),
+                    t.c.heartbeat < stale,
+                )
+                .values(worker=self.worker, heartbeat=now)
+            )
+        return taken.rowcount == 1
+
+    def _mine(self, key: str):
+        """The where-clause of this worker's open claim on `key`."""
+        t = self.table
+        return (
+            (t.c.study == self.study)
+            & (t.c.digest == digest(key))
+            & (t.c.worker == self.worker)
+            & t.c.result.is_(None)
+        )
+
+    @contextmanager
+    def claim(self, key: str) -> Iterator[bool]:
+        """Claim `key`; yield whether this worker holds it, beating its heartbeat meanwhile.
+        A claim the block leaves without `put` (an error, Ctrl-C) is given back."""
+        from sqlalchemy import delete, update
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            held = self._take(key)
+        except STORAGE_ERRORS as exc:
+            raise storage_failure(self.url, exc) from None
+        if not held:
+            yield False
+            return
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.heartbeat):
+                try:
+                    with self.engine.begin() as db:
+                        db.execute(
+                            update(self.table).where(self._mine(key)).values(heartbeat=time.time())
+                        )
+                except SQLAlchemyError:
+                    pass  # one missed beat; the claim goes stale only after three
+
+        thread = threading.Thread(target=beat, name="evaluation-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield True
+        finally:
+            stop.set()
+            thread.join()
+            try:
+                with self.engine.begin() as db:  # no-op once put: the result is set
+                    db.execute(delete(self.table).where(self._mine(key)))
+            except SQLAlchemyError:
+                pass  # it goes stale instead
+
+    def put(self, key: str, result: dict) -> None:
+        """Store the evaluation of a claim this worker holds."""
+        from sqlalchemy import update
+
+        try:
+            with self.engine.begin() as db:
+                db.execute(
+                    update(self.table)
+                    .where(self._mine(key))
+                    .values(result=json.dumps(result), heartbeat=time.time())
+                )
+        except STORAGE_ERRORS as exc:
+            raise storage_failure(self.url, exc) from None
+
+    def close(self) -> None:
+        """Close the database connections."""
+        self.engine.dispose()
+
+
+EvaluationStore = JsonStore | SqlStore

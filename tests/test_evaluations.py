@@ -1,0 +1,135 @@
+"""The evaluation stores of the sensitivity strategy (search/evaluations.py): a claim goes to
+one worker, a silent claim is taken over, a stopped worker gives its claim back, a study
+refuses another search, and two `imcc search --strategy sensitivity` workers sharing one
+database divide the evaluations and find what one worker finds."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from imcc.errors import UserError
+from imcc.search.evaluations import STALE_BEATS, JsonStore, SqlStore
+
+IDENTITY = {"model": "m.onnx", "target": "hybrid", "search_samples": 16}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database for the stores: a SQLite file, or the throwaway PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'evaluations.db'}"
+    return request.getfixturevalue("postgres")
+
+
+def _stores(url: str, study: str, heartbeat: float = 10.0) -> tuple[SqlStore, SqlStore]:
+    """Two workers' stores on one study (each test its own study: the server is shared)."""
+    return (
+        SqlStore(url, study, IDENTITY, heartbeat, worker="a"),
+        SqlStore(url, study, IDENTITY, heartbeat, worker="b"),
+    )
+
+
+def test_a_claim_goes_to_one_worker_and_its_result_to_all(url: str) -> None:
+    a, b = _stores(url, "one")
+    with a.claim("k") as held_a:
+        assert held_a
+        with b.claim("k") as held_b:
+            assert not held_b
+        assert b.get("k") is None and b.all() == {}
+        a.put("k", {"accuracy": 0.5})
+    assert b.get("k") == {"accuracy": 0.5} and b.all() == {"k": {"accuracy": 0.5}}
+    with b.claim("k") as held_b:  # stored: nobody runs it again
+        assert not held_b
+    a.close()
+    b.close()
+
+
+def test_a_stopped_worker_gives_its_claim_back_and_a_silent_one_is_taken_over(
+    url: str,
+) -> None:
+    a, b = _stores(url, "stopped", heartbeat=0.05)
+    with pytest.raises(KeyboardInterrupt), a.claim("k") as held:
+        assert held
+        raise KeyboardInterrupt
+    with b.claim("k") as held:  # given back at once
+        assert held
+        b.put("k", {"accuracy": 1.0})
+    assert a._take("j")  # a claim whose worker dies: no heartbeat thread runs
+    assert not b._take("j")
+    time.sleep(STALE_BEATS * 0.05 + 0.1)
+    assert b._take("j")  # three periods silent: taken over
+    assert not a._take("j")
+    a.close()
+    b.close()
+
+
+def test_a_beating_claim_is_not_taken_over(url: str) -> None:
+    a, b = _stores(url, "beating", heartbeat=0.05)
+    with a.claim("k") as held:
+        assert held
+        time.sleep(STALE_BEATS * 0.05 * 3)
+        with b.claim("k") as other:
+            assert not other
+    a.close()
+    b.close()
+
+
+def test_a_study_refuses_another_search(url: str) -> None:
+    SqlStore(url, "s", IDENTITY).close()
+    SqlStore(url, "s", dict(IDENTITY)).close()  # the same search resumes
+    with pytest.raises(UserError, match="search_samples=16 \\(now 32\\)"):
+        SqlStore(url, "s", {**IDENTITY, "search_samples": 32})
+    SqlStore(url, "other", {**IDENTITY, "search_samples": 32}).close()
+
+
+def test_the_json_store_keeps_what_it_is_given(tmp_path: Path) -> None:
+    store = JsonStore(tmp_path / "e.json")
+    with store.claim("k") as held:
+        assert held
+        store.put("k", {"accuracy": 0.25})
+    assert JsonStore(tmp_path / "e.json").all() == {"k": {"accuracy": 0.25}}
+    assert not (tmp_path / "e.partial").exists()
+
+
+def _worker(url: str, out: Path, *storage: str) -> subprocess.Popen:
+    command = [
+        sys.executable, "-m", "imcc", "search", "digits-cnn", "--target", "hybrid",
+        "--data", "digits-cnn", "--strategy", "sensitivity", "--limit", "16", "--probe", "16",
+        "--check", "32", "--max-accuracy-drop", "5", "--out", str(out), *storage,
+    ]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_workers_divide_the_evaluations_and_find_what_one_finds(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    workers = [_worker(url, tmp_path / n, "--storage", url) for n in "ab"]
+    for worker in workers:
+        _, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err
+    one = _worker(url, tmp_path / "one")  # its own sensitivity.json
+    _, err = one.communicate(timeout=300)
+    assert one.returncode == 0, err
+    records = [json.loads((tmp_path / n / "pareto.json").read_text()) for n in ("a", "b", "one")]
+    assert records[0]["best"] == records[1]["best"] == records[2]["best"]
+    assert records[0]["pareto"] == records[2]["pareto"]
+    single = json.loads((tmp_path / "one" / "sensitivity.json").read_text())
+    with sqlite3.connect(tmp_path / "shared.db") as db:
+        rows = db.execute("SELECT key, worker FROM imcc_evaluations").fetchall()
+    assert {key for key, _ in rows} == set(single)  # each evaluation stored once
+    assert len({worker for _, worker in rows}) == 2  # both workers ran some
+    assert sum(r["trials"]["this_run"] for r in records[:2]) <= len(rows)
+
+
+def test_a_damaged_sqlite_file_is_refused_not_overwritten(tmp_path: Path) -> None:
+    damaged = tmp_path / "evaluations.db"
+    damaged.write_bytes(b"")
+    with pytest.raises(UserError, match="is empty"):
+        SqlStore(f"sqlite:///{damaged}", "s", IDENTITY)
+    assert damaged.read_bytes() == b""
