@@ -20,9 +20,11 @@ five families of designs:
   RAELLA's, StoX-Net's and ISAAC's designs keep their own sharing (128, 1, 128).
 
 Accuracy is measured bit-accurately on `--samples` validation images (training images
-45,000-49,999, never trained on) for the searches, within `--budget` points of the baseline,
-then on the first `--limit` test images for each family's design. Every evaluation is kept in
-`--out/evaluations.json`, keyed by pipeline, so a stopped run resumes where it stopped.
+45,000-49,999, never trained on) for the single-layer designs and on `--verify` of them (default
+`--samples`) for the composed and the papers' designs, within `--budget` points of the
+baseline, then on the first `--limit` test images for each family's design. Every evaluation
+is kept in `--out/evaluations.json`, keyed by pipeline, so a stopped run resumes where it
+stopped.
 Writes the markdown table, the per-layer choices of the hybrid with each layer's measured
 sensitivity, and `pareto.png` (EDAP against validation accuracy, every measured design).
 """
@@ -73,33 +75,42 @@ def restricted(table: Sensitivity, families: Sequence[str]) -> Sensitivity:
     kept = tuple(m for i, m in enumerate(table.menu) if i == 0 or m.family in families)
     names = {m.name for m in kept}
     return Sensitivity(
-        kept, table.baseline, {k: v for k, v in table.single.items() if k[1] in names}
+        kept,
+        table.baseline,
+        {k: v for k, v in table.single.items() if k[1] in names},
+        table.reference,
     )
 
 
 def family_designs(
-    evaluator: Evaluator, space: Any, table: Sensitivity, budget: float
+    evaluator: Evaluator,
+    space: Any,
+    table: Sensitivity,
+    budget: float,
+    verifier: Evaluator | None = None,
 ) -> dict[str, Measured]:
-    """Return each family's design (module docstring), measured on the validation subset."""
+    """Return each family's design (module docstring), measured on the validation subset:
+    the `verifier`'s (a larger one, `table.reference` measured by it) when given."""
+    check = verifier or evaluator
     by_name = {m.name: m for m in table.menu}
     layers = len(space.layers)
     mtj = [m for m in table.menu if m.family == "stox"]
     first, rest = (next(m for m in mtj if m.name.endswith(f":{count}x")) for count in STOX_SAMPLES)
     designs = {
-        "isaac": table.baseline,
-        "raella": evaluated(evaluator, space, [by_name[RAELLA]] * layers),
-        "stox": evaluated(evaluator, space, [first] + [rest] * (layers - 1)),
+        "isaac": table.verified_baseline,
+        "raella": evaluated(check, space, [by_name[RAELLA]] * layers),
+        "stox": evaluated(check, space, [first] + [rest] * (layers - 1)),
     }
     xpert = restricted(table, ("xpert",))
-    found = best(xpert, search(evaluator, space, xpert, budget), budget)
-    designs["xpert"] = tune_sharing(evaluator, space, xpert, found)  # XPert searches sharing
+    found = best(xpert, search(evaluator, space, xpert, budget, verifier=verifier), budget)
+    designs["xpert"] = tune_sharing(check, space, xpert, found)  # XPert searches sharing
     # the hybrid's space holds every paper's design: descend from the baseline and from each
     # of them, and keep the best within the budget
     found = list(designs.values())
     for origin in designs.values():
         if origin.accuracy is not None and origin.metrics is not None:
-            found += search(evaluator, space, table, budget, origin=origin)
-    designs["hybrid"] = tune_sharing(evaluator, space, table, best(table, found, budget))
+            found += search(evaluator, space, table, budget, origin=origin, verifier=verifier)
+    designs["hybrid"] = tune_sharing(check, space, table, best(table, found, budget))
     return designs
 
 
@@ -121,10 +132,12 @@ def hybrid(
     validation: str | None = None,
     test: str | None = None,
     mechanisms: Sequence[str] | None = None,
+    verify: int | None = None,
 ) -> dict:
     """Run the comparison (module docstring); return what the markdown and JSON show.
     `model`, `validation` and `test` (data specs) default to the CIFAR-10 ones; `mechanisms`
-    restricts the menu (names; the baseline, RAELLA's and StoX-Net's must stay)."""
+    restricts the menu (names; the baseline, RAELLA's and StoX-Net's must stay); `verify`
+    validation images (default `samples`) verify the composed and the papers' designs."""
     from tqdm import tqdm
 
     from imcc.frontend.datasets import load_dataset
@@ -147,15 +160,28 @@ def hybrid(
         probe_samples=samples,
         check_samples=samples,
     )
-    evaluator = Evaluator(problem, store=JsonStore(out / "evaluations.json"))
+    store = JsonStore(out / "evaluations.json")
+    evaluator = Evaluator(problem, store=store)
     space = build_space(problem.graph, target)
     offered = tuple(m for m in menu(target) if mechanisms is None or m.name in mechanisms)
     total = 1 + len(space.layers) * (len(offered) - 1)
     with tqdm(total=total, desc="sensitivity") as bar:
         table = measure(evaluator, space, offered, report=lambda _: bar.update())
+    verifier = None
+    if verify is not None and verify != samples:
+        larger = Problem.load(
+            model,
+            target,
+            validation,
+            search_samples=verify,
+            probe_samples=verify,
+            check_samples=verify,
+        )
+        verifier = Evaluator(larger, store=store)
+        table.reference = evaluated(verifier, space, [offered[0]] * len(space.layers))
     family_of = {m.name: m.family for m in offered}
     budget = budget_points / 100
-    designs = family_designs(evaluator, space, table, budget)
+    designs = family_designs(evaluator, space, table, budget, verifier)
     base = designs["isaac"].metrics
     test_data = load_dataset(test, limit) if limit else None
     rows = []
@@ -188,6 +214,7 @@ def hybrid(
         "model": model.name,
         "target": TARGET,
         "validation_samples": samples,
+        "verification_samples": verify or samples,
         "validation": _label(validation),
         "test_images": limit,
         "budget_points": budget_points,
@@ -256,7 +283,10 @@ def plot(result: dict, path: Path) -> None:
                 edgecolors="black",
             )
     axes.set_yscale("log")
-    axes.set_xlabel(f"validation accuracy, % ({result['validation_samples']} images)")
+    axes.set_xlabel(
+        f"validation accuracy, % (dots: {result['validation_samples']} images, "
+        f"designs: {result['verification_samples']})"
+    )
     axes.set_ylabel("EDAP (J·s·mm²)")
     axes.set_title(
         f"{result['model']} on {result['target']}: one layer changed (dots), designs (*)"
@@ -278,7 +308,8 @@ def markdown(result: dict) -> str:
         f"## The hybrid chip: {result['model']} on {result['target']}",
         "",
         f"Validation: the first {result['validation_samples']} images of "
-        f"`{result['validation']}`; "
+        f"`{result['validation']}` for the single-layer designs, the first "
+        f"{result['verification_samples']} for the designs; "
         f"test: the first {result['test_images']} test images; budget "
         f"{result['budget_points']} points below the isaac design.",
         "",

@@ -189,7 +189,8 @@ class Model:
 
 def models(names: list[str]) -> list[Model]:
     """Return the requested networks that are available: the pretrained CIFAR-10 ResNets
-    (models/cifar_resnet.py exports them), VGG-16 with seeded weights (cost only)."""
+    (models/cifar_resnet.py exports them), the trained VGG-16 of models/ (train_cifar.py),
+    else VGG-16 with seeded weights (cost only)."""
     found = []
     for name in names:
         if name.startswith("resnet"):
@@ -201,6 +202,10 @@ def models(names: list[str]) -> list[Model]:
                 continue
             found.append(Model(name, path, CIFAR10_IMAGES.is_file()))  # else cost only
         elif name.startswith("vgg"):
+            trained = ROOT / "models" / f"{name}_cifar10.onnx"  # models/README.md
+            if trained.is_file():
+                found.append(Model(name, trained, CIFAR10_IMAGES.is_file()))
+                continue
             from imcc.models.vgg_cifar import export
 
             path = models_dir() / f"{name}_cifar.onnx"

@@ -3,7 +3,8 @@
     python benchmarks/reproduce.py stox [--model M.onnx] [--limit 5000] [--seeds 2] [--out DIR]
     python benchmarks/reproduce.py raella [--models resnet20,resnet56,vgg16] [--limit 5000]
     python benchmarks/reproduce.py xpert [--trials 30] [--inner-trials 30]
-    python benchmarks/reproduce.py hybrid [--samples 256] [--budget 1.0] [--limit 5000]
+    python benchmarks/reproduce.py hybrid [--samples 256] [--verify 1000] [--budget 1.0]
+                                          [--limit 5000]
 
 Writes DIR/NAME.md and DIR/NAME.json (default DIR: out/reproduce) and prints the markdown.
 `raella` is benchmarks/raella.py, `xpert` benchmarks/xpert.py and `hybrid` benchmarks/hybrid.py
@@ -506,7 +507,12 @@ def main() -> None:
         "--inner-trials", type=int, default=30, help="xpert: peripheral designs per network"
     )
     parser.add_argument(
-        "--samples", type=int, default=256, help="hybrid: validation images per design"
+        "--samples", type=int, default=256, help="hybrid: validation images per single-layer design"
+    )
+    parser.add_argument(
+        "--verify",
+        type=int,
+        help="hybrid: validation images per composed or paper design (default --samples)",
     )
     parser.add_argument(
         "--budget", type=float, default=1.0, help="hybrid: accuracy points below isaac's"
@@ -517,7 +523,9 @@ def main() -> None:
         import hybrid
 
         limit = 5000 if args.limit is None else args.limit
-        result = hybrid.hybrid(args.samples, limit, args.budget, args.out / "hybrid")
+        result = hybrid.hybrid(
+            args.samples, limit, args.budget, args.out / "hybrid", verify=args.verify
+        )
         text = hybrid.markdown(result)
     elif args.name == "xpert":
         import xpert

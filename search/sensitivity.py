@@ -24,7 +24,9 @@ per-layer precision descent). So:
    measurements missed (their sampling noise on a subset, and interactions): it is charged in
    equal parts to every layer the design changed from the origin, as a penalty each later
    composition adds per changed layer, and the design is composed again, at most `ROUNDS`
-   times. Every verified design is kept.
+   times. Every verified design is kept. The verification may use a larger subset than the
+   single-layer measurements (`search`'s `verifier`, the table's `reference` baseline measured
+   on it): a 1-point budget needs more images than a layer's ranking does.
 4. **Share** (`tune_sharing`, cost only): column sharing changes no result of a sample-and-hold
    converter bank, only its cost, so a design's per-layer sharing is chosen last by a
    coordinate descent of EDAP over each layer's legal factors, re-running only
@@ -98,6 +100,14 @@ class Sensitivity:
     menu: tuple[Mechanism, ...]
     baseline: Measured
     single: dict[tuple[int, str], Measured] = field(default_factory=dict)
+    # the baseline on the subset composed designs are verified on, when that is not the
+    # measurement's (a larger one: `search`'s verifier); the origin of every measured drop
+    reference: Measured | None = None
+
+    @property
+    def verified_baseline(self) -> Measured:
+        """Return the baseline as the verification subset measures it."""
+        return self.reference or self.baseline
 
     def drop(self, layer: int, name: str) -> float | None:
         """Return the accuracy drop (0..1, at least 0) of `layer` under mechanism `name`
@@ -175,11 +185,11 @@ def predicted(
     measurements (module docstring, step 2): the measured design `origin` (default the
     baseline) plus, for every layer whose mechanism differs from the origin's, the difference
     of the two mechanisms' single-layer drops and costs, and `penalty` per such layer."""
-    origin = origin or sensitivity.baseline
+    origin = origin or sensitivity.verified_baseline
     start = origin.metrics
-    assert start is not None and origin.accuracy is not None
-    assert sensitivity.baseline.accuracy is not None
-    drop = max(sensitivity.baseline.accuracy - origin.accuracy, 0.0)
+    reference = sensitivity.verified_baseline.accuracy
+    assert start is not None and origin.accuracy is not None and reference is not None
+    drop = max(reference - origin.accuracy, 0.0)
     energy, latency, area = start.energy_j, start.latency_s, start.area_mm2
     for layer, (name, before) in enumerate(zip(names, origin.mechanisms, strict=True)):
         if name == before:
@@ -205,7 +215,7 @@ def compose(
     """Return the mechanism names per layer that the greedy descent from `origin` (default the
     baseline) picks within a predicted accuracy drop of `budget` (0..1), `penalty` charged per
     layer changed from the origin."""
-    origin = origin or sensitivity.baseline
+    origin = origin or sensitivity.verified_baseline
     names = list(origin.mechanisms)
     drop, edap = predicted(sensitivity, names, penalty, origin)
     while True:
@@ -238,14 +248,20 @@ def search(
     *,
     origin: Measured | None = None,
     report: Callable[[Measured], None] | None = None,
+    verifier: Evaluator | None = None,
 ) -> list[Measured]:
     """Compose from `origin` (default the baseline) and verify designs within a real accuracy
-    drop of `budget` (module docstring, step 3); return every verified design."""
+    drop of `budget` (module docstring, step 3); return every verified design. With a
+    `verifier` (an evaluator of a larger subset, the table's `reference` measured by it; the
+    origin too), designs are verified on its subset instead of the measurement's."""
     by_name = {m.name: m for m in sensitivity.menu}
-    origin = origin or sensitivity.baseline
+    origin = origin or sensitivity.verified_baseline
     verified: list[Measured] = []
     penalty = 0.0
-    base_accuracy = sensitivity.baseline.accuracy
+    base_accuracy = sensitivity.verified_baseline.accuracy
+    if verifier is not None:
+        assert sensitivity.reference is not None, "a verifier needs the table's reference"
+        evaluator = verifier
     for _ in range(ROUNDS):
         names = compose(sensitivity, budget, penalty, origin)
         if names == origin.mechanisms or any(v.mechanisms == names for v in verified):
@@ -267,8 +283,8 @@ def search(
 
 def best(sensitivity: Sensitivity, verified: Sequence[Measured], budget: float) -> Measured:
     """Return the verified design of lowest EDAP within a measured drop of `budget`, else the
-    baseline."""
-    base = sensitivity.baseline
+    baseline (both on the verification subset)."""
+    base = sensitivity.verified_baseline
     within = [
         v
         for v in verified

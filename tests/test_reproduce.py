@@ -4,6 +4,7 @@ reset and counter)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -156,8 +157,9 @@ def test_the_hybrid_comparison_runs_resumes_and_beats_every_family_within_the_bu
     tmp_path: Path,
 ) -> None:
     """reproduce hybrid on digits-cnn with a small menu: five families, the hybrid at least as
-    good as every family design within the budget, a plot, and a rerun that evaluates nothing
-    anew (every evaluation is stored)."""
+    good as every family design within the budget (designs verified on twice the images of the
+    single-layer measurements), a plot, and a rerun that evaluates nothing anew (every
+    evaluation is stored)."""
     kept = ["sar:8b", "sar:7b+co+spec", "flash:5b", "mtj:4x", "mtj:16x"]
 
     def run() -> dict:
@@ -170,9 +172,13 @@ def test_the_hybrid_comparison_runs_resumes_and_beats_every_family_within_the_bu
             validation="digits-cnn",
             test="digits-cnn",
             mechanisms=kept,
+            verify=64,
         )
 
     result = run()
+    assert result["verification_samples"] == 64
+    keys = json.loads((tmp_path / "evaluations.json").read_text())
+    assert {key.split("|")[0] for key in keys} == {"32", "64"}
     rows = {row["family"]: row for row in result["families"]}
     assert list(rows) == list(hybrid.FAMILIES)
     assert rows["isaac"]["edap_vs_isaac"] == 1.0
