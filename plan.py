@@ -391,6 +391,21 @@ class LayerPlan:
         """Return the largest value the weight slices hold."""
         return 2 ** sum(self.mapping.slices) - 1
 
+    def code_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return the lowest and highest integer weight code the slices can store, per filter
+        of all groups (int64): what `stored_values` keeps within `stored_capacity` (a
+        center-offset filter's codes within the capacity of its center)."""
+        filters = self.filters * self.groups
+        cap, bias = self.stored_capacity, self.offset_bias
+        if self.mapping.encoding == "offset":
+            low, high = np.full(filters, -bias), np.full(filters, cap - bias)
+        else:
+            low, high = np.full(filters, -cap), np.full(filters, cap)
+        if self.mapping.encoding == "center-offset":
+            centers = np.concatenate([self.group_centers(g) for g in range(self.groups)])
+            low, high = centers - cap, centers + cap
+        return low.astype(np.int64), high.astype(np.int64)
+
     @property
     def offset_bias(self) -> int:
         """Return the bias an offset encoding adds to every weight (0 for the others)."""

@@ -115,8 +115,17 @@ class CrossbarLayer(nn.Module):
         return torch.exp(self.log_scale), self.offset
 
     def weight_codes(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the per-channel weight codes (STE) and scales, as a compile would set them."""
-        return quantize_weight_codes(self.weight, self.filter_axis, self.path.weight_bits)
+        """Return the per-channel weight codes (STE) and scales, as a compile would set them,
+        each held within what the layer's slices store (a center-offset filter's codes
+        within reach of its center, `LayerPlan.code_range`): training moves the weights
+        after the mapping chose its slices and centers; straight-through at the limits, and a
+        re-compile of the exported model chooses them anew."""
+        codes, scales = quantize_weight_codes(self.weight, self.filter_axis, self.path.weight_bits)
+        low, high = (torch.from_numpy(v).to(torch.float64) for v in self.path.code_range())
+        shape = [1] * codes.dim()
+        shape[self.filter_axis] = -1
+        held = torch.clamp(codes.detach(), low.reshape(shape), high.reshape(shape))
+        return codes + (held - codes.detach()), scales
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "float":

@@ -935,3 +935,47 @@ def test_a_second_backward_through_the_crossbar_product_is_refused():
     out.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="once per forward"):
         out.backward()
+
+
+@pytest.mark.parametrize(
+    "mapping", [*MAPPINGS, ("center-offset", (3, 4), 2, True, False, (3, 3, 2))]
+)
+def test_code_range_is_exactly_what_the_slices_store(mapping: tuple) -> None:
+    """LayerPlan.code_range against brute force over the 8-bit weight codes quantize makes
+    (-127..127): every code within it is stored, every code beyond is refused (stored_parts),
+    filter by filter (centers near both ends)."""
+    from imcc.backend.datapath import stored_parts
+    from imcc.errors import MappingError
+
+    centers = np.array([-100, -3, 0, 5, 90]) if mapping[0] == "center-offset" else None
+    plan = _plan(mapping, CONVERTERS[0], 1, 5, centers)
+    low, high = plan.code_range()
+    for f in range(5):
+        for code in range(-127, 128):
+            codes = np.zeros((1, 5), np.int64)
+            codes[0, :] = np.clip(code, low, high)  # the other filters within their range
+            codes[0, f] = code
+            try:
+                stored_parts(plan, codes)
+                fits = True
+            except MappingError:
+                fits = False
+            assert fits == (low[f] <= code <= high[f]), (f, code)
+
+
+def test_fine_tuning_keeps_weight_codes_within_the_centers_reach() -> None:
+    """Training moves weights after the mapping chose its centers and slices: the forward
+    holds each code within what its filter's slices store (no MappingError mid-training),
+    and the gradient passes straight through."""
+    from imcc.finetune.layers import CrossbarLayer, InputQuantizer
+
+    mapping = ("center-offset", (3, 4), 2, True, False, (3, 3, 2))
+    plan = _plan(mapping, CONVERTERS[0], 4, 2, np.array([-120, 100]))
+    weight = np.array([[1.0, -1.0], [0.5, 0.2], [-0.9, 0.9], [0.0, 0.1]], np.float32)
+    layer = CrossbarLayer("L", "gemm", weight, None, InputQuantizer(1.0, 0, 8, False), plan, None)
+    codes, _ = layer.weight_codes()
+    low, high = plan.code_range()
+    assert (codes.detach().numpy() >= low).all() and (codes.detach().numpy() <= high).all()
+    assert codes.detach()[0, 1] == -27  # -127 would sit 227 from its center 100
+    codes.sum().backward()
+    assert torch.all(layer.weight.grad != 0)
