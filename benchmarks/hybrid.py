@@ -1,6 +1,7 @@
 """One chip mixing the three papers' mechanisms layer by layer, against each paper's own design.
 
-    python benchmarks/reproduce.py hybrid [--samples 256] [--limit 5000] [--budget 1.0]
+    python benchmarks/reproduce.py hybrid [--samples 256] [--verify 1000] [--psqat 2048]
+                                          [--limit 5000] [--budget 1.0]
 
 On targets/hybrid.hw (128x128 2T2R ReRAM, ISAAC's components: one array technology for all),
 the CIFAR-10 ResNet-20 trained on the training split (`MODEL`; models/README.md) is mapped as
@@ -11,7 +12,8 @@ five families of designs:
 - `raella`: RAELLA's recipe on every layer (Center+Offset with 4-bit centers, adaptive slicing,
   speculative 3-3-2 inputs into a 7-bit unit-step SAR);
 - `stox`: StoX-Net's inhomogeneous sampling (an MTJ per column, 16 samples in the first layer
-  and 4 in the others, 4-bit input streams), calibrated, not retrained;
+  and 4 in the others, 4-bit input streams), calibrated, and with `--psqat N` fine-tuned
+  through its sampled datapath (one epoch of N training-split images, search/psqat.py);
 - `xpert`: XPert's choice, per layer a full-scale SAR or Flash ADC of 4-8 bits, found by the
   sensitivity search on that family alone, then its column sharing per layer (XPert searches
   sharing too);
@@ -22,9 +24,12 @@ five families of designs:
 Accuracy is measured bit-accurately on `--samples` validation images (training images
 45,000-49,999, never trained on) for the single-layer designs and on `--verify` of them (default
 `--samples`) for the composed and the papers' designs, within `--budget` points of the
-baseline, then on the first `--limit` test images for each family's design. Every evaluation
-is kept in `--out/evaluations.json`, keyed by pipeline, so a stopped run resumes where it
-stopped.
+baseline, then on the first `--limit` test images for each family's design. With `--psqat N`
+every verified design with MTJ layers (the stox family's, and composed ones) is measured after
+that fine-tune, on its fine-tuned model (cached in `--out/psqat`; the replay names it); the
+single-layer measurements stay untuned, which bounds an MTJ layer's tuned drop from above.
+Every evaluation is kept in `--out/evaluations.json`, keyed by pipeline, so a stopped run
+resumes where it stopped.
 Writes the markdown table, the per-layer choices of the hybrid with each layer's measured
 sensitivity, and `pareto.png` (EDAP against validation accuracy, every measured design).
 """
@@ -47,6 +52,7 @@ from imcc.passes.pipeline import DEFAULT_PIPELINE  # noqa: E402
 from imcc.search.evaluate import Evaluator, Problem  # noqa: E402
 from imcc.search.evaluations import JsonStore  # noqa: E402
 from imcc.search.mechanisms import menu  # noqa: E402
+from imcc.search.psqat import PsQat  # noqa: E402
 from imcc.search.sensitivity import (  # noqa: E402
     Measured,
     Sensitivity,
@@ -66,6 +72,8 @@ FAMILIES = ("isaac", "raella", "stox", "xpert", "hybrid")
 STOX_SAMPLES = (16, 4)
 """StoX-Net's inhomogeneous sampling: 16 samples in the first layer, 4 in the others."""
 RAELLA = "sar:7b+co+spec"
+TRAIN_SPLIT = 45000
+"""The training split: CIFAR-10 training images 0-44,999 (45,000-49,999 validate)."""
 """RAELLA's recipe as a hybrid mechanism (its 7-bit ADCs)."""
 
 
@@ -133,11 +141,17 @@ def hybrid(
     test: str | None = None,
     mechanisms: Sequence[str] | None = None,
     verify: int | None = None,
+    psqat: int = 0,
+    training: str | None = None,
+    train: int | None = TRAIN_SPLIT,
 ) -> dict:
     """Run the comparison (module docstring); return what the markdown and JSON show.
     `model`, `validation` and `test` (data specs) default to the CIFAR-10 ones; `mechanisms`
     restricts the menu (names; the baseline, RAELLA's and StoX-Net's must stay); `verify`
-    validation images (default `samples`) verify the composed and the papers' designs."""
+    validation images (default `samples`) verify the composed and the papers' designs;
+    `psqat` > 0 fine-tunes every verified design with MTJ layers on that many images of
+    `training` (its first `train`; default the CIFAR-10 training split) first
+    (search/psqat.py)."""
     from tqdm import tqdm
 
     from imcc.frontend.datasets import load_dataset
@@ -161,7 +175,12 @@ def hybrid(
         check_samples=samples,
     )
     store = JsonStore(out / "evaluations.json")
-    evaluator = Evaluator(problem, store=store)
+    tuning = None
+    if psqat:
+        tuning = PsQat(
+            training or f"cifar10:{CIFAR10_TRAIN}", images=psqat, train=train, folder=out / "psqat"
+        )
+    evaluator = Evaluator(problem, store=store, psqat=tuning)
     space = build_space(problem.graph, target)
     offered = tuple(m for m in menu(target) if mechanisms is None or m.name in mechanisms)
     total = 1 + len(space.layers) * (len(offered) - 1)
@@ -177,7 +196,7 @@ def hybrid(
             probe_samples=verify,
             check_samples=verify,
         )
-        verifier = Evaluator(larger, store=store)
+        verifier = Evaluator(larger, store=store, psqat=tuning)
         table.reference = evaluated(verifier, space, [offered[0]] * len(space.layers))
     family_of = {m.name: m.family for m in offered}
     budget = budget_points / 100
@@ -194,12 +213,15 @@ def hybrid(
                 "mechanisms": design.mechanisms,
                 "pipeline": design.pipeline,
                 "replay": f"{DEFAULT_PIPELINE},{design.pipeline}",
+                "finetuned": design.finetuned,
                 "metrics": None if metrics is None else metrics.to_dict(),
                 "edap_vs_isaac": None if metrics is None else base.edap / metrics.edap,
                 "validation": design.accuracy,
                 "test": None
                 if test_data is None
-                else test_accuracy(evaluator, design.pipeline, test_data),
+                else test_accuracy(
+                    evaluator.for_design(design.pipeline), design.pipeline, test_data
+                ),
             }
         )
     layers = [
@@ -215,6 +237,7 @@ def hybrid(
         "target": TARGET,
         "validation_samples": samples,
         "verification_samples": verify or samples,
+        "psqat_images": psqat,
         "validation": _label(validation),
         "test_images": limit,
         "budget_points": budget_points,
@@ -348,7 +371,8 @@ def markdown(result: dict) -> str:
         "Replay the hybrid design:",
         "",
         "```sh",
-        f"imcc compile models/{result['model']} --target {result['target']} "
+        f"imcc compile {winner['finetuned'] or 'models/' + result['model']} "
+        f"--target {result['target']} "
         f"--passes '{winner['replay']}'",
         "```",
         "",

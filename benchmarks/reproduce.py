@@ -510,6 +510,12 @@ def main() -> None:
         "--samples", type=int, default=256, help="hybrid: validation images per single-layer design"
     )
     parser.add_argument(
+        "--psqat",
+        type=int,
+        default=0,
+        help="hybrid: PS-QAT images (one epoch) for every design with MTJ layers (0: none)",
+    )
+    parser.add_argument(
         "--verify",
         type=int,
         help="hybrid: validation images per composed or paper design (default --samples)",
@@ -524,7 +530,12 @@ def main() -> None:
 
         limit = 5000 if args.limit is None else args.limit
         result = hybrid.hybrid(
-            args.samples, limit, args.budget, args.out / "hybrid", verify=args.verify
+            args.samples,
+            limit,
+            args.budget,
+            args.out / "hybrid",
+            verify=args.verify,
+            psqat=args.psqat,
         )
         text = hybrid.markdown(result)
     elif args.name == "xpert":

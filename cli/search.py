@@ -39,6 +39,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
         random_trials=args.random_trials,
         family=args.family,
         family_images=args.family_images,
+        psqat=args.psqat,
+        psqat_data=args.psqat_data,
+        psqat_train=args.psqat_train,
     )
     try:
         result = run_search(config, progress=sys.stderr.isatty())
@@ -224,6 +227,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=6000,
         metavar="N",
         help="proxy budget: training images per candidate (default 6000, one epoch)",
+    )
+    search.add_argument(
+        "--psqat",
+        type=int,
+        default=0,
+        metavar="N",
+        help="sensitivity strategy: fine-tune every composed design with MTJ layers through "
+        "its sampled datapath (PS-QAT, one epoch of N images of --psqat-data) before its "
+        "accuracy counts; the models are cached in --out/psqat (default 0: off)",
+    )
+    search.add_argument(
+        "--psqat-data",
+        metavar="DATA",
+        help="labelled training images for --psqat, e.g. cifar10:cifar10_train.npz",
+    )
+    search.add_argument(
+        "--psqat-train",
+        type=int,
+        metavar="N",
+        help="the first N images of --psqat-data train (default all but the last); keep "
+        "them apart from --data's",
     )
     search.set_defaults(handler=_cmd_search)
 

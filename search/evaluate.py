@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from imcc.backend.reference import run_graph
 from imcc.costmodel import CostReport, estimate
 from imcc.driver import calibration_data
 from imcc.errors import MappingError, UserError
+from imcc.finetune.export import learned_normalisation, with_normalisation
 from imcc.frontend.datasets import Dataset, check_labels, load_dataset
 from imcc.ir.graph import Graph
 from imcc.ir.rebatch import rebatch
@@ -32,6 +33,7 @@ from imcc.passes.base import Pass
 from imcc.passes.layers import crossbar_layers
 from imcc.passes.pipeline import print_pipeline
 from imcc.search.evaluations import EvaluationStore
+from imcc.search.psqat import PsQat, has_mtj
 from imcc.simulation import SimulationReport, classes_of, simulate
 from imcc.target import Target
 
@@ -95,6 +97,7 @@ class Evaluation:
     layer_error: float | None = None  # the probe's largest per-layer relative error
     illegal: str | None = None  # the MappingError (or simulator limit) that rejected it
     quantized: float | None = None  # the same samples' accuracy with lossless converters
+    finetuned: str | None = None  # the model PS-QAT fine-tuned for this design (search/psqat.py)
 
 
 def _accuracy(graph: Graph, data: Dataset) -> float:
@@ -118,6 +121,9 @@ class Problem:
     search_data: Dataset  # the subset accuracy is searched on
     check_data: Dataset  # the subset every Pareto point is checked on
     probe: int  # samples of the probe (a prefix of search_data)
+    # the MTJ normalisation the model learned in `imcc finetune` (its metadata; empty if none),
+    # put on every compiled design as `imcc compile` does, so that a replay costs the same
+    normalisation: dict = field(default_factory=dict)
 
     @classmethod
     def load(
@@ -148,6 +154,7 @@ class Problem:
             full.take(search),
             full.take(check),
             probe,
+            learned_normalisation(model),
         )
 
 
@@ -167,6 +174,8 @@ class Evaluator:
     prefixes: OrderedDict[str, Graph] = field(default_factory=OrderedDict)
     store: EvaluationStore | None = None
     ran: int = 0  # evaluations this evaluator ran (not read back from `store`)
+    psqat: PsQat | None = None  # designs with MTJ layers are fine-tuned first (search/psqat.py)
+    tuned: dict[str, Evaluator] = field(default_factory=dict)  # by fine-tuned model
 
     def reference_accuracy(self, subset: str) -> float:
         """Return the float model's accuracy on the `search` or `check` subset (cached)."""
@@ -195,7 +204,7 @@ class Evaluator:
                 while len(self.prefixes) > self.cached_prefixes:
                     self.prefixes.popitem(last=False)
             graph, passes = self.prefixes[key], passes[cut:]
-        return self._run(graph, passes)
+        return with_normalisation(self._run(graph, passes), self.problem.normalisation)[0]
 
     def _run(self, graph: Graph, passes: list[Pass]) -> Graph:
         """Run passes on a graph as the driver compiles: the problem's target and calibration."""
@@ -234,15 +243,20 @@ class Evaluator:
         trials come back with their reason. With a `store` the evaluation is read back when
         stored; one another worker is running comes back as None without `wait`, and is
         waited for (or taken over, search/evaluations.py) with it."""
+        key = f"{len(self.problem.search_data.images)}|{accuracy}|{floor}|{only}|{pipeline}"
+        run = self._evaluate
+        if self._tunes(pipeline, accuracy, only):
+            assert self.psqat is not None
+            key += f"|psqat={self.psqat.digest}"
+            run = self._finetuned
         if self.store is None:
             self.ran += 1
-            return self._evaluate(pipeline, accuracy, floor, only)
-        key = f"{len(self.problem.search_data.images)}|{accuracy}|{floor}|{only}|{pipeline}"
+            return run(pipeline, accuracy, floor, only)
         while (saved := self.store.get(key)) is None:
             with self.store.claim(key) as held:
                 if held:
                     self.ran += 1
-                    saved = asdict(self._evaluate(pipeline, accuracy, floor, only))
+                    saved = asdict(run(pipeline, accuracy, floor, only))
                     self.store.put(key, saved)
                     break
             if not wait:
@@ -251,6 +265,47 @@ class Evaluator:
         saved = dict(saved)
         metrics = saved.pop("metrics")
         return Evaluation(Metrics(**metrics) if metrics else None, **saved)
+
+    def _tunes(self, pipeline: str, accuracy: bool, only: int | None) -> bool:
+        """Say whether this evaluation fine-tunes the design first (PS-QAT set, a whole
+        design's accuracy, MTJ layers in its program)."""
+        if self.psqat is None or not accuracy or only is not None:
+            return False
+        try:
+            return has_mtj(self.compile(pipeline))
+        except MappingError:
+            return False  # illegal: `_evaluate` says why
+
+    def _finetuned(
+        self, pipeline: str, accuracy: bool, floor: float | None, only: int | None
+    ) -> Evaluation:
+        """Evaluate a design on the model PS-QAT fine-tuned for it (search/psqat.py)."""
+        tuned = self.for_design(pipeline)
+        found = tuned._evaluate(pipeline, accuracy, floor, only)
+        return replace(found, finetuned=str(tuned.problem.model))
+
+    def for_design(self, pipeline: str) -> Evaluator:
+        """Return the evaluator whose model a design runs on: this one, or with PS-QAT and
+        MTJ layers in the design, one of the model fine-tuned for it (trained when not
+        cached)."""
+        if not self._tunes(pipeline, True, None):
+            return self
+        assert self.psqat is not None
+        problem = self.problem
+        target = problem.target.source or problem.target.name
+        model = self.psqat.finetuned(problem.model, target, pipeline)
+        if str(model) not in self.tuned:
+            self.tuned[str(model)] = Evaluator(
+                Problem.load(
+                    model,
+                    problem.target,
+                    problem.data,
+                    search_samples=len(problem.search_data.images),
+                    probe_samples=problem.probe,
+                    check_samples=len(problem.check_data.images),
+                )
+            )
+        return self.tuned[str(model)]
 
     def stored_evaluations(self) -> dict[str, dict]:
         """Return the evaluations kept in `store`, keyed as `evaluate` keys them (empty
@@ -289,8 +344,10 @@ class Evaluator:
             return Evaluation(illegal=_reason(exc))
 
     def check(self, pipeline: str) -> tuple[float, int]:
-        """Return a trial's accuracy and sample count on the whole check subset."""
-        report = self.simulate(self.compile(pipeline), self.problem.check_data)
+        """Return a trial's accuracy and sample count on the whole check subset (on the model
+        PS-QAT fine-tuned for it, when it was)."""
+        design = self.for_design(pipeline)
+        report = design.simulate(design.compile(pipeline), design.problem.check_data)
         return report.accuracy, report.samples
 
 

@@ -35,6 +35,7 @@ class Point:
     search_accuracy: float | None
     checked: bool = False
     meets_floor: bool | None = None  # accuracy at or above the floor (None: not judged)
+    model: str | None = None  # the model PS-QAT fine-tuned for it (None: the search's)
 
     def objective(self, name: str) -> float:
         """Return the value of a `--objective` (lower is better)."""
@@ -52,6 +53,7 @@ class Point:
             "study": self.study,
             "trial": self.trial,
             "role": self.role,
+            **({} if self.model is None else {"model": self.model}),
         }
 
 

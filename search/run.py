@@ -41,6 +41,7 @@ from imcc.search.outputs import (
     points_of,
     write_json,
 )
+from imcc.search.psqat import PsQat
 from imcc.search.space import CALIBRATION_SAMPLES, SearchSpace, build_space
 from imcc.search.storage import (
     HEARTBEAT,
@@ -68,6 +69,8 @@ from imcc.target import Target
 
 PARETO_JSON = "pareto.json"
 SENSITIVITY_JSON = "sensitivity.json"
+PSQAT_FOLDER = "psqat"
+"""Where `--psqat` keeps the fine-tuned model of each design (search/psqat.py)."""
 PARETO_PNG = "pareto.png"
 BEST_PROGRAM = "best.imcir"
 
@@ -95,6 +98,9 @@ class SearchConfig:
     heartbeat: float = HEARTBEAT  # seconds between a running trial's heartbeats in the storage
     family: str | None = None  # channel depth: ARCH:DATA:MULTIPLIERS (search/family.py)
     family_images: int = 6000  # proxy budget: training images per candidate
+    psqat: int = 0  # sensitivity: PS-QAT images per epoch of a design with MTJ layers (0: off)
+    psqat_data: str | None = None  # the training images of that fine-tune
+    psqat_train: int | None = None  # the first N of them train (None: all but the last)
 
     def validate(self) -> None:
         """Raise UserError on a flag no search can run with."""
@@ -159,6 +165,22 @@ class SearchConfig:
                 f"--random-trials must be 0 or more, not {self.random_trials}",
                 hint="--random-trials N runs N random trials to compare with (0: none; "
                 "left out: a quarter of --trials)",
+            )
+        if self.psqat < 0:
+            raise UserError(
+                f"--psqat must be 0 or more images, not {self.psqat}",
+                hint="--psqat N fine-tunes each design with MTJ layers on N images (0: off)",
+            )
+        if self.psqat and self.strategy != "sensitivity":
+            raise UserError(
+                "--psqat fine-tunes the designs the sensitivity strategy verifies",
+                hint="add --strategy sensitivity (a fine-tune takes minutes: the other "
+                "strategies evaluate hundreds of designs)",
+            )
+        if self.psqat and not self.psqat_data:
+            raise UserError(
+                "--psqat needs the training images to fine-tune on",
+                hint="add --psqat-data DATA, e.g. cifar10:cifar10_train.npz --psqat-train 45000",
             )
         if not self.heartbeat > 0:
             raise UserError(
@@ -325,8 +347,18 @@ def _sensitivity(
             f"target {problem.target.name} offers no mechanisms to mix",
             hint="the sensitivity strategy needs a target such as hybrid",
         )
+    psqat = None
+    if config.psqat:
+        assert config.psqat_data is not None
+        psqat = PsQat(
+            config.psqat_data,
+            images=config.psqat,
+            train=config.psqat_train,
+            seed=config.seed,
+            folder=config.out / PSQAT_FOLDER,
+        )
     with _evaluation_store(config, problem, name) as store:
-        evaluator = Evaluator(problem, store=store)
+        evaluator = Evaluator(problem, store=store, psqat=psqat)
         start = time.perf_counter()
         total = 1 + len(space.layers) * (len(offered) - 1)
         with tqdm(total=total, disable=not progress, desc="sensitivity", leave=False) as bar:
@@ -344,6 +376,7 @@ def _sensitivity(
                 design.metrics,
                 design.accuracy,
                 design.accuracy,
+                model=design.finetuned,
             )
             for index, design in enumerate(designs)
             if design.metrics is not None and design.accuracy is not None
@@ -637,12 +670,14 @@ def _write(
     out = config.out
     replay = None
     if best is not None:
-        graph = evaluator.compile(best.pipeline.removeprefix(f"{DEFAULT_PIPELINE},"))
+        mapping = best.pipeline.removeprefix(f"{DEFAULT_PIPELINE},")
+        design = evaluator.for_design(mapping)  # a PS-QAT design runs on its own model
+        graph = design.compile(mapping)
         graph = graph.replace(
             attributes={
                 **graph.attributes,
                 "target": config.target,
-                "source": str(problem.model.resolve()),
+                "source": str(design.problem.model.resolve()),
             }
         )
         save_program(graph, out / BEST_PROGRAM)
@@ -650,7 +685,7 @@ def _write(
             [
                 "imcc",
                 "compile",
-                config.model,
+                best.model or config.model,
                 "--target",
                 config.target,
                 "--passes",

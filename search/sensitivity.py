@@ -65,6 +65,7 @@ class Measured:
     accuracy: float | None
     illegal: str | None = None
     quantized: float | None = None  # the accuracy with lossless converters, same samples
+    finetuned: str | None = None  # the model PS-QAT fine-tuned for it (search/psqat.py)
 
     @classmethod
     def of(cls, chosen: Sequence[Mechanism], text: str, evaluation: Evaluation) -> Measured:
@@ -76,6 +77,7 @@ class Measured:
             evaluation.accuracy,
             evaluation.illegal,
             evaluation.quantized,
+            evaluation.finetuned,
         )
 
 

@@ -158,8 +158,8 @@ def test_the_hybrid_comparison_runs_resumes_and_beats_every_family_within_the_bu
 ) -> None:
     """reproduce hybrid on digits-cnn with a small menu: five families, the hybrid at least as
     good as every family design within the budget (designs verified on twice the images of the
-    single-layer measurements), a plot, and a rerun that evaluates nothing anew (every
-    evaluation is stored)."""
+    single-layer measurements, those with MTJ layers after a short PS-QAT), a plot, and a
+    rerun that evaluates nothing anew (every evaluation and fine-tuned model is stored)."""
     kept = ["sar:8b", "sar:7b+co+spec", "flash:5b", "mtj:4x", "mtj:16x"]
 
     def run() -> dict:
@@ -169,10 +169,13 @@ def test_the_hybrid_comparison_runs_resumes_and_beats_every_family_within_the_bu
             5.0,
             tmp_path,
             model=Path(resolve_model("digits-cnn")),
-            validation="digits-cnn",
-            test="digits-cnn",
+            validation="digits-cnn,from=296",
+            test="digits-cnn,from=296",
             mechanisms=kept,
             verify=64,
+            psqat=64,
+            training="digits-cnn",
+            train=256,
         )
 
     result = run()
@@ -183,6 +186,8 @@ def test_the_hybrid_comparison_runs_resumes_and_beats_every_family_within_the_bu
     assert list(rows) == list(hybrid.FAMILIES)
     assert rows["isaac"]["edap_vs_isaac"] == 1.0
     assert rows["stox"]["mechanisms"] == ("mtj:16x",) + ("mtj:4x",) * 2
+    assert Path(rows["stox"]["finetuned"]).is_file()  # PS-QAT before its accuracy counts
+    assert rows["isaac"]["finetuned"] is None
     base = rows["isaac"]["validation"]
     winner = rows["hybrid"]
     assert base - winner["validation"] <= 0.05 + 1e-9
