@@ -176,6 +176,7 @@ class Evaluator:
     ran: int = 0  # evaluations this evaluator ran (not read back from `store`)
     psqat: PsQat | None = None  # designs with MTJ layers are fine-tuned first (search/psqat.py)
     tuned: dict[str, Evaluator] = field(default_factory=dict)  # by fine-tuned model
+    last: tuple[str, Graph] | None = None  # the last design compiled (pipeline, program)
 
     def reference_accuracy(self, subset: str) -> float:
         """Return the float model's accuracy on the `search` or `check` subset (cached)."""
@@ -190,7 +191,15 @@ class Evaluator:
         The passes up to `quantize` (input precision and quantization: the slow, data-bound
         part) run once per distinct prefix: the last `cached_prefixes` results are kept and
         the rest of a trial's pipeline runs on them. The passes are deterministic, so this is
-        the graph a full compile gives (tests check it)."""
+        the graph a full compile gives (tests check it). The last design compiled is kept too:
+        PS-QAT asks whether a design has MTJ layers before it is evaluated."""
+        if self.last is not None and self.last[0] == pipeline:
+            return self.last[1]
+        graph = self._compile(pipeline)
+        self.last = (pipeline, graph)
+        return graph
+
+    def _compile(self, pipeline: str) -> Graph:
         passes = driver.pipeline_passes(pipeline)
         names = [p.name for p in passes]
         cut = names.index("quantize") + 1 if "quantize" in names else 0
