@@ -1,6 +1,6 @@
 """Several search workers on one study: the speed-up of 2 workers against 1 on this machine.
 
-    python benchmarks/workers.py [--model digits-cnn] [--data digits-cnn] [--limit 64]
+    python benchmarks/workers.py [--model digits-cnn] [--data digits-cnn] [--limit 256]
                                  [--trials 40] [--repeats 2] [--out out/workers]
 
 Each configuration runs the same `imcc search` command in N worker processes on a fresh study
@@ -92,8 +92,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="digits-cnn")
     parser.add_argument("--data", default="digits-cnn")
-    parser.add_argument("--limit", type=int, default=64, help="accuracy samples per evaluation")
-    parser.add_argument("--probe", type=int, default=32)
+    parser.add_argument("--limit", type=int, default=256, help="accuracy samples per evaluation")
+    parser.add_argument("--probe", type=int, default=64)
     parser.add_argument("--trials", type=int, default=40, help="pareto: trials per study")
     parser.add_argument("--max-accuracy-drop", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=2, help="runs per configuration")
