@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -40,6 +41,8 @@ from imcc.target import Target
 SIMULATION_SEED = 0
 """Seed of the converters' draws in every accuracy measurement (MTJ sampling)."""
 
+CHECK = "check"
+"""The first field of a stored check's key (`Evaluator.check`)."""
 WAIT_PERIOD = 1.0
 """Seconds between two looks at an evaluation another worker is running."""
 
@@ -258,22 +261,30 @@ class Evaluator:
             assert self.psqat is not None
             key += f"|psqat={self.psqat.digest}"
             run = self._finetuned
+        saved = self._stored(key, lambda: asdict(run(pipeline, accuracy, floor, only)), wait)
+        if saved is None:
+            return None
+        saved = dict(saved)
+        metrics = saved.pop("metrics")
+        return Evaluation(Metrics(**metrics) if metrics else None, **saved)
+
+    def _stored(self, key: str, run: Callable[[], dict], wait: bool = True) -> dict | None:
+        """Return `run()`'s result, kept under `key` in the store: read back when stored,
+        run when no other worker holds it, else None without `wait` or waited for."""
         if self.store is None:
             self.ran += 1
-            return run(pipeline, accuracy, floor, only)
+            return run()
         while (saved := self.store.get(key)) is None:
             with self.store.claim(key) as held:
                 if held:
                     self.ran += 1
-                    saved = asdict(run(pipeline, accuracy, floor, only))
+                    saved = run()
                     self.store.put(key, saved)
-                    break
+                    return saved
             if not wait:
                 return None
             time.sleep(WAIT_PERIOD)
-        saved = dict(saved)
-        metrics = saved.pop("metrics")
-        return Evaluation(Metrics(**metrics) if metrics else None, **saved)
+        return saved
 
     def _tunes(self, pipeline: str, accuracy: bool, only: int | None) -> bool:
         """Say whether this evaluation fine-tunes the design first (PS-QAT set, a whole
@@ -318,8 +329,10 @@ class Evaluator:
 
     def stored_evaluations(self) -> dict[str, dict]:
         """Return the evaluations kept in `store`, keyed as `evaluate` keys them (empty
-        without a store)."""
-        return {} if self.store is None else self.store.all()
+        without a store; the checks kept beside them left out)."""
+        if self.store is None:
+            return {}
+        return {k: v for k, v in self.store.all().items() if not k.startswith(f"{CHECK}|")}
 
     def _evaluate(
         self, pipeline: str, accuracy: bool, floor: float | None, only: int | None
@@ -355,9 +368,21 @@ class Evaluator:
     def check(self, pipeline: str) -> tuple[float, int]:
         """Return a trial's accuracy and sample count on the whole check subset (on the model
         PS-QAT fine-tuned for it, when it was)."""
-        design = self.for_design(pipeline)
-        report = design.simulate(design.compile(pipeline), design.problem.check_data)
-        return report.accuracy, report.samples
+
+        def run() -> dict:
+            design = self.for_design(pipeline)
+            report = design.simulate(design.compile(pipeline), design.problem.check_data)
+            return {"accuracy": report.accuracy, "samples": report.samples}
+
+        # kept in the store, so that workers sharing one check a design once
+        key = f"{CHECK}|{len(self.problem.check_data.images)}|{pipeline}"
+        if self.psqat is not None:
+            key += f"|psqat={self.psqat.digest}"
+        evaluations = self.ran
+        saved = self._stored(key, run)
+        self.ran = evaluations  # a check is not an evaluation
+        assert saved is not None
+        return saved["accuracy"], saved["samples"]
 
 
 def _slack(floor: float, samples: int) -> float:
