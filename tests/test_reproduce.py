@@ -164,24 +164,24 @@ def test_the_hybrid_comparison_runs_resumes_and_beats_every_family_within_the_bu
 
     def run() -> dict:
         return hybrid.hybrid(
-            32,
-            32,
+            16,
+            16,
             5.0,
             tmp_path,
             model=Path(resolve_model("digits-cnn")),
             validation="digits-cnn,from=296",
             test="digits-cnn,from=296",
             mechanisms=kept,
-            verify=64,
-            psqat=64,
+            verify=32,
+            psqat=32,
             training="digits-cnn",
             train=256,
         )
 
     result = run()
-    assert result["verification_samples"] == 64
+    assert result["verification_samples"] == 32
     keys = json.loads((tmp_path / "evaluations.json").read_text())
-    assert {key.split("|")[0] for key in keys} == {"32", "64"}
+    assert {key.split("|")[0] for key in keys} == {"16", "32"}
     rows = {row["family"]: row for row in result["families"]}
     assert list(rows) == list(hybrid.FAMILIES)
     assert rows["isaac"]["edap_vs_isaac"] == 1.0
