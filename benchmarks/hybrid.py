@@ -220,7 +220,7 @@ def hybrid(
                 "test": None
                 if test_data is None
                 else test_accuracy(
-                    evaluator.for_design(design.pipeline), design.pipeline, test_data
+                    (verifier or evaluator).for_design(design.pipeline), design.pipeline, test_data
                 ),
             }
         )

@@ -146,15 +146,21 @@ def with_learned_normalisation(program: Graph, model: str | Path) -> tuple[Graph
     """Return the program with the MTJ normalisation the model learned in `imcc finetune` (its
     metadata record) on the layers the pipeline gave MTJ converters, replacing the
     data-calibrated values, and how many layers took it."""
-    if not any("ps_scale" in n.attributes for n in program.nodes):
+    if not mtj_layers(program):
         return program, 0  # no MTJ layers: do not read the model a second time
     return with_normalisation(program, learned_normalisation(model))
+
+
+def mtj_layers(program: Graph) -> set[str]:
+    """Return the names of the layers a program converts with MTJs (calibrate-mtj gave them
+    a normalisation)."""
+    return {n.name for n in program.nodes if "ps_scale" in n.attributes}
 
 
 def with_normalisation(program: Graph, learned: Mapping[str, tuple[Any, Any]]) -> tuple[Graph, int]:
     """Return the program with a learned normalisation (`learned_normalisation`'s, by layer
     name) on the layers the pipeline gave MTJ converters, and how many layers took it."""
-    mapped = {n.name for n in program.nodes if "ps_scale" in n.attributes}
+    mapped = mtj_layers(program)
     chosen = {name: values for name, values in learned.items() if name in mapped}
     return (apply_normalisation(program, chosen), len(chosen)) if chosen else (program, 0)
 

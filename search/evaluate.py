@@ -261,7 +261,12 @@ class Evaluator:
             assert self.psqat is not None
             key += f"|psqat={self.psqat.digest}"
             run = self._finetuned
-        saved = self._stored(key, lambda: asdict(run(pipeline, accuracy, floor, only)), wait)
+
+        def once() -> dict:
+            self.ran += 1
+            return asdict(run(pipeline, accuracy, floor, only))
+
+        saved = self._stored(key, once, wait)
         if saved is None:
             return None
         saved = dict(saved)
@@ -272,12 +277,10 @@ class Evaluator:
         """Return `run()`'s result, kept under `key` in the store: read back when stored,
         run when no other worker holds it, else None without `wait` or waited for."""
         if self.store is None:
-            self.ran += 1
             return run()
         while (saved := self.store.get(key)) is None:
             with self.store.claim(key) as held:
                 if held:
-                    self.ran += 1
                     saved = run()
                     self.store.put(key, saved)
                     return saved
@@ -378,9 +381,7 @@ class Evaluator:
         key = f"{CHECK}|{len(self.problem.check_data.images)}|{pipeline}"
         if self.psqat is not None:
             key += f"|psqat={self.psqat.digest}"
-        evaluations = self.ran
         saved = self._stored(key, run)
-        self.ran = evaluations  # a check is not an evaluation
         assert saved is not None
         return saved["accuracy"], saved["samples"]
 

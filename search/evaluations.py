@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -35,6 +34,8 @@ from imcc.errors import UserError
 from imcc.search.storage import (
     HEARTBEAT,
     STORAGE_ERRORS,
+    another_search,
+    beating,
     check_storage,
     open_storage,
     redact,
@@ -179,11 +180,7 @@ class SqlStore:
         keys = sorted(set(before) | set(identity))
         differs = [k for k in keys if before.get(k) != identity.get(k)]
         if differs:
-            what = ", ".join(f"{k}={before.get(k)!r} (now {identity.get(k)!r})" for k in differs)
-            raise UserError(
-                f"study '{self.study}' in this storage was created for another search: {what}",
-                hint="give another --study, or the same flags as before",
-            )
+            raise another_search(self.study, before, identity, differs, "another --study")
 
     def all(self) -> dict[str, dict]:
         """Return every finished evaluation of the study by key."""
@@ -258,25 +255,15 @@ class SqlStore:
         if not held:
             yield False
             return
-        stop = threading.Event()
 
         def beat() -> None:
-            while not stop.wait(self.heartbeat):
-                try:
-                    with self.engine.begin() as db:
-                        db.execute(
-                            update(self.table).where(self._mine(key)).values(heartbeat=time.time())
-                        )
-                except SQLAlchemyError:
-                    pass  # one missed beat; the claim goes stale only after three
+            with self.engine.begin() as db:
+                db.execute(update(self.table).where(self._mine(key)).values(heartbeat=time.time()))
 
-        thread = threading.Thread(target=beat, name="evaluation-heartbeat", daemon=True)
-        thread.start()
         try:
-            yield True
+            with beating(self.heartbeat, beat, "evaluation-heartbeat"):
+                yield True
         finally:
-            stop.set()
-            thread.join()
             try:
                 with self.engine.begin() as db:  # no-op once put: the result is set
                     db.execute(delete(self.table).where(self._mine(key)))

@@ -23,7 +23,6 @@ from pathlib import Path
 
 from imcc.errors import UserError
 from imcc.ir.graph import Graph
-from imcc.passes.layers import crossbar_layers
 
 LEARNING_RATE = 0.003
 """Peak learning rate: the one models/README.md's StoX-Net PS-QAT of ResNet-20 used (higher
@@ -107,6 +106,7 @@ class PsQat:
 
 
 def has_mtj(program: Graph) -> bool:
-    """Say whether a compiled program converts any crossbar layer with MTJs (calibrate-mtj
-    gave it a normalisation)."""
-    return any("ps_scale" in node.attributes for node in crossbar_layers(program))
+    """Say whether a compiled program converts any crossbar layer with MTJs."""
+    from imcc.finetune.export import mtj_layers
+
+    return bool(mtj_layers(program))

@@ -300,15 +300,11 @@ def _search(
         random_trials if config.strategy != "random" else 0,
     )
     identity = {
-        "model": model.name,
-        "target": target.name,
-        "data": config.data,
+        **_identity(config, problem),
         "strategy": config.strategy,
         "objective": objective,
         "area_budget_mm2": budget,
         "max_accuracy_drop": config.max_accuracy_drop,
-        "search_samples": len(problem.search_data.images),
-        "calibration_samples": CALIBRATION_SAMPLES,
     }
     storage = opened[0] if opened else _open(config, url, opened)
     try:
@@ -397,6 +393,18 @@ def _sensitivity(
         return _write(config, problem, evaluator, space, found, budget, store.label, name)
 
 
+def _identity(config: SearchConfig, problem: Problem) -> dict[str, object]:
+    """Return what decides a search's evaluations, recorded with its study: a study created
+    with other values is refused (storage.open_study, evaluations.SqlStore)."""
+    return {
+        "model": problem.model.name,
+        "target": problem.target.name,
+        "data": config.data,
+        "search_samples": len(problem.search_data.images),
+        "calibration_samples": CALIBRATION_SAMPLES,
+    }
+
+
 @contextmanager
 def _evaluation_store(
     config: SearchConfig, problem: Problem, name: str
@@ -409,14 +417,7 @@ def _evaluation_store(
     if config.storage is None:
         store: EvaluationStore = JsonStore(config.out / SENSITIVITY_JSON)
     else:
-        identity = {
-            "model": problem.model.name,
-            "target": problem.target.name,
-            "data": config.data,
-            "search_samples": len(problem.search_data.images),
-            "probe_samples": problem.probe,
-            "calibration_samples": CALIBRATION_SAMPLES,
-        }
+        identity = {**_identity(config, problem), "probe_samples": problem.probe}
         store = SqlStore(config.storage, name, identity, config.heartbeat)
     try:
         yield store

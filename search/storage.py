@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -382,13 +382,25 @@ def open_study(
         return study
     differs = [k for k, v in identity.items() if k in recorded and recorded[k] != v]
     if differs or [d.name.lower() for d in study.directions] != directions:
-        what = ", ".join(f"{k}={recorded.get(k)!r} (now {identity.get(k)!r})" for k in differs)
-        raise UserError(
-            f"study '{name}' in this storage was created for another search"
-            + (f": {what}" if what else ""),
-            hint="give another --study or --out, or the same flags as before",
-        )
+        raise another_search(name, recorded, identity, differs, "another --study or --out")
     return study
+
+
+def another_search(
+    name: str,
+    recorded: Mapping[str, object],
+    identity: Mapping[str, object],
+    differs: list[str],
+    instead: str,
+) -> UserError:
+    """Return the refusal of a study created for another search: what `differs` between the
+    `recorded` settings and this search's `identity`, and what to give `instead`."""
+    what = ", ".join(f"{k}={recorded.get(k)!r} (now {identity.get(k)!r})" for k in differs)
+    return UserError(
+        f"study '{name}' in this storage was created for another search"
+        + (f": {what}" if what else ""),
+        hint=f"give {instead}, or the same flags as before",
+    )
 
 
 def finished(trial: FrozenTrial) -> bool:
@@ -439,19 +451,36 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     """Record the trial's heartbeat now and then every heartbeat period until the block ends,
     so that other workers can tell this trial from a killed worker's."""
     storage = study._storage  # optuna keeps the storage and trial ids private
-    period = heartbeat_period(study)
     trial_id = trial._trial_id
     storage.record_heartbeat(trial_id)
+    with beating(
+        heartbeat_period(study),
+        lambda: storage.record_heartbeat(trial_id),
+        f"heartbeat-{trial.number}",
+        (SQLAlchemyError, optuna.exceptions.StorageInternalError),
+    ):
+        yield
+
+
+@contextmanager
+def beating(
+    period: float,
+    beat: Callable[[], None],
+    name: str,
+    missed: tuple[type[BaseException], ...] = (SQLAlchemyError,),
+) -> Iterator[None]:
+    """Call `beat` every `period` seconds in a thread until the block ends; a beat that fails
+    with one of `missed` is skipped (one missed beat; a worker goes stale only after three)."""
     stop = threading.Event()
 
-    def beat() -> None:
+    def run() -> None:
         while not stop.wait(period):
             try:
-                storage.record_heartbeat(trial_id)
-            except (SQLAlchemyError, optuna.exceptions.StorageInternalError):
-                pass  # one missed beat; the trial goes stale only after three
+                beat()
+            except missed:
+                pass
 
-    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
     try:
         yield
