@@ -34,7 +34,9 @@ I weight slices, D converted devices per slice):
    the converter's full scale is set for it, a property of the mapped layer and the hardware,
    not of the data. ADC (`adc_levels`): codes in [lowest, highest] (two's complement when sums
    can be negative); `full-scale` range rule: a power-of-two step so that the largest possible
-   sum fits, rounding to nearest; `saturate`: unit step, clip. MTJ: each sum is normalised,
+   sum fits, rounding to nearest, or, with a calibrated `full_scale` (calibrate-adc), the
+   smallest integer step whose top code reaches it (larger sums clip); `saturate`: unit
+   step, clip. MTJ: each sum is normalised,
    `x = clamp(a * PS + b, -1, 1)` with the per-column `a`, `b` of the layer's `ps_scale` /
    `ps_offset` (calibrate-mtj) or, without them, over the read's full range (`a = 1 / radius`,
    `b = -middle / radius`); it switches to +1 with `p = sigmoid(s * x)`; N samples are
@@ -141,6 +143,8 @@ class Converter:
     `ps_scale` / `ps_offset` (MTJ only; empty: normalise over the read's full range) hold one
     entry per physical column of the layer, ordered [weight slice][device][filter] with the
     filters of all groups, so `x = clamp(ps_scale * PS + ps_offset, -1, 1)` column by column.
+    `full_scale` (a `full-scale` ADC only; 0: the read's full range) is the calibrated
+    partial-sum magnitude the ADC's top code stands for (calibrate-adc).
     """
 
     kind: ConverterKind
@@ -150,6 +154,7 @@ class Converter:
     sensitivity: float = 4.0
     ps_scale: tuple[float, ...] = ()
     ps_offset: tuple[float, ...] = ()
+    full_scale: int = 0
 
     def __post_init__(self) -> None:
         if len(self.ps_scale) != len(self.ps_offset):
@@ -159,6 +164,8 @@ class Converter:
             )
         if any(not a > 0 for a in self.ps_scale):  # also rejects nan
             raise MappingError("ps_scale entries must be positive", hint="rerun calibrate-mtj")
+        if self.full_scale < 0:
+            raise MappingError("full_scale must be positive", hint="rerun calibrate-adc")
 
     @property
     def is_mtj(self) -> bool:
@@ -188,6 +195,7 @@ def layer_converter(
     target: Target,
     ps_scale: tuple[float, ...] = (),
     ps_offset: tuple[float, ...] = (),
+    full_scale: int = 0,
 ) -> Converter:
     """Return the converter the datapath applies for a layer's converter choice on a target."""
     spec = target_converter(target, choice.name)
@@ -199,11 +207,18 @@ def layer_converter(
         spec.sensitivity,
         tuple(float(v) for v in ps_scale),
         tuple(float(v) for v in ps_offset),
+        full_scale if spec.range_rule == "full-scale" else 0,
     )
 
 
 def adc_levels(converter: Converter, low: float, high: float) -> tuple[int, int, float]:
-    """Return an ADC's lowest and highest code and its step for sums in [low, high]."""
+    """Return an ADC's lowest and highest code and its step for sums in [low, high].
+
+    `full-scale` rule, uncalibrated: the power-of-two step that fits the largest sum of the
+    read (`max(|low|, |high|)`); calibrated (`converter.full_scale` = F): the smallest integer
+    step whose top code reaches F, `ceil(F / highest)`, one step for the whole layer, which the
+    shift-and-add applies once per result. `saturate`: unit step.
+    """
     bits = 1 if converter.kind is ConverterKind.SENSE_AMP else converter.bits
     signed = low < 0
     levels_low, levels_high = (
@@ -212,8 +227,11 @@ def adc_levels(converter: Converter, low: float, high: float) -> tuple[int, int,
     step = 1.0
     if converter.range_rule == "full-scale":
         span = max(abs(low), abs(high))
-        needed = math.ceil(math.log2(span + 1)) + (1 if signed else 0)
-        step = 2.0 ** max(0, needed - bits)
+        if converter.full_scale and levels_high > 0:
+            step = float(max(1, math.ceil(min(converter.full_scale, span) / levels_high)))
+        else:
+            needed = math.ceil(math.log2(span + 1)) + (1 if signed else 0)
+            step = 2.0 ** max(0, needed - bits)
     return levels_low, levels_high, step
 
 
@@ -542,7 +560,11 @@ def plan_layer(
     if not lossless:
         choice: ConverterChoice = a["converter"]
         converter = layer_converter(
-            choice, target, tuple(a.get("ps_scale") or ()), tuple(a.get("ps_offset") or ())
+            choice,
+            target,
+            tuple(a.get("ps_scale") or ()),
+            tuple(a.get("ps_offset") or ()),
+            int(a.get("full_scale") or 0),
         )
     centers = a.get("centers")
     return LayerPlan(

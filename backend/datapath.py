@@ -321,8 +321,8 @@ def convert_adc(
     to get partial-sum units)."""
     levels_low, levels_high, step = levels
     stats.conversions += sums.numel()
-    if step != 1.0:
-        sums.mul_(1.0 / step).round_()
+    if step != 1.0:  # a power of two scales exactly; another step divides (correctly rounded)
+        (sums.mul_(1.0 / step) if math.log2(step).is_integer() else sums.div_(step)).round_()
         stats.lossless = False
     if not saturable or not sums.numel():
         return

@@ -16,6 +16,8 @@ these optional attributes (each pass sets its own):
 - `ps_scale`, `ps_offset` (calibrate-mtj): the per-column normalisation of an MTJ converter,
   `x = clamp(ps_scale * PS + ps_offset, -1, 1)`, one entry per physical column of a group's
   product, ordered [weight slice][device][filter] (filters of all groups)
+- `full_scale` (calibrate-adc): the partial-sum magnitude a `full-scale` ADC's top code stands
+  for, measured on calibration data (absent: the read's largest possible sum), `412`
 - `profile` (profile-converters): what the converters did on calibration data,
   `#profile<samples = 16, saturation = 0.01, speculation_failures = 0.06, recoveries = 0.2>`
 - `placement` (place): `#placement<first_crossbar = 0, crossbars = 3, replicas = 1>`: the
@@ -261,6 +263,7 @@ MAPPING_ATTRIBUTES = (
     AttrSpec("converter", AttrKind.STRUCT, optional=True, struct=ConverterChoice),
     AttrSpec("ps_scale", AttrKind.FLOATS, optional=True),
     AttrSpec("ps_offset", AttrKind.FLOATS, optional=True),
+    AttrSpec("full_scale", AttrKind.INT, optional=True),
     AttrSpec("profile", AttrKind.STRUCT, optional=True, struct=ConverterProfile),
     AttrSpec("placement", AttrKind.STRUCT, optional=True, struct=Placement),
 )
@@ -406,6 +409,15 @@ def _ps(name: str) -> LayerRule:
     return rule
 
 
+def _full_scale(value: int, attrs: Mapping[str, Any], shape: LayerShape) -> None:
+    _require(value >= 1, f"full_scale = {value} must be >= 1 (a partial-sum magnitude)")
+    choice = attrs.get("converter")
+    _require(
+        isinstance(choice, ConverterChoice) and choice.kind in ("sar", "flash"),
+        "full_scale needs the layer's converter to be an ADC (sar or flash)",
+    )
+
+
 def _placement(placement: Placement, attrs: Mapping[str, Any], shape: LayerShape) -> None:
     tiling = attrs.get("tiling")
     _require(isinstance(tiling, Tiling), "a placement needs the layer's tiling")
@@ -431,6 +443,7 @@ LAYER_RULES: dict[str, LayerRule] = {
     "column_share": _column_share,
     "ps_scale": _ps("ps_scale"),
     "ps_offset": _ps("ps_offset"),
+    "full_scale": _full_scale,
     "placement": _placement,
 }
 """The rule of each mapping attribute that needs the layer's product or its other attributes

@@ -6,36 +6,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imcc.backend.datapath import partial_sums
 from imcc.ir.graph import Graph, Node
 from imcc.ir.mapping import ConverterChoice
 from imcc.passes.base import Pass, option
-from imcc.passes.calibration import LayerProducts, layer_products
+from imcc.passes.calibration import layers_column_sums
 from imcc.passes.context import Context
 from imcc.passes.layers import (
     crossbar_layers,
     layer_label,
     replace_nodes,
-    require_target,
     with_attributes,
 )
-from imcc.plan import MatrixShape, plan_layer, require_mapped
-from imcc.target import ConverterKind, Target
+from imcc.target import ConverterKind
 
 MIN_SPREAD = 0.5
 """The smallest partial-sum spread a column is normalised for: integer sums that never vary
 (e.g. a weight slice that is zero throughout) would otherwise get an unbounded scale."""
-
-
-@dataclass(frozen=True, slots=True)
-class ColumnSums:
-    """A layer's crossbar partial sums on calibration data: `sums` [C, J, P, columns] (row
-    chunk, input slice, position, physical column ordered [weight slice][device][filter]),
-    the significance of each input slice [J], and the layer's filters (all groups)."""
-
-    sums: np.ndarray
-    input_weight: np.ndarray
-    filters: int
 
 
 def mtj_layers(graph: Graph) -> list[tuple[int, Node]]:
@@ -46,23 +32,6 @@ def mtj_layers(graph: Graph) -> list[tuple[int, Node]]:
         if isinstance(choice, ConverterChoice) and choice.kind == ConverterKind.MTJ.value:
             out.append((index, node))
     return out
-
-
-def column_sums(node: Node, products: LayerProducts, target: Target) -> ColumnSums:
-    """Return the partial sums every physical column of a layer produces on the calibration
-    products, exactly as the datapath forms them (its plan's slices, encoding, row chunks)."""
-    x0, w0 = products.patches[0], products.filters[0]
-    shape = MatrixShape(w0.shape[0], w0.shape[1], products.groups, x0.shape[0])
-    plan = plan_layer(node, target, shape, lossless=True, before=CalibrateMtj.name)
-    parts = []
-    for group in range(products.groups):
-        x, w = products.patches[group], products.filters[group]
-        sums = partial_sums(plan, x, w, group)  # [C, J, P, I*D*N]
-        parts.append(sums.reshape(*sums.shape[:3], plan.weight_slices * plan.devices, -1))
-    # filters of all groups side by side: [C, J, P, I*D, groups*N] -> [..., I*D*groups*N]
-    stacked = np.concatenate(parts, axis=-1)
-    weight = np.array([2.0**shift for shift in plan.input_shifts])
-    return ColumnSums(stacked.reshape(*stacked.shape[:3], -1), weight, plan.filters * plan.groups)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,19 +66,11 @@ class CalibrateMtj(Pass):
     )
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
-        target = require_target(ctx, self.name)
-        layers = crossbar_layers(graph)
-        for index, node in enumerate(layers):
-            require_mapped(node, layer_label(node, index), before=self.name)
-        chosen = mtj_layers(graph)
-        if not chosen:
-            return graph
-        products = layer_products(
-            graph, ctx, [node for _, node in chosen], samples=self.samples, positions=self.positions
+        measured_layers = layers_column_sums(
+            graph, ctx, mtj_layers(graph), self.name, samples=self.samples, positions=self.positions
         )
         changed = {}
-        for index, node in chosen:
-            measured = column_sums(node, products[node.outputs[0]], target)
+        for index, node, measured in measured_layers:
             sums = measured.sums.reshape(-1, measured.sums.shape[-1]).astype(np.float64)
             mean = sums.mean(axis=0)
             spread = np.maximum(sums.std(axis=0), MIN_SPREAD)
@@ -127,7 +88,7 @@ class CalibrateMtj(Pass):
                 mean_scale=float(scale.mean()),
                 clamped=clamped,
             )
-        return replace_nodes(graph, changed)
+        return replace_nodes(graph, changed) if changed else graph
 
     def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:
         return {"sigmas": [1.0, 1.5, 2.0, 3.0]} if mtj_layers(graph) else {}

@@ -16,13 +16,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from imcc.backend import kernels
+from imcc.backend.datapath import partial_sums
 from imcc.backend.reference import collect
 from imcc.errors import MappingError
 from imcc.ir.graph import Graph, Node
 from imcc.ir.io import require_weights
 from imcc.passes.context import Context
-from imcc.passes.layers import layer_label
+from imcc.passes.layers import crossbar_layers, layer_label, require_target
 from imcc.passes.quantize import calibration_images
+from imcc.plan import MatrixShape, plan_layer, require_mapped
+from imcc.target import Target
 
 
 @dataclass(frozen=True)
@@ -98,3 +101,58 @@ def layer_products(
             tuple(kept), tuple(np.ascontiguousarray(f, dtype=np.int64) for f in filters)
         )
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnSums:
+    """A layer's crossbar partial sums on calibration data: `sums` [C, J, P, columns] (row
+    chunk, input slice, position, physical column ordered [weight slice][device][filter]),
+    the significance of each input slice [J], and the layer's filters (all groups)."""
+
+    sums: np.ndarray
+    input_weight: np.ndarray
+    filters: int
+
+
+def column_sums(node: Node, products: LayerProducts, target: Target, before: str) -> ColumnSums:
+    """Return the partial sums every physical column of a layer produces on the calibration
+    products, exactly as the datapath forms them (its plan's slices, encoding, row chunks);
+    `before` names the pass that asks, in the error when the layer is not mapped."""
+    x0, w0 = products.patches[0], products.filters[0]
+    shape = MatrixShape(w0.shape[0], w0.shape[1], products.groups, x0.shape[0])
+    plan = plan_layer(node, target, shape, lossless=True, before=before)
+    parts = []
+    for group in range(products.groups):
+        x, w = products.patches[group], products.filters[group]
+        sums = partial_sums(plan, x, w, group)  # [C, J, P, I*D*N]
+        parts.append(sums.reshape(*sums.shape[:3], plan.weight_slices * plan.devices, -1))
+    # filters of all groups side by side: [C, J, P, I*D, groups*N] -> [..., I*D*groups*N]
+    stacked = np.concatenate(parts, axis=-1)
+    weight = np.array([2.0**shift for shift in plan.input_shifts])
+    return ColumnSums(stacked.reshape(*stacked.shape[:3], -1), weight, plan.filters * plan.groups)
+
+
+def layers_column_sums(
+    graph: Graph,
+    ctx: Context,
+    chosen: list[tuple[int, Node]],
+    before: str,
+    *,
+    samples: int,
+    positions: int,
+) -> list[tuple[int, Node, ColumnSums]]:
+    """Return the column sums of the `chosen` crossbar layers (index, node) on calibration data
+    for the pass `before` (calibrate-mtj, calibrate-adc), after checking that every crossbar
+    layer of the graph is mapped."""
+    target = require_target(ctx, before)
+    for index, node in enumerate(crossbar_layers(graph)):
+        require_mapped(node, layer_label(node, index), before=before)
+    if not chosen:
+        return []
+    products = layer_products(
+        graph, ctx, [node for _, node in chosen], samples=samples, positions=positions
+    )
+    return [
+        (index, node, column_sums(node, products[node.outputs[0]], target, before))
+        for index, node in chosen
+    ]

@@ -17,6 +17,8 @@ would have chosen on that target, layer by layer:
 - converter (select-adc): one the target offers, of its kind, at a legal precision and sample
   count; column_share (share-columns): a factor offered with that converter;
 - ps_scale / ps_offset (calibrate-mtj): one entry per physical column of the datapath;
+- full_scale (calibrate-adc): only on a converter whose references follow the `full-scale`
+  range rule;
 
 A violation is a MappingError naming the layer and the rule, with a hint to compile again.
 """
@@ -82,6 +84,13 @@ def _check_layer(node: Node, graph: Graph, target: Target, where: str) -> None:
     choice = a.get("converter")
     if isinstance(choice, ConverterChoice):
         _check_converter(target, choice, a.get("column_share"), where)
+        rule = target.converter(choice.name).range_rule
+        if a.get("full_scale") is not None and rule != "full-scale":
+            raise MappingError(
+                f"{where}: full_scale is set, but converter {choice.name} of target "
+                f"{target.name} has unit steps (range rule {rule}): nothing to calibrate",
+                hint="drop full_scale, or select a converter with the full-scale range rule",
+            )
     scale = a.get("ps_scale")
     if scale is not None and all(name in a for name in DATAPATH):
         # the datapath's converted columns: weight slices x devices x filters (the plan's)

@@ -21,6 +21,7 @@ _REGISTRY: dict[str, str | type[Pass]] = {
     "slice-weights": "imcc.passes.slice_weights:SliceWeights",
     "profile-converters": "imcc.passes.profile_converters:ProfileConverters",
     "calibrate-mtj": "imcc.passes.calibrate_mtj:CalibrateMtj",
+    "calibrate-adc": "imcc.passes.calibrate_adc:CalibrateAdc",
     "allocate-samples": "imcc.passes.allocate_samples:AllocateSamples",
 }
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from imcc.ir.graph import Graph
 from imcc.passes.base import OptionSpec, Pass
+from imcc.passes.calibrate_adc import calibrated_converters
 from imcc.passes.context import Context
 from imcc.passes.encode_weights import supported_schemes
 from imcc.passes.layers import crossbar_layers, layer_label
@@ -44,7 +45,9 @@ def template(target: Target) -> tuple[Step, ...]:
     `encode-weights` joins when the target stores weights in more than one way,
     `profile-converters` when it speculates (the cost model prices speculation from its profile),
     `calibrate-mtj` after the slicing when it offers an MTJ converter (an uncalibrated MTJ
-    column converts coin flips; the pass leaves layers with other converters alone).
+    column converts coin flips; the pass leaves layers with other converters alone), and
+    `calibrate-adc` when it offers an ADC with the `full-scale` range rule (uncalibrated, such
+    an ADC spans sums the data never reach and rounds the real ones to a few codes).
     """
     steps = [
         Step("assign-input-precision"),
@@ -56,6 +59,8 @@ def template(target: Target) -> tuple[Step, ...]:
     steps += [Step("select-adc"), Step("slice-weights")]
     if any(c.kind is ConverterKind.MTJ for c in target.converters):
         steps.append(Step("calibrate-mtj"))
+    if calibrated_converters(target):
+        steps.append(Step("calibrate-adc"))
     steps.append(Step("share-columns"))
     if target.speculation is not None:
         steps.append(Step("profile-converters"))
