@@ -235,8 +235,8 @@ def test_listings(capsys) -> None:
     assert (
         "conv(x, w, b?) {strides: ints, pads: ints, dilations: ints, group: int = 1, "
         "weights: struct?, centers: ints?, tiling: struct?, input: struct?, column_share: "
-        "int?, converter: struct?, ps_scale: floats?, ps_offset: floats?, profile: "
-        "struct?, placement: struct?}\n"
+        "int?, converter: struct?, ps_scale: floats?, ps_offset: floats?, full_scale: "
+        "int?, profile: struct?, placement: struct?}\n"
     ) in out
     code, out, _ = imcc(capsys, "targets")
     assert code == 0 and [line.split()[0] for line in out.splitlines()] == [

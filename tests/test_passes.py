@@ -343,6 +343,7 @@ def test_registry_lists_the_passes_lazily() -> None:
     assert names == [
         "allocate-samples",
         "assign-input-precision",
+        "calibrate-adc",
         "calibrate-mtj",
         "canonicalize",
         "encode-weights",
