@@ -268,10 +268,14 @@ class Pass:
     values of their options for a graph and target in `search_space`. A tunable option that
     also has a per-layer list counterpart is declared in `per_layer_options`; the autotuner then
     searches one entry per crossbar layer (`layer_search_space`) instead of the uniform value.
+    A pass that sets only how values are converted (a converter's range, a normalisation:
+    nothing the cost model reads) says so with `priced = False`, and an evaluation of cost
+    alone leaves it out.
     """
 
     name: ClassVar[str] = ""
     per_layer_options: ClassVar[tuple[PerLayerOption, ...]] = ()
+    priced: ClassVar[bool] = True
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         """Return the transformed graph (never mutate `graph`)."""

@@ -75,6 +75,7 @@ class CalibrateAdc(Pass):
     """
 
     name = "calibrate-adc"
+    priced = False  # sets ranges only: nothing the cost model reads
     quantile: float = option(
         1.0,
         "share of the calibration partial sums within the range (1: the largest, as "

@@ -57,6 +57,7 @@ class CalibrateMtj(Pass):
     """
 
     name = "calibrate-mtj"
+    priced = False  # sets ranges only: nothing the cost model reads
     sigmas: float = option(
         2.0, "standard deviations of a column's sums mapped onto [-1, 1]", above=0.0
     )

@@ -202,8 +202,12 @@ class Evaluator:
         self.last = (pipeline, graph)
         return graph
 
-    def _compile(self, pipeline: str) -> Graph:
+    def _compile(self, pipeline: str, priced_only: bool = False) -> Graph:
+        """Compile a pipeline (`priced_only`: without the passes that change nothing the cost
+        model reads, `Pass.priced`, for an evaluation of cost alone)."""
         passes = driver.pipeline_passes(pipeline)
+        if priced_only:
+            passes = [p for p in passes if p.priced]
         names = [p.name for p in passes]
         cut = names.index("quantize") + 1 if "quantize" in names else 0
         graph = self.problem.graph
@@ -341,10 +345,10 @@ class Evaluator:
         self, pipeline: str, accuracy: bool, floor: float | None, only: int | None
     ) -> Evaluation:
         try:
+            if not accuracy:
+                return Evaluation(self.cost(pipeline, self._compile(pipeline, priced_only=True)))
             graph = self.compile(pipeline)
             metrics = self.cost(pipeline, graph)
-            if not accuracy:
-                return Evaluation(metrics)
             data, probe = self.problem.search_data, self.problem.probe
             first = self.simulate(graph, data.take(probe), only)
             error = max((layer.rel_error for layer in first.layers), default=0.0)

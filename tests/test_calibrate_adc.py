@@ -178,3 +178,41 @@ def test_searches_calibrate_full_scale_adcs_only():
     assert "calibrate-adc" in [s.name for s in template(XPERT)]
     assert "calibrate-adc" in [s.name for s in template(load_target("hybrid"))]
     assert "calibrate-adc" not in [s.name for s in template(load_target("isaac"))]
+
+
+def test_an_evaluation_of_cost_alone_skips_the_calibrations_and_prices_the_same(monkeypatch):
+    """calibrate-adc and calibrate-mtj set ranges only (`Pass.priced`): a cost-only evaluation
+    leaves them out, and its cost is the full compile's."""
+    from imcc.costmodel import estimate
+    from imcc.examples import resolve_model
+    from imcc.search.evaluate import Evaluator, Metrics, Problem
+    from imcc.search.space import build_space
+
+    target = load_target("hybrid")
+    problem = Problem.load(
+        resolve_model("digits-cnn"),
+        target,
+        "digits-cnn",
+        search_samples=16,
+        probe_samples=16,
+        check_samples=16,
+    )
+    space = build_space(problem.graph, target)
+    choices = space.uniform({"select-adc.per_layer_converter": "flash"})
+    choices["select-adc.per_layer_converter[1]"] = "mtj"
+    pipeline = space.pipeline(choices)
+    assert "calibrate-adc" in pipeline and "calibrate-mtj" in pipeline
+    evaluator = Evaluator(problem)
+    full = evaluator.compile(pipeline)
+    assert "full_scale" in crossbar_layers(full)[0].attributes
+    assert "ps_scale" in crossbar_layers(full)[1].attributes
+    from imcc.passes.calibrate_adc import CalibrateAdc
+    from imcc.passes.calibrate_mtj import CalibrateMtj
+
+    def refuse(self, graph, ctx):
+        raise AssertionError(f"{self.name} ran for a cost-only evaluation")
+
+    monkeypatch.setattr(CalibrateAdc, "run", refuse)
+    monkeypatch.setattr(CalibrateMtj, "run", refuse)
+    cost_only = Evaluator(problem).evaluate(pipeline, accuracy=False)
+    assert cost_only.metrics == Metrics.of(estimate(full, target))
