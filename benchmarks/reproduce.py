@@ -543,8 +543,11 @@ def main() -> None:
 
         result = xpert.phase_one(args.out / "xpert", args.trials, args.inner_trials)
         text = xpert.markdown(result)
+        limit = 5000 if args.limit is None else args.limit
+        if xpert.BASELINE_MODEL.is_file():
+            result["baselines"] = xpert.baseline_designs(500, limit)
+            text += "\n" + xpert.baselines_markdown(result["baselines"])
         if xpert.BASELINE_MODEL.is_file() and xpert.SEARCHED_MODEL.is_file():
-            limit = 5000 if args.limit is None else args.limit
             second = xpert.phase_two(args.out / "xpert", result, args.trials, 500, limit)
             result["phase2"] = second
             text += "\n" + xpert.phase_two_markdown(second)

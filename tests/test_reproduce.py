@@ -138,14 +138,16 @@ def test_xpert_phase_two_table_puts_each_ratio_the_way_the_paper_states_it() -> 
     result = {
         "floor": 0.915,
         "test_images": 5000,
-        "baseline": {"metrics": metrics(8.0, 2.0, 3.0), "accuracy": 0.92},
+        "baseline": {"bits": 6, "metrics": metrics(8.0, 2.0, 3.0), "accuracy": 0.85},
+        "matched": {"bits": 7, "metrics": metrics(16.0, 1.0, 2.0), "accuracy": 0.92},
         "searched": {"metrics": metrics(2.0, 3.0, 6.0), "accuracy": 0.918, "pipeline": "p"},
     }
     text = xpert.phase_two_markdown(result)
-    assert "| EDAP, baseline / searched | 10.24x | 4.00x |" in text
-    assert "| TOPS/W, searched / baseline | 1.72x | 1.50x |" in text
-    assert "| TOPS/mm2, searched / baseline | 1.93x | 2.00x |" in text
-    assert "| accuracy, searched | 92.46% | 91.80% |" in text
+    assert "| EDAP, baseline / searched | 10.24x | 4.00x | 8.00x |" in text
+    assert "| TOPS/W, searched / baseline | 1.72x | 1.50x | 3.00x |" in text
+    assert "| TOPS/mm2, searched / baseline | 1.93x | 2.00x | 3.00x |" in text
+    assert "| accuracy, baseline |  | 85.00% | 92.00% |" in text
+    assert "| accuracy, searched | 92.46% | 91.80% | 91.80% |" in text
 
 
 import hybrid  # noqa: E402
