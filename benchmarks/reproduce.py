@@ -117,7 +117,10 @@ def stox_designs(target) -> dict[str, str]:
     designs = {"mtj": default}
     for name, (converter, width) in BASELINES.items():
         sliced = re.sub(r"(assign-input-precision\{[^}]*slice=)\d+", rf"\g<1>{width}", head)
-        designs[name] = f"{sliced},select-adc{{converter={converter}}},share-columns,place"
+        # calibrate-adc sets a full-scale ADC's range from data (adc8_unit has unit steps)
+        designs[name] = (
+            f"{sliced},select-adc{{converter={converter}}},calibrate-adc,share-columns,place"
+        )
     return designs
 
 

@@ -30,9 +30,8 @@ def test_the_adc_designs_differ_from_the_mtj_design_only_in_converter_and_slicin
     head = mtj[: mtj.index(",select-adc")]
     for name, (converter, width) in reproduce.BASELINES.items():
         expected = head.replace("slice=4", f"slice={width}")
-        assert (
-            designs[name] == f"{expected},select-adc{{converter={converter}}},share-columns,place"
-        )
+        tail = f"select-adc{{converter={converter}}},calibrate-adc,share-columns,place"
+        assert designs[name] == f"{expected},{tail}"
 
 
 def test_sampling_schemes_keep_the_draws_of_uniform_sampling(stox) -> None:
