@@ -32,11 +32,12 @@ I weight slices, D converted devices per slice):
 4. Converters act on each partial sum: a B-bit ADC, a 1-bit sense amplifier (a 1-bit ADC) or a
    stochastic SOT-MTJ (StoX-Net), with the range of sums one read can produce (`sum_range`):
    the converter's full scale is set for it, a property of the mapped layer and the hardware,
-   not of the data. ADC (`adc_levels`): codes in [lowest, highest] (two's complement when sums
-   can be negative); `full-scale` range rule: a power-of-two step so that the largest possible
-   sum fits, rounding to nearest, or, with a calibrated `full_scale` (calibrate-adc), the
-   smallest integer step whose top code reaches it (larger sums clip); `saturate`: unit
-   step, clip. MTJ: each sum is normalised,
+   not of the data (unless calibrate-adc measured the layer's range, `full_scale`). ADC
+   (`adc_levels`): codes in [lowest, highest] (two's complement when sums can be negative);
+   `full-scale` range rule: a power-of-two step so that the largest possible sum fits,
+   rounding to nearest, or, with a calibrated `full_scale`, the smallest integer step whose
+   top code reaches it (larger sums clip); `saturate`: unit step, clip. MTJ: each sum is
+   normalised,
    `x = clamp(a * PS + b, -1, 1)` with the per-column `a`, `b` of the layer's `ps_scale` /
    `ps_offset` (calibrate-mtj) or, without them, over the read's full range (`a = 1 / radius`,
    `b = -middle / radius`); it switches to +1 with `p = sigmoid(s * x)`; N samples are
@@ -165,7 +166,7 @@ class Converter:
         if any(not a > 0 for a in self.ps_scale):  # also rejects nan
             raise MappingError("ps_scale entries must be positive", hint="rerun calibrate-mtj")
         if self.full_scale < 0:
-            raise MappingError("full_scale must be positive", hint="rerun calibrate-adc")
+            raise MappingError("full_scale must not be negative", hint="rerun calibrate-adc")
 
     @property
     def is_mtj(self) -> bool:
