@@ -201,3 +201,42 @@ def test_the_hybrid_comparison_runs_resumes_and_beats_every_family_within_the_bu
     stored = (tmp_path / "evaluations.json").read_text()
     assert run()["families"] == result["families"]
     assert (tmp_path / "evaluations.json").read_text() == stored
+
+
+def test_xperts_quantizers_match_hand_computed_codes() -> None:
+    """float_range_quantize at 2 bits: 3 steps over 0..1, half rounds up; LinearQuantizeOut at 2
+    bits: steps of 1/4 from the minimum, floored, the maximum clamped to the top code."""
+    import numpy as np
+    import xpert
+
+    x = np.array([0.0, 0.1, 0.5, 0.9, 1.0], dtype=np.float32)
+    assert xpert.range_quantize(x, 2) == pytest.approx([0.0, 0.0, 2 / 3, 1.0, 1.0])
+    assert xpert.output_quantize(x, 2) == pytest.approx([0.0, 0.0, 0.5, 0.75, 0.75])
+    shifted = x * 4 - 2  # the codes follow the tensor's own range
+    assert xpert.output_quantize(shifted, 2) == pytest.approx([-2.0, -2.0, 0.0, 1.0, 1.0])
+    assert xpert.range_quantize(np.full(3, 0.7, np.float32), 4) == pytest.approx([0.7] * 3)
+    with pytest.raises(ValueError):
+        xpert.range_quantize(x, 1)
+
+
+def test_xperts_accuracy_model_is_the_float_network_at_wide_precisions() -> None:
+    """16-bit inputs, weights and outputs leave the float network's decisions alone; a 2-bit
+    output quantization of every layer does not."""
+    import xpert
+
+    from imcc.backend.reference import run_graph
+    from imcc.ir.rebatch import rebatch
+
+    model = example_path("digits-cnn")
+    graph = rebatch(driver.float_reference(model), 64)
+    data = load_dataset("digits-cnn", 64)
+    (logits,) = run_graph(graph, {graph.inputs[0].name: data.images}).values()
+    expected = float((logits.argmax(axis=1) == data.labels).mean())
+    layers = len(crossbar_layers(graph))
+    wide = xpert.xpert_accuracy(model, "digits-cnn", 64, [16] * layers, [16] * layers, 16, 32)
+    assert wide == pytest.approx(expected)
+    assert expected > 0.8
+    narrow = xpert.xpert_accuracy(model, "digits-cnn", 64, [16] * layers, [2] * layers, 16, 32)
+    assert narrow < expected - 0.1
+    with pytest.raises(ValueError):
+        xpert.xpert_accuracy(model, "digits-cnn", 64, [16], [16], 16, 32)
