@@ -20,11 +20,14 @@ per-layer precision descent). So:
    likewise from the origin's and the single-layer changes; each step takes the change with
    the largest predicted fall of log EDAP per point of accuracy spent.
 3. **Verify** (`search`): the composed design is compiled, priced and simulated for real. When
-   its measured drop exceeds the prediction, the difference is what the single-layer
-   measurements missed (their sampling noise on a subset, and interactions): it is charged in
-   equal parts to every layer the design changed from the origin, as a penalty each later
-   composition adds per changed layer, and the design is composed again, at most `ROUNDS`
-   times. Every verified design is kept. The verification may use a larger subset than the
+   its measured drop exceeds the budget, the difference from the prediction is what the
+   single-layer measurements missed (their sampling noise on a subset, and interactions): it
+   is charged in equal parts to every layer the design changed from the origin, as a penalty
+   each later composition adds per changed layer, and the design is composed again. When it
+   is within the budget, it becomes the origin of the next composition: predictions start
+   from its measured accuracy, so the budget the single-layer drops overestimated (they are
+   clipped at zero and sum their noise) is spent on further layers. At most `ROUNDS`
+   verifications; every verified design is kept. The verification may use a larger subset than the
    single-layer measurements (`search`'s `verifier`, the table's `reference` baseline measured
    on it): a 1-point budget needs more images than a layer's ranking does.
 4. **Share** (`tune_sharing`, cost only): column sharing changes no result of a sample-and-hold
@@ -51,7 +54,7 @@ from imcc.search.space import SearchSpace
 TOLERANCE = 1e-9
 """Drops are differences of accuracies (k / n): a drop equal to the budget must not miss it by a
 rounding error."""
-ROUNDS = 4
+ROUNDS = 6
 """Composed designs verified at most, per search."""
 
 
@@ -275,10 +278,14 @@ def search(
         if measured.accuracy is None or base_accuracy is None:
             break
         drop = base_accuracy - measured.accuracy
+        if drop <= budget + TOLERANCE:
+            # within the budget: descend on from it, its measured accuracy the new start of
+            # every prediction (the single-layer drops sum their noise; a verified design
+            # replaces that sum by a measurement and frees what it overestimated)
+            origin = measured
+            continue
         expected, _ = predicted(sensitivity, names, penalty, origin)
         changed = sum(a != b for a, b in zip(names, origin.mechanisms, strict=True))
-        if drop <= budget + TOLERANCE:
-            break
         penalty += max(drop - expected, 0.0) / changed
     return verified
 

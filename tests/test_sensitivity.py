@@ -142,6 +142,37 @@ def test_a_penalty_per_changed_layer_makes_the_composition_more_careful():
     assert changed[1] <= changed[0] and predicted(table, careful, 0.01)[0] <= 0.03 + 1e-12
 
 
+def test_a_design_verified_within_the_budget_is_the_origin_of_the_next_composition(
+    monkeypatch,
+):
+    """The single-layer drops overestimate (here: the real drop is half their sum): the first
+    verified design leaves budget unspent, and the search goes on from it, to a cheaper design
+    still within the budget."""
+    import imcc.search.sensitivity as sensitivity
+
+    table = synthetic()
+
+    def truth(evaluator, space, chosen, **_):
+        names = tuple(m.name for m in chosen)
+        drop, _ = predicted(table, names)
+        energy, latency, area = 10.0, 2.0, 2.0
+        for layer, name in enumerate(names):
+            if name != "base":
+                _, e, lat, a = COSTS[(layer, name)]
+                energy, latency, area = energy + e, latency + lat, area + a
+        metrics = Metrics(energy, latency, area, energy * latency * area, 1.0, 1.0)
+        return Measured(names, ",".join(names), metrics, 0.9 - drop / 2)
+
+    monkeypatch.setattr(sensitivity, "evaluated", truth)
+    verified = search(None, None, table, 0.04)
+    assert verified[0].mechanisms == compose(table, 0.04) == ("cheap", "cheaper", "base")
+    assert len(verified) >= 2, "the search stopped at its first design within the budget"
+    found = best(table, verified, 0.04)
+    assert found.mechanisms == ("cheap", "cheaper", "cheap")  # predicted 0.05, measured 0.025
+    assert found.metrics.edap < verified[0].metrics.edap
+    assert table.baseline.accuracy - found.accuracy <= 0.04 + 1e-12
+
+
 # --- measure and search on a real model ---------------------------------------------------
 
 
