@@ -15,10 +15,11 @@ five families of designs:
   and 4 in the others, 4-bit input streams), calibrated, and with `--psqat N` fine-tuned
   through its sampled datapath (one epoch of N training-split images, search/psqat.py);
 - `xpert`: XPert's choice, per layer a full-scale SAR or Flash ADC of 4-8 bits, found by the
-  sensitivity search on that family alone, then its column sharing per layer (XPert searches
-  sharing too);
-- `hybrid`: the sensitivity search (search/sensitivity.py) over the whole menu, descending
-  from the baseline and from each paper's design, then its column sharing per layer.
+  sensitivity search (`explore`) on that family alone, then its column sharing per layer
+  (XPert searches sharing too);
+- `hybrid`: the sensitivity search (search/sensitivity.py `explore`) over the whole menu,
+  from the baseline, from each paper's design and from the uniform designs cheaper than the
+  best found, then its column sharing per layer.
   RAELLA's, StoX-Net's and ISAAC's designs keep their own sharing (128, 1, 128).
 
 Accuracy is measured bit-accurately on `--samples` validation images (training images
@@ -58,8 +59,8 @@ from imcc.search.sensitivity import (  # noqa: E402
     Sensitivity,
     best,
     evaluated,
+    explore,
     measure,
-    search,
     tune_sharing,
 )
 from imcc.search.space import build_space  # noqa: E402
@@ -110,14 +111,12 @@ def family_designs(
         "stox": evaluated(check, space, [first] + [rest] * (layers - 1)),
     }
     xpert = restricted(table, ("xpert",))
-    found = best(xpert, search(evaluator, space, xpert, budget, verifier=verifier), budget)
+    found = best(xpert, explore(evaluator, space, xpert, budget, verifier=verifier), budget)
     designs["xpert"] = tune_sharing(check, space, xpert, found)  # XPert searches sharing
-    # the hybrid's space holds every paper's design: descend from the baseline and from each
-    # of them, and keep the best within the budget
-    found = list(designs.values())
-    for origin in designs.values():
-        if origin.accuracy is not None and origin.metrics is not None:
-            found += search(evaluator, space, table, budget, origin=origin, verifier=verifier)
+    # the hybrid's space holds every paper's design: search from the baseline, from each of
+    # them and from the uniform designs, and keep the best within the budget
+    papers = [design for family, design in designs.items() if family != "isaac"]
+    found = explore(evaluator, space, table, budget, origins=papers, verifier=verifier)
     designs["hybrid"] = tune_sharing(check, space, table, best(table, found, budget))
     return designs
 

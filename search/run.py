@@ -335,7 +335,7 @@ def _sensitivity(
     from tqdm import tqdm
 
     from imcc.search.mechanisms import menu
-    from imcc.search.sensitivity import best, measure, search, tune_sharing
+    from imcc.search.sensitivity import best, explore, measure, tune_sharing
 
     offered = menu(problem.target)
     if len(offered) < 2:
@@ -361,7 +361,7 @@ def _sensitivity(
             table = measure(evaluator, space, offered, report=lambda _: bar.update())
         floor = evaluator.reference_accuracy("search") - config.max_accuracy_drop / 100
         allowed = max(0.0, (table.baseline.accuracy or 0.0) - floor)
-        designs = [table.baseline, *search(evaluator, space, table, allowed)]
+        designs = explore(evaluator, space, table, allowed)
         designs.append(tune_sharing(evaluator, space, table, best(table, designs, allowed)))
         points = [
             Point(

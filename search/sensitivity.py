@@ -30,6 +30,11 @@ per-layer precision descent). So:
    verifications; every verified design is kept. The verification may use a larger subset than the
    single-layer measurements (`search`'s `verifier`, the table's `reference` baseline measured
    on it): a 1-point budget needs more images than a layer's ranking does.
+   `explore` searches from the baseline, from given designs (the papers'), and from uniform
+   designs (every layer one mechanism) cheaper than the best found, repairing their
+   accuracy first where they miss the budget (`compose`): a converter's saving on the chip
+   comes when every layer has it, which a descent from the baseline, a few layers a step,
+   stops short of.
 4. **Share** (`tune_sharing`, cost only): column sharing changes no result of a sample-and-hold
    converter bank, only its cost, so a design's per-layer sharing is chosen last by a
    coordinate descent of EDAP over each layer's legal factors, re-running only
@@ -211,6 +216,17 @@ def predicted(
     return drop, energy * latency * area
 
 
+def _trials(sensitivity: Sensitivity, names: list[str], penalty: float, origin: Measured):
+    """Yield every design one layer away from `names` (a measured mechanism in that layer) as
+    (layer, mechanism name, predicted drop, predicted EDAP)."""
+    for layer in range(len(names)):
+        for mechanism in sensitivity.menu:
+            if mechanism.name == names[layer] or sensitivity.drop(layer, mechanism.name) is None:
+                continue
+            trial = [*names[:layer], mechanism.name, *names[layer + 1 :]]
+            yield (layer, mechanism.name, *predicted(sensitivity, trial, penalty, origin))
+
+
 def compose(
     sensitivity: Sensitivity,
     budget: float,
@@ -219,26 +235,34 @@ def compose(
 ) -> tuple[str, ...]:
     """Return the mechanism names per layer that the greedy descent from `origin` (default the
     baseline) picks within a predicted accuracy drop of `budget` (0..1), `penalty` charged per
-    layer changed from the origin."""
+    layer changed from the origin. An origin predicted beyond the budget (a measured design
+    that lost more, such as a uniform one) is first repaired: the change that buys back the
+    most predicted accuracy per unit of log EDAP it adds, until the budget holds (or no
+    change helps: then the origin itself is returned)."""
     origin = origin or sensitivity.verified_baseline
     names = list(origin.mechanisms)
     drop, edap = predicted(sensitivity, names, penalty, origin)
+    while drop > budget + TOLERANCE:
+        repair: tuple[float, int, str, float, float] | None = None
+        for layer, name, trial_drop, trial_edap in _trials(sensitivity, names, penalty, origin):
+            if not trial_drop < drop or not math.isfinite(trial_edap):
+                continue
+            cost = max(math.log(trial_edap) - math.log(edap), 1e-12)
+            value = (drop - trial_drop) / cost
+            if repair is None or value > repair[0]:
+                repair = (value, layer, name, trial_drop, trial_edap)
+        if repair is None:
+            return tuple(origin.mechanisms)
+        _, layer, name, drop, edap = repair
+        names[layer] = name
     while True:
         best: tuple[float, int, str, float, float] | None = None
-        for layer in range(len(names)):
-            for mechanism in sensitivity.menu:
-                if (
-                    mechanism.name == names[layer]
-                    or sensitivity.drop(layer, mechanism.name) is None
-                ):
-                    continue
-                trial = [*names[:layer], mechanism.name, *names[layer + 1 :]]
-                trial_drop, trial_edap = predicted(sensitivity, trial, penalty, origin)
-                if trial_drop > budget + TOLERANCE or not trial_edap < edap:
-                    continue
-                gain = (math.log(edap) - math.log(trial_edap)) / max(trial_drop - drop, 1e-4)
-                if best is None or gain > best[0]:
-                    best = (gain, layer, mechanism.name, trial_drop, trial_edap)
+        for layer, name, trial_drop, trial_edap in _trials(sensitivity, names, penalty, origin):
+            if trial_drop > budget + TOLERANCE or not trial_edap < edap:
+                continue
+            gain = (math.log(edap) - math.log(trial_edap)) / max(trial_drop - drop, 1e-4)
+            if best is None or gain > best[0]:
+                best = (gain, layer, name, trial_drop, trial_edap)
         if best is None:
             return tuple(names)
         _, layer, name, drop, edap = best
@@ -288,6 +312,70 @@ def search(
         changed = sum(a != b for a, b in zip(names, origin.mechanisms, strict=True))
         penalty += max(drop - expected, 0.0) / changed
     return verified
+
+
+UNIFORM_RANGE = 5.0
+"""A mechanism is a uniform origin (`explore`) only if it costs no more than this many budgets
+in any layer alone: the composition adds single-layer drops, a model of small perturbations
+(the premise above), which a design far beyond the budget is not."""
+
+
+def explore(
+    evaluator: Evaluator,
+    space: SearchSpace,
+    sensitivity: Sensitivity,
+    budget: float,
+    *,
+    origins: Sequence[Measured] = (),
+    report: Callable[[Measured], None] | None = None,
+    verifier: Evaluator | None = None,
+) -> list[Measured]:
+    """Return the origins and every design `search` verifies from the baseline, from each of
+    `origins` (measured designs, e.g. the papers'), and from uniform designs: every layer one
+    mechanism, for each mechanism within `UNIFORM_RANGE` budgets in every layer, measured
+    (on the `verifier`'s subset when given); those cheaper than the best design within the
+    budget found before them are searched from, cheapest first (their accuracy repaired where
+    it costs least, then descended): only they can lead below it. Greedy descents from the
+    baseline change a few layers at a time, while a converter's saving on the chip comes
+    when every layer has it: starting from the other end finds such designs."""
+    check = verifier or evaluator
+    layers = len(space.layers)
+    base = sensitivity.verified_baseline
+    found = [base, *origins]
+    for origin in found[:]:
+        if origin.accuracy is not None and origin.metrics is not None:
+            found += search(
+                evaluator,
+                space,
+                sensitivity,
+                budget,
+                origin=origin,
+                report=report,
+                verifier=verifier,
+            )
+    limit = UNIFORM_RANGE * budget + TOLERANCE
+    uniforms = [
+        evaluated(check, space, [mechanism] * layers)
+        for mechanism in sensitivity.menu[1:]
+        if all(
+            (drop := sensitivity.drop(layer, mechanism.name)) is not None and drop <= limit
+            for layer in range(layers)
+        )
+    ]
+    found += uniforms
+    for design in uniforms if report is not None else ():
+        report(design)
+    for origin in sorted(
+        (u for u in uniforms if u.metrics is not None and u.accuracy is not None),
+        key=lambda u: u.metrics.edap,  # type: ignore[union-attr]
+    ):
+        incumbent = best(sensitivity, found, budget).metrics
+        if incumbent is not None and origin.metrics.edap >= incumbent.edap:  # type: ignore[union-attr]
+            break
+        found += search(
+            evaluator, space, sensitivity, budget, origin=origin, report=report, verifier=verifier
+        )
+    return found
 
 
 def best(sensitivity: Sensitivity, verified: Sequence[Measured], budget: float) -> Measured:

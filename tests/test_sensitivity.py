@@ -173,6 +173,52 @@ def test_a_design_verified_within_the_budget_is_the_origin_of_the_next_compositi
     assert table.baseline.accuracy - found.accuracy <= 0.04 + 1e-12
 
 
+def test_an_origin_beyond_the_budget_is_repaired_where_accuracy_costs_least():
+    """All-cheaper, measured 0.37 below the baseline: the repair takes layer 2 back (its 0.30
+    is bought back for the least EDAP), then the descent goes on within the budget."""
+    table = synthetic()
+    origin = Measured(("cheaper",) * 3, "", Metrics(1.5, 1.2, 1.1, 1.98, 1.0, 1.0), 0.53)
+    design = compose(table, 0.1, origin=origin)
+    drop, edap = predicted(table, design, origin=origin)
+    assert drop <= 0.1 + 1e-12
+    assert design[:2] == ("cheaper", "cheaper") and design[2] != "cheaper"
+    assert edap < predicted(table, ("base",) * 3)[1]
+    hopeless = Measured(("cheaper",) * 3, "", Metrics(1.5, 1.2, 1.1, 1.98, 1.0, 1.0), 0.0)
+    assert compose(table, 0.1, origin=hopeless) == hopeless.mechanisms  # nothing repairs it
+
+
+def test_explore_measures_uniform_origins_within_range_and_searches_the_cheap_ones(monkeypatch):
+    """`cheap` costs at most 0.03 in a layer (within 5 budgets of 0.04): its uniform design is
+    measured; `cheaper` costs 0.30 in layer 2 and is not. The uniform design is dearer than
+    what the search from the baseline found, so nothing is searched from it."""
+    import imcc.search.sensitivity as sensitivity
+
+    table = synthetic()
+    evaluations: list[tuple[str, ...]] = []
+
+    def truth(evaluator, space, chosen, **_):
+        names = tuple(m.name for m in chosen)
+        evaluations.append(names)
+        drop, _ = predicted(table, names)
+        energy, latency, area = 10.0, 2.0, 2.0
+        for layer, name in enumerate(names):
+            if name != "base":
+                _, e, lat, a = COSTS[(layer, name)]
+                energy, latency, area = energy + e, latency + lat, area + a
+        metrics = Metrics(energy, latency, area, energy * latency * area, 1.0, 1.0)
+        return Measured(names, ",".join(names), metrics, 0.9 - drop / 2)
+
+    class Space:
+        layers = (0, 1, 2)
+
+    monkeypatch.setattr(sensitivity, "evaluated", truth)
+    found = sensitivity.explore(None, Space(), table, 0.04)
+    assert ("cheap",) * 3 in evaluations and ("cheaper",) * 3 not in evaluations
+    chosen = best(table, found, 0.04)
+    assert chosen.mechanisms == ("cheap", "cheaper", "cheap")
+    assert evaluations.index(("cheap",) * 3) == len(evaluations) - 1  # not searched from
+
+
 # --- measure and search on a real model ---------------------------------------------------
 
 
