@@ -63,6 +63,13 @@ ROUNDS = 6
 """Composed designs verified at most, per search."""
 
 
+UNIFORM_RANGE = 5.0
+"""The largest single-layer drop, in budgets, of a layer that a repair starts from (`compose`)
+and of a mechanism whose uniform design is an origin (`explore`): the composition adds
+single-layer drops, a model of small perturbations (the premise above), which a design of
+layers that alone lose more is not."""
+
+
 @dataclass(frozen=True, slots=True)
 class Measured:
     """One measured design: its mechanism per layer, pipeline, costs and accuracy."""
@@ -227,6 +234,16 @@ def _trials(sensitivity: Sensitivity, names: list[str], penalty: float, origin: 
             yield (layer, mechanism.name, *predicted(sensitivity, trial, penalty, origin))
 
 
+def in_range(sensitivity: Sensitivity, names: Sequence[str], budget: float) -> bool:
+    """Return whether every layer's mechanism in `names` alone costs at most `UNIFORM_RANGE`
+    budgets (measured; an unmeasured one is out of range)."""
+    limit = UNIFORM_RANGE * budget + TOLERANCE
+    return all(
+        (drop := sensitivity.drop(layer, name)) is not None and drop <= limit
+        for layer, name in enumerate(names)
+    )
+
+
 def compose(
     sensitivity: Sensitivity,
     budget: float,
@@ -237,11 +254,15 @@ def compose(
     baseline) picks within a predicted accuracy drop of `budget` (0..1), `penalty` charged per
     layer changed from the origin. An origin predicted beyond the budget (a measured design
     that lost more, such as a uniform one) is first repaired: the change that buys back the
-    most predicted accuracy per unit of log EDAP it adds, until the budget holds (or no
-    change helps: then the origin itself is returned)."""
+    most predicted accuracy per unit of log EDAP it adds, until the budget holds; the origin
+    itself is returned when no change helps, or when one of its layers alone costs more than
+    `UNIFORM_RANGE` budgets (`in_range`: the sum of single-layer drops does not describe a
+    design made of such layers, e.g. one at chance)."""
     origin = origin or sensitivity.verified_baseline
     names = list(origin.mechanisms)
     drop, edap = predicted(sensitivity, names, penalty, origin)
+    if drop > budget + TOLERANCE and not in_range(sensitivity, names, budget):
+        return tuple(names)  # beyond what adding single-layer drops describes
     while drop > budget + TOLERANCE:
         repair: tuple[float, int, str, float, float] | None = None
         for layer, name, trial_drop, trial_edap in _trials(sensitivity, names, penalty, origin):
@@ -314,12 +335,6 @@ def search(
     return verified
 
 
-UNIFORM_RANGE = 5.0
-"""A mechanism is a uniform origin (`explore`) only if it costs no more than this many budgets
-in any layer alone: the composition adds single-layer drops, a model of small perturbations
-(the premise above), which a design far beyond the budget is not."""
-
-
 def explore(
     evaluator: Evaluator,
     space: SearchSpace,
@@ -353,14 +368,10 @@ def explore(
                 report=report,
                 verifier=verifier,
             )
-    limit = UNIFORM_RANGE * budget + TOLERANCE
     uniforms = [
         evaluated(check, space, [mechanism] * layers)
         for mechanism in sensitivity.menu[1:]
-        if all(
-            (drop := sensitivity.drop(layer, mechanism.name)) is not None and drop <= limit
-            for layer in range(layers)
-        )
+        if in_range(sensitivity, [mechanism.name] * layers, budget)
     ]
     found += uniforms
     for design in uniforms if report is not None else ():

@@ -195,6 +195,9 @@ def test_an_origin_beyond_the_budget_is_repaired_where_accuracy_costs_least():
     assert edap < predicted(table, ("base",) * 3)[1]
     hopeless = Measured(("cheaper",) * 3, "", Metrics(1.5, 1.2, 1.1, 1.98, 1.0, 1.0), 0.0)
     assert compose(table, 0.1, origin=hopeless) == hopeless.mechanisms  # nothing repairs it
+    # at a budget of 0.04, layer 2's `cheaper` alone costs more than 5 budgets: no repair
+    assert compose(table, 0.04, origin=origin) == origin.mechanisms
+    assert compose(table, 0.07, origin=origin) != origin.mechanisms
 
 
 def test_explore_measures_uniform_origins_within_range_and_searches_the_cheap_ones(monkeypatch):
