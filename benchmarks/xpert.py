@@ -230,9 +230,11 @@ def xpert_accuracy(
     interpreter.rules = {**RULES, "conv": layer, "linear": layer}
     images = load_dataset(data, samples)
     correct = 0
+    run = rebatch(graph, min(batch, len(images.images)))
     for start in range(0, len(images.images), batch):
         chunk = images.images[start : start + batch]
-        run = rebatch(graph, len(chunk))
+        if len(chunk) != run.inputs[0].type.shape[0]:  # the last, partial batch
+            run = rebatch(graph, len(chunk))
         (logits,) = interpreter.run(run, {run.inputs[0].name: chunk}).values()
         correct += int((logits.argmax(axis=1) == images.labels[start : start + batch]).sum())
     return correct / len(images.images)

@@ -355,27 +355,25 @@ def explore(
     when every layer has it: starting from the other end finds such designs."""
     check = verifier or evaluator
     layers = len(space.layers)
-    base = sensitivity.verified_baseline
-    found = [base, *origins]
+
+    def searched_from(origin: Measured) -> list[Measured]:
+        return search(
+            evaluator, space, sensitivity, budget, origin=origin, report=report, verifier=verifier
+        )
+
+    found = [sensitivity.verified_baseline, *origins]
     for origin in found[:]:
         if origin.accuracy is not None and origin.metrics is not None:
-            found += search(
-                evaluator,
-                space,
-                sensitivity,
-                budget,
-                origin=origin,
-                report=report,
-                verifier=verifier,
-            )
+            found += searched_from(origin)
     uniforms = [
         evaluated(check, space, [mechanism] * layers)
         for mechanism in sensitivity.menu[1:]
         if in_range(sensitivity, [mechanism.name] * layers, budget)
     ]
     found += uniforms
-    for design in uniforms if report is not None else ():
-        report(design)
+    if report is not None:
+        for design in uniforms:
+            report(design)
     for origin in sorted(
         (u for u in uniforms if u.metrics is not None and u.accuracy is not None),
         key=lambda u: u.metrics.edap,  # type: ignore[union-attr]
@@ -383,9 +381,7 @@ def explore(
         incumbent = best(sensitivity, found, budget).metrics
         if incumbent is not None and origin.metrics.edap >= incumbent.edap:  # type: ignore[union-attr]
             break
-        found += search(
-            evaluator, space, sensitivity, budget, origin=origin, report=report, verifier=verifier
-        )
+        found += searched_from(origin)
     return found
 
 
