@@ -293,17 +293,21 @@ def plot(result: dict, path: Path) -> None:
                 alpha=0.35,
                 color=colours.get(point["family"], "gray"),
             )
+    designs: dict[tuple[float, float], list[str]] = {}  # families that found the same design
     for row in result["families"]:
         if row["metrics"] and row["validation"] is not None:
-            axes.scatter(
-                100 * row["validation"],
-                row["metrics"]["edap"],
-                s=90,
-                marker="*",
-                color=colours[row["family"]],
-                label=row["family"],
-                edgecolors="black",
-            )
+            at = (100 * row["validation"], row["metrics"]["edap"])
+            designs.setdefault(at, []).append(row["family"])
+    for (accuracy, edap), families in designs.items():
+        axes.scatter(
+            accuracy,
+            edap,
+            s=90 + 60 * (len(families) - 1),  # a shared star is larger and named by all
+            marker="*",
+            color=colours[families[-1]],
+            label=" = ".join(families),
+            edgecolors="black",
+        )
     axes.set_yscale("log")
     axes.set_xlabel(
         f"validation accuracy, % (dots: {result['validation_samples']} images, "

@@ -548,7 +548,8 @@ def main() -> None:
         text = xpert.markdown(result)
         limit = 5000 if args.limit is None else args.limit
         if xpert.BASELINE_MODEL.is_file():
-            result["baselines"] = xpert.baseline_designs(500, limit)
+            store = xpert.JsonStore(args.out / "xpert" / "baselines.json")
+            result["baselines"] = xpert.baseline_designs(500, limit, store)
             text += "\n" + xpert.baselines_markdown(result["baselines"])
         if xpert.BASELINE_MODEL.is_file() and xpert.SEARCHED_MODEL.is_file():
             second = xpert.phase_two(args.out / "xpert", result, args.trials, 500, limit)

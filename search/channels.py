@@ -266,15 +266,24 @@ def cheapest_precisions(
     accuracy_floor: float,
     samples: int,
     seed: int = 0,
+    probe: int | None = None,
 ) -> Precisions | None:
     """Run xpert's phase 2 on a trained network: per-layer input and converter precision (the
     phase-2 dimensions of search/strategies.py), the phase-1 `structure` fixed, the least
     energy with the area within `area_mm2` (low, high) and the accuracy, bit-accurate on the
     first `samples` images of `data` (the validation split: `cifar10:FILE,from=45000`), at
     least `accuracy_floor`; it starts at the widest precisions (the design phase 1 priced) and
-    descends (search/descent.py). Return the best design, or None if none is feasible."""
+    descends (search/descent.py). With `probe`, a design is simulated on that many images
+    first and dropped when they rule out the floor (search/evaluate.py): the descent's trials
+    below the floor cost a fraction of a full one. Return the best design, or None if none is
+    feasible."""
     problem = Problem.load(
-        model, target, data, search_samples=samples, probe_samples=samples, check_samples=samples
+        model,
+        target,
+        data,
+        search_samples=samples,
+        probe_samples=probe or samples,
+        check_samples=samples,
     )
     space = build_space(problem.graph, target)
     phase = search_phases("xpert", name, space, None, 2 * trials, 0)[1]
@@ -287,6 +296,7 @@ def cheapest_precisions(
         "accuracy_floor": accuracy_floor,
         "data": data,
         "samples": samples,
+        "probe": probe or samples,
     }
     study = open_study(storage, phase.study, list(phase.directions), identity)
     study.sampler = make_sampler(phase.sampler, seed, phase.trials)

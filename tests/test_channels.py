@@ -136,3 +136,28 @@ def test_phase_two_lowers_precision_on_the_chosen_structure(searched) -> None:
     program = driver.compile(model, target, passes=found.pipeline, calibration=calibration)
     report = estimate(program, target)
     assert report.energy_j == found.energy_j and report.area_mm2 == found.area_mm2
+
+
+def test_phase_two_probe_drops_designs_the_first_images_rule_out(searched, tmp_path) -> None:
+    """With a probe, a design whose first images put it far below the floor is not simulated
+    on the rest: above any reachable floor every trial stops at the probe's images."""
+    out, best, _ = searched
+    label = SPACE.label(best.widths)
+    storage = channels.open_storage(f"sqlite:///{(tmp_path / 'phase2.db').resolve()}")
+    found = channels.cheapest_precisions(
+        out / "candidates" / f"{label}.onnx",
+        load_target("xpert"),
+        f"{DATA},from=45000",
+        storage,
+        "phase2",
+        channels.inner_choices(out, label),
+        3,
+        (AREA * 0.75, AREA * 1.25),
+        1.5,  # no design reaches it
+        16,
+        probe=4,
+    )
+    assert found is None
+    study = channels.optuna.load_study(study_name="phase2/phase2", storage=storage)
+    results = [t.user_attrs["result"] for t in study.trials if "result" in t.user_attrs]
+    assert results and all(r["pruned"] and r["accuracy_samples"] == 4 for r in results)

@@ -135,6 +135,7 @@ def test_xpert_phase_two_table_puts_each_ratio_the_way_the_paper_states_it() -> 
         return {"edap": edap, "tops_per_w": tops_w, "tops_per_mm2": tops_mm2}
 
     result = {
+        "float_validation": 0.925,
         "floor": 0.915,
         "test_images": 5000,
         "baseline": {"bits": 6, "metrics": metrics(8.0, 2.0, 3.0), "accuracy": 0.85},
@@ -142,6 +143,7 @@ def test_xpert_phase_two_table_puts_each_ratio_the_way_the_paper_states_it() -> 
         "searched": {"metrics": metrics(2.0, 3.0, 6.0), "accuracy": 0.918, "pipeline": "p"},
     }
     text = xpert.phase_two_markdown(result)
+    assert "float, 92.50%, less 1 point): 91.50%" in text
     assert "| EDAP, baseline / searched | 10.24x | 4.00x | 8.00x |" in text
     assert "| TOPS/W, searched / baseline | 1.72x | 1.50x | 3.00x |" in text
     assert "| TOPS/mm2, searched / baseline | 1.93x | 2.00x | 3.00x |" in text
@@ -240,3 +242,39 @@ def test_xperts_accuracy_model_is_the_float_network_at_wide_precisions() -> None
     assert narrow < expected - 0.1
     with pytest.raises(ValueError):
         xpert.xpert_accuracy(model, "digits-cnn", 64, [16], [16], 16, 32)
+
+
+def test_xpert_baselines_are_read_back_from_the_store_for_the_same_network_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A baseline design measured once is read back for the same network file, pipeline and
+    image counts; the wider precisions are measured only while the narrower lose more than
+    CONVERTER_LOSS; another network file is measured anew."""
+    import xpert
+
+    network = tmp_path / "vgg.onnx"
+    network.write_bytes(b"one")
+    measured = []
+
+    def design(bits: int, pipeline: str, samples: int, test_images: int) -> dict:
+        measured.append(bits)
+        lossless = 0.9
+        return {
+            "bits": bits,
+            "validation_accuracy": 0.85 if bits == 6 else 0.895,
+            "validation_lossless": lossless,
+        }
+
+    monkeypatch.setattr(xpert, "BASELINE_MODEL", network)
+    monkeypatch.setattr(xpert, "baseline", lambda model, bits: (f"p{bits}", None))
+    monkeypatch.setattr(xpert, "baseline_design", design)
+    store = xpert.JsonStore(tmp_path / "baselines.json")
+    first = xpert.baseline_designs(500, 5000, store)
+    assert [d["bits"] for d in first] == [6, 7] and measured == [6, 7]
+    again = xpert.baseline_designs(500, 5000, xpert.JsonStore(tmp_path / "baselines.json"))
+    assert again == first and measured == [6, 7]
+    xpert.baseline_designs(400, 5000, store)
+    assert measured == [6, 7, 6, 7]
+    network.write_bytes(b"two")
+    xpert.baseline_designs(500, 5000, store)
+    assert measured == [6, 7, 6, 7, 6, 7]
