@@ -134,16 +134,27 @@ def test_xpert_phase_two_table_puts_each_ratio_the_way_the_paper_states_it() -> 
     def metrics(edap: float, tops_w: float, tops_mm2: float) -> dict:
         return {"edap": edap, "tops_per_w": tops_w, "tops_per_mm2": tops_mm2}
 
+    def uniform(bits: int, input_bits: int) -> str:
+        return (
+            f"assign-input-precision{{per_layer_bits=[{input_bits},{input_bits}]}},"
+            f"select-adc{{per_layer_bits=[{bits},{bits}]}}"
+        )
+
     result = {
         "float_validation": 0.925,
         "floor": 0.915,
         "test_images": 5000,
-        "baseline": {"bits": 6, "metrics": metrics(8.0, 2.0, 3.0), "accuracy": 0.85},
-        "matched": {"bits": 7, "metrics": metrics(16.0, 1.0, 2.0), "accuracy": 0.92},
+        "baselines": [
+            {"role": "XPert code", "pipeline": uniform(6, 4), "accuracy": 0.85}
+            | {"metrics": metrics(8.0, 2.0, 3.0)},
+            {"role": "float matched", "pipeline": uniform(7, 6), "accuracy": 0.92}
+            | {"metrics": metrics(16.0, 1.0, 2.0)},
+        ],
         "searched": {"metrics": metrics(2.0, 3.0, 6.0), "accuracy": 0.918, "pipeline": "p"},
     }
     text = xpert.phase_two_markdown(result)
     assert "float, 92.50%, less 1 point): 91.50%" in text
+    assert "imcc vs float matched (7-bit converters, 6-bit inputs) |" in text
     assert "| EDAP, baseline / searched | 10.24x | 4.00x | 8.00x |" in text
     assert "| TOPS/W, searched / baseline | 1.72x | 1.50x | 3.00x |" in text
     assert "| TOPS/mm2, searched / baseline | 1.93x | 2.00x | 3.00x |" in text
@@ -244,37 +255,47 @@ def test_xperts_accuracy_model_is_the_float_network_at_wide_precisions() -> None
         xpert.xpert_accuracy(model, "digits-cnn", 64, [16], [16], 16, 32)
 
 
-def test_xpert_baselines_are_read_back_from_the_store_for_the_same_network_only(
+def test_xpert_baselines_widen_converters_then_inputs_and_are_read_back_from_the_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A baseline design measured once is read back for the same network file, pipeline and
-    image counts; the wider precisions are measured only while the narrower lose more than
-    CONVERTER_LOSS; another network file is measured anew."""
+    """The converters widen until they lose at most CONVERTER_LOSS against lossless ones, then
+    the inputs until the design is within CONVERTER_LOSS of the float network; the code's
+    design and the two that end a step are tested. What was measured is read back for the
+    same network file and image counts; another network file is measured anew."""
     import xpert
 
     network = tmp_path / "vgg.onnx"
     network.write_bytes(b"one")
-    measured = []
+    validated, tested = [], []
+    accuracy = {"6/4": 0.85, "7/4": 0.895, "7/5": 0.91, "7/6": 0.925}
 
-    def design(bits: int, pipeline: str, samples: int, test_images: int) -> dict:
-        measured.append(bits)
-        lossless = 0.9
+    def design(pipeline: str, samples: int) -> dict:
+        validated.append(pipeline)
         return {
-            "bits": bits,
-            "validation_accuracy": 0.85 if bits == 6 else 0.895,
-            "validation_lossless": lossless,
+            "pipeline": pipeline,
+            "validation_accuracy": accuracy[pipeline],
+            "validation_lossless": 0.9,
         }
 
+    def tests(pipeline: str, samples: int, test_images: int) -> dict:
+        tested.append(pipeline)
+        return {"accuracy": accuracy[pipeline] - 0.01, "test_images": test_images}
+
     monkeypatch.setattr(xpert, "BASELINE_MODEL", network)
-    monkeypatch.setattr(xpert, "baseline", lambda model, bits: (f"p{bits}", None))
+    monkeypatch.setattr(xpert, "float_accuracy", lambda model, data, samples: 0.93)
+    monkeypatch.setattr(
+        xpert, "baseline", lambda model, bits, input_bits: (f"{bits}/{input_bits}", None)
+    )
     monkeypatch.setattr(xpert, "baseline_design", design)
+    monkeypatch.setattr(xpert, "design_tests", tests)
     store = xpert.JsonStore(tmp_path / "baselines.json")
     first = xpert.baseline_designs(500, 5000, store)
-    assert [d["bits"] for d in first] == [6, 7] and measured == [6, 7]
+    assert [d["pipeline"] for d in first] == ["6/4", "7/4", "7/5", "7/6"]
+    assert [d["role"] for d in first] == [*xpert.ROLES[:2], "", xpert.ROLES[2]]
+    assert tested == ["6/4", "7/4", "7/6"] and "accuracy" not in first[2]
+    assert first[3]["accuracy"] == pytest.approx(0.915) and first[3]["float_validation"] == 0.93
     again = xpert.baseline_designs(500, 5000, xpert.JsonStore(tmp_path / "baselines.json"))
-    assert again == first and measured == [6, 7]
-    xpert.baseline_designs(400, 5000, store)
-    assert measured == [6, 7, 6, 7]
+    assert again == first and len(validated) == 4 and len(tested) == 3
     network.write_bytes(b"two")
     xpert.baseline_designs(500, 5000, store)
-    assert measured == [6, 7, 6, 7, 6, 7]
+    assert len(validated) == 8 and len(tested) == 6
