@@ -48,6 +48,7 @@ from imcc.search.space import Dimension, build_space
 from imcc.search.storage import PIPELINE, RESULT, best_feasible, open_storage, open_study
 from imcc.search.strategies import (
     Limits,
+    lower_uniformly,
     make_sampler,
     run_phase,
     search_phases,
@@ -272,10 +273,12 @@ def cheapest_precisions(
     phase-2 dimensions of search/strategies.py), the phase-1 `structure` fixed, the least
     energy with the area within `area_mm2` (low, high) and the accuracy, bit-accurate on the
     first `samples` images of `data` (the validation split: `cifar10:FILE,from=45000`), at
-    least `accuracy_floor`; it starts at the widest precisions (the design phase 1 priced) and
-    descends (search/descent.py). With `probe`, a design is simulated on that many images
-    first and dropped when they rule out the floor (search/evaluate.py): the descent's trials
-    below the floor cost a fraction of a full one. Return the best design, or None if none is
+    least `accuracy_floor`; it starts at the widest precisions (the design phase 1 priced),
+    lowers each precision in every layer at once while the design holds
+    (strategies.lower_uniformly) and descends per layer from there (search/descent.py). With
+    `probe`, a design is simulated on that many images first and dropped when they rule out
+    the floor (search/evaluate.py): the descent's trials below the floor cost a fraction of a
+    full one. Return the best design, or None if none is
     feasible."""
     problem = Problem.load(
         model,
@@ -300,10 +303,10 @@ def cheapest_precisions(
     }
     study = open_study(storage, phase.study, list(phase.directions), identity)
     study.sampler = make_sampler(phase.sampler, seed, phase.trials)
-    if not study.trials:
-        study.enqueue_trial(widest_design(phase.dimensions))
     limits = Limits(area_mm2[1], accuracy_floor, area_mm2[0])
-    run_phase(phase, study, space, Evaluator(problem), limits, lambda t: None)
+    evaluator = Evaluator(problem)
+    lower_uniformly(study, phase, space, evaluator, limits, widest_design(phase.dimensions))
+    run_phase(phase, study, space, evaluator, limits, lambda t: None)
     best = best_feasible(study)
     if best is None:
         return None

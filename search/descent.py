@@ -15,8 +15,9 @@ lowers precision per layer while accuracy holds:
   uniformly; up instead while the start is below the accuracy floor; a dimension already at
   its end takes a random other choice;
 - a point the study already holds (any state, running included) is not proposed again;
-- before any trial is complete (the phase's first trial is the widest design, enqueued by the
-  search), parameters are drawn uniformly.
+- before any trial is complete (the phase's first trial is the widest design, and the
+  uniform steps down from it come next: search/channels.py `lower_uniformly`), parameters are
+  drawn uniformly.
 
 The sampler is stateless between trials: it reads the study, so a resumed or shared study
 continues the same walk. `TrialSeeded` seeds it per trial.

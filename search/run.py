@@ -60,6 +60,7 @@ from imcc.search.strategies import (
     Limits,
     Phase,
     best_structure,
+    lower_uniformly,
     make_sampler,
     run_phase,
     search_phases,
@@ -574,8 +575,8 @@ def _run_phases(
                     phase.accuracy,
                     phase.sampler,
                 )
-                if not study.get_trials(deepcopy=False):  # a fresh phase 2 (not a resume)
-                    study.enqueue_trial(widest_design(phase.dimensions))
+                widest = widest_design(phase.dimensions)
+                lower_uniformly(study, phase, space, evaluator, limits, widest, finished)
             run_phase(phase, study, space, evaluator, limits, finished)
             studies[phase.role] = study
     finally:

@@ -26,7 +26,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import optuna
@@ -42,6 +42,7 @@ from imcc.search.storage import (
     PIPELINE,
     RESULT,
     best_feasible,
+    constraints,
     fail_stale_trials,
     finished,
     finished_count,
@@ -340,6 +341,86 @@ def widest_design(dimensions: Sequence[Dimension]) -> dict[str, str]:
         elif dimension.option.endswith("slices"):
             corner[dimension.key] = dimension.choices[0]
     return corner
+
+
+UNIFORM_STEPS = ("assign-input-precision.per_layer_bits", "select-adc.per_layer_bits")
+"""The precisions phase 2 lowers in every layer at once before its per-layer descent
+(`lower_uniformly`), in this order: the inputs (each bit a whole read of the array), then
+the converters."""
+
+
+def lower_uniformly(
+    study: optuna.Study,
+    phase: Phase,
+    space: SearchSpace,
+    evaluator: Evaluator,
+    limits: Limits,
+    widest: Mapping[str, str],
+    on_trial: Callable[[FrozenTrial], None] = lambda trial: None,
+) -> None:
+    """Start phase 2 where one precision serves every layer: from the `widest` design, lower
+    each of `UNIFORM_STEPS` in every layer one choice at a time while the design stays within
+    the area window and the floor, within the phase's trials. The per-layer descent then
+    starts from the cheapest of these (the study's best feasible trial) instead of spending
+    its trials on the steps every layer can take. Each point is a trial of the study: a
+    resumed search reads back the points it holds."""
+    trial = run_point(study, phase, space, evaluator, limits, widest, on_trial)
+    if trial is None or not feasible(trial):
+        return
+    point = {k: str(v) for k, v in trial.params.items()}  # the sampler's other choices kept
+    for option in UNIFORM_STEPS:
+        dimensions = [
+            d for d in phase.dimensions if d.key in point and d.key.startswith(f"{option}[")
+        ]
+        while True:
+            lowered = dict(point)
+            for dimension in dimensions:
+                index = dimension.choices.index(point[dimension.key])
+                lowered[dimension.key] = dimension.choices[max(index - 1, 0)]
+            if lowered == point:
+                break
+            trial = run_point(study, phase, space, evaluator, limits, lowered, on_trial)
+            if trial is None or not feasible(trial):
+                break
+            point = lowered
+
+
+def run_point(
+    study: optuna.Study,
+    phase: Phase,
+    space: SearchSpace,
+    evaluator: Evaluator,
+    limits: Limits,
+    params: Mapping[str, str],
+    on_trial: Callable[[FrozenTrial], None] = lambda trial: None,
+) -> FrozenTrial | None:
+    """Return the study's finished trial (storage.finished) whose choices include `params`,
+    evaluating it as the next trial if there is none; None once the phase's trials are spent
+    (or when another worker of a shared study took the point and has not finished it)."""
+    done = [t for t in study.get_trials(deepcopy=False) if finished(t)]
+
+    def holds(trial: FrozenTrial) -> bool:
+        return all(str(trial.params.get(k)) == v for k, v in params.items())
+
+    if not any(holds(t) for t in done):
+        if len(done) >= phase.trials:
+            return None
+        study.enqueue_trial(dict(params), skip_if_exists=True)
+        run_phase(
+            replace(phase, trials=len(done) + 1),
+            study,
+            space,
+            evaluator,
+            limits,
+            on_trial,
+        )
+    return next((t for t in study.get_trials(deepcopy=False)[::-1] if holds(t)), None)
+
+
+def feasible(trial: FrozenTrial) -> bool:
+    """Say whether a finished trial was evaluated and met every constraint."""
+    complete = trial.state == TrialState.COMPLETE
+    return complete and RESULT in trial.user_attrs and all(c <= 0 for c in constraints(trial))
 
 
 def search_phases(

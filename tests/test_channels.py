@@ -129,6 +129,13 @@ def test_phase_two_lowers_precision_on_the_chosen_structure(searched) -> None:
     )
     assert found is not None and window[0] <= found.area_mm2 <= window[1]
     study = channels.optuna.load_study(study_name="phase2/phase2", storage=storage)
+    widest, second = study.trials[0].params, study.trials[1].params
+    inputs = [k for k in widest if k.startswith("assign-input-precision.per_layer_bits[")]
+    assert inputs and {widest[k] for k in inputs} == {"8"}  # every layer lowered at once
+    assert {second[k] for k in inputs} == {"7"}
+    assert {k: v for k, v in second.items() if k not in inputs} == {
+        k: v for k, v in widest.items() if k not in inputs
+    }
     first = study.trials[0].user_attrs["result"]["metrics"]
     assert found.energy_j <= first["energy_j"]  # never above the widest design it starts at
     assert found.latency_s <= best.structure.latency_s * 1.0001  # precision only lowers it
