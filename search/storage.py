@@ -416,12 +416,17 @@ def constraints(trial: FrozenTrial) -> list[float]:
     return list(trial.user_attrs.get(RESULT, {}).get("constraints", [0.0, 0.0]))
 
 
+def feasible(trial: FrozenTrial) -> bool:
+    """Say whether a trial is complete and meets every constraint."""
+    return trial.state is TrialState.COMPLETE and all(c <= 0 for c in constraints(trial))
+
+
 def best_feasible(study: optuna.Study) -> FrozenTrial | None:
     """Return a single-objective study's complete trial with the lowest value among those
     that meet every constraint, or None when none does."""
     best: FrozenTrial | None = None
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if any(c > 0 for c in constraints(trial)):
+        if not feasible(trial):
             continue
         if best is None or trial.values[0] < best.values[0]:
             best = trial

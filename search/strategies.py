@@ -42,8 +42,8 @@ from imcc.search.storage import (
     PIPELINE,
     RESULT,
     best_feasible,
-    constraints,
     fail_stale_trials,
+    feasible,
     finished,
     finished_count,
     heartbeat,
@@ -414,13 +414,8 @@ def run_point(
             limits,
             on_trial,
         )
-    return next((t for t in study.get_trials(deepcopy=False)[::-1] if holds(t)), None)
-
-
-def feasible(trial: FrozenTrial) -> bool:
-    """Say whether a finished trial was evaluated and met every constraint."""
-    complete = trial.state == TrialState.COMPLETE
-    return complete and RESULT in trial.user_attrs and all(c <= 0 for c in constraints(trial))
+    trials = study.get_trials(deepcopy=False)[::-1]
+    return next((t for t in trials if finished(t) and holds(t)), None)
 
 
 def search_phases(
