@@ -560,6 +560,8 @@ def main() -> None:
                 f"\nPhase 2 waits for the trained networks: {xpert.BASELINE_MODEL.name} and "
                 f"{xpert.SEARCHED_MODEL.name} in models/ (models/README.md).\n"
             )
+        if xpert.BASELINE_MODEL.is_file():
+            text += "\n" + xpert.breakdown_markdown(xpert.cost_designs(args.out / "xpert", result))
     elif args.name == "raella":
         import raella
 

@@ -529,6 +529,64 @@ def phase_two_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+BREAKDOWN = ("converters", "input_drivers", "shift_add")
+"""The energy components `breakdown_markdown` shows apart (the rest is summed as `other`)."""
+
+
+def cost_designs(out: Path, record: dict) -> list[tuple[str, Path, str]]:
+    """Return the designs whose costs explain the EDAP ratio: the baseline's reported designs
+    on VGG-16, the phase-1 network on XPert's code design and on phase 1's design, and phase
+    2's searched design when it ran (label, network file, pipeline)."""
+    label = ChannelSpace("vgg16").label(record["chosen"]["widths"])
+    candidate = out / "channels" / CANDIDATES / f"{label}.onnx"  # phase 1's export
+    rows = [
+        (f"VGG-16, {d['role']} ({design_label(d)})", BASELINE_MODEL, d["pipeline"])
+        for d in record.get("baselines", [])
+        if d["role"]
+    ]
+    rows.append(("phase-1 network, XPert code design", candidate, baseline(candidate)[0]))
+    rows.append(("phase-1 network, phase 1's design", candidate, record["chosen"]["pipeline"]))
+    if "phase2" in record:
+        rows.append(
+            (
+                "phase-1 network, phase 2's design",
+                SEARCHED_MODEL,
+                record["phase2"]["searched"]["pipeline"],
+            )
+        )
+    return rows
+
+
+def breakdown_markdown(designs: list[tuple[str, Path, str]]) -> str:
+    """Return each design's energy by component, latency, area and EDAP (xpert.hw's cost
+    model, compiled as phase 2 compiles; the EDAP ratio is the first design's over each
+    one's)."""
+    from imcc.costmodel import estimate
+
+    target = load_target("xpert")
+    lines = [
+        "## Where the EDAP goes (xpert.hw, NeuroSim V1.3 rules; costs do not depend on weights)",
+        "",
+        "| design | converters (uJ) | input drivers (uJ) | shift-add (uJ) | other (uJ) | "
+        "latency (us) | area (mm2) | EDAP (J s mm2) | EDAP first / this |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    first = None
+    for label, model, pipeline in designs:
+        report = estimate(compiled(model, pipeline), target)
+        energy = report.energy_breakdown_j
+        other = report.energy_j - sum(energy.get(k, 0.0) for k in BREAKDOWN)
+        edap = report.edap
+        first = first or edap
+        lines.append(
+            f"| {label} | "
+            + " | ".join(f"{1e6 * energy.get(k, 0.0):.4g}" for k in BREAKDOWN)
+            + f" | {1e6 * other:.4g} | {1e6 * report.latency_s:.4g} | {report.area_mm2:.4g} | "
+            f"{edap:.4g} | {first / edap:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def design_rows(pipeline: str, widths: list[int]) -> list[tuple[int, str, str, str, str]]:
     """Return per conv layer of a design: output channels, converter, its bits, column
     sharing and input bits, read from the passes of its pipeline string."""

@@ -299,3 +299,34 @@ def test_xpert_baselines_widen_converters_then_inputs_and_are_read_back_from_the
     network.write_bytes(b"two")
     xpert.baseline_designs(500, 5000, store)
     assert len(validated) == 8 and len(tested) == 6
+
+
+def test_xpert_breakdown_splits_each_design_energy_and_puts_edap_against_the_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The components shown and `other` add up to the design's energy, and the last column is
+    the first design's EDAP over each design's (the cost model's own EDAP)."""
+    import xpert
+
+    from imcc.costmodel import estimate
+
+    target = load_target("xpert")
+    model = example_path("digits-cnn")
+    calibration = load_dataset("digits-cnn", 16).images
+
+    def compiled(network: Path, pipeline: str):
+        return driver.compile(network, target, passes=pipeline, calibration=calibration)
+
+    monkeypatch.setattr(xpert, "compiled", compiled)
+    designs = [
+        (f"{bits} bits", model, xpert.baseline(model, "digits-cnn", bits)[0]) for bits in (6, 8)
+    ]
+    rows = xpert.breakdown_markdown(designs).splitlines()[-2:]
+    reports = [estimate(compiled(model, pipeline), target) for _, _, pipeline in designs]
+    for row, report in zip(rows, reports, strict=True):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[1]) > 0  # the converters
+        assert sum(float(c) for c in cells[1:5]) == pytest.approx(1e6 * report.energy_j, rel=2e-3)
+        assert float(cells[7]) == pytest.approx(report.edap, rel=1e-3)
+    ratio = float(rows[1].split("|")[-2].strip().rstrip("x"))
+    assert ratio == pytest.approx(reports[0].edap / reports[1].edap, abs=0.01) and ratio < 1
