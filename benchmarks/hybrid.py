@@ -47,6 +47,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from formats import percent  # noqa: E402
+
 from imcc.frontend.datasets import Dataset  # noqa: E402
 from imcc.frontend.hw import load_target  # noqa: E402
 from imcc.passes.pipeline import DEFAULT_PIPELINE  # noqa: E402
@@ -324,10 +326,6 @@ def plot(result: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def _pct(value: float | None) -> str:
-    return "" if value is None else f"{100 * value:.2f}%"
-
-
 def markdown(result: dict) -> str:
     """Return the comparison table and the hybrid's per-layer choices as markdown."""
     lines = [
@@ -353,8 +351,8 @@ def markdown(result: dict) -> str:
             else "| | | |"
         )
         lines.append(
-            f"| {row['family']} | {mix} | {cost} | {_pct(row['validation'])} | "
-            f"{_pct(row['test'])} |"
+            f"| {row['family']} | {mix} | {cost} | {percent(row['validation'], '')} | "
+            f"{percent(row['test'], '')} |"
         )
     lines += [
         "",

@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+from formats import percent  # noqa: E402
 
 from imcc import driver  # noqa: E402
 from imcc.costmodel import CostReport  # noqa: E402
@@ -420,11 +421,6 @@ def raella(names: list[str], limit: int, granularity: str = "channel") -> dict:
 def densities(values: list[float]) -> str:
     """Format bit densities as percentages joined by slashes."""
     return " / ".join(f"{100 * v:.1f}" for v in values)
-
-
-def percent(value: float | None) -> str:
-    """Format a share as a percentage (n/a for None)."""
-    return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
 def markdown(result: dict) -> str:

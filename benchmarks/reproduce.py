@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+from formats import percent  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from imcc import driver  # noqa: E402
@@ -400,11 +401,6 @@ def stox(model: Path, limit: int, seeds: int = 2) -> dict:
         else sampling(model, target, calibration, test, float_graph, seeds, known),
         "seeds": seeds,
     }
-
-
-def percent(value: float | None) -> str:
-    """Format an accuracy (n/a when not simulated)."""
-    return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
 def stox_markdown(result: dict) -> str:

@@ -53,6 +53,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from formats import percent  # noqa: E402
+
 from imcc import driver  # noqa: E402
 from imcc.frontend.hw import load_target  # noqa: E402
 from imcc.search.channels import (  # noqa: E402
@@ -390,7 +392,7 @@ def baselines_markdown(designs: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
         *(
             f"| {design_label(d)} | {d['role']} | {100 * d['validation_accuracy']:.2f}% | "
-            f"{100 * d['validation_lossless']:.2f}% | {_pct(d.get('accuracy'))} | "
+            f"{100 * d['validation_lossless']:.2f}% | {percent(d.get('accuracy'), '')} | "
             f"{proxy(d, 'validation')} | {proxy(d, 'test')} | "
             f"{d['metrics']['edap']:.4g} | {d['metrics']['tops_per_w']:.2f} | "
             f"{d['metrics']['tops_per_mm2']:.3f} |"
@@ -400,14 +402,9 @@ def baselines_markdown(designs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pct(value: float | None) -> str:
-    return "" if value is None else f"{100 * value:.2f}%"
-
-
 def proxy(design: dict, split: str) -> str:
     """Return a design's accuracy under XPert's model on a split, if it was measured."""
-    value = design.get("xpert_model", {}).get(split)
-    return "" if value is None else f"{100 * value:.2f}%"
+    return percent(design.get("xpert_model", {}).get(split), "")
 
 
 def float_accuracy(model: Path, data: str, samples: int) -> float:
