@@ -526,14 +526,36 @@ def phase_two_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+SHIPPED = (
+    (128, 16, "flash", 6, 4),
+    (128, 16, "flash", 6, 5),
+    (256, 4, "flash", 6, 4),
+    (64, 4, "flash", 6, 4),
+    (64, 8, "flash", 6, 4),
+    (256, 2, "flash", 6, 4),
+    (512, 4, "sar", 5, 4),
+    (64, 16, "flash", 5, 4),
+    (256, 4, "sar", 5, 4),
+    (512, 32, "flash", 5, 4),
+    (512, 2, "sar", 5, 4),
+    (128, 32, "sar", 5, 4),
+    (128, 16, "sar", 5, 4),
+)
+"""The searched CIFAR-10 design XPert's code ships, per conv: output channels, column sharing,
+converter, converter precision, input bits (Intelligent-Computing-Lab-Yale/XPert,
+XPertSim_Tool/NeuroSIM/NetWork_custom.csv, the first row of each pair: its columns 9-12 are
+sharing, ADC type 1 = Flash / 2 = SAR, input bits and ADC precision; the precision reaches
+NeuroSim as a level count, here read as bits, as xpert.hw's header explains). The classifier
+keeps XPert's code design (`BASELINE`)."""
 BREAKDOWN = ("converters", "input_drivers", "shift_add")
 """The energy components `breakdown_markdown` shows apart (the rest is summed as `other`)."""
 
 
 def cost_designs(out: Path, record: dict) -> list[tuple[str, Path, str]]:
     """Return the designs whose costs explain the EDAP ratio: the baseline's reported designs
-    on VGG-16, the phase-1 network on XPert's code design and on phase 1's design, and phase
-    2's searched design when it ran (label, network file, pipeline)."""
+    on VGG-16, XPert's own shipped design, the phase-1 network on XPert's code design and on
+    phase 1's design, and phase 2's searched design when it ran (label, network file,
+    pipeline)."""
     label = ChannelSpace("vgg16").label(record["chosen"]["widths"])
     candidate = out / "channels" / CANDIDATES / f"{label}.onnx"  # phase 1's export
     rows = [
@@ -541,6 +563,7 @@ def cost_designs(out: Path, record: dict) -> list[tuple[str, Path, str]]:
         for d in record.get("baselines", [])
         if d["role"]
     ]
+    rows.append(shipped_design(out))
     rows.append(("phase-1 network, XPert code design", candidate, baseline(candidate)[0]))
     rows.append(("phase-1 network, phase 1's design", candidate, record["chosen"]["pipeline"]))
     if "phase2" in record:
@@ -552,6 +575,24 @@ def cost_designs(out: Path, record: dict) -> list[tuple[str, Path, str]]:
             )
         )
     return rows
+
+
+def shipped_design(out: Path) -> tuple[str, Path, str]:
+    """Return XPert's shipped searched design (`SHIPPED`) on its own widths, exported with
+    seeded weights into `out` (its cost does not depend on them): label, file, pipeline."""
+    widths = tuple(width for width, *_ in SHIPPED)
+    space = ChannelSpace("vgg16")
+    model = export_candidate("vgg16", widths, out / "shipped" / f"{space.label(widths)}.onnx")
+    target = load_target("xpert")
+    problem = Problem.load(model, target, DATA, search_samples=1, probe_samples=1, check_samples=1)
+    layout = build_space(problem.graph, target)
+    choices = layout.uniform(BASELINE)
+    for i, (_, sharing, converter, bits, inputs) in enumerate(SHIPPED):
+        choices[f"select-adc.per_layer_converter[{i}]"] = converter
+        choices[f"select-adc.per_layer_bits[{i}]"] = str(bits)
+        choices[f"share-columns.per_layer[{i}]"] = str(sharing)
+        choices[f"assign-input-precision.per_layer_bits[{i}]"] = str(inputs)
+    return "XPert's shipped design (its widths)", model, layout.full_pipeline(choices)
 
 
 def breakdown_markdown(designs: list[tuple[str, Path, str]]) -> str:

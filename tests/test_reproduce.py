@@ -165,6 +165,7 @@ def test_xpert_phase_two_table_puts_each_ratio_the_way_the_paper_states_it() -> 
 import hybrid  # noqa: E402
 
 from imcc.examples import resolve_model  # noqa: E402
+from tests.onnx_models import CIFAR10_TRAIN  # noqa: E402
 
 
 def test_the_hybrid_comparison_runs_resumes_and_beats_every_family_within_the_budget(
@@ -330,3 +331,22 @@ def test_xpert_breakdown_splits_each_design_energy_and_puts_edap_against_the_fir
         assert float(cells[7]) == pytest.approx(report.edap, rel=1e-3)
     ratio = float(rows[1].split("|")[-2].strip().rstrip("x"))
     assert ratio == pytest.approx(reports[0].edap / reports[1].edap, abs=0.01) and ratio < 1
+
+
+@pytest.mark.skipif(
+    not CIFAR10_TRAIN.is_file(), reason="needs the CIFAR-10 training set beside the checkout"
+)
+def test_xpert_shipped_design_replays_its_csv_per_layer(tmp_path: Path) -> None:
+    """XPert's shipped design compiles with its widths, and every conv layer's converter,
+    precision, sharing and input bits are the CSV's."""
+    import xpert
+
+    label, model, pipeline = xpert.shipped_design(tmp_path)
+    assert "shipped" in label
+    widths = [w for w, *_ in xpert.SHIPPED]
+    rows = xpert.design_rows(pipeline, widths)
+    assert [(w, c, int(b), int(s), int(i)) for w, c, b, s, i in rows] == [
+        (w, c, b, s, i) for w, s, c, b, i in xpert.SHIPPED
+    ]
+    program = driver.compile(model, load_target("xpert"), passes=pipeline)
+    assert len(crossbar_layers(program)) == len(widths) + 1  # and the classifier
