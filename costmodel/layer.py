@@ -360,9 +360,11 @@ def crossbar_layer(
         energy["column_mux"] = positions * reads * tiling.crossbars * per_read
 
     stages = layer_stages(plan, target, cost)
-    replicas = a["placement"].replicas if "placement" in a else 1
+    placement = a.get("placement")
+    replicas = 1 if placement is None else placement.replicas
+    span = tiling.crossbars if placement is None else placement.end - placement.first_crossbar
     # every tile the layer's copies occupy moves its share through its own buffers and router
-    tiles = target.hierarchy.tiles_for(tiling.crossbars * max(replicas, 1))
+    tiles = target.hierarchy.tiles_for(span)
     moving = [
         traffic[b.role] / (b.bandwidth_bytes_per_s * (tiles if b.level == "tile" else 1))
         for b in target.buffers

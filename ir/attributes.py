@@ -159,7 +159,9 @@ def format_value(value: Any) -> str:
         return "[" + ", ".join(format_value(v) for v in value) + "]"
     if hasattr(type(value), "mnemonic"):
         fields = ", ".join(
-            f"{f.name} = {format_value(getattr(value, f.name))}" for f in dataclasses.fields(value)
+            f"{f.name} = {format_value(getattr(value, f.name))}"
+            for f in dataclasses.fields(value)
+            if not (f.metadata.get("omit_default") and getattr(value, f.name) == f.default)
         )
         return f"#{type(value).mnemonic}<{fields}>"
     return repr(value)

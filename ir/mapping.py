@@ -38,6 +38,7 @@ mapping fits the hardware it names.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -190,22 +191,26 @@ class ConverterChoice:
 @structured_attribute("placement")
 @dataclass(frozen=True, slots=True)
 class Placement:
-    """Where a layer sits on the chip: its first crossbar slot, crossbars per copy, and copies
-    (slot s is crossbar s mod crossbars_per_tile of tile s // crossbars_per_tile)."""
+    """Where a layer sits on the chip: its first crossbar slot, crossbars per copy, copies, and
+    the spare slots after them that its tiles hold unused (a layout that gives each layer whole
+    tiles: place{floorplan=neurosim}; printed only when not 0) (slot s is crossbar s mod
+    crossbars_per_tile of tile s // crossbars_per_tile)."""
 
     first_crossbar: int
     crossbars: int
     replicas: int
+    spare: int = dataclasses.field(default=0, metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
         _in_range("first_crossbar", self.first_crossbar, 0)
         _in_range("crossbars", self.crossbars, 1)
         _in_range("replicas", self.replicas, 1)
+        _in_range("spare", self.spare, 0)
 
     @property
     def end(self) -> int:
-        """Return the first crossbar slot after the layer's copies."""
-        return self.first_crossbar + self.crossbars * self.replicas
+        """Return the first crossbar slot after the layer's copies and spare slots."""
+        return self.first_crossbar + self.crossbars * self.replicas + self.spare
 
 
 @structured_attribute("activation_stats")

@@ -23,6 +23,9 @@ from imcc.passes.layers import (
 )
 from imcc.plan import graph_plan, target_converter
 
+FLOORPLANS = ("packed", "neurosim")
+"""The layouts `place` offers (see `Place`)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Place(Pass):
@@ -53,6 +56,21 @@ class Place(Pass):
     neurosim-rram22 targets set NeuroSim's 8); `speedup=1` copies nothing. `replicate` then
     fills the spare tiles of a fixed chip as above.
 
+    With `floorplan=neurosim`, the layers are laid out as DNN+NeuroSim V1.3 lays out a chip run
+    layer by layer with its conventional mapping (Chip.cpp ChipFloorPlan: TileDesignCM,
+    PEDesign, SubArrayDup, OverallEachLayer; the simulator XPert runs, Param.cpp pipeline =
+    false): every layer starts on a tile of its own and takes ceil(R / T) x ceil(C / T) tiles
+    (R, C: its rows and columns in crossbars; T: the side of the target's square tile of
+    crossbars_per_tile; NeuroSim sizes its tile to the widest layer, 8 x 8 crossbars of 128
+    for any network with 512 output channels of 8-bit weights on 4-bit cells), and a layer
+    with R <= T or C <= T is copied into the spare PEs and sub-arrays of its tiles: per side,
+    floor((T / P) / ceil(n / P)) PE copies and, where R <= P or C <= P, floor(P / n) sub-array
+    copies (at least 1 each; P = T / 2, the PE side NeuroSim picks when T is 8 crossbars, the
+    only one above its floor of 2); the copies, at most one per output position, divide the
+    layer's time (`neurosim_copies`). The slots of its tiles that no copy takes are its
+    placement's `spare`: priced as NeuroSim prices them, crossbars with the layer's
+    converters.
+
     ```
     // after: place{replicate=true speedup=0}
     %y.acc = conv(...) {..., placement = #placement<first_crossbar = 0, crossbars = 3,
@@ -75,10 +93,15 @@ class Place(Pass):
         minimum=0,
         maximum=1 << 16,
     )
+    floorplan: str = option(
+        "packed",
+        "packed: layers share tiles, one copy each; neurosim: a tile of its own per layer, "
+        "small layers copied within (NeuroSim V1.3, layer by layer)",
+        choices=FLOORPLANS,
+    )
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
         target = require_target(ctx, self.name)
-        per_tile = target.hierarchy.crossbars_per_tile
         layers = crossbar_layers(graph)
         sizes, cycles, positions, work = [], [], [], []
         for index, node in enumerate(layers):
@@ -94,6 +117,47 @@ class Place(Pass):
             work.append(cycles[-1] * copy_cycle_s(node, graph, target))
         speedup = self.speedup or target.hierarchy.pipeline_speedup
         replicas = pipeline_copies(positions, speedup)
+        spares = [0] * len(layers)
+        if self.floorplan == "neurosim":
+            replicas, spares = self._neurosim(ctx, layers, positions)
+        else:
+            self._fill(ctx, sizes, replicas, cycles, work)
+        changed, first = {}, 0
+        for index, (node, size, copies, spare) in enumerate(
+            zip(layers, sizes, replicas, spares, strict=True)
+        ):
+            changed[node.outputs[0]] = with_attributes(
+                node, placement=Placement(first, size, copies, spare)
+            )
+            ctx.decisions.record(
+                self.name,
+                layer_label(node, index),
+                first_crossbar=first,
+                crossbars=size,
+                replicas=copies,
+                **({"spare": spare} if spare else {}),
+            )
+            first += size * copies + spare
+        ctx.logger.debug(
+            "place: %d crossbars, %d of %s tiles",
+            first,
+            target.hierarchy.tiles_for(first),
+            target.hierarchy.tiles_per_chip or "unbounded",
+        )
+        return replace_nodes(graph, changed)
+
+    def _fill(
+        self,
+        ctx: Context,
+        sizes: list[int],
+        replicas: list[int],
+        cycles: list[int],
+        work: list[float],
+    ) -> None:
+        """Add copies of the slowest layers into the spare tiles of the budget (`replicate`;
+        see `Place`), in place."""
+        target = require_target(ctx, self.name)
+        per_tile = target.hierarchy.crossbars_per_tile
         chip = target.hierarchy.tiles_per_chip
         slots = sum(c * r for c, r in zip(sizes, replicas, strict=True))
         used = target.hierarchy.tiles_for(slots)
@@ -124,26 +188,37 @@ class Place(Pass):
                 spare -= sizes[i]
                 replicas[i] += 1
                 heapq.heappush(queue, (-work[i] / replicas[i], i))
-        changed, first = {}, 0
-        for index, (node, size, copies) in enumerate(zip(layers, sizes, replicas, strict=True)):
-            changed[node.outputs[0]] = with_attributes(
-                node, placement=Placement(first, size, copies)
+
+    def _neurosim(
+        self, ctx: Context, layers: list, positions: list[int]
+    ) -> tuple[list[int], list[int]]:
+        """Return each layer's copies and spare slots in NeuroSim's layer-by-layer chip (see
+        `Place`)."""
+        target = require_target(ctx, self.name)
+        if self.replicate or (self.speedup or target.hierarchy.pipeline_speedup) > 1:
+            raise MappingError(
+                "place{floorplan=neurosim} lays out a chip run layer by layer: it takes no "
+                "replicate or pipeline speedup",
+                hint="drop replicate=true and speedup, or use floorplan=packed",
             )
-            ctx.decisions.record(
-                self.name,
-                layer_label(node, index),
-                first_crossbar=first,
-                crossbars=size,
-                replicas=copies,
+        per_tile = target.hierarchy.crossbars_per_tile
+        side = math.isqrt(per_tile)
+        if side * side != per_tile or side < 2:
+            raise MappingError(
+                f"place{{floorplan=neurosim}}: target {target.name} has {per_tile} crossbars "
+                "per tile, not a square of at least 2 x 2",
+                hint="set hierarchy { crossbars_per_tile } to 4, 16, 64, ...",
             )
-            first += size * copies
-        ctx.logger.debug(
-            "place: %d crossbars, %d of %s tiles",
-            first,
-            target.hierarchy.tiles_for(first),
-            chip or "unbounded",
-        )
-        return replace_nodes(graph, changed)
+        replicas, spares = [], []
+        for node, count in zip(layers, positions, strict=True):
+            tiling = node.attributes["tiling"]
+            rows, columns = tiling.row_tiles, tiling.groups * tiling.column_tiles
+            copies = min(neurosim_copies(rows, columns, side), max(count, 1))
+            slots = tiling.crossbars * copies
+            tiles = max(-(-rows // side) * -(-columns // side), target.hierarchy.tiles_for(slots))
+            replicas.append(copies)
+            spares.append(tiles * per_tile - slots)
+        return replicas, spares
 
     def search_space(self, graph: Graph, ctx: Context) -> dict[str, list]:
         if ctx.target is not None and ctx.target.hierarchy.tiles_per_chip:
@@ -160,6 +235,22 @@ def copy_cycle_s(node, graph: Graph, target) -> float:
     plan = graph_plan(node, graph, target)
     spec = target_converter(target, node.attributes["converter"].name)
     return plan.chunks_per_tile * array_cycle_s(plan, target, spec)
+
+
+def neurosim_copies(rows: int, columns: int, side: int) -> int:
+    """Return the copies NeuroSim V1.3's layer-by-layer floorplan makes of a layer of `rows` x
+    `columns` crossbars on tiles of `side` x `side` crossbars, PEs of side // 2 (Chip.cpp
+    PEDesign and SubArrayDup; see `Place`): the product over both sides of the PE and
+    sub-array copies."""
+    pe = side // 2
+    if rows > side and columns > side:
+        return 1
+    copies = 1
+    for n in (rows, columns):
+        copies *= max(1, (side // pe) // -(-n // pe))
+        if rows <= pe or columns <= pe:
+            copies *= max(1, pe // n)
+    return copies
 
 
 def pipeline_copies(positions: list[int], speedup: int) -> list[int]:

@@ -827,3 +827,62 @@ def test_raella_outruns_isaac_at_equal_area_without_speculation():
     assert raella_.converts_per_mac < isaac_.converts_per_mac / 2
     assert raella_.throughput_inferences_s > isaac_.throughput_inferences_s
     assert raella_.tops_per_w > 2 * isaac_.tops_per_w
+
+
+def test_neurosim_layer_by_layer_copies_by_hand():
+    """NeuroSim V1.3's layer-by-layer duplication on 8 x 8-crossbar tiles of 4 x 4-crossbar PEs
+    (Chip.cpp PEDesign, SubArrayDup): a 1 x 1 layer fills its tile (2 PEs x 4 sub-arrays per
+    side), a 5-row one copies only along its columns, a layer wider than the tile both ways
+    not at all."""
+    from imcc.passes.place import neurosim_copies
+
+    assert neurosim_copies(1, 1, 8) == (2 * 4) ** 2
+    assert neurosim_copies(5, 1, 8) == 1 * (2 * 4)  # rows: ceil(5/4) = 2 PEs, no copy
+    assert neurosim_copies(9, 2, 8) == 1 * (2 * 2)  # rows beyond the tile: columns only
+    assert neurosim_copies(3, 3, 8) == 2 * 2  # PE copies; 4 // 3 = 1 sub-array copy
+    assert neurosim_copies(9, 9, 8) == 1
+
+
+def test_neurosim_floorplan_gives_each_layer_its_own_tiles_and_prices_them():
+    """place{floorplan=neurosim}: every layer starts on a tile of its own, its copies and spare
+    slots fill its tiles, the IR prints and reparses the spare slots, and the chip is larger
+    and faster than the packed one at the same energy."""
+    from imcc import driver
+    from imcc.examples import example_path
+    from imcc.ir.parser import parse_graph
+    from imcc.ir.printer import print_graph
+    from imcc.passes.layers import crossbar_layers
+
+    target = load_target("xpert")
+    model = example_path("digits-cnn")
+    calibration = np.random.default_rng(0).random((16, 1, 8, 8), dtype=np.float32)
+    reports, programs = {}, {}
+    for floorplan in ("packed", "neurosim"):
+        programs[floorplan] = driver.compile(
+            model,
+            target,
+            passes=f"assign-input-precision,quantize,tile-crossbar,select-adc,share-columns,"
+            f"place{{floorplan={floorplan}}}",
+            calibration=calibration,
+        )
+        reports[floorplan] = estimate(programs[floorplan], target)
+    per_tile = target.hierarchy.crossbars_per_tile
+    placements = [n.attributes["placement"] for n in crossbar_layers(programs["neurosim"])]
+    assert all(p.first_crossbar % per_tile == 0 and p.end % per_tile == 0 for p in placements)
+    assert any(p.replicas > 1 for p in placements) and any(p.spare for p in placements)
+    text = print_graph(programs["neurosim"])
+    assert "spare = " in text and "spare = " not in print_graph(programs["packed"])
+    reparsed = parse_graph(text)
+    assert [n.attributes["placement"] for n in crossbar_layers(reparsed)] == placements
+    packed, neurosim = reports["packed"], reports["neurosim"]
+    assert neurosim.energy_j == pytest.approx(packed.energy_j)
+    assert neurosim.area_mm2 > packed.area_mm2 and neurosim.latency_s < packed.latency_s
+    assert neurosim.tiles == len(placements)  # one tile per layer: each fits on one
+    with pytest.raises(MappingError, match="layer by layer"):
+        driver.compile(
+            model,
+            target,
+            passes="assign-input-precision,quantize,tile-crossbar,select-adc,share-columns,"
+            "place{floorplan=neurosim speedup=8}",
+            calibration=calibration,
+        )
