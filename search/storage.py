@@ -60,6 +60,10 @@ OPTUNA_TABLES = frozenset({"studies", "trials", "version_info"})
 """Tables every optuna database has: a SQLite file with tables but not these is not a search's."""
 
 BACKUP_SUFFIX = ".bak"
+CREATING_S = 10.0
+"""How long an empty database file written less than this long ago is waited for before it is
+refused: another worker of the same search may be creating it (SQLite makes the file before
+it writes the first page)."""
 """The copy of a SQLite database made each run once it checked clean: `search.db.bak`."""
 
 HEARTBEAT = 10.0
@@ -197,7 +201,13 @@ def check_sqlite(path: Path) -> None:
             hint="check its permissions, or give another --out or --storage",
         )
     wal = path.with_name(path.name + "-wal")
-    if path.stat().st_size == 0 and not (wal.exists() and wal.stat().st_size > 0):
+
+    def empty() -> bool:
+        return path.stat().st_size == 0 and not (wal.exists() and wal.stat().st_size > 0)
+
+    while empty() and time.time() - path.stat().st_mtime < CREATING_S:
+        time.sleep(0.1)  # a worker starting beside this one may be creating it
+    if empty():
         # SQLite would silently make a new database of it: whatever it held is lost already,
         # and overwriting it would hide that; the user decides
         raise UserError(

@@ -6,7 +6,10 @@ from __future__ import annotations
 import functools
 import gc
 import json
+import os
 import sqlite3
+import threading
+import time
 import warnings
 from contextlib import closing
 from pathlib import Path
@@ -25,7 +28,7 @@ from imcc.frontend.onnx import import_onnx
 from imcc.passes.context import Context
 from imcc.passes.manager import PassManager
 from imcc.passes.pipeline import parse_pipeline
-from imcc.search.storage import open_storage, redact
+from imcc.search.storage import CREATING_S, check_sqlite, open_storage, redact
 from imcc.simulation import format_simulation, simulate
 
 DIGITS = np.load(HERE / "digits_test.npz")
@@ -293,6 +296,8 @@ def test_damaged_database_is_refused_and_the_backup_named(capsys, tmp_path: Path
 
 def test_empty_database_is_refused_not_reinitialised(capsys, tmp_path: Path) -> None:
     (tmp_path / "search.db").write_bytes(b"")
+    stale = time.time() - 2 * CREATING_S  # not one another worker is creating
+    os.utime(tmp_path / "search.db", (stale, stale))
     err = one_message(capsys, [*SEARCH, "--out", tmp_path])
     assert f"the search database {tmp_path / 'search.db'} is empty (0 bytes)" in err
     assert (tmp_path / "search.db").stat().st_size == 0
@@ -570,3 +575,23 @@ def test_uint64_labels_beyond_int64_show_their_real_value(
     )
     assert "label 18446744073709551615 is no class number" in err
     assert "sample 3" in err and "found 0" not in err
+
+
+def test_an_empty_database_another_worker_is_creating_is_waited_for(tmp_path: Path) -> None:
+    """Two workers started together on one SQLite file: the second may find the file the first
+    has made but not yet written. A fresh empty file is waited for, not refused (nor removed)."""
+    database = tmp_path / "shared.db"
+    database.write_bytes(b"")
+
+    def create() -> None:  # the other worker writes its first page
+        with closing(sqlite3.connect(database)) as connection:
+            connection.execute("CREATE TABLE studies (study_id INTEGER)")
+            connection.execute("CREATE TABLE trials (trial_id INTEGER)")
+            connection.execute("CREATE TABLE version_info (version TEXT)")
+            connection.commit()
+
+    timer = threading.Timer(0.5, create)
+    timer.start()
+    check_sqlite(database)
+    timer.join()
+    assert database.stat().st_size > 0
