@@ -193,6 +193,10 @@ class Hierarchy:
     # DNN+NeuroSim's layer duplication for its layer pipeline (Chip.cpp, speedUpDegree): the
     # default of `place{speedup=0}`; 0 or 1: each layer once (see passes/place.py)
     pipeline_speedup: int = 0
+    # how `place` lays the layers out when its `floorplan` option is not given: packed (layers
+    # share tiles, one copy each) or neurosim (DNN+NeuroSim V1.3 run layer by layer: a tile of
+    # its own per layer, small layers copied within; see passes/place.py)
+    floorplan: str = "packed"
 
     def tiles_for(self, crossbars: int) -> int:
         """Return the tiles that hold `crossbars` consecutive crossbar slots from slot 0."""

@@ -133,6 +133,7 @@ WORDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("InputDriver", "kind"): ("bit-serial", "pulse-train", "voltage-dac"),
     ("Target", "column_share_mode"): ("reactivate", "sample-hold"),
     ("Target", "timing"): ("pipelined", "synchronous"),
+    ("Hierarchy", "floorplan"): ("packed", "neurosim"),
     ("Buffer", "level"): ("tile", "chip"),
     ("Buffer", "role"): ("activations", "input-register", "output-register"),
     ("DigitalUnit", "level"): ("crossbar", "tile", "chip"),

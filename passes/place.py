@@ -56,7 +56,8 @@ class Place(Pass):
     neurosim-rram22 targets set NeuroSim's 8); `speedup=1` copies nothing. `replicate` then
     fills the spare tiles of a fixed chip as above.
 
-    With `floorplan=neurosim`, the layers are laid out as DNN+NeuroSim V1.3 lays out a chip run
+    With `floorplan=neurosim` (or the target's `hierarchy { floorplan = neurosim }` and no
+    option), the layers are laid out as DNN+NeuroSim V1.3 lays out a chip run
     layer by layer with its conventional mapping (Chip.cpp ChipFloorPlan: TileDesignCM,
     PEDesign, SubArrayDup, OverallEachLayer; the simulator XPert runs, Param.cpp pipeline =
     false): every layer starts on a tile of its own and takes ceil(R / T) x ceil(C / T) tiles
@@ -94,10 +95,11 @@ class Place(Pass):
         maximum=1 << 16,
     )
     floorplan: str = option(
-        "packed",
+        "",
         "packed: layers share tiles, one copy each; neurosim: a tile of its own per layer, "
-        "small layers copied within (NeuroSim V1.3, layer by layer)",
-        choices=FLOORPLANS,
+        "small layers copied within (NeuroSim V1.3, layer by layer); empty: the target's "
+        "hierarchy floorplan",
+        choices=("", *FLOORPLANS),
     )
 
     def run(self, graph: Graph, ctx: Context) -> Graph:
@@ -118,7 +120,7 @@ class Place(Pass):
         speedup = self.speedup or target.hierarchy.pipeline_speedup
         replicas = pipeline_copies(positions, speedup)
         spares = [0] * len(layers)
-        if self.floorplan == "neurosim":
+        if (self.floorplan or target.hierarchy.floorplan) == "neurosim":
             replicas, spares = self._neurosim(ctx, layers, positions)
         else:
             self._fill(ctx, sizes, replicas, cycles, work)

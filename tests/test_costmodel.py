@@ -878,6 +878,17 @@ def test_neurosim_floorplan_gives_each_layer_its_own_tiles_and_prices_them():
     assert neurosim.energy_j == pytest.approx(packed.energy_j)
     assert neurosim.area_mm2 > packed.area_mm2 and neurosim.latency_s < packed.latency_s
     assert neurosim.tiles == len(placements)  # one tile per layer: each fits on one
+    # a target that declares NeuroSim's floorplan gets it from a plain `place`
+    declared = dataclasses.replace(
+        target, hierarchy=dataclasses.replace(target.hierarchy, floorplan="neurosim")
+    )
+    plain = driver.compile(
+        model,
+        declared,
+        passes="assign-input-precision,quantize,tile-crossbar,select-adc,share-columns,place",
+        calibration=calibration,
+    )
+    assert [n.attributes["placement"] for n in crossbar_layers(plain)] == placements
     with pytest.raises(MappingError, match="layer by layer"):
         driver.compile(
             model,
