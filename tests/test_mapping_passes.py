@@ -100,7 +100,7 @@ def test_per_layer_options_are_replayable(digits):
         'converter="" type="" bits=0 samples=0 first_samples=0 last_converter="" '
         "per_layer_converter=[sar,mtj,sar] "
         "per_layer_bits=[6,1,8] per_layer_samples=[1,16,1]},share-columns{factor=0 "
-        "per_layer=[16,32,128]},place{replicate=false tiles=0 speedup=0 floorplan=\"\"}"
+        'per_layer=[16,32,128]},place{replicate=false tiles=0 speedup=0 floorplan=""}'
     )
     assert print_pipeline(parse_pipeline(pipeline)) == pipeline
     layers = crossbar_layers(compile_digits(pipeline, small_target(), digits))
