@@ -286,16 +286,17 @@ def baseline_designs(samples: int, test_images: int, store: JsonStore | None = N
     while it is more than `CONVERTER_LOSS` below the float network, the next wider inputs
     (`BASELINE_INPUT_BITS`). The designs that end a step and the code's own (their `role`:
     `ROLES`) are also simulated on the first `test_images` test images and under XPert's
-    accuracy model. With `store`, what was measured before on the same network file,
-    pipeline and image counts is read back instead of simulated again (a design on the 5,000
-    test images takes 10-20 minutes on 2 cores)."""
+    accuracy model. With `store`, what was measured before on the same network file, target
+    file (xpert.hw), pipeline and image counts is read back instead of simulated again (a
+    design on the 5,000 test images takes 10-20 minutes on 2 cores)."""
     weights = hashlib.sha256(BASELINE_MODEL.read_bytes()).hexdigest()
+    chip = hashlib.sha256(Path(load_target("xpert").source).read_bytes()).hexdigest()
     reference = float_accuracy(BASELINE_MODEL, VALIDATION, samples)
     tried: list[tuple[str, dict]] = []
 
     def measure(bits: int, input_bits: int) -> dict:
         pipeline, _ = baseline(BASELINE_MODEL, bits=bits, input_bits=input_bits)
-        key = json.dumps([weights, pipeline, samples, test_images])
+        key = json.dumps([weights, chip, pipeline, samples, test_images])
         design = None if store is None else store.get(key)
         if design is None:
             design = baseline_design(pipeline, samples)

@@ -4,6 +4,7 @@ reset and counter)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -300,6 +301,14 @@ def test_xpert_baselines_widen_converters_then_inputs_and_are_read_back_from_the
     network.write_bytes(b"two")
     xpert.baseline_designs(500, 5000, store)
     assert len(validated) == 8 and len(tested) == 6
+    chip = tmp_path / "xpert.hw"  # another target file: measured anew too
+    chip.write_text("changed")
+    target = xpert.load_target("xpert")
+    monkeypatch.setattr(
+        xpert, "load_target", lambda name: dataclasses.replace(target, source=str(chip))
+    )
+    xpert.baseline_designs(500, 5000, store)
+    assert len(validated) == 12 and len(tested) == 9
 
 
 def test_xpert_breakdown_splits_each_design_energy_and_puts_edap_against_the_first(
