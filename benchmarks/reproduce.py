@@ -503,6 +503,11 @@ def main() -> None:
     )
     parser.add_argument("--trials", type=int, default=30, help="xpert: networks tried")
     parser.add_argument(
+        "--floorplan",
+        choices=("packed", "neurosim"),
+        help="xpert: lay xpert.hw's chip out this way (default: its own; give another --out)",
+    )
+    parser.add_argument(
         "--inner-trials", type=int, default=30, help="xpert: peripheral designs per network"
     )
     parser.add_argument(
@@ -540,6 +545,7 @@ def main() -> None:
     elif args.name == "xpert":
         import xpert
 
+        xpert.FLOORPLAN = args.floorplan
         result = xpert.phase_one(args.out / "xpert", args.trials, args.inner_trials)
         text = xpert.markdown(result)
         limit = 5000 if args.limit is None else args.limit
@@ -547,14 +553,16 @@ def main() -> None:
             store = xpert.JsonStore(args.out / "xpert" / "baselines.json")
             result["baselines"] = xpert.baseline_designs(500, limit, store)
             text += "\n" + xpert.baselines_markdown(result["baselines"])
-        if xpert.BASELINE_MODEL.is_file() and xpert.SEARCHED_MODEL.is_file():
-            second = xpert.phase_two(args.out / "xpert", result, args.trials, 500, limit)
+        network = xpert.searched_network(result["chosen"]["widths"])
+        if xpert.BASELINE_MODEL.is_file() and network is not None:
+            second = xpert.phase_two(args.out / "xpert", result, args.trials, 500, limit, network)
             result["phase2"] = second
             text += "\n" + xpert.phase_two_markdown(second)
         else:
             text += (
                 f"\nPhase 2 waits for the trained networks: {xpert.BASELINE_MODEL.name} and "
-                f"{xpert.SEARCHED_MODEL.name} in models/ (models/README.md).\n"
+                "the chosen widths' (trained by the command above into "
+                f"{xpert.SEARCHED_MODEL.name}) in models/ (models/README.md).\n"
             )
         if xpert.BASELINE_MODEL.is_file():
             text += "\n" + xpert.breakdown_markdown(xpert.cost_designs(args.out / "xpert", result))

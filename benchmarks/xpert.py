@@ -42,9 +42,11 @@ and TOPS/mm2 against each baseline, beside XPert's.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +69,22 @@ from imcc.search.channels import (  # noqa: E402
 from imcc.search.evaluate import Evaluator, Metrics, Problem  # noqa: E402
 from imcc.search.evaluations import JsonStore  # noqa: E402
 from imcc.search.space import build_space  # noqa: E402
+from imcc.target import Target  # noqa: E402
 from tests.onnx_models import CIFAR10_TRAIN  # noqa: E402
+
+FLOORPLAN: str | None = None
+"""`reproduce.py xpert --floorplan`: lay xpert.hw's chip out this way instead of its own
+(`hierarchy { floorplan }`; passes/place.py: packed or neurosim)."""
+
+
+def chip() -> Target:
+    """Return xpert.hw as the reproduction prices it: its own, or with `FLOORPLAN`."""
+    target = load_target("xpert")
+    if FLOORPLAN is None:
+        return target
+    hierarchy = dataclasses.replace(target.hierarchy, floorplan=FLOORPLAN)
+    return dataclasses.replace(target, hierarchy=hierarchy)
+
 
 BASELINE = {
     "select-adc.per_layer_converter": "flash",
@@ -108,7 +125,7 @@ def baseline(
 ) -> tuple[str, Metrics]:
     """Return the baseline design's full pipeline and cost on `model` (xpert.hw), its
     converters at `bits` and its inputs at `input_bits`."""
-    target = load_target("xpert")
+    target = chip()
     problem = Problem.load(model, target, data, search_samples=1, probe_samples=1, check_samples=1)
     space = build_space(problem.graph, target)
     precisions = {
@@ -130,7 +147,7 @@ def phase_one(out: Path, trials: int, inner_trials: int, seed: int = 0) -> dict:
     pipeline, metrics = baseline(reference)
     best, tried = search_channels(
         space,
-        target=load_target("xpert"),
+        target=chip(),
         data=DATA,
         area_mm2=metrics.area_mm2,
         out=out / "channels",
@@ -158,7 +175,7 @@ def compiled(model: Path, pipeline: str) -> Any:
     """Compile a design as phase 2's search does (calibrated on the validation split's first
     images, never on test images)."""
     calibration, _ = driver.calibration_data(VALIDATION, model)
-    return driver.compile(model, load_target("xpert"), passes=pipeline, calibration=calibration)
+    return driver.compile(model, chip(), passes=pipeline, calibration=calibration)
 
 
 def mapped_accuracy(program: Any, data: str, samples: int) -> float:
@@ -167,7 +184,7 @@ def mapped_accuracy(program: Any, data: str, samples: int) -> float:
     from imcc.frontend.datasets import load_dataset
     from imcc.simulation import simulate
 
-    report = simulate(program, load_target("xpert"), load_dataset(data, samples), progress=True)
+    report = simulate(program, chip(), load_dataset(data, samples), progress=True)
     return report.accuracy
 
 
@@ -287,16 +304,19 @@ def baseline_designs(samples: int, test_images: int, store: JsonStore | None = N
     (`BASELINE_INPUT_BITS`). The designs that end a step and the code's own (their `role`:
     `ROLES`) are also simulated on the first `test_images` test images and under XPert's
     accuracy model. With `store`, what was measured before on the same network file, target
-    file (xpert.hw), pipeline and image counts is read back instead of simulated again (a
-    design on the 5,000 test images takes 10-20 minutes on 2 cores)."""
+    (xpert.hw's file and `FLOORPLAN`), pipeline and image counts is read back instead of
+    simulated again (a design on the 5,000 test images takes 10-20 minutes on 2 cores)."""
     weights = hashlib.sha256(BASELINE_MODEL.read_bytes()).hexdigest()
-    chip = hashlib.sha256(Path(load_target("xpert").source).read_bytes()).hexdigest()
+    target = chip()
+    chip_key = hashlib.sha256(
+        Path(target.source).read_bytes() + target.hierarchy.floorplan.encode()
+    ).hexdigest()
     reference = float_accuracy(BASELINE_MODEL, VALIDATION, samples)
     tried: list[tuple[str, dict]] = []
 
     def measure(bits: int, input_bits: int) -> dict:
         pipeline, _ = baseline(BASELINE_MODEL, bits=bits, input_bits=input_bits)
-        key = json.dumps([weights, chip, pipeline, samples, test_images])
+        key = json.dumps([weights, chip_key, pipeline, samples, test_images])
         design = None if store is None else store.get(key)
         if design is None:
             design = baseline_design(pipeline, samples)
@@ -341,7 +361,7 @@ def baseline_design(pipeline: str, samples: int) -> dict:
     from imcc.frontend.datasets import load_dataset
     from imcc.simulation import simulate
 
-    target = load_target("xpert")
+    target = chip()
     program = compiled(BASELINE_MODEL, pipeline)
     report = simulate(program, target, load_dataset(VALIDATION, samples), progress=True)
     return {
@@ -413,7 +433,7 @@ def float_accuracy(model: Path, data: str, samples: int) -> float:
     on the first `samples` images of `data`."""
     problem = Problem.load(
         model,
-        load_target("xpert"),
+        chip(),
         data,
         search_samples=samples,
         probe_samples=samples,
@@ -422,25 +442,48 @@ def float_accuracy(model: Path, data: str, samples: int) -> float:
     return Evaluator(problem).reference_accuracy("search")
 
 
-def phase_two(out: Path, record: dict, trials: int, samples: int, test_images: int) -> dict:
-    """Run phase 2 on the trained searched network (module docstring) after `phase_one`'s
-    `record`; return both final designs' costs (on the trained networks) and accuracies."""
+def conv_widths(model: Path) -> tuple[int, ...]:
+    """Return the output channels of a network's convolutions, in graph order."""
+    import onnx
+
+    graph = onnx.load(str(model)).graph
+    shapes = {tensor.name: tensor.dims for tensor in graph.initializer}
+    return tuple(int(shapes[n.input[1]][0]) for n in graph.node if n.op_type == "Conv")
+
+
+def searched_network(widths: Sequence[int]) -> Path | None:
+    """Return the trained network of phase 1's chosen `widths`: the baseline VGG-16's file
+    when phase 1 keeps VGG-16's own widths, `SEARCHED_MODEL` when it has those widths, else
+    None (it must be trained first: `markdown` prints the command)."""
+    if tuple(widths) == ChannelSpace("vgg16").baseline():
+        return BASELINE_MODEL if BASELINE_MODEL.is_file() else None
+    if SEARCHED_MODEL.is_file() and conv_widths(SEARCHED_MODEL) == tuple(widths):
+        return SEARCHED_MODEL
+    return None
+
+
+def phase_two(
+    out: Path, record: dict, trials: int, samples: int, test_images: int, network: Path
+) -> dict:
+    """Run phase 2 on `network`, the trained network of phase 1's choice (module docstring;
+    `searched_network`), after `phase_one`'s `record`; return both final designs' costs (on
+    the trained networks) and accuracies."""
     from imcc.costmodel import estimate
     from imcc.search.channels import cheapest_precisions, inner_choices
     from imcc.search.storage import open_storage, storage_url
     from tests.onnx_models import CIFAR10_IMAGES
 
-    target = load_target("xpert")
+    target = chip()
     base = record["baseline"]
     designs = record["baselines"]
-    reference = float_accuracy(SEARCHED_MODEL, VALIDATION, samples)
+    reference = float_accuracy(network, VALIDATION, samples)
     floor = reference - CONVERTER_LOSS
     chosen = record["chosen"]
     structure = inner_choices(out / "channels", ChannelSpace("vgg16").label(chosen["widths"]))
     area = base["metrics"]["area_mm2"]
     window = (area * (1 - AREA_WINDOW), area * (1 + AREA_WINDOW))
     found = cheapest_precisions(
-        SEARCHED_MODEL,
+        network,
         target,
         VALIDATION,
         open_storage(storage_url(None, out)),
@@ -457,8 +500,9 @@ def phase_two(out: Path, record: dict, trials: int, samples: int, test_images: i
             f"phase 2 found no design at or above {100 * floor:.2f}% within the area window"
         )
     test = f"cifar10:{CIFAR10_IMAGES}"
-    searched = compiled(SEARCHED_MODEL, found.pipeline)
+    searched = compiled(network, found.pipeline)
     return {
+        "network": str(network),
         "float_validation": reference,
         "floor": floor,
         "baselines": [d for d in designs if d["role"]],
@@ -467,7 +511,7 @@ def phase_two(out: Path, record: dict, trials: int, samples: int, test_images: i
             "metrics": Metrics.of(estimate(searched, target)).to_dict(),
             "validation_accuracy": found.accuracy,
             "accuracy": mapped_accuracy(searched, test, test_images),
-            "xpert_model": design_accuracies(SEARCHED_MODEL, found.pipeline, samples, test_images),
+            "xpert_model": design_accuracies(network, found.pipeline, samples, test_images),
         },
         "test_images": test_images,
     }
@@ -571,7 +615,7 @@ def cost_designs(out: Path, record: dict) -> list[tuple[str, Path, str]]:
         rows.append(
             (
                 "phase-1 network, phase 2's design",
-                SEARCHED_MODEL,
+                Path(record["phase2"]["network"]),
                 record["phase2"]["searched"]["pipeline"],
             )
         )
@@ -584,7 +628,7 @@ def shipped_design(out: Path) -> tuple[str, Path, str]:
     widths = tuple(width for width, *_ in SHIPPED)
     space = ChannelSpace("vgg16")
     model = export_candidate("vgg16", widths, out / "shipped" / f"{space.label(widths)}.onnx")
-    target = load_target("xpert")
+    target = chip()
     problem = Problem.load(model, target, DATA, search_samples=1, probe_samples=1, check_samples=1)
     layout = build_space(problem.graph, target)
     choices = layout.uniform(BASELINE)
@@ -602,7 +646,7 @@ def breakdown_markdown(designs: list[tuple[str, Path, str]]) -> str:
     one's)."""
     from imcc.costmodel import estimate
 
-    target = load_target("xpert")
+    target = chip()
     lines = [
         "## Where the EDAP goes (xpert.hw, NeuroSim V1.3 rules; costs do not depend on weights)",
         "",

@@ -309,6 +309,9 @@ def test_xpert_baselines_widen_converters_then_inputs_and_are_read_back_from_the
     )
     xpert.baseline_designs(500, 5000, store)
     assert len(validated) == 12 and len(tested) == 9
+    monkeypatch.setattr(xpert, "FLOORPLAN", "neurosim")  # another floorplan: anew as well
+    xpert.baseline_designs(500, 5000, store)
+    assert len(validated) == 16 and len(tested) == 12
 
 
 def test_xpert_breakdown_splits_each_design_energy_and_puts_edap_against_the_first(
@@ -359,3 +362,22 @@ def test_xpert_shipped_design_replays_its_csv_per_layer(tmp_path: Path) -> None:
     ]
     program = driver.compile(model, load_target("xpert"), passes=pipeline)
     assert len(crossbar_layers(program)) == len(widths) + 1  # and the classifier
+
+
+def test_xpert_phase_two_runs_on_the_network_of_the_chosen_widths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Phase 1 keeping VGG-16's own widths runs phase 2 on the trained baseline; other widths
+    on the trained searched network only when its convolutions have them."""
+    import xpert
+
+    from imcc.search.channels import ChannelSpace, export_candidate
+
+    widths = (8, 8, 16, 16, 32, 32, 32, 64, 64, 64, 64, 64, 64)
+    trained = export_candidate("vgg16", widths, tmp_path / "searched.onnx")
+    monkeypatch.setattr(xpert, "BASELINE_MODEL", trained)  # any file stands for it
+    monkeypatch.setattr(xpert, "SEARCHED_MODEL", trained)
+    assert xpert.conv_widths(trained) == widths
+    assert xpert.searched_network(ChannelSpace("vgg16").baseline()) == xpert.BASELINE_MODEL
+    assert xpert.searched_network(widths) == trained
+    assert xpert.searched_network((16, *widths[1:])) is None
