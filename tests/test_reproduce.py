@@ -8,6 +8,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -290,6 +291,13 @@ def test_xpert_baselines_widen_converters_then_inputs_and_are_read_back_from_the
     )
     monkeypatch.setattr(xpert, "baseline_design", design)
     monkeypatch.setattr(xpert, "design_tests", tests)
+    priced = []
+
+    def cost(model: Path, pipeline: str):
+        priced.append(pipeline)
+        return SimpleNamespace(to_dict=lambda: {"edap": accuracy[pipeline]})
+
+    monkeypatch.setattr(xpert, "cost", cost)
     store = xpert.JsonStore(tmp_path / "baselines.json")
     first = xpert.baseline_designs(500, 5000, store)
     assert [d["pipeline"] for d in first] == ["6/4", "7/4", "7/5", "7/6"]
@@ -309,9 +317,10 @@ def test_xpert_baselines_widen_converters_then_inputs_and_are_read_back_from_the
     )
     xpert.baseline_designs(500, 5000, store)
     assert len(validated) == 12 and len(tested) == 9
-    monkeypatch.setattr(xpert, "FLOORPLAN", "neurosim")  # another floorplan: anew as well
-    xpert.baseline_designs(500, 5000, store)
-    assert len(validated) == 16 and len(tested) == 12
+    monkeypatch.setattr(xpert, "FLOORPLAN", "neurosim")  # places, computes nothing: read back
+    again = xpert.baseline_designs(500, 5000, store)
+    assert len(validated) == 12 and len(tested) == 9
+    assert len(priced) == 5 * 4 and again[0]["metrics"] == {"edap": 0.85}  # priced every call
 
 
 def test_xpert_breakdown_splits_each_design_energy_and_puts_edap_against_the_first(
