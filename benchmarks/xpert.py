@@ -3,6 +3,11 @@ baseline on one uniform peripheral design, and phase 1 of the co-search with per
 depth (search/channels.py).
 
     python benchmarks/reproduce.py xpert [--trials 30] [--inner-trials 30]
+        [--floorplan packed|neurosim --out DIR]
+
+`--floorplan` lays xpert.hw's chip out another way than its own (`FLOORPLAN`, `chip`;
+passes/place.py): `neurosim` is NeuroSim V1.3's layer-by-layer floorplan, on which XPert's
+shipped design lands on its search's area target (README).
 
 The baseline (`BASELINE`): CIFAR-10 VGG-16 (models/vgg_cifar.py, untrained: phase 1 prices
 latency and area, which do not depend on the weights) on xpert.hw with every layer alike, as
