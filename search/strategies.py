@@ -43,7 +43,6 @@ from imcc.search.storage import (
     RESULT,
     best_feasible,
     fail_stale_trials,
-    feasible,
     finished,
     finished_count,
     heartbeat,
@@ -359,13 +358,15 @@ def lower_uniformly(
     on_trial: Callable[[FrozenTrial], None] = lambda trial: None,
 ) -> None:
     """Start phase 2 where one precision serves every layer: from the `widest` design, lower
-    each of `UNIFORM_STEPS` in every layer one choice at a time while the design stays within
-    the area window and the floor, within the phase's trials. The per-layer descent then
-    starts from the cheapest of these (the study's best feasible trial) instead of spending
-    its trials on the steps every layer can take. Each point is a trial of the study: a
-    resumed search reads back the points it holds."""
+    each of `UNIFORM_STEPS` in every layer one choice at a time while the design keeps the
+    accuracy floor and the area stays above the window's floor (`stays`; an area above the
+    window's top is no reason to stop: lower precision shrinks it), within the phase's
+    trials. The per-layer descent then starts from the cheapest feasible of these (the
+    study's best feasible trial, or the one nearest to feasibility) instead of spending its
+    trials on the steps every layer can take. Each point is a trial of the study: a resumed
+    search reads back the points it holds."""
     trial = run_point(study, phase, space, evaluator, limits, widest, on_trial)
-    if trial is None or not feasible(trial):
+    if trial is None or not stays(trial, limits):
         return
     point = {k: str(v) for k, v in trial.params.items()}  # the sampler's other choices kept
     for option in UNIFORM_STEPS:
@@ -380,9 +381,22 @@ def lower_uniformly(
             if lowered == point:
                 break
             trial = run_point(study, phase, space, evaluator, limits, lowered, on_trial)
-            if trial is None or not feasible(trial):
+            if trial is None or not stays(trial, limits):
                 break
             point = lowered
+
+
+def stays(trial: FrozenTrial, limits: Limits) -> bool:
+    """Say whether a uniform step down may go on from a finished trial (`lower_uniformly`):
+    it is complete, at or above the accuracy floor, and its area not below the window's
+    floor."""
+    if trial.state is not TrialState.COMPLETE or RESULT not in trial.user_attrs:
+        return False
+    result = trial.user_attrs[RESULT]
+    accuracy, area = result.get("accuracy"), result["metrics"]["area_mm2"]
+    if limits.accuracy_floor is not None and (accuracy is None or accuracy < limits.accuracy_floor):
+        return False
+    return limits.area_floor_mm2 is None or area >= limits.area_floor_mm2
 
 
 def run_point(

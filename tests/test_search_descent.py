@@ -50,3 +50,30 @@ def test_descent_climbs_while_below_the_floor() -> None:
     assert sum(int(second.params[k]) for k in KEYS) > len(KEYS)  # choices raised
     best = best_feasible(study)
     assert best is not None and best.value <= FLOOR + 4
+
+
+def test_a_uniform_step_goes_on_above_the_area_window_but_not_below_the_floors() -> None:
+    """lower_uniformly's rule: the accuracy floor and the area window's floor stop the steps
+    down; an area above the window's top does not (lower precision shrinks it)."""
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import create_trial
+
+    from imcc.search.storage import RESULT
+    from imcc.search.strategies import Limits, stays
+
+    def trial(accuracy: float | None, area: float):
+        result = {"accuracy": accuracy, "metrics": {"area_mm2": area}}
+        return create_trial(
+            params={"x": "1"},
+            distributions={"x": CategoricalDistribution(["1"])},
+            value=1.0,
+            user_attrs={RESULT: result},
+        )
+
+    limits = Limits(area_mm2=50.0, accuracy_floor=0.9, area_floor_mm2=40.0)
+    assert stays(trial(0.92, 45.0), limits)
+    assert stays(trial(0.92, 200.0), limits)  # above the window: go on
+    assert not stays(trial(0.85, 45.0), limits)  # below the accuracy floor
+    assert not stays(trial(0.92, 30.0), limits)  # below the window
+    assert not stays(trial(None, 45.0), limits)
+    assert stays(trial(None, 45.0), Limits(50.0, None, None))
