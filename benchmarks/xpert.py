@@ -347,8 +347,8 @@ def baseline_designs(samples: int, test_images: int, store: JsonStore | None = N
     for index, (key, design) in enumerate(tried):
         if index in roles and "accuracy" not in design:
             design = {**design, **design_tests(design["pipeline"], samples, test_images)}
-            if store is not None:
-                store.put(key, design)
+            if store is not None:  # the accuracies only: the costs are priced on every call
+                store.put(key, {k: v for k, v in design.items() if k != "metrics"})
         role = " = ".join(roles.get(index, []))
         designs.append({**design, "role": role, "float_validation": reference})
     return designs

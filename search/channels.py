@@ -278,8 +278,7 @@ def cheapest_precisions(
     (strategies.lower_uniformly) and descends per layer from there (search/descent.py). With
     `probe`, a design is simulated on that many images first and dropped when they rule out
     the floor (search/evaluate.py): the descent's trials below the floor cost a fraction of a
-    full one. Return the best design, or None if none is
-    feasible."""
+    full one. Return the best design, or None if none is feasible."""
     problem = Problem.load(
         model,
         target,

@@ -16,7 +16,7 @@ lowers precision per layer while accuracy holds:
   its end takes a random other choice;
 - a point the study already holds (any state, running included) is not proposed again;
 - before any trial is complete (the phase's first trial is the widest design, and the
-  uniform steps down from it come next: search/channels.py `lower_uniformly`), parameters are
+  uniform steps down from it come next: search/strategies.py `lower_uniformly`), parameters are
   drawn uniformly.
 
 The sampler is stateless between trials: it reads the study, so a resumed or shared study

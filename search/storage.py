@@ -60,11 +60,11 @@ OPTUNA_TABLES = frozenset({"studies", "trials", "version_info"})
 """Tables every optuna database has: a SQLite file with tables but not these is not a search's."""
 
 BACKUP_SUFFIX = ".bak"
+"""The copy of a SQLite database made each run once it checked clean: `search.db.bak`."""
 CREATING_S = 10.0
 """How long an empty database file written less than this long ago is waited for before it is
 refused: another worker of the same search may be creating it (SQLite makes the file before
 it writes the first page)."""
-"""The copy of a SQLite database made each run once it checked clean: `search.db.bak`."""
 
 HEARTBEAT = 10.0
 """Seconds between the heartbeats of a running trial; three missed ones make it stale."""
