@@ -263,7 +263,7 @@ def cheapest_precisions(
     name: str,
     structure: Mapping[str, str],
     trials: int,
-    area_mm2: tuple[float, float],
+    area_mm2: tuple[float, float] | None,
     accuracy_floor: float,
     samples: int,
     seed: int = 0,
@@ -271,7 +271,8 @@ def cheapest_precisions(
 ) -> Precisions | None:
     """Run xpert's phase 2 on a trained network: per-layer input and converter precision (the
     phase-2 dimensions of search/strategies.py), the phase-1 `structure` fixed, the least
-    energy with the area within `area_mm2` (low, high) and the accuracy, bit-accurate on the
+    energy with the area within `area_mm2` (low, high; None: any area, as XPert's phase 2
+    constrains only the accuracy) and the accuracy, bit-accurate on the
     first `samples` images of `data` (the validation split: `cifar10:FILE,from=45000`), at
     least `accuracy_floor`; it starts at the widest precisions (the design phase 1 priced),
     lowers each precision in every layer at once while the design holds
@@ -294,7 +295,7 @@ def cheapest_precisions(
         "role": "precisions",
         "model": str(model),
         "structure": dict(structure),
-        "area_mm2": list(area_mm2),
+        "area_mm2": None if area_mm2 is None else list(area_mm2),
         "accuracy_floor": accuracy_floor,
         "data": data,
         "samples": samples,
@@ -302,7 +303,8 @@ def cheapest_precisions(
     }
     study = open_study(storage, phase.study, list(phase.directions), identity)
     study.sampler = make_sampler(phase.sampler, seed, phase.trials)
-    limits = Limits(area_mm2[1], accuracy_floor, area_mm2[0])
+    low, high = (None, None) if area_mm2 is None else area_mm2
+    limits = Limits(high, accuracy_floor, low)
     evaluator = Evaluator(problem)
     lower_uniformly(study, phase, space, evaluator, limits, widest_design(phase.dimensions))
     run_phase(phase, study, space, evaluator, limits, lambda t: None)

@@ -410,16 +410,23 @@ def run_point(
 ) -> FrozenTrial | None:
     """Return the study's finished trial (storage.finished) whose choices include `params`,
     evaluating it as the next trial if there is none; None once the phase's trials are spent
-    (or when another worker of a shared study took the point and has not finished it)."""
+    (or when another worker of a shared study took the point and has not finished it). A
+    trial of the point that a killed run left behind (failed, `interrupted`) is asked again."""
     done = [t for t in study.get_trials(deepcopy=False) if finished(t)]
 
     def holds(trial: FrozenTrial) -> bool:
-        return all(str(trial.params.get(k)) == v for k, v in params.items())
+        # a queued trial's choices are its fixed params until the sampler has asked them
+        chosen = trial.params or trial.system_attrs.get("fixed_params", {})
+        return all(str(chosen.get(k)) == v for k, v in params.items())
 
     if not any(holds(t) for t in done):
         if len(done) >= phase.trials:
             return None
-        study.enqueue_trial(dict(params), skip_if_exists=True)
+        fail_stale_trials(study)
+        # not optuna's skip_if_exists: it also skips a point whose only trial failed
+        pending = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+        if not any(holds(t) for t in pending):
+            study.enqueue_trial(dict(params))
         run_phase(
             replace(phase, trials=len(done) + 1),
             study,

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 
 DATA = f"cifar10:{CIFAR10_TRAIN}"
 SPACE = ChannelSpace("vgg11", (8, 16), (16, 8, 16, 8, 16, 8, 16, 16))
-AREA = 2.0  # mm², about the reference network's fastest design on xpert.hw
+AREA = 16.0  # mm², a window (+-25%) around the reference network's 17.7 and 17.9 mm² designs
 
 
 def run(out: Path, **options):
@@ -159,7 +159,7 @@ def test_phase_two_probe_drops_designs_the_first_images_rule_out(searched, tmp_p
         "phase2",
         channels.inner_choices(out, label),
         3,
-        (AREA * 0.75, AREA * 1.25),
+        None,  # any area: XPert's phase 2 constrains the accuracy only
         1.5,  # no design reaches it
         16,
         probe=4,
