@@ -737,7 +737,8 @@ def test_xpert_flash_is_cheaper_and_faster_than_sar_and_larger_by_the_published_
     """NeuroSim (DNN+NeuroSim V1.3, which XPert prices with) makes the 5-bit multilevel sense
     amplifier cheaper than a SAR (its column current flows for one step, the SAR's for six) and
     faster (one step against B + 1); XPert's surrogate puts Flash at 1.35-2.25x SAR's area
-    (shared/references.md §1). Measured: energy 0.22x, latency 0.30x, area 1.57x."""
+    (shared/references.md §1). Measured on xpert.hw's NeuroSim floorplan: energy 0.22x, latency
+    0.47x, area 1.68x."""
     sar, flash = xpert_vgg16("sar", 8), xpert_vgg16("flash", 8)
     assert flash.energy_j < sar.energy_j
     assert flash.latency_s < sar.latency_s and flash.clock_s < sar.clock_s
@@ -749,8 +750,8 @@ def test_xpert_sharing_trades_area_for_energy_with_the_lowest_edap_in_between():
     re-driven once per column group (energy rises), and on NeuroSim's synchronous clock a layer
     takes m clocks per input bit while the clock, set by the slowest sensing, shortens as the
     mux decoder drives fewer gates per select line (Mux.cpp, RowDecoder.cpp): latency rises with
-    m. Measured EDAP: 2.05e-7, 1.82e-7, 5.64e-7 J*s*mm2 (a SAR, whose six steps set the clock
-    whatever the mux, has its lowest EDAP at m = 2)."""
+    m. Measured EDAP: 1.51e-7, 6.90e-8, 1.29e-7 J*s*mm2 (a SAR, whose six steps set the clock
+    whatever the mux, has its lowest EDAP at m = 2: 3.95e-7, 4.00e-7, 1.18e-6)."""
     reports = [xpert_vgg16("flash", m) for m in (2, 8, 32)]
     areas = [r.area_mm2 for r in reports]
     energies = [r.energy_j for r in reports]
@@ -878,17 +879,20 @@ def test_neurosim_floorplan_gives_each_layer_its_own_tiles_and_prices_them():
     assert neurosim.energy_j == pytest.approx(packed.energy_j)
     assert neurosim.area_mm2 > packed.area_mm2 and neurosim.latency_s < packed.latency_s
     assert neurosim.tiles == len(placements)  # one tile per layer: each fits on one
-    # a target that declares NeuroSim's floorplan gets it from a plain `place`
-    declared = dataclasses.replace(
-        target, hierarchy=dataclasses.replace(target.hierarchy, floorplan="neurosim")
-    )
-    plain = driver.compile(
-        model,
-        declared,
-        passes="assign-input-precision,quantize,tile-crossbar,select-adc,share-columns,place",
-        calibration=calibration,
-    )
-    assert [n.attributes["placement"] for n in crossbar_layers(plain)] == placements
+    # a plain `place` takes the target's floorplan: xpert.hw declares NeuroSim's
+    assert target.hierarchy.floorplan == "neurosim"
+    for floorplan in ("neurosim", "packed"):
+        declared = dataclasses.replace(
+            target, hierarchy=dataclasses.replace(target.hierarchy, floorplan=floorplan)
+        )
+        plain = driver.compile(
+            model,
+            declared,
+            passes="assign-input-precision,quantize,tile-crossbar,select-adc,share-columns,place",
+            calibration=calibration,
+        )
+        expected = [n.attributes["placement"] for n in crossbar_layers(programs[floorplan])]
+        assert [n.attributes["placement"] for n in crossbar_layers(plain)] == expected
     with pytest.raises(MappingError, match="layer by layer"):
         driver.compile(
             model,
