@@ -555,14 +555,18 @@ def main() -> None:
             text += "\n" + xpert.baselines_markdown(result["baselines"])
         network = xpert.searched_network(result["chosen"]["widths"])
         if xpert.BASELINE_MODEL.is_file() and network is not None:
-            second = xpert.phase_two(args.out / "xpert", result, args.trials, 500, limit, network)
+            second = xpert.phase_two(
+                args.out / "xpert", result, args.trials, 500, limit, network, store
+            )
             result["phase2"] = second
             text += "\n" + xpert.phase_two_markdown(second)
         else:
             text += (
                 f"\nPhase 2 waits for the trained networks: {xpert.BASELINE_MODEL.name} and "
                 "the chosen widths' (trained by the command above into "
-                f"{xpert.SEARCHED_MODEL.name}) in models/ (models/README.md).\n"
+                f"{xpert.SEARCHED_MODEL.name}) in models/ (models/README.md). The paper, after "
+                f"phase 2: {xpert.PAPER['edap']}x lower EDAP, {xpert.PAPER['tops_per_w']}x "
+                f"TOPS/W, {xpert.PAPER['tops_per_mm2']}x TOPS/mm2 at {xpert.PAPER['accuracy']}%.\n"
             )
         if xpert.BASELINE_MODEL.is_file():
             text += "\n" + xpert.breakdown_markdown(xpert.cost_designs(args.out / "xpert", result))

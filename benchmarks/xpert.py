@@ -84,6 +84,13 @@ FLOORPLAN: str | None = None
 (`hierarchy { floorplan }`; passes/place.py: packed or neurosim)."""
 
 
+def costs_label() -> str:
+    """Return which cost model priced the figures, for the tables."""
+    floorplan = chip().hierarchy.floorplan
+    layout = "NeuroSim's layer-by-layer floorplan" if floorplan == "neurosim" else "packed tiles"
+    return f"Costs from xpert.hw (DNN+NeuroSim V1.3 rules, {layout})"
+
+
 def chip() -> Target:
     """Return xpert.hw as the reproduction prices it: its own, or with `FLOORPLAN`."""
     target = load_target("xpert")
@@ -313,17 +320,12 @@ def baseline_designs(samples: int, test_images: int, store: JsonStore | None = N
     accuracy model. With `store`, the accuracies measured before on the same network file,
     target file, pipeline and image counts are read back instead of simulated again (a design
     on the 5,000 test images takes 10-20 minutes on 2 cores); the costs are priced anew."""
-    weights = hashlib.sha256(BASELINE_MODEL.read_bytes()).hexdigest()
-    target = chip()
-    # the accuracies do not depend on the floorplan (it places, it does not compute): they are
-    # keyed by the target file, and the costs are priced again on every call
-    chip_key = hashlib.sha256(Path(target.source).read_bytes()).hexdigest()
     reference = float_accuracy(BASELINE_MODEL, VALIDATION, samples)
     tried: list[tuple[str, dict]] = []
 
     def measure(bits: int, input_bits: int) -> dict:
         pipeline, _ = baseline(BASELINE_MODEL, bits=bits, input_bits=input_bits)
-        key = json.dumps([weights, chip_key, pipeline, samples, test_images])
+        key = store_key(BASELINE_MODEL, pipeline, samples, test_images)
         design = None if store is None else store.get(key)
         if design is None:
             design = baseline_design(pipeline, samples)
@@ -348,7 +350,10 @@ def baseline_designs(samples: int, test_images: int, store: JsonStore | None = N
     designs = []
     for index, (key, design) in enumerate(tried):
         if index in roles and "accuracy" not in design:
-            design = {**design, **design_tests(design["pipeline"], samples, test_images)}
+            design = {
+                **design,
+                **design_tests(BASELINE_MODEL, design["pipeline"], samples, test_images),
+            }
             if store is not None:  # the accuracies only: the costs are priced on every call
                 store.put(key, {k: v for k, v in design.items() if k != "metrics"})
         role = " = ".join(roles.get(index, []))
@@ -386,16 +391,26 @@ def baseline_design(pipeline: str, samples: int) -> dict:
     }
 
 
-def design_tests(pipeline: str, samples: int, test_images: int) -> dict:
-    """Return a baseline design's test accuracy (bit-accurate, the first `test_images` test
-    images) and its accuracies under XPert's model."""
+def store_key(model: Path, pipeline: str, samples: int, test_images: int) -> str:
+    """Return the key of a design's accuracies in the store (`baseline_designs`, `phase_two`):
+    the network file, the target file, the pipeline and the image counts. The accuracies do
+    not depend on the floorplan (it places, it computes nothing), and the costs are priced
+    again on every run, so neither is part of the key."""
+    weights = hashlib.sha256(model.read_bytes()).hexdigest()
+    target = hashlib.sha256(Path(chip().source).read_bytes()).hexdigest()
+    return json.dumps([weights, target, pipeline, samples, test_images])
+
+
+def design_tests(model: Path, pipeline: str, samples: int, test_images: int) -> dict:
+    """Return a design's test accuracy (bit-accurate, the first `test_images` test images) and
+    its accuracies under XPert's model."""
     from tests.onnx_models import CIFAR10_IMAGES
 
-    program = compiled(BASELINE_MODEL, pipeline)
+    program = compiled(model, pipeline)
     return {
         "accuracy": mapped_accuracy(program, f"cifar10:{CIFAR10_IMAGES}", test_images),
         "test_images": test_images,
-        "xpert_model": design_accuracies(BASELINE_MODEL, pipeline, samples, test_images),
+        "xpert_model": design_accuracies(model, pipeline, samples, test_images),
     }
 
 
@@ -476,15 +491,20 @@ def searched_network(widths: Sequence[int]) -> Path | None:
 
 
 def phase_two(
-    out: Path, record: dict, trials: int, samples: int, test_images: int, network: Path
+    out: Path,
+    record: dict,
+    trials: int,
+    samples: int,
+    test_images: int,
+    network: Path,
+    store: JsonStore | None = None,
 ) -> dict:
     """Run phase 2 on `network`, the trained network of phase 1's choice (module docstring;
     `searched_network`), after `phase_one`'s `record`; return both final designs' costs (on
-    the trained networks) and accuracies."""
-    from imcc.costmodel import estimate
+    the trained networks) and accuracies. With `store`, the searched design's test
+    accuracies measured before are read back (`store_key`)."""
     from imcc.search.channels import cheapest_precisions, inner_choices
     from imcc.search.storage import open_storage, storage_url
-    from tests.onnx_models import CIFAR10_IMAGES
 
     target = chip()
     designs = record["baselines"]
@@ -509,19 +529,24 @@ def phase_two(
         raise SystemExit(
             f"phase 2 found no design at or above {100 * floor:.2f}% on the validation images"
         )
-    test = f"cifar10:{CIFAR10_IMAGES}"
-    searched = compiled(network, found.pipeline)
+    key = store_key(network, found.pipeline, samples, test_images)
+    tests = None if store is None else store.get(key)
+    if tests is None:
+        tests = design_tests(network, found.pipeline, samples, test_images)
+        if store is not None:
+            store.put(key, tests)
     return {
         "network": str(network),
+        "widths": list(conv_widths(network)),
         "float_validation": reference,
         "floor": floor,
         "baselines": [d for d in designs if d["role"]],
         "searched": {
             "pipeline": found.pipeline,
-            "metrics": Metrics.of(estimate(searched, target)).to_dict(),
+            "metrics": cost(network, found.pipeline).to_dict(),
             "validation_accuracy": found.accuracy,
-            "accuracy": mapped_accuracy(searched, test, test_images),
-            "xpert_model": design_accuracies(network, found.pipeline, samples, test_images),
+            "accuracy": tests["accuracy"],
+            "xpert_model": tests["xpert_model"],
         },
         "test_images": test_images,
     }
@@ -541,10 +566,11 @@ def phase_two_markdown(result: dict) -> str:
     lines = [
         "## XPert phase 2: per-layer input and converter bits on the trained networks",
         "",
-        f"Accuracy floor (validation, the searched network in float, "
-        f"{100 * result['float_validation']:.2f}%, less {100 * CONVERTER_LOSS:.0f} point): "
-        f"{100 * result['floor']:.2f}%. Accuracies: "
-        f"bit-accurate, first {n:,} test images.",
+        f"Network: {Path(result['network']).name}. Accuracy floor (validation, the searched "
+        f"network in float, {100 * result['float_validation']:.2f}%, less "
+        f"{100 * CONVERTER_LOSS:.0f} point): {100 * result['floor']:.2f}%; the searched design: "
+        f"{100 * result['searched']['validation_accuracy']:.2f}% there. Accuracies below: "
+        f"bit-accurate, first {n:,} test images. {costs_label()}.",
         "",
         "| figure | paper | " + " | ".join(f"imcc vs {c}" for c in columns) + " |",
         "|---|---|" + "---|" * len(columns),
@@ -575,6 +601,15 @@ def phase_two_markdown(result: dict) -> str:
             lambda d: proxy(result["searched"], "test"),
         ),
         row("accuracy, baseline, XPert's model", "", lambda d: proxy(d, "test")),
+        "",
+        "The searched design per layer:",
+        "",
+        "| conv | channels | converter | bits | column sharing | input bits |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {i + 1} | {' | '.join(map(str, row))} |"
+            for i, row in enumerate(design_rows(result["searched"]["pipeline"], result["widths"]))
+        ),
         "",
         f"Pipeline: `{result['searched']['pipeline']}`",
     ]
@@ -709,8 +744,8 @@ def markdown(result: dict) -> str:
         "Baseline: VGG-16 on xpert.hw, every layer a 6-bit Flash converter per 8 columns, "
         "4-bit inputs (XPert's code defaults). Phase 1: per-layer channels, converter type and "
         f"column sharing, lowest latency, area within +-{100 * result['area_window']:.0f}% of "
-        "the baseline's, NASWOT at least the baseline's; precisions as the baseline. Costs "
-        "from xpert.hw (NeuroSim V1.3 rules); latency and area do not depend on the weights.",
+        "the baseline's, NASWOT at least the baseline's; precisions as the baseline. "
+        f"{costs_label()}; latency and area do not depend on the weights.",
         "",
         "| design | latency (us) | area (mm2) | latency x |",
         "|---|---|---|---|",
@@ -729,11 +764,12 @@ def markdown(result: dict) -> str:
             for i, row in enumerate(design_rows(chosen["pipeline"], chosen["widths"]))
         ),
         "",
-        f"Train it (`cifar10_train.npz`: the 50,000 CIFAR-10 training images): `{result['train']}`",
-        "",
-        f"Paper, after phase 2 on the trained network: {PAPER['edap']}x lower EDAP, "
-        f"{PAPER['tops_per_w']}x TOPS/W, {PAPER['tops_per_mm2']}x TOPS/mm2 at "
-        f"{PAPER['accuracy']}% (not yet measured here).",
+        (
+            "Phase 1 keeps VGG-16: phase 2 runs on the trained baseline network."
+            if tuple(chosen["widths"]) == ChannelSpace("vgg16").baseline()
+            else "Train it (`cifar10_train.npz`: the 50,000 CIFAR-10 training images): "
+            f"`{result['train']}`"
+        ),
         "",
         f"Pipeline: `{chosen['pipeline']}`",
     ]

@@ -142,7 +142,14 @@ def test_xpert_phase_two_table_puts_each_ratio_the_way_the_paper_states_it() -> 
             f"select-adc{{per_layer_bits=[{bits},{bits}]}}"
         )
 
+    searched = (
+        "assign-input-precision{per_layer_bits=[6,5]},"
+        "select-adc{per_layer_converter=[flash,sar] per_layer_bits=[7,6]},"
+        "share-columns{per_layer=[8,4]}"
+    )
     result = {
+        "network": "models/vgg.onnx",
+        "widths": [64, 128],
         "float_validation": 0.925,
         "floor": 0.915,
         "test_images": 5000,
@@ -152,10 +159,13 @@ def test_xpert_phase_two_table_puts_each_ratio_the_way_the_paper_states_it() -> 
             {"role": "float matched", "pipeline": uniform(7, 6), "accuracy": 0.92}
             | {"metrics": metrics(16.0, 1.0, 2.0)},
         ],
-        "searched": {"metrics": metrics(2.0, 3.0, 6.0), "accuracy": 0.918, "pipeline": "p"},
+        "searched": {"metrics": metrics(2.0, 3.0, 6.0), "accuracy": 0.918, "pipeline": searched}
+        | {"validation_accuracy": 0.92},
     }
     text = xpert.phase_two_markdown(result)
-    assert "float, 92.50%, less 1 point): 91.50%" in text
+    assert "Network: vgg.onnx." in text and "float, 92.50%, less 1 point): 91.50%" in text
+    assert "the searched design: 92.00% there" in text
+    assert "| 1 | 64 | flash | 7 | 8 | 6 |\n| 2 | 128 | sar | 6 | 4 | 5 |" in text
     assert "imcc vs float matched (7-bit converters, 6-bit inputs) |" in text
     assert "| EDAP, baseline / searched | 10.24x | 4.00x | 8.00x |" in text
     assert "| TOPS/W, searched / baseline | 1.72x | 1.50x | 3.00x |" in text
@@ -280,7 +290,7 @@ def test_xpert_baselines_widen_converters_then_inputs_and_are_read_back_from_the
             "validation_lossless": 0.9,
         }
 
-    def tests(pipeline: str, samples: int, test_images: int) -> dict:
+    def tests(model: Path, pipeline: str, samples: int, test_images: int) -> dict:
         tested.append(pipeline)
         return {"accuracy": accuracy[pipeline] - 0.01, "test_images": test_images}
 
@@ -321,6 +331,47 @@ def test_xpert_baselines_widen_converters_then_inputs_and_are_read_back_from_the
     again = xpert.baseline_designs(500, 5000, store)
     assert len(validated) == 12 and len(tested) == 9
     assert len(priced) == 5 * 4 and again[0]["metrics"] == {"edap": 0.85}  # priced every call
+
+
+def test_xpert_phase_two_reads_the_searched_design_tests_back_from_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Phase 2 searches with the accuracy floor only (no area window: XPert's phase 2
+    constrains the accuracy), then tests the design it found once: a second run with the same
+    store reads its test accuracies back, and prices it again."""
+    import xpert
+
+    from imcc.search import channels
+
+    network = tmp_path / "vgg.onnx"
+    network.write_bytes(b"one")
+    searches, tested, priced = [], [], []
+
+    def search(model, target, data, storage, name, structure, trials, area, floor, *a, **k):
+        searches.append((area, floor))
+        return SimpleNamespace(pipeline="p", accuracy=0.92)
+
+    def tests(model: Path, pipeline: str, samples: int, test_images: int) -> dict:
+        tested.append(pipeline)
+        return {"accuracy": 0.91, "test_images": test_images, "xpert_model": {}}
+
+    def cost(model: Path, pipeline: str):
+        priced.append(pipeline)
+        return SimpleNamespace(to_dict=lambda: {"edap": 1.0})
+
+    monkeypatch.setattr(channels, "cheapest_precisions", search)
+    monkeypatch.setattr(channels, "inner_choices", lambda out, label: {})
+    monkeypatch.setattr(xpert, "float_accuracy", lambda model, data, samples: 0.93)
+    monkeypatch.setattr(xpert, "design_tests", tests)
+    monkeypatch.setattr(xpert, "cost", cost)
+    monkeypatch.setattr(xpert, "conv_widths", lambda model: (64, 128))
+    record = {"baselines": [], "chosen": {"widths": list(xpert.ChannelSpace("vgg16").baseline())}}
+    store = xpert.JsonStore(tmp_path / "baselines.json")
+    first = xpert.phase_two(tmp_path, record, 4, 500, 5000, network, store)
+    assert searches == [(None, pytest.approx(0.92))]  # float less CONVERTER_LOSS, any area
+    assert first["searched"]["accuracy"] == 0.91 and first["searched"]["metrics"] == {"edap": 1.0}
+    again = xpert.phase_two(tmp_path, record, 4, 500, 5000, network, store)
+    assert again == first and tested == ["p"] and priced == ["p", "p"]
 
 
 def test_xpert_breakdown_splits_each_design_energy_and_puts_edap_against_the_first(
