@@ -643,23 +643,30 @@ BREAKDOWN = ("converters", "input_drivers", "shift_add")
 
 def cost_designs(out: Path, record: dict) -> list[tuple[str, Path, str]]:
     """Return the designs whose costs explain the EDAP ratio: the baseline's reported designs
-    on VGG-16, XPert's own shipped design, the phase-1 network on XPert's code design and on
-    phase 1's design, and phase 2's searched design when it ran (label, network file,
+    on VGG-16 and its widest uniform design (8-bit converters and inputs), XPert's own shipped
+    design, the phase-1 network on XPert's code design and on phase 1's design (unless phase 1
+    keeps VGG-16), and phase 2's searched design when it ran (label, network file,
     pipeline)."""
-    label = ChannelSpace("vgg16").label(record["chosen"]["widths"])
-    candidate = out / "channels" / CANDIDATES / f"{label}.onnx"  # phase 1's export
+    space = ChannelSpace("vgg16")
+    kept = tuple(record["chosen"]["widths"]) == space.baseline()
+    candidate = out / "channels" / CANDIDATES / f"{space.label(record['chosen']['widths'])}.onnx"
     rows = [
         (f"VGG-16, {d['role']} ({design_label(d)})", BASELINE_MODEL, d["pipeline"])
         for d in record.get("baselines", [])
         if d["role"]
     ]
+    bits, inputs = BASELINE_BITS[-1], BASELINE_INPUT_BITS[-1]
+    widest = {"pipeline": baseline(BASELINE_MODEL, bits=bits, input_bits=inputs)[0]}
+    rows.append((f"VGG-16, widest ({design_label(widest)})", BASELINE_MODEL, widest["pipeline"]))
     rows.append(shipped_design(out))
-    rows.append(("phase-1 network, XPert code design", candidate, baseline(candidate)[0]))
-    rows.append(("phase-1 network, phase 1's design", candidate, record["chosen"]["pipeline"]))
+    network = "VGG-16 (phase 1's choice)" if kept else "phase-1 network"
+    if not kept:
+        rows.append((f"{network}, XPert code design", candidate, baseline(candidate)[0]))
+        rows.append((f"{network}, phase 1's design", candidate, record["chosen"]["pipeline"]))
     if "phase2" in record:
         rows.append(
             (
-                "phase-1 network, phase 2's design",
+                f"{network}, phase 2's design",
                 Path(record["phase2"]["network"]),
                 record["phase2"]["searched"]["pipeline"],
             )
@@ -693,7 +700,7 @@ def breakdown_markdown(designs: list[tuple[str, Path, str]]) -> str:
 
     target = chip()
     lines = [
-        "## Where the EDAP goes (xpert.hw, NeuroSim V1.3 rules; costs do not depend on weights)",
+        f"## Where the EDAP goes ({costs_label()}; they do not depend on the weights)",
         "",
         "| design | converters (uJ) | input drivers (uJ) | shift-add (uJ) | other (uJ) | "
         "latency (us) | area (mm2) | EDAP (J s mm2) | EDAP first / this |",

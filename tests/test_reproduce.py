@@ -441,3 +441,45 @@ def test_xpert_phase_two_runs_on_the_network_of_the_chosen_widths(
     assert xpert.searched_network(ChannelSpace("vgg16").baseline()) == xpert.BASELINE_MODEL
     assert xpert.searched_network(widths) == trained
     assert xpert.searched_network((16, *widths[1:])) is None
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_xpert_cost_designs_name_phase_one_network_and_skip_its_rows_when_it_is_vgg16(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kept: bool
+) -> None:
+    """The breakdown's designs: the reported baselines, the widest uniform design, XPert's
+    shipped one, the phase-1 network on the code design and on phase 1's (not when phase 1
+    keeps VGG-16: they are the baseline's rows) and phase 2's design."""
+    import xpert
+
+    def baseline(model: Path, bits: int = 6, input_bits: int = 4):
+        return (
+            f"assign-input-precision{{per_layer_bits=[{input_bits}]}},"
+            f"select-adc{{per_layer_bits=[{bits}]}}",
+            None,
+        )
+
+    monkeypatch.setattr(xpert, "baseline", baseline)
+    monkeypatch.setattr(xpert, "shipped_design", lambda out: ("shipped", out, "s"))
+    space = xpert.ChannelSpace("vgg16")
+    widths = list(space.baseline()) if kept else [64] * 13
+    record = {
+        "chosen": {"widths": widths, "pipeline": "phase1"},
+        "baselines": [
+            {"role": "XPert code", "pipeline": baseline(Path())[0]},
+            {"role": "", "pipeline": "unreported"},
+        ],
+        "phase2": {"network": "vgg.onnx", "searched": {"pipeline": "phase2"}},
+    }
+    rows = xpert.cost_designs(tmp_path, record)
+    labels = [label for label, _, _ in rows]
+    network = "VGG-16 (phase 1's choice)" if kept else "phase-1 network"
+    expected = [
+        "VGG-16, XPert code (6-bit converters, 4-bit inputs)",
+        "VGG-16, widest (8-bit converters, 8-bit inputs)",
+        "shipped",
+        *([] if kept else [f"{network}, XPert code design", f"{network}, phase 1's design"]),
+        f"{network}, phase 2's design",
+    ]
+    assert labels == expected
+    assert rows[-1][1:] == (Path("vgg.onnx"), "phase2")
