@@ -700,7 +700,9 @@ def breakdown_markdown(designs: list[tuple[str, Path, str]]) -> str:
 
     target = chip()
     lines = [
-        f"## Where the EDAP goes ({costs_label()}; they do not depend on the weights)",
+        "## Where the EDAP goes",
+        "",
+        f"{costs_label()}; they do not depend on the weights.",
         "",
         "| design | converters (uJ) | input drivers (uJ) | shift-add (uJ) | other (uJ) | "
         "latency (us) | area (mm2) | EDAP (J s mm2) | EDAP first / this |",
