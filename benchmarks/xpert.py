@@ -702,7 +702,8 @@ def breakdown_markdown(designs: list[tuple[str, Path, str]]) -> str:
     lines = [
         "## Where the EDAP goes",
         "",
-        f"{costs_label()}; they do not depend on the weights.",
+        f"{costs_label()}; latency and area do not depend on the weights, the row drivers' "
+        "energy follows the bits of each network's own inputs (the validation images).",
         "",
         "| design | converters (uJ) | input drivers (uJ) | shift-add (uJ) | other (uJ) | "
         "latency (us) | area (mm2) | EDAP (J s mm2) | EDAP first / this |",

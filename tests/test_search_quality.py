@@ -1,10 +1,11 @@
 """Search quality on a space small enough to enumerate (a reduced benchmarks/search.py (a)).
 
-digits-cnn on xpert.hw (timed as a pipeline), per-layer converter type x column sharing {1, 2, 4, 8,
-16}: 1000 designs. Every design is priced for the optimum EDAP; the strategy's TPE phase then runs
-with 10% of the space as its trial budget (trials quantize once: the Evaluator's cache, checked
-against a full compile on the design found) and must come within 2% of the optimum, and at least as
-low as random sampling with the same budget and seed (drawn over the same priced designs).
+digits-cnn on xpert.hw (timed as a pipeline, on packed tiles), per-layer converter type x column
+sharing {1, 2, 4, 8, 16}: 1000 designs. Every design is priced for the optimum EDAP; the
+strategy's TPE phase then runs with 10% of the space as its trial budget (trials quantize once:
+the Evaluator's cache, checked against a full compile on the design found) and must come within
+2% of the optimum, and at least as low as random sampling with the same budget and seed (drawn
+over the same priced designs).
 """
 
 from __future__ import annotations
@@ -62,9 +63,15 @@ def test_search_finds_the_optimum_within_2_percent_with_10_percent_of_evaluation
     bench = _benchmark()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # xpert.hw runs on NeuroSim's synchronous clock, which couples every layer's choice through
-    # the slowest layer; this test measures the sampler on per-layer choices, so it prices them
-    # on the same target with each layer at its own cycle (a pipeline)
-    target = dataclasses.replace(load_target("xpert"), timing="pipelined")
+    # the slowest layer, and lays a layer's copies out by its size (NeuroSim's floorplan); this
+    # test measures the sampler on per-layer choices, so it prices them on the same target with
+    # each layer at its own cycle (a pipeline) on packed tiles
+    xpert = load_target("xpert")
+    target = dataclasses.replace(
+        xpert,
+        timing="pipelined",
+        hierarchy=dataclasses.replace(xpert.hierarchy, floorplan="packed"),
+    )
     problem = Problem.load(
         resolve_model("digits-cnn"),
         target,
