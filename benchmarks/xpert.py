@@ -604,12 +604,7 @@ def phase_two_markdown(result: dict) -> str:
         "",
         "The searched design per layer:",
         "",
-        "| conv | channels | converter | bits | column sharing | input bits |",
-        "|---|---|---|---|---|---|",
-        *(
-            f"| {i + 1} | {' | '.join(map(str, row))} |"
-            for i, row in enumerate(design_rows(result["searched"]["pipeline"], result["widths"]))
-        ),
+        *layer_table(result["searched"]["pipeline"], result["widths"]),
         "",
         f"Pipeline: `{result['searched']['pipeline']}`",
     ]
@@ -725,6 +720,18 @@ def breakdown_markdown(designs: list[tuple[str, Path, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def layer_table(pipeline: str, widths: Sequence[int]) -> list[str]:
+    """Return a VGG-16 design per layer as markdown lines: each conv of `widths` output
+    channels, then the classifier (CIFAR-10's 10 outputs)."""
+    rows = design_rows(pipeline, [*widths, 10])
+    names = [str(i + 1) for i in range(len(widths))] + ["classifier"]
+    return [
+        "| layer | outputs | converter | bits | column sharing | input bits |",
+        "|---|---|---|---|---|---|",
+        *(f"| {n} | {' | '.join(map(str, r))} |" for n, r in zip(names, rows, strict=True)),
+    ]
+
+
 def design_rows(pipeline: str, widths: list[int]) -> list[tuple[int, str, str, str, str]]:
     """Return per conv layer of a design: output channels, converter, its bits, column
     sharing and input bits, read from the passes of its pipeline string."""
@@ -767,12 +774,7 @@ def markdown(result: dict) -> str:
         f"{sum(c['feasible'] for c in tried)}. Chosen widths: "
         f"{'-'.join(map(str, chosen['widths']))} (NASWOT {chosen['naswot']:.1f}).",
         "",
-        "| conv | channels | converter | bits | column sharing | input bits |",
-        "|---|---|---|---|---|---|",
-        *(
-            f"| {i + 1} | {' | '.join(map(str, row))} |"
-            for i, row in enumerate(design_rows(chosen["pipeline"], chosen["widths"]))
-        ),
+        *layer_table(chosen["pipeline"], chosen["widths"]),
         "",
         (
             "Phase 1 keeps VGG-16: phase 2 runs on the trained baseline network."

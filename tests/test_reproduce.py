@@ -143,9 +143,9 @@ def test_xpert_phase_two_table_puts_each_ratio_the_way_the_paper_states_it() -> 
         )
 
     searched = (
-        "assign-input-precision{per_layer_bits=[6,5]},"
-        "select-adc{per_layer_converter=[flash,sar] per_layer_bits=[7,6]},"
-        "share-columns{per_layer=[8,4]}"
+        "assign-input-precision{per_layer_bits=[6,5,8]},"
+        "select-adc{per_layer_converter=[flash,sar,sar] per_layer_bits=[7,6,8]},"
+        "share-columns{per_layer=[8,4,2]}"
     )
     result = {
         "network": "models/vgg.onnx",
@@ -166,6 +166,7 @@ def test_xpert_phase_two_table_puts_each_ratio_the_way_the_paper_states_it() -> 
     assert "Network: vgg.onnx." in text and "float, 92.50%, less 1 point): 91.50%" in text
     assert "the searched design: 92.00% there" in text
     assert "| 1 | 64 | flash | 7 | 8 | 6 |\n| 2 | 128 | sar | 6 | 4 | 5 |" in text
+    assert "| 2 | 128 | sar | 6 | 4 | 5 |\n| classifier | 10 | sar | 8 | 2 | 8 |" in text
     assert "imcc vs float matched (7-bit converters, 6-bit inputs) |" in text
     assert "| EDAP, baseline / searched | 10.24x | 4.00x | 8.00x |" in text
     assert "| TOPS/W, searched / baseline | 1.72x | 1.50x | 3.00x |" in text
