@@ -415,8 +415,8 @@ def run_point(
     done = [t for t in study.get_trials(deepcopy=False) if finished(t)]
 
     def holds(trial: FrozenTrial) -> bool:
-        # a queued trial's choices are its fixed params until the sampler has asked them
-        chosen = trial.params or trial.system_attrs.get("fixed_params", {})
+        # a queued or running trial's choices are its fixed params until the sampler asks them
+        chosen = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
         return all(str(chosen.get(k)) == v for k, v in params.items())
 
     if not any(holds(t) for t in done):
