@@ -5,9 +5,10 @@ depth (search/channels.py).
     python benchmarks/reproduce.py xpert [--trials 30] [--inner-trials 30]
         [--floorplan packed|neurosim --out DIR]
 
-`--floorplan` lays xpert.hw's chip out another way than its own (`FLOORPLAN`, `chip`;
-passes/place.py): `neurosim` is NeuroSim V1.3's layer-by-layer floorplan, on which XPert's
-shipped design lands on its search's area target (README).
+xpert.hw lays its chip out as NeuroSim V1.3 does, layer by layer (`hierarchy { floorplan =
+neurosim }`, passes/place.py), on which XPert's shipped design lands on its search's area
+target (README); `--floorplan packed` prices the same designs on packed tiles instead
+(`FLOORPLAN`, `chip`; give it another --out).
 
 The baseline (`BASELINE`): CIFAR-10 VGG-16 (models/vgg_cifar.py, untrained: phase 1 prices
 latency and area, which do not depend on the weights) on xpert.hw with every layer alike, as
@@ -22,8 +23,8 @@ xpert.hw prices the paper's 4-bit RRAM cells).
 Phase 1 (`phase_one`): per-layer output channels in {64, 128, 256, 512}, converter type and
 column sharing, the lowest latency with the chip's area within +-5% of the baseline design's
 (iso-area), candidates guarded by the NASWOT score of the untrained network (at least the
-baseline VGG-16's own); the precisions stay the baseline's. The chosen network must then be
-trained (the command is printed) before phase 2 and accuracy.
+baseline VGG-16's own); the precisions stay the baseline's. A chosen network other than
+VGG-16 must then be trained (the command is printed) before phase 2 and accuracy.
 
 The trained baseline (`baseline_designs`, once `BASELINE_MODEL` is in models/): XPert's code
 design at 6 bits, and, when its converters lose more than `CONVERTER_LOSS` against the same
