@@ -51,6 +51,7 @@ and TOPS/mm2 against each baseline, beside XPert's.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import sys
@@ -66,6 +67,7 @@ sys.path.insert(0, str(ROOT))
 from formats import percent  # noqa: E402
 
 from imcc import driver  # noqa: E402
+from imcc.costmodel import CostReport, estimate  # noqa: E402
 from imcc.frontend.hw import load_target  # noqa: E402
 from imcc.search.channels import (  # noqa: E402
     AREA_WINDOW,
@@ -368,11 +370,22 @@ the cheapest whose converters cost at most `CONVERTER_LOSS`, and the cheapest wi
 `CONVERTER_LOSS` of the float network (the done-when's "within a point" baseline)."""
 
 
-def cost(model: Path, pipeline: str) -> Metrics:
-    """Return a design's cost on `chip()`, compiled as phase 2 compiles."""
-    from imcc.costmodel import estimate
+def priced(model: Path, pipeline: str) -> CostReport:
+    """Return a design's cost report on `chip()`, compiled as phase 2 compiles; once per
+    process (`_priced`): the baselines' table, phase 2 and the breakdown price the same
+    designs."""
+    return _priced(model, pipeline, FLOORPLAN)
 
-    return Metrics.of(estimate(compiled(model, pipeline), chip()))
+
+@functools.cache
+def _priced(model: Path, pipeline: str, floorplan: str | None) -> CostReport:
+    """`priced`, kept per network file, pipeline and floorplan (`FLOORPLAN`)."""
+    return estimate(compiled(model, pipeline), chip())
+
+
+def cost(model: Path, pipeline: str) -> Metrics:
+    """Return a design's cost figures on `chip()` (`priced`)."""
+    return Metrics.of(priced(model, pipeline))
 
 
 def baseline_design(pipeline: str, samples: int) -> dict:
@@ -692,9 +705,6 @@ def breakdown_markdown(designs: list[tuple[str, Path, str]]) -> str:
     """Return each design's energy by component, latency, area and EDAP (xpert.hw's cost
     model, compiled as phase 2 compiles; the EDAP ratio is the first design's over each
     one's)."""
-    from imcc.costmodel import estimate
-
-    target = chip()
     lines = [
         "## Where the EDAP goes",
         "",
@@ -707,7 +717,7 @@ def breakdown_markdown(designs: list[tuple[str, Path, str]]) -> str:
     ]
     first = None
     for label, model, pipeline in designs:
-        report = estimate(compiled(model, pipeline), target)
+        report = priced(model, pipeline)
         energy = report.energy_breakdown_j
         other = report.energy_j - sum(energy.get(k, 0.0) for k in BREAKDOWN)
         edap = report.edap
