@@ -493,11 +493,17 @@ def conv_widths(model: Path) -> tuple[int, ...]:
     return tuple(int(shapes[n.input[1]][0]) for n in graph.node if n.op_type == "Conv")
 
 
+def keeps_vgg16(widths: Sequence[int]) -> bool:
+    """Say whether phase 1's chosen `widths` are VGG-16's own (the search kept the baseline
+    network)."""
+    return tuple(widths) == ChannelSpace("vgg16").baseline()
+
+
 def searched_network(widths: Sequence[int]) -> Path | None:
     """Return the trained network of phase 1's chosen `widths`: the baseline VGG-16's file
     when phase 1 keeps VGG-16's own widths, `SEARCHED_MODEL` when it has those widths, else
     None (it must be trained first: `markdown` prints the command)."""
-    if tuple(widths) == ChannelSpace("vgg16").baseline():
+    if keeps_vgg16(widths):
         return BASELINE_MODEL if BASELINE_MODEL.is_file() else None
     if SEARCHED_MODEL.is_file() and conv_widths(SEARCHED_MODEL) == tuple(widths):
         return SEARCHED_MODEL
@@ -657,7 +663,7 @@ def cost_designs(out: Path, record: dict) -> list[tuple[str, Path, str]]:
     keeps VGG-16), and phase 2's searched design when it ran (label, network file,
     pipeline)."""
     space = ChannelSpace("vgg16")
-    kept = tuple(record["chosen"]["widths"]) == space.baseline()
+    kept = keeps_vgg16(record["chosen"]["widths"])
     candidate = out / "channels" / CANDIDATES / f"{space.label(record['chosen']['widths'])}.onnx"
     rows = [
         (f"VGG-16, {d['role']} ({design_label(d)})", BASELINE_MODEL, d["pipeline"])
@@ -789,7 +795,7 @@ def markdown(result: dict) -> str:
         "",
         (
             "Phase 1 keeps VGG-16: phase 2 runs on the trained baseline network."
-            if tuple(chosen["widths"]) == ChannelSpace("vgg16").baseline()
+            if keeps_vgg16(chosen["widths"])
             else "Train it (`cifar10_train.npz`: the 50,000 CIFAR-10 training images): "
             f"`{result['train']}`"
         ),
