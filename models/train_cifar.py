@@ -17,11 +17,14 @@ Each epoch ends with a checkpoint (`--state`: weights, optimizer, schedule, the 
 generator, the log and the settings), so `--resume` continues a stopped run; on the CPU it ends
 with the weights an uninterrupted run has (CUDA kernels need not be bit-reproducible). A
 resume must keep the settings the schedule was built for (architecture, width, epochs, batch,
-lr, seed): a change is refused. CUDA is used when present (`--device`). `--autocast bf16` runs
-the forward and backward of convolutions and linears in bfloat16 (weights, optimizer and batch
-norm stay float32; Micikevicius et al., "Mixed Precision Training", ICLR 2018): on a CPU with
-AVX-512 BF16 a VGG-16 step takes half the time of float32 (measured: 4.38 -> 2.13 s per
-128-image step on one thread, `--threads 1`).
+lr, seed, init): a change is refused. `--init STATE` starts from the best weights of another
+run's checkpoint instead of a random initialisation, with a fresh optimizer and schedule: a
+warm restart (Loshchilov & Hutter, "SGDR", ICLR 2017), which continues a finished run for a
+second cycle without retraining the first. CUDA is used when present (`--device`).
+`--autocast bf16` runs the forward and backward of convolutions and linears in bfloat16
+(weights, optimizer and batch norm stay float32; Micikevicius et al., "Mixed Precision
+Training", ICLR 2018): on a CPU with AVX-512 BF16 a VGG-16 step takes half the time of
+float32 (measured: 4.38 -> 2.13 s per 128-image step on one thread, `--threads 1`).
 
     python models/train_cifar.py --arch vgg16 --data cifar10:cifar10_train.npz \\
         --epochs 30 --state runs/vgg16/state.pt --out models/vgg16_cifar10.onnx [--resume]
@@ -128,15 +131,17 @@ def train(
     progress: bool = True,
     settings: dict | None = None,
     autocast: torch.dtype | None = None,
+    init: Path | None = None,
 ) -> Run:
     """Train `model` on (train images, labels, validation images, labels) by the recipe of
-    the module docstring, checkpointing to `state` after every epoch; with `resume`, continue
-    from `state`. `stop_after` ends the call after that many epochs in total (as an
-    interrupted run would); `settings` (e.g. the architecture) join the recipe's in the
-    checkpoint, and a resume with other settings is refused. `autocast` (e.g. torch.bfloat16)
-    runs the training steps in that precision under torch.autocast (a setting of the run;
-    validation stays float32, as the export). Return the run's log; the model
-    holds the last epoch's weights, the checkpoint also the best epoch's (`best`)."""
+        the module docstring, checkpointing to `state` after every epoch; with `resume`, continue
+        from `state`. `stop_after` ends the call after that many epochs in total (as an
+        interrupted run would); `settings` (e.g. the architecture) join the recipe's in the
+        checkpoint, and a resume with other settings is refused. `autocast` (e.g. torch.bfloat16)
+        runs the training steps in that precision under torch.autocast (a setting of the run;
+        validation stays float32, as the export). `init` starts the model from the best weights of
+    another run's checkpoint (a warm restart; part of the settings). Return the run's log; the model
+        holds the last epoch's weights, the checkpoint also the best epoch's (`best`)."""
     from tqdm import tqdm
 
     device = device or torch.device("cpu")
@@ -153,6 +158,10 @@ def train(
     recipe = {"epochs": epochs, "batch": batch, "lr": lr, "seed": seed, **(settings or {})}
     if autocast is not None:
         recipe["autocast"] = str(autocast).removeprefix("torch.")
+    if init is not None:
+        origin = load_state(init)["best"]
+        model.load_state_dict(origin["model"])
+        recipe["init"] = f"{init} (epoch {origin['epoch']})"
     run = Run(recipe)
     best: dict | None = None
     if resume:
@@ -265,6 +274,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--state", type=Path, required=True, help="checkpoint file")
     parser.add_argument("--resume", action="store_true", help="continue from --state")
+    parser.add_argument(
+        "--init", type=Path, help="start from the best weights of this checkpoint (warm restart)"
+    )
     parser.add_argument("--out", type=Path, help="ONNX file of the best validation epoch")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument(
@@ -296,6 +308,7 @@ def main() -> None:
         device=torch.device(args.device),
         settings=settings,
         autocast=AUTOCAST.get(args.autocast),
+        init=args.init,
     )
     if args.out is not None:
         saved = load_state(args.state)

@@ -49,6 +49,38 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, a
         train(tiny_model(), data, state=state, resume=True, **{**kw, "autocast": other})
 
 
+def test_a_warm_restart_starts_from_the_best_weights_of_another_run(tmp_path):
+    """`init` loads the other run's best epoch (not its last, not a random start), records it in
+    the settings, and a resume of the restart keeps it: another start is refused."""
+    data = tiny_data()
+    first = tmp_path / "first.pt"
+    train(tiny_model(), data, epochs=2, batch=16, state=first, progress=False)
+    best = load_state(first)["best"]
+    captured = {}
+    restarted = tiny_model()
+    original = restarted.load_state_dict
+
+    def spy(weights, *args, **kwargs):
+        captured.setdefault("weights", weights)
+        return original(weights, *args, **kwargs)
+
+    restarted.load_state_dict = spy
+    state = tmp_path / "restart.pt"
+    kw = {"epochs": 2, "batch": 16, "lr": 0.05, "progress": False}
+    run = train(restarted, data, state=state, init=first, stop_after=1, **kw)
+    assert captured["weights"] is not None
+    for name, tensor in best["model"].items():
+        assert torch.equal(captured["weights"][name], tensor), name
+    assert run.settings["init"] == f"{first} (epoch {best['epoch']})"
+    # the first step moves from the loaded weights: the loss is that of a trained start
+    scratch = train(tiny_model(), data, epochs=1, batch=16, lr=0.05, progress=False)
+    assert run.log[0]["loss"] != scratch.log[0]["loss"]
+    resumed = train(tiny_model(), data, state=state, init=first, resume=True, **kw)
+    assert resumed.done == 2
+    with pytest.raises(SystemExit, match="init"):  # a resume without the same start: refused
+        train(tiny_model(), data, state=state, resume=True, **kw)
+
+
 def test_bf16_steps_train_as_float32_ones_do(tmp_path):
     """Mixed precision changes the arithmetic, not the recipe: from the same start the two runs'
     epoch losses agree within 1% and their weights differ (the bf16 path really ran)."""
