@@ -511,6 +511,13 @@ def main() -> None:
         "--inner-trials", type=int, default=30, help="xpert: peripheral designs per network"
     )
     parser.add_argument(
+        "--check",
+        type=int,
+        default=None,
+        help="xpert: validation images that confirm the float-matched baseline and phase 2's "
+        "design (default 2000; 0: none)",
+    )
+    parser.add_argument(
         "--samples", type=int, default=256, help="hybrid: validation images per single-layer design"
     )
     parser.add_argument(
@@ -546,17 +553,18 @@ def main() -> None:
         import xpert
 
         xpert.FLOORPLAN = args.floorplan
+        check = xpert.CHECK if args.check is None else args.check or None
         result = xpert.phase_one(args.out / "xpert", args.trials, args.inner_trials)
         text = xpert.markdown(result)
         limit = 5000 if args.limit is None else args.limit
         if xpert.BASELINE_MODEL.is_file():
             store = xpert.JsonStore(args.out / "xpert" / "baselines.json")
-            result["baselines"] = xpert.baseline_designs(500, limit, store)
+            result["baselines"] = xpert.baseline_designs(500, limit, store, check)
             text += "\n" + xpert.baselines_markdown(result["baselines"])
         network = xpert.searched_network(result["chosen"]["widths"])
         if xpert.BASELINE_MODEL.is_file() and network is not None:
             second = xpert.phase_two(
-                args.out / "xpert", result, args.trials, 500, limit, network, store
+                args.out / "xpert", result, args.trials, 500, limit, network, store, check
             )
             result["phase2"] = second
             text += "\n" + xpert.phase_two_markdown(second)

@@ -145,13 +145,12 @@ def test_phase_two_lowers_precision_on_the_chosen_structure(searched) -> None:
     assert report.energy_j == found.energy_j and report.area_mm2 == found.area_mm2
 
 
-def test_phase_two_probe_drops_designs_the_first_images_rule_out(searched, tmp_path) -> None:
-    """With a probe, a design whose first images put it far below the floor is not simulated
-    on the rest: above any reachable floor every trial stops at the probe's images."""
+def any_area_phase_two(searched, storage, floor: float, samples: int, **options):
+    """Phase 2 on the searched candidate with any area (XPert's phase 2 constrains the
+    accuracy only), 3 trials."""
     out, best, _ = searched
     label = SPACE.label(best.widths)
-    storage = channels.open_storage(f"sqlite:///{(tmp_path / 'phase2.db').resolve()}")
-    found = channels.cheapest_precisions(
+    return channels.cheapest_precisions(
         out / "candidates" / f"{label}.onnx",
         load_target("xpert"),
         f"{DATA},from=45000",
@@ -159,12 +158,75 @@ def test_phase_two_probe_drops_designs_the_first_images_rule_out(searched, tmp_p
         "phase2",
         channels.inner_choices(out, label),
         3,
-        None,  # any area: XPert's phase 2 constrains the accuracy only
-        1.5,  # no design reaches it
-        16,
-        probe=4,
+        None,
+        floor,
+        samples,
+        **options,
     )
-    assert found is None
+
+
+def test_phase_two_probe_drops_designs_the_first_images_rule_out(searched, tmp_path) -> None:
+    """With a probe, a design whose first images put it far below the floor is not simulated
+    on the rest: above any reachable floor every trial stops at the probe's images."""
+    storage = channels.open_storage(f"sqlite:///{(tmp_path / 'phase2.db').resolve()}")
+    assert any_area_phase_two(searched, storage, 1.5, 16, probe=4) is None  # 1.5: unreachable
     study = channels.optuna.load_study(study_name="phase2/phase2", storage=storage)
     results = [t.user_attrs["result"] for t in study.trials if "result" in t.user_attrs]
     assert results and all(r["pruned"] and r["accuracy_samples"] == 4 for r in results)
+
+
+def test_phase_two_check_takes_the_cheapest_design_that_holds_on_more_images() -> None:
+    """With a check, the feasible designs are checked cheapest first until one holds the floor
+    there (an infeasible one is never checked); the checks are kept in the study and read
+    back, and a floor nothing holds gives no design."""
+    from types import SimpleNamespace
+
+    from imcc.search.storage import PIPELINE, RESULT
+
+    study = channels.optuna.create_study()
+    designs = {"a": (1.0, 0.0), "b": (2.0, 0.0), "c": (3.0, 0.0), "x": (0.5, 0.01)}
+    for pipeline, (energy, over) in designs.items():
+        study.add_trial(
+            channels.optuna.trial.create_trial(
+                values=[energy],
+                user_attrs={PIPELINE: pipeline, RESULT: {"constraints": [0.0, over]}},
+            )
+        )
+    accuracy = {"a": 0.90, "b": 0.93, "c": 0.95, "x": 0.99}
+    checked = []
+
+    def check(pipeline: str) -> tuple[float, int]:
+        checked.append(pipeline)
+        return accuracy[pipeline], 16
+
+    evaluator = SimpleNamespace(
+        problem=SimpleNamespace(check_data=SimpleNamespace(images=[0] * 16)), check=check
+    )
+    best, held = channels._checked_best(study, evaluator, 0.92)
+    assert best.user_attrs[PIPELINE] == "b" and held == 0.93 and checked == ["a", "b"]
+    best, held = channels._checked_best(study, evaluator, 0.94)  # a and b read back
+    assert best.user_attrs[PIPELINE] == "c" and checked == ["a", "b", "c"]
+    assert channels._checked_best(study, evaluator, 0.96) == (None, None)
+    assert checked == ["a", "b", "c"]
+
+
+def test_phase_two_check_measures_the_chosen_design_on_more_images(
+    searched, tmp_path, monkeypatch
+) -> None:
+    """A check on more images than the search's: the result carries the design's accuracy
+    there (a real simulation, kept in the study: a second call reads it back); a check on
+    fewer images than the search's is refused."""
+    storage = channels.open_storage(f"sqlite:///{(tmp_path / 'phase2.db').resolve()}")
+    found = any_area_phase_two(searched, storage, 0.0, 8, check=(16, 0.0))
+    assert found is not None and found.check_accuracy is not None
+    assert 0.0 <= found.check_accuracy <= 1.0 and found.check_accuracy * 16 % 1 == 0
+    study = channels.optuna.load_study(study_name="phase2/phase2", storage=storage)
+    checks = [k for k in study.user_attrs if k.startswith("check|")]
+    assert len(checks) == 1 and checks[0].startswith("check|16|")
+    assert study.user_attrs[checks[0]] == found.check_accuracy
+    calls = []
+    monkeypatch.setattr(channels.Evaluator, "check", lambda self, p: calls.append(p))
+    assert any_area_phase_two(searched, storage, 0.0, 8, check=(16, 0.0)) == found
+    assert calls == []
+    with pytest.raises(UserError, match="fewer than the search's"):
+        any_area_phase_two(searched, storage, 0.0, 8, check=(4, 0.0))

@@ -334,6 +334,71 @@ def test_xpert_baselines_widen_converters_then_inputs_and_are_read_back_from_the
     assert len(priced) == 5 * 4 and again[0]["metrics"] == {"edap": 0.85}  # priced every call
 
 
+def test_xpert_float_matched_baseline_must_hold_its_point_on_the_check_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a check, a design within a point of the float network on the search's images must
+    hold it on the check's too (the float network measured there): 7/5 holds on 500 images
+    and not on 2,000, so the inputs widen to 7/6. Checks are kept in the store and read back;
+    the table names the checked designs."""
+    import xpert
+
+    network = tmp_path / "vgg.onnx"
+    network.write_bytes(b"one")
+    accuracy = {"6/4": 0.85, "7/4": 0.895, "7/5": 0.925, "7/6": 0.93}
+    on_check = {"7/5": 0.905, "7/6": 0.915}
+    checked = []
+
+    def design(pipeline: str, samples: int) -> dict:
+        return {
+            "pipeline": pipeline,
+            "validation_accuracy": accuracy[pipeline],
+            "validation_lossless": 0.9,
+            "validation_samples": samples,
+        }
+
+    def mapped(program, data: str, samples: int) -> float:
+        assert data == xpert.VALIDATION and samples == 2000
+        checked.append(program)
+        return on_check[program]
+
+    monkeypatch.setattr(xpert, "BASELINE_MODEL", network)
+    monkeypatch.setattr(
+        xpert, "float_accuracy", lambda model, data, samples: {500: 0.93, 2000: 0.92}[samples]
+    )
+    monkeypatch.setattr(
+        xpert, "baseline", lambda model, bits, input_bits: (f"{bits}/{input_bits}", None)
+    )
+    monkeypatch.setattr(xpert, "baseline_design", design)
+    monkeypatch.setattr(
+        xpert,
+        "design_tests",
+        lambda model, pipeline, samples, n: {"accuracy": 0.9, "test_images": n},
+    )
+    monkeypatch.setattr(
+        xpert,
+        "cost",
+        lambda model, pipeline: SimpleNamespace(
+            to_dict=lambda: {"edap": 1.0, "tops_per_w": 1.0, "tops_per_mm2": 1.0}
+        ),
+    )
+    monkeypatch.setattr(xpert, "compiled", lambda model, pipeline: pipeline)
+    monkeypatch.setattr(xpert, "mapped_accuracy", mapped)
+    monkeypatch.setattr(xpert, "design_label", lambda design: design["pipeline"])
+    store = xpert.JsonStore(tmp_path / "baselines.json")
+    designs = xpert.baseline_designs(500, 5000, store, check=2000)
+    assert [d["role"] for d in designs] == [*xpert.ROLES[:2], "", xpert.ROLES[2]]
+    assert checked == ["7/5", "7/6"]
+    assert designs[3]["check"] == {"samples": 2000, "float": 0.92, "accuracy": 0.915}
+    assert "check" not in designs[0]
+    again = xpert.baseline_designs(500, 5000, xpert.JsonStore(tmp_path / "baselines.json"), 2000)
+    assert again == designs and checked == ["7/5", "7/6"]
+    assert xpert.baseline_designs(500, 5000, store)[2]["role"] == xpert.ROLES[2]  # no check
+    table = xpert.baselines_markdown(designs)
+    assert "Checked on the first 2,000 validation images (float 92.00%)" in table
+    assert "7/5 90.50%, 7/6 91.50%" in table
+
+
 def test_xpert_phase_two_reads_the_searched_design_tests_back_from_the_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -349,8 +414,8 @@ def test_xpert_phase_two_reads_the_searched_design_tests_back_from_the_store(
     searches, tested, priced = [], [], []
 
     def search(model, target, data, storage, name, structure, trials, area, floor, *a, **k):
-        searches.append((area, floor))
-        return SimpleNamespace(pipeline="p", accuracy=0.92)
+        searches.append((area, floor, k.get("check")))
+        return SimpleNamespace(pipeline="p", accuracy=0.92, check_accuracy=0.915)
 
     def tests(model: Path, pipeline: str, samples: int, test_images: int) -> dict:
         tested.append(pipeline)
@@ -369,10 +434,18 @@ def test_xpert_phase_two_reads_the_searched_design_tests_back_from_the_store(
     record = {"baselines": [], "chosen": {"widths": list(xpert.ChannelSpace("vgg16").baseline())}}
     store = xpert.JsonStore(tmp_path / "baselines.json")
     first = xpert.phase_two(tmp_path, record, 4, 500, 5000, network, store)
-    assert searches == [(None, pytest.approx(0.92))]  # float less CONVERTER_LOSS, any area
+    assert searches == [(None, pytest.approx(0.92), None)]  # float less CONVERTER_LOSS, any area
     assert first["searched"]["accuracy"] == 0.91 and first["searched"]["metrics"] == {"edap": 1.0}
     again = xpert.phase_two(tmp_path, record, 4, 500, 5000, network, store)
     assert again == first and tested == ["p"] and priced == ["p", "p"]
+    checked = xpert.phase_two(tmp_path, record, 4, 500, 5000, network, store, check=2000)
+    assert searches[-1][2] == (2000, pytest.approx(0.92))  # the float network there, less a point
+    assert checked["check"] == {
+        "samples": 2000,
+        "float": 0.93,
+        "floor": pytest.approx(0.92),
+        "accuracy": 0.915,
+    }
 
 
 def test_xpert_breakdown_splits_each_design_energy_and_puts_edap_against_the_first(
@@ -483,4 +556,4 @@ def test_xpert_cost_designs_name_phase_one_network_and_skip_its_rows_when_it_is_
         f"{network}, phase 2's design",
     ]
     assert labels == expected
-    assert rows[-1][1:] == (Path("vgg.onnx"), "phase2")
+    assert rows[-1][1:] == (xpert.ROOT / "vgg.onnx", "phase2")  # relative: the checkout's
