@@ -608,7 +608,7 @@ def phase_two(
         target,
         VALIDATION,
         open_storage(storage_url(None, out)),
-        "phase2",
+        f"phase2-{hashlib.sha256(network.read_bytes()).hexdigest()[:12]}",  # a study per weights
         structure,
         trials,
         None,  # the accuracy floor only (module docstring)

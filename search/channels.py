@@ -55,6 +55,7 @@ from imcc.search.storage import (
     open_study,
 )
 from imcc.search.strategies import (
+    UNIFORM_STEPS,
     Limits,
     lower_uniformly,
     make_sampler,
@@ -280,8 +281,9 @@ def cheapest_precisions(
     probe: int | None = None,
     check: tuple[int, float] | None = None,
 ) -> Precisions | None:
-    """Run xpert's phase 2 on a trained network: per-layer input and converter precision (the
-    phase-2 dimensions of search/strategies.py), the phase-1 `structure` fixed, the least
+    """Run xpert's phase 2 on a trained network: per-layer input and converter precision
+    (XPert's IP and AP, strategies.UNIFORM_STEPS; the target's other options, e.g. the weight
+    slicing, stay at the passes' defaults), the phase-1 `structure` fixed, the least
     energy with the area within `area_mm2` (low, high; None: any area, as XPert's phase 2
     constrains only the accuracy) and the accuracy, bit-accurate on the
     first `samples` images of `data` (the validation split: `cifar10:FILE,from=45000`), at
@@ -312,10 +314,13 @@ def cheapest_precisions(
     )
     space = build_space(problem.graph, target)
     phase = search_phases("xpert", name, space, None, 2 * trials, 0)[1]
-    phase = replace(phase, fixed=dict(structure), trials=trials)
+    precisions = tuple(d for d in phase.dimensions if f"{d.pass_name}.{d.option}" in UNIFORM_STEPS)
+    phase = replace(phase, dimensions=precisions, fixed=dict(structure), trials=trials)
     identity = {
         "role": "precisions",
         "model": str(model),
+        "weights": hashlib.sha256(model.read_bytes()).hexdigest(),
+        "searched": list(UNIFORM_STEPS),
         "structure": dict(structure),
         "area_mm2": None if area_mm2 is None else list(area_mm2),
         "accuracy_floor": accuracy_floor,

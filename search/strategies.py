@@ -345,7 +345,8 @@ def widest_design(dimensions: Sequence[Dimension]) -> dict[str, str]:
 UNIFORM_STEPS = ("assign-input-precision.per_layer_bits", "select-adc.per_layer_bits")
 """The precisions phase 2 lowers in every layer at once before its per-layer descent
 (`lower_uniformly`), in this order: the inputs (each bit a whole read of the array), then
-the converters."""
+the converters. They are XPert's phase-2 dimensions (input precision and ADC precision per
+layer, [XPert] §3), the only ones search/channels.py `cheapest_precisions` searches."""
 
 
 def lower_uniformly(

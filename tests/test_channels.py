@@ -14,6 +14,7 @@ from imcc.errors import UserError
 from imcc.frontend.hw import load_target
 from imcc.search import channels
 from imcc.search.channels import ChannelSpace, search_channels
+from imcc.search.strategies import UNIFORM_STEPS
 from tests.onnx_models import CIFAR10_TRAIN
 
 pytestmark = pytest.mark.skipif(
@@ -130,6 +131,8 @@ def test_phase_two_lowers_precision_on_the_chosen_structure(searched) -> None:
     assert found is not None and window[0] <= found.area_mm2 <= window[1]
     study = channels.optuna.load_study(study_name="phase2/phase2", storage=storage)
     widest, second = study.trials[0].params, study.trials[1].params
+    searched = {key.split("[")[0] for trial in study.trials for key in trial.params}
+    assert searched == set(UNIFORM_STEPS)  # XPert's IP and AP: the slicing stays the default
     inputs = [k for k in widest if k.startswith("assign-input-precision.per_layer_bits[")]
     assert inputs and {widest[k] for k in inputs} == {"8"}  # every layer lowered at once
     assert {second[k] for k in inputs} == {"7"}
