@@ -353,16 +353,18 @@ def baseline_designs(
         tried.append((key, design))
         return design
 
+    def on_check(key: str, design: dict) -> float:
+        """Return a design's accuracy on the check's images (measured once)."""
+        if key not in checks:
+            checks[key] = checked_accuracy(BASELINE_MODEL, design["pipeline"], key, check, store)
+        return checks[key]
+
     def holds(key: str, design: dict) -> bool:
         """Say whether a design is within `CONVERTER_LOSS` of the float network on the
         search's images and, with `check`, on the check's."""
         if design["validation_accuracy"] < reference - CONVERTER_LOSS:
             return False
-        if check is None:
-            return True
-        if key not in checks:
-            checks[key] = checked_accuracy(BASELINE_MODEL, design["pipeline"], key, check, store)
-        return checks[key] >= checked_reference - CONVERTER_LOSS
+        return check is None or on_check(key, design) >= checked_reference - CONVERTER_LOSS
 
     for bits in BASELINE_BITS:
         design = measure(bits, BASELINE_INPUT_BITS[0])
@@ -374,7 +376,7 @@ def baseline_designs(
             break
         design = measure(bits, input_bits)
     if check is not None:
-        holds(*tried[-1])  # the float-matched design's check, for the table
+        on_check(*tried[-1])  # the float-matched design's check, for the table
     roles = {0: [ROLES[0]]}
     roles.setdefault(converters, []).append(ROLES[1])
     roles.setdefault(len(tried) - 1, []).append(ROLES[2])
@@ -597,10 +599,10 @@ def phase_two(
     designs = record["baselines"]
     reference = float_accuracy(network, VALIDATION, samples)
     floor = reference - CONVERTER_LOSS
-    checked = None
+    checked = None  # the check's images, the float network there and the floor
     if check is not None:
-        checked_reference = float_accuracy(network, VALIDATION, check)
-        checked = (check, checked_reference - CONVERTER_LOSS)
+        there = float_accuracy(network, VALIDATION, check)
+        checked = {"samples": check, "float": there, "floor": there - CONVERTER_LOSS}
     chosen = record["chosen"]
     structure = inner_choices(out / "channels", ChannelSpace("vgg16").label(chosen["widths"]))
     found = cheapest_precisions(
@@ -615,12 +617,12 @@ def phase_two(
         floor,
         samples,
         probe=PROBE,
-        check=checked,
+        check=None if checked is None else (check, checked["floor"]),
     )
     if found is None:
         raise SystemExit(
             f"phase 2 found no design at or above {100 * floor:.2f}% on the validation images"
-            + ("" if checked is None else f" that holds {100 * checked[1]:.2f}% on {check:,}")
+            + ("" if checked is None else f" that holds {100 * checked['floor']:.2f}% on {check:,}")
         )
     key = store_key(network, found.pipeline, samples, test_images)
     tests = None if store is None else store.get(key)
@@ -633,18 +635,7 @@ def phase_two(
         "widths": list(conv_widths(network)),
         "float_validation": reference,
         "floor": floor,
-        **(
-            {}
-            if checked is None
-            else {
-                "check": {
-                    "samples": check,
-                    "float": checked_reference,
-                    "floor": checked[1],
-                    "accuracy": found.check_accuracy,
-                }
-            }
-        ),
+        **({} if checked is None else {"check": {**checked, "accuracy": found.check_accuracy}}),
         "baselines": [d for d in designs if d["role"]],
         "searched": {
             "pipeline": found.pipeline,
