@@ -234,14 +234,22 @@ class Evaluator:
             self.costs[pipeline] = Metrics.of(estimate(graph, self.problem.target))
         return self.costs[pipeline]
 
-    def simulate(self, graph: Graph, data: Dataset, only: int | None = None) -> SimulationReport:
+    def simulate(
+        self, graph: Graph, data: Dataset, only: int | None = None, progress: bool = False
+    ) -> SimulationReport:
         """Return the simulator's report of a compiled trial on a data subset (with `only`, a
-        crossbar layer's index: every other crossbar layer exact)."""
+        crossbar layer's index: every other crossbar layer exact; with `progress`, a bar)."""
         count = len(data.images)
         batch = count if count <= SIMULATION_BATCH else SIMULATION_BATCH
         kept = None if only is None else crossbar_layers(graph)[only].outputs[0]
         return simulate(
-            graph, self.problem.target, data, batch=batch, seed=SIMULATION_SEED, only=kept
+            graph,
+            self.problem.target,
+            data,
+            batch=batch,
+            seed=SIMULATION_SEED,
+            progress=progress,
+            only=kept,
         )
 
     def evaluate(
@@ -378,7 +386,9 @@ class Evaluator:
 
         def run() -> dict:
             design = self.for_design(pipeline)
-            report = design.simulate(design.compile(pipeline), design.problem.check_data)
+            report = design.simulate(  # minutes on a large network: a bar
+                design.compile(pipeline), design.problem.check_data, progress=True
+            )
             return {"accuracy": report.accuracy, "samples": report.samples}
 
         # kept in the store, so that workers sharing one check a design once
