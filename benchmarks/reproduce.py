@@ -514,8 +514,8 @@ def main() -> None:
         "--check",
         type=int,
         default=None,
-        help="xpert: validation images that confirm the float-matched baseline and phase 2's "
-        "design (default 2000; 0: none)",
+        help="xpert: validation images that confirm the float-matched baseline and decide "
+        "phase 2's designs (default 2000; 0: 500 images decide, nothing confirms)",
     )
     parser.add_argument(
         "--samples", type=int, default=256, help="hybrid: validation images per single-layer design"

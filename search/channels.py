@@ -44,13 +44,12 @@ import optuna
 
 from imcc.errors import UserError
 from imcc.files import write_text
-from imcc.search.evaluate import CHECK, Evaluator, Problem
+from imcc.search.evaluate import Evaluator, Problem
 from imcc.search.space import Dimension, build_space
 from imcc.search.storage import (
     PIPELINE,
     RESULT,
     best_feasible,
-    feasible_trials,
     open_storage,
     open_study,
 )
@@ -255,15 +254,13 @@ def inner_choices(out: Path, label: str) -> dict[str, str]:
 @dataclass(frozen=True)
 class Precisions:
     """Phase 2's result: the design of least energy within the area window and at or above the
-    accuracy floor, with its cost and accuracy (on the search's accuracy images; with a check,
-    also on the check's images)."""
+    accuracy floor, with its cost and accuracy (on the search's accuracy images)."""
 
     energy_j: float
     latency_s: float
     area_mm2: float
     accuracy: float
     pipeline: str
-    check_accuracy: float | None = None
 
 
 def cheapest_precisions(
@@ -279,7 +276,6 @@ def cheapest_precisions(
     samples: int,
     seed: int = 0,
     probe: int | None = None,
-    check: tuple[int, float] | None = None,
 ) -> Precisions | None:
     """Run xpert's phase 2 on a trained network: per-layer input and converter precision
     (XPert's IP and AP, strategies.UNIFORM_STEPS; the target's other options, e.g. the weight
@@ -292,25 +288,17 @@ def cheapest_precisions(
     (strategies.lower_uniformly) and descends per layer from there (search/descent.py). With
     `probe`, a design is simulated on that many images first and dropped when they rule out
     the floor (search/evaluate.py): the descent's trials below the floor cost a fraction of a
-    full one. With `check` (images, floor), the feasible designs are simulated, cheapest first,
-    on the first `images` images of `data` (a superset of the search's) until one holds that
-    floor there: the design the descent ends at is the cheapest of many measured on `samples`
-    images, so its accuracy there is biased upwards (a winner's curse), and a check on more
-    images bounds it; each check is kept in the study (a user attribute
-    `check|IMAGES|PIPELINE-SHA256`), so a resumed run reads it back. Return the best design,
-    or None if none is feasible (or, with `check`, none holds its floor)."""
-    if check is not None and check[0] < samples:
-        raise UserError(
-            f"phase 2's check uses {check[0]} images, fewer than the search's {samples}",
-            hint="check on at least as many images as the search measures",
-        )
+    full one. The design the descent ends at is the cheapest of many measured on the same
+    images, so its accuracy there is biased upwards (a winner's curse) by about a standard
+    error of `samples` images: choose them accordingly (benchmarks/xpert.py `CHECK`). Return
+    the best design, or None if none is feasible."""
     problem = Problem.load(
         model,
         target,
         data,
         search_samples=samples,
         probe_samples=probe or samples,
-        check_samples=samples if check is None else check[0],
+        check_samples=samples,
     )
     space = build_space(problem.graph, target)
     phase = search_phases("xpert", name, space, None, 2 * trials, 0)[1]
@@ -327,7 +315,7 @@ def cheapest_precisions(
         "data": data,
         "samples": samples,
         "probe": probe or samples,
-    }  # the check is not part of it: a check on more images reuses the search
+    }
     study = open_study(storage, phase.study, list(phase.directions), identity)
     study.sampler = make_sampler(phase.sampler, seed, phase.trials)
     low, high = (None, None) if area_mm2 is None else area_mm2
@@ -335,10 +323,7 @@ def cheapest_precisions(
     evaluator = Evaluator(problem)
     lower_uniformly(study, phase, space, evaluator, limits, widest_design(phase.dimensions))
     run_phase(phase, study, space, evaluator, limits, lambda t: None)
-    if check is None:
-        best, held = best_feasible(study), None
-    else:
-        best, held = _checked_best(study, evaluator, check[1])
+    best = best_feasible(study)
     if best is None:
         return None
     result = best.user_attrs[RESULT]
@@ -349,28 +334,7 @@ def cheapest_precisions(
         metrics["area_mm2"],
         result["accuracy"],
         best.user_attrs[PIPELINE],
-        held,
     )
-
-
-def _checked_best(
-    study: optuna.Study, evaluator: Evaluator, floor: float
-) -> tuple[optuna.trial.FrozenTrial | None, float | None]:
-    """Return the cheapest feasible trial whose design holds `floor` on the evaluator's check
-    images, and its accuracy there (None, None when none does); checks kept in the study are
-    read back."""
-    images = len(evaluator.problem.check_data.images)
-    for trial in feasible_trials(study):
-        pipeline = trial.user_attrs[PIPELINE]
-        digest = hashlib.sha256(pipeline.encode()).hexdigest()
-        key = f"{CHECK}|{images}|{digest}"
-        accuracy = study.user_attrs.get(key)
-        if accuracy is None:
-            accuracy, _ = evaluator.check(pipeline)
-            study.set_user_attr(key, accuracy)
-        if accuracy >= floor:
-            return trial, accuracy
-    return None, None
 
 
 @dataclass(frozen=True)

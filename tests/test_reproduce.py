@@ -152,6 +152,7 @@ def test_xpert_phase_two_table_puts_each_ratio_the_way_the_paper_states_it() -> 
         "widths": [64, 128],
         "float_validation": 0.925,
         "floor": 0.915,
+        "samples": 2000,
         "test_images": 5000,
         "baselines": [
             {"role": "XPert code", "pipeline": uniform(6, 4), "accuracy": 0.85}
@@ -163,7 +164,8 @@ def test_xpert_phase_two_table_puts_each_ratio_the_way_the_paper_states_it() -> 
         | {"validation_accuracy": 0.92},
     }
     text = xpert.phase_two_markdown(result)
-    assert "Network: vgg.onnx." in text and "float, 92.50%, less 1 point): 91.50%" in text
+    assert "Network: vgg.onnx. Accuracy floor (the first 2,000 validation images" in text
+    assert "float 92.50%, less 1 point): 91.50%" in text
     assert "the searched design: 92.00% there" in text
     assert "| 1 | 64 | flash | 7 | 8 | 6 |\n| 2 | 128 | sar | 6 | 4 | 5 |" in text
     assert "| 2 | 128 | sar | 6 | 4 | 5 |\n| classifier | 10 | sar | 8 | 2 | 8 |" in text
@@ -404,7 +406,8 @@ def test_xpert_phase_two_reads_the_searched_design_tests_back_from_the_store(
 ) -> None:
     """Phase 2 searches with the accuracy floor only (no area window: XPert's phase 2
     constrains the accuracy), then tests the design it found once: a second run with the same
-    store reads its test accuracies back, and prices it again."""
+    store reads its test accuracies back, and prices it again. With a check, the check's
+    images decide the designs (the float network measured there), in a study of their own."""
     import xpert
 
     from imcc.search import channels
@@ -414,8 +417,8 @@ def test_xpert_phase_two_reads_the_searched_design_tests_back_from_the_store(
     searches, tested, priced = [], [], []
 
     def search(model, target, data, storage, name, structure, trials, area, floor, *a, **k):
-        searches.append((area, floor, k.get("check")))
-        return SimpleNamespace(pipeline="p", accuracy=0.92, check_accuracy=0.915)
+        searches.append((area, floor, a[0], name))
+        return SimpleNamespace(pipeline="p", accuracy=0.92)
 
     def tests(model: Path, pipeline: str, samples: int, test_images: int) -> dict:
         tested.append(pipeline)
@@ -427,25 +430,25 @@ def test_xpert_phase_two_reads_the_searched_design_tests_back_from_the_store(
 
     monkeypatch.setattr(channels, "cheapest_precisions", search)
     monkeypatch.setattr(channels, "inner_choices", lambda out, label: {})
-    monkeypatch.setattr(xpert, "float_accuracy", lambda model, data, samples: 0.93)
+    monkeypatch.setattr(xpert, "float_accuracy", lambda model, data, samples: 0.93 + samples / 1e5)
     monkeypatch.setattr(xpert, "design_tests", tests)
     monkeypatch.setattr(xpert, "cost", cost)
     monkeypatch.setattr(xpert, "conv_widths", lambda model: (64, 128))
     record = {"baselines": [], "chosen": {"widths": list(xpert.ChannelSpace("vgg16").baseline())}}
     store = xpert.JsonStore(tmp_path / "baselines.json")
     first = xpert.phase_two(tmp_path, record, 4, 500, 5000, network, store)
-    assert searches == [(None, pytest.approx(0.92), None)]  # float less CONVERTER_LOSS, any area
+    ((area, floor, samples, name),) = searches  # float less CONVERTER_LOSS, any area
+    assert (area, floor, samples) == (None, pytest.approx(0.925), 500)
     assert first["searched"]["accuracy"] == 0.91 and first["searched"]["metrics"] == {"edap": 1.0}
+    assert first["samples"] == 500 and first["floor"] == pytest.approx(0.925)
     again = xpert.phase_two(tmp_path, record, 4, 500, 5000, network, store)
     assert again == first and tested == ["p"] and priced == ["p", "p"]
     checked = xpert.phase_two(tmp_path, record, 4, 500, 5000, network, store, check=2000)
-    assert searches[-1][2] == (2000, pytest.approx(0.92))  # the float network there, less a point
-    assert checked["check"] == {
-        "samples": 2000,
-        "float": 0.93,
-        "floor": pytest.approx(0.92),
-        "accuracy": 0.915,
-    }
+    assert searches[-1][:3] == (None, pytest.approx(0.94), 2000)  # the float network there
+    assert searches[-1][3] != name and name.endswith("-500")  # the study per image count
+    assert checked["samples"] == 2000 and tested == ["p", "p"]  # tested anew: another key
+    with pytest.raises(SystemExit):
+        xpert.phase_two(tmp_path, record, 4, 500, 5000, network, store, check=100)
 
 
 def test_xpert_breakdown_splits_each_design_energy_and_puts_edap_against_the_first(
