@@ -46,8 +46,9 @@ phase 1's constraint: XPert's phase 2 constrains only the accuracy (XPert, DAC 2
 the precisions it lowers shrink the area it is given.
 The float-matched baseline is chosen on 500 validation images and must hold its point on
 `CHECK` of them too (`--check`); phase 2's designs are judged on those `CHECK` images: the
-cheapest of several designs measured on few images is biased upwards. Both final designs are simulated bit-accurately on the test
-images and priced: EDAP, TOPS/W and TOPS/mm2 against each baseline, beside XPert's.
+cheapest of several designs measured on few images is biased upwards. Both final designs
+are simulated bit-accurately on the test images and priced: EDAP, TOPS/W and TOPS/mm2
+against each baseline, beside XPert's.
 """
 
 from __future__ import annotations

@@ -54,7 +54,8 @@ def test_a_claim_goes_to_one_worker_and_its_result_to_all(url: str) -> None:
 def test_a_stopped_worker_gives_its_claim_back_and_a_silent_one_is_taken_over(
     url: str,
 ) -> None:
-    a, b = _stores(url, "stopped", heartbeat=0.05)
+    # a period long enough that a loaded machine checks `a` before `b`'s claim goes stale
+    a, b = _stores(url, "stopped", heartbeat=0.5)
     with pytest.raises(KeyboardInterrupt), a.claim("k") as held:
         assert held
         raise KeyboardInterrupt
@@ -63,7 +64,7 @@ def test_a_stopped_worker_gives_its_claim_back_and_a_silent_one_is_taken_over(
         b.put("k", {"accuracy": 1.0})
     assert a._take("j")  # a claim whose worker dies: no heartbeat thread runs
     assert not b._take("j")
-    time.sleep(STALE_BEATS * 0.05 + 0.1)
+    time.sleep(STALE_BEATS * 0.5 + 0.1)
     assert b._take("j")  # three periods silent: taken over
     assert not a._take("j")
     a.close()
