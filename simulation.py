@@ -85,6 +85,7 @@ def simulate(
     seed: int = 0,
     progress: bool = False,
     only: str | None = None,
+    first: int = 0,
 ) -> SimulationReport:
     """Run a mapped program on a labelled data set; see the module docstring. With `only` (a
     crossbar layer's result) the mapped run keeps that layer's converters and makes every
@@ -93,7 +94,9 @@ def simulate(
     Every sample of `data` is simulated: whole batches of `batch`, then one partial batch for
     the rest. Each sample's MTJ draws are seeded by `seed`, the layer and the sample's index
     (backend/datapath.py `Draws`), so a sample's result depends neither on the batch size nor
-    on the samples around it."""
+    on the samples around it. With `first`, `data` holds samples `first`, `first` + 1, ... of a
+    larger set, and they draw as those samples: a set simulated in parts draws as it would
+    whole."""
     if batch < 1:  # a batch of 0 never ends and a negative one slices from the end
         raise UserError(
             f"the simulation batch must be at least 1, not {batch}",
@@ -122,6 +125,7 @@ def simulate(
         if only is None
         else CrossbarInterpreter(target, seed, lossless=True, keep=frozenset({only}))
     )
+    machine.samples_run = first  # the index of this part's first sample: its draws
     exact = CrossbarInterpreter(target, seed, lossless=True)
     predictions: dict[str, list[np.ndarray]] = {"mapped": [], "lossless": [], "float": []}
     errors = {name: [0.0, 0.0] for name in layers}

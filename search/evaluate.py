@@ -235,10 +235,16 @@ class Evaluator:
         return self.costs[pipeline]
 
     def simulate(
-        self, graph: Graph, data: Dataset, only: int | None = None, progress: bool = False
+        self,
+        graph: Graph,
+        data: Dataset,
+        only: int | None = None,
+        progress: bool = False,
+        first: int = 0,
     ) -> SimulationReport:
         """Return the simulator's report of a compiled trial on a data subset (with `only`, a
-        crossbar layer's index: every other crossbar layer exact; with `progress`, a bar)."""
+        crossbar layer's index: every other crossbar layer exact; with `progress`, a bar; with
+        `first`, the subset starts at that sample of the problem's data: simulation.py)."""
         count = len(data.images)
         batch = count if count <= SIMULATION_BATCH else SIMULATION_BATCH
         kept = None if only is None else crossbar_layers(graph)[only].outputs[0]
@@ -250,6 +256,7 @@ class Evaluator:
             seed=SIMULATION_SEED,
             progress=progress,
             only=kept,
+            first=first,
         )
 
     def evaluate(
@@ -368,7 +375,7 @@ class Evaluator:
                 )
             if len(data.images) > probe:
                 rest = Dataset(data.name, data.images[probe:], data.labels[probe:])
-                second = self.simulate(graph, rest, only)
+                second = self.simulate(graph, rest, only, first=probe)  # MTJ draws as whole
                 correct += second.accuracy * second.samples
                 exact += second.quantized_accuracy * second.samples
                 samples += second.samples

@@ -147,6 +147,32 @@ def test_cached_quantized_prefix_compiles_what_a_full_compile_does() -> None:
         assert len(cached.prefixes) <= 2 and not plain.prefixes
 
 
+def test_a_probed_evaluation_draws_as_one_simulation_of_all_its_samples() -> None:
+    """An MTJ design evaluated with a probe (its first images, then the rest) draws each
+    image's MTJs as one simulation of all the images does: the rest's images are not drawn as
+    if they were the first again, so the accuracy does not depend on where the probe ends."""
+    from imcc.search.mechanisms import menu, pipeline
+
+    target = load_target("hybrid")
+    problems = {
+        probe: Problem.load(
+            resolve_model("digits-cnn"),
+            target,
+            "digits-cnn",
+            search_samples=64,
+            probe_samples=probe,
+            check_samples=64,
+        )
+        for probe in (64, 8, 16, 32)  # 64: one simulation of every image
+    }
+    mtj = {m.name: m for m in menu(target)}["mtj:4x"]
+    design = pipeline(build_space(problems[64].graph, target), [mtj, mtj, mtj])
+    found = {probe: Evaluator(problem).evaluate(design) for probe, problem in problems.items()}
+    assert all(e.samples == 64 and not e.pruned for e in found.values())
+    whole = found[64].accuracy
+    assert [e.accuracy for e in found.values()] == pytest.approx([whole] * 4, abs=1e-12)
+
+
 def test_illegal_trial_is_a_reason_not_a_crash() -> None:
     target = load_target("xpert")
     problem = Problem.load(
