@@ -554,17 +554,19 @@ def main() -> None:
 
         xpert.FLOORPLAN = args.floorplan
         check = xpert.CHECK if args.check is None else args.check or None
+        if check is not None and check < xpert.SAMPLES:  # the images that choose the baselines
+            parser.error(f"--check {check}: give at least {xpert.SAMPLES} validation images, or 0")
         result = xpert.phase_one(args.out / "xpert", args.trials, args.inner_trials)
         text = xpert.markdown(result)
         limit = 5000 if args.limit is None else args.limit
         if xpert.BASELINE_MODEL.is_file():
             store = xpert.JsonStore(args.out / "xpert" / "baselines.json")
-            result["baselines"] = xpert.baseline_designs(500, limit, store, check)
+            result["baselines"] = xpert.baseline_designs(xpert.SAMPLES, limit, store, check)
             text += "\n" + xpert.baselines_markdown(result["baselines"])
         network = xpert.searched_network(result["chosen"]["widths"])
         if xpert.BASELINE_MODEL.is_file() and network is not None:
             second = xpert.phase_two(
-                args.out / "xpert", result, args.trials, 500, limit, network, store, check
+                args.out / "xpert", result, args.trials, xpert.SAMPLES, limit, network, store, check
             )
             result["phase2"] = second
             text += "\n" + xpert.phase_two_markdown(second)

@@ -37,14 +37,14 @@ quantized once), which its search reports, beside imcc's bit-accurate one.
 
 Phase 2 (`phase_two`, once both trained networks are in models/: `BASELINE_MODEL`,
 `SEARCHED_MODEL`): the floor is the searched network's float accuracy on the validation
-split (`--samples` images) less `CONVERTER_LOSS` (XPert's 92.46% is within a point of a float
-VGG-16 on CIFAR-10; a floor under the baseline's 4-bit inputs would settle lower); then
-per-layer input and
-converter bits on the trained searched network, phase 1's structure fixed, for the least
-energy at or above the floor (search/channels.py `cheapest_precisions`). The area window is
+split (`CHECK` images, or `SAMPLES` with `--check 0`) less `CONVERTER_LOSS` (XPert's 92.46%
+is within a point of a float VGG-16 on CIFAR-10; a floor under the baseline's 4-bit inputs
+would settle lower); then per-layer input and converter bits on the trained searched
+network, phase 1's structure fixed, for the least energy at or above the floor
+(search/channels.py `cheapest_precisions`). The area window is
 phase 1's constraint: XPert's phase 2 constrains only the accuracy (XPert, DAC 2023, §3), and
 the precisions it lowers shrink the area it is given.
-The float-matched baseline is chosen on 500 validation images and must hold its point on
+The float-matched baseline is chosen on `SAMPLES` validation images and must hold its point on
 `CHECK` of them too (`--check`); phase 2's designs are judged on those `CHECK` images: the
 cheapest of several designs measured on few images is biased upwards. Both final designs
 are simulated bit-accurately on the test images and priced: EDAP, TOPS/W and TOPS/mm2
@@ -139,10 +139,13 @@ restarted VGG-16 5-bit inputs with 7-bit converters hold 93.0% on 500 (the float
 them rather than checking its design afterwards: after a search on 500 images, where the
 descent went on from that 5-bit design, a check walks its cheaper descendants first, and
 none of the designs it would reach keeps wider inputs with narrower converters."""
+SAMPLES = 500
+"""Validation images the baseline designs are chosen on (`baseline_designs`; the float-matched
+one is confirmed on `CHECK`), and phase 2's designs with `--check 0`."""
 PROBE = 100
-"""Validation images phase 2 simulates a design on before the rest of its `--samples`: a
-design these rule out (accuracy more than two standard errors below the floor,
-search/evaluate.py) is dropped, so the descent's steps too far cost a fifth of a trial."""
+"""Validation images phase 2 simulates a design on before the rest of its images: a design
+these rule out (accuracy more than two standard errors below the floor, search/evaluate.py)
+is dropped, so the descent's steps too far cost a fraction of a trial."""
 BASELINE_BITS = (6, 7, 8)
 """The uniform converter precisions the matched baselines are chosen from (xpert.hw's Flash
 offers 4-8 bits; XPert's code runs 6)."""

@@ -560,3 +560,18 @@ def test_xpert_cost_designs_name_phase_one_network_and_skip_its_rows_when_it_is_
     ]
     assert labels == expected
     assert rows[-1][1:] == (xpert.ROOT / "vgg.onnx", "phase2")  # relative: the checkout's
+
+
+def test_xpert_check_below_the_baselines_images_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--check` on fewer images than the baselines are chosen on is refused before any work:
+    one message, exit 2."""
+    import xpert
+
+    monkeypatch.setattr(xpert, "phase_one", lambda *a, **k: pytest.fail("ran phase 1"))
+    monkeypatch.setattr(sys, "argv", ["reproduce.py", "xpert", "--check", "100"])
+    with pytest.raises(SystemExit) as exit_:
+        reproduce.main()
+    assert exit_.value.code == 2
+    assert f"--check 100: give at least {xpert.SAMPLES}" in capsys.readouterr().err
