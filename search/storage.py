@@ -431,18 +431,11 @@ def feasible(trial: FrozenTrial) -> bool:
     return trial.state is TrialState.COMPLETE and all(c <= 0 for c in constraints(trial))
 
 
-def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Return a single-objective study's complete trials that meet every constraint, lowest
-    value first (ties: the earlier trial)."""
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted((t for t in trials if feasible(t)), key=lambda t: t.values[0])
-
-
 def best_feasible(study: optuna.Study) -> FrozenTrial | None:
     """Return a single-objective study's complete trial with the lowest value among those
-    that meet every constraint, or None when none does."""
-    found = feasible_trials(study)
-    return found[0] if found else None
+    that meet every constraint (ties: the earlier trial), or None when none does."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return min((t for t in trials if feasible(t)), key=lambda t: t.values[0], default=None)
 
 
 def finished_count(study: optuna.Study) -> int:
