@@ -4,6 +4,8 @@ while its start is below the floor."""
 
 from __future__ import annotations
 
+import json
+
 import optuna
 import pytest
 
@@ -77,3 +79,96 @@ def test_a_uniform_step_goes_on_above_the_area_window_but_not_below_the_floors()
     assert not stays(trial(0.92, 30.0), limits)  # below the window
     assert not stays(trial(None, 45.0), limits)
     assert stays(trial(None, 45.0), Limits(50.0, None, None))
+
+
+class _Space:
+    """A search space's two methods the phase's trial loop calls: a design is its choices."""
+
+    def pipeline(self, choices) -> str:
+        return json.dumps(dict(sorted(choices.items())))
+
+    full_pipeline = pipeline
+
+
+class _Evaluator:
+    """Two layers' input bits `i` and converter bits `c`, alike in every layer: the floor
+    (0.9) holds where i >= 5 and i + c >= 13; energy is `energy(i, c)`. Records the designs
+    whose accuracy it measures."""
+
+    def __init__(self, energy) -> None:
+        self.energy = energy
+        self.measured: list[tuple[int, int]] = []
+
+    def evaluate(self, pipeline: str, accuracy: bool, floor: float | None = None):
+        from imcc.search.evaluate import Evaluation, Metrics
+
+        choices = json.loads(pipeline)
+        i = min(int(v) for k, v in choices.items() if k.startswith("assign"))
+        c = min(int(v) for k, v in choices.items() if k.startswith("select"))
+        cost = float(self.energy(i, c))
+        metrics = Metrics(cost, 1.0, 10.0, cost * 10.0, 1.0, 1.0)
+        if not accuracy:
+            return Evaluation(metrics)
+        self.measured.append((i, c))
+        held = i >= 5 and i + c >= 13
+        return Evaluation(metrics, 0.9 + 0.01 * (i + c - 13) if held else 0.5, 100)
+
+
+def _walk(energy, tmp_path) -> list[tuple[int, int]]:
+    from imcc.search.space import Dimension
+    from imcc.search.storage import open_storage
+    from imcc.search.strategies import Limits, Phase, lower_uniformly, single_objective
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    bits = tuple(str(b) for b in range(2, 9))
+    dimensions = tuple(
+        Dimension(name, "per_layer_bits", layer, bits[2:] if name == "select-adc" else bits)
+        for name in ("assign-input-precision", "select-adc")
+        for layer in range(2)
+    )
+    phase = Phase(
+        "walk",
+        "phase2",
+        ("minimize",),
+        single_objective("energy"),
+        dimensions,
+        {},
+        30,
+        True,
+        "descent",
+    )
+    study = optuna.create_study(
+        storage=open_storage(f"sqlite:///{(tmp_path / 'walk.db').resolve()}"),
+        direction="minimize",
+        sampler=make_sampler("descent", 0, 30),
+    )
+    evaluator = _Evaluator(energy)
+    widest = {d.key: "8" for d in dimensions}
+    lower_uniformly(study, phase, _Space(), evaluator, Limits(None, 0.9), widest)
+    return evaluator.measured
+
+
+def test_uniform_steps_trade_an_input_bit_for_a_converter_bit_that_costs_less(tmp_path) -> None:
+    """lower_uniformly: inputs down to 5 bits (4 fails), then a converter step fails at 5-bit
+    inputs and is retried with 6-bit inputs, which holds and is priced lower: the walk follows
+    the floor's edge while a trade saves, and stops where the inputs are at their widest."""
+    walk = _walk(lambda i, c: i * 2**c, tmp_path)  # converters dominate: a trade saves
+    assert walk == [
+        (8, 8),
+        (7, 8),
+        (6, 8),
+        (5, 8),
+        (4, 8),
+        (5, 7),
+        (6, 7),
+        (6, 6),
+        (7, 6),
+        (7, 5),
+        (8, 5),
+        (8, 4),
+    ]
+
+
+def test_a_uniform_trade_priced_above_the_design_it_leaves_is_not_simulated(tmp_path) -> None:
+    walk = _walk(lambda i, c: i * c, tmp_path)  # (6, 7) costs 42 against (5, 8)'s 40
+    assert walk == [(8, 8), (7, 8), (6, 8), (5, 8), (4, 8), (5, 7)]
