@@ -628,6 +628,7 @@ def phase_two(
         floor,
         images,
         probe=PROBE,
+        progress=True,
     )
     if found is None:
         raise SystemExit(

@@ -50,6 +50,7 @@ from imcc.search.storage import (
     PIPELINE,
     RESULT,
     best_feasible,
+    finished_count,
     open_storage,
     open_study,
 )
@@ -276,6 +277,7 @@ def cheapest_precisions(
     samples: int,
     seed: int = 0,
     probe: int | None = None,
+    progress: bool = False,
 ) -> Precisions | None:
     """Run xpert's phase 2 on a trained network: per-layer input and converter precision
     (XPert's IP and AP, strategies.UNIFORM_STEPS; the target's other options, e.g. the weight
@@ -290,8 +292,10 @@ def cheapest_precisions(
     the floor (search/evaluate.py): the descent's trials below the floor cost a fraction of a
     full one. The design the descent ends at is the cheapest of many measured on the same
     images, so its accuracy there is biased upwards (a winner's curse) by about a standard
-    error of `samples` images: choose them accordingly (benchmarks/xpert.py `CHECK`). Return
-    the best design, or None if none is feasible."""
+    error of `samples` images: choose them accordingly (benchmarks/xpert.py `CHECK`). With
+    `progress`, a bar counts the designs measured (minutes each on a large network) and shows
+    the last one's accuracy and the cheapest feasible energy. Return the best design, or None
+    if none is feasible."""
     problem = Problem.load(
         model,
         target,
@@ -321,8 +325,26 @@ def cheapest_precisions(
     low, high = (None, None) if area_mm2 is None else area_mm2
     limits = Limits(high, accuracy_floor, low)
     evaluator = Evaluator(problem)
-    lower_uniformly(study, phase, space, evaluator, limits, widest_design(phase.dimensions))
-    run_phase(phase, study, space, evaluator, limits, lambda t: None)
+    from tqdm import tqdm
+
+    bar = tqdm(total=trials, desc="precisions", unit="design", disable=not progress, leave=False)
+    bar.update(min(finished_count(study), trials))
+
+    def measured(trial: optuna.trial.FrozenTrial) -> None:
+        bar.update(1)
+        result = trial.user_attrs.get(RESULT) or {}
+        best = best_feasible(study)
+        bar.set_postfix(
+            last="illegal" if result.get("accuracy") is None else f"{result['accuracy']:.2%}",
+            best="none" if best is None else f"{best.value * 1e6:.4g} uJ",  # energy (phase 2's)
+        )
+
+    try:
+        widest = widest_design(phase.dimensions)
+        lower_uniformly(study, phase, space, evaluator, limits, widest, measured)
+        run_phase(phase, study, space, evaluator, limits, measured)
+    finally:
+        bar.close()
     best = best_feasible(study)
     if best is None:
         return None

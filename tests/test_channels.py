@@ -168,11 +168,17 @@ def any_area_phase_two(searched, storage, floor: float, samples: int, **options)
     )
 
 
-def test_phase_two_probe_drops_designs_the_first_images_rule_out(searched, tmp_path) -> None:
+def test_phase_two_probe_drops_designs_the_first_images_rule_out(
+    searched, tmp_path, capsys
+) -> None:
     """With a probe, a design whose first images put it far below the floor is not simulated
-    on the rest: above any reachable floor every trial stops at the probe's images."""
+    on the rest: above any reachable floor every trial stops at the probe's images. The bar
+    counts the designs measured."""
     storage = channels.open_storage(f"sqlite:///{(tmp_path / 'phase2.db').resolve()}")
-    assert any_area_phase_two(searched, storage, 1.5, 16, probe=4) is None  # 1.5: unreachable
+    found = any_area_phase_two(searched, storage, 1.5, 16, probe=4, progress=True)
+    assert found is None  # 1.5: unreachable
+    err = capsys.readouterr().err
+    assert "precisions: 100%" in err and "3/3" in err and "best=none" in err
     study = channels.optuna.load_study(study_name="phase2/phase2", storage=storage)
     results = [t.user_attrs["result"] for t in study.trials if "result" in t.user_attrs]
     assert results and all(r["pruned"] and r["accuracy_samples"] == 4 for r in results)
