@@ -388,19 +388,20 @@ def lower_uniformly(
                 trades = (
                     shifted(lowered, phase, earlier, 1) for earlier in UNIFORM_STEPS[:position]
                 )
-                lowered = next(
+                trade = next(
                     (
                         t
                         for t in trades
                         if t != lowered and _priced(phase, space, evaluator, limits, t) < value
                     ),
-                    point,
+                    None,
                 )
-                if lowered == point:
+                if trade is None:
                     break
-                trial = run_point(study, phase, space, evaluator, limits, lowered, on_trial)
+                trial = run_point(study, phase, space, evaluator, limits, trade, on_trial)
                 if trial is None or not stays(trial, limits):
                     break
+                lowered = trade
             point, value = lowered, trial.values[0]
 
 
