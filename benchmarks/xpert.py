@@ -48,9 +48,7 @@ The float-matched baseline is chosen on `SAMPLES` validation images and must hol
 `CHECK` of them too (`--check`); phase 2's designs are judged on those `CHECK` images: the
 cheapest of several designs measured on few images is biased upwards. Both final designs
 are simulated bit-accurately on the test images and priced: EDAP, TOPS/W and TOPS/mm2
-against each baseline, beside XPert's. XPert's phase 2 trains its network at the precisions
-it picks; here the searched design's network is then fine-tuned for it (`tuned_design`:
-`imcc finetune`'s surrogate forward, search/psqat.py) and measured again, the costs unchanged.
+against each baseline, beside XPert's.
 """
 
 from __future__ import annotations
@@ -643,7 +641,6 @@ def phase_two(
         tests = design_tests(network, found.pipeline, images, test_images)
         if store is not None:
             store.put(key, tests)
-    tuned = tuned_design(out, network, found.pipeline, images, test_images, store)
     return {
         "network": str(network.relative_to(ROOT) if network.is_relative_to(ROOT) else network),
         "widths": list(conv_widths(network)),
@@ -657,58 +654,8 @@ def phase_two(
             "validation_accuracy": found.accuracy,
             "accuracy": tests["accuracy"],
             "xpert_model": tests["xpert_model"],
-            "tuned": tuned,
         },
         "test_images": test_images,
-    }
-
-
-TUNING = {"surrogate_epochs": 1, "lr": 3e-4, "distill": 0.8, "train": 22500}
-"""The searched design's fine-tune (`tuned_design`): one surrogate epoch over the first 22,500
-training images (half the split: 15 minutes on 2 cores) at a peak learning rate of 3e-4,
-80% of the loss distilled from the float network (temperature 4), from the trained weights;
-search/psqat.py's batch (64), weight decay (5e-4) and augmentation (shifts and flips). Measured
-on the last 1,000 validation images (README): without distillation, at 1e-3 over all 45,000,
-the mapped accuracy stayed (91.75% to 91.80% on the last 2,000) while the lossless-converter
-accuracy fell 1.25 points; with these settings it rose 0.7 (91.30% to 92.00%)."""
-
-
-def tuned_design(
-    out: Path,
-    network: Path,
-    pipeline: str,
-    samples: int,
-    test_images: int,
-    store: JsonStore | None = None,
-) -> dict:
-    """Fine-tune the network for phase 2's design and measure it: XPert's phase 2 trains the
-    network with each layer's input and converter precision in its forward pass
-    (XPertSim_Tool/models/VGG_DAC_ADC_search.py: the `QConv2d` of every layer runs at the
-    (input, ADC) precision its architecture parameters pick, the weights trained with them),
-    so its 92.46% is a trained design's. Here the design is fixed first (phase 2 decides on the
-    network as trained, in float) and then fine-tuned through `imcc finetune`'s surrogate
-    datapath (search/psqat.py, `TUNING`), the only affordable one for VGG-16 on CPUs;
-    the fine-tuned model is compiled by the same pipeline and simulated bit-accurately on the
-    first `samples` validation images and on the test images. The model is kept in
-    `out`/tuned per network, design and settings (59 MB: not committed)."""
-    from imcc.passes.pipeline import DEFAULT_PIPELINE
-    from imcc.search.psqat import PsQat
-
-    tuning = PsQat(DATA, epochs=0, folder=out / "tuned", **TUNING)
-    design = pipeline.removeprefix(DEFAULT_PIPELINE + ",")  # finetuned adds the clean-up
-    model = tuning.finetuned(network, "xpert", design, progress=True)
-    key = store_key(model, pipeline, samples, test_images)
-    tests = None if store is None else store.get(key)
-    if tests is None:
-        tests = design_tests(model, pipeline, samples, test_images)
-        if store is not None:
-            store.put(key, tests)
-    return {
-        "model": str(model.relative_to(ROOT) if model.is_relative_to(ROOT) else model),
-        "settings": TUNING,
-        "validation_accuracy": checked_accuracy(model, pipeline, key, samples, store),
-        "accuracy": tests["accuracy"],
-        "xpert_model": tests["xpert_model"],
     }
 
 
@@ -717,7 +664,6 @@ def phase_two_markdown(result: dict) -> str:
     reported baseline design (`ROLES`: XPert's code design, the converter-matched and the
     float-matched; one column where they coincide)."""
     searched = result["searched"]["metrics"]
-    tuned = result["searched"].get("tuned")
     n = result["test_images"]
     columns = {f"{d['role']} ({design_label(d)})": d for d in result["baselines"]}
 
@@ -733,21 +679,6 @@ def phase_two_markdown(result: dict) -> str:
         f"{100 * result['floor']:.2f}%; the searched design: "
         f"{100 * result['searched']['validation_accuracy']:.2f}% there. Accuracies below: "
         f"bit-accurate, first {n:,} test images. {costs_label()}.",
-        *(
-            [
-                "",
-                "Fine-tuned for it (XPert's phase 2 trains its network at the precisions it "
-                f"picks): {tuned['settings']['surrogate_epochs']} surrogate epoch(s) of "
-                f"`imcc finetune` over the first {tuned['settings']['train']:,} training images, "
-                f"peak learning rate {tuned['settings']['lr']:g}, "
-                f"{100 * tuned['settings'].get('distill', 0.0):.0f}% of the loss distilled from "
-                "the float network; the fine-tuned network on the "
-                f"same design: {100 * tuned['validation_accuracy']:.2f}% on the validation "
-                "images. The costs do not change: the design is the same.",
-            ]
-            if tuned
-            else []
-        ),
         "",
         "| figure | paper | " + " | ".join(f"imcc vs {c}" for c in columns) + " |",
         "|---|---|" + "---|" * len(columns),
@@ -767,20 +698,9 @@ def phase_two_markdown(result: dict) -> str:
             lambda d: f"{searched['tops_per_mm2'] / d['metrics']['tops_per_mm2']:.2f}x",
         ),
         row(
-            "accuracy, searched, as trained",
+            "accuracy, searched",
             f"{PAPER['accuracy']}%",
             lambda d: f"{100 * result['searched']['accuracy']:.2f}%",
-        ),
-        *(
-            [
-                row(
-                    "accuracy, searched, fine-tuned for it",
-                    f"{PAPER['accuracy']}%",
-                    lambda d: f"{100 * tuned['accuracy']:.2f}%",
-                )
-            ]
-            if tuned
-            else []
         ),
         row("accuracy, baseline", "", lambda d: f"{100 * d['accuracy']:.2f}%"),
         row(

@@ -1,6 +1,5 @@
-"""A short PS-quantization-aware fine-tune of a design before its accuracy counts (StoX-Net's
-premise: sampled partial sums need a network trained through them; XPert's phase 2 likewise
-trains its network with each layer's input and converter precision in the forward pass).
+"""A short PS-quantization-aware fine-tune of a design with MTJ converters before its accuracy
+counts (StoX-Net's premise: sampled partial sums need a network trained through them).
 
 A searched design whose compiled program has MTJ layers is fine-tuned through its own mapped
 datapath (`imcc finetune` with the design's pipeline: sampled MTJ forward, straight-through
@@ -9,20 +8,15 @@ accuracy and costs are then those of the exported model compiled by the same pip
 re-compile re-measures the input ranges and re-chooses data-aware slicing, as `imcc compile`
 of that model does). The fine-tuned model is cached per design (model, pipeline and settings)
 in `PsQat.folder`, so a repeated design is not trained again and its replay names that file.
-In the search (search/evaluate.py) designs without MTJ layers are evaluated as they are, and so
-are single-layer measurements (`only`): a layer's untuned drop bounds its tuned one from above,
-so the composition stays on the safe side and the verified design gets the fine-tune. A design
-whose converters are ADCs can be fine-tuned too (`finetuned` does not look at the converters),
-and with `surrogate_epochs` it trains through `imcc finetune`'s surrogate forward (exact integer
-products plus a Gaussian error with the datapath error's measured mean and spread per channel),
-the only affordable one for a network the size of VGG-16 on CPUs.
+Designs without MTJ layers are evaluated as they are, and so are single-layer measurements
+(`only`): a layer's untuned drop bounds its tuned one from above, so the composition stays on
+the safe side and the verified design gets the fine-tune.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,20 +28,16 @@ LEARNING_RATE = 0.003
 """Peak learning rate: the one models/README.md's StoX-Net PS-QAT of ResNet-20 used (higher
 rates threw the pretrained network out of its basin through the sampled forward)."""
 BATCH = 64
-LATER = {"surrogate_epochs": 0, "lr": LEARNING_RATE, "distill": 0.0}
-"""`PsQat`'s settings added after its first cached models, with their defaults (`digest`)."""
 WEIGHT_DECAY = 5e-4
 """The CIFAR-10 recipe's weight decay (He et al., 2016), as in that PS-QAT."""
 
 
 @dataclass(frozen=True)
 class PsQat:
-    """How a design is fine-tuned: `data` (labelled training images, the first `train` of
-    which train; default all but the last), `images` per epoch through the sampled datapath (a
-    fresh random subset each epoch), `epochs` through it, `surrogate_epochs` over all the
-    training images before them, the peak learning rate `lr`, the share of the loss that
-    distils the float network (`distill`, `imcc finetune --distill`), the seed, and where the
-    fine-tuned models are kept."""
+    """How a design with MTJ layers is fine-tuned: `data` (labelled training images, the first
+    `train` of which train; default all but the last), `images` per epoch through the sampled
+    datapath (a fresh random subset each epoch), `epochs`, the seed, and where the fine-tuned
+    models are kept."""
 
     data: str
     images: int = 2048
@@ -55,55 +45,32 @@ class PsQat:
     train: int | None = None
     seed: int = 0
     folder: Path = Path("psqat")
-    surrogate_epochs: int = 0
-    lr: float = LEARNING_RATE
-    distill: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.images < 1 or self.epochs < 0 or self.surrogate_epochs < 0:
+        if self.images < 1 or self.epochs < 1:
             raise UserError(
-                f"PS-QAT needs at least one image and no negative epochs, not {self.images} "
-                f"images, {self.epochs} and {self.surrogate_epochs} surrogate epochs",
+                f"PS-QAT needs at least one image and one epoch, not {self.images} and "
+                f"{self.epochs}",
                 hint="e.g. --psqat 2048 (images of one epoch through the sampled datapath)",
             )
-        if self.epochs + self.surrogate_epochs < 1:
-            raise UserError(
-                "PS-QAT needs at least one epoch, through the datapath or its surrogate",
-                hint="give epochs=1 or surrogate_epochs=1",
-            )
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UserError(f"PS-QAT's learning rate must be above 0, not {self.lr}")
-        if not 0.0 <= self.distill <= 1.0:
-            raise UserError(f"PS-QAT's distilled share must be within [0, 1], not {self.distill}")
 
     @property
     def digest(self) -> str:
-        """The settings' part of every cache key (the folder is not one). Settings added
-        after models were first cached (`LATER`) count only away from their defaults, so those
-        models keep their keys."""
-        settings = {
-            k: v
-            for k, v in asdict(self).items()
-            if k != "folder" and not (k in LATER and v == LATER[k])
-        }
+        """The settings' part of every cache key (the folder is not one)."""
+        settings = {k: v for k, v in asdict(self).items() if k != "folder"}
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
-    def place(self, model: Path, target: str, pipeline: str) -> Path:
-        """Return the folder that keeps the model fine-tuned for `pipeline` on `target`: named
-        by the weights, the target, the pipeline and the settings (`digest`)."""
-        weights = hashlib.sha256(model.read_bytes()).hexdigest()
-        key = f"{weights}|{target}|{pipeline}|{self.digest}"
-        return self.folder / hashlib.sha256(key.encode()).hexdigest()[:16]
-
-    def finetuned(self, model: Path, target: str, pipeline: str, progress: bool = False) -> Path:
+    def finetuned(self, model: Path, target: str, pipeline: str) -> Path:
         """Return the model fine-tuned for the mapping `pipeline` (a search's: without the
         clean-up) on `target` (a built-in name or .hw file), training it when no earlier run
-        left it in the folder (with `progress`, under progress bars)."""
+        left it in the folder."""
         from imcc.finetune.session import FinetuneConfig, run_finetune
         from imcc.finetune.train import TrainConfig
         from imcc.passes.pipeline import DEFAULT_PIPELINE
 
-        folder = self.place(model, target, pipeline)
+        weights = hashlib.sha256(model.read_bytes()).hexdigest()
+        key = f"{weights}|{target}|{pipeline}|{self.digest}"
+        folder = self.folder / hashlib.sha256(key.encode()).hexdigest()[:16]
         done = folder / "model.onnx"
         if done.is_file():
             return done
@@ -116,20 +83,18 @@ class PsQat:
             output=str(work / "model.onnx"),
             train=TrainConfig(
                 epochs=self.epochs,
-                surrogate_epochs=self.surrogate_epochs,
-                lr=self.lr,
+                lr=LEARNING_RATE,
                 batch=BATCH,
                 seed=self.seed,
                 weight_decay=WEIGHT_DECAY,
                 datapath_images=self.images,
                 augment=True,
-                distill=self.distill,
             ),
             train_images=self.train,
             holdout=1,  # the design's accuracy is measured by the search, on its own subset
             passes=f"{DEFAULT_PIPELINE},{pipeline}",  # the search's clean-up, then the design
         )
-        run_finetune(config, progress=progress, log=lambda _: None)
+        run_finetune(config, log=lambda _: None)
         (work / "model.onnx").replace(done)
         (folder / "design.json").write_text(
             json.dumps({"model": str(model), "target": target, "pipeline": pipeline,

@@ -7,7 +7,6 @@ fine-tuned."""
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
 import pytest
@@ -117,34 +116,3 @@ def test_the_sensitivity_search_fine_tunes_its_mtj_designs_and_replays_them(
     assert "--psqat fine-tunes the designs" in capsys.readouterr().err
     assert main([*flags, "--strategy", "sensitivity", "--psqat", "64", "--out", str(out)]) == 2
     assert "--psqat-data" in capsys.readouterr().err
-
-
-def test_settings_added_later_keep_the_committed_models_where_they_were() -> None:
-    """The hybrid reproduction's committed PS-QAT models (runs/reproduce/hybrid/psqat, each
-    folder with the design.json it was trained for) are found again: the settings added since
-    (surrogate epochs, learning rate, distillation) are left out of the key at their defaults,
-    and count once they differ."""
-
-    root = Path(__file__).resolve().parents[1]
-    folders = sorted((root / "runs" / "reproduce" / "hybrid" / "psqat").iterdir())
-    assert folders
-    for folder in folders:
-        record = json.loads((folder / "design.json").read_text())
-        settings = {k: v for k, v in record["psqat"].items() if k != "folder"}
-        model = root / "models" / Path(record["model"]).name
-        psqat = PsQat(**settings, folder=folder.parent)
-        assert psqat.place(model, record["target"], record["pipeline"]) == folder
-        changed = PsQat(**settings, folder=folder.parent, surrogate_epochs=1)
-        assert changed.place(model, record["target"], record["pipeline"]) != folder
-        for later in ({"lr": 1e-3}, {"distill": 0.5}):
-            assert PsQat(**settings, folder=folder.parent, **later).digest != psqat.digest
-
-
-def test_surrogate_only_settings_are_checked() -> None:
-    with pytest.raises(UserError, match="at least one epoch"):
-        PsQat("digits-cnn", epochs=0)
-    with pytest.raises(UserError, match="learning rate"):
-        PsQat("digits-cnn", lr=0.0)
-    with pytest.raises(UserError, match="distilled share"):
-        PsQat("digits-cnn", distill=1.5)
-    assert PsQat("digits-cnn", epochs=0, surrogate_epochs=1).surrogate_epochs == 1

@@ -174,17 +174,7 @@ def test_xpert_phase_two_table_puts_each_ratio_the_way_the_paper_states_it() -> 
     assert "| TOPS/W, searched / baseline | 1.72x | 1.50x | 3.00x |" in text
     assert "| TOPS/mm2, searched / baseline | 1.93x | 2.00x | 3.00x |" in text
     assert "| accuracy, baseline |  | 85.00% | 92.00% |" in text
-    assert "| accuracy, searched, as trained | 92.46% | 91.80% | 91.80% |" in text
-    assert "fine-tuned" not in text  # a record from before the fine-tune
-    result["searched"]["tuned"] = {
-        "settings": {"surrogate_epochs": 1, "lr": 3e-4, "distill": 0.8, "train": 22500},
-        "validation_accuracy": 0.93,
-        "accuracy": 0.921,
-    }
-    text = xpert.phase_two_markdown(result)
-    assert "| accuracy, searched, fine-tuned for it | 92.46% | 92.10% | 92.10% |" in text
-    assert "over the first 22,500 training images, peak learning rate 0.0003, 80% of the" in text
-    assert "same design: 93.00% on the validation images" in text
+    assert "| accuracy, searched | 92.46% | 91.80% | 91.80% |" in text
 
 
 import hybrid  # noqa: E402
@@ -444,11 +434,9 @@ def test_xpert_phase_two_reads_the_searched_design_tests_back_from_the_store(
     monkeypatch.setattr(xpert, "design_tests", tests)
     monkeypatch.setattr(xpert, "cost", cost)
     monkeypatch.setattr(xpert, "conv_widths", lambda model: (64, 128))
-    monkeypatch.setattr(xpert, "tuned_design", lambda out, model, pipeline, *a: {"of": pipeline})
     record = {"baselines": [], "chosen": {"widths": list(xpert.ChannelSpace("vgg16").baseline())}}
     store = xpert.JsonStore(tmp_path / "baselines.json")
     first = xpert.phase_two(tmp_path, record, 4, 500, 5000, network, store)
-    assert first["searched"]["tuned"] == {"of": "p"}
     ((area, floor, samples, name),) = searches  # float less CONVERTER_LOSS, any area
     assert (area, floor, samples) == (None, pytest.approx(0.925), 500)
     assert first["searched"]["accuracy"] == 0.91 and first["searched"]["metrics"] == {"edap": 1.0}
@@ -461,61 +449,6 @@ def test_xpert_phase_two_reads_the_searched_design_tests_back_from_the_store(
     assert checked["samples"] == 2000 and tested == ["p", "p"]  # tested anew: another key
     with pytest.raises(SystemExit):
         xpert.phase_two(tmp_path, record, 4, 500, 5000, network, store, check=100)
-
-
-def test_xpert_fine_tunes_the_searched_design_once_and_reads_its_tests_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The searched design is fine-tuned through search/psqat.py with `TUNING` (surrogate
-    epochs only, on the training split) for its pipeline without the clean-up that
-    `PsQat.finetuned` puts in front, on xpert.hw; the fine-tuned model is tested on the
-    design's full pipeline and on the deciding validation images, and a second run reads both
-    back from the store."""
-    import xpert
-
-    from imcc.passes.pipeline import DEFAULT_PIPELINE
-    from imcc.search.psqat import PsQat
-
-    network = tmp_path / "vgg.onnx"
-    network.write_bytes(b"one")
-    tuned = tmp_path / "tuned.onnx"
-    tuned.write_bytes(b"two")
-    calls, tested, checked = [], [], []
-
-    def finetuned(self, model, target, pipeline, progress=False):
-        calls.append((self, model, target, pipeline))
-        return tuned
-
-    def tests(model: Path, pipeline: str, samples: int, test_images: int) -> dict:
-        tested.append((model, pipeline, samples, test_images))
-        return {"accuracy": 0.921, "test_images": test_images, "xpert_model": {"test": 0.92}}
-
-    def accuracy(program, data, samples):
-        checked.append((program, data, samples))
-        return 0.93
-
-    monkeypatch.setattr(PsQat, "finetuned", finetuned)
-    monkeypatch.setattr(xpert, "design_tests", tests)
-    monkeypatch.setattr(xpert, "compiled", lambda model, pipeline: (model, pipeline))
-    monkeypatch.setattr(xpert, "mapped_accuracy", accuracy)
-    pipeline = f"{DEFAULT_PIPELINE},select-adc{{per_layer_bits=[7,6]}}"
-    store = xpert.JsonStore(tmp_path / "baselines.json")
-    first = xpert.tuned_design(tmp_path, network, pipeline, 2000, 5000, store)
-    ((tuning, model, target, design),) = calls
-    assert (model, target, design) == (network, "xpert", "select-adc{per_layer_bits=[7,6]}")
-    assert (tuning.epochs, tuning.surrogate_epochs, tuning.train) == (0, 1, 22500)
-    assert tuning.folder == tmp_path / "tuned" and tuning.data == xpert.DATA
-    assert tested == [(tuned, pipeline, 2000, 5000)]
-    assert checked == [((tuned, pipeline), xpert.VALIDATION, 2000)]
-    assert first == {
-        "model": str(tuned),
-        "settings": xpert.TUNING,
-        "validation_accuracy": 0.93,
-        "accuracy": 0.921,
-        "xpert_model": {"test": 0.92},
-    }
-    again = xpert.tuned_design(tmp_path, network, pipeline, 2000, 5000, store)
-    assert again == first and len(tested) == 1 and len(checked) == 1 and len(calls) == 2
 
 
 def test_xpert_breakdown_splits_each_design_energy_and_puts_edap_against_the_first(
