@@ -18,7 +18,8 @@ generator, the log and the settings), so `--resume` continues a stopped run; on 
 with the weights an uninterrupted run has (CUDA kernels need not be bit-reproducible). A
 resume must keep the settings the schedule was built for (architecture, width, epochs, batch,
 lr, seed, init): a change is refused. `--init STATE` starts from the best weights of another
-run's checkpoint instead of a random initialisation, with a fresh optimizer and schedule: a
+run's checkpoint (or of a model this script exported: `--init MODEL.onnx`) instead of a
+random initialisation, with a fresh optimizer and schedule: a
 warm restart (Loshchilov & Hutter, "SGDR", ICLR 2017), which continues a finished run for a
 second cycle without retraining the first. CUDA is used when present (`--device`).
 `--autocast bf16` runs the forward and backward of convolutions and linears in bfloat16
@@ -159,9 +160,8 @@ def train(
     if autocast is not None:
         recipe["autocast"] = str(autocast).removeprefix("torch.")
     if init is not None:
-        origin = load_state(init)["best"]
-        model.load_state_dict(origin["model"])
-        recipe["init"] = f"{init} (epoch {origin['epoch']})"
+        weights, recipe["init"] = initial_weights(init)
+        model.load_state_dict(full_state(model, weights, init))
     run = Run(recipe)
     best: dict | None = None
     if resume:
@@ -239,6 +239,37 @@ def load_state(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def initial_weights(init: Path) -> tuple[dict, str]:
+    """Return the weights a warm restart starts from and how its settings name them: a
+    checkpoint's best epoch, or the initializers of a model `export` wrote (.onnx: the export
+    names them as the module's state dict; the bytes' digest names the start)."""
+    if init.suffix != ".onnx":
+        origin = load_state(init)["best"]
+        return origin["model"], f"{init} (epoch {origin['epoch']})"
+    import hashlib
+
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(init)).graph
+    weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer}
+    return weights, f"{init} (sha256 {hashlib.sha256(init.read_bytes()).hexdigest()[:12]})"
+
+
+def full_state(model: nn.Module, weights: dict, init: Path) -> dict:
+    """Return `model`'s state dict with every tensor from `weights`: all must be there with
+    their shapes (batch norms' step counters, which an export drops, stay the model's)."""
+    state = model.state_dict()
+    missing = [k for k in state if k not in weights and not k.endswith("num_batches_tracked")]
+    wrong = [k for k in state if k in weights and weights[k].shape != state[k].shape]
+    if missing or wrong:
+        raise SystemExit(
+            f"--init {init}: not this network's weights (missing {missing[:3]}, other shapes "
+            f"{wrong[:3]}); give a checkpoint or an export of the same --arch and widths"
+        )
+    return {k: weights.get(k, v) for k, v in state.items()}
+
+
 def export(model: nn.Module, path: Path) -> Path:
     """Write `model` as ONNX (models/common.py's export) for 3x32x32 images in [0, 1]."""
     return export_onnx(model, path, torch.zeros(1, 3, 32, 32))
@@ -275,7 +306,10 @@ def main() -> None:
     parser.add_argument("--state", type=Path, required=True, help="checkpoint file")
     parser.add_argument("--resume", action="store_true", help="continue from --state")
     parser.add_argument(
-        "--init", type=Path, help="start from the best weights of this checkpoint (warm restart)"
+        "--init",
+        type=Path,
+        help="start from the best weights of this checkpoint, or of this exported .onnx model "
+        "(warm restart)",
     )
     parser.add_argument("--out", type=Path, help="ONNX file of the best validation epoch")
     parser.add_argument("--threads", type=int, help="torch CPU threads")

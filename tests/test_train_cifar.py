@@ -9,7 +9,16 @@ import pytest
 import torch
 
 from imcc.models.cifar_resnet import CifarResNet
-from imcc.models.train_cifar import PAD, augment, build, export, load_state, train
+from imcc.models.train_cifar import (
+    PAD,
+    augment,
+    build,
+    export,
+    full_state,
+    initial_weights,
+    load_state,
+    train,
+)
 
 
 def tiny_data(seed: int = 0):
@@ -79,6 +88,35 @@ def test_a_warm_restart_starts_from_the_best_weights_of_another_run(tmp_path):
     assert resumed.done == 2
     with pytest.raises(SystemExit, match="init"):  # a resume without the same start: refused
         train(tiny_model(), data, state=state, resume=True, **kw)
+
+
+def test_a_warm_restart_starts_from_an_exported_model(tmp_path):
+    """`init` takes a model `export` wrote: every weight and batch-norm statistic of the
+    exported network is the restart's start, the settings name the file by its digest, and an
+    export of another network is refused."""
+    import hashlib
+
+    data = tiny_data()
+    trained = tiny_model()
+    train(trained, data, epochs=1, batch=16, progress=False)
+    trained.eval()
+    onnx_file = export(trained, tmp_path / "trained.onnx")
+    weights, label = initial_weights(onnx_file)
+    start = full_state(tiny_model(), weights, onnx_file)
+    digest = hashlib.sha256(onnx_file.read_bytes()).hexdigest()[:12]
+    assert label == f"{onnx_file} (sha256 {digest})"
+    for name, tensor in trained.state_dict().items():
+        if not name.endswith("num_batches_tracked"):
+            assert torch.equal(start[name], tensor), name
+    assert not torch.equal(
+        tiny_model().state_dict()["network.features.0.weight"], start["network.features.0.weight"]
+    )
+    run = train(tiny_model(), data, epochs=1, batch=16, init=onnx_file, progress=False)
+    assert run.settings["init"] == label
+    torch.manual_seed(0)
+    other = export(build("vgg11", width=1 / 8).eval(), tmp_path / "other.onnx")
+    with pytest.raises(SystemExit, match="not this network's weights"):
+        train(tiny_model(), data, epochs=1, batch=16, init=other, progress=False)
 
 
 def test_bf16_steps_train_as_float32_ones_do(tmp_path):
