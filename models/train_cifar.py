@@ -249,11 +249,13 @@ def initial_weights(init: Path) -> tuple[dict, str]:
     import hashlib
 
     import onnx
-    from onnx import numpy_helper
 
-    graph = onnx.load(str(init)).graph
-    weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer}
-    return weights, f"{init} (sha256 {hashlib.sha256(init.read_bytes()).hexdigest()[:12]})"
+    from imcc.frontend.onnx_fold import read_initializers
+
+    data = init.read_bytes()
+    arrays = read_initializers(onnx.load_from_string(data).graph, str(init))
+    weights = {name: torch.from_numpy(array.copy()) for name, array in arrays.items()}
+    return weights, f"{init} (sha256 {hashlib.sha256(data).hexdigest()[:12]})"
 
 
 def full_state(model: nn.Module, weights: dict, init: Path) -> dict:
