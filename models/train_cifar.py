@@ -26,6 +26,10 @@ second cycle without retraining the first. CUDA is used when present (`--device`
 (weights, optimizer and batch norm stay float32; Micikevicius et al., "Mixed Precision
 Training", ICLR 2018): on a CPU with AVX-512 BF16 a VGG-16 step takes half the time of
 float32 (measured: 4.38 -> 2.13 s per 128-image step on one thread, `--threads 1`).
+`--channels-last` keeps the weights and images in NHWC order (torch.channels_last), the layout
+oneDNN's CPU convolutions run natively: on a 2-core AMD EPYC without AVX-512 a float32 VGG-16
+step took 2.15 s against 2.75 s in NCHW (measured). It changes the order of float sums, so it
+is a setting of the run (a resume keeps it).
 
     python models/train_cifar.py --arch vgg16 --data cifar10:cifar10_train.npz \\
         --epochs 30 --state runs/vgg16/state.pt --out models/vgg16_cifar10.onnx [--resume]
@@ -133,6 +137,7 @@ def train(
     settings: dict | None = None,
     autocast: torch.dtype | None = None,
     init: Path | None = None,
+    channels_last: bool = False,
 ) -> Run:
     """Train `model` on (train images, labels, validation images, labels) by the recipe of
         the module docstring, checkpointing to `state` after every epoch; with `resume`, continue
@@ -141,13 +146,15 @@ def train(
         checkpoint, and a resume with other settings is refused. `autocast` (e.g. torch.bfloat16)
         runs the training steps in that precision under torch.autocast (a setting of the run;
         validation stays float32, as the export). `init` starts the model from the best weights of
-    another run's checkpoint (a warm restart; part of the settings). Return the run's log; the model
+    another run's checkpoint (a warm restart; part of the settings). `channels_last` trains in
+    NHWC order (part of the settings). Return the run's log; the model
         holds the last epoch's weights, the checkpoint also the best epoch's (`best`)."""
     from tqdm import tqdm
 
     device = device or torch.device("cpu")
     x, y, vx, vy = data
-    model.to(device)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(device, memory_format=layout)
     generator = torch.Generator().manual_seed(seed)
     steps = -(-len(x) // batch)
     optimizer = torch.optim.SGD(
@@ -159,6 +166,8 @@ def train(
     recipe = {"epochs": epochs, "batch": batch, "lr": lr, "seed": seed, **(settings or {})}
     if autocast is not None:
         recipe["autocast"] = str(autocast).removeprefix("torch.")
+    if channels_last:
+        recipe["channels_last"] = True
     if init is not None:
         weights, recipe["init"] = initial_weights(init)
         model.load_state_dict(full_state(model, weights, init))
@@ -193,7 +202,7 @@ def train(
         )
         for first in bar:
             index = order[first : first + batch]
-            images = augment(x[index], generator).to(device)
+            images = augment(x[index], generator).to(device, memory_format=layout)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                 logits = model(images)
@@ -320,6 +329,11 @@ def main() -> None:
         choices=sorted(AUTOCAST),
         help="mixed precision for the training steps (bf16: bfloat16 convolutions and linears)",
     )
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="NHWC weights and images (faster CPU convolutions; a setting of the run)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     if args.threads:
@@ -345,6 +359,7 @@ def main() -> None:
         settings=settings,
         autocast=AUTOCAST.get(args.autocast),
         init=args.init,
+        channels_last=args.channels_last,
     )
     if args.out is not None:
         saved = load_state(args.state)
