@@ -37,11 +37,12 @@ quantized once), which its search reports, beside imcc's bit-accurate one.
 
 Phase 2 (`phase_two`, once both trained networks are in models/: `BASELINE_MODEL`,
 `SEARCHED_MODEL`): the floor is the searched network's float accuracy on the validation
-split (`CHECK` images, or `SAMPLES` with `--check 0`) less `CONVERTER_LOSS` (XPert's 92.46%
-is within a point of a float VGG-16 on CIFAR-10; a floor under the baseline's 4-bit inputs
-would settle lower); then per-layer input and converter bits on the trained searched
-network, phase 1's structure fixed, for the least energy at or above the floor
-(search/channels.py `cheapest_precisions`). The area window is
+split (`CHECK` images, or `SAMPLES` with `--check 0`) less `SEARCH_LOSS` (half a point; a
+floor under the baseline's 4-bit inputs would settle lower); then per-layer input and
+converter bits on the trained searched network, phase 1's structure fixed, for the least
+energy at or above the floor (search/channels.py `cheapest_precisions`), and of the feasible
+designs, from the cheapest up, the first that holds the floor on `HELD_OUT` validation images
+the search never saw (`confirmation`). The area window is
 phase 1's constraint: XPert's phase 2 constrains only the accuracy (XPert, DAC 2023, §3), and
 the precisions it lowers shrink the area it is given.
 The float-matched baseline is chosen on `SAMPLES` validation images and must hold its point on
@@ -58,7 +59,7 @@ import functools
 import hashlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,7 @@ from formats import percent  # noqa: E402
 
 from imcc import driver  # noqa: E402
 from imcc.costmodel import CostReport, estimate  # noqa: E402
+from imcc.frontend.datasets import load_dataset  # noqa: E402
 from imcc.frontend.hw import load_target  # noqa: E402
 from imcc.search.channels import (  # noqa: E402
     AREA_WINDOW,
@@ -139,6 +141,24 @@ restarted VGG-16 5-bit inputs with 7-bit converters hold 93.0% on 500 (the float
 them rather than checking its design afterwards: after a search on 500 images, where the
 descent went on from that 5-bit design, a check walks its cheaper descendants first, and
 none of the designs it would reach keeps wider inputs with narrower converters."""
+SEARCH_LOSS = 0.005
+"""What phase 2's design may cost against the float network on the validation split (imcc's
+acceptance for the reproduction: a searched design at 91.5% or more beside a float VGG-16 of
+92.0%, half a point). Measured on the first run's design, decided at a one-point floor
+(`CONVERTER_LOSS`) on `CHECK` images: 0.80 points below the float network there, 1.30 on
+1,000 held-out validation images and 1.52 on the test images; a floor of a point lets the
+design lose more than the acceptance allows even where nothing flatters it."""
+VALIDATION_IMAGES = 5000
+"""Images in the validation split (training images 45,000-49,999)."""
+HELD_OUT = 3000
+"""Validation images, after those that decide phase 2's designs, that confirm its result
+(`confirmation`): the descent keeps the cheapest of many designs measured on the same images,
+and its accuracy there is flattered (0.50 points in the first run: 0.80 below the float
+network on the deciding images, 1.30 on held-out ones). The feasible designs are confirmed
+from the cheapest up; the first that holds the floor on these images too is the result."""
+HELD_OUT_PROBE = 500
+"""Held-out images a design is simulated on first: one these put more than two standard errors
+below the floor (2.5 points at 92%) is not simulated on the rest."""
 SAMPLES = 500
 """Validation images the baseline designs are chosen on (`baseline_designs`; the float-matched
 one is confirmed on `CHECK`), and phase 2's designs with `--check 0`."""
@@ -215,7 +235,6 @@ def compiled(model: Path, pipeline: str) -> Any:
 def mapped_accuracy(program: Any, data: str, samples: int) -> float:
     """Return a compiled design's bit-accurate accuracy on the first `samples` images of
     `data`."""
-    from imcc.frontend.datasets import load_dataset
     from imcc.simulation import simulate
 
     report = simulate(program, chip(), load_dataset(data, samples), progress=True)
@@ -276,7 +295,6 @@ def xpert_accuracy(
     sum of each input bit and weight slice (`imcc simulate`). `input_bits` and `adc_bits`
     hold one entry per conv or linear layer, in graph order."""
     from imcc.backend.reference import RULES, ReferenceInterpreter
-    from imcc.frontend.datasets import load_dataset
     from imcc.ir.rebatch import rebatch
 
     graph = driver.compile(model, None, passes="canonicalize,fold-constants,canonicalize")
@@ -448,7 +466,6 @@ def cost(model: Path, pipeline: str) -> Metrics:
 def baseline_design(pipeline: str, samples: int) -> dict:
     """Return one baseline design's validation accuracies (mapped and with lossless
     converters), measured."""
-    from imcc.frontend.datasets import load_dataset
     from imcc.simulation import simulate
 
     target = chip()
@@ -612,16 +629,18 @@ def phase_two(
     target = chip()
     designs = record["baselines"]
     reference = float_accuracy(network, VALIDATION, images)
-    floor = reference - CONVERTER_LOSS
+    floor = reference - SEARCH_LOSS
     chosen = record["chosen"]
     structure = inner_choices(out / "channels", ChannelSpace("vgg16").label(chosen["widths"]))
     digest = hashlib.sha256(network.read_bytes()).hexdigest()[:12]
+    confirmed: list[dict] = []
+    confirm = confirmation(out, network, images, digest, confirmed)
     found = cheapest_precisions(
         network,
         target,
         VALIDATION,
         open_storage(storage_url(None, out)),
-        f"phase2-{digest}-{images}",  # a study per weights and image count
+        f"phase2-{digest}-{images}-{SEARCH_LOSS}",  # a study per weights, images and floor
         structure,
         trials,
         None,  # the accuracy floor only (module docstring)
@@ -629,11 +648,12 @@ def phase_two(
         images,
         probe=PROBE,
         progress=True,
+        confirm=confirm,
     )
     if found is None:
         raise SystemExit(
             f"phase 2 found no design at or above {100 * floor:.2f}% on {images:,} validation "
-            "images"
+            "images" + (" that held it on the held-out ones" if confirm is not None else "")
         )
     key = store_key(network, found.pipeline, images, test_images)
     tests = None if store is None else store.get(key)
@@ -648,15 +668,83 @@ def phase_two(
         "floor": floor,
         "samples": images,
         "baselines": [d for d in designs if d["role"]],
+        "loss": SEARCH_LOSS,
+        "confirmed": confirmed,
         "searched": {
             "pipeline": found.pipeline,
             "metrics": cost(network, found.pipeline).to_dict(),
             "validation_accuracy": found.accuracy,
+            "held_out": confirmed[-1] if confirmed else None,
             "accuracy": tests["accuracy"],
             "xpert_model": tests["xpert_model"],
         },
         "test_images": test_images,
     }
+
+
+def confirmation(
+    out: Path, network: Path, images: int, digest: str, confirmed: list[dict]
+) -> Callable[[str], bool] | None:
+    """Return phase 2's held-out check of a design (`HELD_OUT`): its bit-accurate accuracy on
+    the validation images after the first `images` (calibrated as phase 2 compiles: on the
+    split's first images), at least the float network's there less `SEARCH_LOSS`; each design
+    it measures is appended to `confirmed`. The measurements are kept in a store per network
+    (`out`/held-out-DIGEST.json), so a stopped run resumes. None when no validation image is
+    left after the deciding ones."""
+    count = min(HELD_OUT, VALIDATION_IMAGES - images)
+    if count <= 0:
+        return None
+    decided = Problem.load(
+        network, chip(), VALIDATION, search_samples=1, probe_samples=1, check_samples=1
+    )
+    data = f"{DATA},from={45_000 + images}"
+    held = load_dataset(data, count)
+    probe = min(HELD_OUT_PROBE, len(held.images))
+    problem = dataclasses.replace(
+        decided,
+        data=data,
+        search_data=held.take(len(held.images) // probe * probe),
+        check_data=held,
+        probe=probe,
+    )
+    evaluator = Evaluator(problem, store=JsonStore(out / f"held-out-{digest}.json"))
+    floor = evaluator.reference_accuracy("search") - SEARCH_LOSS
+
+    def confirm(pipeline: str) -> bool:
+        measured = evaluator.evaluate(pipeline, floor=floor)
+        assert measured is not None and measured.accuracy is not None, measured
+        held_out = not measured.pruned and measured.accuracy >= floor
+        confirmed.append(
+            {
+                "pipeline": pipeline,
+                "energy_j": measured.metrics.energy_j if measured.metrics else None,
+                "accuracy": measured.accuracy,
+                "samples": measured.samples,
+                "floor": floor,
+                "float": floor + SEARCH_LOSS,
+                "held": held_out,
+            }
+        )
+        return held_out
+
+    return confirm
+
+
+def held_out_line(result: dict) -> str:
+    """Return the sentence on phase 2's held-out confirmation (`confirmation`), or nothing for
+    a record without one."""
+    confirmed = result.get("confirmed") or []
+    if not confirmed:
+        return ""
+    last = confirmed[-1]
+    walked = ", ".join(
+        f"{100 * c['accuracy']:.2f}%{'' if c['held'] else ' (no)'}" for c in confirmed
+    )
+    return (
+        f"Held out: the next {last['samples']:,} validation images (float "
+        f"{100 * last['float']:.2f}%, floor {100 * last['floor']:.2f}%), the feasible designs "
+        f"from the cheapest up: {walked}. "
+    )
 
 
 def phase_two_markdown(result: dict) -> str:
@@ -675,10 +763,12 @@ def phase_two_markdown(result: dict) -> str:
         "",
         f"Network: {Path(result['network']).name}. Accuracy floor (the first "
         f"{result['samples']:,} validation images, the searched network in float "
-        f"{100 * result['float_validation']:.2f}%, less {100 * CONVERTER_LOSS:.0f} point): "
+        f"{100 * result['float_validation']:.2f}%, less "
+        f"{100 * result.get('loss', CONVERTER_LOSS):g} point): "
         f"{100 * result['floor']:.2f}%; the searched design: "
-        f"{100 * result['searched']['validation_accuracy']:.2f}% there. Accuracies below: "
-        f"bit-accurate, first {n:,} test images. {costs_label()}.",
+        f"{100 * result['searched']['validation_accuracy']:.2f}% there. "
+        + held_out_line(result)
+        + f"Accuracies below: bit-accurate, first {n:,} test images. {costs_label()}.",
         "",
         "| figure | paper | " + " | ".join(f"imcc vs {c}" for c in columns) + " |",
         "|---|---|" + "---|" * len(columns),

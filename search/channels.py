@@ -34,7 +34,7 @@ import itertools
 import json
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from imcc.search.storage import (
     PIPELINE,
     RESULT,
     best_feasible,
+    feasible_by_value,
     finished_count,
     open_storage,
     open_study,
@@ -278,6 +279,7 @@ def cheapest_precisions(
     seed: int = 0,
     probe: int | None = None,
     progress: bool = False,
+    confirm: Callable[[str], bool] | None = None,
 ) -> Precisions | None:
     """Run xpert's phase 2 on a trained network: per-layer input and converter precision
     (XPert's IP and AP, strategies.UNIFORM_STEPS; the target's other options, e.g. the weight
@@ -294,8 +296,11 @@ def cheapest_precisions(
     images, so its accuracy there is biased upwards (a winner's curse) by about a standard
     error of `samples` images: choose them accordingly (benchmarks/xpert.py `CHECK`). With
     `progress`, a bar counts the designs measured (minutes each on a large network) and shows
-    the last one's accuracy and the cheapest feasible energy. Return the best design, or None
-    if none is feasible."""
+    the last one's accuracy and the cheapest feasible energy. With `confirm`, a held-out
+    check (e.g. the accuracy on validation images the descent never saw): the feasible designs
+    are offered to it from the least energy up, and the first it accepts is the result, so
+    the winner's curse of the descent's own images does not decide alone. Return the best
+    design, or None if none is feasible (or `confirm` accepts none)."""
     problem = Problem.load(
         model,
         target,
@@ -345,18 +350,18 @@ def cheapest_precisions(
         run_phase(phase, study, space, evaluator, limits, measured)
     finally:
         bar.close()
-    best = best_feasible(study)
-    if best is None:
-        return None
-    result = best.user_attrs[RESULT]
-    metrics = result["metrics"]
-    return Precisions(
-        metrics["energy_j"],
-        metrics["latency_s"],
-        metrics["area_mm2"],
-        result["accuracy"],
-        best.user_attrs[PIPELINE],
-    )
+    for best in feasible_by_value(study):
+        if confirm is None or confirm(best.user_attrs[PIPELINE]):
+            result = best.user_attrs[RESULT]
+            metrics = result["metrics"]
+            return Precisions(
+                metrics["energy_j"],
+                metrics["latency_s"],
+                metrics["area_mm2"],
+                result["accuracy"],
+                best.user_attrs[PIPELINE],
+            )
+    return None
 
 
 @dataclass(frozen=True)

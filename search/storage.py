@@ -434,8 +434,22 @@ def feasible(trial: FrozenTrial) -> bool:
 def best_feasible(study: optuna.Study) -> FrozenTrial | None:
     """Return a single-objective study's complete trial with the lowest value among those
     that meet every constraint (ties: the earlier trial), or None when none does."""
+    return next(iter(feasible_by_value(study)), None)
+
+
+def feasible_by_value(study: optuna.Study) -> list[FrozenTrial]:
+    """Return a single-objective study's complete trials that meet every constraint, lowest
+    value first (ties: the earlier trial; one pipeline once, its first trial)."""
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return min((t for t in trials if feasible(t)), key=lambda t: t.values[0], default=None)
+    ranked = sorted((t for t in trials if feasible(t)), key=lambda t: (t.values[0], t.number))
+    seen: set[object] = set()
+    unique = []
+    for trial in ranked:
+        pipeline = trial.user_attrs.get(PIPELINE, trial.number)
+        if pipeline not in seen:
+            seen.add(pipeline)
+            unique.append(trial)
+    return unique
 
 
 def finished_count(study: optuna.Study) -> int:

@@ -182,3 +182,27 @@ def test_phase_two_probe_drops_designs_the_first_images_rule_out(
     study = channels.optuna.load_study(study_name="phase2/phase2", storage=storage)
     results = [t.user_attrs["result"] for t in study.trials if "result" in t.user_attrs]
     assert results and all(r["pruned"] and r["accuracy_samples"] == 4 for r in results)
+
+
+def test_phase_two_confirms_the_feasible_designs_from_the_cheapest_up(searched, tmp_path) -> None:
+    """With a held-out check, the feasible designs are offered from the least energy up (each
+    pipeline once) and the first it accepts is the result; when it accepts none, none is."""
+    storage = channels.open_storage(f"sqlite:///{(tmp_path / 'phase2.db').resolve()}")
+    offered: list[str] = []
+
+    def second(pipeline: str) -> bool:
+        offered.append(pipeline)
+        return len(offered) == 2
+
+    found = any_area_phase_two(searched, storage, 0.0, 8, confirm=second)
+    study = channels.optuna.load_study(study_name="phase2/phase2", storage=storage)
+    ranked = channels.feasible_by_value(study)
+    energies = [t.values[0] for t in ranked]
+    assert len(ranked) >= 2 and energies == sorted(energies)
+    assert [t.user_attrs["pipeline"] for t in ranked][:2] == offered
+    assert found is not None and found.pipeline == offered[1]
+    assert found.energy_j == energies[1] > energies[0]  # not the cheapest: it was refused
+    assert channels.best_feasible(study) is ranked[0]
+    refused: list[str] = []
+    none = any_area_phase_two(searched, storage, 0.0, 8, confirm=lambda p: refused.append(p))
+    assert none is None and len(refused) == len(ranked) == len(set(refused))
