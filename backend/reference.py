@@ -73,6 +73,13 @@ def _conv(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
     ]
 
 
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ONNX MatMul: float32 through `kernels.exact_matmul` (rounded once inside
+    `kernels.rounded_once`); integers in their own dtype (numpy's exact integer matmul, no
+    2**53 limit)."""
+    return kernels.exact_matmul(a, b) if a.dtype == np.float32 else np.matmul(a, b)
+
+
 def _linear(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
     x, w, *b = args
     y = kernels.exact_matmul(x, w)
@@ -160,7 +167,7 @@ RULES: dict[str, Rule] = {
     "div": _binary(_divide),
     "conv": _conv,
     "linear": _linear,
-    "matmul": _binary(np.matmul),
+    "matmul": _binary(_matmul),
     "batch_norm": _batch_norm,
     "max_pool": lambda n, a: [
         kernels.max_pool(
@@ -282,7 +289,9 @@ def sample_input(graph: Graph, images: np.ndarray, purpose: str) -> Value:
 def collect(graph: Graph, images: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
     """Run the graph's single input over samples in chunks of its batch; return the named
     values of all chunks concatenated along the batch axis (the remainder that does not fill a
-    whole batch is dropped)."""
+    whole batch is dropped). The float32 products are rounded once (`kernels.rounded_once`), so
+    the values, and the scales and ranges calibrated from them, do not depend on the BLAS's
+    thread count."""
     value = sample_input(graph, images, "calibration")
     batch = value.type.shape[0] if value.type.rank else 1
     chunks = len(images) // batch
@@ -291,7 +300,8 @@ def collect(graph: Graph, images: np.ndarray, names: list[str]) -> dict[str, np.
     probe = graph.replace(outputs=tuple(dict.fromkeys(names)))
     parts: dict[str, list[np.ndarray]] = {name: [] for name in probe.outputs}
     for i in range(chunks):
-        with np.errstate(over="ignore", invalid="ignore"):  # callers check what overflows
+        with np.errstate(over="ignore", invalid="ignore"), kernels.rounded_once():
+            # callers check what overflows
             out = run_graph(probe, {value.name: images[i * batch : (i + 1) * batch]})
         for name in probe.outputs:
             parts[name].append(out[name])

@@ -127,3 +127,66 @@ def test_lrn_matches_onnxruntime(size):
     np.testing.assert_allclose(
         kernels.lrn(x, size, 1e-2, 0.75, 2.0), expected, rtol=1e-5, atol=1e-6
     )
+
+
+def test_float32_matmul_is_rounded_once_inside_rounded_once():
+    # the oracle: each entry's exact sum (float32 products are exact in float64, math.fsum
+    # rounds their sum once) rounded to float32; float32 BLAS misses it in many entries
+    import math
+
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((64, 2304), dtype=np.float32)
+    b = rng.standard_normal((2304, 48), dtype=np.float32)
+    wide_a, wide_b = a.astype(np.float64), b.astype(np.float64)
+    expected = np.array(
+        [[math.fsum(wide_a[i] * wide_b[:, j]) for j in range(b.shape[1])] for i in range(64)],
+        dtype=np.float32,
+    )
+    with kernels.rounded_once():
+        ours = kernels.exact_matmul(a, b)
+    assert ours.dtype == np.float32
+    np.testing.assert_array_equal(ours, expected)
+    outside = kernels.exact_matmul(a, b)  # float32 BLAS, as onnxruntime: not rounded once
+    np.testing.assert_array_equal(outside, np.matmul(a, b))
+    assert not np.array_equal(outside, expected)
+
+
+def test_calibration_values_do_not_depend_on_blas_threads():
+    """`collect` (the calibration forward) gives the same bytes on 1 and 2 BLAS threads for a
+    conv and a matmul (without `rounded_once` these sizes' float32 BLAS sums differ)."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import hashlib, numpy as np\n"
+        "from imcc.backend.reference import collect\n"
+        "from imcc.ir import DType, GraphBuilder, TensorType\n"
+        "r = np.random.default_rng(0)\n"
+        "b = GraphBuilder('t')\n"
+        "x = b.add_input('x', TensorType((8, 256, 8, 8), DType.F32))\n"
+        "w = b.add_constant(r.standard_normal((256, 256, 3, 3), dtype=np.float32), 'w')\n"
+        "a = {'strides': [1, 1], 'pads': [1, 1, 1, 1], 'dilations': [1, 1]}\n"
+        "(y,) = b.add_node('conv', [x, w], a, name='c')\n"
+        "(f,) = b.add_node('reshape', [y], {'shape': [8, 16384]}, name='f')\n"
+        "v = b.add_constant(r.standard_normal((16384, 64), dtype=np.float32), 'v')\n"
+        "(z,) = b.add_node('matmul', [f, v], {}, name='m')\n"
+        "g = b.build([z])\n"
+        "images = r.standard_normal((16, 256, 8, 8), dtype=np.float32)\n"
+        "out = collect(g, images, [y, z])\n"
+        "print(hashlib.sha256(out[y].tobytes() + out[z].tobytes()).hexdigest())\n"
+    )
+    digests = set()
+    for threads in ("1", "2"):
+        env = {
+            **os.environ,
+            "OPENBLAS_NUM_THREADS": threads,
+            "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        digests.add(done.stdout.strip())
+    assert len(digests) == 1
