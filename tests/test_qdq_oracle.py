@@ -160,7 +160,8 @@ def compare(program: Graph, samples: list[np.ndarray]) -> Agreement:
     session = ort_session(model.SerializeToString())
     names = [o.name for o in session.get_outputs()]
     upstream = upstream_codes(program, codes)
-    inputs = {name: program.producers[name].inputs[0] for name in codes}
+    quantizers = {name: program.producers[name] for name in codes}
+    inputs = {name: node.inputs[0] for name, node in quantizers.items()}
     probe = program.replace(
         outputs=tuple(dict.fromkeys([*program.outputs, *codes, *inputs.values()]))
     )
@@ -178,15 +179,13 @@ def compare(program: Graph, samples: list[np.ndarray]) -> Agreement:
             result.codes_off += int(np.count_nonzero(diff))
             result.codes_worst = max(result.codes_worst, int(diff.max(initial=0)))
             result.per_quantize[name] += int(np.count_nonzero(diff))
-            if index == 0 and program.producers[name].inputs[0] == feed:
+            if index == 0 and inputs[name] == feed:
                 result.first_exact &= not diff.any()
             if not diff.any():
                 agree.add(name)
             elif upstream[name] <= agree:  # a root: its inputs' codes are ORT's own
-                scaled = ours[inputs[name]].astype(np.float64) / program.producers[name].attr(
-                    "scale"
-                )
-                gap = np.abs(np.abs(scaled - np.floor(scaled)) - 0.5)
+                scaled = ours[inputs[name]].astype(np.float64) / quantizers[name].attr("scale")
+                gap = np.abs(scaled - np.floor(scaled) - 0.5)
                 off = diff > 0
                 result.roots += int(np.count_nonzero(off))
                 unexplained = off & (gap > TIE * np.maximum(np.abs(scaled), 1.0))
