@@ -31,6 +31,12 @@ oneDNN's CPU convolutions run natively: on a 2-core AMD EPYC without AVX-512 a f
 step took 2.15 s against 2.75 s in NCHW (measured). It changes the order of float sums, so it
 is a setting of the run (a resume keeps it).
 
+`--average A B ...` trains nothing: it exports the mean of the weights of runs of one network
+(their checkpoints' best epochs or their exports, e.g. the ends of successive warm-restart
+cycles) with every batch norm's statistics measured again on the training images: stochastic
+weight averaging (Izmailov et al., UAI 2018). It prints each source's validation accuracy and
+the average's, so the choice between them is made on the validation images.
+
     python models/train_cifar.py --arch vgg16 --data cifar10:cifar10_train.npz \\
         --epochs 30 --state runs/vgg16/state.pt --out models/vgg16_cifar10.onnx [--resume]
 """
@@ -281,6 +287,42 @@ def full_state(model: nn.Module, weights: dict, init: Path) -> dict:
     return {k: weights.get(k, v) for k, v in state.items()}
 
 
+def average(
+    model: nn.Module,
+    sources: list[Path],
+    images: torch.Tensor,
+    batch: int = 256,
+    device: torch.device | None = None,
+) -> nn.Module:
+    """Load into `model` the mean of the weights of `sources` (checkpoints' best epochs or
+    exported models of this network, `initial_weights`) and recompute every batch norm's
+    statistics on `images`: stochastic weight averaging (Izmailov et al., "Averaging Weights
+    Leads to Wider Optima and Better Generalization", UAI 2018), here over the ends of the
+    warm-restart cycles. An average's batch-norm statistics are none of its sources', so they are
+    measured again: one pass in train mode with a cumulative mean (torch.optim.swa_utils'
+    `update_bn`, momentum None: each statistic is the mean of its `batch`-image batches' means
+    and unbiased variances); the images are unaugmented, as the network sees them at inference.
+    Return `model` in eval mode."""
+    from torch.optim.swa_utils import update_bn
+
+    if not sources:
+        raise SystemExit("--average needs at least one model")
+    device = device or torch.device("cpu")
+    states = [full_state(model, initial_weights(source)[0], source) for source in sources]
+    mean = {}
+    for name, tensor in states[0].items():
+        if tensor.is_floating_point():
+            total = sum(state[name].double() for state in states)
+            mean[name] = (total / len(states)).to(tensor.dtype)
+        else:  # batch norms' step counters: reset by update_bn
+            mean[name] = tensor
+    model.load_state_dict(mean)
+    model.to(device)
+    batches = (images[first : first + batch] for first in range(0, len(images), batch))
+    update_bn(batches, model, device)
+    return model.eval()
+
+
 def export(model: nn.Module, path: Path) -> Path:
     """Write `model` as ONNX (models/common.py's export) for 3x32x32 images in [0, 1]."""
     return export_onnx(model, path, torch.zeros(1, 3, 32, 32))
@@ -314,13 +356,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.1, help="the one-cycle schedule's peak")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--state", type=Path, required=True, help="checkpoint file")
+    parser.add_argument("--state", type=Path, help="checkpoint file (required to train)")
     parser.add_argument("--resume", action="store_true", help="continue from --state")
     parser.add_argument(
         "--init",
         type=Path,
         help="start from the best weights of this checkpoint, or of this exported .onnx model "
         "(warm restart)",
+    )
+    parser.add_argument(
+        "--average",
+        type=Path,
+        nargs="+",
+        metavar="MODEL",
+        help="instead of training: average these checkpoints' best weights or exported models "
+        "(weight averaging, batch norms measured again on the training images) and export the "
+        "average to --out",
     )
     parser.add_argument("--out", type=Path, help="ONNX file of the best validation epoch")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
@@ -343,6 +394,13 @@ def main() -> None:
         model = build(args.arch, args.width, args.widths)
     except ValueError as error:
         parser.error(str(error))
+    if args.average:
+        if args.out is None:
+            parser.error("--average writes the averaged model to --out: give one")
+        averaged(model, args, parser)
+        return
+    if args.state is None:
+        parser.error("training needs --state (the checkpoint file)")
     settings = {"arch": args.arch, "width": args.width}
     if args.widths is not None:
         settings["widths"] = args.widths
@@ -369,6 +427,22 @@ def main() -> None:
         print(
             f"wrote {args.out} (epoch {best['epoch']}, validation {100 * best['validation']:.2f}%)"
         )
+
+
+def averaged(model: nn.Module, args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """`--average`: print each source's validation accuracy and the average's, export it."""
+    x, _, vx, vy = load(args.data)
+    device = torch.device(args.device)
+    for source in args.average:
+        if not source.is_file():
+            parser.error(f"--average {source}: no such file")
+        model.load_state_dict(full_state(model, initial_weights(source)[0], source))
+        model.to(device)
+        print(f"{source}: validation {100 * accuracy(model, vx, vy, device):.2f}%", flush=True)
+    average(model, args.average, x, device=device)
+    result = accuracy(model, vx, vy, device)
+    export(model, args.out)
+    print(f"wrote {args.out} (average of {len(args.average)}, validation {100 * result:.2f}%)")
 
 
 if __name__ == "__main__":

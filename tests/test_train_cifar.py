@@ -238,3 +238,78 @@ def test_he_resnets_are_built_with_their_depths_and_refuse_widths():
         assert len(found) == convs and isinstance(model, CifarResNet)
         with pytest.raises(ValueError, match="no --width or --widths"):
             build(arch, widths=[16] * convs)
+
+
+def test_an_average_is_the_mean_of_the_weights_with_batch_norms_measured_again(tmp_path):
+    """`average` loads the element-wise mean of its sources' weights (a checkpoint's best epoch
+    and an exported model alike) and measures every batch norm again on the images: its running
+    mean is the mean of the per-batch means of that layer's input (equal batches: the mean over
+    all images), its running variance the mean of the per-batch unbiased variances; the model
+    ends in eval mode, and an average of one network with itself is that network's weights."""
+    from imcc.models.train_cifar import average
+
+    data = tiny_data()
+    first = tmp_path / "first.pt"
+    train(tiny_model(), data, epochs=1, batch=16, state=first, progress=False)
+    other = tiny_model()
+    train(other, data, epochs=1, batch=16, lr=0.05, seed=1, progress=False)
+    exported = export(other.eval(), tmp_path / "other.onnx")
+    sources = [full_state(tiny_model(), initial_weights(f)[0], f) for f in (first, exported)]
+    images = data[0][:48]
+    model = average(tiny_model(), [first, exported], images, batch=16)
+    assert not model.training
+    state = model.state_dict()
+    for name, tensor in sources[0].items():
+        if name.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            continue
+        assert torch.allclose(state[name], (tensor + sources[1][name]) / 2, atol=1e-7), name
+        if name.endswith("weight"):  # trained: the sources differ
+            assert not torch.equal(tensor, sources[1][name]), name
+    # the first batch norm's input, by the averaged weights, over the three batches
+    norm = model.network.features[1]
+    assert isinstance(norm, torch.nn.BatchNorm2d)
+    seen = []
+    handle = norm.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    with torch.no_grad():
+        for start in range(0, 48, 16):
+            model(images[start : start + 16])
+    handle.remove()
+    means = torch.stack([batch.mean((0, 2, 3)) for batch in seen])
+    variances = torch.stack([batch.var((0, 2, 3), unbiased=True) for batch in seen])
+    assert torch.allclose(norm.running_mean, means.mean(0), atol=1e-5)
+    assert torch.allclose(norm.running_mean, torch.cat(seen).mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(norm.running_var, variances.mean(0), rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(norm.running_mean, sources[0]["network.features.1.running_mean"])
+    # one network averaged with itself: its weights, the statistics of the images
+    alone = average(tiny_model(), [first, first], images, batch=16).state_dict()
+    for name, tensor in sources[0].items():
+        if "running" not in name and "num_batches" not in name:
+            assert torch.equal(alone[name], tensor), name
+
+
+def test_averaging_refuses_another_network_and_the_cli_needs_an_output(
+    tmp_path, monkeypatch, capsys
+):
+    """An average of models of other shapes is refused (`full_state`), and `--average`
+    without `--out` or training without `--state` stops with a usage error (exit 2)."""
+    import sys
+
+    from imcc.models import train_cifar
+    from imcc.models.train_cifar import average
+
+    torch.manual_seed(0)
+    other = export(build("vgg11", width=1 / 8).eval(), tmp_path / "other.onnx")
+    mine = export(tiny_model().eval(), tmp_path / "mine.onnx")
+    with pytest.raises(SystemExit, match="not this network's weights"):
+        average(tiny_model(), [mine, other], tiny_data()[0])
+    for argv, message in [
+        (["--average", str(mine)], "--out"),
+        ([], "--state"),
+    ]:
+        monkeypatch.setattr(
+            sys, "argv", ["train_cifar.py", "--arch", "vgg11", "--data", "cifar10:x", *argv]
+        )
+        with pytest.raises(SystemExit) as stopped:
+            train_cifar.main()
+        assert stopped.value.code == 2
+        assert message in capsys.readouterr().err
