@@ -29,7 +29,8 @@ baseline, then on the first `--limit` test images for each family's design. With
 every verified design with MTJ layers (the stox family's, and composed ones) is measured after
 that fine-tune, on its fine-tuned model (cached in `--out/psqat`; the replay names it); the
 single-layer measurements stay untuned, which bounds an MTJ layer's tuned drop from above.
-Every evaluation is kept in `--out/evaluations.json`, keyed by pipeline, so a stopped run
+Every evaluation is kept in `--out/evaluations-DIGEST.json` (one file per network, target,
+validation data and results version: JsonStore.named_by), keyed by pipeline, so a stopped run
 resumes where it stopped.
 Writes the markdown table, the per-layer choices of the hybrid with each layer's measured
 sensitivity, and `pareto.png` (EDAP against validation accuracy, every measured design).
@@ -37,6 +38,7 @@ sensitivity, and `pareto.png` (EDAP against validation accuracy, every measured 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 from collections import Counter
@@ -175,7 +177,12 @@ def hybrid(
         probe_samples=samples,
         check_samples=samples,
     )
-    store = JsonStore(out / "evaluations.json")
+    identity = {
+        "weights": hashlib.sha256(Path(model).read_bytes()).hexdigest(),
+        "target": hashlib.sha256(Path(target.source).read_bytes()).hexdigest(),
+        "data": validation,
+    }
+    store = JsonStore.named_by(out, "evaluations", identity)
     tuning = None
     if psqat:
         tuning = PsQat(

@@ -560,7 +560,7 @@ def main() -> None:
         text = xpert.markdown(result)
         limit = 5000 if args.limit is None else args.limit
         if xpert.BASELINE_MODEL.is_file():
-            store = xpert.JsonStore(args.out / "xpert" / "baselines.json")
+            store = xpert.JsonStore.named_by(args.out / "xpert", "baselines", {})
             result["baselines"] = xpert.baseline_designs(xpert.SAMPLES, limit, store, check)
             text += "\n" + xpert.baselines_markdown(result["baselines"])
         network = xpert.searched_network(result["chosen"]["widths"])

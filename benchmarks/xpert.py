@@ -70,7 +70,7 @@ sys.path.insert(0, str(ROOT))
 
 from formats import percent  # noqa: E402
 
-from imcc import driver  # noqa: E402
+from imcc import RESULTS_VERSION, driver  # noqa: E402
 from imcc.costmodel import CostReport, estimate  # noqa: E402
 from imcc.frontend.datasets import load_dataset  # noqa: E402
 from imcc.frontend.hw import load_target  # noqa: E402
@@ -86,6 +86,10 @@ from imcc.search.evaluations import JsonStore  # noqa: E402
 from imcc.search.space import build_space  # noqa: E402
 from imcc.target import Target  # noqa: E402
 from tests.onnx_models import CIFAR10_TRAIN  # noqa: E402
+
+CHANNELS = f"channels-r{RESULTS_VERSION}"
+"""The folder (in `out`) of phase 1's channel search: one per results version, so a search
+of other rules starts its own instead of being refused (storage.open_study)."""
 
 FLOORPLAN: str | None = None
 """`reproduce.py xpert --floorplan`: lay xpert.hw's chip out this way instead of its own
@@ -197,14 +201,14 @@ def phase_one(out: Path, trials: int, inner_trials: int, seed: int = 0) -> dict:
     space = ChannelSpace("vgg16")
     # the search's own file of the reference network, its first candidate: exported once
     name = f"{space.label(space.baseline())}.onnx"
-    reference = export_candidate("vgg16", space.baseline(), out / "channels" / CANDIDATES / name)
+    reference = export_candidate("vgg16", space.baseline(), out / CHANNELS / CANDIDATES / name)
     pipeline, metrics = baseline(reference)
     best, tried = search_channels(
         space,
         target=chip(),
         data=DATA,
         area_mm2=metrics.area_mm2,
-        out=out / "channels",
+        out=out / CHANNELS,
         trials=trials,
         inner_trials=inner_trials,
         pinned={k: BASELINE[k] for k in PRECISIONS},
@@ -631,7 +635,7 @@ def phase_two(
     reference = float_accuracy(network, VALIDATION, images)
     floor = reference - SEARCH_LOSS
     chosen = record["chosen"]
-    structure = inner_choices(out / "channels", ChannelSpace("vgg16").label(chosen["widths"]))
+    structure = inner_choices(out / CHANNELS, ChannelSpace("vgg16").label(chosen["widths"]))
     digest = hashlib.sha256(network.read_bytes()).hexdigest()[:12]
     confirmed: list[dict] = []
     confirm = confirmation(out, network, images, digest, confirmed)
@@ -640,7 +644,8 @@ def phase_two(
         target,
         VALIDATION,
         open_storage(storage_url(None, out)),
-        f"phase2-{digest}-{images}-{SEARCH_LOSS}",  # a study per weights, images and floor
+        # a study per weights, images, floor and results version
+        f"phase2-{digest}-{images}-{SEARCH_LOSS}-r{RESULTS_VERSION}",
         structure,
         trials,
         None,  # the accuracy floor only (module docstring)
@@ -688,8 +693,9 @@ def confirmation(
     """Return phase 2's held-out check of a design (`HELD_OUT`): its bit-accurate accuracy on
     the validation images after the first `images` (calibrated as phase 2 compiles: on the
     split's first images), at least the float network's there less `SEARCH_LOSS`; each design
-    it measures is appended to `confirmed`. The measurements are kept in a store per network
-    (`out`/held-out-DIGEST.json), so a stopped run resumes. None when no validation image is
+    it measures is appended to `confirmed`. The measurements are kept in a store per network,
+    images and results version (`out`/held-out-DIGEST.json, JsonStore.named_by), so a stopped
+    run resumes. None when no validation image is
     left after the deciding ones."""
     count = min(HELD_OUT, VALIDATION_IMAGES - images)
     if count <= 0:
@@ -707,7 +713,8 @@ def confirmation(
         check_data=held,
         probe=probe,
     )
-    evaluator = Evaluator(problem, store=JsonStore(out / f"held-out-{digest}.json"))
+    identity = {"network": digest, "data": data, "images": count, "probe": probe}
+    evaluator = Evaluator(problem, store=JsonStore.named_by(out, "held-out", identity))
     floor = evaluator.reference_accuracy("search") - SEARCH_LOSS
 
     def confirm(pipeline: str) -> bool:
@@ -842,7 +849,7 @@ def cost_designs(out: Path, record: dict) -> list[tuple[str, Path, str]]:
     pipeline)."""
     space = ChannelSpace("vgg16")
     kept = keeps_vgg16(record["chosen"]["widths"])
-    candidate = out / "channels" / CANDIDATES / f"{space.label(record['chosen']['widths'])}.onnx"
+    candidate = out / CHANNELS / CANDIDATES / f"{space.label(record['chosen']['widths'])}.onnx"
     rows = [
         (f"VGG-16, {d['role']} ({design_label(d)})", BASELINE_MODEL, d["pipeline"])
         for d in record.get("baselines", [])

@@ -6,7 +6,8 @@ size, the floor, the single layer and the pipeline) and is deterministic, so it 
 read back ever after. Two stores:
 
 - `JsonStore`: a JSON file in `--out` (one process; the file is rewritten whole after each
-  evaluation, through a temporary file, so a stop mid-write keeps the previous one).
+  evaluation, through a temporary file, so a stop mid-write keeps the previous one), with the
+  identity of the search that wrote it: a file of another search is refused.
 - `SqlStore`: a table in any SQLAlchemy database (`--storage`: SQLite, or a PostgreSQL server
   that several workers on several machines share). A worker *claims* an evaluation before
   running it: the claim is a row inserted under the evaluation's key, which the database's
@@ -17,6 +18,9 @@ read back ever after. Two stores:
   stops (Ctrl-C) gives its running claim back. A study's identity (model, target, data,
   subsets) is recorded when it is created: a search with other settings under the same study
   name is refused, as for the trial studies (storage.open_study).
+
+Both record the results version of the imcc that ran the evaluations (`imcc.RESULTS_VERSION`,
+storage.versioned) with the identity, so evaluations of other rules are never read back.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from imcc.search.storage import (
     open_storage,
     redact,
     storage_failure,
+    versioned,
 )
 
 STALE_BEATS = 3
@@ -49,11 +54,22 @@ STUDIES = "imcc_evaluation_studies"
 
 
 class JsonStore:
-    """Evaluations in a JSON file, for one process (module docstring)."""
+    """Evaluations in a JSON file, for one process (module docstring): `{"identity": ...,
+    "evaluations": {key: result}}`; a file written with another identity (or results version,
+    or by an imcc that recorded none) is refused when first read."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, identity: Mapping[str, object]) -> None:
         self.path = path
+        self.identity = versioned(identity)
         self._held: dict[str, dict] | None = None
+
+    @classmethod
+    def named_by(cls, folder: Path, stem: str, identity: Mapping[str, object]) -> JsonStore:
+        """Return the store of `identity` in `folder`: the file is named by the digest of the
+        identity and results version (`STEM-DIGEST.json`), so a cache that many settings and
+        versions share keeps each one's evaluations apart and never refuses one."""
+        text = json.dumps(versioned(identity), sort_keys=True)
+        return cls(folder / f"{stem}-{digest(text)[:12]}.json", identity)
 
     @property
     def label(self) -> str:
@@ -63,8 +79,29 @@ class JsonStore:
     def all(self) -> dict[str, dict]:
         """Return every stored evaluation by key (the file is read once)."""
         if self._held is None:
-            found = self.path.is_file()
-            self._held = json.loads(self.path.read_text()) if found else {}
+            record = json.loads(self.path.read_text()) if self.path.is_file() else None
+            if record is None:
+                self._held = {}
+            else:
+                before = record.get("identity") if "evaluations" in record else None
+                if before is None:  # a file without one: an imcc that predates it
+                    raise UserError(
+                        f"{self.path} holds evaluations without their search's identity "
+                        "(written by an earlier imcc)",
+                        hint="move it away or give another --out: they are not reused",
+                    )
+                keys = sorted(set(before) | set(self.identity))
+                differs = [k for k in keys if before.get(k) != self.identity.get(k)]
+                if differs:
+                    raise another_search(
+                        str(self.path),
+                        before,
+                        self.identity,
+                        differs,
+                        "another --out",
+                        subject=f"evaluation store {self.path}",
+                    )
+                self._held = record["evaluations"]
         return self._held
 
     def get(self, key: str) -> dict | None:
@@ -82,7 +119,7 @@ class JsonStore:
         held[key] = result
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_suffix(".partial")
-        partial.write_text(json.dumps(held) + "\n")
+        partial.write_text(json.dumps({"identity": self.identity, "evaluations": held}) + "\n")
         partial.replace(self.path)  # a stop mid-write leaves the previous file
 
     def close(self) -> None:
@@ -165,6 +202,7 @@ class SqlStore:
         from sqlalchemy import select
         from sqlalchemy.exc import IntegrityError
 
+        identity = versioned(identity)
         text = json.dumps(identity, sort_keys=True)
         try:
             with self.engine.begin() as db:

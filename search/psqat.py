@@ -21,6 +21,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from imcc import RESULTS_VERSION
 from imcc.errors import UserError
 from imcc.ir.graph import Graph
 
@@ -56,8 +57,11 @@ class PsQat:
 
     @property
     def digest(self) -> str:
-        """The settings' part of every cache key (the folder is not one)."""
+        """The settings' part of every cache key (the folder is not one), with the results
+        version (`imcc.RESULTS_VERSION`): a model fine-tuned through other arithmetic is
+        trained again."""
         settings = {k: v for k, v in asdict(self).items() if k != "folder"}
+        settings["results_version"] = RESULTS_VERSION
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
     def finetuned(self, model: Path, target: str, pipeline: str) -> Path:

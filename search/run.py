@@ -8,6 +8,7 @@ write pareto.json, pareto.png and the best program.
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 import time
 from collections import Counter
@@ -399,6 +400,7 @@ def _identity(config: SearchConfig, problem: Problem) -> dict[str, object]:
     with other values is refused (storage.open_study, evaluations.SqlStore)."""
     return {
         "model": problem.model.name,
+        "weights": hashlib.sha256(problem.model.read_bytes()).hexdigest(),
         "target": problem.target.name,
         "data": config.data,
         "search_samples": len(problem.search_data.images),
@@ -415,10 +417,10 @@ def _evaluation_store(
     decides an evaluation's result (search/evaluations.py); close it when the block ends."""
     from imcc.search.evaluations import JsonStore, SqlStore
 
+    identity = {**_identity(config, problem), "probe_samples": problem.probe}
     if config.storage is None:
-        store: EvaluationStore = JsonStore(config.out / SENSITIVITY_JSON)
+        store: EvaluationStore = JsonStore(config.out / SENSITIVITY_JSON, identity)
     else:
-        identity = {**_identity(config, problem), "probe_samples": problem.probe}
         store = SqlStore(config.storage, name, identity, config.heartbeat)
     try:
         yield store

@@ -2,9 +2,11 @@
 
 Every trial is written when it finishes, so a killed search loses at most the trials it was
 running. A study records what it searches (model, target, data, strategy, objective, budgets)
-and refuses to be resumed with something else. Several processes may share one study through
-a server database (`--storage postgresql://user@host/db`): each asks the storage for the next
-trial and stops once the study holds the requested number of finished trials. Workers that
+and the results version of the imcc that created it (`imcc.RESULTS_VERSION`), and refuses to be
+resumed with something else: its trials' figures are reused only by the same rules. Several
+processes may share one study through a server database (`--storage
+postgresql://user@host/db`): each asks the storage for the next trial and stops once the study
+holds the requested number of finished trials. Workers that
 finish together may overshoot it: a worker asks while fewer are finished, so the study ends
 with at most one trial more per extra worker. A running trial's worker records a heartbeat in
 the storage every `heartbeat` seconds; a trial silent for three periods belongs to a killed
@@ -36,6 +38,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
+from imcc import RESULTS_VERSION
 from imcc.errors import UserError
 
 STORAGE_ERRORS: tuple[type[BaseException], ...] = (
@@ -376,8 +379,9 @@ def open_study(
     directions: list[str],
     identity: Mapping[str, object],
 ) -> optuna.Study:
-    """Create or load a study; refuse one created for another search (`identity` differs).
-    The caller sets `study.sampler`."""
+    """Create or load a study; refuse one created for another search (`identity` differs) or
+    by another results version (`versioned`). The caller sets `study.sampler`."""
+    identity = versioned(identity)
     study = optuna.create_study(
         storage=storage,
         study_name=name,
@@ -390,10 +394,24 @@ def open_study(
         for key, value in identity.items():
             study.set_user_attr(key, value)
         return study
-    differs = [k for k, v in identity.items() if k in recorded and recorded[k] != v]
+    differs = [
+        k
+        for k, v in identity.items()
+        if (k in recorded or k == VERSION_KEY) and recorded.get(k) != v
+    ]
     if differs or [d.name.lower() for d in study.directions] != directions:
         raise another_search(name, recorded, identity, differs, "another --study or --out")
     return study
+
+
+VERSION_KEY = "results_version"
+"""The identity key of `imcc.RESULTS_VERSION`: a store without it predates the version and is
+another version's (every store compares it, recorded or not)."""
+
+
+def versioned(identity: Mapping[str, object]) -> dict[str, object]:
+    """Return a store's `identity` with the results version of this imcc (`VERSION_KEY`)."""
+    return {**identity, VERSION_KEY: RESULTS_VERSION}
 
 
 def another_search(
@@ -402,13 +420,20 @@ def another_search(
     identity: Mapping[str, object],
     differs: list[str],
     instead: str,
+    subject: str | None = None,
 ) -> UserError:
     """Return the refusal of a study created for another search: what `differs` between the
-    `recorded` settings and this search's `identity`, and what to give `instead`."""
+    `recorded` settings and this search's `identity`, and what to give `instead`. `subject`
+    names the store (default: the study `name` in the storage)."""
+    subject = subject or f"study '{name}' in this storage"
     what = ", ".join(f"{k}={recorded.get(k)!r} (now {identity.get(k)!r})" for k in differs)
+    if VERSION_KEY in differs:
+        return UserError(
+            f"{subject} holds results of another imcc version ({what})",
+            hint=f"give {instead}: results computed by other rules are not reused",
+        )
     return UserError(
-        f"study '{name}' in this storage was created for another search"
-        + (f": {what}" if what else ""),
+        f"{subject} was created for another search" + (f": {what}" if what else ""),
         hint=f"give {instead}, or the same flags as before",
     )
 

@@ -1,7 +1,8 @@
 """Golden cost reports: every built-in target prices the CIFAR-10 ResNet-20 (models/
 resnet20_cifar10.onnx, batch 1) mapped by its own default pipeline, calibrated on 16 seeded
 uniform images; the totals, timing, areas and both breakdowns must equal tests/golden/costs/
-TARGET.json, so a change to any constant or rule of the cost model is a visible diff.
+TARGET.json, so a change to any constant or rule of the cost model is a visible diff. The
+files pin `imcc.RESULTS_VERSION` (tests/pinned.py): new figures need a new version.
 
 The figures depend on float32 calibration (quantization ranges, input bit densities, the
 Center+Offset centers), whose rounding depends on the machine: the same code and packages
@@ -16,8 +17,6 @@ After a deliberate change, regenerate and review the diff:
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from imcc import driver
 from imcc.costmodel import estimate
 from imcc.frontend.hw import load_target
 from imcc.targets import BUILTIN_TARGETS
+from tests.pinned import check_golden
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "resnet20_cifar10.onnx"
@@ -64,25 +64,6 @@ def report_of(name: str) -> dict:
     return {key: record[key] for key in KEYS}
 
 
-def _close(got, want, path: str) -> list[str]:
-    """Return where `got` differs from `want` (numbers to `RELATIVE`)."""
-    if isinstance(want, dict):
-        keys = sorted(set(got) | set(want))
-        return [d for k in keys for d in _close(got.get(k), want.get(k), f"{path}.{k}")]
-    if isinstance(want, float) and isinstance(got, (int, float)):
-        if got == pytest.approx(want, rel=RELATIVE, abs=1e-30):
-            return []
-        return [f"{path}: {got!r} != golden {want!r} ({got / want - 1:+.3%})" if want else path]
-    return [] if got == want else [f"{path}: {got!r} != golden {want!r}"]
-
-
 @pytest.mark.parametrize("name", BUILTIN_TARGETS)
 def test_the_cost_report_of_resnet20_matches_its_golden_file(name: str) -> None:
-    got = report_of(name)
-    path = GOLDEN / f"{name}.json"
-    if os.environ.get("IMCC_UPDATE_GOLDEN"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
-    want = json.loads(path.read_text())
-    differences = _close(got, want, name)
-    assert not differences, "\n".join(differences)
+    check_golden(GOLDEN / f"{name}.json", report_of(name), RELATIVE)

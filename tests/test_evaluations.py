@@ -93,12 +93,57 @@ def test_a_study_refuses_another_search(url: str) -> None:
 
 
 def test_the_json_store_keeps_what_it_is_given(tmp_path: Path) -> None:
-    store = JsonStore(tmp_path / "e.json")
+    store = JsonStore(tmp_path / "e.json", IDENTITY)
     with store.claim("k") as held:
         assert held
         store.put("k", {"accuracy": 0.25})
-    assert JsonStore(tmp_path / "e.json").all() == {"k": {"accuracy": 0.25}}
+    assert JsonStore(tmp_path / "e.json", dict(IDENTITY)).all() == {"k": {"accuracy": 0.25}}
     assert not (tmp_path / "e.partial").exists()
+
+
+def test_stores_refuse_another_search_and_another_results_version(
+    tmp_path: Path, url: str, monkeypatch
+) -> None:
+    """A JSON store of another search, or written under another results version, or by an
+    imcc that recorded no identity, is refused when read; the SQL store and the trial studies
+    refuse another results version too; `named_by` keeps each identity and version in a file
+    of its own, so it refuses none."""
+    import optuna
+
+    from imcc.search import evaluations, storage
+
+    path = tmp_path / "e.json"
+    JsonStore(path, IDENTITY).put("k", {"accuracy": 0.25})
+    with pytest.raises(UserError, match="another search: search_samples=16 \\(now 32\\)"):
+        JsonStore(path, {**IDENTITY, "search_samples": 32}).all()
+    (tmp_path / "old.json").write_text('{"k": {"accuracy": 0.5}}')  # a file of an earlier imcc
+    with pytest.raises(UserError, match="without their search's identity"):
+        JsonStore(tmp_path / "old.json", IDENTITY).all()
+    named = JsonStore.named_by(tmp_path, "cache", IDENTITY)
+    named.put("k", {"accuracy": 0.75})
+    assert JsonStore.named_by(tmp_path, "cache", dict(IDENTITY)).get("k") == {"accuracy": 0.75}
+    other = JsonStore.named_by(tmp_path, "cache", {**IDENTITY, "search_samples": 32})
+    assert other.path != named.path and other.all() == {}
+    SqlStore(url, "s", IDENTITY).close()
+    sqlite = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'trials.db'}")
+    storage.open_study(sqlite, "t", ["minimize"], {"model": "m"})
+    storage.open_study(sqlite, "t", ["minimize"], {"model": "m"})  # the same search resumes
+    # a study without a results version (an earlier imcc) is another version's
+    bare = optuna.create_study(storage=sqlite, study_name="bare", directions=["minimize"])
+    bare.set_user_attr("model", "m")
+    with pytest.raises(UserError, match="another imcc version \\(results_version=None"):
+        storage.open_study(sqlite, "bare", ["minimize"], {"model": "m"})
+    monkeypatch.setattr(storage, "RESULTS_VERSION", storage.RESULTS_VERSION + 1)
+    with pytest.raises(UserError, match="another imcc version"):
+        JsonStore(path, IDENTITY).all()
+    with pytest.raises(UserError, match="another imcc version"):
+        SqlStore(url, "s", IDENTITY)
+    with pytest.raises(UserError, match="another imcc version") as refused:
+        storage.open_study(sqlite, "t", ["minimize"], {"model": "m"})
+    assert "results computed by other rules are not reused" in refused.value.hint
+    bumped = JsonStore.named_by(tmp_path, "cache", IDENTITY)
+    assert bumped.path != named.path and bumped.all() == {}
+    assert evaluations.versioned(IDENTITY)["results_version"] == storage.RESULTS_VERSION
 
 
 def _worker(url: str, out: Path, *storage: str) -> subprocess.Popen:
@@ -122,7 +167,7 @@ def test_two_workers_divide_the_evaluations_and_find_what_one_finds(tmp_path: Pa
     records = [json.loads((tmp_path / n / "pareto.json").read_text()) for n in ("a", "b", "one")]
     assert records[0]["best"] == records[1]["best"] == records[2]["best"]
     assert records[0]["pareto"] == records[2]["pareto"]
-    single = json.loads((tmp_path / "one" / "sensitivity.json").read_text())
+    single = json.loads((tmp_path / "one" / "sensitivity.json").read_text())["evaluations"]
     with sqlite3.connect(tmp_path / "shared.db") as db:
         rows = db.execute("SELECT key, worker FROM imcc_evaluations").fetchall()
     assert {key for key, _ in rows} == set(single)  # each evaluation stored once

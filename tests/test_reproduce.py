@@ -221,7 +221,8 @@ def test_the_hybrid_comparison_runs_resumes_and_beats_every_family_within_the_bu
 
     result = run()
     assert result["verification_samples"] == 32
-    keys = json.loads((tmp_path / "evaluations.json").read_text())
+    (evaluations,) = tmp_path.glob("evaluations-*.json")  # one per network, target and data
+    keys = json.loads(evaluations.read_text())["evaluations"]
     assert {key.split("|")[0] for key in keys} == {"16", "32"}
     rows = {row["family"]: row for row in result["families"]}
     assert list(rows) == list(hybrid.FAMILIES)
@@ -238,9 +239,9 @@ def test_the_hybrid_comparison_runs_resumes_and_beats_every_family_within_the_bu
     assert (tmp_path / "pareto.png").stat().st_size > 10_000
     text = hybrid.markdown(result)
     assert text.count("\n| layer ") == 1 + 3 and "--target hybrid --passes 'canonicalize," in text
-    stored = (tmp_path / "evaluations.json").read_text()
+    stored = evaluations.read_text()
     assert run()["families"] == result["families"]
-    assert (tmp_path / "evaluations.json").read_text() == stored
+    assert evaluations.read_text() == stored
 
 
 def test_xperts_quantizers_match_hand_computed_codes() -> None:
@@ -322,13 +323,13 @@ def test_xpert_baselines_widen_converters_then_inputs_and_are_read_back_from_the
         return SimpleNamespace(to_dict=lambda: {"edap": accuracy[pipeline]})
 
     monkeypatch.setattr(xpert, "cost", cost)
-    store = xpert.JsonStore(tmp_path / "baselines.json")
+    store = xpert.JsonStore(tmp_path / "baselines.json", {})
     first = xpert.baseline_designs(500, 5000, store)
     assert [d["pipeline"] for d in first] == ["6/4", "7/4", "7/5", "7/6"]
     assert [d["role"] for d in first] == [*xpert.ROLES[:2], "", xpert.ROLES[2]]
     assert tested == ["6/4", "7/4", "7/6"] and "accuracy" not in first[2]
     assert first[3]["accuracy"] == pytest.approx(0.915) and first[3]["float_validation"] == 0.93
-    again = xpert.baseline_designs(500, 5000, xpert.JsonStore(tmp_path / "baselines.json"))
+    again = xpert.baseline_designs(500, 5000, xpert.JsonStore(tmp_path / "baselines.json", {}))
     assert again == first and len(validated) == 4 and len(tested) == 3
     network.write_bytes(b"two")
     xpert.baseline_designs(500, 5000, store)
@@ -398,13 +399,14 @@ def test_xpert_float_matched_baseline_must_hold_its_point_on_the_check_images(
     monkeypatch.setattr(xpert, "compiled", lambda model, pipeline: pipeline)
     monkeypatch.setattr(xpert, "mapped_accuracy", mapped)
     monkeypatch.setattr(xpert, "design_label", lambda design: design["pipeline"])
-    store = xpert.JsonStore(tmp_path / "baselines.json")
+    store = xpert.JsonStore(tmp_path / "baselines.json", {})
     designs = xpert.baseline_designs(500, 5000, store, check=2000)
     assert [d["role"] for d in designs] == [*xpert.ROLES[:2], "", xpert.ROLES[2]]
     assert checked == ["7/5", "7/6"]
     assert designs[3]["check"] == {"samples": 2000, "float": 0.92, "accuracy": 0.915}
     assert "check" not in designs[0]
-    again = xpert.baseline_designs(500, 5000, xpert.JsonStore(tmp_path / "baselines.json"), 2000)
+    stored = xpert.JsonStore(tmp_path / "baselines.json", {})
+    again = xpert.baseline_designs(500, 5000, stored, 2000)
     assert again == designs and checked == ["7/5", "7/6"]
     assert xpert.baseline_designs(500, 5000, store)[2]["role"] == xpert.ROLES[2]  # no check
     table = xpert.baselines_markdown(designs)
@@ -455,7 +457,7 @@ def test_xpert_phase_two_reads_the_searched_design_tests_back_from_the_store(
     monkeypatch.setattr(xpert, "conv_widths", lambda model: (64, 128))
     monkeypatch.setattr(xpert, "confirmation", confirmation)
     record = {"baselines": [], "chosen": {"widths": list(xpert.ChannelSpace("vgg16").baseline())}}
-    store = xpert.JsonStore(tmp_path / "baselines.json")
+    store = xpert.JsonStore(tmp_path / "baselines.json", {})
     first = xpert.phase_two(tmp_path, record, 4, 500, 5000, network, store)
     ((area, floor, samples, name),) = searches  # float less SEARCH_LOSS, any area
     assert (area, floor, samples) == (None, pytest.approx(0.93), 500)
@@ -467,7 +469,9 @@ def test_xpert_phase_two_reads_the_searched_design_tests_back_from_the_store(
     assert again == first and tested == ["p"] and priced == ["p", "p"]
     checked = xpert.phase_two(tmp_path, record, 4, 500, 5000, network, store, check=2000)
     assert searches[-1][:3] == (None, pytest.approx(0.945), 2000)  # the float network there
-    assert searches[-1][3] != name and name.endswith(f"-500-{xpert.SEARCH_LOSS}")  # and floor
+    # a study per images, floor and results version
+    assert searches[-1][3] != name
+    assert name.endswith(f"-500-{xpert.SEARCH_LOSS}-r{xpert.RESULTS_VERSION}")
     assert checked["samples"] == 2000 and tested == ["p", "p"]  # tested anew: another key
     with pytest.raises(SystemExit):
         xpert.phase_two(tmp_path, record, 4, 500, 5000, network, store, check=100)

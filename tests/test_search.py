@@ -13,10 +13,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnx.numpy_helper
 import optuna
 import pytest
 
 from imcc.cli import main
+from imcc.errors import UserError
 from imcc.examples import resolve_model
 from imcc.frontend.hw import load_target
 from imcc.frontend.onnx import import_onnx
@@ -437,6 +440,40 @@ def test_resuming_with_other_flags_is_refused(tmp_path: Path) -> None:
                 check_samples=16,
             )
         )
+
+
+def test_resuming_with_other_weights_under_the_same_file_name_is_refused(tmp_path: Path) -> None:
+    """A study records the digest of the model's weights: a model retrained into the same file
+    does not resume the study of the old weights (its trials' accuracies are the old ones)."""
+    import shutil
+
+    model = tmp_path / "net.onnx"
+    shutil.copy(resolve_model("digits-cnn"), model)
+
+    def config(trials: int) -> SearchConfig:
+        return SearchConfig(
+            str(model),
+            "xpert",
+            "digits-cnn",
+            trials=trials,
+            strategy="random",
+            study="s",
+            out=tmp_path / "out",
+            search_samples=16,
+            probe_samples=16,
+            check_samples=16,
+        )
+
+    run_search(config(1))
+    run_search(config(2))  # the same weights resume
+    graph = onnx.load(model)
+    weight = graph.graph.initializer[0]
+    values = onnx.numpy_helper.to_array(weight).copy()
+    values.flat[0] += 1.0  # retrained, in effect
+    weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
+    onnx.save(graph, model)
+    with pytest.raises(UserError, match="created for another search: weights="):
+        run_search(config(3))
 
 
 def test_mtj_trials_are_calibrated_and_adc_only_targets_are_not() -> None:
