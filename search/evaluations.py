@@ -79,7 +79,7 @@ class JsonStore:
     def all(self) -> dict[str, dict]:
         """Return every stored evaluation by key (the file is read once)."""
         if self._held is None:
-            record = json.loads(self.path.read_text()) if self.path.is_file() else None
+            record = self._read()
             if record is None:
                 self._held = {}
             else:
@@ -103,6 +103,23 @@ class JsonStore:
                     )
                 self._held = record["evaluations"]
         return self._held
+
+    def _read(self) -> dict | None:
+        """Return the file's record, None when there is no file; a file that is not a JSON
+        object (damaged, or another program's) is refused, never overwritten."""
+        if not self.path.is_file():
+            return None
+        try:
+            record = json.loads(self.path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            record = exc
+        if not isinstance(record, dict):
+            raise UserError(
+                f"{self.path} is not an evaluation store (not a JSON object: "
+                f"{str(record)[:80] if isinstance(record, Exception) else type(record).__name__})",
+                hint="move it away or give another --out",
+            )
+        return record
 
     def get(self, key: str) -> dict | None:
         """Return the evaluation stored under `key`, or None."""

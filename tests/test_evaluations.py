@@ -119,6 +119,11 @@ def test_stores_refuse_another_search_and_another_results_version(
     (tmp_path / "old.json").write_text('{"k": {"accuracy": 0.5}}')  # a file of an earlier imcc
     with pytest.raises(UserError, match="without their search's identity"):
         JsonStore(tmp_path / "old.json", IDENTITY).all()
+    for damaged in ('{"identity": {', "[1, 2]", "\udcff"):
+        (tmp_path / "bad.json").write_text(damaged, errors="surrogateescape")
+        with pytest.raises(UserError, match="is not an evaluation store"):
+            JsonStore(tmp_path / "bad.json", IDENTITY).get("k")
+        assert (tmp_path / "bad.json").read_text(errors="surrogateescape") == damaged
     named = JsonStore.named_by(tmp_path, "cache", IDENTITY)
     named.put("k", {"accuracy": 0.75})
     assert JsonStore.named_by(tmp_path, "cache", dict(IDENTITY)).get("k") == {"accuracy": 0.75}
