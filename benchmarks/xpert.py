@@ -695,8 +695,7 @@ def confirmation(
     split's first images), at least the float network's there less `SEARCH_LOSS`; each design
     it measures is appended to `confirmed`. The measurements are kept in a store per network,
     images and results version (`out`/held-out-DIGEST.json, JsonStore.named_by), so a stopped
-    run resumes. None when no validation image is
-    left after the deciding ones."""
+    run resumes. None when no validation image is left after the deciding ones."""
     count = min(HELD_OUT, VALIDATION_IMAGES - images)
     if count <= 0:
         return None

@@ -303,12 +303,23 @@ def average(
     `update_bn`, momentum None: each statistic is the mean of its `batch`-image batches' means
     and unbiased variances); the images are unaugmented, as the network sees them at inference.
     Return `model` in eval mode."""
-    from torch.optim.swa_utils import update_bn
-
     if not sources:
         raise SystemExit("--average needs at least one model")
-    device = device or torch.device("cpu")
     states = [full_state(model, initial_weights(source)[0], source) for source in sources]
+    return average_states(model, states, images, batch, device)
+
+
+def average_states(
+    model: nn.Module,
+    states: list[dict],
+    images: torch.Tensor,
+    batch: int = 256,
+    device: torch.device | None = None,
+) -> nn.Module:
+    """`average` of state dicts already loaded (`full_state`)."""
+    from torch.optim.swa_utils import update_bn
+
+    device = device or torch.device("cpu")
     mean = {}
     for name, tensor in states[0].items():
         if tensor.is_floating_point():
@@ -433,13 +444,15 @@ def averaged(model: nn.Module, args: argparse.Namespace, parser: argparse.Argume
     """`--average`: print each source's validation accuracy and the average's, export it."""
     x, _, vx, vy = load(args.data)
     device = torch.device(args.device)
+    states = []
     for source in args.average:
         if not source.is_file():
             parser.error(f"--average {source}: no such file")
-        model.load_state_dict(full_state(model, initial_weights(source)[0], source))
+        states.append(full_state(model, initial_weights(source)[0], source))
+        model.load_state_dict(states[-1])
         model.to(device)
         print(f"{source}: validation {100 * accuracy(model, vx, vy, device):.2f}%", flush=True)
-    average(model, args.average, x, device=device)
+    average_states(model, states, x, device=device)
     result = accuracy(model, vx, vy, device)
     export(model, args.out)
     print(f"wrote {args.out} (average of {len(args.average)}, validation {100 * result:.2f}%)")

@@ -90,8 +90,7 @@ class JsonStore:
                         "(written by an earlier imcc)",
                         hint="move it away or give another --out: they are not reused",
                     )
-                keys = sorted(set(before) | set(self.identity))
-                differs = [k for k in keys if before.get(k) != self.identity.get(k)]
+                differs = differing(before, self.identity)
                 if differs:
                     raise another_search(
                         str(self.path),
@@ -141,6 +140,13 @@ class JsonStore:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def differing(recorded: Mapping[str, object], identity: Mapping[str, object]) -> list[str]:
+    """Return the keys whose values differ between a store's `recorded` identity and this
+    search's (a key only one of them has differs too)."""
+    keys = sorted(set(recorded) | set(identity))
+    return [k for k in keys if recorded.get(k) != identity.get(k)]
 
 
 def worker_name() -> str:
@@ -232,8 +238,7 @@ class SqlStore:
                 select(self.studies.c.identity).where(self.studies.c.study == self.study)
             ).scalar_one()
         before = json.loads(recorded)
-        keys = sorted(set(before) | set(identity))
-        differs = [k for k in keys if before.get(k) != identity.get(k)]
+        differs = differing(before, identity)
         if differs:
             raise another_search(self.study, before, identity, differs, "another --study")
 
