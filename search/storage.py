@@ -391,8 +391,11 @@ def open_study(
     )
     recorded = study.user_attrs
     if not recorded:
-        for key, value in identity.items():
-            study.set_user_attr(key, value)
+        # the version first: a worker that opens the study while this one is still writing
+        # sees part of the identity, and compares only what is there; without the version
+        # key, it would take the study for an earlier imcc's
+        for key in sorted(identity, key=lambda k: k != VERSION_KEY):
+            study.set_user_attr(key, identity[key])
         return study
     differs = [
         k

@@ -133,6 +133,12 @@ def test_stores_refuse_another_search_and_another_results_version(
     sqlite = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'trials.db'}")
     storage.open_study(sqlite, "t", ["minimize"], {"model": "m"})
     storage.open_study(sqlite, "t", ["minimize"], {"model": "m"})  # the same search resumes
+    # a worker opening the study while another writes its identity sees the version first
+    written: list[str] = []
+    with monkeypatch.context() as patch:
+        patch.setattr(optuna.Study, "set_user_attr", lambda study, key, _: written.append(key))
+        storage.open_study(sqlite, "fresh", ["minimize"], {"a": 1, "model": "m", "z": 2})
+    assert written == ["results_version", "a", "model", "z"]
     # a study without a results version (an earlier imcc) is another version's
     bare = optuna.create_study(storage=sqlite, study_name="bare", directions=["minimize"])
     bare.set_user_attr("model", "m")
