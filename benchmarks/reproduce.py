@@ -6,7 +6,8 @@
     python benchmarks/reproduce.py hybrid [--samples 256] [--verify 1000] [--budget 1.0]
                                           [--limit 5000]
 
-Writes DIR/NAME.md and DIR/NAME.json (default DIR: out/reproduce) and prints the markdown.
+Writes DIR/NAME.md and DIR/NAME.json (default DIR: out/reproduce) and prints the markdown;
+`xpert` draws DIR/xpert.png too (`xpert.plot`).
 `raella` is benchmarks/raella.py, `xpert` benchmarks/xpert.py and `hybrid` benchmarks/hybrid.py
 (their docstrings say what they measure).
 
@@ -580,6 +581,11 @@ def main() -> None:
             )
         if xpert.BASELINE_MODEL.is_file():
             text += "\n" + xpert.breakdown_markdown(xpert.cost_designs(args.out / "xpert", result))
+        xpert.plot(result, args.out / "xpert.png")
+        drawn = "phase 1's networks: latency against NASWOT score"
+        if "phase2" in result:
+            drawn += "; phase 2's designs: energy against validation accuracy"
+        text += f"\nFigure: `xpert.png` ({drawn}).\n"
     elif args.name == "raella":
         import raella
 

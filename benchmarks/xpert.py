@@ -675,6 +675,7 @@ def phase_two(
         "baselines": [d for d in designs if d["role"]],
         "loss": SEARCH_LOSS,
         "confirmed": confirmed,
+        "walk": list(found.walk),
         "searched": {
             "pipeline": found.pipeline,
             "metrics": cost(network, found.pipeline).to_dict(),
@@ -987,3 +988,134 @@ def markdown(result: dict) -> str:
         f"Pipeline: `{chosen['pipeline']}`",
     ]
     return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    """Write the reproduction's figure: phase 1's candidates (latency of each network's fastest
+    design in the area window against its NASWOT score, the baseline VGG-16's score the floor)
+    and, once phase 2 ran, every design its walk measured (energy against validation accuracy,
+    the floor and the float network, the held-out checks, the baselines' energies)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    second = result.get("phase2")
+    figure, panels = plt.subplots(1, 2 if second else 1, figsize=(12 if second else 6, 4.6))
+    first_panel = panels[0] if second else panels
+    _plot_phase_one(first_panel, result)
+    if second:
+        _plot_phase_two(panels[1], second)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=150)
+    plt.close(figure)
+
+
+def _plot_phase_one(axes: Any, result: dict) -> None:
+    tried = result["tried"]
+    priced = [c for c in tried if c["latency_s"] is not None]
+    for feasible, style in ((True, {}), (False, {"facecolors": "none"})):
+        group = [c for c in priced if c["feasible"] == feasible]
+        if group:
+            axes.scatter(
+                [c["naswot"] for c in group],
+                [1e6 * c["latency_s"] for c in group],
+                color="tab:blue",
+                edgecolors="tab:blue",
+                label="in the area window" if feasible else "no design in the area window",
+                **style,
+            )
+    rejected = [c["naswot"] for c in tried if c["latency_s"] is None]
+    if rejected:
+        axes.scatter(
+            rejected,
+            [0.92e6 * min(c["latency_s"] for c in priced)] * len(rejected) if priced else [1.0],
+            marker="|",
+            s=200,
+            color="tab:gray",
+            label="below the NASWOT floor (not compiled)",
+        )
+    vgg16 = [c for c in tried if keeps_vgg16(c["widths"])]
+    if vgg16:
+        axes.axvline(vgg16[0]["naswot"], color="tab:red", linestyle="--", linewidth=1)
+    chosen = result["chosen"]
+    axes.scatter(
+        chosen["naswot"],
+        1e6 * chosen["latency_s"],
+        marker="*",
+        s=220,
+        color="gold",
+        edgecolors="black",
+        label="chosen" + (" (VGG-16)" if keeps_vgg16(chosen["widths"]) else ""),
+        zorder=3,
+    )
+    axes.set_yscale("log")
+    axes.set_xlabel("NASWOT score of the untrained network (dashed: VGG-16's, the floor)")
+    axes.set_ylabel("latency of its fastest design in the window (us)")
+    axes.set_title(f"Phase 1: {len(tried)} networks, area within +-5%")
+    axes.legend(fontsize=8)
+
+
+def _plot_phase_two(axes: Any, second: dict) -> None:
+    walk = second.get("walk") or []
+    for label, pick, style in (
+        ("held the floor", lambda d: d["feasible"], {"color": "tab:green"}),
+        ("below the floor", lambda d: not d["feasible"] and not d["pruned"], {"color": "gray"}),
+        ("ruled out by its first images", lambda d: d["pruned"], {"color": "gray", "marker": "x"}),
+    ):
+        group = [d for d in walk if pick(d)]
+        if group:
+            axes.scatter(
+                [100 * d["accuracy"] for d in group],
+                [1e6 * d["energy_j"] for d in group],
+                label=label,
+                s=22,
+                **style,
+            )
+    energy = {d["pipeline"]: d["energy_j"] for d in walk}
+    held = [c for c in second.get("confirmed") or [] if c["pipeline"] in energy]
+    for check in held:
+        axes.scatter(
+            100 * check["accuracy"],
+            1e6 * energy[check["pipeline"]],
+            marker="v",
+            s=40,
+            facecolors="none",
+            edgecolors="tab:green" if check["held"] else "tab:red",
+        )
+    if held:
+        axes.scatter([], [], marker="v", facecolors="none", edgecolors="black", label=(
+            f"on {held[-1]['samples']:,} held-out images (floor {100 * held[-1]['floor']:.2f}%)"
+        ))  # fmt: skip
+    searched = second["searched"]
+    axes.scatter(
+        100 * searched["validation_accuracy"],
+        1e6 * searched["metrics"]["energy_j"],
+        marker="*",
+        s=220,
+        color="gold",
+        edgecolors="black",
+        label="searched design",
+        zorder=3,
+    )
+    axes.axvline(100 * second["floor"], color="tab:red", linestyle="--", linewidth=1)
+    axes.axvline(100 * second["float_validation"], color="black", linestyle=":", linewidth=1)
+    for design in second.get("baselines") or []:
+        axes.axhline(1e6 * design["metrics"]["energy_j"], color="tab:purple", linewidth=0.8)
+        axes.annotate(
+            f"baseline: {design['role']}",
+            (0.01, 1e6 * design["metrics"]["energy_j"]),
+            xycoords=("axes fraction", "data"),
+            fontsize=7,
+            color="tab:purple",
+            va="bottom",
+        )
+    axes.set_xlabel(
+        f"validation accuracy, % ({second['samples']:,} images; dashed: the floor, "
+        "dotted: float)"
+    )
+    axes.set_ylabel("energy per image (uJ)")
+    axes.set_title(f"Phase 2: {len(walk)} designs measured on {Path(second['network']).name}")
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, 0.93))
+

@@ -50,6 +50,7 @@ from imcc.search.storage import (
     PIPELINE,
     RESULT,
     best_feasible,
+    feasible,
     feasible_by_value,
     finished_count,
     open_storage,
@@ -263,6 +264,33 @@ class Precisions:
     area_mm2: float
     accuracy: float
     pipeline: str
+    walk: tuple[dict[str, Any], ...] = ()  # every design measured (`measured_designs`)
+
+
+def measured_designs(study: optuna.Study) -> tuple[dict[str, Any], ...]:
+    """Return the designs a phase-2 study measured, in the order it measured them: the trial
+    number, the design's energy and EDAP, its accuracy and on how many images (a design the
+    probe ruled out: the probe's), whether the probe ruled it out, whether it is feasible
+    (every constraint met, storage.feasible) and its pipeline."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    designs = []
+    for trial in study.get_trials(deepcopy=False, states=states):
+        result = trial.user_attrs.get(RESULT) or {}
+        if result.get("accuracy") is None or "metrics" not in result:
+            continue
+        designs.append(
+            {
+                "trial": trial.number,
+                "energy_j": result["metrics"]["energy_j"],
+                "edap": result["metrics"]["edap"],
+                "accuracy": result["accuracy"],
+                "samples": result.get("accuracy_samples"),
+                "pruned": bool(result.get("pruned")),
+                "feasible": feasible(trial),
+                "pipeline": trial.user_attrs[PIPELINE],
+            }
+        )
+    return tuple(sorted(designs, key=lambda d: d["trial"]))
 
 
 def cheapest_precisions(
@@ -360,6 +388,7 @@ def cheapest_precisions(
                 metrics["area_mm2"],
                 result["accuracy"],
                 best.user_attrs[PIPELINE],
+                measured_designs(study),
             )
     return None
 

@@ -142,6 +142,17 @@ def test_phase_two_lowers_precision_on_the_chosen_structure(searched) -> None:
     first = study.trials[0].user_attrs["result"]["metrics"]
     assert found.energy_j <= first["energy_j"]  # never above the widest design it starts at
     assert found.latency_s <= best.structure.latency_s * 1.0001  # precision only lowers it
+    # the walk: every design measured, in order, as the study holds it
+    measured = [t for t in study.trials if "result" in t.user_attrs]
+    assert [d["trial"] for d in found.walk] == [t.number for t in measured]
+    assert found.walk[0]["energy_j"] == first["energy_j"]
+    assert found.walk[0]["pipeline"] == measured[0].user_attrs["pipeline"]
+    for design, trial in zip(found.walk, measured, strict=True):
+        area = trial.user_attrs["result"]["metrics"]["area_mm2"]
+        assert design["feasible"] == (window[0] <= area <= window[1]) and not design["pruned"]
+        assert design["samples"] == 8 and design["accuracy"] is not None
+    cheapest = min((d for d in found.walk if d["feasible"]), key=lambda d: d["energy_j"])
+    assert (cheapest["pipeline"], cheapest["energy_j"]) == (found.pipeline, found.energy_j)
     calibration, _ = driver.calibration_data(f"{DATA},from=45000", model)
     program = driver.compile(model, target, passes=found.pipeline, calibration=calibration)
     report = estimate(program, target)
@@ -182,6 +193,9 @@ def test_phase_two_probe_drops_designs_the_first_images_rule_out(
     study = channels.optuna.load_study(study_name="phase2/phase2", storage=storage)
     results = [t.user_attrs["result"] for t in study.trials if "result" in t.user_attrs]
     assert results and all(r["pruned"] and r["accuracy_samples"] == 4 for r in results)
+    walk = channels.measured_designs(study)
+    assert len(walk) == len(results)
+    assert all(d["pruned"] and not d["feasible"] and d["samples"] == 4 for d in walk)
 
 
 def test_phase_two_confirms_the_feasible_designs_from_the_cheapest_up(searched, tmp_path) -> None:

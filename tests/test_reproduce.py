@@ -432,7 +432,7 @@ def test_xpert_phase_two_reads_the_searched_design_tests_back_from_the_store(
     def search(model, target, data, storage, name, structure, trials, area, floor, *a, **k):
         searches.append((area, floor, a[0], name))
         assert not k["confirm"]("cheaper") and k["confirm"]("p")  # the held-out check
-        return SimpleNamespace(pipeline="p", accuracy=0.92)
+        return SimpleNamespace(pipeline="p", accuracy=0.92, walk=({"trial": 0},))
 
     def confirmation(out, model, images, digest, confirmed):
         def confirm(pipeline: str) -> bool:
@@ -465,6 +465,7 @@ def test_xpert_phase_two_reads_the_searched_design_tests_back_from_the_store(
     assert first["samples"] == 500 and first["floor"] == pytest.approx(0.93)
     assert [c["pipeline"] for c in first["confirmed"]] == ["cheaper", "p"]
     assert first["searched"]["held_out"] == {"pipeline": "p", "held": True}
+    assert first["walk"] == [{"trial": 0}]  # every design the search measured, for the figure
     again = xpert.phase_two(tmp_path, record, 4, 500, 5000, network, store)
     assert again == first and tested == ["p"] and priced == ["p", "p"]
     checked = xpert.phase_two(tmp_path, record, 4, 500, 5000, network, store, check=2000)
@@ -475,6 +476,57 @@ def test_xpert_phase_two_reads_the_searched_design_tests_back_from_the_store(
     assert checked["samples"] == 2000 and tested == ["p", "p"]  # tested anew: another key
     with pytest.raises(SystemExit):
         xpert.phase_two(tmp_path, record, 4, 500, 5000, network, store, check=100)
+
+
+def test_xpert_figure_draws_phase_one_and_once_it_ran_phase_two(tmp_path: Path) -> None:
+    """The figure has phase 1's panel alone until phase 2 ran, then both side by side; every
+    kind of candidate and design is drawn (a network below the NASWOT floor, one with no
+    design in the area window, designs above and below the floor, one the probe ruled out,
+    held-out checks, the baselines' energies)."""
+    import struct
+
+    import xpert
+
+    vgg16 = list(xpert.ChannelSpace("vgg16").baseline())
+    chosen = {"widths": vgg16, "naswot": 10.0, "latency_s": 7e-5, "feasible": True}
+    tried = [
+        chosen,
+        {"widths": [128] * 13, "naswot": 12.0, "latency_s": 2e-4, "feasible": True},
+        {"widths": [512] * 13, "naswot": 13.0, "latency_s": 4e-4, "feasible": False},
+        {"widths": [64] * 13, "naswot": 9.0, "latency_s": None, "feasible": False},
+    ]
+    result: dict = {"tried": tried, "chosen": chosen}
+
+    def width(path: Path) -> int:
+        header = path.read_bytes()[:24]
+        assert header[:8] == b"\x89PNG\r\n\x1a\n"
+        return struct.unpack(">I", header[16:20])[0]
+
+    xpert.plot(result, tmp_path / "one.png")
+    walk = [
+        {"accuracy": a, "energy_j": e, "feasible": f, "pruned": p, "pipeline": n}
+        for a, e, f, p, n in (
+            (0.93, 6e-5, True, False, "wide"),
+            (0.925, 4e-5, True, False, "cheap"),
+            (0.90, 3e-5, False, False, "low"),
+            (0.70, 3.5e-5, False, True, "probe"),
+        )
+    ]
+    result["phase2"] = {
+        "walk": walk,
+        "confirmed": [
+            {"pipeline": "cheap", "accuracy": 0.92, "held": False, "samples": 3000, "floor": 0.925},
+            {"pipeline": "wide", "accuracy": 0.93, "held": True, "samples": 3000, "floor": 0.925},
+        ],
+        "searched": {"validation_accuracy": 0.93, "metrics": {"energy_j": 6e-5}},
+        "floor": 0.928,
+        "float_validation": 0.933,
+        "baselines": [{"role": "XPert code", "metrics": {"energy_j": 2e-5}}],
+        "samples": 2000,
+        "network": "models/vgg16_cifar10.onnx",
+    }
+    xpert.plot(result, tmp_path / "two.png")
+    assert width(tmp_path / "two.png") == 2 * width(tmp_path / "one.png") == 2 * 6 * 150
 
 
 def test_xpert_breakdown_splits_each_design_energy_and_puts_edap_against_the_first(
