@@ -1112,10 +1112,8 @@ def _plot_phase_two(axes: Any, second: dict) -> None:
             va="bottom",
         )
     axes.set_xlabel(
-        f"validation accuracy, % ({second['samples']:,} images; dashed: the floor, "
-        "dotted: float)"
+        f"validation accuracy, % ({second['samples']:,} images; dashed: the floor, dotted: float)"
     )
     axes.set_ylabel("energy per image (uJ)")
     axes.set_title(f"Phase 2: {len(walk)} designs measured on {Path(second['network']).name}")
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, 0.93))
-
