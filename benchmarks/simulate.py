@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from imcc import driver  # noqa: E402
 from imcc.backend.datapath import BLOCK_ELEMENTS as BLOCK  # noqa: E402
+from imcc.backend.datapath import GEMM_ROWS  # noqa: E402
 from imcc.backend.simulator import CrossbarInterpreter  # noqa: E402
 from imcc.examples import example_path  # noqa: E402
 from imcc.frontend.datasets import load_dataset  # noqa: E402
@@ -66,14 +67,15 @@ def _timed(fn, *args, repeats: int = 2, **kwargs) -> float:
 def floor_seconds(plans: list, batches: int) -> float:
     """Time the partial-sum GEMMs of the layers' plans for `batches` batches, on random
     operands into preallocated outputs (best of 2): per layer the faster of one GEMM per chunk
-    over all positions and the same GEMMs in blocks of about BLOCK partial sums."""
+    over all positions and the same GEMMs in blocks of about BLOCK partial sums (at least
+    GEMM_ROWS high, as the datapath cuts them)."""
     total = 0.0
     for plan in plans:
         for chunks, m, k, n in plan.gemms(plan.positions):
             weights = torch.rand(k, n)
             whole = _timed(torch.mm, torch.rand(m, k), weights, out=torch.empty(m, n), repeats=2)
             slices = plan.input_slices
-            rows = slices * max(1, BLOCK // (slices * max(n, k)))
+            rows = slices * max(1, BLOCK // (slices * max(n, k)), -(-GEMM_ROWS // slices))
             out = torch.empty(rows, n)
             blocked = _timed(torch.mm, torch.rand(rows, k), weights, out=out, repeats=2)
             total += chunks * min(whole, blocked * m / rows)

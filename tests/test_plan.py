@@ -375,6 +375,69 @@ def test_mtj_draws_do_not_depend_on_the_batch(monkeypatch, block):
     assert not np.array_equal(run(0, samples, key=6), every)  # the draws do matter
 
 
+def test_blocks_keep_gemms_tall_but_streamed_draws_keep_their_block(monkeypatch) -> None:
+    """A block holds at least `GEMM_ROWS` GEMM rows (input slices x positions), whole samples
+    when the draws are per sample, and the result does not depend on it; a training forward's
+    streamed MTJ draws are drawn per block, so there the block stays what `BLOCK_ELEMENTS`
+    alone makes it (a seeded fine-tune draws as before), and another block would draw
+    otherwise."""
+    import torch
+
+    from imcc.backend.datapath import crossbar_product
+
+    rng = np.random.default_rng(12)
+    rows, filters, positions = 40, 3, 64
+    plan = LayerPlan(
+        "L",
+        InputStreaming(4, (2, 2), False, False),
+        WeightMapping("differential", (3,), 2),
+        4,
+        False,
+        rows,
+        filters,
+        1,
+        16,
+        16,
+        Converter(ConverterKind.MTJ, 1, samples=4, sensitivity=4.0),
+    )
+    x = torch.tensor(rng.integers(0, 16, size=(positions, rows)), dtype=torch.float64)
+    w = torch.tensor(rng.integers(-7, 8, size=(rows, filters)), dtype=torch.float64)
+    per_position = plan.chunks * plan.input_slices * max(plan.columns, plan.rows_per_sum)
+    monkeypatch.setattr(datapath, "BLOCK_ELEMENTS", per_position * 2)  # 2 positions
+    monkeypatch.setattr(datapath, "GEMM_ROWS", 4 * plan.input_slices + 1)  # 5 positions
+    assert datapath._block(plan, positions, None) == 5
+    assert datapath._block(plan, positions, Draws.per_sample(7, "L", 0, 0, 16)) == 8
+    assert datapath._block(plan, positions, Draws.stream(7)) == 2
+    with torch.no_grad():
+        streamed = crossbar_product(x, w, plan, key=7)
+        monkeypatch.setattr(datapath, "GEMM_ROWS", 1)
+        assert torch.equal(crossbar_product(x, w, plan, key=7), streamed)
+        monkeypatch.setattr(datapath, "BLOCK_ELEMENTS", per_position * 4)
+        assert not torch.equal(crossbar_product(x, w, plan, key=7), streamed)
+    adc = LayerPlan(
+        "L",
+        InputStreaming(4, (2, 2), False, False),
+        WeightMapping("differential", (3,), 2),
+        4,
+        False,
+        rows,
+        filters,
+        1,
+        16,
+        16,
+        Converter(ConverterKind.SAR, 4),
+    )
+    codes, weights = x.long().numpy(), w.long().numpy()
+    for gemm_rows in (1, 9, 10_000):  # blocks of 2, 3 and all 64 positions
+        monkeypatch.setattr(datapath, "GEMM_ROWS", gemm_rows)
+        stats = Statistics()
+        got = product(adc, codes, weights, stats=stats)
+        if gemm_rows == 1:
+            first, first_stats = got, stats
+        np.testing.assert_array_equal(got, first)
+        assert stats == first_stats
+
+
 @pytest.mark.parametrize(
     ("filters", "slices", "column_tiles", "tile_columns", "share", "turns"),
     [
