@@ -8,21 +8,30 @@ its converters, the mean relative error of its output against the lossless run (
 earlier layers included, as they propagate), and for MTJ converters the samples drawn and the
 fraction that switched; for speculative layers (RAELLA) the wide reads that saturated and the
 1-bit recovery conversions they took.
+
+With a `PrefixCache` (`reuse`), each batch keeps what its runs made before every crossbar layer,
+and a later simulation whose program maps the leading layers alike resumes from the deepest
+one it finds: a search's designs that differ in later layers skip the layers they share.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
+from imcc.backend.datapath import Statistics
 from imcc.backend.reference import run_graph, sample_input
-from imcc.backend.simulator import CrossbarInterpreter
+from imcc.backend.simulator import CrossbarInterpreter, LayerRecord
 from imcc.errors import UserError
 from imcc.frontend.datasets import Dataset, check_labels
 from imcc.ir.graph import Graph
 from imcc.ir.io import require_weights
+from imcc.ir.printer import format_constant, format_node
 from imcc.ir.rebatch import rebatch
 from imcc.passes.layers import crossbar_layers
 from imcc.passes.program_target import check_program_target
@@ -86,10 +95,13 @@ def simulate(
     progress: bool = False,
     only: str | None = None,
     first: int = 0,
+    reuse: PrefixCache | None = None,
 ) -> SimulationReport:
     """Run a mapped program on a labelled data set; see the module docstring. With `only` (a
     crossbar layer's result) the mapped run keeps that layer's converters and makes every
-    other crossbar layer exact: what that layer alone costs the network.
+    other crossbar layer exact: what that layer alone costs the network. With `reuse`, a batch
+    whose leading layers an earlier simulation ran the same way (the same nodes, weights,
+    target, seed and samples) resumes from what they made (`PrefixCache`): the same report.
 
     Every sample of `data` is simulated: whole batches of `batch`, then one partial batch for
     the rest. Each sample's MTJ draws are seeded by `seed`, the layer and the sample's index
@@ -130,18 +142,29 @@ def simulate(
     predictions: dict[str, list[np.ndarray]] = {"mapped": [], "lossless": [], "float": []}
     errors = {name: [0.0, 0.0] for name in layers}
     value = mapped.inputs[0].name
+    prefixes: _Prefixes | None = None
     for start in _progress(range(0, total, batch), progress, data.name):
         images = data.images[start : start + batch]
         if len(images) < batch:  # the last, partial batch: the same graphs at its size
             mapped = rebatch(program, len(images))
             ideal = rebatch(float_graph, len(images)) if float_graph is not None else None
-        got = machine.run(mapped.replace(outputs=names), {value: images})
-        ref = exact.run(mapped.replace(outputs=names), {value: images})
+            prefixes = None
+        run = mapped.replace(outputs=names)
+        if reuse is not None and prefixes is None:
+            prefixes = _Prefixes(run, layers, target, machine)
+        if prefixes is None:
+            got = machine.run(run, {value: images})
+            ref = exact.run(run, {value: images})
+            outputs = got[names[-1]], ref[names[-1]]
+            batch_errors = {name: _errors(got[name], ref[name]) for name in layers}
+        else:
+            assert reuse is not None
+            outputs, batch_errors = prefixes.run(reuse, machine, exact, images, first + start)
         for name in layers:
-            errors[name][0] += float(np.abs(got[name].astype(np.float64) - ref[name]).sum())
-            errors[name][1] += float(np.abs(ref[name].astype(np.float64)).sum())
-        predictions["mapped"].append(got[names[-1]].argmax(axis=-1))
-        predictions["lossless"].append(ref[names[-1]].argmax(axis=-1))
+            errors[name][0] += batch_errors[name][0]
+            errors[name][1] += batch_errors[name][1]
+        predictions["mapped"].append(outputs[0].argmax(axis=-1))
+        predictions["lossless"].append(outputs[1].argmax(axis=-1))
         if ideal is not None:
             out = run_graph(ideal, {ideal.inputs[0].name: images})[ideal.outputs[0]]
             predictions["float"].append(out.argmax(axis=-1))
@@ -178,6 +201,223 @@ def simulate(
         data.limit if data.limit is not None and data.limit > total else None,
         tuple(int(p) for p in mapped_pred.reshape(-1)),
     )
+
+
+def _errors(got: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    """Return a layer's absolute error against the lossless run summed over a batch, and the
+    lossless output's summed magnitude."""
+    return (
+        float(np.abs(got.astype(np.float64) - ref).sum()),
+        float(np.abs(ref.astype(np.float64)).sum()),
+    )
+
+
+REUSE_BUDGET = 2 << 30
+"""Bytes a `PrefixCache` keeps by default (imcc's choice): about three designs' worth of 2,000
+CIFAR-10 images on VGG-16, whose values before its crossbar layers take 69 MB a design for
+200 images (both runs, compacted; measured on xpert.hw)."""
+
+
+@dataclass
+class _Resume:
+    """What one batch's runs left before one crossbar layer: the values the nodes from there
+    on read, of the mapped and of the lossless run (compacted: `_compact`), and for each
+    layer before it the batch's error sums (`_errors`) and its converters' statistics."""
+
+    mapped: dict[str, tuple[np.ndarray, np.dtype]]
+    exact: dict[str, tuple[np.ndarray, np.dtype]]
+    errors: dict[str, tuple[float, float]]
+    stats: dict[str, Statistics]
+
+    @property
+    def size(self) -> int:
+        """Return the bytes its values take."""
+        return sum(a.nbytes for a, _ in (*self.mapped.values(), *self.exact.values()))
+
+
+class PrefixCache:
+    """What simulated batches made before each crossbar layer, for simulations that run the
+    same leading layers again: a search's designs that differ in later layers only (xpert's
+    phase-2 descent moves one to three layers of the best design). An entry is keyed by
+    everything that made it: the nodes up to that layer as the canonical text spells them
+    (their attributes and their constants' content digests), the target, the seed, the
+    converters the mapped run keeps, and the batch (its samples' bytes and their index, which
+    seeds MTJ draws). Entries beyond `budget` bytes are dropped, least recently used first.
+    `resumed` counts the batches that resumed after their first crossbar layer, `skipped` the
+    crossbar layer runs that saved."""
+
+    def __init__(self, budget: int = REUSE_BUDGET) -> None:
+        self.budget = budget
+        self.entries: OrderedDict[str, _Resume] = OrderedDict()
+        self.size = 0
+        self.resumed = 0
+        self.skipped = 0
+
+    def get(self, key: str) -> _Resume | None:
+        """Return the entry under `key` (now the most recently used), or None."""
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.entries.move_to_end(key)
+        return entry
+
+    def put(self, key: str, entry: _Resume) -> None:
+        """Keep an entry, dropping the least recently used beyond the budget."""
+        size = entry.size
+        if key in self.entries or size > self.budget:
+            return
+        self.entries[key] = entry
+        self.size += size
+        while self.size > self.budget:
+            _, dropped = self.entries.popitem(last=False)
+            self.size -= dropped.size
+
+
+class _Prefixes:
+    """A program's crossbar layers as places a batch can resume (`PrefixCache`): each one's
+    node index, the digest of what precedes it, and the values the nodes from it on read."""
+
+    def __init__(
+        self, graph: Graph, layers: Sequence[str], target: Target, machine: CrossbarInterpreter
+    ) -> None:
+        self.graph = graph
+        self.layers = tuple(layers)
+        index = {o: i for i, n in enumerate(graph.nodes) for o in n.outputs}
+        self.nodes = {name: graph.nodes[index[name]] for name in layers}
+        self.at = [index[name] for name in layers]  # the node index of each crossbar layer
+        context = f"{target!r}|{machine.seed}|{machine.lossless}|{sorted(machine.keep)}"
+        self.digests = _prefix_digests(graph, self.at, context)
+        self.live = [_live(graph, start) for start in self.at]
+
+    def run(
+        self,
+        cache: PrefixCache,
+        machine: CrossbarInterpreter,
+        exact: CrossbarInterpreter,
+        images: np.ndarray,
+        first: int,
+    ) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, tuple[float, float]]]:
+        """Run a batch (samples `first`, ...) on both interpreters, resumed from the deepest
+        crossbar layer the cache holds it at; keep what it makes at the layers after that;
+        return the mapped and lossless outputs and each layer's error sums."""
+        contiguous = np.ascontiguousarray(images)
+        batch = hashlib.sha256(f"{first}|{contiguous.dtype.str}|{contiguous.shape}".encode())
+        batch.update(memoryview(contiguous.reshape(-1)).cast("B"))
+        keys = [hashlib.sha256((d + batch.hexdigest()).encode()).hexdigest() for d in self.digests]
+        found, at = None, 0
+        for i in range(len(keys) - 1, 0, -1):  # the deepest first; the first layer saves nothing
+            found = cache.get(keys[i])
+            if found is not None:
+                at = i
+                break
+        start = self.at[at] if found is not None else 0
+        names = self.layers[at:]
+        graph = self.graph.replace(outputs=(*names, self.graph.outputs[-1]))
+        wanted = {self.at[i]: i for i in range(at + 1, len(self.at))}
+        kept: tuple[dict[int, dict], dict[int, dict]] = ({}, {})
+
+        def keeper(snapshots: dict[int, dict]):
+            def visit(index: int, values: Mapping[str, np.ndarray]) -> None:
+                if index in wanted:
+                    snapshots[index] = {v: _compact(values[v]) for v in self.live[wanted[index]]}
+
+            return visit
+
+        before = {name: _copy(machine, name) for name in names}
+        if found is None:
+            feeds = {self.graph.inputs[0].name: images}
+            mapped_feeds, exact_feeds = feeds, feeds
+        else:
+            mapped_feeds, exact_feeds = _restore(found.mapped), _restore(found.exact)
+            cache.resumed += 1
+            cache.skipped += at
+        samples = len(images)
+        got = machine.run(graph, mapped_feeds, start=start, visit=keeper(kept[0]), samples=samples)
+        ref = exact.run(graph, exact_feeds, start=start, visit=keeper(kept[1]), samples=samples)
+        errors = dict(found.errors) if found is not None else {}
+        stats = dict(found.stats) if found is not None else {}
+        for name in names:
+            errors[name] = _errors(got[name], ref[name])
+            stats[name] = _minus(_copy(machine, name), before[name])
+        if found is not None:  # the skipped layers' converters did what they did before
+            for name in self.layers[:at]:
+                node = self.nodes[name]
+                record = machine.layers.setdefault(name, LayerRecord(node.name or name))
+                _add(record.stats, found.stats[name])
+        for index, i in wanted.items():
+            cache.put(
+                keys[i],
+                _Resume(
+                    kept[0][index],
+                    kept[1][index],
+                    {n: errors[n] for n in self.layers[:i]},
+                    {n: stats[n] for n in self.layers[:i]},
+                ),
+            )
+        final = self.graph.outputs[-1]
+        return (got[final], ref[final]), errors
+
+
+def _prefix_digests(graph: Graph, starts: Sequence[int], context: str) -> list[str]:
+    """Return, for each node index in `starts` (ascending), the digest of `context`, the
+    graph's inputs and attributes, and the nodes before it with the constants they read, as
+    the canonical text spells them (constants by content digest)."""
+    digest = hashlib.sha256(context.encode())
+    digest.update(repr([(v.name, str(v.type)) for v in graph.inputs]).encode())
+    digest.update(repr(sorted(graph.attributes.items())).encode())
+    wanted, seen, found = set(starts), set(), []
+    for index, node in enumerate(graph.nodes):
+        if index in wanted:
+            found.append(digest.hexdigest())
+        for name in node.inputs:
+            if name in graph.constants and name not in seen:
+                seen.add(name)
+                digest.update(format_constant(graph.constants[name]).encode())
+        digest.update(format_node(node, graph).encode())
+    return found
+
+
+def _live(graph: Graph, start: int) -> tuple[str, ...]:
+    """Return the values made before node `start` (or graph inputs) that nodes from it on read."""
+    made = {v.name for v in graph.inputs} | {o for n in graph.nodes[:start] for o in n.outputs}
+    read = {i for n in graph.nodes[start:] for i in n.inputs}
+    return tuple(sorted((made & read) - set(graph.constants)))
+
+
+def _compact(array: np.ndarray) -> tuple[np.ndarray, np.dtype]:
+    """Return an array in the narrowest integer type that holds it (a copy), or as it is, with
+    its own type to restore."""
+    array = np.asarray(array)
+    if array.dtype.kind in "iu" and array.size:
+        low, high = int(array.min()), int(array.max())
+        for narrow in (np.int8, np.uint8, np.int16):
+            info = np.iinfo(narrow)
+            if info.min <= low and high <= info.max and np.dtype(narrow).itemsize < array.itemsize:
+                return array.astype(narrow), array.dtype
+    return array, array.dtype
+
+
+def _restore(values: Mapping[str, tuple[np.ndarray, np.dtype]]) -> dict[str, np.ndarray]:
+    return {k: a if a.dtype == dtype else a.astype(dtype) for k, (a, dtype) in values.items()}
+
+
+_COUNTS = tuple(f.name for f in fields(Statistics) if f.type in ("int", int))
+
+
+def _copy(machine: CrossbarInterpreter, name: str) -> Statistics:
+    record = machine.layers.get(name)
+    return Statistics() if record is None else replace(record.stats)
+
+
+def _minus(after: Statistics, before: Statistics) -> Statistics:
+    """Return what a layer's converters did between two snapshots of its statistics."""
+    counts = {f: getattr(after, f) - getattr(before, f) for f in _COUNTS}
+    return Statistics(**counts, lossless=after.lossless)
+
+
+def _add(total: Statistics, part: Statistics) -> None:
+    for f in _COUNTS:
+        setattr(total, f, getattr(total, f) + getattr(part, f))
+    total.lossless = total.lossless and part.lossless
 
 
 def _batched(graph: Graph, data: Dataset, batch: int) -> Graph:

@@ -37,10 +37,23 @@ class Interpreter(Generic[T]):
                 f"{type(self).__name__} has no rule for op '{node.op}'{label}"
             ) from None
 
-    def run(self, graph: Graph, feeds: Mapping[str, T]) -> dict[str, T]:
-        """Run the graph on values for its inputs; return the values of its outputs by name."""
+    def run(
+        self,
+        graph: Graph,
+        feeds: Mapping[str, T],
+        *,
+        start: int = 0,
+        visit: Callable[[int, Mapping[str, T]], None] | None = None,
+    ) -> dict[str, T]:
+        """Run the graph on values for its inputs; return the values of its outputs by name.
+
+        With `start`, the run resumes before node `start`: `feeds` are the values the nodes
+        from there on read that earlier nodes made (or graph inputs). `visit(index, values)` is
+        called before each node it runs with the values made so far."""
         env: dict[str, T] = {}
-        for value in graph.inputs:
+        if start:
+            env.update(feeds)
+        for value in graph.inputs if not start else ():
             if value.name not in feeds:
                 raise UserError(
                     f"no value given for graph input %{value.name} ({value.type})",
@@ -49,7 +62,10 @@ class Interpreter(Generic[T]):
             env[value.name] = feeds[value.name]
         for name, constant in graph.constants.items():
             env[name] = self.constant(name, constant.data)
-        for node in graph.nodes:
+        for index in range(start, len(graph.nodes)):
+            node = graph.nodes[index]
+            if visit is not None:
+                visit(index, env)
             results = self.rule_for(node)(node, [env[i] for i in node.inputs])
             env.update(zip(node.outputs, results, strict=True))
         return {name: env[name] for name in graph.outputs}

@@ -10,7 +10,7 @@ every sample the draws it gets in any other batching.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,12 +60,22 @@ class CrossbarInterpreter(ReferenceInterpreter):
         self._batch = 0
         self.rules = {**RULES, "conv": self._conv, "linear": self._linear}
 
-    def run(self, graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the graph (see ReferenceInterpreter); its inputs' first axis counts samples."""
+    def run(
+        self,
+        graph: Graph,
+        feeds: Mapping[str, np.ndarray],
+        *,
+        start: int = 0,
+        visit: Callable[[int, Mapping[str, np.ndarray]], None] | None = None,
+        samples: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run the graph (see Interpreter.run); its inputs' first axis counts samples (or
+        `samples` does: a run resumed at `start`)."""
         first = next(iter(feeds.values()), None)
-        self._batch = int(np.shape(first)[0]) if first is not None and np.ndim(first) else 1
+        batch = int(np.shape(first)[0]) if first is not None and np.ndim(first) else 1
+        self._batch = batch if samples is None else samples
         try:
-            return super().run(graph, feeds)
+            return super().run(graph, feeds, start=start, visit=visit)
         finally:
             self.samples_run += self._batch
 

@@ -35,7 +35,7 @@ from imcc.passes.layers import crossbar_layers
 from imcc.passes.pipeline import print_pipeline
 from imcc.search.evaluations import EvaluationStore
 from imcc.search.psqat import PsQat, has_mtj
-from imcc.simulation import SimulationReport, classes_of, simulate
+from imcc.simulation import PrefixCache, SimulationReport, classes_of, simulate
 from imcc.target import Target
 
 SIMULATION_SEED = 0
@@ -180,6 +180,9 @@ class Evaluator:
     psqat: PsQat | None = None  # designs with MTJ layers are fine-tuned first (search/psqat.py)
     tuned: dict[str, Evaluator] = field(default_factory=dict)  # by fine-tuned model
     last: tuple[str, Graph] | None = None  # the last design compiled (pipeline, program)
+    # what simulated batches made before each crossbar layer, for designs that share leading
+    # layers (simulation.py)
+    reuse: PrefixCache = field(default_factory=PrefixCache)
 
     def reference_accuracy(self, subset: str) -> float:
         """Return the float model's accuracy on the `search` or `check` subset (cached)."""
@@ -257,6 +260,7 @@ class Evaluator:
             progress=progress,
             only=kept,
             first=first,
+            reuse=self.reuse,
         )
 
     def evaluate(
@@ -345,7 +349,8 @@ class Evaluator:
                     search_samples=len(problem.search_data.images),
                     probe_samples=problem.probe,
                     check_samples=len(problem.check_data.images),
-                )
+                ),
+                reuse=self.reuse,  # one budget (keys hold the weights: no model shares one)
             )
         return self.tuned[str(model)]
 

@@ -22,7 +22,7 @@ from imcc.ir.rebatch import rebatch
 from imcc.passes.context import Context
 from imcc.passes.manager import PassManager
 from imcc.passes.pipeline import parse_pipeline
-from imcc.simulation import simulate
+from imcc.simulation import PrefixCache, simulate
 
 DATA = load_dataset("digits-cnn")
 
@@ -70,6 +70,62 @@ def test_mtj_runs_are_seeded():
     assert [layer.rel_error for layer in other.layers] != [
         layer.rel_error for layer in first.layers
     ]
+
+
+@pytest.mark.parametrize(
+    "target, option",
+    [
+        ("xpert", "select-adc{type=flash per_layer_bits=[%s]}"),  # calibrated Flash converters
+        ("sotmtj", "select-adc{per_layer_samples=[%s]}"),  # MTJ draws per sample
+        ("xpert", "assign-input-precision{per_layer_bits=[%s]}"),  # the inputs' codes
+        # speculative input slices, recovered where they saturate
+        ("raella", "assign-input-precision{slices=[3,3,2] per_layer_speculate=[%s]}"),
+    ],
+)
+def test_a_simulation_resumed_from_shared_leading_layers_is_the_same(target, option):
+    """With a PrefixCache, designs that share leading layers resume from what an earlier
+    simulation made there, and every report equals a fresh simulation's: accuracies,
+    predictions and every layer's converter statistics and errors (whole batches, a partial
+    one, and a data set simulated in two parts). A design that differs in its first layer
+    resumes nowhere; a budget too small keeps nothing and changes nothing."""
+    pipeline = default_pipeline(load_target(target))
+    values = {
+        "select-adc{type=flash per_layer_bits=[%s]}": ("5", "4"),
+        "select-adc{per_layer_samples=[%s]}": ("4", "2"),
+        "assign-input-precision{per_layer_bits=[%s]}": ("6", "4"),
+    }.get(option, ("true", "false"))
+    first, other = values
+    designs = [  # the crossbar layers' settings: three layers
+        (first, first, first),
+        (first, first, other),  # resumes before the last layer
+        (first, other, first),  # before the second
+        (first, first, first),  # the first again: before the last
+        (other, first, first),  # nowhere
+    ]
+    data = load_dataset("digits-cnn", 120)
+    cache, starved = PrefixCache(), PrefixCache(budget=1)
+    for design in designs:
+        passes = pipeline.replace(option.split("{")[0], option % ",".join(design), 1)
+        program, hardware = mapped(target, passes)
+        fresh = simulate(program, hardware, data, batch=50)  # two batches and a partial one
+        resumed_before = cache.resumed
+        assert simulate(program, hardware, data, batch=50, reuse=cache) == fresh
+        assert simulate(program, hardware, data, batch=50, reuse=starved) == fresh
+        if design[0] == other:
+            assert cache.resumed == resumed_before  # its first layer differs
+        head, tail = data.take(50), type(data)(data.name, data.images[50:], data.labels[50:])
+        parts = [
+            simulate(program, hardware, head, batch=50, reuse=cache),
+            simulate(program, hardware, tail, batch=50, first=50, reuse=cache),
+        ]
+        whole = [
+            simulate(program, hardware, head, batch=50),
+            simulate(program, hardware, tail, batch=50, first=50),
+        ]
+        assert parts == whole
+    assert cache.resumed >= 3 * 3 and cache.skipped > cache.resumed  # resumed, some deep
+    assert 0 < cache.size <= cache.budget and len(cache.entries) > 0
+    assert starved.resumed == 0 and starved.size == 0 and not starved.entries
 
 
 def test_cli_simulate_reports_accuracies(tmp_path, capsys):
