@@ -384,8 +384,9 @@ def _live(graph: Graph, start: int) -> tuple[str, ...]:
 
 
 def _compact(array: np.ndarray) -> tuple[np.ndarray, np.dtype]:
-    """Return an array in the narrowest integer type that holds it (a copy), or as it is, with
-    its own type to restore."""
+    """Return an array in the narrowest integer type that holds it (a copy), or as it is (a
+    copy when it is a view, so the cache's count of bytes holds), with its own type to
+    restore."""
     array = np.asarray(array)
     if array.dtype.kind in "iu" and array.size:
         low, high = int(array.min()), int(array.max())
@@ -393,7 +394,7 @@ def _compact(array: np.ndarray) -> tuple[np.ndarray, np.dtype]:
             info = np.iinfo(narrow)
             if info.min <= low and high <= info.max and np.dtype(narrow).itemsize < array.itemsize:
                 return array.astype(narrow), array.dtype
-    return array, array.dtype
+    return (array if array.base is None else array.copy()), array.dtype
 
 
 def _restore(values: Mapping[str, tuple[np.ndarray, np.dtype]]) -> dict[str, np.ndarray]:
