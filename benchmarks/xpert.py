@@ -1012,6 +1012,11 @@ def plot(result: dict, path: Path) -> None:
     plt.close(figure)
 
 
+def _star(axes: Any, x: float, y: float, label: str) -> None:
+    """Mark a phase's result (both panels alike)."""
+    axes.scatter(x, y, marker="*", s=220, color="gold", edgecolors="black", label=label, zorder=3)
+
+
 def _plot_phase_one(axes: Any, result: dict) -> None:
     tried = result["tried"]
     priced = [c for c in tried if c["latency_s"] is not None]
@@ -1041,16 +1046,8 @@ def _plot_phase_one(axes: Any, result: dict) -> None:
     if vgg16:
         axes.axvline(vgg16[0]["naswot"], color="tab:red", linestyle="--", linewidth=1)
     chosen = result["chosen"]
-    axes.scatter(
-        chosen["naswot"],
-        1e6 * chosen["latency_s"],
-        marker="*",
-        s=220,
-        color="gold",
-        edgecolors="black",
-        label="chosen" + (" (VGG-16)" if keeps_vgg16(chosen["widths"]) else ""),
-        zorder=3,
-    )
+    label = "chosen" + (" (VGG-16)" if keeps_vgg16(chosen["widths"]) else "")
+    _star(axes, chosen["naswot"], 1e6 * chosen["latency_s"], label)
     axes.set_yscale("log")
     axes.set_xlabel("NASWOT score of the untrained network (dashed: VGG-16's, the floor)")
     axes.set_ylabel("latency of its fastest design in the window (us)")
@@ -1090,15 +1087,11 @@ def _plot_phase_two(axes: Any, second: dict) -> None:
             f"on {held[-1]['samples']:,} held-out images (floor {100 * held[-1]['floor']:.2f}%)"
         ))  # fmt: skip
     searched = second["searched"]
-    axes.scatter(
+    _star(
+        axes,
         100 * searched["validation_accuracy"],
         1e6 * searched["metrics"]["energy_j"],
-        marker="*",
-        s=220,
-        color="gold",
-        edgecolors="black",
-        label="searched design",
-        zorder=3,
+        "searched design",
     )
     axes.axvline(100 * second["floor"], color="tab:red", linestyle="--", linewidth=1)
     axes.axvline(100 * second["float_validation"], color="black", linestyle=":", linewidth=1)

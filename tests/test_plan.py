@@ -342,16 +342,13 @@ def test_the_converter_range_is_the_range_a_read_can_produce(bits, slices, rows)
     assert plan.sum_range == read_range(streaming, mapping, False, rows)
 
 
-@pytest.mark.parametrize("block", [datapath.BLOCK_ELEMENTS, 64])
-def test_mtj_draws_do_not_depend_on_the_batch(monkeypatch, block):
-    """Per-sample draws: a sample's result is the same in a batch of 3 or 8, first or not
-    (and whatever the datapath's block of positions)."""
-    monkeypatch.setattr(datapath, "BLOCK_ELEMENTS", block)
-    rng = np.random.default_rng(11)
-    rows, filters, samples = 40, 3, 8
-    x = rng.integers(0, 16, size=(samples, rows))
-    w = rng.integers(-7, 8, size=(rows, filters))
-    plan = LayerPlan(
+MTJ = Converter(ConverterKind.MTJ, 1, samples=4, sensitivity=4.0)
+
+
+def _differential_plan(rows: int, filters: int, converter: Converter) -> LayerPlan:
+    """Return the small plan the block and draw tests share (4-bit inputs in two 2-bit slices,
+    a differential weight mapping, 16-row chunks) with `converter`."""
+    return LayerPlan(
         "L",
         InputStreaming(4, (2, 2), False, False),
         WeightMapping("differential", (3,), 2),
@@ -362,8 +359,20 @@ def test_mtj_draws_do_not_depend_on_the_batch(monkeypatch, block):
         1,
         16,
         16,
-        Converter(ConverterKind.MTJ, 1, samples=4, sensitivity=4.0),
+        converter,
     )
+
+
+@pytest.mark.parametrize("block", [datapath.BLOCK_ELEMENTS, 64])
+def test_mtj_draws_do_not_depend_on_the_batch(monkeypatch, block):
+    """Per-sample draws: a sample's result is the same in a batch of 3 or 8, first or not
+    (and whatever the datapath's block of positions)."""
+    monkeypatch.setattr(datapath, "BLOCK_ELEMENTS", block)
+    rng = np.random.default_rng(11)
+    rows, filters, samples = 40, 3, 8
+    x = rng.integers(0, 16, size=(samples, rows))
+    w = rng.integers(-7, 8, size=(rows, filters))
+    plan = _differential_plan(rows, filters, MTJ)
 
     def run(first, count, key=5):
         draws = Draws.per_sample(key, "L", 0, first, count)
@@ -387,19 +396,7 @@ def test_blocks_keep_gemms_tall_but_streamed_draws_keep_their_block(monkeypatch)
 
     rng = np.random.default_rng(12)
     rows, filters, positions = 40, 3, 64
-    plan = LayerPlan(
-        "L",
-        InputStreaming(4, (2, 2), False, False),
-        WeightMapping("differential", (3,), 2),
-        4,
-        False,
-        rows,
-        filters,
-        1,
-        16,
-        16,
-        Converter(ConverterKind.MTJ, 1, samples=4, sensitivity=4.0),
-    )
+    plan = _differential_plan(rows, filters, MTJ)
     x = torch.tensor(rng.integers(0, 16, size=(positions, rows)), dtype=torch.float64)
     w = torch.tensor(rng.integers(-7, 8, size=(rows, filters)), dtype=torch.float64)
     per_position = plan.chunks * plan.input_slices * max(plan.columns, plan.rows_per_sum)
@@ -414,19 +411,7 @@ def test_blocks_keep_gemms_tall_but_streamed_draws_keep_their_block(monkeypatch)
         assert torch.equal(crossbar_product(x, w, plan, key=7), streamed)
         monkeypatch.setattr(datapath, "BLOCK_ELEMENTS", per_position * 4)
         assert not torch.equal(crossbar_product(x, w, plan, key=7), streamed)
-    adc = LayerPlan(
-        "L",
-        InputStreaming(4, (2, 2), False, False),
-        WeightMapping("differential", (3,), 2),
-        4,
-        False,
-        rows,
-        filters,
-        1,
-        16,
-        16,
-        Converter(ConverterKind.SAR, 4),
-    )
+    adc = _differential_plan(rows, filters, Converter(ConverterKind.SAR, 4))
     codes, weights = x.long().numpy(), w.long().numpy()
     for gemm_rows in (1, 9, 10_000):  # blocks of 2, 3 and all 64 positions
         monkeypatch.setattr(datapath, "GEMM_ROWS", gemm_rows)
