@@ -109,9 +109,8 @@ class CrossbarInterpreter(ReferenceInterpreter):
         filters = kernels.conv_filters(w, group)
         shape = MatrixShape(filters.shape[1], filters.shape[2], group, patches.shape[1])
         plan = self.plan(node, shape)
-        result = np.stack(
-            [self._product(node, plan, patches[g], filters[g], g) for g in range(group)]
-        )
+        products = [self._product(node, plan, patches[g], filters[g], g) for g in range(group)]
+        result = products[0][None] if group == 1 else np.stack(products)  # one group: no copy
         return [kernels.col2im(result, x.shape[0], out).astype(np.int32)]
 
     def _linear(self, node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
