@@ -242,16 +242,20 @@ class PrefixCache:
     everything that made it: the nodes up to that layer as the canonical text spells them
     (their attributes and their constants' content digests), the target, the seed, the
     converters the mapped run keeps, and the batch (its samples' bytes and their index, which
-    seeds MTJ draws). Entries beyond `budget` bytes are dropped, least recently used first.
-    `resumed` counts the batches that resumed after their first crossbar layer, `skipped` the
-    crossbar layer runs that saved."""
+    seeds MTJ draws). Entries beyond `budget` bytes are dropped, least recently used first;
+    `demote` makes what one simulation added the first dropped (a design a search rejected,
+    which no later design builds on). `resumed` counts the batches that resumed after their
+    first crossbar layer, `skipped` the crossbar layer runs that saved, `puts` the entries
+    added so far."""
 
     def __init__(self, budget: int = REUSE_BUDGET) -> None:
         self.budget = budget
         self.entries: OrderedDict[str, _Resume] = OrderedDict()
+        self.added: dict[str, int] = {}  # each entry's place in the order of `put`
         self.size = 0
         self.resumed = 0
         self.skipped = 0
+        self.puts = 0
 
     def get(self, key: str) -> _Resume | None:
         """Return the entry under `key` (now the most recently used), or None."""
@@ -266,10 +270,18 @@ class PrefixCache:
         if key in self.entries or size > self.budget:
             return
         self.entries[key] = entry
+        self.added[key] = self.puts
+        self.puts += 1
         self.size += size
         while self.size > self.budget:
-            _, dropped = self.entries.popitem(last=False)
+            gone, dropped = self.entries.popitem(last=False)
+            del self.added[gone]
             self.size -= dropped.size
+
+    def demote(self, since: int) -> None:
+        """Make the entries added since `since` (an earlier `puts`) the first to be dropped."""
+        for key in [k for k, n in self.added.items() if n >= since]:
+            self.entries.move_to_end(key, last=False)
 
 
 class _Prefixes:

@@ -370,11 +370,13 @@ class Evaluator:
             graph = self.compile(pipeline)
             metrics = self.cost(pipeline, graph)
             data, probe = self.problem.search_data, self.problem.probe
+            since = self.reuse.puts  # a design below the floor: what it kept goes first
             first = self.simulate(graph, data.take(probe), only)
             error = max((layer.rel_error for layer in first.layers), default=0.0)
             correct, samples = first.accuracy * first.samples, first.samples
             exact = first.quantized_accuracy * first.samples
             if floor is not None and first.accuracy < floor - _slack(floor, first.samples):
+                self.reuse.demote(since)
                 return Evaluation(
                     metrics, first.accuracy, first.samples, True, error, None, exact / samples
                 )
@@ -384,6 +386,8 @@ class Evaluator:
                 correct += second.accuracy * second.samples
                 exact += second.quantized_accuracy * second.samples
                 samples += second.samples
+            if floor is not None and correct / samples < floor:
+                self.reuse.demote(since)
             return Evaluation(
                 metrics, correct / samples, samples, False, error, None, exact / samples
             )

@@ -30,12 +30,25 @@ from imcc.search import SearchConfig, build_space, run_search
 from imcc.search.evaluate import Evaluator, Problem
 from imcc.search.storage import ILLEGAL, PIPELINE, finished
 from imcc.search.strategies import widest_design
+from imcc.target import Target
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--limit", "32", "--probe", "16", "--check", "64"]
 """Small accuracy subsets: a trial takes a few tens of milliseconds on digits-cnn."""
 
 COST_KEYS = ("energy_j", "latency_s", "area_mm2", "edap", "tops_per_w", "tops_per_mm2")
+
+
+def _digits_problem(target: Target, search: int, probe: int, check: int) -> Problem:
+    """The digits-cnn search problem on `target` with these subset sizes."""
+    return Problem.load(
+        resolve_model("digits-cnn"),
+        target,
+        "digits-cnn",
+        search_samples=search,
+        probe_samples=probe,
+        check_samples=check,
+    )
 
 
 def _replay(tmp: Path, target: str, pipeline: str) -> dict:
@@ -129,14 +142,7 @@ def test_cached_quantized_prefix_compiles_what_a_full_compile_does() -> None:
     from imcc.ir.printer import print_graph
 
     target = load_target("xpert")
-    problem = Problem.load(
-        resolve_model("digits-cnn"),
-        target,
-        "digits-cnn",
-        search_samples=32,
-        probe_samples=16,
-        check_samples=32,
-    )
+    problem = _digits_problem(target, 32, 16, 32)
     cached, plain = Evaluator(problem, cached_prefixes=2), Evaluator(problem, cached_prefixes=0)
     for bits, sharing in [(8, 8), (6, 2), (8, 4), (4, 8), (6, 1), (8, 8)]:
         pipeline = (
@@ -158,14 +164,7 @@ def test_a_probed_evaluation_draws_as_one_simulation_of_all_its_samples() -> Non
 
     target = load_target("hybrid")
     problems = {
-        probe: Problem.load(
-            resolve_model("digits-cnn"),
-            target,
-            "digits-cnn",
-            search_samples=64,
-            probe_samples=probe,
-            check_samples=64,
-        )
+        probe: _digits_problem(target, 64, probe, 64)
         for probe in (64, 8, 16, 32)  # 64: one simulation of every image
     }
     mtj = {m.name: m for m in menu(target)}["mtj:4x"]
@@ -176,16 +175,39 @@ def test_a_probed_evaluation_draws_as_one_simulation_of_all_its_samples() -> Non
     assert [e.accuracy for e in found.values()] == pytest.approx([whole] * 4, abs=1e-12)
 
 
+def test_what_a_design_below_the_floor_kept_is_dropped_first() -> None:
+    """The simulations of a design that fails the floor (pruned by its probe, or measured
+    below it) leave their prefix-cache entries first in line to be dropped; a design that
+    meets the floor leaves its own among the most recently used."""
+    problem = _digits_problem(load_target("xpert"), 32, 16, 32)
+    evaluator = Evaluator(problem)
+    design = (
+        "assign-input-precision{per_layer_bits=[%s]},quantize,tile-crossbar,select-adc,"
+        "share-columns,place"
+    )
+    cache = evaluator.reuse
+    for bits, floor, rejected in [
+        ("8,8,8", 0.0, False),
+        ("8,6,8", 1.5, True),  # pruned by its probe
+        ("8,8,6", 0.0, False),
+        ("8,5,8", 1.0 / 32, False),
+        ("8,4,8", 1.05, True),  # within the probe's slack: measured, below the floor
+    ]:
+        since = cache.puts
+        evaluation = evaluator.evaluate(design % bits, floor=floor)
+        assert evaluation is not None and evaluation.pruned == (floor > 1.1)
+        new = {k for k, n in cache.added.items() if n >= since}
+        assert new  # resumed before its second layer, it kept what it made before its third
+        order, older = list(cache.entries), len(cache.entries) - len(new)
+        if rejected:
+            assert set(order[: len(new)]) == new
+        else:  # behind the older entries the designs since have not touched
+            assert not new & set(order[: min(older, len(new))])
+
+
 def test_illegal_trial_is_a_reason_not_a_crash() -> None:
     target = load_target("xpert")
-    problem = Problem.load(
-        resolve_model("digits-cnn"),
-        target,
-        "digits-cnn",
-        search_samples=32,
-        probe_samples=16,
-        check_samples=64,
-    )
+    problem = _digits_problem(target, 32, 16, 64)
     evaluation = Evaluator(problem).evaluate(
         "assign-input-precision{per_layer_bits=[1,8,8]},quantize,tile-crossbar,select-adc,"
         "share-columns,place"
@@ -489,14 +511,7 @@ def test_mtj_trials_are_calibrated_and_adc_only_targets_are_not() -> None:
     converters = {d.key: d for d in space.dimensions}["select-adc.per_layer_converter[0]"]
     assert "mtj" in converters.choices
     choices = {f"select-adc.per_layer_converter[{i}]": "mtj" for i in range(3)}
-    problem = Problem.load(
-        resolve_model("digits-cnn"),
-        target,
-        "digits-cnn",
-        search_samples=16,
-        probe_samples=16,
-        check_samples=16,
-    )
+    problem = _digits_problem(target, 16, 16, 16)
     mapped = Evaluator(problem).compile(space.pipeline(choices))
     layers = [n for n in mapped.nodes if "converter" in n.attributes]
     assert len(layers) == 3
@@ -555,14 +570,7 @@ def test_a_point_whose_trial_a_killed_run_left_is_asked_again(tmp_path: Path) ->
     from imcc.search.storage import INTERRUPTED, RESULT, open_storage
     from imcc.search.strategies import Limits, run_point, search_phases
 
-    problem = Problem.load(
-        resolve_model("digits-cnn"),
-        load_target("xpert"),
-        "digits-cnn",
-        search_samples=16,
-        probe_samples=16,
-        check_samples=16,
-    )
+    problem = _digits_problem(load_target("xpert"), 16, 16, 16)
     space = build_space(problem.graph, problem.target)
     phase = search_phases("xpert", "resume", space, None, 8, 0)[1]
     storage = open_storage(f"sqlite:///{(tmp_path / 'resume.db').resolve()}")

@@ -22,7 +22,7 @@ from imcc.ir.rebatch import rebatch
 from imcc.passes.context import Context
 from imcc.passes.manager import PassManager
 from imcc.passes.pipeline import parse_pipeline
-from imcc.simulation import PrefixCache, simulate
+from imcc.simulation import PrefixCache, _Resume, simulate
 
 DATA = load_dataset("digits-cnn")
 
@@ -126,6 +126,27 @@ def test_a_simulation_resumed_from_shared_leading_layers_is_the_same(target, opt
     assert cache.resumed >= 3 * 3 and cache.skipped > cache.resumed  # resumed, some deep
     assert 0 < cache.size <= cache.budget and len(cache.entries) > 0
     assert starved.resumed == 0 and starved.size == 0 and not starved.entries
+
+
+def test_prefix_cache_drops_a_demoted_design_first():
+    """Beyond its budget the cache drops the least recently used entry, except that what a
+    demoted simulation added (a design a search rejected) goes before everything else."""
+
+    def entry() -> _Resume:  # 800 bytes
+        return _Resume({"x": (np.zeros(100), np.dtype(np.float64))}, {}, {}, {})
+
+    cache = PrefixCache(budget=2400)
+    cache.put("base", entry())
+    cache.put("older", entry())
+    since = cache.puts
+    cache.put("rejected", entry())
+    assert cache.get("base") is not None  # now the most recently used; "older" the least
+    cache.demote(since)
+    cache.put("next", entry())
+    assert list(cache.entries) == ["older", "base", "next"] and cache.size == 2400
+    cache.put("last", entry())  # plain LRU again
+    assert list(cache.entries) == ["base", "next", "last"]
+    assert set(cache.added) == set(cache.entries)
 
 
 def test_cli_simulate_reports_accuracies(tmp_path, capsys):
